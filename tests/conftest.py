@@ -1,0 +1,8 @@
+"""Fixture plugins, one module per real component (each owned by the part of the code that needs it)."""
+
+pytest_plugins = [
+    "tests.fixtures.nats",
+    "tests.fixtures.clickhouse",
+    "tests.fixtures.lab",
+    "tests.fixtures.kube",
+]
