@@ -40,7 +40,9 @@ COMMANDS: Final[dict[str, Command]] = {
     "up": Command("kubenetmon.shared.up", "run the whole pipeline on this machine, with a live view"),
     "top": Command("kubenetmon.writer.top", "top talkers report from ClickHouse"),
     "sql": Command("kubenetmon.writer.sql", "run a query against the flows database"),
-    "label": Command("kubenetmon.enricher.label", "label RAW records (JSON lines) offline, as the enricher would"),
+    "label": Command(
+        "kubenetmon.enricher.label", "label RAW records (JSON lines) offline, as the enricher would"
+    ),
     "nats": Command("kubenetmon.shared.natsadmin", "NATS admin: create or reconcile the JetStream topology"),
     "clickhouse": Command("kubenetmon.writer.migrate", "ClickHouse admin: create or upgrade the schema"),
     "conntrack": Command("kubenetmon.agent.dump", "read the kernel conntrack table as the agent does"),
@@ -85,10 +87,10 @@ def apply_env_defaults(parser: argparse.ArgumentParser, environ: dict[str, str])
             if isinstance(action, argparse._StoreFalseAction):
                 value = not value
         elif action.nargs in ("*", "+") or isinstance(action, argparse._AppendAction):
-            value = [action.type(v) if action.type else v for v in raw.split(",") if v.strip()]  # type: ignore[misc]
+            value = [action.type(v) if action.type else v for v in raw.split(",") if v.strip()]  # type: ignore[operator]
         else:
             try:
-                value = action.type(raw) if action.type else raw  # type: ignore[misc]
+                value = action.type(raw) if action.type else raw  # type: ignore[operator]
             except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
                 parser.error(f"{name}={raw!r}: {exc}")
         action.default = value
@@ -135,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return NOT_BUILT_EXIT
     try:
-        return int(module.main(args) or 0)  # type: ignore[union-attr]
+        return int(module.main(args) or 0)  # type: ignore[attr-defined]
     except ConfigError as exc:
         print(f"kubenetmon {args.command}: {exc}", file=sys.stderr)
         return NOT_BUILT_EXIT

@@ -39,6 +39,7 @@ ADDRESS_LENGTH: Final = {AF_INET: 4, AF_INET6: 16}
 PROTO_NAMES: Final = {6: "TCP", 17: "UDP", 132: "SCTP"}
 
 _U64: Final = (1 << 64) - 1
+_U32: Final = (1 << 32) - 1
 
 
 class RawRow(NamedTuple):
@@ -189,11 +190,7 @@ def flow_id(msg_id: str, row: RawRow, direction: str) -> int:
     """
     h = hashlib.blake2b(digest_size=8)
     h.update(msg_id.encode())
-    h.update(
-        struct.pack(
-            "!BBH", row.proto & 0xFF, row.family & 0xFF, row.zone & 0xFFFF
-        )
-    )
+    h.update(struct.pack("!BBH", row.proto & 0xFF, row.family & 0xFF, row.zone & 0xFFFF))
     for part in (row.orig_src, row.orig_dst, row.reply_src, row.reply_dst):
         h.update(len(part).to_bytes(1, "big"))
         h.update(part)
@@ -208,7 +205,7 @@ def flow_id(msg_id: str, row: RawRow, direction: str) -> int:
 
 def encode_raw(msg: RawMessage) -> bytes:
     """Encode a RAW message (no validation: the agent builds rows from kernel data)."""
-    return msgpack.packb(
+    packed: bytes = msgpack.packb(
         {
             "v": RAW_VERSION,
             "t": "raw",
@@ -223,10 +220,11 @@ def encode_raw(msg: RawMessage) -> bytes:
         },
         use_bin_type=True,
     )
+    return packed
 
 
 def encode_enriched(msg: EnrichedMessage) -> bytes:
-    return msgpack.packb(
+    packed: bytes = msgpack.packb(
         {
             "v": ENRICHED_VERSION,
             "t": "enriched",
@@ -238,6 +236,7 @@ def encode_enriched(msg: EnrichedMessage) -> bytes:
         },
         use_bin_type=True,
     )
+    return packed
 
 
 def _unpack(data: bytes, *, subject: str, kind: str, version: int, max_bytes: int) -> dict[str, Any]:
@@ -261,7 +260,9 @@ def _unpack(data: bytes, *, subject: str, kind: str, version: int, max_bytes: in
     if type(v) is not int:
         raise DecodeError("schema", "missing integer field 'v'", subject=subject, data=data)
     if v != version:
-        raise DecodeError("version", f"unsupported {kind} version {v} (want {version})", subject=subject, data=data)
+        raise DecodeError(
+            "version", f"unsupported {kind} version {v} (want {version})", subject=subject, data=data
+        )
     if obj.get("t") != kind:
         raise DecodeError("schema", f"not a {kind} message (t={obj.get('t')!r})", subject=subject, data=data)
     return obj
@@ -271,7 +272,10 @@ def _field(obj: dict[str, Any], name: str, typ: type, *, subject: str, data: byt
     value = obj.get(name)
     if type(value) is not typ:
         raise DecodeError(
-            "schema", f"field {name!r} must be {typ.__name__}, got {type(value).__name__}", subject=subject, data=data
+            "schema",
+            f"field {name!r} must be {typ.__name__}, got {type(value).__name__}",
+            subject=subject,
+            data=data,
         )
     return value
 
@@ -315,7 +319,12 @@ def decode_raw(data: bytes, *, subject: str = "", max_bytes: int = MAX_MESSAGE_B
     if not node or not boot:
         raise DecodeError("schema", "empty node or boot id", **kw)
     ints = {name: _field(obj, name, int, **kw) for name in ("start", "secs", "seq", "chunk", "chunks")}
-    if ints["start"] < 0 or ints["secs"] <= 0 or ints["seq"] < 0 or not 0 <= ints["chunk"] < ints["chunks"]:
+    if (
+        not 0 <= ints["start"] <= _U32  # a ClickHouse DateTime
+        or not 0 < ints["secs"] <= 0xFFFF
+        or ints["seq"] < 0
+        or not 0 <= ints["chunk"] < ints["chunks"]
+    ):
         raise DecodeError("schema", f"inconsistent header {ints}", **kw)
     rows = _field(obj, "rows", list, **kw)
     return RawMessage(
@@ -338,11 +347,30 @@ _WIRE_CHECK: Final[dict[str, Any]] = {
     "map": lambda x: type(x) is dict and all(type(k) is str and type(v) is bool for k, v in x.items()),
 }
 _COLUMN_WIRE: Final[dict[str, str]] = {c.name: c.wire for c in COLUMNS}
+_INT_LIMITS: Final[dict[str, tuple[int, int]]] = {
+    # integer columns narrower than the 64-bit wire type: the ClickHouse column would not hold more
+    "intervalStartTime": (0, _U32),
+    "intervalSeconds": (1, 0xFFFF),
+    "localIPv4": (0, _U32),
+    "remoteIPv4": (0, _U32),
+    "localPort": (0, 0xFFFF),
+    "remotePort": (0, 0xFFFF),
+}
 
 
-def decode_enriched(
-    data: bytes, *, subject: str = "", max_bytes: int = MAX_MESSAGE_BYTES
-) -> EnrichedMessage:
+def _column_check(name: str, wire: str) -> Any:
+    if name == "ipFamily":
+        return lambda x: type(x) is int and (x == 4 or x == 6)
+    if name in _INT_LIMITS:
+        lo, hi = _INT_LIMITS[name]
+        return lambda x: type(x) is int and lo <= x <= hi
+    return _WIRE_CHECK[wire]
+
+
+_COLUMN_CHECK: Final[dict[str, Any]] = {c.name: _column_check(c.name, c.wire) for c in COLUMNS}
+
+
+def decode_enriched(data: bytes, *, subject: str = "", max_bytes: int = MAX_MESSAGE_BYTES) -> EnrichedMessage:
     """Decode and validate an ENRICHED message, column types included; problems raise ``DecodeError``.
 
     Unknown columns are refused (``schema``): a newer enricher must bump the version or the writer
@@ -373,9 +401,9 @@ def decode_enriched(
             nrows = len(values)
         elif len(values) != nrows:
             raise DecodeError("schema", f"column {name!r} has {len(values)} values, expected {nrows}", **kw)
-        check = _WIRE_CHECK[wire]
-        for value in values:
-            if not check(value):
-                reason = "address" if wire == "bytes16" or name.endswith("IPv4") else "schema"
-                raise DecodeError(reason, f"column {name!r}: bad value {value!r:.60}", **kw)
+        check = _COLUMN_CHECK[name]
+        if not all(map(check, values)):  # the fast path; find the culprit only on failure
+            value = next(v for v in values if not check(v))
+            reason = "address" if wire == "bytes16" or name.endswith("IPv4") else "schema"
+            raise DecodeError(reason, f"column {name!r}: bad value {value!r:.60}", **kw)
     return EnrichedMessage(source=source, node=node, enriched_at=at, columns=cols, data=cdata)

@@ -1,0 +1,176 @@
+"""The kernel side of the agent: ctnetlink sockets for full conntrack dumps and DESTROY events.
+
+This is the only module that uses pyroute2 (network namespaces, request encoding, protocol constants).
+Dumps ask for both families and every zone in one request and never zero counters (no GET_CTRZERO: zeroing
+would lose data when a send fails and steal counters from anything else reading them). The event socket
+is subscribed to DESTROY only, with a receive buffer as large as the kernel allows; an overrun (ENOBUFS) is
+counted and flagged so the caller resyncs with a dump. Neither ever raises for an overrun.
+
+Sockets are made inside ``netns`` (a name under /run/netns, or a path) by a short-lived thread that joins
+the namespace: a socket stays in the namespace it was created in, and the process itself never moves.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, TypeVar
+
+from pyroute2 import netns as pyroute2_netns
+from pyroute2.netlink import NETLINK_NETFILTER, NLM_F_DUMP, NLM_F_REQUEST
+from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_CTNETLINK, NFNLGRP_CONNTRACK_DESTROY
+from pyroute2.netlink.nfnetlink.nfctsocket import IPCTNL_MSG_CT_GET, nfct_msg
+
+from kubenetmon.agent.ctnetlink import DONE, INTERRUPTED, Decoder, Sink
+
+T = TypeVar("T")
+Batch = Callable[[list[tuple[bytes, bytes]]], None]
+SO_RCVBUFFORCE: Final = 33
+RECV_SIZE: Final = 1 << 16
+DEFAULT_EVENT_BUFFER: Final = 256 * 1024 * 1024
+_seq = itertools.count(1)
+
+
+def in_netns(netns: str | None, fn: Callable[[], T]) -> T:
+    """Run ``fn`` in network namespace ``netns`` (None: the current one) and return its result."""
+    if not netns:
+        return fn()
+    box: list[T] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            pyroute2_netns.setns(netns, flags=0)  # flags=0: never create a missing namespace
+            box.append(fn())
+        except BaseException as exc:  # handed to the caller below
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name=f"netns-{netns}")
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+    return box[0]
+
+
+def read_sysctl(path: str, *, netns: str | None = None) -> str:
+    """``/proc/sys/<path>`` as seen from ``netns``; '' if it does not exist."""
+
+    def read() -> str:
+        try:
+            return Path("/proc/sys", path).read_text().strip()
+        except FileNotFoundError:
+            return ""
+
+    return in_netns(netns, read)
+
+
+def _open(netns: str | None, *, groups: int = 0) -> socket.socket:
+    def make() -> socket.socket:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+        sock.bind((0, groups))
+        return sock
+
+    return in_netns(netns, make)
+
+
+def dump_request(seq: int) -> bytes:
+    """IPCTNL_MSG_CT_GET with NLM_F_DUMP for every family (AF_UNSPEC) and every zone."""
+    msg = nfct_msg()
+    msg["nfgen_family"] = socket.AF_UNSPEC
+    msg["header"]["type"] = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET
+    msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
+    msg["header"]["sequence_number"] = seq
+    msg.encode()
+    return bytes(msg.data)
+
+
+@dataclass(frozen=True, slots=True)
+class DumpResult:
+    entries: int
+    consistent: bool
+    """False when the kernel flagged the dump as interrupted: absent entries prove nothing."""
+    seconds: float
+
+
+class Conntrack:
+    """One namespace's conntrack table: ``dump()`` the whole of it, ``read_events()`` the DESTROYs."""
+
+    def __init__(
+        self, *, netns: str | None = None, events: bool = True, event_buffer: int = DEFAULT_EVENT_BUFFER
+    ) -> None:
+        self.netns = netns
+        self.overruns = 0
+        """DESTROY events lost to a full receive buffer (ENOBUFS), since start."""
+        self.resync_needed = False
+        self.event_buffer = 0
+        self._dump_sock = _open(netns)
+        self._dump_sock.settimeout(30.0)
+        self._dump_decoder = Decoder()
+        self._event_decoder = Decoder()
+        self._events: socket.socket | None = None
+        if events:
+            self._events = _open(netns, groups=1 << (NFNLGRP_CONNTRACK_DESTROY - 1))
+            self._events.setblocking(False)
+            self.event_buffer = _grow_buffer(self._events, event_buffer)
+
+    def dump(self, consume: Batch) -> DumpResult:
+        """Pass every entry's ``(key, counters)`` to ``consume``, one list per kernel batch."""
+        start = time.monotonic()
+        sock, recv, scan, flags, count = self._dump_sock, self._dump_sock.recv, self._dump_decoder.scan, 0, 0
+        sock.send(dump_request(next(_seq)))
+        while not flags & DONE:
+            batch: list[tuple[bytes, bytes]] = []
+            more, n = scan(recv(RECV_SIZE), batch.append)
+            flags |= more
+            count += n
+            consume(batch)
+        return DumpResult(count, not flags & INTERRUPTED, time.monotonic() - start)
+
+    def event_fd(self) -> int:
+        """The event socket's descriptor, for an event loop reader (-1 without events)."""
+        return self._events.fileno() if self._events is not None else -1
+
+    def read_events(self, sink: Sink, *, limit: int = 1 << 30) -> int:
+        """Pass every queued DESTROY event's ``(key, final counters)`` to ``sink``, without blocking."""
+        if self._events is None:
+            return 0
+        count, recv, scan = 0, self._events.recv, self._event_decoder.scan
+        while count < limit:
+            try:
+                data = recv(RECV_SIZE)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS:
+                    raise
+                self.overruns += 1  # events were dropped by the kernel: the caller must resync
+                self.resync_needed = True
+                continue
+            count += 1
+            scan(data, sink)
+        return count
+
+    @property
+    def slow_decodes(self) -> int:
+        return self._dump_decoder.walked + self._event_decoder.walked
+
+    def close(self) -> None:
+        self._dump_sock.close()
+        if self._events is not None:
+            self._events.close()
+
+
+def _grow_buffer(sock: socket.socket, size: int) -> int:
+    """Ask for ``size`` bytes of receive buffer (forced with CAP_NET_ADMIN), return what was granted."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)) // 2

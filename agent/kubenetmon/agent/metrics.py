@@ -1,0 +1,45 @@
+"""The agent's Prometheus metrics (``kubenetmon_agent_*``), in one place so names stay consistent.
+
+This module only declares metrics; it must not serve them (the shared metrics server does) nor compute.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from kubenetmon.shared.metrics import counter, gauge, histogram
+
+POLL_SECONDS: Final = histogram("agent_poll_duration_seconds", "one poll: DESTROY events, full dump, events")
+CHECKPOINT_SECONDS: Final = histogram("agent_checkpoint_duration_seconds", "one state file write")
+ENTRIES: Final = gauge("agent_conntrack_entries", "entries in the latest conntrack dump")
+FLOWS: Final = gauge("agent_flows_tracked", "flows with a baseline in the delta table")
+OPEN_DELTAS: Final = gauge("agent_open_interval_flows", "flows with deltas in the open interval")
+EVENTS: Final = counter("agent_destroy_events_total", "DESTROY events read")
+EVENTS_LOST: Final = counter(
+    "agent_events_lost_total", "DESTROY event socket overruns (ENOBUFS): events lost, resynced by a dump"
+)
+TABLE: Final = counter(
+    "agent_flow_table_total",
+    "flow table exceptions: stale_sightings, untracked_sightings (table full), expired_without_event, "
+    "duplicate_events, unseen_destroyed, counter_resets",
+    ["event"],
+)
+DROPPED: Final = counter("agent_dropped_records_total", "records not reported, by reason", ["reason"])
+REPORTS: Final = counter("agent_reports_total", "reports cut (one per interval with deltas, or partial)")
+RECORDS: Final = counter("agent_records_published_total", "RAW rows acknowledged by the broker")
+MESSAGES: Final = counter("agent_messages_published_total", "RAW messages acknowledged by the broker")
+PUBLISHED_BYTES: Final = counter("agent_published_bytes_total", "RAW message bytes acknowledged")
+METERED_BYTES: Final = counter(
+    "agent_metered_bytes_total", "flow bytes (both directions) in acknowledged reports"
+)
+DUPLICATES: Final = counter(
+    "agent_publish_duplicates_total", "messages the broker already had (a retried publish)"
+)
+PUBLISH_FAILURES: Final = counter("agent_publish_failures_total", "RAW messages not acknowledged", ["reason"])
+PUBLISH_RETRIES: Final = counter("agent_publish_retries_total", "report sends retried after a failure")
+BACKLOG: Final = gauge("agent_backlog_reports", "reports waiting to be published")
+BACKLOG_MERGES: Final = counter("agent_backlog_merges_total", "reports merged because the backlog was full")
+EARLY_CUTS: Final = counter(
+    "agent_early_cuts_total", "partial reports cut because the open interval reached --max-flows flows"
+)
+LAST_POLL: Final = gauge("agent_last_poll_timestamp_seconds", "Unix time of the latest completed poll")

@@ -1,0 +1,109 @@
+"""Sending reports to the RAW stream: each chunk with its deterministic ``Nats-Msg-Id``, acks awaited, pipelined.
+
+A report is sent whole or not at all from the caller's point of view: every chunk is published (up to
+``window`` awaiting their ack at once); if any fails, ``TransientError`` is raised after the others settled,
+and the caller sends the whole report again later. Chunks that did reach the stream are then dropped by
+the server as duplicates (same message id), so a retry never counts twice within the duplicate window.
+A chunk the server can never take (larger than its max payload) is reported as ``Oversized``.
+
+This module must not decide when to retry or what to do with an oversized chunk: the service does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from kubenetmon.agent import metrics
+from kubenetmon.agent.reports import Report
+from kubenetmon.shared.broker import Broker
+from kubenetmon.shared.errors import PoisonError, TransientError
+from kubenetmon.shared.settings import NatsSettings
+
+log = logging.getLogger(__name__)
+
+
+class Oversized(Exception):
+    """Chunks of a report the server refused as larger than its max payload."""
+
+    def __init__(self, chunks: list[int]) -> None:
+        super().__init__(f"chunks {chunks} exceed the server's max payload")
+        self.chunks = chunks
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    messages: int
+    duplicates: int
+    bytes: int
+
+
+class Publisher:
+    """One NATS connection used to publish reports of one node."""
+
+    def __init__(self, settings: NatsSettings, *, node: str, window: int) -> None:
+        self.settings = settings
+        self.node = node
+        self.window = window
+        self._broker: Broker | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._broker is not None and self._broker.connected
+
+    async def connect(self) -> Broker:
+        """The connection, made on first use (one attempt; ``TransientError`` if the broker is down)."""
+        if self._broker is None:
+            broker = await Broker.connect(
+                self.settings, name=f"agent-{self.node}", wait_s=self.settings.connect_timeout_s
+            )
+            try:
+                report = await broker.ensure_topology()
+            except TransientError:
+                await broker.close()
+                raise
+            for line in report.lines():
+                log.warning("JetStream topology: %s", line) if report.conflicts else log.info(
+                    "JetStream topology: %s", line
+                )
+            self._broker = broker
+        return self._broker
+
+    async def send(self, report: Report) -> Sent:
+        """Publish every chunk of ``report`` and wait for all acks."""
+        broker = await self.connect()
+        subject = broker.raw_subject(self.node)
+        gate = asyncio.Semaphore(self.window)
+        failures: list[BaseException] = []
+        oversized: list[int] = []
+        duplicates = 0
+
+        async def one(i: int, payload: bytes) -> None:
+            nonlocal duplicates
+            async with gate:
+                try:
+                    result = await broker.publish(subject, payload, msg_id=report.msg_id(i))
+                except PoisonError as exc:
+                    if exc.reason != "oversized":
+                        raise
+                    oversized.append(i)
+                    return
+                except TransientError as exc:
+                    failures.append(exc)
+                    return
+                duplicates += result.duplicate
+
+        await asyncio.gather(*(one(i, c) for i, c in enumerate(report.chunks)))
+        if failures:
+            metrics.PUBLISH_FAILURES.labels("unavailable").inc(len(failures))
+            raise TransientError(f"{len(failures)} of {len(report.chunks)} chunks not acknowledged: {failures[0]}")
+        if oversized:
+            metrics.PUBLISH_FAILURES.labels("oversized").inc(len(oversized))
+            raise Oversized(sorted(oversized))
+        return Sent(len(report.chunks), duplicates, report.size)
+
+    async def close(self) -> None:
+        if self._broker is not None:
+            broker, self._broker = self._broker, None
+            await broker.drain()

@@ -1,0 +1,120 @@
+"""Reports: one interval's rows, cut into RAW messages under a size bound. Pure: no I/O.
+
+A report is encoded into its chunks once, when it is cut, and from then on only those bytes are stored and
+published: a retry after a crash or an outage sends byte-identical messages with the same ``Nats-Msg-Id``
+(node/boot/interval/seq/chunk), which JetStream's duplicate window drops. Chunking is deterministic: rows
+are sorted, and each chunk takes rows while their worst-case encoded size fits.
+
+``merge`` folds two reports into one covering both intervals, for a backlog that exceeds its bound during
+a long broker outage. Only reports never offered to the broker may be merged (the caller's rule: only the
+oldest pending report is ever published), so no byte can be both in the stream and in a merged report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import msgpack
+
+from kubenetmon.shared.schema import AF_INET, RawMessage, RawRow, decode_raw, encode_raw
+
+_HEADER_BOUND: Final = 512
+"""Upper bound of a RAW message's encoding without its rows (node name and boot id included)."""
+_ROW_BOUND: Final = {AF_INET: 1 + 3 * 2 + 4 * (2 + 4) + 4 * 3 + 4 * 9}
+_ROW_BOUND_V6: Final = 1 + 3 * 2 + 4 * (2 + 16) + 4 * 3 + 4 * 9
+FORMAT: Final = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """An agent's report for one interval (or a merged span of intervals), as its encoded chunks."""
+
+    node: str
+    boot: str
+    start: int
+    seconds: int
+    seq: int
+    chunks: tuple[bytes, ...]
+    rows: int
+
+    def msg_id(self, chunk: int) -> str:
+        return RawMessage(self.node, self.boot, self.start, self.seconds, self.seq, chunk, len(self.chunks)).msg_id
+
+    @property
+    def size(self) -> int:
+        return sum(len(c) for c in self.chunks)
+
+
+def _row_bound(row: RawRow) -> int:
+    return _ROW_BOUND.get(row.family, _ROW_BOUND_V6)
+
+
+def build(
+    rows: list[RawRow], *, node: str, boot: str, start: int, seconds: int, seq: int, max_bytes: int
+) -> Report:
+    """Cut ``rows`` (already in a deterministic order) into messages of at most ``max_bytes`` each."""
+    budget = max_bytes - _HEADER_BOUND - len(node.encode()) - len(boot.encode())
+    if budget < _ROW_BOUND_V6:
+        raise ValueError(f"max message size {max_bytes} is too small for one row")
+    groups: list[list[RawRow]] = [[]]
+    used = 0
+    for row in rows:
+        size = _row_bound(row)
+        if used + size > budget and groups[-1]:
+            groups.append([])
+            used = 0
+        groups[-1].append(row)
+        used += size
+    chunks = tuple(
+        encode_raw(RawMessage(node, boot, start, seconds, seq, i, len(groups), group))
+        for i, group in enumerate(groups)
+    )
+    return Report(node, boot, start, seconds, seq, chunks, len(rows))
+
+
+def rows_of(report: Report) -> list[RawRow]:
+    """Decode a report's rows back (for merging and tests)."""
+    return [row for chunk in report.chunks for row in decode_raw(chunk).rows]
+
+
+def merge(older: Report, newer: Report, *, seq: int, max_bytes: int) -> Report:
+    """One report with the rows of both, summed per row identity, spanning both intervals."""
+    totals: dict[tuple[object, ...], list[int]] = {}
+    for row in rows_of(older) + rows_of(newer):
+        key = tuple(row[:11])
+        acc = totals.setdefault(key, [0, 0, 0, 0])
+        for i, value in enumerate(row[11:]):
+            acc[i] += value
+    rows = sorted(RawRow(*key, *values) for key, values in totals.items())  # type: ignore[arg-type]
+    end = max(older.start + older.seconds, newer.start + newer.seconds)
+    start = min(older.start, newer.start)
+    return build(rows, node=newer.node, boot=newer.boot, start=start, seconds=end - start, seq=seq, max_bytes=max_bytes)
+
+
+def split(report: Report, chunk: int, *, seq: int, max_bytes: int) -> Report:
+    """A new report with the rows of one chunk the server refused as too large, in smaller messages."""
+    rows = decode_raw(report.chunks[chunk]).rows
+    return build(
+        rows, node=report.node, boot=report.boot, start=report.start, seconds=report.seconds, seq=seq,
+        max_bytes=max_bytes,
+    )  # fmt: skip
+
+
+def dumps(report: Report) -> bytes:
+    """The persisted form of a report (its chunks verbatim)."""
+    return msgpack.packb(
+        [FORMAT, report.node, report.boot, report.start, report.seconds, report.seq, report.rows, list(report.chunks)],
+        use_bin_type=True,
+    )
+
+
+def loads(data: bytes) -> Report:
+    """Inverse of ``dumps``; raises ValueError for anything else."""
+    try:
+        fmt, node, boot, start, seconds, seq, nrows, chunks = msgpack.unpackb(data, raw=False)
+    except Exception as exc:  # msgpack raises several types; all mean "not a report"
+        raise ValueError(f"not a stored report: {exc}") from None
+    if fmt != FORMAT or not all(isinstance(c, bytes) for c in chunks) or not chunks:
+        raise ValueError("not a stored report of this version")
+    return Report(node, boot, int(start), int(seconds), int(seq), tuple(chunks), int(nrows))

@@ -1,0 +1,88 @@
+"""The start-up sanity check: refuse to meter a table whose entries carry no counters.
+
+Without ``net.netfilter.nf_conntrack_acct=1`` conntrack entries have no byte or packet counters and the
+agent would report nothing while looking healthy, so it refuses to start with a message that says how to
+fix it. A node that just booted may still be applying its sysctls: while the node is younger than
+``young_node_s`` the agent waits for accounting instead of refusing. ``--skip-sanity-check`` skips it.
+
+It also warns when DESTROY events are off or limited (``nf_conntrack_events``): bytes of flows that close
+between two polls are then not seen. This module reads sysctls and the clock; it changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+from kubenetmon.shared.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+ACCT: Final = "net/netfilter/nf_conntrack_acct"
+EVENTS: Final = "net/netfilter/nf_conntrack_events"
+
+ACCOUNTING_OFF: Final = (
+    "conntrack accounting is off (net.netfilter.nf_conntrack_acct = {value}{where}): conntrack entries carry "
+    "no byte or packet counters, so there is nothing to meter. Enable it on the node with "
+    "`sysctl -w net.netfilter.nf_conntrack_acct=1` (and persist it in /etc/sysctl.d/), then restart the agent; "
+    "or pass --skip-sanity-check to start anyway."
+)
+NO_CONNTRACK: Final = (
+    "conntrack is not available{where} (no net.netfilter.nf_conntrack_acct): is the nf_conntrack module "
+    "loaded and is the agent in the node's network namespace (host network)?"
+)
+
+
+def uptime() -> float:
+    """Seconds since the node booted."""
+    return float(Path("/proc/uptime").read_text().split()[0])
+
+
+def check(
+    read: Callable[[str], str],
+    *,
+    netns: str = "",
+    young_node_s: float,
+    node_uptime: Callable[[], float] = uptime,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Return when accounting is on; wait while the node is young; otherwise raise ``ConfigError``.
+
+    ``read(path)`` returns a sysctl (``/proc/sys/<path>``) of the namespace being metered.
+    """
+    where = f" in network namespace {netns}" if netns else ""
+    value = read(ACCT)
+    if value == "":
+        raise ConfigError(NO_CONNTRACK.format(where=where))
+    while value != "1":
+        age = node_uptime()
+        if age >= young_node_s:
+            raise ConfigError(ACCOUNTING_OFF.format(value=value, where=where))
+        log.warning(
+            "net.netfilter.nf_conntrack_acct is %s%s; the node booted %.0fs ago, waiting up to %.0fs for it",
+            value,
+            where,
+            age,
+            young_node_s - age,
+        )
+        sleep(min(5.0, max(young_node_s - age, 0.1)))
+        value = read(ACCT)
+    warn_about_events(read(EVENTS), where=where)
+
+
+def warn_about_events(value: str, *, where: str = "") -> None:
+    if value == "0":
+        log.warning(
+            "conntrack events are off (net.netfilter.nf_conntrack_events = 0%s): bytes a flow moves after "
+            "the last poll before it closes are not reported; set it to 1",
+            where,
+        )
+    elif value == "2":
+        log.warning(
+            "net.netfilter.nf_conntrack_events = 2%s: flows created before the agent subscribed send no "
+            "DESTROY event, so their last bytes before closing are missed; set it to 1",
+            where,
+        )

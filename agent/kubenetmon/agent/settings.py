@@ -1,0 +1,126 @@
+"""Settings of the node agent, one frozen dataclass built once at the entry point from flags/env vars.
+
+Each field says its unit. Validation happens on construction, so a bad value stops the agent at start
+with a ``ConfigError`` naming the flag. This module must not read the environment or touch the kernel.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Final
+
+from kubenetmon.shared.options import add_arguments, from_args, option, require
+from kubenetmon.shared.settings import HttpSettings
+
+MIB: Final = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """What one node agent reads, how often, where it keeps state, and how it reports."""
+
+    node_name: str = option("", flag="--node-name", help="this node's name (Kubernetes: spec.nodeName)")
+    netns: str = option(
+        "", flag="--netns", help="read the conntrack table of this named network namespace (default: own)"
+    )
+    poll_interval_s: float = option(
+        5.0, flag="--poll-interval", kind="duration", help="time between two conntrack dumps"
+    )
+    interval_s: float = option(
+        60.0,
+        flag="--interval",
+        kind="duration",
+        help="report interval, whole seconds, aligned to wall-clock multiples of itself",
+    )
+    state_dir: str = option(
+        "/run/kubenetmon", flag="--state-dir", help="directory of the checkpoint and pending reports"
+    )
+    metrics_port: int = option(
+        9100, flag="--metrics-port", kind="int", help="port of /metrics, /healthz, /readyz (-1: off)"
+    )
+    metrics_host: str = option("0.0.0.0", flag="--metrics-host", help="address of the metrics server")
+    skip_sanity_check: bool = False
+    """``--skip-sanity-check``: start even when conntrack accounting is off."""
+    young_node_s: float = option(
+        600.0,
+        flag="--young-node",
+        kind="duration",
+        help="while the node is younger than this, wait for conntrack accounting instead of refusing",
+    )
+    max_message_bytes: int = option(
+        512 * 1024, flag="--max-message-bytes", kind="size", help="largest RAW message (<= server max_payload)"
+    )
+    max_flows: int = option(
+        2_000_000,
+        flag="--max-flows",
+        kind="int",
+        help="flows tracked at most; beyond, new flows are counted when room frees or when they close",
+    )
+    max_backlog_reports: int = option(
+        16,
+        flag="--max-backlog-reports",
+        kind="int",
+        help="unpublished reports kept apart; beyond, the newest are merged into one",
+    )
+    event_buffer_bytes: int = option(
+        256 * MIB,
+        flag="--event-buffer",
+        kind="size",
+        help="receive buffer of the DESTROY event socket",
+    )
+    publish_window: int = option(
+        32, flag="--publish-window", kind="int", help="RAW messages awaiting their ack at once"
+    )
+    report_sctp: bool = False
+    """``--report-sctp``: report SCTP flows too (TCP and UDP always)."""
+
+    def __post_init__(self) -> None:
+        require(self, "node_name", bool(self.node_name.strip()), "a node name")
+        require(self, "poll_interval_s", self.poll_interval_s > 0, "a positive duration")
+        require(
+            self,
+            "interval_s",
+            self.interval_s >= 1 and float(self.interval_s).is_integer(),
+            "a whole number of seconds >= 1",
+        )
+        require(self, "poll_interval_s", self.poll_interval_s <= self.interval_s, "at most --interval")
+        require(self, "metrics_port", -1 <= self.metrics_port <= 65535, "a port, or -1")
+        require(self, "max_message_bytes", 4096 <= self.max_message_bytes <= 64 * MIB, "4KiB to 64MiB")
+        require(self, "max_flows", self.max_flows >= 1, "an integer >= 1")
+        require(self, "max_backlog_reports", self.max_backlog_reports >= 2, "an integer >= 2")
+        require(self, "event_buffer_bytes", self.event_buffer_bytes >= 65536, "at least 64KiB")
+        require(self, "publish_window", 1 <= self.publish_window <= 1024, "1 to 1024")
+
+    @property
+    def interval(self) -> int:
+        """The report interval in whole seconds."""
+        return int(self.interval_s)
+
+    @property
+    def http(self) -> HttpSettings:
+        return HttpSettings(host=self.metrics_host, port=self.metrics_port)
+
+    @property
+    def stall_after_s(self) -> float:
+        """``/healthz`` fails once no poll has completed for this long."""
+        return max(10 * self.poll_interval_s, 30.0)
+
+
+def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
+    add_arguments(parser, AgentSettings, title="agent")
+    parser.add_argument(
+        "--skip-sanity-check",
+        action="store_true",
+        help="start even if net.netfilter.nf_conntrack_acct is off (flows would have no counters)",
+    )
+    parser.add_argument("--report-sctp", action="store_true", help="report SCTP flows too")
+
+
+def agent_settings(args: argparse.Namespace) -> AgentSettings:
+    return from_args(
+        AgentSettings,
+        args,
+        skip_sanity_check=bool(args.skip_sanity_check),
+        report_sctp=bool(args.report_sctp),
+    )

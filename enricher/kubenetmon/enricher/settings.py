@@ -1,0 +1,155 @@
+"""The enricher's flags, and the settings objects each part receives, built once at the entry point.
+
+Why it exists: one declaration per setting (flag, ``KUBENETMON_*`` variable, default, unit, help) shared
+by ``kubenetmon enricher`` and ``kubenetmon label``; ``EnricherSettings`` then hands each part its own
+frozen settings (``LabelSettings``, ``RangeSettings``, ``WatchSettings``) so library code never sees
+flags or the environment.
+
+It must not import the Kubernetes client, NATS or Prometheus: it describes configuration only.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Final
+
+from kubenetmon.enricher.classes import CLOUDS, LabelSettings
+from kubenetmon.enricher.sources import RangeSettings
+from kubenetmon.enricher.watch import WatchSettings
+from kubenetmon.shared.options import add_arguments, from_args, option, require
+
+_DAY: Final = 86400.0
+
+
+@dataclass(frozen=True)
+class LabelOptions:
+    """Where this cluster runs and what the labeler keeps (shared by ``enricher`` and ``label``)."""
+
+    cloud: str = option("other", flag="--cloud", choices=CLOUDS, help="local cloud")
+    region: str = option("", flag="--region", help="local region, as the cloud provider names it")
+    cluster: str = option("", flag="--cluster", help="this cluster's name (localCluster)")
+    environment: str = option("", flag="--environment", help="environment column (e.g. production)")
+    cell: str = option("", flag="--cell", help="cell column of local endpoints")
+    ranges_cache: str = option("", flag="--ranges-cache-dir", help="directory caching downloaded range files")
+    ranges_refresh_s: float = option(
+        _DAY, flag="--ranges-refresh", kind="duration", help="refresh period of URL range sources (0: never)"
+    )
+    pod_grace_s: float = option(
+        900.0, flag="--pod-grace", kind="duration", help="how long a deleted pod's IP stays attributable"
+    )
+    inventory: str = option(
+        "", flag="--inventory", help="static Kubernetes List (YAML/JSON) instead of watching"
+    )
+    # Switches and repeatable flags (added by ``add_label_arguments`` itself, see ``_MANUAL``):
+    ignore_udp: bool = False
+    """Drop UDP flows (``--ignore-udp``)."""
+    private_cidrs: tuple[str, ...] = ()
+    """Extra private CIDRs (``--private-cidr``, repeatable or comma-separated)."""
+    ranges: tuple[str, ...] = ()
+    """Cloud range files or URLs (``--ranges``)."""
+    custom_ranges: tuple[str, ...] = ()
+    """Files of user CIDR entries (``--custom-ranges``)."""
+
+    def __post_init__(self) -> None:
+        require(self, "pod_grace_s", self.pod_grace_s > 0, "a positive duration")
+        require(self, "ranges_refresh_s", self.ranges_refresh_s >= 0, "a duration (0: never)")
+
+    def label(self) -> LabelSettings:
+        return LabelSettings(
+            cloud=self.cloud,
+            region=self.region,
+            cluster=self.cluster,
+            environment=self.environment,
+            cell=self.cell,
+            ignore_udp=self.ignore_udp,
+            private_cidrs=self.private_cidrs,
+        )
+
+    def range_sources(self) -> RangeSettings:
+        return RangeSettings(
+            sources=self.ranges,
+            custom=self.custom_ranges,
+            cache_dir=self.ranges_cache,
+            refresh_seconds=self.ranges_refresh_s,
+        )
+
+
+@dataclass(frozen=True)
+class EnricherOptions:
+    """The enricher service: how it follows Kubernetes and consumes RAW."""
+
+    kubeconfig: str = option(
+        "", flag="--kubeconfig", help="kubeconfig file (default: in-cluster, then ~/.kube)"
+    )
+    kube_context: str = option("", flag="--kube-context", help="kubeconfig context (default: current)")
+    watch_timeout_s: float = option(
+        300.0, flag="--watch-timeout", kind="duration", help="server-side timeout of one watch request"
+    )
+    batch: int = option(32, flag="--batch", kind="int", help="RAW messages fetched per batch")
+    fetch_timeout_s: float = option(
+        1.0, flag="--fetch-timeout", kind="duration", help="longest wait of one fetch (bounds stop latency)"
+    )
+    max_rows: int = option(
+        1000,
+        flag="--enriched-max-rows",
+        kind="int",
+        help="rows per ENRICHED message (bigger outputs are split)",
+    )
+
+    def __post_init__(self) -> None:
+        require(self, "batch", 1 <= self.batch <= 1000, "an integer from 1 to 1000")
+        require(self, "fetch_timeout_s", self.fetch_timeout_s > 0, "a positive duration")
+        require(self, "watch_timeout_s", self.watch_timeout_s >= 1, "a duration of at least 1s")
+        require(self, "max_rows", self.max_rows >= 2, "an integer >= 2")
+
+    def watch(self) -> WatchSettings:
+        return WatchSettings(
+            kubeconfig=self.kubeconfig, context=self.kube_context, watch_timeout_s=self.watch_timeout_s
+        )
+
+
+_MANUAL: Final = (
+    (
+        "--private-cidr",
+        "private_cidrs",
+        "extra private CIDR treated as INTRA_VPC (repeatable, or comma-separated)",
+    ),
+    (
+        "--ranges",
+        "ranges",
+        "cloud range file or URL (repeatable, or comma-separated); aws=, gcp=, goog=, azure= name a format",
+    ),
+    (
+        "--custom-ranges",
+        "custom_ranges",
+        "YAML/JSON file of user CIDR entries: cidr, name, zone, service (repeatable)",
+    ),
+)
+
+
+def add_label_arguments(parser: argparse.ArgumentParser) -> None:
+    add_arguments(parser, LabelOptions, title="labeling")
+    group = parser.add_argument_group("labeling: switches and lists")
+    group.add_argument(
+        "--ignore-udp", action="store_true", default=False, help="drop UDP flows (default: kept)"
+    )
+    for flag, dest, text in _MANUAL:
+        group.add_argument(flag, dest=dest, action="append", default=None, metavar="VALUE", help=text)
+
+
+def label_options(args: argparse.Namespace) -> LabelOptions:
+    lists = {dest: _split(getattr(args, dest, None)) for _, dest, _ in _MANUAL}
+    return from_args(LabelOptions, args, ignore_udp=bool(getattr(args, "ignore_udp", False)), **lists)
+
+
+def _split(values: list[str] | None) -> tuple[str, ...]:
+    return tuple(part.strip() for value in values or () for part in value.split(",") if part.strip())
+
+
+def add_enricher_arguments(parser: argparse.ArgumentParser) -> None:
+    add_arguments(parser, EnricherOptions, title="enricher")
+
+
+def enricher_options(args: argparse.Namespace) -> EnricherOptions:
+    return from_args(EnricherOptions, args)

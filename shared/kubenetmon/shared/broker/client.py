@@ -1,0 +1,248 @@
+"""The ``Broker``: one NATS connection and the JetStream operations kubenetmon needs.
+
+Connection retries forever with a growing, jittered delay per server (see ``connection``) and logs each
+disconnect and reconnect. ``publish`` waits for the JetStream acknowledgement and sets ``Nats-Msg-Id``,
+so a retried publish inside the duplicate window is dropped by the server (``PublishResult.duplicate``).
+Client failures surface as ``TransientError`` (or ``PoisonError`` for a payload the server can never
+take); nats types never leave this package.
+
+This module must not decide what to do with a message: the ack policy lives in ``consumer``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import uuid
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Self
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext, api
+
+from kubenetmon.shared import topology as topo
+from kubenetmon.shared.broker import reconcile
+from kubenetmon.shared.broker.connection import (
+    CLIENT_ERRORS,
+    MSG_ID_HEADER,
+    ConnectionEvents,
+    connect_options,
+    describe,
+    quiet_close,
+)
+from kubenetmon.shared.broker.pulling import PullSource
+from kubenetmon.shared.deliveries import ConsumerStats, PublishResult, StreamStats
+from kubenetmon.shared.errors import ConfigError, PoisonError, TransientError
+from kubenetmon.shared.settings import NatsSettings
+from kubenetmon.shared.topology import TopologyReport
+
+log = logging.getLogger(__name__)
+
+
+class Broker:
+    """A NATS connection plus the JetStream operations kubenetmon needs; use ``await Broker.connect(...)``."""
+
+    def __init__(self, settings: NatsSettings, nc: Client, *, name: str, events: ConnectionEvents) -> None:
+        self.settings = settings
+        self.name = name
+        self._nc = nc
+        self._events = events
+        self._sources: set[PullSource] = set()
+        self._js: JetStreamContext = nc.jetstream(timeout=settings.publish_timeout_s)
+
+    @classmethod
+    async def connect(cls, settings: NatsSettings, *, name: str, wait_s: float | None = None) -> Broker:
+        """Connect, retrying forever (``wait_s=None``) or for ``wait_s`` seconds, then ``TransientError``."""
+        nc = Client()
+        events = ConnectionEvents(name)
+        options = connect_options(settings, name=name, events=events)
+        try:
+            await asyncio.wait_for(nc.connect(**options), wait_s)
+        except (TimeoutError, *CLIENT_ERRORS) as exc:
+            events.closing = True
+            await quiet_close(nc)
+            reason = events.last_error or repr(exc)
+            raise TransientError(f"cannot connect to {', '.join(settings.urls)}: {reason}") from None
+        log.info("connected to NATS", extra={"server": nc.connected_url.netloc if nc.connected_url else ""})
+        return cls(settings, nc, name=name, events=events)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.drain()
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._nc.is_connected)
+
+    # subjects and names -----------------------------------------------------------------------------
+
+    def raw_subject(self, node: str) -> str:
+        return topo.raw_subject(self.settings, node)
+
+    def enriched_subject(self, node: str) -> str:
+        return topo.enriched_subject(self.settings, node)
+
+    def dlq_subject(self, stage: str) -> str:
+        return topo.dlq_subject(self.settings, stage)
+
+    def stream_name(self, kind: str) -> str:
+        return topo.stream_name(self.settings, kind)
+
+    # publishing -------------------------------------------------------------------------------------
+
+    async def publish(
+        self,
+        subject: str,
+        payload: bytes,
+        *,
+        msg_id: str,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (a deadline for the server's ack, not for the call)
+    ) -> PublishResult:
+        """Publish to JetStream and wait for the server's ack; ``TransientError`` if it does not come."""
+        hdrs = dict(headers) if headers else {}
+        if msg_id:
+            hdrs[MSG_ID_HEADER] = msg_id
+        try:
+            ack = await self._js.publish(
+                subject, payload, timeout=timeout or self.settings.publish_timeout_s, headers=hdrs
+            )
+        except nats.errors.MaxPayloadError as exc:
+            raise PoisonError("oversized", f"{len(payload)} bytes: {exc}") from None
+        except CLIENT_ERRORS as exc:
+            raise TransientError(f"publish to {subject} failed: {describe(exc)}") from exc
+        return PublishResult(stream=ack.stream, seq=ack.seq, duplicate=bool(ack.duplicate))
+
+    # topology ---------------------------------------------------------------------------------------
+
+    async def ensure_topology(self) -> TopologyReport:
+        """Create or reconcile the three streams and two durable consumers; report what was done."""
+        return await reconcile.ensure_topology(self._js, self.settings)
+
+    async def delete_topology(self) -> None:
+        """Delete the three streams (and with them their consumers). For tests and deliberate resets."""
+        await reconcile.delete_topology(self._js, self.settings)
+
+    # consuming --------------------------------------------------------------------------------------
+
+    async def pull(self, consumer: str) -> PullSource:
+        """Bind to durable pull consumer ``enricher`` or ``writer`` (created by ``ensure_topology``)."""
+        spec = topo.consumer_spec(self.settings, consumer)
+        try:
+            await self._js.consumer_info(spec.stream, spec.durable)
+        except nats.js.errors.NotFoundError:
+            raise ConfigError(
+                f"consumer {spec.durable} on stream {spec.stream} does not exist: run `kubenetmon nats init`"
+            ) from None
+        except CLIENT_ERRORS as exc:
+            raise TransientError(f"consumer {spec.durable}: {describe(exc)}") from exc
+        sub = await self._js.pull_subscribe_bind(consumer=spec.durable, stream=spec.stream)
+        return self._track(PullSource(self, sub, stream=spec.stream, consumer=spec.durable, ephemeral=False))
+
+    async def ephemeral(
+        self,
+        kind: str,
+        *,
+        start_time: float | None = None,
+        start_seq: int | None = None,
+        filter_subject: str | None = None,
+        inactive_s: float = 300.0,
+    ) -> PullSource:
+        """A new pull consumer over stream ``kind`` from a Unix time or a sequence (else all), for replay.
+
+        Explicit ack like the durables, so ``consume``/``settle`` work unchanged; the server deletes it
+        after ``inactive_s`` without a fetch, and ``PullSource.close()`` deletes it at once.
+        """
+        stream = self.stream_name(kind)
+        name = f"replay-{uuid.uuid4().hex[:16]}"
+        config = api.ConsumerConfig(
+            name=name,
+            deliver_policy=api.DeliverPolicy.ALL,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            ack_wait=self.settings.ack_wait_s,
+            max_deliver=self.settings.max_deliver,
+            max_ack_pending=self.settings.max_ack_pending,
+            filter_subject=filter_subject or topo.stream_subjects(self.settings, kind),
+            inactive_threshold=inactive_s,
+            mem_storage=True,
+            num_replicas=1,
+        )
+        if start_seq is not None:
+            config.deliver_policy, config.opt_start_seq = api.DeliverPolicy.BY_START_SEQUENCE, start_seq
+        elif start_time is not None:
+            config.deliver_policy = api.DeliverPolicy.BY_START_TIME
+            config.opt_start_time = datetime.datetime.fromtimestamp(start_time, datetime.UTC)
+        try:
+            await self._js.add_consumer(stream, config=config)
+        except CLIENT_ERRORS as exc:
+            raise TransientError(f"ephemeral consumer on {stream}: {describe(exc)}") from exc
+        sub = await self._js.pull_subscribe_bind(consumer=name, stream=stream)
+        return self._track(PullSource(self, sub, stream=stream, consumer=name, ephemeral=True))
+
+    def _track(self, source: PullSource) -> PullSource:
+        self._sources.add(source)
+        return source
+
+    async def stream_info(self, kind: str) -> StreamStats:
+        name = self.stream_name(kind)
+        try:
+            info = await self._js.stream_info(name)
+        except CLIENT_ERRORS as exc:
+            raise TransientError(f"stream {name}: {describe(exc)}") from exc
+        s = info.state
+        return StreamStats(name, s.messages, s.bytes, s.first_seq, s.last_seq, s.consumer_count)
+
+    async def consumer_info(self, consumer: str, *, stream: str | None = None) -> ConsumerStats:
+        """Counters of a consumer (a durable by name, or any of ``stream``): lag, in flight, redelivered."""
+        stream = stream or topo.consumer_spec(self.settings, consumer).stream
+        try:
+            info = await self._js.consumer_info(stream, consumer)
+        except CLIENT_ERRORS as exc:
+            raise TransientError(f"consumer {stream}/{consumer}: {describe(exc)}") from exc
+        return ConsumerStats(
+            stream=stream,
+            name=consumer,
+            num_pending=info.num_pending or 0,
+            num_ack_pending=info.num_ack_pending or 0,
+            num_redelivered=info.num_redelivered or 0,
+            num_waiting=info.num_waiting or 0,
+            ack_floor_stream_seq=info.ack_floor.stream_seq if info.ack_floor else 0,
+            delivered_stream_seq=info.delivered.stream_seq if info.delivered else 0,
+        )
+
+    async def _delete_consumer(self, stream: str, name: str) -> None:
+        try:
+            await self._js.delete_consumer(stream, name)
+        except CLIENT_ERRORS as exc:
+            log.debug("could not delete consumer %s/%s: %s", stream, name, describe(exc))
+
+    # shutdown ---------------------------------------------------------------------------------------
+
+    async def drain(self) -> None:
+        """Close every pull source, flush pending publishes and acks, then close. Safe to call twice."""
+        if self._nc.is_closed or self._nc.is_draining:
+            return
+        self._events.closing = True
+        # Pull subscriptions are closed first: the client's drain would otherwise wait for their
+        # leftover status messages to be consumed, which nothing does. Unsettled deliveries are
+        # redelivered after the ack wait, to this or another worker.
+        for source in list(self._sources):
+            await source.close()
+        try:
+            await self._nc.drain()
+        except CLIENT_ERRORS as exc:
+            log.warning("NATS drain failed, closing: %s", describe(exc))
+            await quiet_close(self._nc)
+
+    async def close(self) -> None:
+        """Close at once, without flushing."""
+        self._events.closing = True
+        await quiet_close(self._nc)

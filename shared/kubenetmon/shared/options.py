@@ -1,0 +1,245 @@
+"""How settings dataclasses meet the command line: one field, one flag, one parser, one message.
+
+A settings field declared with ``option(...)`` carries its flag, help text and value kind. From that,
+``add_arguments`` adds the flags to an argparse parser (every flag also reads ``KUBENETMON_<FLAG>`` through
+the CLI), ``from_args`` parses and validates them into the frozen dataclass, and ``reference`` renders the
+configuration table for the README, so the documentation cannot drift from the code.
+
+Every bad value raises ``ConfigError`` naming the flag, its environment variable and what was expected.
+This module reads no environment and knows no concern: the concerns live in ``settings``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import re
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
+
+from kubenetmon.shared.errors import ConfigError
+
+T = TypeVar("T")
+
+_DURATION_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_SIZE_UNITS: Final = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "t": 1000**4,
+    "tb": 1000**4,
+    "ki": 1024,
+    "kib": 1024,
+    "mi": 1024**2,
+    "mib": 1024**2,
+    "gi": 1024**3,
+    "gib": 1024**3,
+    "ti": 1024**4,
+    "tib": 1024**4,
+}
+_NUMBER_UNIT: Final = re.compile(r"^\s*(-?[0-9]+(?:\.[0-9]*)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_duration(text: str) -> float:
+    """``"1.5"``, ``"500ms"``, ``"30s"``, ``"15m"``, ``"2h"``, ``"7d"`` -> seconds."""
+    m = _NUMBER_UNIT.match(text)
+    unit = m.group(2).lower() if m else ""
+    if not m or (unit not in _DURATION_UNITS and unit != ""):
+        raise ValueError("a duration such as 500ms, 30s, 15m, 2h or 7d")
+    value = float(m.group(1)) * _DURATION_UNITS.get(unit, 1.0)
+    if not math.isfinite(value):
+        raise ValueError("a finite duration")
+    return value
+
+
+def parse_size(text: str) -> int:
+    """``"4096"``, ``"512MiB"``, ``"10GB"`` -> bytes; ``"-1"`` means unlimited."""
+    m = _NUMBER_UNIT.match(text)
+    unit = m.group(2).lower() if m else ""
+    if not m or unit not in _SIZE_UNITS:
+        raise ValueError("a size in bytes such as 1048576, 512MiB or 10GB (-1: unlimited)")
+    value = float(m.group(1))
+    if value == -1:
+        return -1
+    return int(value * _SIZE_UNITS[unit])
+
+
+def parse_int(text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError("an integer") from None
+
+
+def parse_float(text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError("a number") from None
+    if not math.isfinite(value):
+        raise ValueError("a finite number")
+    return value
+
+
+def parse_bool(text: str) -> bool:
+    word = text.strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("true or false")
+
+
+def parse_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def parse_durations(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(parse_duration(part) for part in parse_list(text))
+    except ValueError:
+        raise ValueError("a comma-separated list of durations such as 1s,5s,30s") from None
+
+
+PARSERS: Final[dict[str, Callable[[str], Any]]] = {
+    "str": str,
+    "int": parse_int,
+    "float": parse_float,
+    "bool": parse_bool,
+    "duration": parse_duration,
+    "size": parse_size,
+    "list": parse_list,
+    "durations": parse_durations,
+}
+
+
+def format_duration(seconds: float) -> str:
+    for unit in ("d", "h", "m", "s"):
+        size = _DURATION_UNITS[unit]
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def format_value(kind: str, value: Any) -> str:
+    """A default as a user would type it."""
+    if kind == "duration":
+        return format_duration(float(value))
+    if kind == "durations":
+        return ",".join(format_duration(v) for v in value)
+    if kind == "list":
+        return ",".join(value)
+    if kind == "size":
+        return "unlimited (-1)" if value == -1 else str(value)
+    if kind == "bool":
+        return "true" if value else "false"
+    return str(value)
+
+
+def option(
+    default: T,
+    *,
+    flag: str,
+    help: str,
+    kind: str = "str",
+    choices: tuple[str, ...] = (),
+    secret: bool = False,
+) -> T:
+    """A settings field bound to ``flag``; ``kind`` picks the parser (see ``PARSERS``)."""
+    if kind not in PARSERS:
+        raise ValueError(f"unknown option kind {kind!r}")
+    meta = {"flag": flag, "help": help, "kind": kind, "choices": choices, "secret": secret}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def env_var(flag: str) -> str:
+    return "KUBENETMON_" + flag.lstrip("-").upper().replace("-", "_")
+
+
+def flag_of(cls: type, name: str) -> str:
+    """The flag of field ``name``, for messages."""
+    for f in dataclasses.fields(cls):
+        if f.name == name and "flag" in f.metadata:
+            return str(f.metadata["flag"])
+    return name
+
+
+def invalid(cls: type, name: str, value: object, expected: str) -> ConfigError:
+    """The one message shape for a bad setting: flag (env var): expected X, got Y."""
+    flag = flag_of(cls, name)
+    shown = "***" if _is_secret(cls, name) else repr(value)
+    return ConfigError(f"{flag} ({env_var(flag)}): expected {expected}, got {shown}")
+
+
+def require(obj: object, name: str, ok: bool, expected: str) -> None:
+    """Raise ``ConfigError`` for field ``name`` of ``obj`` unless ``ok``."""
+    if not ok:
+        raise invalid(type(obj), name, getattr(obj, name), expected)
+
+
+def _is_secret(cls: type, name: str) -> bool:
+    return any(f.name == name and f.metadata.get("secret") for f in dataclasses.fields(cls))
+
+
+def _options(cls: type) -> list[dataclasses.Field[Any]]:
+    return [f for f in dataclasses.fields(cls) if "flag" in f.metadata]
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type, *, title: str) -> None:
+    """Add one flag per option of settings class ``cls`` to ``parser``, under an argument group."""
+    group = parser.add_argument_group(title)
+    for f in _options(cls):
+        meta = f.metadata
+        text = meta["help"]
+        if meta["choices"]:
+            text += f" (one of {', '.join(meta['choices'])})"
+        if not meta["secret"]:
+            text += f" [default: {format_value(meta['kind'], f.default)}]"
+        group.add_argument(
+            meta["flag"], dest=_dest(meta["flag"]), default=None, metavar=meta["kind"].upper(), help=text
+        )
+
+
+def from_args(cls: type[T], args: argparse.Namespace, **overrides: Any) -> T:
+    """Build settings ``cls`` from parsed flags (missing flags keep their defaults), then validate."""
+    values: dict[str, Any] = {}
+    for f in _options(cls):
+        raw = getattr(args, _dest(f.metadata["flag"]), None)
+        if raw is None:
+            continue
+        values[f.name] = parse_value(cls, f, raw) if isinstance(raw, str) else raw
+    values.update(overrides)
+    return cls(**values)
+
+
+def parse_value(cls: type, f: dataclasses.Field[Any], raw: str) -> Any:
+    meta = f.metadata
+    try:
+        value = PARSERS[meta["kind"]](raw)
+    except ValueError as exc:
+        raise invalid(cls, f.name, raw, str(exc)) from None
+    if meta["choices"] and value not in meta["choices"]:
+        raise invalid(cls, f.name, raw, "one of " + ", ".join(meta["choices"]))
+    return value
+
+
+def reference(*classes: type) -> str:
+    """The configuration reference as a Markdown table (flag, environment variable, default, meaning)."""
+    lines = ["| flag | environment | default | meaning |", "|---|---|---|---|"]
+    for cls in classes:
+        for f in _options(cls):
+            meta = f.metadata
+            default = "(secret)" if meta["secret"] else format_value(meta["kind"], f.default)
+            text = meta["help"] + (f" ({', '.join(meta['choices'])})" if meta["choices"] else "")
+            lines.append(f"| `{meta['flag']}` | `{env_var(meta['flag'])}` | `{default or '-'}` | {text} |")
+    return "\n".join(lines) + "\n"

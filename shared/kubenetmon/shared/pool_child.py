@@ -1,0 +1,75 @@
+"""What runs first inside a pool worker process, before the worker's own code.
+
+It detaches the child from the terminal's process group, asks the kernel for SIGTERM if the supervisor
+dies, sets up logging under the worker's name, resolves the target, and calls it with the settings and a
+``Ready`` handle. SIGTERM/SIGINT stay blocked (inherited from the supervisor's spawn) until the target's
+``runtime.run`` has installed its handlers.
+
+This module must stay light: a worker imports it before anything else, and it knows no service.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import logging
+import os
+import signal
+import sys
+from typing import Any, Final
+
+from kubenetmon.shared import logs
+from kubenetmon.shared.settings import LogSettings
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG: Final = 1
+
+
+class Ready:
+    """A worker's readiness flag in memory shared with the supervisor; ``ready()`` / ``ready(False)``."""
+
+    def __init__(self, flags: Any, index: int, name: str) -> None:
+        self._flags = flags
+        self.index = index
+        """This worker's slot, 0 .. workers-1 (stable across respawns)."""
+        self.name = name
+        """``<pool>-<index>``, for logs and NATS connection names."""
+
+    def __call__(self, ok: bool = True) -> None:
+        if bool(self._flags[self.index]) != ok:
+            log.info("worker %s %s", self.name, "ready" if ok else "not ready")
+        self._flags[self.index] = 1 if ok else 0
+
+
+def child_main(
+    target: str, settings: object, index: int, flags: Any, log_settings: LogSettings, pool: str, parent: int
+) -> None:
+    """Entry point of a spawned worker (``multiprocessing`` calls it; its exit code is the target's)."""
+    name = f"{pool}-{index}"
+    os.setpgid(0, 0)
+    _die_with(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor forwards one SIGTERM instead
+    logs.setup(log_settings, process=name)
+    module, _, attr = target.partition(":")
+    try:
+        work = getattr(importlib.import_module(module), attr)
+        code = int(work(settings, Ready(flags, index, name)) or 0)
+    except BaseException as exc:  # the supervisor only sees the exit code: say why here
+        if isinstance(exc, SystemExit):
+            raise
+        log.critical("worker %s failed: %r", name, exc, exc_info=exc)
+        code = 1
+    logging.shutdown()
+    sys.exit(code)
+
+
+def _die_with(parent: int) -> None:
+    """SIGTERM this process when the supervisor dies (Linux); exit now if it already has."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: a supervisor killed with SIGKILL leaves its workers to the container runtime
+    if os.getppid() != parent:
+        os._exit(1)

@@ -1,0 +1,55 @@
+"""Parsing of the times and durations users type: ``10m``, ``-2h``, ``2026-11-26T05:00:00Z``, ``now``.
+
+Pure functions, no clock reads except through the ``now`` argument, so they are exact to test.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Final
+
+from kubenetmon.shared.errors import ConfigError
+
+_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+
+
+def parse_duration(text: str) -> float:
+    """``90`` / ``90s`` / ``10m`` / ``2h`` / ``1d`` / ``1w`` -> seconds (a bare number is seconds)."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ConfigError(f"{text!r} is not a duration (examples: 30s, 10m, 2h, 1d)")
+    value, unit = match.groups()
+    seconds = float(value) * _UNITS[unit or "s"]
+    if seconds <= 0:
+        raise ConfigError(f"duration {text!r} must be positive")
+    return seconds
+
+
+def parse_time(text: str, *, now: float) -> float:
+    """An instant as Unix seconds: RFC 3339 (``Z`` or an offset; naive means UTC), ``now``,
+    a relative ``-2h`` / ``-30m`` (before ``now``), or a Unix timestamp."""
+    text = text.strip()
+    if text == "now":
+        return now
+    if text.startswith("-"):
+        return now - parse_duration(text[1:])
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ConfigError(
+            f"{text!r} is not a time (examples: -2h, now, 2026-11-26T05:00:00Z, 1795000000)"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def format_time(ts: float) -> str:
+    """Unix seconds -> RFC 3339 UTC with a ``Z``."""
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

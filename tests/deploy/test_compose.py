@@ -1,0 +1,139 @@
+"""``compose.yaml`` follows the Compose specification and wires the stack so ``docker compose up --wait``
+starts it in order: servers healthy, then the one-shot init services, then the roles, then traffic.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = Path(__file__).parent / "data" / "compose-spec.json"
+ONE_SHOT = {"init-nats", "init-clickhouse", "traffic-source"}
+ROLES = {"agent", "enricher", "writer"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    return data
+
+
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    result: dict[str, dict[str, Any]] = compose["services"]
+    return result
+
+
+def test_validates_against_the_compose_specification(compose: dict[str, Any]) -> None:
+    schema = json.loads(SCHEMA.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(compose), key=lambda e: list(e.path))
+    assert not errors, "\n".join(f"{'.'.join(map(str, e.path))}: {e.message}" for e in errors)
+
+
+def test_the_schema_rejects_a_misspelt_key(compose: dict[str, Any]) -> None:
+    broken = {
+        **compose,
+        "services": {**services(compose), "nats": {**services(compose)["nats"], "helthcheck": {}}},
+    }
+    assert not jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text())).is_valid(broken)
+
+
+def test_long_running_services_have_healthchecks(compose: dict[str, Any]) -> None:
+    for name, service in services(compose).items():
+        if name in ONE_SHOT:
+            assert service["restart"] == "no", name
+        else:
+            assert service["healthcheck"]["test"], name
+
+
+def test_start_order_uses_conditions(compose: dict[str, Any]) -> None:
+    all_services = services(compose)
+    for name, service in all_services.items():
+        for dependency, spec in service.get("depends_on", {}).items():
+            assert dependency in all_services, f"{name} -> {dependency}"
+            wanted = "service_completed_successfully" if dependency in ONE_SHOT else "service_healthy"
+            assert spec["condition"] == wanted, f"{name} -> {dependency}"
+    assert set(all_services["writer"]["depends_on"]) == {"init-nats", "init-clickhouse"}
+    assert set(all_services["enricher"]["depends_on"]) == {"init-nats"}
+    assert set(all_services["agent"]["depends_on"]) == {"init-nats"}
+    assert ROLES <= set(all_services["traffic-source"]["depends_on"])
+
+
+def test_agent_runs_like_the_daemonset(compose: dict[str, Any]) -> None:
+    agent = services(compose)["agent"]
+    assert agent["network_mode"] == "host"
+    assert agent["cap_drop"] == ["ALL"] and agent["cap_add"] == ["NET_ADMIN"]
+    assert agent["user"] == "0:0"
+    assert "privileged" not in agent
+    host = {name for name, s in services(compose).items() if s.get("network_mode") == "host"}
+    assert host == {"agent", "traffic-sink"}
+
+
+def test_kubenetmon_services_are_locked_down(compose: dict[str, Any]) -> None:
+    for name, service in services(compose).items():
+        if service["image"] != "kubenetmon:dev":
+            continue
+        assert service["read_only"] is True, name
+        assert service["cap_drop"] == ["ALL"], name
+        assert "no-new-privileges:true" in service["security_opt"], name
+        if name != "agent":
+            assert "user" not in service and "cap_add" not in service, name
+
+
+def test_third_party_images_are_pinned(compose: dict[str, Any]) -> None:
+    for name, service in services(compose).items():
+        tag = service["image"].rpartition(":")[2]
+        assert tag and tag != "latest" and "/" not in tag, name
+
+
+def test_mounted_files_exist(compose: dict[str, Any]) -> None:
+    for name, service in services(compose).items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            if source.startswith("./"):
+                assert (ROOT / source).is_file(), f"{name}: {source}"
+
+
+def test_credentials_agree(compose: dict[str, Any]) -> None:
+    all_services = services(compose)
+    nats_env = all_services["nats"]["environment"]
+    passwords = {
+        "kubenetmon-agent": nats_env["KUBENETMON_AGENT_PASSWORD"],
+        "kubenetmon-enricher": nats_env["KUBENETMON_ENRICHER_PASSWORD"],
+        "kubenetmon-writer": nats_env["KUBENETMON_WRITER_PASSWORD"],
+        "kubenetmon-admin": nats_env["KUBENETMON_ADMIN_PASSWORD"],
+    }
+    clickhouse_password = all_services["clickhouse"]["environment"]["KUBENETMON_CLICKHOUSE_PASSWORD"]
+    clients = 0
+    for name, service in all_services.items():
+        env = service.get("environment", {})
+        if "KUBENETMON_NATS_USER" in env:
+            assert passwords[env["KUBENETMON_NATS_USER"]] == env["KUBENETMON_NATS_PASSWORD"], name
+            clients += 1
+        if "KUBENETMON_CLICKHOUSE_DSN" in env:
+            assert env["KUBENETMON_CLICKHOUSE_PASSWORD"] == clickhouse_password, name
+    assert clients == 4
+
+
+def test_traffic_generator_agrees_with_the_inventory(compose: dict[str, Any]) -> None:
+    from tests.deploy.test_compose_e2e import traffic_plan
+
+    plan = traffic_plan()
+    source = services(compose)["traffic-source"]
+    assert source["networks"]["flows"]["ipv4_address"] == plan.source_ip
+    inventory = yaml.safe_load((ROOT / "tests/deploy/compose/inventory.yaml").read_text())
+    pods = [i for i in inventory["items"] if i["kind"] == "Pod"]
+    assert [p["status"]["podIP"] for p in pods] == [plan.source_ip]
+    nodes = [i for i in inventory["items"] if i["kind"] == "Node"]
+    node_ips = {a["address"] for n in nodes for a in n["status"]["addresses"] if a["type"].endswith("IP")}
+    assert plan.sink_ip not in node_ips, (
+        "the sink's address must not be a node address (node flows are dropped)"
+    )
+    assert [n["metadata"]["name"] for n in nodes] == ["compose-node"]
+    assert pods[0]["spec"]["nodeName"] == "compose-node"

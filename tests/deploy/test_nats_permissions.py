@@ -1,0 +1,239 @@
+"""The per-role NATS permissions of the shipped server configuration, against a real nats-server.
+
+The server runs the very ``nats.conf`` that the dev overlay and the compose stack use (only its store
+directory is moved to a temporary one). Each role then does, through kubenetmon's own broker module,
+what that role does in production, and is refused what it must not do: a refused publish or request is
+never answered, so it surfaces as a ``TransientError`` and changes nothing on the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from kubenetmon.shared.broker import Broker
+from kubenetmon.shared.errors import TransientError
+from kubenetmon.shared.natsserver import NatsServer, binary
+from kubenetmon.shared.settings import NatsSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+CONF = ROOT / "k8s/components/nats-server/nats.conf"
+PASSWORDS = {
+    "kubenetmon-agent": "p-agent",
+    "kubenetmon-enricher": "p-enricher",
+    "kubenetmon-writer": "p-writer",
+    "kubenetmon-admin": "p-admin",
+}
+SERVER_ENV = {
+    "NATS_SERVER_NAME": "permissions",
+    "KUBENETMON_AGENT_PASSWORD": PASSWORDS["kubenetmon-agent"],
+    "KUBENETMON_ENRICHER_PASSWORD": PASSWORDS["kubenetmon-enricher"],
+    "KUBENETMON_WRITER_PASSWORD": PASSWORDS["kubenetmon-writer"],
+    "KUBENETMON_ADMIN_PASSWORD": PASSWORDS["kubenetmon-admin"],
+}
+DENIED_WAIT_S = 1.0
+
+
+class ConfiguredNats(NatsServer):
+    """A nats-server started from a configuration file (ports and address from the command line)."""
+
+    def __init__(self, store_dir: Path, conf: Path) -> None:
+        super().__init__(store_dir)
+        self.conf = conf
+
+    def command(self) -> list[str]:
+        return [binary(), "-c", str(self.conf), "-a", self.host, "-p", str(self.port), "-m", str(self.monitor_port)]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConfiguredNats]:
+    store = tmp_path_factory.mktemp("nats-permissions")
+    text = CONF.read_text()
+    assert text.count("store_dir: /data\n") == 1
+    conf = store / "nats.conf"
+    conf.write_text(text.replace("store_dir: /data\n", f"store_dir: {store / 'js'}\n"))
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in SERVER_ENV.items():
+            mp.setenv(key, value)
+        nats = ConfiguredNats(store, conf)
+        nats.start()
+    try:
+        yield nats
+    finally:
+        nats.stop()
+
+
+def role_settings(server: NatsServer, user: str, **overrides: object) -> NatsSettings:
+    return replace(
+        NatsSettings(),
+        urls=(server.url,),
+        user=user,
+        password=PASSWORDS[user],
+        publish_timeout_s=DENIED_WAIT_S,
+        connect_timeout_s=2.0,
+        **overrides,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture(scope="module")
+def initialised(server: ConfiguredNats) -> str:
+    """``kubenetmon nats init`` as the admin user, as the init Job runs it."""
+    env = {
+        **os.environ,
+        "KUBENETMON_NATS_URL": server.url,
+        "KUBENETMON_NATS_USER": "kubenetmon-admin",
+        "KUBENETMON_NATS_PASSWORD": PASSWORDS["kubenetmon-admin"],
+    }
+    kubenetmon = str(Path(sys.executable).parent / "kubenetmon")
+    out = subprocess.run(
+        [kubenetmon, "nats", "init", "--connect-wait", "10s"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+async def connect(server: NatsServer, user: str) -> Broker:
+    return await Broker.connect(role_settings(server, user), name=f"test-{user}", wait_s=5.0)
+
+
+@pytest.fixture
+async def admin(server: ConfiguredNats, initialised: str) -> AsyncIterator[Broker]:
+    broker = await connect(server, "kubenetmon-admin")
+    yield broker
+    await broker.close()
+
+
+async def settled(admin: Broker, consumer: str) -> None:
+    """Wait (with a deadline) until ``consumer`` has nothing delivered-but-unsettled."""
+    deadline = time.monotonic() + 5.0
+    while (info := await admin.consumer_info(consumer)).num_ack_pending:
+        assert time.monotonic() < deadline, f"{consumer}: acknowledgement never reached the server: {info}"
+        await asyncio.sleep(0.02)  # polling the server for a condition, with a deadline
+
+
+async def messages(admin: Broker, kind: str) -> int:
+    return (await admin.stream_info(kind)).messages
+
+
+async def assert_cannot_consume(broker: Broker, consumer: str, admin: Broker) -> None:
+    """``broker`` gets nothing from ``consumer`` although a message waits there."""
+    if (await admin.consumer_info(consumer)).num_pending == 0:
+        kind = "raw" if consumer == "enricher" else "enriched"
+        subject = admin.raw_subject("waiting") if kind == "raw" else admin.enriched_subject("waiting")
+        await admin.publish(subject, b"waiting", msg_id=f"waiting/{consumer}/{time.monotonic_ns()}")
+    try:
+        source = await broker.pull(consumer)
+        assert await source.fetch(1, DENIED_WAIT_S) == []
+    except TransientError:
+        pass  # refused before fetching: as good
+    info = await admin.consumer_info(consumer)
+    assert info.num_pending >= 1 and info.num_ack_pending == 0, info
+
+
+def test_admin_creates_the_topology(initialised: str) -> None:
+    lines = [line for line in initialised.splitlines() if line.startswith(("stream ", "consumer "))]
+    assert len(lines) == 5 and all(line.endswith(("created", "unchanged")) for line in lines), initialised
+
+
+@pytest.mark.parametrize("user", ["kubenetmon-agent", "kubenetmon-enricher", "kubenetmon-writer"])
+async def test_every_role_may_check_the_topology(server: ConfiguredNats, initialised: str, user: str) -> None:
+    broker = await connect(server, user)
+    try:
+        report = await broker.ensure_topology()
+    finally:
+        await broker.close()
+    assert not report.changed and not report.conflicts, report.lines()
+
+
+async def counts(admin: Broker) -> dict[str, int]:
+    return {kind: await messages(admin, kind) for kind in ("raw", "enriched", "dlq")}
+
+
+async def consume(broker: Broker, consumer: str, admin: Broker, *, msg_id: str) -> None:
+    """Fetch from ``consumer`` until ``msg_id`` came, ack everything fetched, see the acks land."""
+    source = await broker.pull(consumer)
+    got = []
+    deadline = time.monotonic() + 10.0
+    while not any(d.msg_id == msg_id for d in got) and time.monotonic() < deadline:
+        got += await source.fetch(10, 1.0)
+    assert any(d.msg_id == msg_id for d in got)
+    for delivery in got:
+        await delivery.ack()
+    await settled(admin, consumer)
+
+
+async def test_agent_publishes_raw_only(server: ConfiguredNats, admin: Broker) -> None:
+    agent = await connect(server, "kubenetmon-agent")
+    try:
+        before = await counts(admin)
+        result = await agent.publish(agent.raw_subject("node-a"), b"raw", msg_id="agent-test/1")
+        assert result.stream == "KUBENETMON_RAW"
+        for subject in (agent.enriched_subject("node-a"), agent.dlq_subject("agent")):
+            with pytest.raises(TransientError):
+                await agent.publish(subject, b"x", msg_id="agent-test/denied")
+        assert await counts(admin) == {**before, "raw": before["raw"] + 1}
+        await assert_cannot_consume(agent, "enricher", admin)
+        await assert_cannot_consume(agent, "writer", admin)
+    finally:
+        await agent.close()
+
+
+async def test_enricher_consumes_raw_and_publishes_enriched(server: ConfiguredNats, admin: Broker) -> None:
+    await admin.publish(admin.raw_subject("node-b"), b"raw", msg_id="enricher-test/1")
+    enricher = await connect(server, "kubenetmon-enricher")
+    try:
+        await consume(enricher, "enricher", admin, msg_id="enricher-test/1")
+        before = await counts(admin)
+        await enricher.publish(enricher.enriched_subject("node-b"), b"rows", msg_id="enriched/enricher-test/1")
+        await enricher.publish(enricher.dlq_subject("enricher"), b"poison", msg_id="dlq/enricher-test/1")
+        with pytest.raises(TransientError):
+            await enricher.publish(enricher.raw_subject("node-b"), b"x", msg_id="enricher-test/denied")
+        assert await counts(admin) == {**before, "enriched": before["enriched"] + 1, "dlq": before["dlq"] + 1}
+        await assert_cannot_consume(enricher, "writer", admin)
+    finally:
+        await enricher.close()
+
+
+async def test_writer_consumes_enriched_only(server: ConfiguredNats, admin: Broker) -> None:
+    await admin.publish(admin.enriched_subject("node-c"), b"rows", msg_id="writer-test/1")
+    writer = await connect(server, "kubenetmon-writer")
+    try:
+        await consume(writer, "writer", admin, msg_id="writer-test/1")
+        before = await counts(admin)
+        await writer.publish(writer.dlq_subject("writer"), b"poison", msg_id="dlq/writer-test/1")
+        for subject in (writer.raw_subject("node-c"), writer.enriched_subject("node-c")):
+            with pytest.raises(TransientError):
+                await writer.publish(subject, b"x", msg_id="writer-test/denied")
+        assert await counts(admin) == {**before, "dlq": before["dlq"] + 1}
+        await assert_cannot_consume(writer, "enricher", admin)
+    finally:
+        await writer.close()
+
+
+@pytest.mark.parametrize("user", ["kubenetmon-agent", "kubenetmon-enricher", "kubenetmon-writer"])
+async def test_services_cannot_change_the_topology(server: ConfiguredNats, admin: Broker, user: str) -> None:
+    """A service whose settings drifted from the topology must fail, not reconfigure the streams."""
+    broker = await Broker.connect(
+        role_settings(server, user, raw_max_age_s=3600.0), name=f"test-drift-{user}", wait_s=5.0
+    )
+    try:
+        with pytest.raises(TransientError):
+            await broker.ensure_topology()
+    finally:
+        await broker.close()
+    report = await admin.ensure_topology()  # the admin's (default) settings: nothing to put back
+    assert not report.changed, report.lines()
+
+
+async def test_wrong_password_is_refused(server: ConfiguredNats) -> None:
+    settings = replace(role_settings(server, "kubenetmon-agent"), password="wrong")
+    with pytest.raises(TransientError):
+        await Broker.connect(settings, name="test-wrong-password", wait_s=2.0)

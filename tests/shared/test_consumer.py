@@ -1,0 +1,175 @@
+"""The consumer loop and ack policy against a real nats-server: ack, nak + redelivery, DLQ, max_deliver."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+
+import pytest
+
+from kubenetmon.shared import consumer as c
+from kubenetmon.shared.broker import Broker
+from kubenetmon.shared.deliveries import Delivery
+from kubenetmon.shared.errors import DecodeError, PoisonError, TransientError
+
+DEADLINE_S = 20.0
+
+
+class Run:
+    """A ``consume`` loop in a task, recording every delivery it handles."""
+
+    def __init__(self, broker: Broker, decide: Callable[[Delivery], c.Outcome]) -> None:
+        self.broker = broker
+        self.decide = decide
+        self.seen: list[tuple[bytes, int]] = []
+        self.changed = asyncio.Condition()
+        self.stop = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    async def handler(self, deliveries: list[Delivery]) -> Sequence[c.Outcome]:
+        outcomes = [self.decide(d) for d in deliveries]
+        async with self.changed:
+            self.seen += [(d.data, d.num_delivered) for d in deliveries]
+            self.changed.notify_all()
+        return outcomes
+
+    def start(self) -> Run:
+        self.task = asyncio.create_task(
+            c.consume(
+                self.broker,
+                consumer="enricher",
+                handler=self.handler,
+                stop=self.stop,
+                batch=10,
+                fetch_timeout=0.5,
+                stage="test",
+            )
+        )
+        return self
+
+    async def wait_for(self, predicate: Callable[[list[tuple[bytes, int]]], bool]) -> None:
+        async with asyncio.timeout(DEADLINE_S), self.changed:
+            await self.changed.wait_for(lambda: predicate(self.seen))
+
+    async def finish(self) -> None:
+        self.stop.set()
+        assert self.task is not None
+        await asyncio.wait_for(self.task, DEADLINE_S)
+
+
+@pytest.fixture
+async def publish(broker: Broker) -> AsyncIterator[Callable[[bytes], asyncio.Future[object]]]:
+    async def put(data: bytes) -> object:
+        return await broker.publish(broker.raw_subject("node-1"), data, msg_id=data.decode())
+
+    yield lambda data: asyncio.ensure_future(put(data))
+
+
+async def dlq_messages(broker: Broker, count: int) -> list[Delivery]:
+    source = await broker.ephemeral("dlq")
+    got: list[Delivery] = []
+    async with asyncio.timeout(DEADLINE_S):
+        while len(got) < count:
+            got += await source.fetch(count - len(got), 1.0)
+    await source.close()
+    return got
+
+
+async def test_acked_messages_are_done(
+    broker: Broker, publish: Callable[[bytes], asyncio.Future[object]]
+) -> None:
+    for i in range(5):
+        await publish(f"m{i}".encode())
+    run = Run(broker, lambda d: c.ACK).start()
+    await run.wait_for(lambda seen: len(seen) == 5)
+    await run.finish()
+    info = await broker.consumer_info("enricher")
+    assert (info.num_pending, info.num_ack_pending, info.ack_floor_stream_seq) == (0, 0, 5)
+    assert sorted(run.seen) == [(f"m{i}".encode(), 1) for i in range(5)]
+
+
+async def test_nak_then_redelivery(
+    broker: Broker, publish: Callable[[bytes], asyncio.Future[object]]
+) -> None:
+    await publish(b"flaky")
+    await publish(b"fine")
+    run = Run(
+        broker, lambda d: c.Retry("busy") if d.data == b"flaky" and d.num_delivered == 1 else c.ACK
+    ).start()
+    await run.wait_for(lambda seen: (b"flaky", 2) in seen)
+    await run.finish()
+    assert run.seen.count((b"fine", 1)) == 1
+    assert [n for data, n in run.seen if data == b"flaky"] == [1, 2]
+    info = await broker.consumer_info("enricher")
+    assert (info.num_ack_pending, info.ack_floor_stream_seq) == (0, 2)
+
+
+async def test_poison_goes_to_dlq_with_reason_and_is_not_redelivered(
+    broker: Broker, publish: Callable[[bytes], asyncio.Future[object]]
+) -> None:
+    await publish(b"bad")
+    await publish(b"good")
+    decide: dict[bytes, c.Outcome] = {
+        b"bad": c.Poison("schema", "field 'v' missing\nsecond line"),
+        b"good": c.ACK,
+    }
+    run = Run(broker, lambda d: decide[d.data]).start()
+    await run.wait_for(lambda seen: len(seen) == 2)
+    [dead] = await dlq_messages(broker, 1)
+    await run.finish()
+    assert dead.data == b"bad"
+    assert dead.subject == broker.dlq_subject("test")
+    h = dead.headers
+    assert h[c.H_REASON] == "schema"
+    assert h[c.H_DETAIL] == "field 'v' missing second line"
+    assert h[c.H_STAGE] == "test"
+    assert h[c.H_ORIGINAL_SUBJECT] == broker.raw_subject("node-1")
+    assert h[c.H_ORIGINAL_MSG_ID] == "bad"
+    assert h[c.H_ORIGINAL_STREAM] == broker.stream_name("raw")
+    assert (h[c.H_STREAM_SEQ], h[c.H_NUM_DELIVERED]) == ("1", "1")
+    assert dead.msg_id == f"dlq/test/{broker.stream_name('raw')}/1"
+    info = await broker.consumer_info("enricher")
+    assert (info.num_pending, info.num_ack_pending, info.num_redelivered) == (0, 0, 0)
+    assert sorted(run.seen) == [(b"bad", 1), (b"good", 1)]
+
+
+async def test_max_deliver_sends_to_dlq(
+    broker: Broker, publish: Callable[[bytes], asyncio.Future[object]]
+) -> None:
+    await publish(b"always-busy")
+    max_deliver = broker.settings.max_deliver
+    run = Run(broker, lambda d: c.Retry("busy", detail="db down")).start()
+    await run.wait_for(lambda seen: len(seen) == max_deliver)
+    [dead] = await dlq_messages(broker, 1)
+    await run.finish()
+    assert [n for _, n in run.seen] == list(range(1, max_deliver + 1))
+    assert dead.headers[c.H_REASON] == "max_deliver"
+    assert dead.headers[c.H_DETAIL] == f"busy after {max_deliver} deliveries: db down"
+    assert dead.headers[c.H_NUM_DELIVERED] == str(max_deliver)
+    assert (await broker.consumer_info("enricher")).num_ack_pending == 0
+
+
+async def test_handler_exceptions_are_classified(
+    broker: Broker, publish: Callable[[bytes], asyncio.Future[object]]
+) -> None:
+    await publish(b"undecodable")
+    calls: list[int] = []
+
+    def decide(d: Delivery) -> c.Outcome:
+        calls.append(d.num_delivered)
+        if d.num_delivered == 1:
+            raise RuntimeError("bug")  # -> Retry("error"), logged
+        raise DecodeError("malformed", "not msgpack", data=d.data)  # -> DLQ
+
+    run = Run(broker, decide).start()
+    [dead] = await dlq_messages(broker, 1)
+    await run.finish()
+    assert calls == [1, 2]
+    assert dead.headers[c.H_REASON] == "malformed"
+
+
+def test_classify() -> None:
+    assert c.classify(DecodeError("version", "v=9")) == c.Poison("version", "v=9")
+    assert c.classify(PoisonError("address", "bad ip")) == c.Poison("address", "bad ip")
+    assert c.classify(TransientError("db down")) == c.Retry("transient", detail="db down")
+    assert c.classify(ValueError("x")) == c.Retry("error", detail="ValueError('x')")

@@ -1,0 +1,100 @@
+"""JetStream topology against a real nats-server: creation, idempotence, reconciliation, conflicts."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from kubenetmon.shared import topology
+from kubenetmon.shared.broker import Broker
+from kubenetmon.shared.errors import ConfigError
+from kubenetmon.shared.settings import NatsSettings
+
+
+async def test_init_creates_everything_then_is_a_noop(nats_settings: NatsSettings) -> None:
+    async with await Broker.connect(nats_settings, name="t", wait_s=5) as broker:
+        first = await broker.ensure_topology()
+        assert [(c.kind, c.action) for c in first.changes] == [("stream", "created")] * 3 + [
+            ("consumer", "created")
+        ] * 2
+        second = await broker.ensure_topology()
+        assert not second.changed
+        assert {c.action for c in second.changes} == {"unchanged"}
+        raw = await broker.stream_info(topology.RAW)
+        assert raw.name == f"{nats_settings.stream_prefix}_RAW"
+        assert raw.consumer_count == 1
+
+
+async def test_changed_max_age_and_ack_pending_are_applied(nats_settings: NatsSettings) -> None:
+    async with await Broker.connect(nats_settings, name="t", wait_s=5) as broker:
+        await broker.ensure_topology()
+    changed = dataclasses.replace(nats_settings, raw_max_age_s=7200.0, max_ack_pending=77)
+    async with await Broker.connect(changed, name="t", wait_s=5) as broker:
+        report = await broker.ensure_topology()
+        actions = {c.name: c for c in report.changes}
+        raw = actions[f"{changed.stream_prefix}_RAW"]
+        assert raw.action == "updated"
+        assert raw.details == ("max_age_s: 3600.0 -> 7200.0",)
+        assert actions[f"{changed.stream_prefix}_ENRICHED"].action == "unchanged"
+        assert actions[f"{changed.stream_prefix}_RAW/enricher"].details == ("max_ack_pending: 1000 -> 77",)
+        again = await broker.ensure_topology()
+        assert not again.changed
+        assert (await broker.consumer_info("enricher")).num_pending == 0
+
+
+async def test_storage_change_is_reported_as_conflict(nats_settings: NatsSettings) -> None:
+    async with await Broker.connect(nats_settings, name="t", wait_s=5) as broker:
+        await broker.ensure_topology()
+    in_memory = dataclasses.replace(nats_settings, storage="memory")
+    async with await Broker.connect(in_memory, name="t", wait_s=5) as broker:
+        report = await broker.ensure_topology()
+        assert len(report.conflicts) == 3
+        assert all("storage" in " ".join(c.details) for c in report.conflicts)
+        with pytest.raises(ConfigError, match="cannot be reconciled"):
+            report.raise_for_conflicts()
+
+
+async def test_replicas_the_server_cannot_host_are_a_conflict(nats_settings: NatsSettings) -> None:
+    async with await Broker.connect(nats_settings, name="t", wait_s=5) as broker:
+        await broker.ensure_topology()
+    three = dataclasses.replace(nats_settings, replicas=3)
+    async with await Broker.connect(three, name="t", wait_s=5) as broker:
+        report = await broker.ensure_topology()
+        conflicts = [c for c in report.conflicts if c.kind == "stream"]
+        assert len(conflicts) == 3
+        assert all("server refused" in c.details[-1] for c in conflicts)
+
+
+def test_names_and_subjects() -> None:
+    s = NatsSettings(stream_prefix="KNM", subject_prefix="a.b")
+    assert [spec.name for spec in topology.stream_specs(s)] == ["KNM_RAW", "KNM_ENRICHED", "KNM_DLQ"]
+    assert [spec.subjects for spec in topology.stream_specs(s)] == [
+        ("a.b.raw.>",),
+        ("a.b.enriched.>",),
+        ("a.b.dlq.>",),
+    ]
+    assert topology.raw_subject(s, "ip-10-0-0-1.ec2.internal") == "a.b.raw.ip-10-0-0-1_ec2_internal"
+    assert topology.enriched_subject(s, "n1") == "a.b.enriched.n1"
+    assert topology.dlq_subject(s, "writer") == "a.b.dlq.writer"
+    assert all(spec.retention == "limits" for spec in topology.stream_specs(s))
+    enricher = topology.consumer_spec(s, "enricher")
+    assert (enricher.stream, enricher.filter_subject, enricher.ack_policy) == (
+        "KNM_RAW",
+        "a.b.raw.>",
+        "explicit",
+    )
+    with pytest.raises(ConfigError, match="unknown durable consumer"):
+        topology.consumer_spec(s, "nobody")
+
+
+def test_server_backoff_never_shortens_the_ack_wait() -> None:
+    s = NatsSettings(ack_wait_s=30.0, backoff_s=(1.0, 5.0, 60.0))
+    assert topology.server_backoff(s) == (30.0, 30.0, 60.0)
+
+
+def test_diff_reports_each_field() -> None:
+    desired = {"a": 1, "b": "x", "storage": "file"}
+    actual = {"a": 2, "b": "x", "storage": "memory"}
+    assert topology.diff(desired, actual) == ("a: 2 -> 1", "storage: 'memory' -> 'file'")
+    assert topology.immutable_fields(desired, actual, kind="stream") == ("storage",)

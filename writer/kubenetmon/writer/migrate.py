@@ -1,0 +1,181 @@
+"""Schema migrations: ``kubenetmon clickhouse migrate`` and the writer's start-up step.
+
+Migrations are numbered and recorded per table in ``<database>.kubenetmon_migrations``; running them
+again is a no-op, and an older schema is brought forward one version at a time. Every statement is
+idempotent on its own (``IF NOT EXISTS``, ``CREATE OR REPLACE``), so a crash between applying a step
+and recording it, or several writers migrating at once, is harmless. The TTL is a setting, not a
+version: it is reconciled after the migrations, and only changed when it differs.
+
+A migration that adds or changes columns must be followed by one that re-creates the exact view, whose
+column list is fixed when it is created. This module must not hold any knowledge of batching or NATS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from kubenetmon.shared.errors import ConfigError, TransientError
+from kubenetmon.writer import tables
+from kubenetmon.writer.settings import add_clickhouse_arguments, clickhouse_settings
+from kubenetmon.writer.sink import Sink
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_TABLE: Final = "kubenetmon_migrations"
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: Callable[[str, str], list[str]]
+    """``(database, table) -> statements``."""
+
+
+MIGRATIONS: Final = (
+    Migration(
+        1, "flows table: kubenetmon's columns and the row identity", lambda d, t: [tables.create_table(d, t)]
+    ),
+    Migration(2, "workload, service and cross-zone columns", lambda d, t: [tables.add_label_columns(d, t)]),
+    Migration(
+        3, "skipping indexes for app, pod, namespace, class and zone", lambda d, t: [tables.add_indexes(d, t)]
+    ),
+    Migration(4, "exact read view <table>_exact (FINAL)", lambda d, t: [tables.create_exact_view(d, t)]),
+)
+LATEST: Final = MIGRATIONS[-1].version
+
+
+@dataclass(frozen=True)
+class Outcome:
+    before: int
+    after: int
+    applied: tuple[int, ...]
+    ttl_changed: bool
+
+
+def _record_table(database: str) -> str:
+    return f"""CREATE TABLE IF NOT EXISTS {tables.fqn(database, MIGRATIONS_TABLE)} (
+    `table` String,
+    `version` UInt32,
+    `name` String,
+    `appliedAt` DateTime DEFAULT now()
+) ENGINE = ReplacingMergeTree ORDER BY (`table`, `version`)"""
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def applied_versions(sink: Sink, *, database: str, table: str) -> set[int]:
+    """Versions recorded for ``table`` (empty if nothing was ever migrated)."""
+    exists = sink.query(f"EXISTS TABLE {tables.fqn(database, MIGRATIONS_TABLE)}").rows[0][0]
+    if not exists:
+        return set()
+    rows = sink.query(
+        f"SELECT version FROM {tables.fqn(database, MIGRATIONS_TABLE)} FINAL "
+        f"WHERE `table` = {_literal(table)}"
+    ).rows
+    return {int(r[0]) for r in rows}
+
+
+def current_version(sink: Sink, *, database: str, table: str) -> int:
+    return max(applied_versions(sink, database=database, table=table), default=0)
+
+
+def migrate(sink: Sink, *, database: str, table: str, ttl_days: int, to_version: int = LATEST) -> Outcome:
+    """Bring ``database.table`` to ``to_version`` and its TTL to ``ttl_days`` (0: none)."""
+    if not 0 <= to_version <= LATEST:
+        raise ConfigError(f"--to-version: expected 0 to {LATEST}, got {to_version}")
+    sink.command(f"CREATE DATABASE IF NOT EXISTS {tables.q(database)}")
+    sink.command(_record_table(database))
+    done = applied_versions(sink, database=database, table=table)
+    before = max(done, default=0)
+    applied = []
+    for step in MIGRATIONS:
+        if step.version > to_version or step.version in done:
+            continue
+        for statement in step.statements(database, table):
+            sink.command(statement)
+        sink.command(
+            f"INSERT INTO {tables.fqn(database, MIGRATIONS_TABLE)} (`table`, `version`, `name`) "
+            f"VALUES ({_literal(table)}, {step.version}, {_literal(step.name)})"
+        )
+        applied.append(step.version)
+        log.info(
+            "schema migration applied",
+            extra={"table": table, "version": step.version, "migration": step.name},
+        )
+    ttl_changed = to_version >= 1 and _reconcile_ttl(sink, database=database, table=table, days=ttl_days)
+    return Outcome(
+        before=before, after=max(before, *applied, 0), applied=tuple(applied), ttl_changed=ttl_changed
+    )
+
+
+def _reconcile_ttl(sink: Sink, *, database: str, table: str, days: int) -> bool:
+    engine = sink.query(
+        "SELECT engine_full FROM system.tables "
+        f"WHERE database = {_literal(database)} AND name = {_literal(table)}"
+    ).rows
+    current = str(engine[0][0]) if engine else ""
+    wanted = f"TTL date + toIntervalDay({days})"
+    has_ttl = " TTL " in f" {current} "
+    if (days > 0 and wanted in current) or (days <= 0 and not has_ttl):
+        return False
+    sink.command(tables.modify_ttl(database, table, days))
+    log.info("table TTL changed", extra={"table": table, "ttl_days": days})
+    return True
+
+
+# --------------------------------------------------------------------------------------------------
+# kubenetmon clickhouse migrate
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    subs = parser.add_subparsers(dest="clickhouse_command", metavar="ACTION")
+    sub = subs.add_parser(
+        "migrate",
+        help="create or upgrade the database, the flows table and its exact view (idempotent)",
+        description="Create or upgrade the database, the flows table and its exact view. Safe to repeat.",
+        formatter_class=parser.formatter_class,
+    )
+    add_clickhouse_arguments(sub)
+    sub.add_argument(
+        "--to-version",
+        type=int,
+        default=LATEST,
+        metavar="N",
+        help=f"stop at schema version N (staged upgrades; latest is {LATEST})",
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    if getattr(args, "clickhouse_command", None) != "migrate":
+        print("kubenetmon clickhouse: choose an action: migrate", file=sys.stderr)
+        return 2
+    settings = clickhouse_settings(args)
+    sink = Sink(settings)
+    try:
+        out = migrate(
+            sink,
+            database=sink.database,
+            table=settings.table,
+            ttl_days=settings.ttl_days,
+            to_version=args.to_version,
+        )
+    except TransientError as exc:
+        print(f"kubenetmon clickhouse migrate: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        sink.close()
+    steps = ", ".join(map(str, out.applied)) or "none (already up to date)"
+    print(
+        f"{sink.target.display} {sink.database}.{settings.table}: "
+        f"schema version {out.before} -> {out.after}; "
+        f"applied: {steps}; TTL {'changed' if out.ttl_changed else 'unchanged'}"
+    )
+    return 0

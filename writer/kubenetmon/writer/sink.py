@@ -1,0 +1,321 @@
+"""The one door to ClickHouse: DSNs, clients, columnar inserts, queries, and what their failures mean.
+
+Both kinds of DSN go through the same code: ``http(s)://user:password@host:port/database`` reaches a
+ClickHouse server, ``chdb:///absolute/path`` opens the embedded engine in this process (chDB allows one
+process per data directory; the writer that opens it owns it). Every failure leaves this module as one of
+our errors, so callers never look at clickhouse-connect's exceptions:
+
+- ``SinkUnavailable`` (transient): refused or timed-out connections, a chDB directory locked by another
+  process, server-side trouble. Retry later; nothing was acknowledged, nothing is lost.
+- ``InvalidBatch`` (poison): ClickHouse, or the client encoding for it, rejected the *values*. The batcher
+  splits the batch to find the message that carries them.
+- ``QueryFailed``: a query or statement (never an insert) that the server refused outright.
+
+Passwords never leave this module in text: DSNs are shown redacted and error messages are scrubbed.
+It must not import clickhouse_connect anywhere else, and it knows nothing of NATS or of batching.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, NamedTuple
+from urllib.parse import quote, unquote, urlsplit
+
+import clickhouse_connect
+from clickhouse_connect.driver import exceptions as chx
+
+from kubenetmon.shared.errors import ConfigError, KubenetmonError, PoisonError, TransientError
+from kubenetmon.writer.settings import ClickHouseSettings
+
+log = logging.getLogger(__name__)
+# Every client failure is classified here and reported once, redacted, by our callers; the client's own
+# warnings would repeat it with a traceback per attempt.
+logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)
+
+DEFAULT_DATABASE: Final = "kubenetmon"
+_DEFAULT_PORTS: Final = {"http": 8123, "https": 8443}
+# ClickHouse errors that blame the inserted values, not the server: a smaller batch without the
+# offending message would succeed. Anything else is treated as transient (never drop data on a guess).
+_DATA_ERRORS: Final = frozenset(
+    {
+        "CANNOT_PARSE_TEXT",
+        "CANNOT_PARSE_INPUT_ASSERTION_FAILED",
+        "CANNOT_PARSE_QUOTED_STRING",
+        "CANNOT_PARSE_DATE",
+        "CANNOT_PARSE_DATETIME",
+        "CANNOT_PARSE_NUMBER",
+        "CANNOT_PARSE_BOOL",
+        "CANNOT_PARSE_IPV4",
+        "CANNOT_PARSE_IPV6",
+        "CANNOT_CONVERT_TYPE",
+        "TYPE_MISMATCH",
+        "UNKNOWN_ELEMENT_OF_ENUM",
+        "CANNOT_PARSE_UUID",
+        "CANNOT_PARSE_DOMAIN_VALUE_FROM_STRING",
+        "UNEXPECTED_DATA_AFTER_PARSED_VALUE",
+        "INCORRECT_DATA",
+        "VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE",
+        "ARGUMENT_OUT_OF_BOUND",
+        "CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN",
+        "TOO_LARGE_STRING_SIZE",
+        "DECIMAL_OVERFLOW",
+    }
+)
+_INSERT_SETTINGS: Final = {
+    # columns arrive in their wire types (UInt32 for IPv4, String for enums...); the server converts
+    "input_format_native_allow_types_conversion": 1,
+    # a replay may span many days: never refuse a batch for the number of daily partitions it touches
+    "max_partitions_per_insert_block": 0,
+}
+
+
+# Server errors that say "not now" rather than "never" (a statement failing with another code is wrong).
+_BUSY_ERRORS: Final = frozenset(
+    {
+        "TIMEOUT_EXCEEDED",
+        "SOCKET_TIMEOUT",
+        "NETWORK_ERROR",
+        "TOO_MANY_SIMULTANEOUS_QUERIES",
+        "MEMORY_LIMIT_EXCEEDED",
+        "TABLE_IS_READ_ONLY",
+        "TOO_MANY_PARTS",
+        "ALL_CONNECTION_TRIES_FAILED",
+        "QUERY_WAS_CANCELLED",
+        "KEEPER_EXCEPTION",
+        "NOT_ENOUGH_SPACE",
+        "ABORTED",
+    }
+)
+
+
+class QueryFailed(KubenetmonError):
+    """ClickHouse answered a query or statement with an error (syntax, permissions, unknown table...)."""
+
+
+class SinkUnavailable(TransientError):
+    """ClickHouse cannot be reached or cannot take writes right now; retry later."""
+
+
+class InvalidBatch(PoisonError):
+    """ClickHouse rejected the values of a batch; some message in it is poison."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__("invalid_batch", detail)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A parsed, validated DSN. ``display`` is safe to log; ``password`` is not."""
+
+    kind: str
+    """``http`` (either scheme) or ``chdb``."""
+    display: str
+    path: str = ""
+    """chDB data directory (absolute)."""
+    scheme: str = ""
+    host: str = ""
+    port: int = 0
+    user: str = ""
+    password: str = field(default="", repr=False)
+    database: str = ""
+    """Database named in the DSN path, if any."""
+
+
+def parse_dsn(dsn: str) -> Target:
+    """Validate a DSN; raise ``ConfigError`` (showing it redacted) if it is not one we support."""
+    try:
+        parts = urlsplit(dsn.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"--clickhouse-dsn {redact(dsn)}: {exc}") from None
+    shown = redact(dsn)
+    if parts.query or parts.fragment:
+        raise ConfigError(f"--clickhouse-dsn {shown}: no ?options; use the --clickhouse-* flags")
+    if parts.scheme == "chdb":
+        if parts.netloc or not parts.path.startswith("/") or parts.path == "/":
+            raise ConfigError(f"--clickhouse-dsn {shown}: expected chdb:///absolute/data/dir")
+        return Target(kind="chdb", display=shown, path=os.path.normpath(unquote(parts.path)))
+    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise ConfigError(
+            f"--clickhouse-dsn {shown}: expected http(s)://user:password@host:port/db or chdb:///path"
+        )
+    database = unquote(parts.path.strip("/"))
+    if "/" in database:
+        raise ConfigError(f"--clickhouse-dsn {shown}: the path names one database, nothing more")
+    return Target(
+        kind="http",
+        display=shown,
+        scheme=parts.scheme,
+        host=parts.hostname,
+        port=port or _DEFAULT_PORTS[parts.scheme],
+        user=unquote(parts.username or ""),
+        password=unquote(parts.password or ""),
+        database=database,
+    )
+
+
+def redact(dsn: str) -> str:
+    """The DSN with any password replaced by ``***``."""
+    try:
+        parts = urlsplit(dsn)
+        if parts.password is None:
+            return dsn
+    except ValueError:
+        return "<unparsable DSN>"
+    user = quote(unquote(parts.username or ""), safe="")
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+
+
+class QueryResult(NamedTuple):
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+
+
+class Sink:
+    """A lazily connected client for one target; reconnects after a transient failure.
+
+    Not thread-safe: use one ``Sink`` per thread of work (chDB allows many in one process, on one path).
+    """
+
+    def __init__(self, settings: ClickHouseSettings, *, use_database: bool = False) -> None:
+        """``use_database``: unqualified table names in queries resolve in ``self.database`` (readers)."""
+        self.settings = settings
+        self._use_database = use_database
+        self.target = parse_dsn(settings.dsn)
+        self.database = settings.database or self.target.database or DEFAULT_DATABASE
+        self.table = settings.table
+        self._password = settings.password or self.target.password
+        self._client: Any = None
+
+    @property
+    def embedded(self) -> bool:
+        return self.target.kind == "chdb"
+
+    @property
+    def is_open(self) -> bool:
+        return self._client is not None
+
+    def connect(self) -> None:
+        """Open the client now (it opens on first use otherwise)."""
+        self._get()
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # closing a broken client must not hide the error that broke it
+                log.debug("closing the ClickHouse client failed", exc_info=True)
+
+    def insert(
+        self, table: str, columns: Sequence[Sequence[Any]], *, names: Sequence[str], types: Sequence[str]
+    ) -> int:
+        """Insert column-oriented data into ``database.table``; return the rows written."""
+        rows = len(columns[0]) if columns else 0
+        if rows == 0:
+            return 0
+        self._call(
+            "insert",
+            table,
+            columns,
+            database=self.database,
+            column_names=list(names),
+            column_type_names=list(types),
+            column_oriented=True,
+            settings=_INSERT_SETTINGS,
+        )
+        return rows
+
+    def command(self, sql: str) -> Any:
+        """Run a statement (DDL, ALTER...) that returns at most a scalar."""
+        return self._call("command", sql)
+
+    def query(self, sql: str, *, settings: Mapping[str, Any] | None = None) -> QueryResult:
+        result = self._call("query", sql, settings=dict(settings or {}))
+        return QueryResult(list(result.column_names), [tuple(r) for r in result.result_rows])
+
+    # ----------------------------------------------------------------------------------------------
+
+    def _get(self) -> Any:
+        if self._client is None:
+            try:
+                self._client = clickhouse_connect.get_client(**self._client_args())
+            except Exception as exc:
+                raise self._classify(exc, inserting=False) from None
+        return self._client
+
+    def _client_args(self) -> dict[str, Any]:
+        args: dict[str, Any] = {"database": self.database} if self._use_database else {}
+        if self.embedded:
+            return {**args, "interface": "chdb", "path": self.target.path}
+        t, s = self.target, self.settings
+        args |= {
+            "interface": t.scheme,
+            "host": t.host,
+            "port": t.port,
+            "username": s.user or t.user or "default",
+            "password": self._password,
+            "connect_timeout": s.connect_timeout_s,
+            "send_receive_timeout": s.timeout_s,
+            "autogenerate_session_id": False,
+            "query_retries": 0,
+            "verify": s.verify,
+        }
+        for key, value in (
+            ("ca_cert", s.ca_cert),
+            ("client_cert", s.client_cert),
+            ("client_cert_key", s.client_key),
+        ):
+            if value:
+                args[key] = value
+        return args
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        client = self._get()
+        try:
+            return getattr(client, method)(*args, **kwargs)
+        except Exception as exc:
+            error = self._classify(exc, inserting=method == "insert")
+            if isinstance(error, SinkUnavailable):
+                self.close()
+            raise error from None
+
+    def _classify(self, exc: BaseException, *, inserting: bool) -> Exception:
+        """Map a client exception to one of our errors (see the module docstring).
+
+        An insert is never ``QueryFailed``: unless the values are to blame, it is retried (never dropped).
+        """
+        text = self._scrub(str(exc) or type(exc).__name__)
+        name = getattr(exc, "name", None) or chx.error_name_from_body(text)
+        if inserting and isinstance(exc, (chx.DataError, ValueError, TypeError, OverflowError)):
+            return InvalidBatch(text)
+        if inserting and name in _DATA_ERRORS:
+            return InvalidBatch(text)
+        if isinstance(exc, chx.ProgrammingError) and "already initialized with path" in text:
+            return ConfigError(f"{self.target.display}: this process already holds another chDB directory")
+        if isinstance(exc, chx.ProgrammingError) and "Unable to open the chdb engine" in text:
+            return SinkUnavailable(f"{self.target.display}: the chDB directory is held by another process")
+        if isinstance(exc, chx.DatabaseError) and exc.code and not inserting and name not in _BUSY_ERRORS:
+            return QueryFailed(text)
+        if isinstance(exc, (chx.ClickHouseError, OSError)):
+            return SinkUnavailable(f"{self.target.display}: {text}")
+        return SinkUnavailable(f"{self.target.display}: unexpected {type(exc).__name__}: {text}")
+
+    def _scrub(self, text: str) -> str:
+        for secret in _secrets(self._password, self.target.password, self.settings.dsn):
+            text = text.replace(secret, "***" if secret != self.settings.dsn else self.target.display)
+        return text
+
+
+def _secrets(*values: str) -> Iterable[str]:
+    # the DSN first, so its password inside it is replaced together with it
+    return sorted({v for v in values if v}, key=len, reverse=True)
+
+
+def quote_ident(name: str) -> str:
+    """Back-quote an identifier for SQL (names come from validated settings, this is belt and braces)."""
+    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
