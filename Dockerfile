@@ -3,7 +3,7 @@
 # One image for every kubenetmon role: the command picks it
 #   kubenetmon agent | enricher | writer | nats init | clickhouse migrate | ...
 #
-# Build (both architectures; every dependency ships binary wheels for amd64 and arm64):
+# Build (both architectures; every compiled dependency ships wheels for amd64 and arm64):
 #   docker buildx build --platform linux/amd64,linux/arm64 -t kubenetmon:0.1.0 .
 #
 # The image talks to ClickHouse servers over HTTP(S). The embedded engine (chdb:// DSNs, used by
@@ -23,7 +23,9 @@ WORKDIR /src
 RUN python -m venv /opt/kubenetmon
 
 # Dependencies first, from the pinned list in pyproject.toml, so source edits reuse this layer.
-# --only-binary: nothing is compiled, so the build needs no compiler on either architecture.
+# Wheels are preferred, and every compiled dependency ships them for amd64 and arm64; the few
+# sdist-only packages are pure Python. This stage has no compiler: a dependency that would need one
+# fails the build here instead of being compiled.
 COPY pyproject.toml README.md ./
 RUN python - <<'EOF' > /tmp/requirements.txt
 import os, re, tomllib
@@ -37,7 +39,7 @@ for dep in deps:
         dep = dep.replace("[chdb]", "")
     print(dep)
 EOF
-RUN /opt/kubenetmon/bin/pip install --only-binary=:all: -r /tmp/requirements.txt
+RUN /opt/kubenetmon/bin/pip install --prefer-binary -r /tmp/requirements.txt
 
 # The project itself: a pure-Python wheel built here (hatchling is fetched into an isolated build
 # environment and never reaches the final stage), installed without re-resolving dependencies.

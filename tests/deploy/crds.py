@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 
 _METADATA = {
     "type": "object",

@@ -64,7 +64,7 @@ def _dest(flag: str) -> str:
 
 def validate(args: argparse.Namespace) -> list[Any]:
     """Build each settings dataclass whose every flag this command has; return them."""
-    built = []
+    built: list[Any] = []
     for cls in settings_classes():
         flags = [f.metadata["flag"] for f in dataclasses.fields(cls) if "flag" in f.metadata]
         if flags and all(hasattr(args, _dest(flag)) for flag in flags):

@@ -11,10 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from tests.deploy import invocation
-from tests.deploy.render import NODE_NAME, OVERLAYS, command_line, component, kubenetmon_containers, pod_spec, render
+from tests.deploy.render import (
+    NODE_NAME,
+    OVERLAYS,
+    command_line,
+    component,
+    kubenetmon_containers,
+    pod_spec,
+    render,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGETS = tuple(f"overlays/{o}" for o in OVERLAYS)
@@ -31,7 +39,9 @@ def k8s_commands() -> list[tuple[str, str, str]]:
 
 def compose_services() -> dict[str, dict[str, Any]]:
     services: dict[str, dict[str, Any]] = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
-    return {name: s for name, s in services.items() if s["image"] == "kubenetmon:dev" and "entrypoint" not in s}
+    return {
+        name: s for name, s in services.items() if s["image"] == "kubenetmon:dev" and "entrypoint" not in s
+    }
 
 
 def find(target: str, workload: str, container: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -39,6 +49,14 @@ def find(target: str, workload: str, container: str) -> tuple[dict[str, Any], di
         if obj["metadata"]["name"] == workload and c["name"] == container:
             return obj, c
     raise AssertionError(f"{target}: no container {workload}/{container}")
+
+
+def served_port(built: list[Any]) -> int:
+    """The port of /metrics, /healthz and /readyz (the agent names its flag --metrics-port)."""
+    for obj in built:
+        if type(obj).__name__ == "AgentSettings":
+            return int(obj.metrics_port)
+    return int(invocation.setting(built, "HttpSettings", "port"))
 
 
 @pytest.mark.parametrize(("target", "workload", "container"), k8s_commands())
@@ -49,14 +67,22 @@ def test_kubernetes_command_is_valid(target: str, workload: str, container: str)
     role = component(obj)
     assert args.command == {"init": argv[0]}.get(role, role)
     if role == "agent":
-        assert NODE_NAME in {getattr(args, "node_name", None), *(getattr(s, "node_name", None) for s in built)}
+        assert NODE_NAME in {
+            getattr(args, "node_name", None),
+            *(getattr(s, "node_name", None) for s in built),
+        }
     if role in ("agent", "enricher", "writer"):
-        port = invocation.setting(built, "HttpSettings", "port")
+        port = served_port(built)
         assert port == c["ports"][0]["containerPort"], f"{workload}: serves on {port}"
-    if role in ("enricher", "writer"):
         drain = invocation.setting(built, "RuntimeSettings", "drain_timeout_s")
         grace = pod_spec(obj)["terminationGracePeriodSeconds"]
         assert grace >= drain + DRAIN_MARGIN_S, f"{workload}: grace {grace}s, drain {drain}s"
+    if role == "agent":
+        startup = c["startupProbe"]
+        young = invocation.setting(built, "AgentSettings", "young_node_s")
+        budget = startup["periodSeconds"] * startup["failureThreshold"]
+        assert budget >= young + 30, "start-up must outlast the wait for --young-node"
+    if role in ("enricher", "writer"):
         workers = invocation.setting(built, "PoolSettings", "workers")
         assert workers == int(env["KUBENETMON_WORKERS"]) >= 1
 
@@ -68,7 +94,7 @@ def test_compose_command_is_valid(service: str) -> None:
     args, built = invocation.check([str(a) for a in spec["command"]], env)
     assert args.command == spec["command"][0]
     if service in ("agent", "enricher", "writer"):
-        port = invocation.setting(built, "HttpSettings", "port")
+        port = served_port(built)
         assert f"127.0.0.1:{port}/readyz" in " ".join(spec["healthcheck"]["test"])
 
 

@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = Path(__file__).parent / "data" / "compose-spec.json"
@@ -137,3 +137,63 @@ def test_traffic_generator_agrees_with_the_inventory(compose: dict[str, Any]) ->
     )
     assert [n["metadata"]["name"] for n in nodes] == ["compose-node"]
     assert pods[0]["spec"]["nodeName"] == "compose-node"
+
+
+def test_the_compose_flow_is_labelled_as_the_e2e_test_expects(compose: dict[str, Any]) -> None:
+    """``kubenetmon label`` (the enricher's own labeler) on the flow the generator makes, offline."""
+    import subprocess
+    import sys
+
+    from tests.deploy.test_compose_e2e import traffic_plan
+
+    plan = traffic_plan()
+    enricher = services(compose)["enricher"]["command"]
+    flags = [a for a in enricher if a.split("=")[0] in ("--cloud", "--region", "--cluster", "--environment")]
+    record = {
+        "proto": "udp",
+        "family": "ipv4",
+        "orig_src": plan.source_ip,
+        "orig_dst": plan.sink_ip,
+        "orig_sport": plan.source_port,
+        "orig_dport": plan.sink_port,
+        "reply_src": plan.sink_ip,
+        "reply_dst": plan.source_ip,
+        "reply_sport": plan.sink_port,
+        "reply_dport": plan.source_port,
+        "orig_packets": plan.datagrams,
+        "orig_bytes": plan.bytes,
+        "reply_packets": 0,
+        "reply_bytes": 0,
+    }
+    out = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "kubenetmon"),
+            "label",
+            "--node",
+            "compose-node",
+            "--inventory",
+            str(ROOT / "tests/deploy/compose/inventory.yaml"),
+            *flags,
+        ],
+        input=json.dumps(record) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0 and not out.stderr.strip(), out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["direction"] for r in rows] == ["out", "in"]
+    sent, received = rows
+    assert (sent["bytes"], sent["packets"], received["bytes"]) == (plan.bytes, plan.datagrams, 0)
+    expected = {
+        "localNamespace": "traffic",
+        "localPod": "traffic-source",
+        "localNode": "compose-node",
+        "observerNode": "compose-node",
+        "connectionClass": "INTRA_VPC",
+        "environment": "compose",
+        "proto": "UDP",
+        "localPort": plan.source_port,
+        "remotePort": plan.sink_port,
+    }
+    assert {k: sent[k] for k in expected} == expected

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from kubenetmon.shared.broker import Broker
+from kubenetmon.shared.broker import Broker, Delivery
 from kubenetmon.shared.errors import TransientError
 from kubenetmon.shared.natsserver import NatsServer, binary
 from kubenetmon.shared.settings import NatsSettings
@@ -50,7 +50,17 @@ class ConfiguredNats(NatsServer):
         self.conf = conf
 
     def command(self) -> list[str]:
-        return [binary(), "-c", str(self.conf), "-a", self.host, "-p", str(self.port), "-m", str(self.monitor_port)]
+        return [
+            binary(),
+            "-c",
+            str(self.conf),
+            "-a",
+            self.host,
+            "-p",
+            str(self.port),
+            "-m",
+            str(self.monitor_port),
+        ]
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +104,11 @@ def initialised(server: ConfiguredNats) -> str:
     }
     kubenetmon = str(Path(sys.executable).parent / "kubenetmon")
     out = subprocess.run(
-        [kubenetmon, "nats", "init", "--connect-wait", "10s"], env=env, capture_output=True, text=True, timeout=60
+        [kubenetmon, "nats", "init", "--connect-wait", "10s"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout
@@ -160,7 +174,7 @@ async def counts(admin: Broker) -> dict[str, int]:
 async def consume(broker: Broker, consumer: str, admin: Broker, *, msg_id: str) -> None:
     """Fetch from ``consumer`` until ``msg_id`` came, ack everything fetched, see the acks land."""
     source = await broker.pull(consumer)
-    got = []
+    got: list[Delivery] = []
     deadline = time.monotonic() + 10.0
     while not any(d.msg_id == msg_id for d in got) and time.monotonic() < deadline:
         got += await source.fetch(10, 1.0)
@@ -192,7 +206,9 @@ async def test_enricher_consumes_raw_and_publishes_enriched(server: ConfiguredNa
     try:
         await consume(enricher, "enricher", admin, msg_id="enricher-test/1")
         before = await counts(admin)
-        await enricher.publish(enricher.enriched_subject("node-b"), b"rows", msg_id="enriched/enricher-test/1")
+        await enricher.publish(
+            enricher.enriched_subject("node-b"), b"rows", msg_id="enriched/enricher-test/1"
+        )
         await enricher.publish(enricher.dlq_subject("enricher"), b"poison", msg_id="dlq/enricher-test/1")
         with pytest.raises(TransientError):
             await enricher.publish(enricher.raw_subject("node-b"), b"x", msg_id="enricher-test/denied")

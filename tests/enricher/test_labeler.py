@@ -583,7 +583,7 @@ def test_flow_ids_match_the_schema_for_both_families_and_directions() -> None:
         raw_row("tcp", ("10.1.0.10", 1, "10.1.1.20", 2), ("10.1.1.20", 2, "10.1.0.10", 1), zone=7),
         raw_row("udp", ("fd00::10", 65535, "fd00::20", 0), ("fd00::20", 0, "fd00::10", 65535)),
     ):
-        assert ids.pair(row) == (
+        assert ids.of(row) == (
             schema.flow_id("n1/boot/1/0/0", row, "out"),
             schema.flow_id("n1/boot/1/0/0", row, "in"),
         )
@@ -622,3 +622,23 @@ def test_settings_are_validated() -> None:
     assert LabelSettings(cloud="AWS", region="US West 2").region == "uswest2"
     with pytest.raises(ConfigError):
         Labeler(AWS, index=Index(), ranges=ranges.build_table({}, private=()))
+
+
+def test_memoised_endpoints_follow_pod_node_and_range_changes() -> None:
+    index = cluster(ALL)
+    labeler = Labeler(AWS, index=index, ranges=TABLE)
+    row = raw_row("tcp", ("10.1.0.10", 1, "10.1.1.20", 2), ("10.1.1.20", 2, "10.1.0.10", 1))
+
+    def out() -> dict[str, Any]:
+        result = labeler.label(message([row]), enriched_at=1)
+        return {c: v[0] for c, v in zip(result.columns, result.data, strict=True)}
+
+    assert (out()["remoteApp"], out()["remoteAvailabilityZone"]) == ("api", "us-west-2b")
+    index.apply("pods", "MODIFIED", pod("api-0", ["10.1.1.20"], node="n2", labels={"app": "api-v2"}), now=T0)
+    assert out()["remoteApp"] == "api-v2"
+    index.apply("nodes", "MODIFIED", node("n2", "192.168.0.2", zone="us-west-2c"), now=T0)
+    assert out()["remoteAvailabilityZone"] == "us-west-2c"
+    stranger = raw_row("tcp", ("10.1.0.10", 1, "13.34.1.1", 2), ("13.34.1.1", 2, "10.1.0.10", 1))
+    assert labeler.label(message([stranger]), enriched_at=1).data[schema.COLUMN_INDEX["connectionClass"]][0] == "INTRA_REGION"
+    labeler.set_ranges(ranges.build_table({}, private=AWS.private))
+    assert labeler.label(message([stranger]), enriched_at=1).data[schema.COLUMN_INDEX["connectionClass"]][0] == "PUBLIC_INTERNET"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -116,7 +117,7 @@ def test_ttl_follows_the_setting(clickhouse: Sink) -> None:
         )
 
     assert "TTL date + toIntervalDay(90)" in ttl()
-    args = {"database": clickhouse.database, "table": clickhouse.table}
+    args: dict[str, Any] = {"database": clickhouse.database, "table": clickhouse.table}
     assert migrate(clickhouse, **args, ttl_days=7).ttl_changed and "toIntervalDay(7)" in ttl()
     assert not migrate(clickhouse, **args, ttl_days=7).ttl_changed
     assert migrate(clickhouse, **args, ttl_days=0).ttl_changed and " TTL " not in ttl()

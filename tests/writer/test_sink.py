@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kubenetmon.shared.errors import ConfigError
 from kubenetmon.shared.schema import COLUMN_NAMES
 from kubenetmon.writer.batcher import Batch
+from kubenetmon.writer.dsn import parse_dsn, redact
 from kubenetmon.writer.migrate import migrate
 from kubenetmon.writer.settings import ClickHouseSettings
-from kubenetmon.writer.sink import InvalidBatch, QueryFailed, Sink, SinkUnavailable, parse_dsn, redact
+from kubenetmon.writer.sink import InvalidBatch, QueryFailed, Sink, SinkUnavailable
 from kubenetmon.writer.tables import INSERT_TYPES
 from tests.fixtures.clickhouse import chdb_settings_for
 from tests.writer.holder import Holder
@@ -107,7 +109,7 @@ def test_redact() -> None:
 def test_http_client_options_carry_tls_and_the_password_by_precedence(tmp_path: Path) -> None:
     secret = tmp_path / "pw"
     secret.write_text("from-file\n")
-    base = {"dsn": "https://dsnuser:from-dsn@ch:9443/flows", "table": "t"}
+    base: dict[str, Any] = {"dsn": "https://dsnuser:from-dsn@ch:9443/flows", "table": "t"}
     assert Sink(ClickHouseSettings(**base))._client_args()["password"] == "from-dsn"
     assert Sink(ClickHouseSettings(**base, password="from-flag"))._client_args()["password"] == "from-flag"
     settings = ClickHouseSettings(

@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from kubenetmon.shared.broker import Broker
-from kubenetmon.shared.schema import COLUMN_NAMES, EnrichedMessage
-from kubenetmon.writer.settings import ClickHouseSettings
+from kubenetmon.shared.deliveries import Delivery
+from kubenetmon.shared.schema import COLUMN_NAMES, EnrichedMessage, encode_enriched
+from kubenetmon.writer.settings import ClickHouseSettings, WriterSettings
 from kubenetmon.writer.sink import Sink
+from kubenetmon.writer.worker import Writer
 from tests.writer.conftest import Running, dlq, eventually, metric, publish, reasons, settled, writer_stats
 from tests.writer.holder import Holder
 from tests.writer.messages import message, messages, row, total_bytes
@@ -98,9 +100,12 @@ async def test_a_poison_message_goes_to_the_dlq_and_its_neighbours_are_written(
     broker: Broker, clickhouse: Sink, start_writer: Start, query: Query
 ) -> None:
     good = messages(8, 10)
+    # ClickHouse refuses these two at insert time (the decoder does not know the direction enum) ...
     bad_enum = message("bad/enum/1/0/0", [row("bad/enum/1/0/0", 0, direction="sideways")])
-    bad_port = message("bad/port/1/0/0", [row("bad/port/1/0/0", i, localPort=70000 + i) for i in range(2)])
-    batch = [*good[:3], bad_enum, *good[3:6], bad_port, *good[6:]]
+    bad_empty = message("bad/empty/1/0/0", [row("bad/empty/1/0/0", i, direction="") for i in range(2)])
+    # ... and the decoder this one (a port that no UInt16 holds)
+    bad_port = message("bad/port/1/0/0", [row("bad/port/1/0/0", 0, localPort=70000)])
+    batch = [*good[:3], bad_enum, *good[3:6], bad_empty, bad_port, *good[6:]]
     rejected_before = metric("kubenetmon_writer_rejected_messages_total")
     await publish(broker, [*batch, b"\x93not msgpack"], msg_ids=[*(m.msg_id for m in batch), "garbage"])
     run = await start_writer(batch_rows=10_000, batch_age_s=1.0)
@@ -108,7 +113,7 @@ async def test_a_poison_message_goes_to_the_dlq_and_its_neighbours_are_written(
     await run.stop()
 
     assert _sums(query) == _by_direction(good)
-    assert reasons(await dlq(broker, 3)) == ["invalid_batch", "invalid_batch", "malformed"]
+    assert reasons(await dlq(broker, 4)) == ["invalid_batch", "invalid_batch", "malformed", "schema"]
     assert metric("kubenetmon_writer_rejected_messages_total") - rejected_before == 2
     assert metric("kubenetmon_writer_insert_retries_total", reason="split") >= 2
 
@@ -170,3 +175,41 @@ async def test_stop_while_clickhouse_is_down_hands_messages_back(
     await start_writer()
     await eventually(lambda: settled(broker))
     assert _sums(query) == _by_direction(msgs)
+
+
+class _Recorder:
+    """Settles nothing: ``fetch_count`` only looks at the open batch."""
+
+    async def ack(self) -> None: ...
+    async def nak(self, delay: float | None) -> None: ...
+    async def in_progress(self) -> None: ...
+    async def term(self) -> None: ...
+
+
+async def test_fetches_only_what_the_open_batch_has_room_for(broker: Broker, clickhouse: Sink) -> None:
+    settings = WriterSettings(batch_rows=1000, fetch_size=100)
+    writer = Writer(
+        source=await broker.pull("writer"),
+        broker=broker,
+        sink=clickhouse,
+        settings=settings,
+        keepalive_s=1.0,
+        drain_s=1.0,
+    )
+    assert writer.fetch_count() == 100
+    for i, msg in enumerate(messages(4, 200)):
+        delivery = Delivery(
+            _Recorder(),
+            data=encode_enriched(msg),
+            subject="s",
+            headers={},
+            msg_id=msg.msg_id,
+            num_delivered=1,
+            stream="S",
+            consumer="writer",
+            stream_seq=i + 1,
+            timestamp=0.0,
+            pending=0,
+        )
+        await writer.admit(delivery)
+    assert writer.batcher.pending_rows == 800 and writer.fetch_count() <= 3

@@ -16,6 +16,7 @@ from kubenetmon.writer.endpoint import live_endpoint
 from kubenetmon.writer.settings import ClickHouseSettings
 from kubenetmon.writer.sql import run_query
 from tests.writer.conftest import KUBENETMON, Process, eventually, flags, publish, settled, writer_stats
+from tests.writer.holder import Holder
 from tests.writer.messages import messages, total_bytes
 
 Spawn = Callable[..., Process]
@@ -110,3 +111,19 @@ async def test_sql_opens_an_unowned_directory_itself(
         "network_flows",
         "network_flows_exact",
     ]
+
+
+async def test_a_writer_waits_for_a_held_directory_then_owns_it(
+    broker: Broker, nats_settings: NatsSettings, chdb_settings: ClickHouseSettings, spawn: Spawn
+) -> None:
+    msgs = messages(3, 10)
+    await publish(broker, msgs)
+    with Holder(chdb_settings.dsn.removeprefix("chdb://")) as holder:
+        writer = spawn(*KUBENETMON, "writer", *_writer_argv(nats_settings, chdb_settings), name="writer")
+        await eventually(lambda: "ClickHouse unavailable at start" in writer.log)
+        assert (await writer_stats(broker)).num_pending == 3  # not ready: nothing fetched meanwhile
+        holder.release()
+        await eventually(lambda: settled(broker))
+    writer.signal(signal.SIGTERM)
+    assert await writer.wait() == 0
+    assert run_query(chdb_settings, SUMS).rows == [(30, total_bytes(msgs))]

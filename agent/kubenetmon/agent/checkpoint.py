@@ -86,10 +86,17 @@ class StateDir:
         last_chunks = list(_chunks(state.last.items()))
         delta_chunks = list(_chunks(deltas))
         header = {
-            "format": FORMAT, "node": state.node, "boot": state.boot, "next_seq": state.next_seq,
-            "interval_start": state.interval_start, "pending": state.pending, "last": len(last_chunks),
-            "missing": [len(g) for g in missing], "destroyed": len(state.destroyed), "deltas": len(delta_chunks),
-        }  # fmt: skip
+            "format": FORMAT,
+            "node": state.node,
+            "boot": state.boot,
+            "next_seq": state.next_seq,
+            "interval_start": state.interval_start,
+            "pending": state.pending,
+            "last": len(last_chunks),
+            "missing": [len(g) for g in missing],
+            "destroyed": len(state.destroyed),
+            "deltas": len(delta_chunks),
+        }
         parts = itertools.chain(
             [header],
             (dict(c) for c in last_chunks),
@@ -108,9 +115,11 @@ class StateDir:
         try:
             state = self._read(path)
         except Exception as exc:  # any failure to read means the same thing: start fresh, keep the file
-            return self._discard(path, f"unreadable ({type(exc).__name__}: {exc})")
+            self._discard(path, f"unreadable ({type(exc).__name__}: {exc})")
+            return None
         if state.node != node:
-            return self._discard(path, f"written for node {state.node!r}, not {node!r}")
+            self._discard(path, f"written for node {state.node!r}, not {node!r}")
+            return None
         return state
 
     def _read(self, path: Path) -> State:
@@ -118,11 +127,16 @@ class StateDir:
             unpacker = msgpack.Unpacker(f, raw=False, strict_map_key=False, max_buffer_size=1 << 30)
             head = next(unpacker)
             if not isinstance(head, dict) or head.get("format") != FORMAT:
-                raise ValueError(f"unknown state format {head.get('format') if isinstance(head, dict) else head!r}")
+                raise ValueError(
+                    f"unknown state format {head.get('format') if isinstance(head, dict) else head!r}"
+                )
             state = State(
-                node=str(head["node"]), boot=str(head["boot"]), next_seq=int(head["next_seq"]),
-                interval_start=int(head["interval_start"]), pending=[int(s) for s in head["pending"]],
-            )  # fmt: skip
+                node=str(head["node"]),
+                boot=str(head["boot"]),
+                next_seq=int(head["next_seq"]),
+                interval_start=int(head["interval_start"]),
+                pending=[int(s) for s in head["pending"]],
+            )
             for _ in range(int(head["last"])):
                 state.last.update(_mapping(next(unpacker)))
             for count in head["missing"]:
@@ -133,7 +147,9 @@ class StateDir:
             for _ in range(int(head["destroyed"])):
                 state.destroyed.append({bytes(k) for k in next(unpacker)})
             for _ in range(int(head["deltas"])):
-                state.deltas.update((k, int.from_bytes(v, "big")) for k, v in _mapping(next(unpacker)).items())
+                state.deltas.update(
+                    (k, int.from_bytes(v, "big")) for k, v in _mapping(next(unpacker)).items()
+                )
             if next(unpacker) != {"end": FORMAT}:
                 raise ValueError("state file is truncated")
         return state
@@ -147,7 +163,6 @@ class StateDir:
             why,
             aside,
         )
-        return None
 
     # -- pending reports ----------------------------------------------------------------------------
 

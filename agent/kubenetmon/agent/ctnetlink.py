@@ -19,6 +19,7 @@ The agent's hot path needs two byte strings per entry, both copied verbatim from
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Callable, Iterator
 from typing import Final, NamedTuple
@@ -60,7 +61,8 @@ ZERO_COUNTERS: Final = counters_blob(0, 0, 0, 0)
 
 def counters(blob: bytes) -> tuple[int, int, int, int]:
     """``(orig_packets, orig_bytes, reply_packets, reply_bytes)`` of a canonical counters blob."""
-    return COUNTERS.unpack(blob)  # type: ignore[return-value]
+    opk, oby, rpk, rby = COUNTERS.unpack(blob)
+    return opk, oby, rpk, rby
 
 
 def attrs(buf: bytes, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
@@ -201,9 +203,11 @@ class Decoder:
         """
         layouts, unpack, flags, off, end, n = self._layouts, _NLMSG.unpack_from, 0, 0, len(buf), 0
         while off < end:
+            if off + 16 > end:
+                raise ValueError(f"truncated netlink message at {off} of {end}")
             length, kind, nlflags = unpack(buf, off)
-            if length < 16:
-                raise ValueError(f"malformed netlink message (length {length})")
+            if length < 20 or off + length > end:
+                raise ValueError(f"malformed netlink message (length {length} at {off} of {end})")
             flags |= nlflags
             if kind == CT_NEW or kind == CT_DELETE:
                 n += 1
@@ -212,29 +216,38 @@ class Decoder:
                     check, expect, ks, ke, i0, i1, c0, c1 = layout
                     if check(buf, off) == expect:
                         sink((buf[off + ks : off + ke] + buf[off + i0 : off + i1], buf[off + c0 : off + c1]))
-                    else:
-                        sink(self._walk(buf, off, length)[:2])  # type: ignore[arg-type]
-                else:
-                    sink(self._walk(buf, off, length)[:2])  # type: ignore[arg-type]
+                        off += (length + 3) & ~3
+                        continue
+                msg = self._walk(buf, off, length)
+                sink((msg.key, msg.counters))
             elif kind == NLMSG_DONE:
                 return DONE | (INTERRUPTED if flags & NLM_F_DUMP_INTR else 0), n
             elif kind == NLMSG_ERROR:
-                code = -int.from_bytes(buf[off + 16 : off + 20], "little", signed=True)
-                if code:
-                    raise OSError(code, f"ctnetlink error {code}")
+                _raise_error(buf, off)
             off += (length + 3) & ~3
         return (INTERRUPTED if flags & NLM_F_DUMP_INTR else 0), n
 
-    def messages(self, buf: bytes) -> Iterator[Message]:
-        """Every conntrack message of ``buf``, fully decoded (for tools and tests, not the hot path)."""
-        off = 0
-        while off + 16 <= len(buf):
-            length, kind, _ = _NLMSG.unpack_from(buf, off)
-            if length < 16:
-                raise ValueError(f"malformed netlink message (length {length})")
+    def messages(self, buf: bytes, out: list[Message]) -> int:
+        """Append every conntrack message of ``buf``, fully decoded, to ``out``; return DONE/INTERRUPTED.
+
+        For tools and tests: every message takes the slow path.
+        """
+        flags, off, end = 0, 0, len(buf)
+        while off < end:
+            if off + 16 > end:
+                raise ValueError(f"truncated netlink message at {off} of {end}")
+            length, kind, nlflags = _NLMSG.unpack_from(buf, off)
+            if length < 20 or off + length > end:
+                raise ValueError(f"malformed netlink message (length {length} at {off} of {end})")
+            flags |= nlflags
             if kind in (CT_NEW, CT_DELETE):
-                yield self._walk(buf, off, length)
+                out.append(self._walk(buf, off, length))
+            elif kind == NLMSG_DONE:
+                return DONE | (INTERRUPTED if flags & NLM_F_DUMP_INTR else 0)
+            elif kind == NLMSG_ERROR:
+                _raise_error(buf, off)
             off += (length + 3) & ~3
+        return INTERRUPTED if flags & NLM_F_DUMP_INTR else 0
 
     def _walk(self, buf: bytes, off: int, length: int) -> Message:
         self.walked += 1
@@ -242,6 +255,12 @@ class Decoder:
         if msg.layout is not None:
             self._layouts[length << 8 | buf[off + 16]] = msg.layout
         return msg
+
+
+def _raise_error(buf: bytes, off: int) -> None:
+    code = -int.from_bytes(buf[off + 16 : off + 20], "little", signed=True)
+    if code:
+        raise OSError(code, f"ctnetlink: {os.strerror(code)}")
 
 
 class FlowKey(NamedTuple):

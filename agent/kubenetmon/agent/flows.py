@@ -139,9 +139,7 @@ class FlowTable:
         p0, p1, p2, p3 = COUNTERS.unpack(prev)
         if c0 < p0 or c1 < p1 or c2 < p2 or c3 < p3:
             self.stats["counter_resets"] += 1
-            d = pack(
-                *(c if c < p else c - p for c, p in ((c0, p0), (c1, p1), (c2, p2), (c3, p3)))
-            )
+            d = pack(*(c if c < p else c - p for c, p in ((c0, p0), (c1, p1), (c2, p2), (c3, p3))))
         else:
             d = pack(c0 - p0, c1 - p1, c2 - p2, c3 - p3)
         deltas = self.deltas
@@ -177,7 +175,9 @@ def _loopback(addr: bytes) -> bool:
     return addr == b"\0" * 15 + b"\1" or (addr[:12] == b"\0" * 10 + b"\xff\xff" and addr[12] == 127)
 
 
-def report(deltas: dict[bytes, int], *, protocols: frozenset[int] = REPORTED_PROTOCOLS) -> tuple[list[RawRow], Counter[str]]:
+def report(
+    deltas: dict[bytes, int], *, protocols: frozenset[int] = REPORTED_PROTOCOLS
+) -> tuple[list[RawRow], Counter[str]]:
     """Rows of one report, sorted by row key, and the records dropped, by reason."""
     rows: list[RawRow] = []
     dropped: Counter[str] = Counter()
@@ -195,10 +195,21 @@ def report(deltas: dict[bytes, int], *, protocols: frozenset[int] = REPORTED_PRO
         opk, oby, rpk, rby = unpack(value)
         rows.append(
             RawRow(
-                f.proto, f.family, f.zone,
-                f.orig_src, f.orig_dst, f.orig_sport, f.orig_dport,
-                f.reply_src, f.reply_dst, f.reply_sport, f.reply_dport,
-                opk, oby, rpk, rby,
-            )  # fmt: skip
+                f.proto,
+                f.family,
+                f.zone,
+                f.orig_src,
+                f.orig_dst,
+                f.orig_sport,
+                f.orig_dport,
+                f.reply_src,
+                f.reply_dst,
+                f.reply_sport,
+                f.reply_dport,
+                opk,
+                oby,
+                rpk,
+                rby,
+            )
         )
     return rows, dropped

@@ -42,4 +42,6 @@ BACKLOG_MERGES: Final = counter("agent_backlog_merges_total", "reports merged be
 EARLY_CUTS: Final = counter(
     "agent_early_cuts_total", "partial reports cut because the open interval reached --max-flows flows"
 )
-LAST_POLL: Final = gauge("agent_last_poll_timestamp_seconds", "Unix time of the latest completed poll")
+LAST_POLL: Final = gauge(
+    "agent_last_poll_timestamp_seconds", "Unix time at which the latest completed tick (poll, cut, checkpoint) began"
+)

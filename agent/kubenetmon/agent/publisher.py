@@ -1,9 +1,10 @@
-"""Sending reports to the RAW stream: each chunk with its deterministic ``Nats-Msg-Id``, acks awaited, pipelined.
+"""Sending reports to the RAW stream: each chunk with its deterministic ``Nats-Msg-Id``, acks awaited.
 
-A report is sent whole or not at all from the caller's point of view: every chunk is published (up to
-``window`` awaiting their ack at once); if any fails, ``TransientError`` is raised after the others settled,
-and the caller sends the whole report again later. Chunks that did reach the stream are then dropped by
-the server as duplicates (same message id), so a retry never counts twice within the duplicate window.
+A report is sent whole or not at all from the caller's point of view: every chunk is published,
+pipelined (up to ``window`` awaiting their ack at once); if any fails, ``TransientError`` is raised after
+the others settled, and the caller sends the whole report again later. Chunks that did reach the stream
+are then dropped by the server as duplicates (same message id), so a retry never counts twice within the
+duplicate window.
 A chunk the server can never take (larger than its max payload) is reported as ``Oversized``.
 
 This module must not decide when to retry or what to do with an oversized chunk: the service does.
@@ -63,10 +64,8 @@ class Publisher:
             except TransientError:
                 await broker.close()
                 raise
-            for line in report.lines():
-                log.warning("JetStream topology: %s", line) if report.conflicts else log.info(
-                    "JetStream topology: %s", line
-                )
+            for change in report.conflicts:  # the reconciler logs what it did; conflicts need a human
+                log.warning("JetStream topology conflict: %s", change.line())
             self._broker = broker
         return self._broker
 
@@ -97,13 +96,19 @@ class Publisher:
         await asyncio.gather(*(one(i, c) for i, c in enumerate(report.chunks)))
         if failures:
             metrics.PUBLISH_FAILURES.labels("unavailable").inc(len(failures))
-            raise TransientError(f"{len(failures)} of {len(report.chunks)} chunks not acknowledged: {failures[0]}")
+            raise TransientError(
+                f"{len(failures)} of {len(report.chunks)} chunks not acknowledged: {failures[0]}"
+            )
         if oversized:
             metrics.PUBLISH_FAILURES.labels("oversized").inc(len(oversized))
             raise Oversized(sorted(oversized))
         return Sent(len(report.chunks), duplicates, report.size)
 
     async def close(self) -> None:
+        """Flush and close; best effort (whatever was not acknowledged is still on disk)."""
         if self._broker is not None:
             broker, self._broker = self._broker, None
-            await broker.drain()
+            try:
+                await (broker.drain() if broker.connected else broker.close())
+            except (RuntimeError, OSError) as exc:  # the client can fail to close a dead transport
+                log.warning("closing the NATS connection failed: %r", exc)

@@ -39,7 +39,9 @@ class Report:
     rows: int
 
     def msg_id(self, chunk: int) -> str:
-        return RawMessage(self.node, self.boot, self.start, self.seconds, self.seq, chunk, len(self.chunks)).msg_id
+        return RawMessage(
+            self.node, self.boot, self.start, self.seconds, self.seq, chunk, len(self.chunks)
+        ).msg_id
 
     @property
     def size(self) -> int:
@@ -86,27 +88,44 @@ def merge(older: Report, newer: Report, *, seq: int, max_bytes: int) -> Report:
         acc = totals.setdefault(key, [0, 0, 0, 0])
         for i, value in enumerate(row[11:]):
             acc[i] += value
-    rows = sorted(RawRow(*key, *values) for key, values in totals.items())  # type: ignore[arg-type]
+    rows = sorted(RawRow._make((*key, *values)) for key, values in totals.items())
     end = max(older.start + older.seconds, newer.start + newer.seconds)
     start = min(older.start, newer.start)
-    return build(rows, node=newer.node, boot=newer.boot, start=start, seconds=end - start, seq=seq, max_bytes=max_bytes)
+    return build(
+        rows, node=newer.node, boot=newer.boot, start=start, seconds=end - start, seq=seq, max_bytes=max_bytes
+    )
 
 
 def split(report: Report, chunk: int, *, seq: int, max_bytes: int) -> Report:
     """A new report with the rows of one chunk the server refused as too large, in smaller messages."""
     rows = decode_raw(report.chunks[chunk]).rows
     return build(
-        rows, node=report.node, boot=report.boot, start=report.start, seconds=report.seconds, seq=seq,
+        rows,
+        node=report.node,
+        boot=report.boot,
+        start=report.start,
+        seconds=report.seconds,
+        seq=seq,
         max_bytes=max_bytes,
-    )  # fmt: skip
+    )
 
 
 def dumps(report: Report) -> bytes:
     """The persisted form of a report (its chunks verbatim)."""
-    return msgpack.packb(
-        [FORMAT, report.node, report.boot, report.start, report.seconds, report.seq, report.rows, list(report.chunks)],
+    packed: bytes = msgpack.packb(
+        [
+            FORMAT,
+            report.node,
+            report.boot,
+            report.start,
+            report.seconds,
+            report.seq,
+            report.rows,
+            list(report.chunks),
+        ],
         use_bin_type=True,
     )
+    return packed
 
 
 def loads(data: bytes) -> Report:

@@ -25,10 +25,10 @@ ACCT: Final = "net/netfilter/nf_conntrack_acct"
 EVENTS: Final = "net/netfilter/nf_conntrack_events"
 
 ACCOUNTING_OFF: Final = (
-    "conntrack accounting is off (net.netfilter.nf_conntrack_acct = {value}{where}): conntrack entries carry "
-    "no byte or packet counters, so there is nothing to meter. Enable it on the node with "
-    "`sysctl -w net.netfilter.nf_conntrack_acct=1` (and persist it in /etc/sysctl.d/), then restart the agent; "
-    "or pass --skip-sanity-check to start anyway."
+    "conntrack accounting is off (net.netfilter.nf_conntrack_acct = {value}{where}): conntrack entries "
+    "carry no byte or packet counters, so there is nothing to meter. Enable it on the node with "
+    "`sysctl -w net.netfilter.nf_conntrack_acct=1` (and persist it in /etc/sysctl.d/), then restart "
+    "the agent; or pass --skip-sanity-check to start anyway."
 )
 NO_CONNTRACK: Final = (
     "conntrack is not available{where} (no net.netfilter.nf_conntrack_acct): is the nf_conntrack module "

@@ -49,7 +49,10 @@ class AgentSettings:
         help="while the node is younger than this, wait for conntrack accounting instead of refusing",
     )
     max_message_bytes: int = option(
-        512 * 1024, flag="--max-message-bytes", kind="size", help="largest RAW message (<= server max_payload)"
+        512 * 1024,
+        flag="--max-message-bytes",
+        kind="size",
+        help="largest RAW message (<= server max_payload)",
     )
     max_flows: int = option(
         2_000_000,

@@ -22,7 +22,7 @@ from typing import Any, Final
 
 from kubenetmon.enricher.classes import INTRA_VPC, UNKNOWN, LabelSettings, Remote, remote_table
 from kubenetmon.enricher.index import Index
-from kubenetmon.enricher.objects import Pod
+from kubenetmon.enricher.objects import Node, Pod
 from kubenetmon.enricher.prefixes import PrefixTable
 from kubenetmon.enricher.ranges import Range
 from kubenetmon.shared import schema
@@ -31,10 +31,18 @@ from kubenetmon.shared.schema import RawMessage, RawRow
 
 UDP: Final = 17
 _MAPPED: Final = bytes(10) + b"\xff\xff"
+KNOWN_MAX: Final = 200_000
+"""Addresses whose resolution is remembered across messages (then forgotten all at once)."""
 FLAGS: Final = {True: {"crossZone": True}, False: {"crossZone": False}}
 """Shared, never mutated: msgpack encodes each row's map from these two objects."""
 
 DropHook = Callable[[int, RawRow, str], None]
+
+
+Endpoint = tuple[Any, ...]
+"""One address during one interval, a plain tuple for speed: (is a node's address, its pod or None,
+its columns as the local side (``_SIDE_COLUMNS``), as the remote side (``_SIDE_COLUMNS`` + class,
+cloud service, known pod), ip family, IPv4 as an integer (0 for IPv6), 16-byte address)."""
 
 
 @dataclass(slots=True)
@@ -64,6 +72,7 @@ class Labeler:
         self.index = index
         self.remotes: PrefixTable[Remote] = remote_table(ranges, settings)
         self._unknown_local = (settings.cloud, settings.region, settings.cluster, settings.cell) + ("",) * 8
+        self._known: dict[bytes, tuple[Pod | None, Node | None, PrefixTable[Remote], Endpoint]] = {}
         private = self.remotes.lookup(b"\x0a\x00\x00\x01")
         if private is None or private.cls != INTRA_VPC:
             raise ConfigError("the range table was built without the private ranges (use settings.private)")
@@ -75,47 +84,58 @@ class Labeler:
     def label(self, msg: RawMessage, *, enriched_at: int, on_drop: DropHook | None = None) -> Labelled:
         """Two rows per kept record (all ``out`` rows, then all ``in`` rows), in ``COLUMN_NAMES`` order.
 
-        One loop over the records, deliberately inlined: it is the enricher's per-record cost. Pod
-        lookups, side attributes and remote classes are memoised per message (one interval).
+        One loop over the records, deliberately inlined: it is the enricher's per-record cost.
+        Everything about an address (node or not, its pod, both side tuples, its class) is resolved
+        once per message (one interval) by ``_endpoint`` and reused by every record that has it.
         """
         index = self.index
         stats = Stats(records=len(msg.rows))
-        start, end = msg.start, msg.start + msg.seconds
-        node_ips, services, pod_at, node_ports = (
-            index.node_ips,
-            index.services,
-            index.pod_at,
-            index.node_ports,
-        )
-        observer, ignore_udp, pair = msg.node, self.settings.ignore_udp, FlowIds(msg.msg_id).pair
+        services, node_ips, node_ports = index.services, index.node_ips, index.node_ports
+        observer, ignore_udp, names = msg.node, self.settings.ignore_udp, schema.PROTO_NAMES
+        pair = FlowIds(msg.msg_id).pair
         ambiguous_before = index.ambiguous
-        pods: dict[bytes, Pod | None] = {}
-        sides: dict[Pod, tuple[Any, ...]] = {}
-        remotes: dict[bytes, tuple[Any, ...]] = {}
+        endpoints: dict[bytes, Endpoint] = {}
+        start, end, resolve = msg.start, msg.start + msg.seconds, self._endpoint
         local_cols: list[tuple[Any, ...]] = []
         remote_cols: list[tuple[Any, ...]] = []
         per_row: list[tuple[Any, ...]] = []
-        unknown_local = 0
         for i, row in enumerate(msg.rows):
-            proto, _, _, osrc, odst, osport, odport, rsrc, _, rsport, _, opk, oby, rpk, rby = row
-            name = schema.PROTO_NAMES.get(proto)
+            (
+                proto,
+                family,
+                zone,
+                osrc,
+                odst,
+                osport,
+                odport,
+                rsrc,
+                rdst,
+                rsport,
+                rdport,
+                opk,
+                oby,
+                rpk,
+                rby,
+            ) = row
+            name = names.get(proto)
             reason = ""
             if name is None:
                 reason = "proto"
             elif proto == UDP and ignore_udp:
                 reason = "udp"
-            elif osrc in node_ips or rsrc in node_ips:
-                reason = "node"
             else:
-                src = pods[osrc] if osrc in pods else pods.setdefault(osrc, pod_at(osrc, start, end))
-                dst = pods[rsrc] if rsrc in pods else pods.setdefault(rsrc, pod_at(rsrc, start, end))
-                if src is not None and src.node == observer:
+                src = endpoints.get(osrc) or endpoints.setdefault(osrc, resolve(osrc, start, end))
+                dst = endpoints.get(rsrc) or endpoints.setdefault(rsrc, resolve(rsrc, start, end))
+                spod, dpod = src[1], dst[1]
+                if src[0] or dst[0]:
+                    reason = "node"
+                elif spod is not None and spod.node == observer:
                     outgoing = True
-                elif dst is not None and dst.node == observer:
+                elif dpod is not None and dpod.node == observer:
                     outgoing = False
-                elif src is None and dst is not None and dst.node:
+                elif spod is None and dpod is not None and dpod.node:
                     outgoing = True
-                elif dst is None and src is not None and src.node:
+                elif dpod is None and spod is not None and spod.node:
                     outgoing = False
                 else:
                     reason = "direction"
@@ -124,58 +144,76 @@ class Labeler:
                 if on_drop is not None:
                     on_drop(i, row, reason)
                 continue
-            if outgoing:
-                lpod, lip, lport, rpod, rip, rport = src, osrc, osport, dst, rsrc, rsport
-            else:
-                lpod, lip, lport, rpod, rip, rport = dst, rsrc, rsport, src, osrc, osport
-            if lpod is None:
-                loc = self._unknown_local
-                unknown_local += 1
-            else:
-                loc = sides.get(lpod) or sides.setdefault(lpod, self._pod_fields(lpod))
-            rem = remotes.get(rip) or remotes.setdefault(rip, self._remote(rip, rpod))
             service = services.get(odst, "")
             if not service and odst in node_ips:
                 service = node_ports.get(odport, "")
+            ids = pair(proto, family, zone, osrc, odst, osport, odport, rsrc, rdst, rsport, rdport)
+            if outgoing:
+                loc, rem = src[2], dst[3]
+                per_row.append(
+                    (name, osport, rsport, src[4], src[5], dst[5], src[6], dst[6],
+                     bool(loc[4] and rem[4] and loc[4] != rem[4]), "", service, oby, opk, rby, rpk, *ids)
+                )  # fmt: skip
+            else:
+                loc, rem = dst[2], src[3]
+                per_row.append(
+                    (name, rsport, osport, dst[4], dst[5], src[5], dst[6], src[6],
+                     bool(loc[4] and rem[4] and loc[4] != rem[4]), service, "", rby, rpk, oby, opk, *ids)
+                )  # fmt: skip
             local_cols.append(loc)
             remote_cols.append(rem)
-            ids = pair(row)
-            if len(lip) == 4:
-                family, lip4, rip4, lip16, rip16 = (
-                    4,
-                    int.from_bytes(lip),
-                    int.from_bytes(rip),
-                    _MAPPED + lip,
-                    _MAPPED + rip,
-                )
-            else:
-                family, lip4, rip4, lip16, rip16 = 6, 0, 0, lip, rip
-            zone, rzone = loc[4], rem[4]
-            per_row.append(
-                (name, lport, rport, family, lip4, rip4, lip16, rip16, bool(zone and rzone and zone != rzone))
-                + (("", service, oby, opk, rby, rpk) if outgoing else (service, "", rby, rpk, oby, opk))
-                + ids
-            )
         if index.ambiguous != ambiguous_before:
             stats.unknown["ambiguous"] += index.ambiguous - ambiguous_before
-        self._count_unknown(stats, unknown_local, remote_cols)
+        self._count_unknown(stats, local_cols, remote_cols)
         columns = self._columns(msg, enriched_at, local_cols, remote_cols, per_row)
         stats.rows = 2 * len(per_row)
         return Labelled(
             columns=list(schema.COLUMN_NAMES), data=[columns[c] for c in schema.COLUMN_NAMES], stats=stats
         )
 
+    def _endpoint(self, ip: bytes, start: int, end: int) -> Endpoint:
+        """Everything the labeler needs about one address during ``[start, end)``.
+
+        Memoised across messages: an entry is reused only while the same pod object, node object and
+        range table produce it (the index replaces objects on every change), so it is never stale.
+        """
+        index = self.index
+        if ip in index.node_ips:
+            return (True, None, (), (), *_address(ip))
+        pod = index.pod_at(ip, start, end)
+        node = index.nodes.get(pod.node) if pod is not None else None
+        remotes = self.remotes
+        known = self._known.get(ip)
+        if known is not None and known[0] is pod and known[1] is node and known[2] is remotes:
+            return known[3]
+        remote = remotes.lookup(ip)
+        assert remote is not None  # remote_table maps "no match" to a value too
+        tail = (remote.cls, remote.service, pod is not None)
+        endpoint: Endpoint
+        if pod is None:
+            endpoint = (False, None, self._unknown_local, (*remote.fields, "", "", "", *tail), *_address(ip))
+        else:
+            side = self._pod_fields(pod)
+            endpoint = (False, pod, side, (remote.cloud, remote.region, *side[2:], *tail), *_address(ip))
+        if len(self._known) >= KNOWN_MAX:
+            self._known.clear()
+        self._known[ip] = (pod, node, remotes, endpoint)
+        return endpoint
+
     @staticmethod
-    def _count_unknown(stats: Stats, unknown_local: int, remote_cols: list[tuple[Any, ...]]) -> None:
-        if unknown_local:
-            stats.unknown["local"] += unknown_local
-        if remote_cols:
-            remote = sum(1 for r in remote_cols if not r[_R_KNOWN])
-            klass = sum(1 for r in remote_cols if r[_R_CLASS] == UNKNOWN)
-            if remote:
-                stats.unknown["remote"] += remote
-            if klass:
-                stats.unknown["class"] += klass
+    def _count_unknown(
+        stats: Stats, local_cols: list[tuple[Any, ...]], remote_cols: list[tuple[Any, ...]]
+    ) -> None:
+        if not remote_cols:
+            return
+        counts = {
+            "local": sum(1 for side in local_cols if not side[_POD]),
+            "remote": sum(1 for side in remote_cols if not side[_R_KNOWN]),
+            "class": sum(1 for side in remote_cols if side[_R_CLASS] == UNKNOWN),
+        }
+        for reason, n in counts.items():
+            if n:
+                stats.unknown[reason] += n
 
     def _columns(
         self,
@@ -225,14 +263,12 @@ class Labeler:
             pod.app, pod.workload_kind, pod.workload,
         )  # fmt: skip
 
-    def _remote(self, ip: bytes, pod: Pod | None) -> tuple[Any, ...]:
-        """The remote side: ``_SIDE_COLUMNS``, then class, cloud service and whether it is a known pod."""
-        remote = self.remotes.lookup(ip)
-        assert remote is not None  # remote_table maps "no match" to a value too
-        tail = (remote.cls, remote.service, pod is not None)
-        if pod is None:
-            return (*remote.fields, "", "", "", *tail)
-        return (remote.cloud, remote.region, *self._pod_fields(pod)[2:], *tail)
+
+def _address(ip: bytes) -> tuple[int, int, bytes]:
+    """ipFamily, IPv4 as an integer (0 for IPv6), the 16-byte (IPv4-mapped) address."""
+    if len(ip) == 4:
+        return 4, int.from_bytes(ip, "big"), _MAPPED + ip
+    return 6, 0, ip
 
 
 class FlowIds:
@@ -247,18 +283,24 @@ class FlowIds:
     def __init__(self, msg_id: str) -> None:
         self._base = hashlib.blake2b(msg_id.encode(), digest_size=8)
 
-    def pair(self, row: RawRow) -> tuple[int, int]:
-        n = len(row.orig_src)
+    def pair(
+        self, proto: int, family: int, zone: int, osrc: bytes, odst: bytes, osport: int, odport: int,
+        rsrc: bytes, rdst: bytes, rsport: int, rdport: int,
+    ) -> tuple[int, int]:  # fmt: skip
+        """(flow id ``out``, flow id ``in``) of the row with these fields (``RawRow`` order)."""
+        n = len(osrc)
         blob = (_PACK4 if n == 4 else _PACK16)(
-            row.proto, row.family, row.zone, n, row.orig_src, n, row.orig_dst, n, row.reply_src, n,
-            row.reply_dst, row.orig_sport, row.orig_dport, row.reply_sport, row.reply_dport,
-        )  # fmt: skip
+            proto, family, zone, n, osrc, n, odst, n, rsrc, n, rdst, osport, odport, rsport, rdport
+        )
         out = self._base.copy()
         out.update(blob)
         back = out.copy()
         out.update(b"out")
         back.update(b"in")
         return int.from_bytes(out.digest(), "big"), int.from_bytes(back.digest(), "big")
+
+    def of(self, row: RawRow) -> tuple[int, int]:
+        return self.pair(*row[:11])
 
 
 _PACK4: Final = struct.Struct("!BBHB4sB4sB4sB4sHHHH").pack
@@ -274,6 +316,7 @@ _SIDE_COLUMNS: Final = (
     "App", "WorkloadKind", "Workload",
 )  # fmt: skip
 __all__ = ["UNKNOWN", "LabelSettings", "Labeler", "Labelled", "Stats"]
+_POD: Final = _SIDE_COLUMNS.index("Pod")
 _R_CLASS: Final = len(_SIDE_COLUMNS)
 _R_SERVICE: Final = _R_CLASS + 1
 _R_KNOWN: Final = _R_CLASS + 2

@@ -24,6 +24,7 @@ from prometheus_client import generate_latest as _generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from kubenetmon.shared.errors import ConfigError
 from kubenetmon.shared.settings import HttpSettings
 
 log = logging.getLogger(__name__)
@@ -106,9 +107,13 @@ def serve(
     """Start the server in a thread (``None`` when the port is -1, i.e. turned off)."""
     if settings.port < 0:
         return None
-    server = HttpServer(
-        settings, healthy=healthy, ready=ready, multiprocess_dir=multiprocess_dir, extra=extra
-    )
+    try:
+        server = HttpServer(
+            settings, healthy=healthy, ready=ready, multiprocess_dir=multiprocess_dir, extra=extra
+        )
+    except OSError as exc:
+        where = f"{settings.host}:{settings.port}"
+        raise ConfigError(f"--http-host/--http-port: cannot listen on {where}: {exc}") from None
     return server.start()
 
 

@@ -35,6 +35,7 @@ from kubenetmon.shared.settings import (
     pool_settings,
     runtime_settings,
 )
+from kubenetmon.writer.dsn import parse_dsn
 from kubenetmon.writer.endpoint import QueryServer
 from kubenetmon.writer.migrate import migrate
 from kubenetmon.writer.settings import (
@@ -45,7 +46,7 @@ from kubenetmon.writer.settings import (
     clickhouse_settings,
     writer_settings,
 )
-from kubenetmon.writer.sink import Sink, SinkUnavailable, parse_dsn
+from kubenetmon.writer.sink import Sink, SinkUnavailable
 from kubenetmon.writer.worker import Writer
 
 log = logging.getLogger(__name__)
@@ -170,26 +171,28 @@ async def serve(config: WriterConfig, *, ready: Ready, stop: asyncio.Event) -> i
 
 
 async def _prepare(sink: Sink, config: WriterConfig, *, stop: asyncio.Event) -> bool:
-    """Migrate the schema, retrying while ClickHouse is unavailable; False if stopped first."""
-    if not config.writer.migrate:
-        return True
+    """Open ClickHouse (a chDB directory is owned from here on) and migrate the schema unless told not
+    to, retrying while ClickHouse is unavailable; False if stopped first."""
     delay, attempt = config.writer.retry_min_s, 0
     while not stop.is_set():
         try:
-            out = await asyncio.to_thread(
-                migrate, sink, database=sink.database, table=sink.table, ttl_days=config.clickhouse.ttl_days
-            )
+            await asyncio.to_thread(sink.connect)
+            if config.writer.migrate:
+                out = await asyncio.to_thread(
+                    migrate,
+                    sink,
+                    database=sink.database,
+                    table=sink.table,
+                    ttl_days=config.clickhouse.ttl_days,
+                )
+                log.info("schema ready", extra={"version": out.after, "applied": list(out.applied)})
+            return True
         except SinkUnavailable as exc:
             attempt += 1
             if attempt == 1 or attempt % 10 == 0:
                 log.warning("ClickHouse unavailable at start (attempt %d): %s", attempt, exc)
             await runtime.sleep_or_stop(stop, delay)
             delay = min(config.writer.retry_max_s, delay * 2)
-            continue
-        log.info(
-            "schema ready", extra={"version": out.after, "applied": list(out.applied), "table": sink.table}
-        )
-        return True
     return False
 
 

@@ -39,6 +39,10 @@ READ_ONLY: Final = {"readonly": 2}
 _MAX_QUERY_BYTES: Final = 1 << 20
 
 
+class EndpointUnreachable(SinkUnavailable):
+    """Nobody answered on the announced port (the owner died, or its pid now names another process)."""
+
+
 @dataclass(frozen=True)
 class Endpoint:
     pid: int
@@ -104,10 +108,10 @@ def ask(endpoint: Endpoint, query: str, *, timeout: float = 300.0) -> QueryResul
         )
         response = conn.getresponse()
         payload = json.loads(response.read() or b"{}")
+    except ConnectionRefusedError:
+        raise EndpointUnreachable(f"nothing listens on the announced query port {endpoint.port}") from None
     except (OSError, ValueError, http.client.HTTPException) as exc:
-        raise SinkUnavailable(
-            f"the writer's query endpoint on port {endpoint.port} did not answer: {exc}"
-        ) from None
+        raise SinkUnavailable(f"the query endpoint on port {endpoint.port} did not answer: {exc}") from None
     finally:
         conn.close()
     if response.status == 200:

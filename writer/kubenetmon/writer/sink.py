@@ -1,8 +1,8 @@
-"""The one door to ClickHouse: DSNs, clients, columnar inserts, queries, and what their failures mean.
+"""The one door to ClickHouse: clients, columnar inserts, queries, and what their failures mean.
 
-Both kinds of DSN go through the same code: ``http(s)://user:password@host:port/database`` reaches a
-ClickHouse server, ``chdb:///absolute/path`` opens the embedded engine in this process (chDB allows one
-process per data directory; the writer that opens it owns it). Every failure leaves this module as one of
+Both kinds of DSN (parsed by ``dsn``) go through the same code: ``http(s)://...`` reaches a ClickHouse
+server, ``chdb:///absolute/path`` opens the embedded engine in this process (chDB allows one process per
+data directory; the writer that opens it owns it). Every failure leaves this module as one of
 our errors, so callers never look at clickhouse-connect's exceptions:
 
 - ``SinkUnavailable`` (transient): refused or timed-out connections, a chDB directory locked by another
@@ -18,16 +18,14 @@ It must not import clickhouse_connect anywhere else, and it knows nothing of NAT
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
-from urllib.parse import quote, unquote, urlsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver import exceptions as chx
 
 from kubenetmon.shared.errors import ConfigError, KubenetmonError, PoisonError, TransientError
+from kubenetmon.writer.dsn import parse_dsn
 from kubenetmon.writer.settings import ClickHouseSettings
 
 log = logging.getLogger(__name__)
@@ -36,7 +34,6 @@ log = logging.getLogger(__name__)
 logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)
 
 DEFAULT_DATABASE: Final = "kubenetmon"
-_DEFAULT_PORTS: Final = {"http": 8123, "https": 8443}
 # ClickHouse errors that blame the inserted values, not the server: a smaller batch without the
 # offending message would succeed. Anything else is treated as transient (never drop data on a guess).
 _DATA_ERRORS: Final = frozenset(
@@ -104,70 +101,6 @@ class InvalidBatch(PoisonError):
 
     def __init__(self, detail: str) -> None:
         super().__init__("invalid_batch", detail)
-
-
-@dataclass(frozen=True)
-class Target:
-    """A parsed, validated DSN. ``display`` is safe to log; ``password`` is not."""
-
-    kind: str
-    """``http`` (either scheme) or ``chdb``."""
-    display: str
-    path: str = ""
-    """chDB data directory (absolute)."""
-    scheme: str = ""
-    host: str = ""
-    port: int = 0
-    user: str = ""
-    password: str = field(default="", repr=False)
-    database: str = ""
-    """Database named in the DSN path, if any."""
-
-
-def parse_dsn(dsn: str) -> Target:
-    """Validate a DSN; raise ``ConfigError`` (showing it redacted) if it is not one we support."""
-    try:
-        parts = urlsplit(dsn.strip())
-        port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"--clickhouse-dsn {redact(dsn)}: {exc}") from None
-    shown = redact(dsn)
-    if parts.query or parts.fragment:
-        raise ConfigError(f"--clickhouse-dsn {shown}: no ?options; use the --clickhouse-* flags")
-    if parts.scheme == "chdb":
-        if parts.netloc or not parts.path.startswith("/") or parts.path == "/":
-            raise ConfigError(f"--clickhouse-dsn {shown}: expected chdb:///absolute/data/dir")
-        return Target(kind="chdb", display=shown, path=os.path.normpath(unquote(parts.path)))
-    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
-        raise ConfigError(
-            f"--clickhouse-dsn {shown}: expected http(s)://user:password@host:port/db or chdb:///path"
-        )
-    database = unquote(parts.path.strip("/"))
-    if "/" in database:
-        raise ConfigError(f"--clickhouse-dsn {shown}: the path names one database, nothing more")
-    return Target(
-        kind="http",
-        display=shown,
-        scheme=parts.scheme,
-        host=parts.hostname,
-        port=port or _DEFAULT_PORTS[parts.scheme],
-        user=unquote(parts.username or ""),
-        password=unquote(parts.password or ""),
-        database=database,
-    )
-
-
-def redact(dsn: str) -> str:
-    """The DSN with any password replaced by ``***``."""
-    try:
-        parts = urlsplit(dsn)
-        if parts.password is None:
-            return dsn
-    except ValueError:
-        return "<unparsable DSN>"
-    user = quote(unquote(parts.username or ""), safe="")
-    host = parts.netloc.rpartition("@")[2]
-    return parts._replace(netloc=f"{user}:***@{host}").geturl()
 
 
 class QueryResult(NamedTuple):
@@ -314,8 +247,3 @@ class Sink:
 def _secrets(*values: str) -> Iterable[str]:
     # the DSN first, so its password inside it is replaced together with it
     return sorted({v for v in values if v}, key=len, reverse=True)
-
-
-def quote_ident(name: str) -> str:
-    """Back-quote an identifier for SQL (names come from validated settings, this is belt and braces)."""
-    return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"

@@ -21,7 +21,7 @@ from typing import Any, Final, TextIO
 
 from kubenetmon.shared.errors import ConfigError, KubenetmonError
 from kubenetmon.shared.options import from_args
-from kubenetmon.writer.endpoint import ask, live_endpoint, plain_result
+from kubenetmon.writer.endpoint import EndpointUnreachable, ask, live_endpoint, plain_result
 from kubenetmon.writer.settings import ClickHouseSettings, add_clickhouse_arguments
 from kubenetmon.writer.sink import QueryResult, Sink
 
@@ -69,7 +69,10 @@ class Reader:
         if self._sink.embedded and not self._sink.is_open:
             owner = live_endpoint(self._sink.target.path)
             if owner is not None and owner.pid != os.getpid():
-                return ask(owner, query, timeout=self.settings.timeout_s)
+                try:
+                    return ask(owner, query, timeout=self.settings.timeout_s)
+                except EndpointUnreachable:
+                    pass  # a stale announcement: open the directory (fails cleanly if it is held)
         return plain_result(self._sink.query(query))
 
     def close(self) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Final
@@ -66,6 +67,8 @@ class Writer:
         self.batcher: Batcher[Delivery] = Batcher(settings.batch_rows, settings.batch_age_s)
         self.held: dict[int, Delivery] = {}
         """Deliveries fetched and not yet settled (kept alive by the keepalive task)."""
+        self._rows_per_message = 1.0
+        """Running mean, to fetch about as many messages as the open batch still has room for."""
 
     async def run(self, stop: asyncio.Event) -> None:
         keeper = asyncio.create_task(self._keepalive(), name="writer-keepalive")
@@ -84,9 +87,14 @@ class Writer:
 
     # fetching ---------------------------------------------------------------------------------------
 
+    def fetch_count(self) -> int:
+        """Messages to ask for: what fits in the open batch, so it overshoots by about one message."""
+        room = self.settings.batch_rows - self.batcher.pending_rows
+        return max(1, min(self.settings.fetch_size, math.ceil(room / self._rows_per_message)))
+
     async def _fetch(self, stop: asyncio.Event, *, wait_s: float) -> None:
         try:
-            deliveries = await self.source.fetch(self.settings.fetch_size, max(_MIN_FETCH_S, wait_s))
+            deliveries = await self.source.fetch(self.fetch_count(), max(_MIN_FETCH_S, wait_s))
         except TransientError as exc:
             log.warning("fetch from ENRICHED failed; retrying: %s", exc)
             await _pause(stop, self.settings.retry_min_s)
@@ -104,6 +112,7 @@ class Writer:
         self.batcher.add(message, delivery, now=self.clock(), size=len(delivery.data))
         self.held[id(delivery)] = delivery
         m.ROWS_PENDING.inc(message.row_count)
+        self._rows_per_message += (max(1, message.row_count) - self._rows_per_message) / 8
 
     # writing ----------------------------------------------------------------------------------------
 

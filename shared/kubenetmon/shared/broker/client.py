@@ -62,6 +62,10 @@ class Broker:
         options = connect_options(settings, name=name, events=events)
         try:
             await asyncio.wait_for(nc.connect(**options), wait_s)
+        except asyncio.CancelledError:  # e.g. stopped while the broker was still unreachable
+            events.closing = True
+            await quiet_close(nc)
+            raise
         except (TimeoutError, *CLIENT_ERRORS) as exc:
             events.closing = True
             await quiet_close(nc)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import ssl
 from typing import Any, Final
@@ -78,6 +79,8 @@ def connect_options(settings: NatsSettings, *, name: str, events: ConnectionEven
     if settings.token:
         options["token"] = settings.token
     if settings.creds_file:
+        if not os.access(settings.creds_file, os.R_OK):  # else the client would retry it forever
+            raise ConfigError(f"--nats-creds (KUBENETMON_NATS_CREDS): cannot read {settings.creds_file!r}")
         options["user_credentials"] = settings.creds_file
     if settings.tls_ca or settings.tls_cert or any(u.startswith("tls://") for u in settings.urls):
         options["tls"] = _tls_context(settings)

@@ -1,0 +1,83 @@
+"""``kubenetmon agent``: wire settings to parts and run the node agent until SIGTERM.
+
+Order matters: the sanity check first (refuse a table without counters), then the conntrack sockets, so
+the DESTROY subscription exists before the first dump, then the event loop. This module only wires; the
+work is in ``service``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from kubenetmon.agent.checkpoint import StateDir, boot_id
+from kubenetmon.agent.conntrack import Conntrack, read_sysctl
+from kubenetmon.agent.publisher import Publisher
+from kubenetmon.agent.sanity import check
+from kubenetmon.agent.service import Agent
+from kubenetmon.agent.settings import add_agent_arguments, agent_settings
+from kubenetmon.shared import logs, runtime
+from kubenetmon.shared.errors import ConfigError
+from kubenetmon.shared.settings import (
+    add_log_arguments,
+    add_nats_arguments,
+    add_runtime_arguments,
+    log_settings,
+    nats_settings,
+    runtime_settings,
+)
+
+log = logging.getLogger(__name__)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_agent_arguments(parser)
+    add_nats_arguments(parser)
+    add_runtime_arguments(parser)
+    add_log_arguments(parser)
+
+
+def open_conntrack(netns: str, *, events: bool = True, event_buffer: int = 1 << 20) -> Conntrack:
+    """The conntrack sockets, with clear errors for a missing namespace or missing privileges."""
+    try:
+        return Conntrack(netns=netns or None, events=events, event_buffer=event_buffer)
+    except FileNotFoundError:
+        raise ConfigError(f"--netns: network namespace {netns!r} does not exist") from None
+    except PermissionError as exc:
+        raise ConfigError(
+            f"cannot open conntrack netlink sockets ({exc}): run as root or with NET_ADMIN"
+        ) from None
+
+
+def main(args: argparse.Namespace) -> int:
+    settings = agent_settings(args)
+    nats = nats_settings(args)
+    drain = runtime_settings(args).drain_timeout_s
+    logs.setup(log_settings(args), process=f"agent-{settings.node_name}")
+    if not settings.skip_sanity_check:
+        check(
+            lambda path: read_sysctl(path, netns=settings.netns or None),
+            netns=settings.netns,
+            young_node_s=settings.young_node_s,
+        )
+    conntrack = open_conntrack(settings.netns, event_buffer=settings.event_buffer_bytes)
+    log.info(
+        "agent starting",
+        extra={
+            "node": settings.node_name,
+            "netns": settings.netns or "(own)",
+            "event_buffer": conntrack.event_buffer,
+        },
+    )
+    agent = Agent(
+        settings,
+        conntrack=conntrack,
+        state_dir=StateDir(settings.state_dir),
+        publisher=Publisher(nats, node=settings.node_name, window=settings.publish_window),
+        boot=boot_id(),
+        drain_s=drain * 0.6,
+    )
+    try:
+        return runtime.run(agent.main, drain_timeout_s=drain)
+    finally:
+        conntrack.close()

@@ -1,0 +1,350 @@
+"""The agent process: poll conntrack, cut a report per interval, checkpoint, publish oldest first.
+
+One event loop thread does everything that touches the delta table (DESTROY events through a socket
+reader, and the synchronous dump of each poll), so a dump and an event never interleave. Per tick:
+events, dump, events; if the interval ended, its deltas become a report (persisted before the state that
+lists it); then the state is saved. The publisher task sends pending reports oldest first and forgets a
+report only after the broker acknowledged every chunk and the state without it is saved.
+
+Broker down: ticks go on (deltas accumulate in reports on disk); the backlog is bounded by merging the
+newest reports when there are more than ``--max-backlog-reports``. SIGTERM: a last tick cuts the partial
+interval (it gets its own ``seq``), the backlog is published within the drain budget, and the process
+exits 0; what could not be sent stays on disk for the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+
+from kubenetmon.agent import metrics, reports
+from kubenetmon.agent.checkpoint import State, StateDir
+from kubenetmon.agent.conntrack import Conntrack
+from kubenetmon.agent.flows import REPORTED_PROTOCOLS, WITH_SCTP, FlowTable, report
+from kubenetmon.agent.publisher import Oversized, Publisher
+from kubenetmon.agent.reports import Report
+from kubenetmon.agent.settings import AgentSettings
+from kubenetmon.shared.errors import TransientError
+from kubenetmon.shared.metrics import serve
+from kubenetmon.shared.runtime import RootTasks, sleep_or_stop
+
+log = logging.getLogger(__name__)
+
+RETRY_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+class Agent:
+    """The node agent's state machine; ``main(stop)`` runs it until ``stop`` and a drain."""
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        *,
+        conntrack: Conntrack,
+        state_dir: StateDir,
+        publisher: Publisher,
+        boot: str,
+        drain_s: float = 20.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings, self.conntrack, self.state_dir, self.publisher = (
+            settings,
+            conntrack,
+            state_dir,
+            publisher,
+        )
+        self.boot, self.drain_s, self.clock = boot, drain_s, clock
+        self.table = FlowTable(max_flows=settings.max_flows)
+        self.protocols = WITH_SCTP if settings.report_sctp else REPORTED_PROTOCOLS
+        self.pending: list[Report] = []
+        self.next_seq = 0
+        self.interval_start = 0
+        self.polls = 0
+        self.last_poll = time.monotonic()
+        self._obsolete: list[int] = []
+        self._work = asyncio.Event()
+        self._resync = asyncio.Event()
+        self._final = False
+
+    # -- start --------------------------------------------------------------------------------------
+
+    def resume(self) -> None:
+        """Load the checkpoint (or start fresh), adopt pending reports, report an overdue interval."""
+        state = self.state_dir.load(node=self.settings.node_name)
+        now = self.clock()
+        if state is None:
+            stored = self.state_dir.stored_reports()
+            self.pending = [r for r in map(self._load_report, stored) if r is not None]
+            # a fresh seq space: never reuse an id a lost state may have published (ids hold the interval too)
+            self.next_seq = max([int(now * 1000), *(s + 1 for s in stored)])
+            log.info("no usable state: starting fresh", extra={"pending_reports": len(self.pending)})
+        else:
+            self.state_dir.sweep(state.pending)
+            self.pending = [r for r in map(self._load_report, state.pending) if r is not None]
+            self.next_seq, self.interval_start = state.next_seq, state.interval_start
+            if state.boot == self.boot:
+                self.table.last, self.table.deltas = state.last, state.deltas
+                self.table.missing = deque(state.missing)
+                self.table.destroyed = deque(state.destroyed or [set()])
+            else:  # the node rebooted: its conntrack table (and our baselines) are gone, deltas are not
+                log.warning("node rebooted since the state was saved: baselines dropped")
+                self.table.deltas = state.deltas
+                self._cut(self.interval_start, boot=state.boot)
+            log.info(
+                "resumed from state",
+                extra={
+                    "flows": self.table.tracked,
+                    "pending_reports": len(self.pending),
+                    "seq": self.next_seq,
+                },
+            )
+        if self.interval_start and now >= self.interval_start + self.settings.interval:
+            self._cut(self.interval_start)
+            self.interval_start = 0
+        self.checkpoint()
+        metrics.BACKLOG.set(len(self.pending))
+
+    def _load_report(self, seq: int) -> Report | None:
+        try:
+            return self.state_dir.load_report(seq)
+        except (OSError, ValueError) as exc:
+            log.error("pending report %d cannot be read (%s): its rows are lost", seq, exc)
+            return None
+
+    # -- ticks --------------------------------------------------------------------------------------
+
+    def poll(self) -> None:
+        """DESTROY events, a full dump, events again; counts everything."""
+        started = time.monotonic()
+        lost = self.conntrack.overruns
+        metrics.EVENTS.inc(self.conntrack.read_events(self.table.destroy))
+        self.table.begin_dump()
+        try:
+            result = self.conntrack.dump(self.table.observe)
+        except BaseException:
+            self.table.end_dump(consistent=False)
+            raise
+        self.table.end_dump(consistent=result.consistent)
+        metrics.EVENTS.inc(self.conntrack.read_events(self.table.destroy))
+        if self.conntrack.overruns != lost:
+            metrics.EVENTS_LOST.inc(self.conntrack.overruns - lost)
+            self._resync.set()  # events were lost while we dumped: dump again now
+        self.conntrack.resync_needed = False
+        self.polls += 1
+        self.last_poll = time.monotonic()
+        metrics.POLL_SECONDS.observe(self.last_poll - started)
+        metrics.ENTRIES.set(result.entries)
+        metrics.FLOWS.set(self.table.tracked)
+        metrics.OPEN_DELTAS.set(len(self.table.deltas))
+        for event, count in self.table.stats.items():
+            metrics.TABLE.labels(event).inc(count)
+        self.table.stats.clear()
+
+    def tick(self, *, final: bool = False) -> None:
+        """One poll, then a report if the interval is over (or ``final``), then a checkpoint."""
+        now = self.clock()
+        step = self.settings.interval
+        if not self.interval_start:
+            self.interval_start = int(now // step * step)
+        self.poll()
+        if final or now >= self.interval_start + step:
+            self._cut(self.interval_start)
+            if not final:
+                self.interval_start = int(now // step * step)
+        elif len(self.table.deltas) >= self.settings.max_flows:
+            metrics.EARLY_CUTS.inc()
+            self._cut(self.interval_start)
+        self.checkpoint()
+        metrics.LAST_POLL.set(now)  # last: a reader who sees it sees this tick's report and checkpoint
+
+    def _cut(self, start: int, *, boot: str = "") -> None:
+        deltas = self.table.take()
+        rows, dropped = report(deltas, protocols=self.protocols)
+        dropped["no_delta"] += sum(1 for key in self.table.last if key not in deltas)
+        for reason, count in dropped.items():
+            metrics.DROPPED.labels(reason).inc(count)
+        if not rows:
+            return
+        new = reports.build(
+            rows,
+            node=self.settings.node_name,
+            boot=boot or self.boot,
+            start=start,
+            seconds=self.settings.interval,
+            seq=self._seq(),
+            max_bytes=self.settings.max_message_bytes,
+        )
+        self.state_dir.save_report(new)
+        self.pending.append(new)
+        metrics.REPORTS.inc()
+        if (
+            len(self.pending) > self.settings.max_backlog_reports
+        ):  # never touches pending[0]: it may be in flight
+            older, newer = self.pending[-2], self.pending[-1]
+            merged = reports.merge(older, newer, seq=self._seq(), max_bytes=self.settings.max_message_bytes)
+            self.state_dir.save_report(merged)
+            self.pending[-2:] = [merged]
+            self._obsolete += [older.seq, newer.seq]
+            metrics.BACKLOG_MERGES.inc()
+        metrics.BACKLOG.set(len(self.pending))
+        log.info(
+            "interval cut",
+            extra={
+                "start": start,
+                "seq": new.seq,
+                "rows": new.rows,
+                "chunks": len(new.chunks),
+                "backlog": len(self.pending),
+                "flows": self.table.tracked,
+                **dropped,
+            },
+        )
+        self._work.set()
+
+    def _seq(self) -> int:
+        self.next_seq += 1
+        return self.next_seq - 1
+
+    def checkpoint(self) -> None:
+        """Save the state; then delete report files it no longer lists."""
+        started = time.monotonic()
+        self.state_dir.save(
+            State(
+                node=self.settings.node_name,
+                boot=self.boot,
+                next_seq=self.next_seq,
+                interval_start=self.interval_start,
+                pending=[r.seq for r in self.pending],
+                last=self.table.last,
+                missing=list(self.table.missing),
+                destroyed=list(self.table.destroyed),
+                deltas=self.table.deltas,
+            )
+        )
+        for seq in self._obsolete:
+            self.state_dir.delete_report(seq)
+        self._obsolete.clear()
+        metrics.CHECKPOINT_SECONDS.observe(time.monotonic() - started)
+
+    # -- loops --------------------------------------------------------------------------------------
+
+    async def poll_loop(self, stop: asyncio.Event) -> None:
+        period = self.settings.poll_interval_s
+        while not stop.is_set():
+            now = self.clock()
+            boundary = self.interval_start + self.settings.interval if self.interval_start else now
+            delay = max(0.0, min((now // period + 1) * period, max(boundary, now)) - now)
+            if self.polls and delay > 0:
+                self._resync.clear()
+                await _first(self._resync, stop, within=delay)
+                if stop.is_set():
+                    break
+            self.tick()
+        self.tick(final=True)
+        self._final = True
+        self._work.set()
+
+    async def publish_loop(self, stop: asyncio.Event) -> None:
+        failures = 0
+        deadline: float | None = None
+        while True:
+            if stop.is_set() and deadline is None:
+                deadline = time.monotonic() + self.drain_s
+            if not self.pending:
+                if self._final:
+                    return
+                self._work.clear()
+                await (self._work.wait() if stop.is_set() else _first(self._work, stop))
+                continue
+            if deadline is not None and time.monotonic() > deadline and self._final:
+                log.warning(
+                    "drain budget spent: %d reports stay on disk for the next start", len(self.pending)
+                )
+                return
+            if await self._send_head():
+                failures = 0
+                continue
+            failures += 1
+            metrics.PUBLISH_RETRIES.inc()
+            delay = RETRY_S[min(failures, len(RETRY_S)) - 1]
+            if deadline is None:
+                await sleep_or_stop(stop, delay)
+            else:
+                await asyncio.sleep(min(delay, max(deadline - time.monotonic(), 0.0)))
+
+    async def _send_head(self) -> bool:
+        head = self.pending[0]
+        try:
+            sent = await self.publisher.send(head)
+        except TransientError as exc:
+            log.warning("report %d not published yet: %s", head.seq, exc)
+            return False
+        except Oversized as exc:
+            self._split(head, exc.chunks)
+            return True
+        self.pending.pop(0)
+        self._obsolete.append(head.seq)
+        self.checkpoint()
+        metrics.MESSAGES.inc(sent.messages)
+        metrics.DUPLICATES.inc(sent.duplicates)
+        metrics.PUBLISHED_BYTES.inc(sent.bytes)
+        metrics.RECORDS.inc(head.rows)
+        metrics.BACKLOG.set(len(self.pending))
+        return True
+
+    def _split(self, head: Report, chunks: list[int]) -> None:
+        """Re-cut the rows of refused chunks into smaller messages (new seqs); the rest was acknowledged."""
+        log.error("report %d: chunks %s exceed the server's max payload; splitting them", head.seq, chunks)
+        parts = [
+            reports.split(head, i, seq=self._seq(), max_bytes=max(len(head.chunks[i]) // 2, 4096))
+            for i in chunks
+        ]
+        for part in parts:
+            self.state_dir.save_report(part)
+        self.pending[0:1] = parts
+        self._obsolete.append(head.seq)
+        self.checkpoint()
+
+    def healthy(self) -> bool:
+        return time.monotonic() - self.last_poll < self.settings.stall_after_s
+
+    def ready(self) -> bool:
+        return self.polls > 0
+
+    def on_events(self) -> None:
+        metrics.EVENTS.inc(self.conntrack.read_events(self.table.destroy))
+        if self.conntrack.resync_needed:
+            self._resync.set()
+
+    async def main(self, stop: asyncio.Event) -> int:
+        """Run until ``stop``; then drain. The process exit code."""
+        loop = asyncio.get_running_loop()
+        self.resume()
+        fd = self.conntrack.event_fd()
+        if fd >= 0:
+            loop.add_reader(fd, self.on_events)
+        server = serve(self.settings.http, healthy=self.healthy, ready=self.ready)
+        try:
+            async with RootTasks(stop) as tasks:
+                tasks.start("poll", self.poll_loop(stop))
+                tasks.start("publish", self.publish_loop(stop))
+        finally:
+            if fd >= 0:
+                loop.remove_reader(fd)
+            await self.publisher.close()
+            if server is not None:
+                server.close()
+        return tasks.exit_code
+
+
+async def _first(*events: asyncio.Event, within: float | None = None) -> None:
+    """Wait until one of ``events`` is set (or ``within`` seconds passed)."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

@@ -1,0 +1,98 @@
+"""Enricher records/s per process, side by side with a bare msgpack decode + encode of the same messages.
+
+One process, one run, interleaved rounds (medians reported):
+
+- ``enricher``: what a worker does per RAW delivery minus the network: strict ``decode_raw``, label
+  (10k-pod index, the real range table), metrics, ENRICHED encode (``Enricher.enrich``);
+- ``bare (RAW in, ENRICHED out)``: ``msgpack.unpackb`` of each RAW message plus ``msgpack.packb`` of the
+  ENRICHED payload the enricher produced for it: the serialisation any enricher must do at least;
+- ``bare (RAW in, RAW out)``: ``msgpack.unpackb`` + ``msgpack.packb`` of the RAW message itself.
+
+Ratios are baseline time / enricher time (1.0: as fast as the bare serialisation).
+
+    python bench/enricher_throughput.py --ranges-dir DIR [--messages 100 --rows 500]
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+
+import msgpack
+from enricher_common import OBSERVER, SETTINGS, arguments, build_index, load_ranges, median_seconds, traffic
+
+from kubenetmon.enricher.labeler import Labeler
+from kubenetmon.enricher.worker import Enricher
+from kubenetmon.shared import schema
+from kubenetmon.shared.deliveries import Delivery
+
+
+class _Subjects:
+    """What ``Enricher.enrich`` asks of a broker: only the subject name (no connection)."""
+
+    def enriched_subject(self, node: str) -> str:
+        return f"kubenetmon.enriched.{node}"
+
+
+class _NoSettle:
+    async def ack(self) -> None: ...
+    async def nak(self, delay: float | None) -> None: ...
+    async def in_progress(self) -> None: ...
+    async def term(self) -> None: ...
+
+
+def main() -> None:
+    parser = arguments(__doc__ or "")
+    parser.add_argument("--messages", type=int, default=100)
+    parser.add_argument("--rows", type=int, default=500, help="records per RAW message")
+    args = parser.parse_args()
+
+    table, files = load_ranges(args.ranges_dir)
+    started = time.perf_counter()
+    index = build_index(args.pods, args.nodes, args.services)
+    print(f"index: {index.sizes()} built in {time.perf_counter() - started:.2f}s")
+    print(f"range table: {table.prefixes} prefixes from {len(files)} files, {table.segments} segments")
+    msgs = traffic(table, pods=args.pods, nodes=args.nodes, services=args.services, messages=args.messages, rows=args.rows)
+    raws = [schema.encode_raw(m) for m in msgs]
+    deliveries = [
+        Delivery(_NoSettle(), data=raw, subject=f"kubenetmon.raw.{OBSERVER}", headers={}, msg_id=m.msg_id,
+                 num_delivered=1, stream="RAW", consumer="enricher", stream_seq=i + 1, timestamp=0.0, pending=0)
+        for i, (m, raw) in enumerate(zip(msgs, raws, strict=True))
+    ]  # fmt: skip
+    enricher = Enricher(Labeler(SETTINGS, index=index, ranges=table), broker=_Subjects(), max_rows=10**9)  # type: ignore[arg-type]
+    outputs = [enricher.enrich(d) for d in deliveries]
+    enriched_payloads = [msgpack.unpackb(payload) for out in outputs for _, payload, _ in out]
+    records = sum(len(m.rows) for m in msgs)
+    rows = sum(len(p["data"][0]) for p in enriched_payloads)
+    print(f"{len(msgs)} RAW messages, {records} records -> {rows} rows ({1 - rows / 2 / records:.0%} dropped)")
+    print(f"RAW {sum(map(len, raws)) / records:.0f} B/record, ENRICHED {sum(len(p) for o in outputs for _, p, _ in o) / records:.0f} B/record")
+
+    def run_enricher() -> None:
+        for d in deliveries:
+            enricher.enrich(d)
+
+    def run_bare_out() -> None:
+        for raw, payload in zip(raws, enriched_payloads, strict=True):
+            msgpack.unpackb(raw)
+            msgpack.packb(payload)
+
+    def run_bare_raw() -> None:
+        for raw in raws:
+            msgpack.packb(msgpack.unpackb(raw))
+
+    gc.collect()
+    gc.freeze()  # as a worker does once its index and table are loaded
+    results: dict[str, list[float]] = {"enricher": [], "bare_out": [], "bare_raw": []}
+    for _ in range(args.runs):
+        results["enricher"].append(median_seconds(run_enricher, 1))
+        results["bare_out"].append(median_seconds(run_bare_out, 1))
+        results["bare_raw"].append(median_seconds(run_bare_raw, 1))
+    med = {k: sorted(v)[len(v) // 2] for k, v in results.items()}
+    rate = {k: records / v for k, v in med.items()}
+    print(f"enricher                      {rate['enricher']:>12,.0f} records/s  ({med['enricher'] / records * 1e6:.2f} us/record)")
+    print(f"bare (RAW in, ENRICHED out)   {rate['bare_out']:>12,.0f} records/s  ratio {rate['enricher'] / rate['bare_out']:.2f}")
+    print(f"bare (RAW in, RAW out)        {rate['bare_raw']:>12,.0f} records/s  ratio {rate['enricher'] / rate['bare_raw']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""One enricher process's handler: RAW deliveries in, ENRICHED messages published, one outcome each.
+
+For each fetched RAW message: decode (a ``DecodeError`` is poison: DLQ), label, split the rows into
+ENRICHED messages of at most ``max_rows`` rows, publish them with ids derived from the RAW id (part 0
+is ``schema.enriched_msg_id(raw_id)``, part k ``<that>+k``, so a republish after a crash is dropped
+by the duplicate window), and only then report ``Ack``. A publish the broker did not confirm is a
+``Retry``; a payload it can never take, or a message the labeler fails on, is ``Poison``.
+``consumer.consume`` settles the outcomes (ack, nak with backoff, or DLQ).
+
+It must not settle deliveries itself, read flags, or own connections: the caller passes the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+from kubenetmon.enricher import metrics as m
+from kubenetmon.enricher.labeler import Labeler, Labelled
+from kubenetmon.shared import schema
+from kubenetmon.shared.broker import Broker
+from kubenetmon.shared.consumer import ACK, Outcome, Poison, Retry
+from kubenetmon.shared.deliveries import Delivery
+from kubenetmon.shared.errors import PoisonError, TransientError
+
+log = logging.getLogger(__name__)
+
+STAGE: Final = "enricher"
+
+
+def parts(labelled: Labelled, *, max_rows: int) -> list[list[list[Any]]]:
+    """The columns of ``labelled`` cut into row ranges of at most ``max_rows`` rows each."""
+    total = labelled.stats.rows
+    if total <= max_rows:
+        return [labelled.data] if total else []
+    return [[col[i : i + max_rows] for col in labelled.data] for i in range(0, total, max_rows)]
+
+
+def part_id(raw_id: str, part: int) -> str:
+    base = schema.enriched_msg_id(raw_id)
+    return base if part == 0 else f"{base}+{part}"
+
+
+class Enricher:
+    """Labels and publishes; ``handle`` is a ``consumer.consume`` handler."""
+
+    def __init__(
+        self, labeler: Labeler, *, broker: Broker, max_rows: int, clock: Callable[[], int] = time.time_ns
+    ) -> None:
+        self.labeler = labeler
+        self.broker = broker
+        self.max_rows = max_rows
+        self.clock = clock
+
+    async def handle(self, deliveries: list[Delivery]) -> Sequence[Outcome]:
+        outcomes: list[Outcome | None] = [None] * len(deliveries)
+        pending: list[tuple[int, asyncio.Future[list[Any]]]] = []
+        for i, delivery in enumerate(deliveries):
+            try:
+                messages = self.enrich(delivery)
+            except PoisonError as exc:
+                outcomes[i] = Poison(exc.reason, exc.detail)
+                continue
+            if not messages:
+                outcomes[i] = ACK
+                continue
+            publishes = [
+                self.broker.publish(subject, payload, msg_id=msg_id) for subject, payload, msg_id in messages
+            ]
+            pending.append((i, asyncio.gather(*publishes, return_exceptions=True)))
+        for i, future in pending:
+            outcomes[i] = _outcome(await future)
+        if deliveries:
+            m.LAG.set(deliveries[-1].pending)
+        return [o if o is not None else Retry("error") for o in outcomes]
+
+    def enrich(self, delivery: Delivery) -> list[tuple[str, bytes, str]]:
+        """(subject, payload, msg id) of each ENRICHED message for one RAW delivery; raises PoisonError."""
+        msg = schema.decode_raw(delivery.data, subject=delivery.subject)
+        started = time.perf_counter()
+        enriched_at = self.clock()
+        try:
+            labelled = self.labeler.label(msg, enriched_at=enriched_at)
+        except Exception as exc:  # a labeler bug must not block the stream: this message goes aside
+            log.exception("labeling failed for %s", msg.msg_id)
+            raise PoisonError("label", repr(exc)) from None
+        m.LABEL_SECONDS.observe(time.perf_counter() - started)
+        m.add(labelled.stats)
+        subject = self.broker.enriched_subject(msg.node)
+        out = []
+        for k, data in enumerate(parts(labelled, max_rows=self.max_rows)):
+            message = schema.EnrichedMessage(msg.msg_id, msg.node, enriched_at, labelled.columns, data)
+            out.append((subject, schema.encode_enriched(message), part_id(msg.msg_id, k)))
+        return out
+
+
+def _outcome(results: list[Any]) -> Outcome:
+    """All parts confirmed: ack; a part the broker can never take: poison; else retry (republish)."""
+    for result in results:
+        if isinstance(result, PoisonError):
+            return Poison(result.reason, result.detail)
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if not failures:
+        m.MESSAGES_OUT.inc(len(results))
+        return ACK
+    first = failures[0]
+    if not isinstance(first, TransientError):
+        log.error("unexpected publish failure: %r", first)
+    return Retry("publish", detail=str(first))

@@ -1,0 +1,67 @@
+"""Reports: deterministic chunks under the size bound, and merges/splits that keep every byte once."""
+
+from __future__ import annotations
+
+import pytest
+
+from kubenetmon.agent import reports
+from kubenetmon.shared.schema import RawRow, decode_raw
+
+
+def rows(n: int, *, v6: bool = False, salt: int = 0, big: int = 2**40) -> list[RawRow]:
+    size = 16 if v6 else 4
+    fam = 10 if v6 else 2
+    return [
+        RawRow(6, fam, 0, bytes([10]) * size, i.to_bytes(size, "big"), 1000 + i % 50000, 80,
+               i.to_bytes(size, "big"), bytes([10]) * size, 80, 1000 + i % 50000,
+               big - salt, big + i, 1, i)
+        for i in range(n)
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("v6", [False, True])
+def test_chunks_fit_and_round_trip(v6: bool) -> None:
+    data = rows(20_000, v6=v6, big=2**63)
+    rep = reports.build(data, node="node-a", boot="b" * 36, start=120, seconds=60, seq=7, max_bytes=65536)
+    assert len(rep.chunks) > 10 and all(len(c) <= 65536 for c in rep.chunks)
+    msgs = [decode_raw(c) for c in rep.chunks]
+    assert [m.chunk for m in msgs] == list(range(len(msgs))) and {m.chunks for m in msgs} == {len(msgs)}
+    assert [r for m in msgs for r in m.rows] == data == reports.rows_of(rep)
+    assert [m.msg_id for m in msgs] == [rep.msg_id(i) for i in range(len(msgs))]
+    assert len(set(rep.chunks)) == len(rep.chunks)
+    again = reports.build(data, node="node-a", boot="b" * 36, start=120, seconds=60, seq=7, max_bytes=65536)
+    assert again == rep
+
+
+def test_merge_sums_per_identity_and_spans_intervals() -> None:
+    a = reports.build(rows(100), node="n", boot="b", start=60, seconds=60, seq=1, max_bytes=4096)
+    b = reports.build(
+        rows(150, salt=1)[50:], node="n", boot="b", start=120, seconds=60, seq=2, max_bytes=4096
+    )
+    m = reports.merge(a, b, seq=3, max_bytes=8192)
+    assert (m.start, m.seconds, m.seq, m.rows) == (60, 120, 3, 150)
+    merged = {r[:11]: r[11:] for r in reports.rows_of(m)}
+    total = sum(r.orig_bytes + r.reply_bytes for r in reports.rows_of(a) + reports.rows_of(b))
+    assert sum(v[1] + v[3] for v in merged.values()) == total
+    assert merged[rows(1)[0][:11]] == rows(1)[0][11:]
+    assert merged[rows(60)[55][:11]][1] == 2 * (2**40 + 55)
+
+
+def test_split_recuts_one_chunk() -> None:
+    rep = reports.build(rows(3000), node="n", boot="b", start=60, seconds=60, seq=1, max_bytes=65536)
+    part = reports.split(rep, 1, seq=9, max_bytes=8192)
+    assert part.seq == 9 and all(len(c) <= 8192 for c in part.chunks)
+    assert reports.rows_of(part) == decode_raw(rep.chunks[1]).rows
+
+
+def test_persisted_form_round_trips_and_refuses_garbage() -> None:
+    rep = reports.build(rows(10), node="n", boot="b", start=60, seconds=60, seq=1, max_bytes=4096)
+    assert reports.loads(reports.dumps(rep)) == rep
+    for junk in (b"", b"\x93\x01\x02\x03", reports.dumps(rep)[:-3]):
+        with pytest.raises(ValueError):
+            reports.loads(junk)
+
+
+def test_too_small_bound_is_refused() -> None:
+    with pytest.raises(ValueError):
+        reports.build(rows(1), node="n", boot="b", start=0, seconds=60, seq=0, max_bytes=300)

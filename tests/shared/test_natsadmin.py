@@ -1,0 +1,66 @@
+"""``kubenetmon nats``: the admin command an operator or a deploy Job runs, end to end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from kubenetmon.shared.natsserver import NatsServer, free_port
+from tests.fixtures.nats import nats_settings_for
+
+
+def kubenetmon(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kubenetmon.shared.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def test_nats_without_a_verb_prints_help() -> None:
+    out = kubenetmon("nats")
+    assert out.returncode == 2
+    assert "init" in out.stdout and "status" in out.stdout
+
+
+def test_init_creates_then_leaves_alone_then_updates(nats_server: NatsServer) -> None:
+    s = nats_settings_for(nats_server)
+    env = {"KUBENETMON_NATS_URL": nats_server.url, "KUBENETMON_NATS_STREAM_PREFIX": s.stream_prefix}
+    flags = ["--nats-subject-prefix", s.subject_prefix]
+
+    first = kubenetmon("nats", "init", *flags, env=env)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines() == [
+        f"stream {s.stream_prefix}_RAW: created",
+        f"stream {s.stream_prefix}_ENRICHED: created",
+        f"stream {s.stream_prefix}_DLQ: created",
+        f"consumer {s.stream_prefix}_RAW/enricher: created",
+        f"consumer {s.stream_prefix}_ENRICHED/writer: created",
+        "topology: 5 created",
+    ]
+    again = kubenetmon("nats", "init", *flags, env=env)
+    assert again.returncode == 0
+    assert again.stdout.splitlines()[-1] == "topology: 5 unchanged"
+
+    longer = kubenetmon("nats", "init", *flags, "--nats-enriched-max-age", "3d", env=env)
+    assert longer.returncode == 0
+    assert f"stream {s.stream_prefix}_ENRICHED: updated (max_age_s: 172800.0 -> 259200.0)" in longer.stdout
+
+    status = kubenetmon("nats", "status", *flags, env=env)
+    assert status.returncode == 0
+    assert f"consumer {s.stream_prefix}_ENRICHED/writer: 0 pending" in status.stdout
+
+    conflict = kubenetmon("nats", "init", *flags, "--nats-storage", "memory", env=env)
+    assert conflict.returncode == 1
+    assert "conflict" in conflict.stdout and "cannot change in place" in conflict.stdout
+
+
+def test_init_fails_clearly_when_nats_is_unreachable() -> None:
+    out = kubenetmon(
+        "nats", "init", "--nats-url", f"nats://127.0.0.1:{free_port()}", "--connect-wait", "500ms"
+    )
+    assert out.returncode == 1
+    assert "kubenetmon nats init: cannot connect to nats://127.0.0.1:" in out.stderr
