@@ -20,13 +20,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kubenetmon.enricher import sources  # noqa: E402
-from kubenetmon.enricher.classes import LabelSettings  # noqa: E402
-from kubenetmon.enricher.index import Index  # noqa: E402
-from kubenetmon.enricher.prefixes import PrefixTable  # noqa: E402
-from kubenetmon.enricher.ranges import Range  # noqa: E402
-from kubenetmon.shared.schema import RawMessage, RawRow  # noqa: E402
-from tests.enricher.builders import T0, node, pod, service  # noqa: E402
+from tests.enricher.builders import T0, node, pod, service
+
+from kubenetmon.enricher import sources
+from kubenetmon.enricher.classes import LabelSettings
+from kubenetmon.enricher.index import Index
+from kubenetmon.enricher.prefixes import PrefixTable
+from kubenetmon.enricher.ranges import Range
+from kubenetmon.shared.schema import RawMessage, RawRow
 
 SETTINGS = LabelSettings(cloud="aws", region="us-west-2", cluster="bench", environment="bench")
 OBSERVER = "node-0"
@@ -69,7 +70,12 @@ def cluster_objects(pods: int, nodes: int, services: int) -> dict[str, list[dict
     zones = ("us-west-2a", "us-west-2b", "us-west-2c")
     return {
         "nodes": [
-            node(f"node-{i}", str(ipaddress.IPv4Address(0xC0A80000 + i)), zone=zones[i % 3], provider_id=f"aws:///{zones[i % 3]}/i-{i:017x}")
+            node(
+                f"node-{i}",
+                str(ipaddress.IPv4Address(0xC0A80000 + i)),
+                zone=zones[i % 3],
+                provider_id=f"aws:///{zones[i % 3]}/i-{i:017x}",
+            )
             for i in range(nodes)
         ],
         "pods": [
@@ -84,8 +90,11 @@ def cluster_objects(pods: int, nodes: int, services: int) -> dict[str, list[dict
             )
             for i in range(pods)
         ],
-        "services": [service(f"svc{i}", str(ipaddress.IPv4Address(0x0A600000 + i)), namespace=f"ns{i % 40}") for i in range(services)],
-    }  # fmt: skip
+        "services": [
+            service(f"svc{i}", str(ipaddress.IPv4Address(0x0A600000 + i)), namespace=f"ns{i % 40}")
+            for i in range(services)
+        ],
+    }
 
 
 def build_index(pods: int, nodes: int, services: int) -> Index:
@@ -106,7 +115,14 @@ def _public_addresses(table: PrefixTable[Range], rnd: random.Random, count: int)
 
 
 def traffic(
-    table: PrefixTable[Range], *, pods: int, nodes: int, services: int, messages: int, rows: int, seed: int = 1
+    table: PrefixTable[Range],
+    *,
+    pods: int,
+    nodes: int,
+    services: int,
+    messages: int,
+    rows: int,
+    seed: int = 1,
 ) -> list[RawMessage]:
     """What node-0 reports: 35% via a Service to a pod elsewhere, 20% pod to pod, 30% to public/cloud
     addresses, 10% inbound from pods elsewhere, 5% node flows (dropped)."""
@@ -122,7 +138,12 @@ def traffic(
             me = ipaddress.IPv4Address(pod_ip(rnd.choice(local))).packed
             port = 20000 + r
             roll = rnd.random()
-            counters = (rnd.randint(1, 100), rnd.randint(60, 1_000_000), rnd.randint(1, 100), rnd.randint(60, 1_000_000))
+            counters = (
+                rnd.randint(1, 100),
+                rnd.randint(60, 1_000_000),
+                rnd.randint(1, 100),
+                rnd.randint(60, 1_000_000),
+            )
             if roll < 0.35:
                 vip = ipaddress.IPv4Address(0x0A600000 + rnd.randrange(services)).packed
                 peer = rnd.choice(remote_pool)
@@ -139,7 +160,18 @@ def traffic(
             else:
                 row = (6, 2, 0, node_ip, me, port, 10250, me, node_ip, 10250, port)
             batch.append(RawRow(*row, *counters))
-        out.append(RawMessage(node=OBSERVER, boot="bench", start=T0 + 60 * m, seconds=60, seq=0, chunk=0, chunks=1, rows=batch))
+        out.append(
+            RawMessage(
+                node=OBSERVER,
+                boot="bench",
+                start=T0 + 60 * m,
+                seconds=60,
+                seq=0,
+                chunk=0,
+                chunks=1,
+                rows=batch,
+            )
+        )
     return out  # fmt: skip
 
 

@@ -57,7 +57,8 @@ class AgentProcess:
         return [
             KUBENETMON, "agent", "--node-name", self.node.name, "--netns", self.node.netns,
             "--interval", str(self.interval), "--poll-interval", str(self.poll),
-            "--state-dir", str(self.state_dir), "--metrics-host", "127.0.0.1", "--metrics-port", str(self.port),
+            "--state-dir", str(self.state_dir),
+            "--metrics-host", "127.0.0.1", "--metrics-port", str(self.port),
             "--nats-url", ",".join(n.urls), "--nats-stream-prefix", n.stream_prefix,
             "--nats-subject-prefix", n.subject_prefix, "--nats-duplicate-window", "120s",
             "--nats-raw-max-age", "1h", "--nats-enriched-max-age", "1h", "--nats-dlq-max-age", "1h",

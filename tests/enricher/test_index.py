@@ -64,7 +64,12 @@ def test_host_network_pods_hold_no_pod_ip() -> None:
 def test_a_completed_pod_keeps_its_ips_for_earlier_intervals_but_never_holds_them_again() -> None:
     index = Index(grace_seconds=300)
     index.apply("pods", "ADDED", pod("job", "10.0.0.9", node="n1", uid="u"), now=T0)
-    index.apply("pods", "MODIFIED", pod("job", [], node="n1", uid="u", phase="Succeeded", finished=T0 + 60), now=T0 + 61)
+    index.apply(
+        "pods",
+        "MODIFIED",
+        pod("job", [], node="n1", uid="u", phase="Succeeded", finished=T0 + 60),
+        now=T0 + 61,
+    )
     assert name_at(index, "10.0.0.9", T0) == "job"
     index.apply("pods", "MODIFIED", pod("job", "10.0.0.9", node="n1", uid="u"), now=T0 + 70)  # a stale status
     assert index.pods["u"].until == T0 + 60
@@ -110,8 +115,12 @@ def test_inventory_yaml_list_as_kubectl_prints_it(tmp_path: Path) -> None:
     doc = {
         "apiVersion": "v1",
         "kind": "List",
-        "items": [node("n1", "192.168.0.1"), pod("a", "10.0.0.1", node="n1"), service("s", "10.96.0.1")]
-        + [{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}}],
+        "items": [
+            node("n1", "192.168.0.1"),
+            pod("a", "10.0.0.1", node="n1"),
+            service("s", "10.96.0.1"),
+            {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}},
+        ],
         "metadata": {"resourceVersion": ""},
     }
     path = tmp_path / "inv.yaml"
@@ -122,12 +131,18 @@ def test_inventory_yaml_list_as_kubectl_prints_it(tmp_path: Path) -> None:
 
 
 def test_inventory_json_and_typed_lists_and_multiple_documents(tmp_path: Path) -> None:
-    typed = {"apiVersion": "v1", "kind": "PodList", "items": [{k: v for k, v in pod("a", "10.0.0.1", node="n1").items() if k != "kind"}]}
+    typed = {
+        "apiVersion": "v1",
+        "kind": "PodList",
+        "items": [{k: v for k, v in pod("a", "10.0.0.1", node="n1").items() if k != "kind"}],
+    }
     json_path = tmp_path / "pods.json"
     json_path.write_text(json.dumps(typed))
     assert inventory.read(json_path)["pods"][0]["kind"] == "Pod"
     multi = tmp_path / "multi.yaml"
-    multi.write_text(yaml.safe_dump(node("n1", "192.168.0.1")) + "---\n" + yaml.safe_dump(service("s", "10.96.0.1")))
+    multi.write_text(
+        yaml.safe_dump(node("n1", "192.168.0.1")) + "---\n" + yaml.safe_dump(service("s", "10.96.0.1"))
+    )
     objects = inventory.read(multi)
     assert (len(objects["nodes"]), len(objects["services"]), len(objects["pods"])) == (1, 1, 0)
     broken = tmp_path / "broken.yaml"

@@ -23,7 +23,10 @@ FLAGS = ["--cloud", "aws", "--region", "us-west-2", "--cluster", "test", "--envi
 
 def dump_record(row: schema.RawRow, **extra: Any) -> dict[str, Any]:
     """A record as ``kubenetmon conntrack dump --format json`` prints it."""
-    text = {k: str(ipaddress.ip_address(getattr(row, k))) for k in ("orig_src", "orig_dst", "reply_src", "reply_dst")}
+    text = {
+        k: str(ipaddress.ip_address(getattr(row, k)))
+        for k in ("orig_src", "orig_dst", "reply_src", "reply_dst")
+    }
     return {
         "id": 1234,
         "zone": row.zone,
@@ -64,8 +67,14 @@ def test_gives_exactly_the_enrichers_rows(inventory_file: Path) -> None:
     index = Index()
     inventory.load(index, inventory_file)
     settings = LabelSettings(cloud="aws", region="us-west-2", cluster="test", environment="ci")
-    labeler = Labeler(settings, index=index, ranges=sources.load_table(sources.RangeSettings(sources=RANGE_FILES), private=settings.private))
-    msg = schema.RawMessage(node="n1", boot="label", start=T0, seconds=60, seq=0, chunk=0, chunks=1, rows=rows)
+    labeler = Labeler(
+        settings,
+        index=index,
+        ranges=sources.load_table(sources.RangeSettings(sources=RANGE_FILES), private=settings.private),
+    )
+    msg = schema.RawMessage(
+        node="n1", boot="label", start=T0, seconds=60, seq=0, chunk=0, chunks=1, rows=rows
+    )
     expected = labeler.label(msg, enriched_at=0)
     n = expected.stats.rows // 2
     assert len(printed) == 2 * n == 16  # 4 of the 12 records are node flows
@@ -89,12 +98,20 @@ def test_numbers_and_names_ipv6_and_invalid_lines(inventory_file: Path) -> None:
         "orig_dport": 53, "reply_src": "2600:1f14:4000::9", "reply_dst": "fd00::1", "reply_sport": 53,
         "reply_dport": 5353, "orig_packets": 1, "orig_bytes": 80, "reply_packets": 1, "reply_bytes": 120,
     }  # fmt: skip
-    lines = ["not json", json.dumps({**v6, "orig_src": "300.1.1.1"}), json.dumps(v6), "", json.dumps({**v6, "family": 2})]
+    lines = [
+        "not json",
+        json.dumps({**v6, "orig_src": "300.1.1.1"}),
+        json.dumps(v6),
+        "",
+        json.dumps({**v6, "family": 2}),
+    ]
     done = label(inventory_file, lines, *FLAGS)
     assert done.returncode == 1
     errors = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
     assert [e["line"] for e in errors if "invalid" in e] == [1, 2, 5]
-    assert [e for e in errors if "dropped" in e] == [{"line": 3, "dropped": "direction"}]  # unknown both sides
+    assert [e for e in errors if "dropped" in e] == [
+        {"line": 3, "dropped": "direction"}
+    ]  # unknown both sides
     assert done.stdout == ""
     assert parse_record(v6).family == schema.AF_INET6
     assert parse_record({**v6, "proto": "UDP", "family": "inet6"}) == parse_record(v6)
@@ -105,5 +122,7 @@ def test_ignore_udp_and_required_inventory(inventory_file: Path, tmp_path: Path)
     done = label(inventory_file, [json.dumps(dump_record(udp))], *FLAGS, "--ignore-udp")
     assert done.returncode == 0 and done.stdout == ""
     assert '"dropped": "udp"' in done.stderr
-    missing = subprocess.run([*KUBENETMON, "label", "--node", "n1"], input="", capture_output=True, text=True, timeout=60)
+    missing = subprocess.run(
+        [*KUBENETMON, "label", "--node", "n1"], input="", capture_output=True, text=True, timeout=60
+    )
     assert missing.returncode == 2 and "--inventory" in missing.stderr

@@ -639,6 +639,12 @@ def test_memoised_endpoints_follow_pod_node_and_range_changes() -> None:
     index.apply("nodes", "MODIFIED", node("n2", "192.168.0.2", zone="us-west-2c"), now=T0)
     assert out()["remoteAvailabilityZone"] == "us-west-2c"
     stranger = raw_row("tcp", ("10.1.0.10", 1, "13.34.1.1", 2), ("13.34.1.1", 2, "10.1.0.10", 1))
-    assert labeler.label(message([stranger]), enriched_at=1).data[schema.COLUMN_INDEX["connectionClass"]][0] == "INTRA_REGION"
+    assert (
+        labeler.label(message([stranger]), enriched_at=1).data[schema.COLUMN_INDEX["connectionClass"]][0]
+        == "INTRA_REGION"
+    )
     labeler.set_ranges(ranges.build_table({}, private=AWS.private))
-    assert labeler.label(message([stranger]), enriched_at=1).data[schema.COLUMN_INDEX["connectionClass"]][0] == "PUBLIC_INTERNET"
+    assert (
+        labeler.label(message([stranger]), enriched_at=1).data[schema.COLUMN_INDEX["connectionClass"]][0]
+        == "PUBLIC_INTERNET"
+    )

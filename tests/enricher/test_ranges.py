@@ -135,14 +135,12 @@ def test_user_entries_override_provider_data_and_mark_private_ranges() -> None:
     assert table.lookup_text("8.8.8.8") is None
 
 
-def _brute_force(
-    entries: list[tuple[str, int]], addr: ipaddress.IPv4Address | ipaddress.IPv6Address
-) -> int | None:
+def _brute_force(entries: list[tuple[int, int, int, int]], addr: int) -> int | None:
+    """Longest prefix by scanning every (first, last, length, value); the last of equals wins."""
     best: tuple[int, int] | None = None
-    for text, value in entries:
-        n = parse_network(text)
-        if n.version == addr.version and addr in n and (best is None or n.prefixlen >= best[0]):
-            best = (n.prefixlen, value)
+    for first, last, length, value in entries:
+        if first <= addr <= last and (best is None or length >= best[0]):
+            best = (length, value)
     return None if best is None else best[1]
 
 
@@ -175,8 +173,10 @@ def test_lookup_matches_brute_force_on_random_addresses(version: int) -> None:
     ]
     probes += [parse_network(p).network_address for p in prefixes[:200]]
     probes += [parse_network(p).broadcast_address for p in prefixes[:200]]
+    nets = [(parse_network(p), v) for p, v in entries]
+    spans = [(int(n.network_address), int(n.broadcast_address), n.prefixlen, v) for n, v in nets]
     for addr in probes:
-        assert table.lookup(addr.packed) == _brute_force(entries, addr), addr
+        assert table.lookup(addr.packed) == _brute_force(spans, int(addr)), addr
 
 
 def test_layers_override_whatever_the_prefix_length() -> None:

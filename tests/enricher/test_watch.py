@@ -56,7 +56,9 @@ def synced(kubeconfig: Path) -> Iterator[tuple[Synced, Callable[..., watch.KubeW
     started: list[watch.KubeWatch] = []
 
     def start(**overrides: object) -> watch.KubeWatch:
-        settings = watch.WatchSettings(kubeconfig=str(kubeconfig), backoff_s=0.05, backoff_max_s=0.2, **overrides)  # type: ignore[arg-type]
+        settings = watch.WatchSettings(
+            kubeconfig=str(kubeconfig), backoff_s=0.05, backoff_max_s=0.2, **overrides
+        )  # type: ignore[arg-type]
         kw = watch.KubeWatch(settings, state.deliver)
         started.append(kw)
         return kw.start()
@@ -75,7 +77,9 @@ def populate(api: KubeApi) -> None:
         api.add("pods", pod(f"p{i}", f"10.1.0.{i + 1}", node="n1", created=T0))
 
 
-def test_ready_only_after_every_kind_was_listed(kube_api: KubeApi, synced: tuple[Synced, Callable[..., watch.KubeWatch]]) -> None:
+def test_ready_only_after_every_kind_was_listed(
+    kube_api: KubeApi, synced: tuple[Synced, Callable[..., watch.KubeWatch]]
+) -> None:
     state, start = synced
     populate(kube_api)
     kube_api.hold_lists()
@@ -89,7 +93,9 @@ def test_ready_only_after_every_kind_was_listed(kube_api: KubeApi, synced: tuple
     assert state.index.nodes["n2"].zone == "z2"
 
 
-def test_pagination_lists_everything(kube_api: KubeApi, synced: tuple[Synced, Callable[..., watch.KubeWatch]]) -> None:
+def test_pagination_lists_everything(
+    kube_api: KubeApi, synced: tuple[Synced, Callable[..., watch.KubeWatch]]
+) -> None:
     state, start = synced
     populate(kube_api)
     start(page_size=2)
@@ -98,13 +104,17 @@ def test_pagination_lists_everything(kube_api: KubeApi, synced: tuple[Synced, Ca
     assert kube_api.requests[("pods", "list")] == 3  # 2 + 2 + 1
 
 
-def test_add_modify_delete_and_ip_reuse(kube_api: KubeApi, synced: tuple[Synced, Callable[..., watch.KubeWatch]]) -> None:
+def test_add_modify_delete_and_ip_reuse(
+    kube_api: KubeApi, synced: tuple[Synced, Callable[..., watch.KubeWatch]]
+) -> None:
     state, start = synced
     populate(kube_api)
     start()
     state.wait(lambda ix: ix.ready)
 
-    web = kube_api.add("pods", pod("web", "10.1.1.1", node="n2", uid="u-web", created=T0, labels={"app": "web"}))
+    web = kube_api.add(
+        "pods", pod("web", "10.1.1.1", node="n2", uid="u-web", created=T0, labels={"app": "web"})
+    )
     state.wait(lambda ix: holder(ix, "10.1.1.1") == "web")
 
     web["metadata"]["labels"] = {"app.kubernetes.io/name": "frontend"}
@@ -126,7 +136,9 @@ def test_add_modify_delete_and_ip_reuse(kube_api: KubeApi, synced: tuple[Synced,
     assert kube_api.requests[("pods", "list")] == 1  # all of that came through the watch
 
 
-def test_410_gone_forces_a_relist(kube_api: KubeApi, synced: tuple[Synced, Callable[..., watch.KubeWatch]]) -> None:
+def test_410_gone_forces_a_relist(
+    kube_api: KubeApi, synced: tuple[Synced, Callable[..., watch.KubeWatch]]
+) -> None:
     state, start = synced
     populate(kube_api)
     start()
@@ -161,7 +173,9 @@ def test_a_cut_stream_resumes_from_the_last_version_without_relisting(
 def test_an_unreachable_api_is_retried_until_it_answers(tmp_path: Path, kube_api: KubeApi) -> None:
     # a kubeconfig pointing at a closed port first, then the right one: the watcher keeps retrying
     state = Synced()
-    settings = watch.WatchSettings(kubeconfig=str(_kubeconfig(tmp_path, "http://127.0.0.1:9")), backoff_s=0.05)
+    settings = watch.WatchSettings(
+        kubeconfig=str(_kubeconfig(tmp_path, "http://127.0.0.1:9")), backoff_s=0.05
+    )
     kw = watch.KubeWatch(settings, state.deliver).start()
     try:
         deadline = time.monotonic() + 10

@@ -177,3 +177,17 @@ async def test_mutual_tls(make_nats_server: Callable[..., NatsServer], certs: Pa
         await Broker.connect(
             dataclasses.replace(tls, tls_ca=str(certs / "missing.pem")), name="t", wait_s=1.0
         )
+
+
+async def test_credentials_file(make_nats_server: Callable[..., NatsServer], tmp_path: Path) -> None:
+    from tests.shared import nats_jwt
+
+    conf, creds = nats_jwt.setup(tmp_path)
+    server = make_nats_server(extra_args=("-c", str(conf)))
+    async with await Broker.connect(
+        nats_settings_for(server, creds_file=str(creds)), name="t", wait_s=5
+    ) as broker:
+        assert not (await broker.ensure_topology()).conflicts
+        assert (await broker.publish(broker.raw_subject("n"), b"x", msg_id="x")).seq == 1
+    with pytest.raises(TransientError, match="cannot connect"):
+        await Broker.connect(nats_settings_for(server), name="t", wait_s=1.0)

@@ -261,3 +261,30 @@ def test_flow_id_is_stable_and_label_free() -> None:
     assert schema.flow_id("m", row, "out") != schema.flow_id("m", row, "in")
     assert schema.flow_id("m", row, "out") != schema.flow_id("m", row._replace(orig_sport=1), "out")
     assert 0 <= schema.flow_id("m", row, "out") < 1 << 64
+
+
+@FUZZ
+@given(data=st.data())
+def test_fast_row_validation_agrees_with_the_precise_one(data: st.DataObject) -> None:
+    rows: list[Any] = [list(raw_row()), list(raw_row(AF_INET6))]
+    row = data.draw(st.sampled_from(rows))
+    row[data.draw(st.integers(0, len(row) - 1))] = data.draw(msgpack_values)
+    try:
+        for i, r in enumerate(rows):
+            schema._check_row(r, i, subject="", data=b"")
+        precise = True
+    except DecodeError:
+        precise = False
+    assert schema._rows_valid(rows) == precise
+
+
+@FUZZ
+@given(data=st.data(), column=st.sampled_from(COLUMNS))
+def test_fast_column_validation_agrees_with_the_precise_one(data: st.DataObject, column: Any) -> None:
+    good = enriched_message(rows=1).data[COLUMN_NAMES.index(column.name)][0]
+    edges = st.sampled_from(
+        [0, 1, 4, 6, 65535, 65536, (1 << 32) - 1, 1 << 32, (1 << 64) - 1, -1, b"x" * 16, True]
+    )
+    values = data.draw(st.lists(st.one_of(st.just(good), edges, msgpack_values), min_size=1, max_size=5))
+    precise = all(schema._COLUMN_CHECK[column.name](v) for v in values)
+    assert schema._column_valid(column.name, column.wire, values) == precise

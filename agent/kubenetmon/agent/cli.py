@@ -75,7 +75,7 @@ def main(args: argparse.Namespace) -> int:
         state_dir=StateDir(settings.state_dir),
         publisher=Publisher(nats, node=settings.node_name, window=settings.publish_window),
         boot=boot_id(),
-        drain_s=drain * 0.6,
+        drain_s=max(drain - 5.0, drain * 0.5),
     )
     try:
         return runtime.run(agent.main, drain_timeout_s=drain)

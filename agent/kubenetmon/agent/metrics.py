@@ -43,5 +43,6 @@ EARLY_CUTS: Final = counter(
     "agent_early_cuts_total", "partial reports cut because the open interval reached --max-flows flows"
 )
 LAST_POLL: Final = gauge(
-    "agent_last_poll_timestamp_seconds", "Unix time at which the latest completed tick (poll, cut, checkpoint) began"
+    "agent_last_poll_timestamp_seconds",
+    "Unix time at which the latest completed tick (poll, cut, checkpoint) began",
 )

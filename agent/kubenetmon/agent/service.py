@@ -248,32 +248,38 @@ class Agent:
         self._work.set()
 
     async def publish_loop(self, stop: asyncio.Event) -> None:
+        """Publish until stopped; then drain what is pending within ``drain_s``, the rest stays on disk."""
+        worker = asyncio.ensure_future(self._publish(stop))
+        try:
+            await _first_done(worker, stop)
+            if not worker.done():
+                await asyncio.wait({worker}, timeout=self.drain_s)
+        finally:
+            if not worker.done():
+                worker.cancel()  # safe: a publish repeated later carries the same message ids
+                await asyncio.gather(worker, return_exceptions=True)
+                log.warning(
+                    "drain budget spent: %d reports stay on disk for the next start", len(self.pending)
+                )
+        if not worker.cancelled():
+            worker.result()
+
+    async def _publish(self, stop: asyncio.Event) -> None:
         failures = 0
-        deadline: float | None = None
         while True:
-            if stop.is_set() and deadline is None:
-                deadline = time.monotonic() + self.drain_s
             if not self.pending:
                 if self._final:
                     return
                 self._work.clear()
                 await (self._work.wait() if stop.is_set() else _first(self._work, stop))
                 continue
-            if deadline is not None and time.monotonic() > deadline and self._final:
-                log.warning(
-                    "drain budget spent: %d reports stay on disk for the next start", len(self.pending)
-                )
-                return
             if await self._send_head():
                 failures = 0
                 continue
             failures += 1
             metrics.PUBLISH_RETRIES.inc()
             delay = RETRY_S[min(failures, len(RETRY_S)) - 1]
-            if deadline is None:
-                await sleep_or_stop(stop, delay)
-            else:
-                await asyncio.sleep(min(delay, max(deadline - time.monotonic(), 0.0)))
+            await (asyncio.sleep(delay) if stop.is_set() else sleep_or_stop(stop, delay))
 
     async def _send_head(self) -> bool:
         head = self.pending[0]
@@ -338,6 +344,15 @@ class Agent:
             if server is not None:
                 server.close()
         return tasks.exit_code
+
+
+async def _first_done(task: asyncio.Future[None], event: asyncio.Event) -> None:
+    """Wait until ``task`` is done or ``event`` is set."""
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
 
 
 async def _first(*events: asyncio.Event, within: float | None = None) -> None:

@@ -335,8 +335,33 @@ def decode_raw(data: bytes, *, subject: str = "", max_bytes: int = MAX_MESSAGE_B
         seq=ints["seq"],
         chunk=ints["chunk"],
         chunks=ints["chunks"],
-        rows=[_check_row(row, i, **kw) for i, row in enumerate(rows)],
+        rows=_check_rows(rows, **kw),
     )
+
+
+_ROW_TYPES: Final = (int, int, int, bytes, bytes, int, int, bytes, bytes, int, int, int, int, int, int)
+
+
+def _rows_valid(rows: list[Any]) -> bool:
+    """Fast path: True only if every row is well formed (the same rules as ``_check_row``)."""
+    for row in rows:
+        if type(row) is not list or tuple(map(type, row)) != _ROW_TYPES:
+            return False
+        proto, family, zone, osrc, odst, osp, odp, rsrc, rdst, rsp, rdp, opk, oby, rpk, rby = row
+        if proto > 255 or max(zone, osp, odp, rsp, rdp) > 0xFFFF or min(proto, zone, osp, odp, rsp, rdp) < 0:
+            return False
+        if min(opk, oby, rpk, rby) < 0 or max(opk, oby, rpk, rby) > _U64:
+            return False
+        length = ADDRESS_LENGTH.get(family)
+        if length is None or not len(osrc) == len(odst) == len(rsrc) == len(rdst) == length:
+            return False
+    return True
+
+
+def _check_rows(rows: list[Any], *, subject: str, data: bytes) -> list[RawRow]:
+    if _rows_valid(rows):
+        return list(map(RawRow._make, rows))
+    return [_check_row(row, i, subject=subject, data=data) for i, row in enumerate(rows)]  # names the culprit
 
 
 _WIRE_CHECK: Final[dict[str, Any]] = {
@@ -368,6 +393,23 @@ def _column_check(name: str, wire: str) -> Any:
 
 
 _COLUMN_CHECK: Final[dict[str, Any]] = {c.name: _column_check(c.name, c.wire) for c in COLUMNS}
+_WIRE_TYPE: Final[dict[str, type]] = {"int": int, "str": str, "bool": bool, "bytes16": bytes, "map": dict}
+
+
+def _column_valid(name: str, wire: str, values: list[Any]) -> bool:
+    """Whole-column checks done in C where possible (``_COLUMN_CHECK`` per value only for maps)."""
+    if set(map(type, values)) != {_WIRE_TYPE[wire]}:
+        return False
+    if wire == "int":
+        lo, hi = _INT_LIMITS.get(name, (0, _U64))
+        if name == "ipFamily":
+            return set(values) <= {4, 6}
+        return bool(lo <= min(values) and max(values) <= hi)
+    if wire == "bytes16":
+        return set(map(len, values)) == {16}
+    if wire == "map":
+        return all(map(_COLUMN_CHECK[name], values))
+    return True
 
 
 def decode_enriched(data: bytes, *, subject: str = "", max_bytes: int = MAX_MESSAGE_BYTES) -> EnrichedMessage:
@@ -401,8 +443,8 @@ def decode_enriched(data: bytes, *, subject: str = "", max_bytes: int = MAX_MESS
             nrows = len(values)
         elif len(values) != nrows:
             raise DecodeError("schema", f"column {name!r} has {len(values)} values, expected {nrows}", **kw)
-        check = _COLUMN_CHECK[name]
-        if not all(map(check, values)):  # the fast path; find the culprit only on failure
+        if values and not _column_valid(name, wire, values):
+            check = _COLUMN_CHECK[name]
             value = next(v for v in values if not check(v))
             reason = "address" if wire == "bytes16" or name.endswith("IPv4") else "schema"
             raise DecodeError(reason, f"column {name!r}: bad value {value!r:.60}", **kw)

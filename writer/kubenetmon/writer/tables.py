@@ -1,6 +1,6 @@
 """The flows table: its ClickHouse types, the DDL of each schema version, and the types rows travel in.
 
-Row identity (DESIGN invariant 3): a ReplacingMergeTree versioned by ``enrichedAt`` whose sorting key is
+Row identity (idempotent storage): a ReplacingMergeTree versioned by ``enrichedAt`` whose sorting key is
 ``(intervalStartTime, observerNode, flowId)``, all three derived from the RAW record alone (``flowId``
 hashes the RAW message id, the flow tuple and the direction). A redelivered or replayed row therefore
 lands on the same key and replaces the old one at merge time; labels are never part of the key, so a

@@ -1,6 +1,6 @@
 """One writer process: fetch ENRICHED, batch, insert into ClickHouse, and only then acknowledge.
 
-The order is the whole point (DESIGN invariants 1, 3, 6, 7):
+The order is the whole point (the design notes: conservation, idempotent storage, bad input, drain):
 
 - a message is acknowledged only after the insert that carries its rows returned; a crash before that
   leaves it unacknowledged, and its redelivery replaces the same rows (row identity, not addition);
@@ -75,8 +75,9 @@ class Writer:
         try:
             while not stop.is_set():
                 wait = self.batcher.wait(now=self.clock())
-                if wait == 0.0:
-                    await self.write(self.batcher.take(), stop=stop)  # type: ignore[arg-type]
+                due = self.batcher.take() if wait == 0.0 else None
+                if due is not None:
+                    await self.write(due, stop=stop)
                     continue
                 await self._fetch(stop, wait_s=min(_IDLE_FETCH_S, _IDLE_FETCH_S if wait is None else wait))
             batch = self.batcher.take()
