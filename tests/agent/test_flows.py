@@ -189,7 +189,7 @@ def test_model_every_byte_counted_exactly_once(script: list[Op]) -> None:
     while kernel.live:
         kernel.apply(("destroy", 0, 0), table, measured)
     for op in (("poll", 0, 0), ("settle", 0, 0), ("poll", 0, 0), ("cut", 0, 0)):
-        kernel.apply(op, table, measured)  # type: ignore[arg-type]
+        kernel.apply(op, table, measured)
     expected = {k: v for k, v in kernel.final.items() if any(v)}
     assert {k: unpack(v) for k, v in measured.items() if v} == expected
     assert table.tracked == 0

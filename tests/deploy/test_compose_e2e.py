@@ -27,7 +27,7 @@ from tests.deploy.compose.traffic import expected_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE_S = 300.0
-VIEW = "kubenetmon.network_flows_exact"
+VIEW = "kubenetmon.network_flows_0_exact"
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,19 @@ from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.consumer import H_REASON, consume
 from kubenetmon.shared.deliveries import Delivery
 from kubenetmon.shared.settings import NatsSettings
-from tests.enricher.conftest import DEADLINE_S, KUBENETMON, RANGE_FILES, Process, eventually, flags, traffic
+from tests.enricher.conftest import (
+    DEADLINE_S,
+    KUBENETMON,
+    NODES,
+    PODS,
+    RANGE_FILES,
+    SERVICES,
+    Process,
+    eventually,
+    flags,
+    traffic,
+)
+from tests.fixtures.kube import KubeApi
 
 SETTINGS = LabelSettings(cloud="aws", region="us-west-2", cluster="test", environment="ci")
 Spawn = Callable[..., Process]
@@ -271,3 +283,36 @@ def test_bad_configuration_exits_2_naming_the_flag(tmp_path: Path) -> None:
         timeout=60,
     )
     assert done.returncode == 2 and "10.0.0.0/99" in done.stderr
+
+
+async def test_a_watching_worker_is_ready_only_once_listed_and_labels_from_the_api(
+    broker: Broker, nats_settings: NatsSettings, kube_api: KubeApi, kubeconfig: Path, spawn: Spawn
+) -> None:
+    for obj in NODES:
+        kube_api.add("nodes", obj)
+    for obj in SERVICES:
+        kube_api.add("services", obj)
+    for obj in PODS:
+        kube_api.add("pods", obj)
+    kube_api.hold_lists()
+    argv = [
+        a
+        for a in enricher_argv(nats_settings, Path("unused"), "--workers", "1")
+        if a not in ("--inventory", "unused")
+    ]
+    proc = spawn(*argv, "--kubeconfig", str(kubeconfig), name="enricher")
+    await eventually(lambda: http_port(proc) is not None)
+    port = http_port(proc)
+    assert port is not None
+    await asyncio.to_thread(kube_api.wait_for, ("pods", "list"), 1)
+    assert get(port, "/readyz")[0] == 503  # listing is held: not ready
+    kube_api.release_lists()
+    await eventually(lambda: get(port, "/readyz")[0] == 200)
+    msgs = traffic(2, 6)
+    await publish_raw(broker, msgs)
+    await eventually(lambda: settled(broker))
+    out = [schema.decode_enriched(d.data) for d in await read_all(broker, "enriched", 2)]
+    assert {p for m in out for p in m.data[schema.COLUMN_INDEX["localPod"]]} <= {f"web-{i}" for i in range(4)}
+    assert "api-0" in {p for m in out for p in m.data[schema.COLUMN_INDEX["remotePod"]]}
+    proc.signal(signal.SIGTERM)
+    assert await proc.wait() == 0

@@ -30,6 +30,11 @@ async def test_same_msg_id_is_stored_once(broker: Broker) -> None:
     assert (await broker.stream_info("raw")).messages == 2
 
 
+async def test_publish_with_no_stream_behind_the_subject_is_transient(broker: Broker) -> None:
+    with pytest.raises(TransientError, match="publish to nostream.x failed"):
+        await broker.publish("nostream.x", b"x", msg_id="x")
+
+
 async def test_fetch_returns_nothing_on_timeout_and_deliveries_carry_metadata(broker: Broker) -> None:
     source = await broker.pull("enricher")
     assert await source.fetch(5, 0.2) == []

@@ -76,8 +76,8 @@ def test_the_endpoint_answers_reads_and_refuses_writes(
         got = ask(found, "SELECT count(), toIPv6('::1') FROM kubenetmon_migrations")
         assert got == QueryResult(["count()", "toIPv6('::1')"], [(4, "::1")])
         for statement in (
-            "DROP TABLE network_flows",
-            "INSERT INTO network_flows (bytes) VALUES (1)",
+            "DROP TABLE network_flows_0",
+            "INSERT INTO network_flows_0 (bytes) VALUES (1)",
             "SET readonly = 0",
         ):
             with pytest.raises(QueryFailed, match="readonly"):
@@ -86,7 +86,7 @@ def test_the_endpoint_answers_reads_and_refuses_writes(
             ask(found, "SELECT * FROM nope")
         with pytest.raises(SinkUnavailable, match="forbidden"):
             ask(Endpoint(found.pid, found.port, "wrong-token"), "SELECT 1")
-        assert clickhouse.query("SELECT count() FROM kubenetmon.network_flows").rows == [(0,)]
+        assert clickhouse.query("SELECT count() FROM kubenetmon.network_flows_0").rows == [(0,)]
     finally:
         server.stop()
     assert not endpoint_file(path).exists() and live_endpoint(path) is None

@@ -20,7 +20,7 @@ from tests.writer.holder import Holder
 from tests.writer.messages import messages, total_bytes
 
 Spawn = Callable[..., Process]
-SUMS = "SELECT count(), sum(bytes) FROM network_flows_exact"
+SUMS = "SELECT count(), sum(bytes) FROM network_flows_0_exact"
 
 
 def _writer_argv(nats: NatsSettings, ch: ClickHouseSettings, *extra: str) -> list[str]:
@@ -63,7 +63,7 @@ async def test_one_writer_owns_chdb_serves_sql_and_drains_on_sigterm(
     read = _sql(chdb_settings, SUMS)
     assert read.returncode == 0, read.stderr
     assert json.loads(read.stdout) == [{"count()": 240, "sum(bytes)": total_bytes(msgs)}]
-    refused = _sql(chdb_settings, "DROP TABLE network_flows")
+    refused = _sql(chdb_settings, "DROP TABLE network_flows_0")
     assert refused.returncode == 1 and "readonly" in refused.stderr.lower()
 
     writer.signal(signal.SIGTERM)
@@ -91,7 +91,7 @@ async def test_sigkill_after_insert_before_ack_changes_no_sums(
     writer.signal(signal.SIGTERM)
     assert await writer.wait() == 0
     assert run_query(chdb_settings, SUMS).rows == [(300, total_bytes(msgs))]
-    raw = run_query(chdb_settings, "SELECT count() FROM network_flows").rows[0][0]
+    raw = run_query(chdb_settings, "SELECT count() FROM network_flows_0").rows[0][0]
     assert raw in (300, 600)  # twice in the table until a merge, once through the exact view
 
 
@@ -108,8 +108,8 @@ async def test_sql_opens_an_unowned_directory_itself(
     assert out.stdout.splitlines() == [
         "name",
         "kubenetmon_migrations",
-        "network_flows",
-        "network_flows_exact",
+        "network_flows_0",
+        "network_flows_0_exact",
     ]
 
 

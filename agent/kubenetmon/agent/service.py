@@ -19,6 +19,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from kubenetmon.agent import metrics, reports
 from kubenetmon.agent.checkpoint import State, StateDir
@@ -348,9 +349,9 @@ class Agent:
 
 async def _first_done(task: asyncio.Future[None], event: asyncio.Event) -> None:
     """Wait until ``task`` is done or ``event`` is set."""
-    waiter = asyncio.ensure_future(event.wait())
+    waiter: asyncio.Future[Any] = asyncio.ensure_future(event.wait())
     try:
-        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
     finally:
         waiter.cancel()
 

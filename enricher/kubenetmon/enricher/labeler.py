@@ -100,23 +100,7 @@ class Labeler:
         remote_cols: list[tuple[Any, ...]] = []
         per_row: list[tuple[Any, ...]] = []
         for i, row in enumerate(msg.rows):
-            (
-                proto,
-                family,
-                zone,
-                osrc,
-                odst,
-                osport,
-                odport,
-                rsrc,
-                rdst,
-                rsport,
-                rdport,
-                opk,
-                oby,
-                rpk,
-                rby,
-            ) = row
+            proto, family, zone, osrc, odst, osp, odp, rsrc, rdst, rsp, rdp, opk, oby, rpk, rby = row
             name = names.get(proto)
             reason = ""
             if name is None:
@@ -146,18 +130,18 @@ class Labeler:
                 continue
             service = services.get(odst, "")
             if not service and odst in node_ips:
-                service = node_ports.get(odport, "")
-            ids = pair(proto, family, zone, osrc, odst, osport, odport, rsrc, rdst, rsport, rdport)
+                service = node_ports.get(odp, "")
+            ids = pair(proto, family, zone, osrc, odst, osp, odp, rsrc, rdst, rsp, rdp)
             if outgoing:
                 loc, rem = src[2], dst[3]
                 per_row.append(
-                    (name, osport, rsport, src[4], src[5], dst[5], src[6], dst[6],
+                    (name, osp, rsp, src[4], src[5], dst[5], src[6], dst[6],
                      bool(loc[4] and rem[4] and loc[4] != rem[4]), "", service, oby, opk, rby, rpk, *ids)
                 )  # fmt: skip
             else:
                 loc, rem = dst[2], src[3]
                 per_row.append(
-                    (name, rsport, osport, dst[4], dst[5], src[5], dst[6], src[6],
+                    (name, rsp, osp, dst[4], dst[5], src[5], dst[6], src[6],
                      bool(loc[4] and rem[4] and loc[4] != rem[4]), service, "", rby, rpk, oby, opk, *ids)
                 )  # fmt: skip
             local_cols.append(loc)

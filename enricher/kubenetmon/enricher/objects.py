@@ -23,7 +23,6 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final, NamedTuple
 
-KINDS: Final = ("pods", "nodes", "services")
 ZONE_LABEL: Final = "topology.kubernetes.io/zone"
 APP_LABELS: Final = ("app.kubernetes.io/name", "k8s-app", "app")
 _CRONJOB_JOB: Final = re.compile(r"^(.+)-\d{8,}$")

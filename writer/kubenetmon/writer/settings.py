@@ -44,7 +44,7 @@ class ClickHouseSettings:
     database: str = option(
         "", flag="--database", help="database of the flows table (default: the DSN's, else kubenetmon)"
     )
-    table: str = option("network_flows", flag="--table", help="flows table; its exact view is <table>_exact")
+    table: str = option("network_flows_0", flag="--table", help="flows table; its exact view is <table>_exact")
     user: str = option("", flag="--clickhouse-user", help="user name (overrides the DSN's)")
     password: str = field(default="", repr=False, metadata=_secret_meta("--clickhouse-password"))
     password_file: str = option(

@@ -1,0 +1,167 @@
+"""Benchmark: the agent's full scrape (dump + decode + deltas) against ``conntrack -L -o extended``.
+
+For 10k, 100k and 250k entries in a network namespace of its own, it alternates, several times, the
+baseline ``conntrack -L -o extended > /dev/null`` and the agent's scrape (a steady-state poll: every flow
+already has a baseline), measuring CPU time (user + system, which includes the kernel's dump work) and wall
+time, and prints medians and the entries/s ratio (ours / conntrack's; > 1 means faster). Then it runs the
+real ``kubenetmon agent`` process on the 250k table for a while and reports its RSS and CPU share.
+
+Entries are inserted with ``conntrack -R``: their counters are zero, which is fine for a scrape benchmark
+(every entry is still decoded and looked up). Needs root. Everything it creates is removed at the end.
+
+    .venv/bin/python bench/agent_scrape.py [--rounds 7] [--sizes 10000,100000,250000] [--agent-seconds 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from kubenetmon.agent.conntrack import Conntrack
+from kubenetmon.agent.flows import FlowTable
+
+KUBENETMON = str(Path(sys.executable).parent / "kubenetmon")
+
+
+def sh(*cmd: str, stdin: str | None = None) -> None:
+    subprocess.run(cmd, input=stdin, text=True, check=True, capture_output=True)
+
+
+def populate(netns: str, n: int) -> None:
+    """``n`` entries: 70% TCP/IPv4, 20% UDP/IPv4, 10% TCP/IPv6, a tenth of them in zone 7."""
+    sh("ip", "netns", "exec", netns, "conntrack", "-F")
+    lines = []
+    for i in range(n):
+        a, b, port = i >> 16 & 255, i >> 8 & 255, 1024 + (i & 255)
+        zone = " -w 7" if i % 10 == 3 else ""
+        if i % 10 < 7:
+            lines.append(f"-I -s 10.{a}.{b}.1 -d 10.200.0.1 -p tcp --sport {port} --dport 443 "
+                         f"--state ESTABLISHED -u SEEN_REPLY,ASSURED -t 3600{zone}")  # fmt: skip
+        elif i % 10 < 9:
+            lines.append(f"-I -s 10.{a}.{b}.2 -d 10.200.0.53 -p udp --sport {port} --dport 53 -t 3600{zone}")
+        else:
+            lines.append(f"-I -s fd00::{a:x}:{b:x} -d fd00::1 -p tcp --sport {port} --dport 443 "
+                         f"--state ESTABLISHED -u SEEN_REPLY -t 3600")  # fmt: skip
+    sh("ip", "netns", "exec", netns, "conntrack", "-R", "-", stdin="\n".join(lines) + "\n")
+
+
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def baseline(netns: str) -> tuple[float, float]:
+    cpu, wall = children_cpu(), time.perf_counter()
+    subprocess.run(
+        ["ip", "netns", "exec", netns, "conntrack", "-L", "-o", "extended"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+    )
+    return children_cpu() - cpu, time.perf_counter() - wall
+
+
+def scrape(conntrack: Conntrack, table: FlowTable) -> tuple[float, float, int]:
+    cpu, wall = time.process_time(), time.perf_counter()
+    table.begin_dump()
+    result = conntrack.dump(table.observe)
+    table.end_dump(consistent=result.consistent)
+    return time.process_time() - cpu, time.perf_counter() - wall, result.entries
+
+
+def compare(netns: str, n: int, rounds: int) -> None:
+    populate(netns, n)
+    conntrack = Conntrack(netns=netns, events=False)
+    table = FlowTable()
+    cold_cpu, _, entries = scrape(conntrack, table)  # first sighting of every flow
+    ours, theirs = [], []
+    for _ in range(rounds):
+        theirs.append(baseline(netns))
+        cpu, wall, entries = scrape(conntrack, table)
+        ours.append((cpu, wall))
+    conntrack.close()
+    c_cpu, c_wall = (statistics.median(x) for x in zip(*theirs, strict=True))
+    o_cpu, o_wall = (statistics.median(x) for x in zip(*ours, strict=True))
+    print(
+        f"{entries:>7} entries | conntrack -L: cpu {c_cpu:.3f}s wall {c_wall:.3f}s ({entries / c_cpu:>9,.0f}/s cpu) | "
+        f"agent scrape: cpu {o_cpu:.3f}s wall {o_wall:.3f}s ({entries / o_cpu:>9,.0f}/s cpu), first {cold_cpu:.3f}s | "
+        f"ratio cpu {c_cpu / o_cpu:.2f}x wall {c_wall / o_wall:.2f}x",
+        flush=True,
+    )
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    return dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_agent(netns: str, seconds: float, workdir: Path) -> None:
+    """The real agent process on the populated table: RSS and CPU share with 5 s polls."""
+    from kubenetmon.shared.natsserver import NatsServer
+
+    with NatsServer(workdir / "nats") as server:
+        proc = subprocess.Popen(
+            [KUBENETMON, "agent", "--node-name", "bench", "--netns", netns, "--skip-sanity-check",
+             "--state-dir", str(workdir / "state"), "--metrics-port", "-1", "--nats-url", server.url,
+             "--poll-interval", "5", "--interval", "60", "--log-level", "warning"],
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            time.sleep(7)  # start-up and the first (cold) poll are not part of the steady state
+            start_cpu, start = cpu_seconds(proc.pid), time.monotonic()
+            peak = 0
+            while time.monotonic() - start < seconds:
+                time.sleep(1)
+                peak = max(peak, int(proc_status(proc.pid)["VmRSS"].split()[0]))
+            share = (cpu_seconds(proc.pid) - start_cpu) / (time.monotonic() - start)
+            status = proc_status(proc.pid)
+            print(
+                f"agent process, 250k tracked flows, 5 s polls: RSS now {status['VmRSS'].strip()}, "
+                f"peak sampled {peak / 1024:.0f} MB, high-water {status['VmHWM'].strip()}, CPU {share:.2f} of a core",
+                flush=True,
+            )
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(60)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--sizes", default="10000,100000,250000")
+    parser.add_argument("--agent-seconds", type=float, default=30.0)
+    args = parser.parse_args()
+    netns = f"kb{os.getpid()}-{secrets.token_hex(3)}"
+    sh("ip", "netns", "add", netns)
+    try:
+        for path, value in (("nf_conntrack_acct", "1"), ("nf_conntrack_events", "1")):
+            sh("ip", "netns", "exec", netns, "sysctl", "-qw", f"net.netfilter.{path}={value}")
+        sh("ip", "netns", "exec", netns, "nft", "-f", "-",
+           stdin="table inet bench {\n chain c { type filter hook input priority 0; ct state new counter accept; }\n}\n")  # fmt: skip
+        sizes = [int(s) for s in args.sizes.split(",")]
+        for n in sizes:
+            compare(netns, n, args.rounds)
+        if args.agent_seconds > 0:
+            with tempfile.TemporaryDirectory(prefix="kubenetmon-bench-") as tmp:
+                run_agent(netns, args.agent_seconds, Path(tmp))
+    finally:
+        subprocess.run(["ip", "netns", "exec", netns, "conntrack", "-F"], capture_output=True)
+        subprocess.run(["ip", "netns", "del", netns], capture_output=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""The agent's state machine with a scripted kernel and broker (fakes of our own boundaries only):
+interval cuts, the bounded backlog, resuming from state, a node reboot, oversized chunks, health."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
+from kubenetmon.agent import ctnetlink as ct
+from kubenetmon.agent import reports
+from kubenetmon.agent.checkpoint import StateDir
+from kubenetmon.agent.conntrack import DumpResult
+from kubenetmon.agent.publisher import Oversized, Sent
+from kubenetmon.agent.reports import Report
+from kubenetmon.agent.sanity import ACCOUNTING_OFF, check
+from kubenetmon.agent.service import Agent
+from kubenetmon.agent.settings import AgentSettings
+from kubenetmon.shared.errors import ConfigError, TransientError
+from tests.agent.ctmsg import Entry
+
+
+class Kernel:
+    """A conntrack table whose flows grow by a fixed amount per poll."""
+
+    def __init__(self, flows: int = 3) -> None:
+        self.counters = {Entry(sport=1000 + i, ident=i).key(): [0, 0, 0, 0] for i in range(flows)}
+        self.overruns = 0
+        self.resync_needed = False
+
+    def grow(self, amount: int = 100) -> None:
+        for c in self.counters.values():
+            c[0], c[1], c[2], c[3] = c[0] + 1, c[1] + amount, c[2] + 1, c[3] + amount * 2
+
+    def dump(self, consume: object) -> DumpResult:
+        consume([(k, ct.counters_blob(*c)) for k, c in self.counters.items()])  # type: ignore[operator]
+        return DumpResult(len(self.counters), True, 0.0)
+
+    def read_events(self, sink: object) -> int:
+        return 0
+
+    def event_fd(self) -> int:
+        return -1
+
+
+class Broker:
+    """Accepts reports (keeping them) or refuses them all while ``down``."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.oversized: list[int] = []
+        self.got: dict[str, bytes] = {}
+
+    async def send(self, report: Report) -> Sent:
+        if self.down:
+            raise TransientError("broker down")
+        if self.oversized:
+            bad, self.oversized = self.oversized, []
+            for i, chunk in enumerate(report.chunks):
+                if i not in bad:
+                    self.got[report.msg_id(i)] = chunk
+            raise Oversized(bad)
+        for i, chunk in enumerate(report.chunks):
+            self.got[report.msg_id(i)] = chunk
+        return Sent(len(report.chunks), 0, report.size)
+
+    async def close(self) -> None:
+        pass
+
+    def total(self) -> int:
+        from kubenetmon.shared.schema import decode_raw
+
+        return sum(r.orig_bytes for c in self.got.values() for r in decode_raw(c).rows)
+
+
+class Clock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(
+    tmp_path: Path, kernel: Kernel, broker: Broker, clock: Clock, *, boot: str = "boot-a", **kw: object
+) -> Agent:
+    settings = AgentSettings(node_name="n1", interval_s=60, poll_interval_s=5, state_dir=str(tmp_path), **kw)  # type: ignore[arg-type]
+    agent = Agent(
+        settings,
+        conntrack=kernel,  # type: ignore[arg-type]
+        state_dir=StateDir(tmp_path),
+        publisher=broker,  # type: ignore[arg-type]
+        boot=boot,
+        clock=clock,
+    )
+    agent.resume()
+    return agent
+
+
+def run_minutes(agent: Agent, kernel: Kernel, clock: Clock, minutes: int) -> None:
+    for _ in range(minutes * 12):
+        kernel.grow()
+        clock.now += 5
+        agent.tick()
+
+
+def publish_all(agent: Agent) -> None:
+    while agent.pending and asyncio.run(agent._send_head()):
+        pass
+
+
+def test_one_report_per_interval_aligned(tmp_path: Path) -> None:
+    kernel, broker, clock = Kernel(), Broker(), Clock()
+    agent = make(tmp_path, kernel, broker, clock)
+    run_minutes(agent, kernel, clock, 3)
+    assert [(r.start % 60, r.seconds) for r in agent.pending] == [(0, 60)] * 3
+    assert len({r.seq for r in agent.pending}) == 3
+    publish_all(agent)
+    assert not agent.pending
+    assert broker.total() + agent_open_bytes(agent) == sum(c[1] for c in kernel.counters.values())
+
+
+def agent_open_bytes(agent: Agent) -> int:
+    from kubenetmon.agent.flows import unpack
+
+    return sum(unpack(v)[1] for v in agent.table.deltas.values())
+
+
+def test_backlog_is_bounded_by_merging_and_loses_nothing(tmp_path: Path) -> None:
+    kernel, broker, clock = Kernel(), Broker(), Clock()
+    agent = make(tmp_path, kernel, broker, clock, max_backlog_reports=4)
+    broker.down = True
+    run_minutes(agent, kernel, clock, 2)
+    assert not asyncio.run(agent._send_head())
+    run_minutes(agent, kernel, clock, 10)
+    assert len(agent.pending) == 4
+    assert agent.pending[0].seconds == 60 and agent.pending[-1].seconds > 60
+    assert len(StateDir(tmp_path).stored_reports()) == 4
+    broker.down = False
+    publish_all(agent)
+    assert broker.total() + agent_open_bytes(agent) == sum(c[1] for c in kernel.counters.values())
+    assert StateDir(tmp_path).stored_reports() == []
+
+
+def test_restart_resumes_baselines_and_backlog(tmp_path: Path) -> None:
+    kernel, broker, clock = Kernel(), Broker(), Clock()
+    broker.down = True
+    agent = make(tmp_path, kernel, broker, clock)
+    run_minutes(agent, kernel, clock, 2)
+    kernel.grow(5000)  # while no agent runs
+    clock.now += 30
+    again = make(tmp_path, kernel, broker, clock)
+    assert [r.seq for r in again.pending] == [r.seq for r in agent.pending]
+    assert again.table.last == agent.table.last and again.next_seq == agent.next_seq
+    run_minutes(again, kernel, clock, 1)
+    broker.down = False
+    publish_all(again)
+    assert broker.total() + agent_open_bytes(again) == sum(c[1] for c in kernel.counters.values())
+
+
+def test_reboot_drops_baselines_but_reports_old_deltas(tmp_path: Path) -> None:
+    kernel, broker, clock = Kernel(), Broker(), Clock()
+    agent = make(tmp_path, kernel, broker, clock)
+    run_minutes(agent, kernel, clock, 1)
+    kernel.grow()
+    clock.now += 5
+    agent.tick()
+    opened = agent_open_bytes(agent)
+    assert opened > 0
+    rebooted = Kernel()
+    again = make(tmp_path, rebooted, broker, clock, boot="boot-b")
+    assert again.table.tracked == 0
+    assert again.pending[-1].boot == "boot-a" and reports.rows_of(again.pending[-1])
+    assert sum(r.orig_bytes for r in reports.rows_of(again.pending[-1])) == opened
+
+
+def test_overdue_interval_is_reported_at_start(tmp_path: Path) -> None:
+    kernel, broker, clock = Kernel(), Broker(), Clock()
+    agent = make(tmp_path, kernel, broker, clock)
+    kernel.grow()
+    agent.tick()
+    clock.now += 3600
+    again = make(tmp_path, kernel, broker, clock)
+    assert len(again.pending) == 1 and again.pending[0].start == agent.interval_start
+
+
+def test_oversized_chunks_are_split_under_new_seqs(tmp_path: Path) -> None:
+    kernel, broker, clock = Kernel(flows=400), Broker(), Clock()
+    agent = make(tmp_path, kernel, broker, clock, max_message_bytes=8192)
+    run_minutes(agent, kernel, clock, 1)
+    [head] = agent.pending
+    assert len(head.chunks) >= 3
+    broker.oversized = [1]
+    assert asyncio.run(agent._send_head())
+    assert agent.pending[0].seq > head.seq and len(agent.pending[0].chunks) >= 2
+    publish_all(agent)
+    assert broker.total() + agent_open_bytes(agent) == sum(c[1] for c in kernel.counters.values())
+
+
+def test_health_fails_when_polling_stalls(tmp_path: Path) -> None:
+    kernel, broker, clock = Kernel(), Broker(), Clock()
+    agent = make(tmp_path, kernel, broker, clock)
+    assert not agent.ready()
+    agent.tick()
+    assert agent.ready() and agent.healthy()
+    agent.last_poll -= agent.settings.stall_after_s + 1
+    assert not agent.healthy()
+
+
+def test_sanity_check_refuses_waits_while_young_and_passes(caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(ConfigError) as refused:
+        check(lambda path: "0", netns="ns1", young_node_s=600, node_uptime=lambda: 3600)
+    assert str(refused.value) == ACCOUNTING_OFF.format(value="0", where=" in network namespace ns1")
+    values = iter(["0", "0", "1", "1"])
+    slept: list[float] = []
+    with caplog.at_level(logging.WARNING):
+        check(lambda path: next(values), young_node_s=600, node_uptime=lambda: 10, sleep=slept.append)
+    assert len(slept) == 2 and "waiting" in caplog.text
+    with pytest.raises(ConfigError, match="not available"):
+        check(lambda path: "", young_node_s=600)
+    with caplog.at_level(logging.WARNING):
+        check(lambda path: "1" if path.endswith("acct") else "2", young_node_s=0)
+    assert "nf_conntrack_events = 2" in caplog.text
