@@ -5,23 +5,17 @@ Pure functions, no clock reads except through the ``now`` argument, so they are 
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
-from typing import Final
 
+from kubenetmon.shared import options
 from kubenetmon.shared.errors import ConfigError
 
-_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_DURATION: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-
-
 def parse_duration(text: str) -> float:
-    """``90`` / ``90s`` / ``10m`` / ``2h`` / ``1d`` / ``1w`` -> seconds (a bare number is seconds)."""
-    match = _DURATION.match(text)
-    if not match:
-        raise ConfigError(f"{text!r} is not a duration (examples: 30s, 10m, 2h, 1d)")
-    value, unit = match.groups()
-    seconds = float(value) * _UNITS[unit or "s"]
+    """A positive duration (``90``, ``90s``, ``10m``, ``2h``, ``1d``) in seconds, or ``ConfigError``."""
+    try:
+        seconds = options.parse_duration(text.strip())
+    except ValueError as exc:
+        raise ConfigError(f"{text!r} is not {exc}") from None
     if seconds <= 0:
         raise ConfigError(f"duration {text!r} must be positive")
     return seconds
