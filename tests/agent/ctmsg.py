@@ -77,7 +77,7 @@ class Entry:
 
     def key(self) -> bytes:
         out: list[tuple[bytes, bytes]] = []
-        ct.Decoder().scan(self.message(), out.append)
+        ct.Decoder().scan(self.message(event=True, kind=ct.CT_DELETE), out.append)
         return out[0][0]
 
 

@@ -58,6 +58,7 @@ def test_known_traffic_over_several_intervals_is_exact(
     watch = node.destroy_watch()
     nats = nats_settings_for(nats_server)
     agent = start_agent(node, nats)
+    agent.polled_after(time.time())  # running before the traffic starts
     conns = open_flows(client, a, b)
     rng = random.Random(1)
     for _ in range(3):  # traffic in at least three intervals

@@ -88,6 +88,19 @@ def test_dump_and_event_keys_agree() -> None:
     assert ct.row_key(dump_key) == dump_key[:-4]
 
 
+def test_dying_dump_entries_are_skipped_but_not_dying_events() -> None:
+    decoder = ct.Decoder()
+    alive, dying = Entry(ident=1), Entry(ident=2, status=0x18E | ct.IPS_DYING)
+    out: list[tuple[bytes, bytes]] = []
+    assert decoder.scan(alive.message() + dying.message() + dying.message() + done(), out.append) == (
+        ct.DONE,
+        1,
+    )
+    assert [ct.decode_key(k).id for k, _ in out] == [1] and decoder.dying == 2 and decoder.walked == 1
+    event = dying.message(event=True, kind=ct.CT_DELETE)
+    assert scanned(event + event) == [(dying.key(), ct.counters_blob(*dying.counters))] * 2
+
+
 def test_done_interrupted_and_errors() -> None:
     decoder = ct.Decoder()
     assert decoder.scan(Entry().message() + done(), lambda _: None) == (ct.DONE, 1)

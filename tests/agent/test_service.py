@@ -107,8 +107,8 @@ def run_minutes(agent: Agent, kernel: Kernel, clock: Clock, minutes: int) -> Non
 
 
 def publish_all(agent: Agent) -> None:
-    while agent.pending and asyncio.run(agent._send_head()):
-        pass
+    while agent.pending:
+        assert asyncio.run(agent._send_head())
 
 
 def test_one_report_per_interval_aligned(tmp_path: Path) -> None:
@@ -223,3 +223,36 @@ def test_sanity_check_refuses_waits_while_young_and_passes(caplog: pytest.LogCap
     with caplog.at_level(logging.WARNING):
         check(lambda path: "1" if path.endswith("acct") else "2", young_node_s=0)
     assert "nf_conntrack_events = 2" in caplog.text
+
+
+def test_report_whose_state_was_not_saved_is_never_published(tmp_path: Path) -> None:
+    kernel, broker, clock = Kernel(), Broker(), Clock()
+    agent = make(tmp_path, kernel, broker, clock)
+    run_minutes(agent, kernel, clock, 1)
+    publish_all(agent)
+    failing = StateDir(tmp_path)
+    failing.save = lambda state: (_ for _ in ()).throw(OSError(28, "No space left on device"))  # type: ignore[method-assign]
+    for _ in range(11):
+        kernel.grow()
+        clock.now += 5
+        agent.tick()
+    agent.state_dir = failing
+    kernel.grow()
+    clock.now += 5
+    with pytest.raises(OSError):
+        agent.tick()  # the interval is cut, but the state that lists its report is not saved
+    assert agent.pending and agent.pending[0].seq not in agent._durable
+
+    async def publish_briefly() -> None:
+        stop = asyncio.Event()
+        task = asyncio.ensure_future(agent._publish(stop))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(publish_briefly())
+    assert len(broker.got) == 1  # only the first, saved, report
+    again = make(tmp_path, kernel, broker, clock)  # what a restart finds: the last saved state
+    run_minutes(again, kernel, clock, 1)
+    publish_all(again)
+    assert broker.total() + agent_open_bytes(again) == sum(c[1] for c in kernel.counters.values())

@@ -152,7 +152,8 @@ def test_410_gone_forces_a_relist(
 
     kube_api.wait_for(("pods", "list"), 2)
     state.wait(lambda ix: "u-late" in ix.pods and ix.pods["uid-default-p0"].until is not None)
-    assert kube_api.requests[("nodes", "list")] == 2 and kube_api.requests[("services", "list")] == 2
+    kube_api.wait_for(("nodes", "list"), 2)  # every kind's watch got its 410 and relisted
+    kube_api.wait_for(("services", "list"), 2)
     assert [u.kind for u in state.updates if u.event == watch.LISTED].count("pods") == 2
 
 

@@ -124,14 +124,23 @@ class Conntrack:
         """Pass every entry's ``(key, counters)`` to ``consume``, one list per kernel batch."""
         start = time.monotonic()
         sock, recv, scan, flags, count = self._dump_sock, self._dump_sock.recv, self._dump_decoder.scan, 0, 0
-        sock.send(dump_request(next(_seq)))
-        while not flags & DONE:
-            batch: list[tuple[bytes, bytes]] = []
-            more, n = scan(recv(RECV_SIZE), batch.append)
-            flags |= more
-            count += n
-            consume(batch)
+        try:
+            sock.send(dump_request(next(_seq)))
+            while not flags & DONE:
+                batch: list[tuple[bytes, bytes]] = []
+                more, n = scan(recv(RECV_SIZE), batch.append)
+                flags |= more
+                count += n
+                consume(batch)
+        except (OSError, ValueError):
+            self._reopen()  # the rest of a broken dump must not be read as the start of the next one
+            raise
         return DumpResult(count, not flags & INTERRUPTED, time.monotonic() - start)
+
+    def _reopen(self) -> None:
+        self._dump_sock.close()
+        self._dump_sock = _open(self.netns)
+        self._dump_sock.settimeout(30.0)
 
     def dump_messages(self, consume: Callable[[list[Message]], None]) -> DumpResult:
         """Like ``dump``, but every entry fully decoded (for the dump tool; slower)."""

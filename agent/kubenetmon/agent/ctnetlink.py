@@ -38,6 +38,7 @@ CTA_TUPLE_ORIG, CTA_TUPLE_REPLY, CTA_STATUS, CTA_PROTOINFO = 1, 2, 3, 4
 CTA_MARK, CTA_COUNTERS_ORIG, CTA_COUNTERS_REPLY, CTA_ID, CTA_ZONE = 8, 9, 10, 12, 18
 _NESTED: Final = 0x8000
 IPS_DYING: Final = 1 << 9
+DYING_BIT: Final = IPS_DYING >> 8
 
 COUNTERS: Final = struct.Struct(">8xQ4xQ8xQ4xQ")
 """The canonical counters: CTA_COUNTERS_ORIG then _REPLY, each a nest of PACKETS and BYTES (be64)."""
@@ -88,6 +89,8 @@ class Layout(NamedTuple):
     id_end: int
     cnt_start: int
     cnt_end: int
+    dying_at: int
+    """The status byte holding IPS_DYING (``DYING_BIT``)."""
 
 
 class Message(NamedTuple):
@@ -152,6 +155,8 @@ def walk(buf: bytes, off: int, length: int) -> Message:
         and (zone is None or _end(reply) == zone[0])
         and co is not None
         and cr is not None
+        and status is not None
+        and status[2] == 4
         and _end(co) == cr[0]
         and buf[co[0] : co[0] + 56] == blob
     ):
@@ -163,6 +168,7 @@ def walk(buf: bytes, off: int, length: int) -> Message:
             id_end=ident[1] + 4 - off,
             cnt_start=co[0] - off,
             cnt_end=co[0] + 56 - off,
+            dying_at=status[1] + 2 - off,  # be32: IPS_DYING (bit 9) is bit 1 of the third byte
         )
     return Message(
         key=key,
@@ -184,7 +190,7 @@ def _layout(buf: bytes, off: int, headers: list[int]) -> Layout:
         fmt += f"{at - pos}xI" if at > pos else "I"
         pos = at + 4
     check = struct.Struct(fmt).unpack_from
-    return Layout(check, check(buf, off), 0, 0, 0, 0, 0, 0)
+    return Layout(check, check(buf, off), 0, 0, 0, 0, 0, 0, 0)
 
 
 class Decoder:
@@ -194,12 +200,15 @@ class Decoder:
         self._layouts: dict[int, Layout] = {}
         self.walked = 0
         """Messages that needed the slow path (a new shape, or one that cannot be sliced)."""
+        self.dying = 0
+        """Dump entries skipped because they were already dying."""
 
     def scan(self, buf: bytes, sink: Sink) -> tuple[int, int]:
         """Pass ``(key, counters)`` of every conntrack message in ``buf`` to ``sink``.
 
-        Returns the DONE/INTERRUPTED flags and the number of entries. Raises ``OSError`` for a netlink
-        error message.
+        Dump entries already marked dying are skipped (``dying``): their DESTROY event was sent, and
+        it carries their final counters. Returns the DONE/INTERRUPTED flags and the number of entries
+        passed. Raises ``OSError`` for a netlink error message.
         """
         layouts, unpack, flags, off, end, n = self._layouts, _NLMSG.unpack_from, 0, 0, len(buf), 0
         while off < end:
@@ -213,13 +222,26 @@ class Decoder:
                 n += 1
                 layout = layouts.get(length << 8 | buf[off + 16])
                 if layout is not None:
-                    check, expect, ks, ke, i0, i1, c0, c1 = layout
+                    check, expect, ks, ke, i0, i1, c0, c1, dy = layout
                     if check(buf, off) == expect:
-                        sink((buf[off + ks : off + ke] + buf[off + i0 : off + i1], buf[off + c0 : off + c1]))
+                        if buf[off + dy] & DYING_BIT and kind == CT_NEW:
+                            self.dying += 1
+                            n -= 1
+                        else:
+                            sink(
+                                (
+                                    buf[off + ks : off + ke] + buf[off + i0 : off + i1],
+                                    buf[off + c0 : off + c1],
+                                )
+                            )
                         off += (length + 3) & ~3
                         continue
                 msg = self._walk(buf, off, length)
-                sink((msg.key, msg.counters))
+                if msg.status & IPS_DYING and kind == CT_NEW:
+                    self.dying += 1
+                    n -= 1
+                else:
+                    sink((msg.key, msg.counters))
             elif kind == NLMSG_DONE:
                 return DONE | (INTERRUPTED if flags & NLM_F_DUMP_INTR else 0), n
             elif kind == NLMSG_ERROR:

@@ -76,6 +76,9 @@ class FlowTable:
                 last[key] = cnt
 
     def _first_sighting(self, key: bytes, cnt: bytes) -> None:
+        if key in self.last:  # twice in one dump: the kernel never does this; never count it twice
+            self.stats["duplicate_sightings"] += 1
+            return
         prev = self._reappeared(key)
         if prev is None:
             if self._is_destroyed(key):

@@ -14,6 +14,7 @@ CHECKPOINT_SECONDS: Final = histogram("agent_checkpoint_duration_seconds", "one 
 ENTRIES: Final = gauge("agent_conntrack_entries", "entries in the latest conntrack dump")
 FLOWS: Final = gauge("agent_flows_tracked", "flows with a baseline in the delta table")
 OPEN_DELTAS: Final = gauge("agent_open_interval_flows", "flows with deltas in the open interval")
+POLL_FAILURES: Final = counter("agent_poll_failures_total", "polls whose conntrack dump failed (retried)")
 EVENTS: Final = counter("agent_destroy_events_total", "DESTROY events read")
 EVENTS_LOST: Final = counter(
     "agent_events_lost_total", "DESTROY event socket overruns (ENOBUFS): events lost, resynced by a dump"

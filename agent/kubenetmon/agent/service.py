@@ -66,6 +66,8 @@ class Agent:
         self.polls = 0
         self.last_poll = time.monotonic()
         self._obsolete: list[int] = []
+        self._durable: set[int] = set()
+        """Seqs of the reports the saved state lists: only those may be published."""
         self._work = asyncio.Event()
         self._resync = asyncio.Event()
         self._final = False
@@ -118,13 +120,18 @@ class Agent:
     # -- ticks --------------------------------------------------------------------------------------
 
     def poll(self) -> None:
-        """DESTROY events, a full dump, events again; counts everything."""
+        """DESTROY events, a full dump, events again; counts everything. A failed dump is logged."""
         started = time.monotonic()
         lost = self.conntrack.overruns
         metrics.EVENTS.inc(self.conntrack.read_events(self.table.destroy))
         self.table.begin_dump()
         try:
             result = self.conntrack.dump(self.table.observe)
+        except (OSError, ValueError) as exc:  # what was seen is counted; absences prove nothing
+            self.table.end_dump(consistent=False)
+            metrics.POLL_FAILURES.inc()
+            log.error("conntrack dump failed, retrying at the next poll: %r", exc)
+            return
         except BaseException:
             self.table.end_dump(consistent=False)
             raise
@@ -151,7 +158,9 @@ class Agent:
         if not self.interval_start:
             self.interval_start = int(now // step * step)
         self.poll()
-        if final or now >= self.interval_start + step:
+        if (
+            final or now >= self.interval_start + step or now < self.interval_start
+        ):  # (or the clock went back)
             self._cut(self.interval_start)
             if not final:
                 self.interval_start = int(now // step * step)
@@ -225,9 +234,11 @@ class Agent:
                 deltas=self.table.deltas,
             )
         )
+        self._durable = {r.seq for r in self.pending}
         for seq in self._obsolete:
             self.state_dir.delete_report(seq)
         self._obsolete.clear()
+        self._work.set()
         metrics.CHECKPOINT_SECONDS.observe(time.monotonic() - started)
 
     # -- loops --------------------------------------------------------------------------------------
@@ -268,8 +279,8 @@ class Agent:
     async def _publish(self, stop: asyncio.Event) -> None:
         failures = 0
         while True:
-            if not self.pending:
-                if self._final:
+            if not self.pending or self.pending[0].seq not in self._durable:
+                if self._final and not self.pending:
                     return
                 self._work.clear()
                 await (self._work.wait() if stop.is_set() else _first(self._work, stop))

@@ -63,6 +63,7 @@ class NatsServer:
         password: str = "",
         token: str = "",
         extra_args: tuple[str, ...] = (),
+        preexec_fn: Callable[[], None] | None = None,
     ) -> None:
         self.store_dir = Path(store_dir)
         self.host = host
@@ -74,6 +75,8 @@ class NatsServer:
         elif token:
             self._auth = ("--auth", token)
         self._extra = extra_args
+        self._preexec_fn = preexec_fn
+        """Run in the child before exec (``kubenetmon up``: own process group, SIGTERM if ``up`` dies)."""
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -116,7 +119,9 @@ class NatsServer:
             return
         self.store_dir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
+            self._proc = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, preexec_fn=self._preexec_fn
+            )
         deadline = time.monotonic() + timeout_s
         while not self._healthy():
             if self._proc.poll() is not None or time.monotonic() > deadline:

@@ -1,0 +1,27 @@
+"""``kubenetmon up``: the whole pipeline on this machine, with a live view, in one command.
+
+    sudo kubenetmon up --demo             # a lab of pods on two nodes, with traffic: see it work
+    sudo kubenetmon up                    # this machine's own traffic (needs nf_conntrack_acct=1)
+    sudo kubenetmon up --inventory pods.yaml --netns NODE   # a namespace described by a Kubernetes List
+
+Every role runs as a child process, as Kubernetes would run it (``pipeline``), until Ctrl-C or SIGTERM,
+and they stop in an order that stores every byte seen. This package must not import a service: roles
+are commands, not modules. This module stays light (``top`` imports the settings for the default data
+directory); the work is imported only when ``up`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from kubenetmon.shared.up.settings import add_up_arguments
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_up_arguments(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    from kubenetmon.shared.up.command import main as run_up
+
+    return run_up(args)

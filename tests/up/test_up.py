@@ -1,0 +1,127 @@
+"""``kubenetmon up`` as a real process: it starts, rows appear while it runs, it stops in order and
+stores every byte its agent saw, it leaves nothing behind, and it says clearly what is missing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fixtures.lab import Host, Lab, Node
+from tests.fixtures.lab_kernel import wait_until
+from tests.up.proc import Up, alive, descendants, kubenetmon, sql
+
+pytestmark = pytest.mark.netns
+
+OUTSIDE4, OUTSIDE6 = "203.0.113.10", "2001:db8::10"
+
+
+def _pod(
+    host: Host, *, node: Node, app: str, owner: tuple[str, str], labels: dict[str, str]
+) -> dict[str, Any]:
+    kind, name = owner
+    return {
+        "kind": "Pod",
+        "metadata": {
+            "name": host.name,
+            "namespace": "shop",
+            "uid": f"uid-{host.name}",
+            "labels": {"app": app, **labels},
+            "ownerReferences": [{"kind": kind, "name": name, "controller": True}],
+        },
+        "spec": {"nodeName": node.name},
+        "status": {"phase": "Running", "podIPs": [{"ip": host.ipv4}, {"ip": host.ipv6}]},
+    }
+
+
+def _inventory(path: Path, node: Node, pods: list[dict[str, Any]]) -> Path:
+    node_obj = {
+        "kind": "Node",
+        "metadata": {"name": node.name, "labels": {"topology.kubernetes.io/zone": node.zone}},
+        "status": {"addresses": [{"type": "InternalIP", "address": node.ipv4}]},
+    }
+    path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": [node_obj, *pods]}))
+    return path
+
+
+def test_up_meters_a_namespace_and_stores_every_byte(lab: Lab, tmp_path: Path) -> None:
+    node = lab.node("node-a", zone="zone-a")
+    web, db = lab.pod("web-1", node=node), lab.pod("db-0", node=node)
+    outside = lab.external("outside", ipv4=OUTSIDE4, ipv6=OUTSIDE6)
+    inventory = _inventory(
+        tmp_path / "inventory.json",
+        node,
+        [
+            _pod(
+                web,
+                node=node,
+                app="web",
+                owner=("ReplicaSet", "web-5d9c7"),
+                labels={"pod-template-hash": "5d9c7"},
+            ),
+            _pod(db, node=node, app="db", owner=("StatefulSet", "db"), labels={}),
+        ],
+    )
+    data = tmp_path / "data"
+    up = Up(
+        "--data-dir",
+        str(data),
+        "--netns",
+        node.netns,
+        "--node-name",
+        node.name,
+        "--inventory",
+        str(inventory),
+        "--interval",
+        "2",
+    )
+    try:
+        up.wait_for_line("ready: metering node node-a")
+        tcp = web.tcp_connect(db.server("tcp", family=4))
+        udp6 = web.udp_client(outside.server("udp", family=6))
+        tcp.exchange(5000, 20_000)
+        udp6.exchange(300, 2400)
+
+        # rows appear while it runs, read through the writer (it owns the directory)
+        def stored() -> bool:
+            rows = sql(data, "SELECT count() AS n FROM network_flows_0_exact WHERE localPod = 'web-1'")
+            return rows[0]["n"] >= 4
+
+        wait_until(stored, timeout=60, what="rows of web-1 in the flows table", step=0.5)
+        top = kubenetmon("top", "--data-dir", str(data), "--by", "pod", "--format", "json")
+        assert top.returncode == 0, top.stderr
+        peers = {(r["local"], r["peer"], r["class"]) for r in json.loads(top.stdout)["rows"]}
+        assert ("shop/web-1", "shop/db-0", "INTRA_VPC") in peers
+        assert ("shop/web-1", OUTSIDE6, "PUBLIC_INTERNET") in peers
+
+        # more traffic right before the stop: the agent's last, partial interval must be stored too
+        tcp.exchange(700, 9000)
+        udp6.exchange(100, 1200)
+        running = descendants(up.proc.pid)
+        assert len(running) >= 5, up.output  # nats, writer (+worker), enricher (+worker), agent, view
+        assert up.stop() == 0, up.output
+        assert not alive(running), up.output
+        assert any("kubenetmon top --data-dir" in line for line in up.err), up.output
+    finally:
+        up.kill_all()
+
+    table = {e.orig: e for e in node.conntrack_table()}
+    kernel = {"tcp": table[tcp.flow.orig], "udp": table[udp6.flow.orig]}
+    rows = sql(
+        data,
+        "SELECT lower(proto) AS proto, direction, remotePod, toString(connectionClass) AS class, "
+        "sum(bytes) AS bytes, sum(packets) AS packets FROM network_flows_0_exact WHERE localPod = 'web-1' "
+        "GROUP BY proto, direction, remotePod, class ORDER BY proto, direction",
+    )
+    got = {(r["proto"], r["direction"]): (r["bytes"], r["packets"], r["remotePod"], r["class"]) for r in rows}
+    assert got == {
+        ("tcp", "in"): (kernel["tcp"].reply_bytes, kernel["tcp"].reply_packets, "db-0", "INTRA_VPC"),
+        ("tcp", "out"): (kernel["tcp"].orig_bytes, kernel["tcp"].orig_packets, "db-0", "INTRA_VPC"),
+        ("udp", "in"): (kernel["udp"].reply_bytes, kernel["udp"].reply_packets, "", "PUBLIC_INTERNET"),
+        ("udp", "out"): (kernel["udp"].orig_bytes, kernel["udp"].orig_packets, "", "PUBLIC_INTERNET"),
+    }
+    after = kubenetmon("top", "--data-dir", str(data), "--by", "app")
+    assert after.returncode == 0, after.stderr
+    assert "web" in after.stdout and "db" in after.stdout and "PUBLIC_INTERNET" in after.stdout

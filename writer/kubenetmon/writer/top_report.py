@@ -1,0 +1,368 @@
+"""The pure core of ``kubenetmon top``: the query it runs, the report it reads back, and how it looks.
+
+``build_query`` turns a ``TopSpec`` and a clock reading into one SQL statement over the exact view:
+rows of one direction whose interval started within the window, grouped by the chosen dimensions, sorted
+by bytes (ties broken by name, so the order is stable), with the window's span and totals computed over
+*all* groups by window functions so that ``--limit`` never changes them. ``parse_report`` reads the answer
+back; ``render`` prints it as an aligned table, JSON or CSV; ``rich_table`` is the terminal version.
+
+Pure: no I/O besides writing to the stream it is given, no clock (callers pass ``now``), no client.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from typing import Any, Final, TextIO
+
+from rich.table import Table
+from rich.text import Text
+
+from kubenetmon.shared.timespec import format_time
+from kubenetmon.writer.sink import QueryResult
+from kubenetmon.writer.tables import fqn
+
+BY: Final = ("app", "pod", "namespace", "class", "zone", "service")
+DIRECTIONS: Final = ("out", "in")
+FORMATS: Final = ("table", "json", "csv")
+_UNITS: Final = ("B", "KB", "MB", "GB", "TB", "PB", "EB")
+_CLASS_STYLE: Final = {
+    "PUBLIC_INTERNET": "bold red",
+    "INTER_REGION": "magenta",
+    "INTRA_REGION": "yellow",
+    "INTRA_VPC": "green",
+    "UNKNOWN": "dim",
+}
+
+
+@dataclass(frozen=True)
+class TopSpec:
+    """What to report: grouping, direction, window (seconds back from now), rows shown, where."""
+
+    by: str = "app"
+    direction: str = "out"
+    since_s: float = 600.0
+    limit: int = 20
+    database: str = "kubenetmon"
+    view: str = "network_flows_0_exact"
+
+
+def _ip(side: str) -> str:
+    return f"if(ipFamily = 4, toString({side}IPv4), toString({side}IP))"
+
+
+def _outside(side: str, *, collapse: bool) -> str:
+    """An endpoint that is not a pod: its cloud service if known, else its address (or one bucket)."""
+    last = "'(outside)'" if collapse else _ip(side)
+    if side == "local":  # the local side is a pod by the labeling rules; an address if ever not
+        return last
+    return f"if(remoteCloudService != '', concat(remoteCloud, ':', remoteCloudService), {last})"
+
+
+def _name(side: str, by: str) -> str:
+    """SQL naming one endpoint at the granularity of ``by``."""
+    pod = f"concat({side}Namespace, '/', {side}Pod)"
+    if by == "pod":
+        return f"if({side}Pod != '', {pod}, {_outside(side, collapse=False)})"
+    if by == "namespace":
+        return f"if({side}Pod != '', {side}Namespace, {_outside(side, collapse=True)})"
+    app = (
+        f"multiIf({side}App != '', {side}App, {side}Workload != '', {side}Workload, {side}Pod != '', {pod}, "
+    )
+    app += f"{_outside(side, collapse=False)})"
+    if by == "service" and side == "remote":
+        return f"if(remoteService != '', concat('svc ', remoteService), {app})"
+    return app
+
+
+_CLOUD_PEER: Final = (
+    "arrayStringConcat(arrayFilter(x -> x != '', [remoteCloud, remoteCloudService, remoteRegion]), ' ')"
+)
+
+
+def _dimensions(by: str) -> dict[str, str]:
+    """Grouping expressions by output name: local, peer, class, local_zone, remote_zone, cross_zone."""
+    local, peer = (_name("local", by), _name("remote", by)) if by not in ("class", "zone") else ("''", "''")
+    zones = ("localAvailabilityZone", "remoteAvailabilityZone") if by != "class" else ("''", "''")
+    if by == "class":
+        peer = _CLOUD_PEER
+    return {
+        "local": local,
+        "peer": peer,
+        "class": "toString(connectionClass)",
+        "local_zone": f"toString({zones[0]})",
+        "remote_zone": f"toString({zones[1]})",
+        "cross_zone": "crossZone",
+    }
+
+
+def build_query(spec: TopSpec, *, now: float) -> str:
+    """The report's SQL: groups of ``spec.by`` in ``[now - since, now]``, biggest first."""
+    if spec.by not in BY or spec.direction not in DIRECTIONS or spec.limit < 1 or spec.since_s <= 0:
+        raise ValueError(f"invalid report spec {spec}")
+    cutoff = int(now - spec.since_s)
+    dims = _dimensions(spec.by)
+    select = ",\n    ".join(f"{expr} AS {name}" for name, expr in dims.items())
+    return f"""SELECT
+    {select},
+    sum(bytes) AS sum_bytes,
+    sum(packets) AS sum_packets,
+    toUnixTimestamp(min(min(intervalStartTime)) OVER ()) AS window_start,
+    toUnixTimestamp(max(max(intervalStartTime + intervalSeconds)) OVER ()) AS window_end,
+    sum(sum(bytes)) OVER () AS total_bytes,
+    count() OVER () AS groups
+FROM {fqn(spec.database, spec.view)}
+WHERE intervalStartTime >= toDateTime({cutoff}) AND date >= toDate(toDateTime({cutoff}))
+    AND direction = '{spec.direction}'
+GROUP BY {", ".join(dims)}
+ORDER BY sum_bytes DESC, {", ".join(dims)}
+LIMIT {int(spec.limit)}"""
+
+
+@dataclass(frozen=True)
+class Talker:
+    local: str
+    peer: str
+    cls: str
+    local_zone: str
+    remote_zone: str
+    cross_zone: bool
+    bytes: int
+    packets: int
+
+
+@dataclass(frozen=True)
+class Report:
+    spec: TopSpec
+    now: float
+    rows: list[Talker]
+    window_start: int = 0
+    window_end: int = 0
+    total_bytes: int = 0
+    groups: int = 0
+
+    @property
+    def seconds(self) -> int:
+        """Span the rows cover: first interval start to last interval end."""
+        return max(self.window_end - self.window_start, 0)
+
+    def rate(self, nbytes: int) -> float:
+        return nbytes / self.seconds if self.seconds else 0.0
+
+    def share(self, nbytes: int) -> float:
+        return 100.0 * nbytes / self.total_bytes if self.total_bytes else 0.0
+
+
+def parse_report(result: QueryResult, *, spec: TopSpec, now: float) -> Report:
+    """The answer of ``build_query`` as a ``Report`` (column order as built there)."""
+    if not result.rows:
+        return Report(spec=spec, now=now, rows=[])
+    col = {name: i for i, name in enumerate(result.columns)}
+    talkers = [
+        Talker(
+            local=str(r[col["local"]]),
+            peer=str(r[col["peer"]]),
+            cls=str(r[col["class"]]),
+            local_zone=str(r[col["local_zone"]]),
+            remote_zone=str(r[col["remote_zone"]]),
+            cross_zone=bool(r[col["cross_zone"]]),
+            bytes=int(r[col["sum_bytes"]]),
+            packets=int(r[col["sum_packets"]]),
+        )
+        for r in result.rows
+    ]
+    first = result.rows[0]
+    return Report(
+        spec=spec,
+        now=now,
+        rows=talkers,
+        window_start=int(first[col["window_start"]]),
+        window_end=int(first[col["window_end"]]),
+        total_bytes=int(first[col["total_bytes"]]),
+        groups=int(first[col["groups"]]),
+    )
+
+
+# -------------------------------------------------------------------------------------------- text
+
+
+def human_bytes(n: float) -> str:
+    """``999 B``, ``1.23 KB``, ``12.3 MB``, ``123 GB`` (powers of 1000, three significant digits)."""
+    value, unit = float(n), 0
+    while abs(value) >= 999.5 and unit < len(_UNITS) - 1:
+        value, unit = value / 1000.0, unit + 1
+    if unit == 0:
+        return f"{value:.0f} B"
+    digits = 2 if abs(value) < 9.995 else 1 if abs(value) < 99.95 else 0
+    return f"{value:.{digits}f} {_UNITS[unit]}"
+
+
+def human_rate(bytes_per_s: float) -> str:
+    return human_bytes(bytes_per_s) + "/s"
+
+
+def zones_text(t: Talker) -> str:
+    """``a`` (same zone), ``a -> b (cross-zone)``, ``a -> ?``; empty when no zone is known."""
+    if not t.local_zone and not t.remote_zone:
+        return "cross-zone" if t.cross_zone else ""
+    if t.local_zone == t.remote_zone:
+        return t.local_zone
+    if not t.remote_zone:
+        return t.local_zone
+    text = f"{t.local_zone or '?'} -> {t.remote_zone}"
+    return text + " (cross-zone)" if t.cross_zone else text
+
+
+def _since_text(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def _head(report: Report) -> str:
+    spec = report.spec
+    head = f"top talkers by {spec.by}, {spec.direction}, last {_since_text(spec.since_s)}"
+    if not report.rows:
+        return f"{head}: no traffic"
+    rate = human_rate(report.rate(report.total_bytes))
+    return f"{head}: {human_bytes(report.total_bytes)} in {report.seconds}s ({rate})"
+
+
+def _span(report: Report) -> str:
+    span = f"{format_time(report.window_start)} to {format_time(report.window_end)}"
+    return f"{span}, {len(report.rows)} of {report.groups} rows"
+
+
+def title(report: Report) -> str:
+    """One line: what, how much, when."""
+    return f"{_head(report)}, {_span(report)}" if report.rows else _head(report)
+
+
+_HEADERS: Final = ("LOCAL", "PEER", "CLASS", "ZONES", "BYTES", "BYTES/S", "PACKETS", "SHARE")
+_NUMERIC: Final = frozenset({"BYTES", "BYTES/S", "PACKETS", "SHARE"})
+
+
+def _cells(report: Report) -> tuple[list[str], list[list[str]]]:
+    """Header and text cells; columns empty in every row (e.g. LOCAL for ``--by zone``) are left out."""
+    rows = [
+        [
+            t.local,
+            t.peer,
+            t.cls,
+            zones_text(t),
+            human_bytes(t.bytes),
+            human_rate(report.rate(t.bytes)),
+            f"{t.packets:,}",
+            f"{report.share(t.bytes):.1f}%",
+        ]
+        for t in report.rows
+    ]
+    keep = [i for i, name in enumerate(_HEADERS) if name in _NUMERIC or any(r[i] for r in rows)]
+    return [_HEADERS[i] for i in keep], [[r[i] for i in keep] for r in rows]
+
+
+def plain_table(report: Report, out: TextIO) -> None:
+    out.write(title(report) + "\n")
+    if not report.rows:
+        return
+    header, rows = _cells(report)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    for line in (header, *rows):
+        parts = [
+            cell.rjust(w) if name in _NUMERIC else cell.ljust(w)
+            for cell, w, name in zip(line, widths, header, strict=True)
+        ]
+        out.write("  ".join(parts).rstrip() + "\n")
+
+
+def rich_table(report: Report) -> Table:
+    """The same table for a terminal: colours for classes and cross-zone pairs."""
+    table = Table(
+        title=_head(report),
+        caption=_span(report) if report.rows else None,
+        title_justify="left",
+        caption_justify="left",
+        header_style="bold",
+        box=None,
+        pad_edge=False,
+    )
+    header, rows = _cells(report)
+    for name in header:
+        if name in _NUMERIC or name == "CLASS":  # never cut a number or a class
+            table.add_column(name, justify="right" if name in _NUMERIC else "left", no_wrap=True)
+        else:  # names and zones wrap when the terminal is narrow
+            table.add_column(name, min_width=6, overflow="fold")
+    for line in rows:
+        styled = [
+            Text(
+                cell,
+                style=_CLASS_STYLE.get(cell, "") if name == "CLASS" else "yellow" if "cross" in cell else "",
+            )
+            for cell, name in zip(line, header, strict=True)
+        ]
+        table.add_row(*styled)
+    return table
+
+
+def summary_line(report: Report, *, top: int = 3) -> str:
+    """One line per refresh when the output is not a terminal."""
+    line = title(report)
+    if report.rows:
+        pairs = "; ".join(
+            f"{' -> '.join(p for p in (t.local, t.peer) if p) or zones_text(t) or t.cls} {t.cls} "
+            f"{human_bytes(t.bytes)}"
+            for t in report.rows[:top]
+        )
+        line += f" | {pairs}"
+    return line
+
+
+FIELDS: Final = (
+    "local", "peer", "class", "local_zone", "remote_zone", "cross_zone", "bytes", "bytes_per_s", "packets",
+)  # fmt: skip
+
+
+def as_dicts(report: Report) -> list[dict[str, Any]]:
+    return [
+        {
+            "local": t.local,
+            "peer": t.peer,
+            "class": t.cls,
+            "local_zone": t.local_zone,
+            "remote_zone": t.remote_zone,
+            "cross_zone": t.cross_zone,
+            "bytes": t.bytes,
+            "bytes_per_s": round(report.rate(t.bytes), 3),
+            "packets": t.packets,
+        }
+        for t in report.rows
+    ]
+
+
+def render(report: Report, *, fmt: str, out: TextIO, color: bool = False) -> None:
+    """Print ``report`` as ``table`` (rich when ``color``), ``json`` (one document) or ``csv``."""
+    if fmt == "json":
+        doc = {
+            "by": report.spec.by,
+            "direction": report.spec.direction,
+            "since_seconds": report.spec.since_s,
+            "window_start": format_time(report.window_start) if report.rows else None,
+            "window_end": format_time(report.window_end) if report.rows else None,
+            "window_seconds": report.seconds,
+            "total_bytes": report.total_bytes,
+            "groups": report.groups,
+            "rows": as_dicts(report),
+        }
+        out.write(json.dumps(doc) + "\n")
+    elif fmt == "csv":
+        writer = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(as_dicts(report))
+    elif color:
+        from rich.console import Console
+
+        Console(file=out).print(rich_table(report))
+    else:
+        plain_table(report, out)
