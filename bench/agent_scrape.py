@@ -30,6 +30,9 @@ from kubenetmon.agent.conntrack import Conntrack
 from kubenetmon.agent.flows import FlowTable
 
 KUBENETMON = str(Path(sys.executable).parent / "kubenetmon")
+RULES = (
+    "table inet bench {\n  chain c { type filter hook input priority 0; ct state new counter accept; }\n}\n"
+)
 
 
 def sh(*cmd: str, stdin: str | None = None) -> None:
@@ -92,15 +95,17 @@ def compare(netns: str, n: int, rounds: int) -> None:
     c_cpu, c_wall = (statistics.median(x) for x in zip(*theirs, strict=True))
     o_cpu, o_wall = (statistics.median(x) for x in zip(*ours, strict=True))
     print(
-        f"{entries:>7} entries | conntrack -L: cpu {c_cpu:.3f}s wall {c_wall:.3f}s ({entries / c_cpu:>9,.0f}/s cpu) | "
-        f"agent scrape: cpu {o_cpu:.3f}s wall {o_wall:.3f}s ({entries / o_cpu:>9,.0f}/s cpu), first {cold_cpu:.3f}s | "
+        f"{entries:>7} entries | conntrack -L: cpu {c_cpu:.3f}s wall {c_wall:.3f}s "
+        f"({entries / c_cpu:>9,.0f}/s) | agent scrape: cpu {o_cpu:.3f}s wall {o_wall:.3f}s "
+        f"({entries / o_cpu:>9,.0f}/s), first {cold_cpu:.3f}s | "
         f"ratio cpu {c_cpu / o_cpu:.2f}x wall {c_wall / o_wall:.2f}x",
         flush=True,
     )
 
 
 def proc_status(pid: int) -> dict[str, str]:
-    return dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return dict(line.split(":", 1) for line in lines if ":" in line)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -130,7 +135,8 @@ def run_agent(netns: str, seconds: float, workdir: Path) -> None:
             status = proc_status(proc.pid)
             print(
                 f"agent process, 250k tracked flows, 5 s polls: RSS now {status['VmRSS'].strip()}, "
-                f"peak sampled {peak / 1024:.0f} MB, high-water {status['VmHWM'].strip()}, CPU {share:.2f} of a core",
+                f"peak sampled {peak / 1024:.0f} MB, high-water {status['VmHWM'].strip()}, "
+                f"CPU {share:.2f} of a core",
                 flush=True,
             )
         finally:
@@ -139,7 +145,9 @@ def run_agent(netns: str, seconds: float, workdir: Path) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--sizes", default="10000,100000,250000")
     parser.add_argument("--agent-seconds", type=float, default=30.0)
@@ -149,8 +157,7 @@ def main() -> int:
     try:
         for path, value in (("nf_conntrack_acct", "1"), ("nf_conntrack_events", "1")):
             sh("ip", "netns", "exec", netns, "sysctl", "-qw", f"net.netfilter.{path}={value}")
-        sh("ip", "netns", "exec", netns, "nft", "-f", "-",
-           stdin="table inet bench {\n chain c { type filter hook input priority 0; ct state new counter accept; }\n}\n")  # fmt: skip
+        sh("ip", "netns", "exec", netns, "nft", "-f", "-", stdin=RULES)
         sizes = [int(s) for s in args.sizes.split(",")]
         for n in sizes:
             compare(netns, n, args.rounds)

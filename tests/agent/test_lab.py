@@ -87,3 +87,16 @@ def test_destroy_watch_reports_final_counters(lab: Lab) -> None:
     final = watch.wait_for(lambda e: e.orig == before.orig)
     assert final.counters == before.counters and final.id == before.id
     assert all(e.orig != before.orig for e in node.conntrack_table())
+
+
+@pytest.mark.parametrize("masquerade", [False, True])
+def test_external_with_its_own_addresses(lab: Lab, masquerade: bool) -> None:
+    node = lab.node("n1", masquerade=masquerade)
+    pod = lab.pod("p1", node=node)
+    outside = lab.external("x", ipv4="203.0.113.7", ipv6="2001:db8::7")
+    for family in (4, 6):
+        flow = pod.tcp_connect(outside.server("tcp", family=family)).exchange(10, 10)
+        entry = node.find(flow)
+        assert entry.orig[:2] == (pod.address(family), outside.address(family))
+        assert entry.reply[1] == (node.address(family) if masquerade else pod.address(family))
+        assert entry.orig_bytes > 10 and entry.reply_bytes > 10

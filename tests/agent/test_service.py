@@ -28,6 +28,7 @@ class Kernel:
     def __init__(self, flows: int = 3) -> None:
         self.counters = {Entry(sport=1000 + i, ident=i).key(): [0, 0, 0, 0] for i in range(flows)}
         self.overruns = 0
+        self.dying_skipped = 0
         self.resync_needed = False
 
     def grow(self, amount: int = 100) -> None:
@@ -255,4 +256,24 @@ def test_report_whose_state_was_not_saved_is_never_published(tmp_path: Path) -> 
     again = make(tmp_path, kernel, broker, clock)  # what a restart finds: the last saved state
     run_minutes(again, kernel, clock, 1)
     publish_all(again)
+    assert broker.total() + agent_open_bytes(again) == sum(c[1] for c in kernel.counters.values())
+
+
+def test_crash_after_publish_before_checkpoint_republishes_identical_messages(tmp_path: Path) -> None:
+    kernel, broker, clock = Kernel(), Broker(), Clock()
+    agent = make(tmp_path, kernel, broker, clock)
+    run_minutes(agent, kernel, clock, 2)
+    first = dict(broker.got)
+    failing = StateDir(tmp_path)
+    failing.save = lambda state: (_ for _ in ()).throw(OSError(5, "crash"))  # type: ignore[method-assign]
+    agent.state_dir = failing
+    head = agent.pending[0]
+    with pytest.raises(OSError):
+        asyncio.run(agent._send_head())  # acknowledged, then the process dies before saving
+    published = dict(broker.got)
+    assert len(published) > len(first)
+    again = make(tmp_path, kernel, broker, clock)
+    assert [r.seq for r in again.pending] == [head.seq] + [r.seq for r in agent.pending]
+    publish_all(again)
+    assert {k: broker.got[k] for k in published} == published  # same ids, same bytes: deduplicated
     assert broker.total() + agent_open_bytes(again) == sum(c[1] for c in kernel.counters.values())

@@ -71,6 +71,7 @@ class Up:
             text=True,
             env=env,
         )
+        self.seen: set[tuple[int, int]] = set()
         self.out: list[str] = []
         self.err: list[str] = []
         self._readers = [
@@ -105,9 +106,15 @@ class Up:
             reader.join(timeout=10)
         return code
 
+    def processes(self) -> set[tuple[int, int]]:
+        """Its live descendants now (remembered, so a teardown finds them even once orphaned)."""
+        now = descendants(self.proc.pid)
+        self.seen |= now
+        return now
+
     def kill_all(self) -> None:
         """Teardown: nothing of this run may outlive the test, whatever happened."""
-        for pid, _ in alive(descendants(self.proc.pid)):
+        for pid, _ in alive(self.seen | descendants(self.proc.pid)):
             os.kill(pid, signal.SIGKILL)
         if self.proc.poll() is None:
             self.proc.kill()

@@ -11,7 +11,7 @@ import pytest
 
 from tests.fixtures.lab import Host, Lab, Node
 from tests.fixtures.lab_kernel import wait_until
-from tests.up.proc import Up, alive, descendants, kubenetmon, sql
+from tests.up.proc import Up, alive, kubenetmon, sql
 
 pytestmark = pytest.mark.netns
 
@@ -99,7 +99,7 @@ def test_up_meters_a_namespace_and_stores_every_byte(lab: Lab, tmp_path: Path) -
         # more traffic right before the stop: the agent's last, partial interval must be stored too
         tcp.exchange(700, 9000)
         udp6.exchange(100, 1200)
-        running = descendants(up.proc.pid)
+        running = up.processes()
         assert len(running) >= 5, up.output  # nats, writer (+worker), enricher (+worker), agent, view
         assert up.stop() == 0, up.output
         assert not alive(running), up.output
@@ -125,3 +125,23 @@ def test_up_meters_a_namespace_and_stores_every_byte(lab: Lab, tmp_path: Path) -
     after = kubenetmon("top", "--data-dir", str(data), "--by", "app")
     assert after.returncode == 0, after.stderr
     assert "web" in after.stdout and "db" in after.stdout and "PUBLIC_INTERNET" in after.stdout
+
+
+def test_a_killed_up_leaves_no_process_behind(lab: Lab, tmp_path: Path) -> None:
+    node = lab.node("node-a", zone="zone-a")
+    web = lab.pod("web-1", node=node)
+    inventory = _inventory(
+        tmp_path / "inventory.json",
+        node,
+        [_pod(web, node=node, app="web", owner=("StatefulSet", "web"), labels={})],
+    )
+    up = Up("--data-dir", str(tmp_path / "data"), "--netns", node.netns, "--inventory", str(inventory))
+    try:
+        up.wait_for_line("ready: metering")
+        running = up.processes()
+        assert len(running) >= 5, up.output
+        up.proc.kill()  # no chance to stop anything: the kernel tells each child (PR_SET_PDEATHSIG)
+        up.proc.wait()
+        wait_until(lambda: not alive(running), timeout=60, what="every child of a killed up to exit")
+    finally:
+        up.kill_all()

@@ -63,10 +63,14 @@ def boot_id() -> str:
     return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
 
 
-def _chunks(items: Iterable[Any]) -> Iterator[list[Any]]:
+def _sections(n: int) -> int:
+    return -(-n // _CHUNK)
+
+
+def _maps(items: Iterable[tuple[bytes, bytes]]) -> Iterator[dict[bytes, bytes]]:
     it = iter(items)
-    while batch := list(itertools.islice(it, _CHUNK)):
-        yield batch
+    while section := dict(itertools.islice(it, _CHUNK)):
+        yield section
 
 
 class StateDir:
@@ -76,15 +80,15 @@ class StateDir:
         self.path = Path(path)
         self.reports = self.path / REPORTS
         self.reports.mkdir(parents=True, exist_ok=True)
+        if not os.access(self.reports, os.W_OK | os.X_OK):
+            raise PermissionError(f"{self.reports} is not writable")
 
     # -- state --------------------------------------------------------------------------------------
 
     def save(self, state: State) -> None:
+        """Write the state (streamed in sections of at most 16384 entries: no second copy in memory)."""
         pack = msgpack.Packer(use_bin_type=True).pack
-        missing = [list(_chunks(g.items())) for g in state.missing]
         deltas = ((k, v.to_bytes(32, "big")) for k, v in state.deltas.items())
-        last_chunks = list(_chunks(state.last.items()))
-        delta_chunks = list(_chunks(deltas))
         header = {
             "format": FORMAT,
             "node": state.node,
@@ -92,17 +96,17 @@ class StateDir:
             "next_seq": state.next_seq,
             "interval_start": state.interval_start,
             "pending": state.pending,
-            "last": len(last_chunks),
-            "missing": [len(g) for g in missing],
+            "last": _sections(len(state.last)),
+            "missing": [_sections(len(g)) for g in state.missing],
             "destroyed": len(state.destroyed),
-            "deltas": len(delta_chunks),
+            "deltas": _sections(len(state.deltas)),
         }
         parts = itertools.chain(
             [header],
-            (dict(c) for c in last_chunks),
-            (dict(c) for g in missing for c in g),
+            _maps(state.last.items()),
+            (m for g in state.missing for m in _maps(g.items())),
             (sorted(g) for g in state.destroyed),
-            (dict(c) for c in delta_chunks),
+            _maps(deltas),
             [{"end": FORMAT}],
         )
         self._write(self.path / STATE_FILE, (pack(p) for p in parts))

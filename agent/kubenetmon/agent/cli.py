@@ -69,10 +69,15 @@ def main(args: argparse.Namespace) -> int:
             "event_buffer": conntrack.event_buffer,
         },
     )
+    try:
+        state_dir = StateDir(settings.state_dir)
+    except OSError as exc:
+        conntrack.close()
+        raise ConfigError(f"--state-dir {settings.state_dir}: cannot use it ({exc})") from None
     agent = Agent(
         settings,
         conntrack=conntrack,
-        state_dir=StateDir(settings.state_dir),
+        state_dir=state_dir,
         publisher=Publisher(nats, node=settings.node_name, window=settings.publish_window),
         boot=boot_id(),
         drain_s=max(drain - 5.0, drain * 0.5),

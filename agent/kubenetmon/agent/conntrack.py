@@ -128,9 +128,8 @@ class Conntrack:
             sock.send(dump_request(next(_seq)))
             while not flags & DONE:
                 batch: list[tuple[bytes, bytes]] = []
-                more, n = scan(recv(RECV_SIZE), batch.append)
-                flags |= more
-                count += n
+                flags |= scan(recv(RECV_SIZE), batch.append)
+                count += len(batch)
                 consume(batch)
         except (OSError, ValueError):
             self._reopen()  # the rest of a broken dump must not be read as the start of the next one
@@ -180,7 +179,13 @@ class Conntrack:
 
     @property
     def slow_decodes(self) -> int:
+        """Messages decoded the slow way (one per new shape, normally)."""
         return self._dump_decoder.walked + self._event_decoder.walked
+
+    @property
+    def dying_skipped(self) -> int:
+        """Dump entries skipped because they were dying (their DESTROY event has their counters)."""
+        return self._dump_decoder.dying
 
     def close(self) -> None:
         self._dump_sock.close()

@@ -38,7 +38,6 @@ CTA_TUPLE_ORIG, CTA_TUPLE_REPLY, CTA_STATUS, CTA_PROTOINFO = 1, 2, 3, 4
 CTA_MARK, CTA_COUNTERS_ORIG, CTA_COUNTERS_REPLY, CTA_ID, CTA_ZONE = 8, 9, 10, 12, 18
 _NESTED: Final = 0x8000
 IPS_DYING: Final = 1 << 9
-DYING_BIT: Final = IPS_DYING >> 8
 
 COUNTERS: Final = struct.Struct(">8xQ4xQ8xQ4xQ")
 """The canonical counters: CTA_COUNTERS_ORIG then _REPLY, each a nest of PACKETS and BYTES (be64)."""
@@ -90,7 +89,7 @@ class Layout(NamedTuple):
     cnt_start: int
     cnt_end: int
     dying_at: int
-    """The status byte holding IPS_DYING (``DYING_BIT``)."""
+    """The status byte holding IPS_DYING (as its bit 1: status is big-endian, the bit is 9)."""
 
 
 class Message(NamedTuple):
@@ -136,8 +135,8 @@ def walk(buf: bytes, off: int, length: int) -> Message:
         raise ValueError("conntrack message without tuples or id")
     key = b"".join(
         (
-            buf[orig[0] : orig[1] + orig[2]],
-            buf[reply[0] : reply[1] + reply[2]],
+            buf[orig[0] : _end(orig)],
+            buf[reply[0] : _end(reply)],
             buf[zone[0] : zone[0] + 8] if zone else b"",
             buf[ident[1] : ident[1] + 4],
         )
@@ -203,14 +202,14 @@ class Decoder:
         self.dying = 0
         """Dump entries skipped because they were already dying."""
 
-    def scan(self, buf: bytes, sink: Sink) -> tuple[int, int]:
-        """Pass ``(key, counters)`` of every conntrack message in ``buf`` to ``sink``.
+    def scan(self, buf: bytes, sink: Sink) -> int:
+        """Pass ``(key, counters)`` of every conntrack message in ``buf`` to ``sink``; return the flags.
 
-        Dump entries already marked dying are skipped (``dying``): their DESTROY event was sent, and
-        it carries their final counters. Returns the DONE/INTERRUPTED flags and the number of entries
-        passed. Raises ``OSError`` for a netlink error message.
+        Dump entries already marked dying are skipped (counted in ``dying``): their DESTROY event was
+        sent, and it carries their final counters. The flags are DONE and INTERRUPTED. Raises
+        ``OSError`` for a netlink error message and ``ValueError`` for a malformed one.
         """
-        layouts, unpack, flags, off, end, n = self._layouts, _NLMSG.unpack_from, 0, 0, len(buf), 0
+        get, unpack, flags, off, end = self._layouts.get, _NLMSG.unpack_from, 0, 0, len(buf)
         while off < end:
             if off + 16 > end:
                 raise ValueError(f"truncated netlink message at {off} of {end}")
@@ -218,15 +217,13 @@ class Decoder:
             if length < 20 or off + length > end:
                 raise ValueError(f"malformed netlink message (length {length} at {off} of {end})")
             flags |= nlflags
-            if kind == CT_NEW or kind == CT_DELETE:
-                n += 1
-                layout = layouts.get(length << 8 | buf[off + 16])
+            if kind & 0xFFFD == CT_NEW:  # CT_NEW or CT_DELETE
+                layout = get(length << 8 | buf[off + 16])
                 if layout is not None:
                     check, expect, ks, ke, i0, i1, c0, c1, dy = layout
                     if check(buf, off) == expect:
-                        if buf[off + dy] & DYING_BIT and kind == CT_NEW:
+                        if buf[off + dy] & 2 and kind == CT_NEW:  # DYING_BIT
                             self.dying += 1
-                            n -= 1
                         else:
                             sink(
                                 (
@@ -236,18 +233,20 @@ class Decoder:
                             )
                         off += (length + 3) & ~3
                         continue
-                msg = self._walk(buf, off, length)
-                if msg.status & IPS_DYING and kind == CT_NEW:
-                    self.dying += 1
-                    n -= 1
-                else:
-                    sink((msg.key, msg.counters))
+                self._slow(buf, off, length, kind, sink)
             elif kind == NLMSG_DONE:
-                return DONE | (INTERRUPTED if flags & NLM_F_DUMP_INTR else 0), n
+                return DONE | (INTERRUPTED if flags & NLM_F_DUMP_INTR else 0)
             elif kind == NLMSG_ERROR:
                 _raise_error(buf, off)
             off += (length + 3) & ~3
-        return (INTERRUPTED if flags & NLM_F_DUMP_INTR else 0), n
+        return INTERRUPTED if flags & NLM_F_DUMP_INTR else 0
+
+    def _slow(self, buf: bytes, off: int, length: int, kind: int, sink: Sink) -> None:
+        msg = self._walk(buf, off, length)
+        if msg.status & IPS_DYING and kind == CT_NEW:
+            self.dying += 1
+        else:
+            sink((msg.key, msg.counters))
 
     def messages(self, buf: bytes, out: list[Message]) -> int:
         """Append every conntrack message of ``buf``, fully decoded, to ``out``; return DONE/INTERRUPTED.

@@ -22,7 +22,7 @@ EVENTS_LOST: Final = counter(
 TABLE: Final = counter(
     "agent_flow_table_total",
     "flow table exceptions: stale_sightings, untracked_sightings (table full), expired_without_event, "
-    "duplicate_events, unseen_destroyed, counter_resets",
+    "duplicate_events, unseen_destroyed, counter_resets, duplicate_sightings, dying_in_dump",
     ["event"],
 )
 DROPPED: Final = counter("agent_dropped_records_total", "records not reported, by reason", ["reason"])

@@ -68,6 +68,8 @@ class Agent:
         self._obsolete: list[int] = []
         self._durable: set[int] = set()
         """Seqs of the reports the saved state lists: only those may be published."""
+        self._overruns = self._dying = 0
+        self._failure = ""
         self._work = asyncio.Event()
         self._resync = asyncio.Event()
         self._final = False
@@ -95,7 +97,7 @@ class Agent:
             else:  # the node rebooted: its conntrack table (and our baselines) are gone, deltas are not
                 log.warning("node rebooted since the state was saved: baselines dropped")
                 self.table.deltas = state.deltas
-                self._cut(self.interval_start, boot=state.boot)
+                self._cut(self.interval_start or int(now), boot=state.boot)
             log.info(
                 "resumed from state",
                 extra={
@@ -122,7 +124,7 @@ class Agent:
     def poll(self) -> None:
         """DESTROY events, a full dump, events again; counts everything. A failed dump is logged."""
         started = time.monotonic()
-        lost = self.conntrack.overruns
+        before = self.conntrack.overruns
         metrics.EVENTS.inc(self.conntrack.read_events(self.table.destroy))
         self.table.begin_dump()
         try:
@@ -137,16 +139,19 @@ class Agent:
             raise
         self.table.end_dump(consistent=result.consistent)
         metrics.EVENTS.inc(self.conntrack.read_events(self.table.destroy))
-        if self.conntrack.overruns != lost:
-            metrics.EVENTS_LOST.inc(self.conntrack.overruns - lost)
-            self._resync.set()  # events were lost while we dumped: dump again now
+        metrics.EVENTS_LOST.inc(self.conntrack.overruns - self._overruns)
+        self._overruns = self.conntrack.overruns
         self.conntrack.resync_needed = False
+        if self._overruns != before:
+            self._resync.set()  # events were lost during this dump: dump again at once
         self.polls += 1
         self.last_poll = time.monotonic()
         metrics.POLL_SECONDS.observe(self.last_poll - started)
         metrics.ENTRIES.set(result.entries)
         metrics.FLOWS.set(self.table.tracked)
         metrics.OPEN_DELTAS.set(len(self.table.deltas))
+        self.table.stats["dying_in_dump"] += self.conntrack.dying_skipped - self._dying
+        self._dying = self.conntrack.dying_skipped
         for event, count in self.table.stats.items():
             metrics.TABLE.labels(event).inc(count)
         self.table.stats.clear()
@@ -158,9 +163,7 @@ class Agent:
         if not self.interval_start:
             self.interval_start = int(now // step * step)
         self.poll()
-        if (
-            final or now >= self.interval_start + step or now < self.interval_start
-        ):  # (or the clock went back)
+        if final or not self.interval_start <= now < self.interval_start + step:  # over (or clock went back)
             self._cut(self.interval_start)
             if not final:
                 self.interval_start = int(now // step * step)
@@ -190,9 +193,8 @@ class Agent:
         self.state_dir.save_report(new)
         self.pending.append(new)
         metrics.REPORTS.inc()
-        if (
-            len(self.pending) > self.settings.max_backlog_reports
-        ):  # never touches pending[0]: it may be in flight
+        if len(self.pending) > self.settings.max_backlog_reports:
+            # the two newest; never pending[0], which may be in flight (cap >= 2, so len >= 3 here)
             older, newer = self.pending[-2], self.pending[-1]
             merged = reports.merge(older, newer, seq=self._seq(), max_bytes=self.settings.max_message_bytes)
             self.state_dir.save_report(merged)
@@ -286,10 +288,17 @@ class Agent:
                 await (self._work.wait() if stop.is_set() else _first(self._work, stop))
                 continue
             if await self._send_head():
+                if failures:
+                    log.info("publishing again", extra={"failures": failures, "backlog": len(self.pending)})
                 failures = 0
                 continue
             failures += 1
             metrics.PUBLISH_RETRIES.inc()
+            if failures == 1 or failures % 20 == 0:  # not one line per retry during an outage
+                log.warning(
+                    "cannot publish yet, will retry",
+                    extra={"failures": failures, "backlog": len(self.pending), "error": self._failure},
+                )
             delay = RETRY_S[min(failures, len(RETRY_S)) - 1]
             await (asyncio.sleep(delay) if stop.is_set() else sleep_or_stop(stop, delay))
 
@@ -298,7 +307,7 @@ class Agent:
         try:
             sent = await self.publisher.send(head)
         except TransientError as exc:
-            log.warning("report %d not published yet: %s", head.seq, exc)
+            self._failure = str(exc)
             return False
         except Oversized as exc:
             self._split(head, exc.chunks)

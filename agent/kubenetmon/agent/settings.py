@@ -37,7 +37,7 @@ class AgentSettings:
         "/run/kubenetmon", flag="--state-dir", help="directory of the checkpoint and pending reports"
     )
     metrics_port: int = option(
-        9100, flag="--metrics-port", kind="int", help="port of /metrics, /healthz, /readyz (-1: off)"
+        9810, flag="--metrics-port", kind="int", help="port of /metrics, /healthz, /readyz (-1: off)"
     )
     metrics_host: str = option("0.0.0.0", flag="--metrics-host", help="address of the metrics server")
     skip_sanity_check: bool = False

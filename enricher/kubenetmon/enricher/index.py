@@ -6,6 +6,8 @@ held it; a lookup for interval ``[t0, t1)`` takes the one record whose lifetime 
 else the one ended less than ``grace_seconds`` before it (deleted pods stay resolvable); two
 candidates at the same level are ambiguous: unknown, and counted. Ended records, deleted nodes and
 deleted Services are pruned after the grace period, so memory is bounded by the live objects.
+``generation`` changes whenever a pod or node lookup may answer differently (an event that changes
+nothing attribution uses, such as a status heartbeat, leaves it alone), so callers may memoise answers.
 
 The index is a plain class fed by events (``apply``) and full lists (``replace``, which also marks
 the kind as listed: the index is ready once every kind was listed). It must not do I/O, must not know
@@ -40,6 +42,8 @@ class Index:
         self.node_ports: dict[int, str] = {}
         self.ambiguous = 0
         """Lookups that found more than one candidate pod (resolved as unknown)."""
+        self.generation = 0
+        """Bumped by every change to pods, nodes or their addresses (not by Service changes)."""
         self._service_keys: dict[str, tuple[tuple[bytes, ...], tuple[int, ...]]] = {}
         self._gone: dict[tuple[str, str], float] = {}
         self._required = frozenset(kinds)
@@ -113,6 +117,7 @@ class Index:
         expired = [key for key, until in self._gone.items() if until + self.grace <= now]
         for kind, key in expired:
             del self._gone[(kind, key)]
+            self.generation += kind != "services"
             if kind == "pods":
                 self._drop_pod(key)
             elif kind == "nodes":
@@ -122,6 +127,7 @@ class Index:
         return len(expired)
 
     def _forget(self, kind: str, key: str, *, now: float) -> None:
+        self.generation += kind != "services"
         if kind == "pods":
             pod = self.pods[key]
             pod.until = now if pod.until is None else min(pod.until, now)
@@ -144,7 +150,10 @@ class Index:
                 new.until = old.until  # a pod never holds its IP again once it ended
             if new.until is not None and not new.ips:
                 new.ips = old.ips  # still attributable for the intervals before it ended
+            if _same_pod(old, new):
+                return  # e.g. a readiness change: nothing attribution uses
             self._drop_pod(new.uid)
+        self.generation += 1
         self._add_pod(new)
 
     def _add_pod(self, new: Pod) -> None:
@@ -173,6 +182,9 @@ class Index:
             if node.name in self.nodes:
                 self._forget("nodes", node.name, now=now)
             return
+        if self.nodes.get(node.name) == node and ("nodes", node.name) not in self._gone:
+            return  # a status heartbeat: zone, instance and addresses unchanged
+        self.generation += 1
         self._drop_node(node.name)
         self._gone.pop(("nodes", node.name), None)
         self.nodes[node.name] = node
@@ -207,6 +219,10 @@ class Index:
         for port in ports:
             if self.node_ports.get(port) == name:
                 del self.node_ports[port]
+
+
+def _same_pod(old: Pod, new: Pod) -> bool:
+    return all(getattr(old, name) == getattr(new, name) for name in Pod.__slots__)
 
 
 def _key(kind: str, obj: Obj) -> str:

@@ -5,24 +5,28 @@ connection classes, the two rows per flow) as one pure function of a RAW message
 and the range table. The enricher workers and ``kubenetmon label`` both call ``Labeler.label``, so
 the offline tool gives exactly what the pipeline writes.
 
-Output is column-oriented in the order of ``schema.COLUMNS``: rows are built as tuples and
-transposed once per message. Every drop and every unknown is counted by reason in ``Stats``.
+It works on whole columns, never row by row: each address column maps to memoised ``Endpoint``
+tuples (``endpoints``), each record's case of the direction table is a table lookup keyed by the two
+endpoints' roles, the kept records are gathered per direction with ``itemgetter`` and the side tuples
+are transposed once, all in C. Output is column-oriented in ``schema.COLUMNS`` order: the ``out`` row
+of every kept record (those whose source is local, then those whose destination is local), then their
+``in`` rows in the same order. Every drop and every unknown is counted by reason in ``Stats``.
 
 It must not do I/O, read the clock except through ``enriched_at``, or mutate the index.
 """
 
 from __future__ import annotations
 
-import hashlib
-import struct
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import compress, repeat
+from operator import add, eq, itemgetter, xor
 from typing import Any, Final
 
+from kubenetmon.enricher import endpoints as ep
 from kubenetmon.enricher.classes import INTRA_VPC, UNKNOWN, LabelSettings, Remote, remote_table
 from kubenetmon.enricher.index import Index
-from kubenetmon.enricher.objects import Node, Pod
 from kubenetmon.enricher.prefixes import PrefixTable
 from kubenetmon.enricher.ranges import Range
 from kubenetmon.shared import schema
@@ -30,19 +34,38 @@ from kubenetmon.shared.errors import ConfigError
 from kubenetmon.shared.schema import RawMessage, RawRow
 
 UDP: Final = 17
-_MAPPED: Final = bytes(10) + b"\xff\xff"
-KNOWN_MAX: Final = 200_000
-"""Addresses whose resolution is remembered across messages (then forgotten all at once)."""
 FLAGS: Final = {True: {"crossZone": True}, False: {"crossZone": False}}
 """Shared, never mutated: msgpack encodes each row's map from these two objects."""
 
 DropHook = Callable[[int, RawRow, str], None]
 
+# What happens to a record: kept with its source (OUT) or destination (IN) as the local side, or dropped.
+OUT, IN, NODE, DIRECTION, PROTO, IGNORED_UDP = range(6)
+REASONS: Final = {NODE: "node", DIRECTION: "direction", PROTO: "proto", IGNORED_UDP: "udp"}
+# An endpoint's role for the observer: a node's address, no pod, a pod with no node, a pod on the
+# observer, a pod on another node.
+_NODE, _NO_POD, _NO_NODE, _HERE, _ELSEWHERE = range(5)
 
-Endpoint = tuple[Any, ...]
-"""One address during one interval, a plain tuple for speed: (is a node's address, its pod or None,
-its columns as the local side (``_SIDE_COLUMNS``), as the remote side (``_SIDE_COLUMNS`` + class,
-cloud service, known pod), ip family, IPv4 as an integer (0 for IPv6), 16-byte address)."""
+
+def _case(src: int, dst: int) -> int:
+    """The direction table of the labeling spec (§1 node flows, §3), first matching rule wins."""
+    if _NODE in (src, dst):
+        return NODE
+    if src == _HERE:
+        return OUT
+    if dst == _HERE:
+        return IN
+    if src == _NO_POD and dst == _ELSEWHERE:
+        return OUT
+    if src == _ELSEWHERE and dst == _NO_POD:
+        return IN
+    return DIRECTION
+
+
+_CASES: Final = tuple(_case(src, dst) for src in range(5) for dst in range(5))
+"""Indexed by 5 * source role + destination role."""
+_KEY, _LOCAL, _REMOTE = itemgetter(0), itemgetter(1), itemgetter(2)
+_POD: Final = ep.SIDE_FIELDS.index("Pod")
 
 
 @dataclass(slots=True)
@@ -70,237 +93,178 @@ class Labeler:
     def __init__(self, settings: LabelSettings, *, index: Index, ranges: PrefixTable[Range]) -> None:
         self.settings = settings
         self.index = index
-        self.remotes: PrefixTable[Remote] = remote_table(ranges, settings)
-        self._unknown_local = (settings.cloud, settings.region, settings.cluster, settings.cell) + ("",) * 8
-        self._known: dict[bytes, tuple[Pod | None, Node | None, PrefixTable[Remote], Endpoint]] = {}
+        self.endpoints = ep.Endpoints(settings, index=index, remotes=remote_table(ranges, settings))
+        self._kept = frozenset(schema.PROTO_NAMES) - ({UDP} if settings.ignore_udp else set())
         private = self.remotes.lookup(b"\x0a\x00\x00\x01")
         if private is None or private.cls != INTRA_VPC:
             raise ConfigError("the range table was built without the private ranges (use settings.private)")
 
+    @property
+    def remotes(self) -> PrefixTable[Remote]:
+        return self.endpoints.remotes
+
     def set_ranges(self, ranges: PrefixTable[Range]) -> None:
-        """Swap in a refreshed range table (atomic: one attribute assignment)."""
-        self.remotes = remote_table(ranges, self.settings)
+        """Swap in a refreshed range table (memoised endpoints are dropped with the old one)."""
+        self.endpoints.remotes = remote_table(ranges, self.settings)
 
     def label(self, msg: RawMessage, *, enriched_at: int, on_drop: DropHook | None = None) -> Labelled:
-        """Two rows per kept record (all ``out`` rows, then all ``in`` rows), in ``COLUMN_NAMES`` order.
+        """Two rows per kept record (all ``out`` rows, then all ``in`` rows), in ``COLUMN_NAMES`` order."""
+        columns = msg.columns()
+        n = len(columns[0])
+        stats = Stats(records=n)
+        proto, _, _, osrc, odst, osp, odp, rsrc, _, rsp, _, opk, oby, rpk, rby = columns
+        ambiguous = self.index.ambiguous
+        end = msg.start + msg.seconds
+        src, dst = self.endpoints.resolve(osrc, rsrc, start=msg.start, end=end)
+        cases = self._cases(msg.node, proto, src, dst)
+        outs, ins = cases.count(OUT), cases.count(IN)
+        if outs + ins < n:
+            _count_drops(msg, cases, stats, on_drop)
+        if self.index.ambiguous != ambiguous:
+            stats.unknown["ambiguous"] += self.index.ambiguous - ambiguous
+        if outs + ins == 0:
+            return Labelled(list(schema.COLUMN_NAMES), [[] for _ in schema.COLUMN_NAMES], stats)
+        o, i = _taker(cases, OUT, outs), _taker(cases, IN, ins)
+        local = list(zip(*map(_LOCAL, o(src)), *map(_LOCAL, i(dst))))
+        remote = list(zip(*map(_REMOTE, o(dst)), *map(_REMOTE, i(src))))
+        _count_unknown(stats, local, remote)
+        cross = list(map(self.endpoints.cross_zone.__getitem__, map(add, local[-1], remote[-1])))
+        twice: dict[str, Sequence[Any]] = {
+            "proto": list(map(schema.PROTO_NAMES.__getitem__, o(proto) + i(proto))),
+            "connectionClass": remote[ep.CLASS],
+            "connectionFlags": list(map(FLAGS.__getitem__, cross)),
+            "localPort": o(osp) + i(rsp),
+            "remotePort": o(rsp) + i(osp),
+            "remoteCloudService": remote[ep.CLASS + 1],
+            "ipFamily": local[ep.FAMILY],
+            "localService": [""] * outs + self._services(i(odst), i(odp)),
+            "remoteService": self._services(o(odst), o(odp)) + [""] * ins,
+            "crossZone": cross,
+        }
+        for j, name in enumerate(ep.SIDE_FIELDS):
+            twice["local" + name] = local[j]
+            twice["remote" + name] = remote[j]
+        ids = _take_ids(msg, columns, o, i)
+        halves = {
+            "direction": (("out",) * (outs + ins), ("in",) * (outs + ins)),
+            "bytes": (o(oby) + i(rby), o(rby) + i(oby)),
+            "packets": (o(opk) + i(rpk), o(rpk) + i(opk)),
+            "flowId": (ids, tuple(map(xor, ids, repeat(schema.IN_FLIP)))),
+        }
+        constants = {
+            "intervalStartTime": msg.start,
+            "intervalSeconds": msg.seconds,
+            "environment": self.settings.environment,
+            "observerNode": msg.node,
+            "enrichedAt": enriched_at,
+            "sourceId": msg.msg_id,
+        }
+        stats.rows = 2 * (outs + ins)
+        data = [_column(name, twice, halves, constants, stats.rows) for name in schema.COLUMN_NAMES]
+        return Labelled(list(schema.COLUMN_NAMES), data, stats)
 
-        One loop over the records, deliberately inlined: it is the enricher's per-record cost.
-        Everything about an address (node or not, its pod, both side tuples, its class) is resolved
-        once per message (one interval) by ``_endpoint`` and reused by every record that has it.
-        """
-        index = self.index
-        stats = Stats(records=len(msg.rows))
-        services, node_ips, node_ports = index.services, index.node_ips, index.node_ports
-        observer, ignore_udp, names = msg.node, self.settings.ignore_udp, schema.PROTO_NAMES
-        pair = FlowIds(msg.msg_id).pair
-        ambiguous_before = index.ambiguous
-        endpoints: dict[bytes, Endpoint] = {}
-        start, end, resolve = msg.start, msg.start + msg.seconds, self._endpoint
-        local_cols: list[tuple[Any, ...]] = []
-        remote_cols: list[tuple[Any, ...]] = []
-        per_row: list[tuple[Any, ...]] = []
-        for i, row in enumerate(msg.rows):
-            proto, family, zone, osrc, odst, osp, odp, rsrc, rdst, rsp, rdp, opk, oby, rpk, rby = row
-            name = names.get(proto)
-            reason = ""
-            if name is None:
-                reason = "proto"
-            elif proto == UDP and ignore_udp:
-                reason = "udp"
-            else:
-                src = endpoints.get(osrc) or endpoints.setdefault(osrc, resolve(osrc, start, end))
-                dst = endpoints.get(rsrc) or endpoints.setdefault(rsrc, resolve(rsrc, start, end))
-                spod, dpod = src[1], dst[1]
-                if src[0] or dst[0]:
-                    reason = "node"
-                elif spod is not None and spod.node == observer:
-                    outgoing = True
-                elif dpod is not None and dpod.node == observer:
-                    outgoing = False
-                elif spod is None and dpod is not None and dpod.node:
-                    outgoing = True
-                elif dpod is None and spod is not None and spod.node:
-                    outgoing = False
-                else:
-                    reason = "direction"
-            if reason:
-                stats.dropped[reason] += 1
-                if on_drop is not None:
-                    on_drop(i, row, reason)
-                continue
-            service = services.get(odst, "")
-            if not service and odst in node_ips:
-                service = node_ports.get(odp, "")
-            ids = pair(proto, family, zone, osrc, odst, osp, odp, rsrc, rdst, rsp, rdp)
-            if outgoing:
-                loc, rem = src[2], dst[3]
-                per_row.append(
-                    (name, osp, rsp, src[4], src[5], dst[5], src[6], dst[6],
-                     bool(loc[4] and rem[4] and loc[4] != rem[4]), "", service, oby, opk, rby, rpk, *ids)
-                )  # fmt: skip
-            else:
-                loc, rem = dst[2], src[3]
-                per_row.append(
-                    (name, rsp, osp, dst[4], dst[5], src[5], dst[6], src[6],
-                     bool(loc[4] and rem[4] and loc[4] != rem[4]), service, "", rby, rpk, oby, opk, *ids)
-                )  # fmt: skip
-            local_cols.append(loc)
-            remote_cols.append(rem)
-        if index.ambiguous != ambiguous_before:
-            stats.unknown["ambiguous"] += index.ambiguous - ambiguous_before
-        self._count_unknown(stats, local_cols, remote_cols)
-        columns = self._columns(msg, enriched_at, local_cols, remote_cols, per_row)
-        stats.rows = 2 * len(per_row)
-        return Labelled(
-            columns=list(schema.COLUMN_NAMES), data=[columns[c] for c in schema.COLUMN_NAMES], stats=stats
+    def _cases(
+        self, observer: str, proto: tuple[int, ...], src: list[ep.Endpoint], dst: list[ep.Endpoint]
+    ) -> list[int]:
+        """Each record's fate (``OUT``, ``IN`` or a drop), by the spec's order of rules."""
+        src_roles = {ep.NODE_ADDRESS: 5 * _NODE, ep.NOT_A_POD: 5 * _NO_POD, "": 5 * _NO_NODE}
+        dst_roles = {ep.NODE_ADDRESS: _NODE, ep.NOT_A_POD: _NO_POD, "": _NO_NODE}
+        src_roles[observer] = 5 * _HERE
+        dst_roles[observer] = _HERE
+        roles = map(
+            add,
+            map(src_roles.get, map(_KEY, src), repeat(5 * _ELSEWHERE)),
+            map(dst_roles.get, map(_KEY, dst), repeat(_ELSEWHERE)),
         )
+        cases = list(map(_CASES.__getitem__, roles))
+        if not self._kept.issuperset(proto):  # protocol drops come first
+            for j, number in enumerate(proto):
+                if number not in self._kept:
+                    cases[j] = PROTO if number not in schema.PROTO_NAMES else IGNORED_UDP
+        return cases
 
-    def _endpoint(self, ip: bytes, start: int, end: int) -> Endpoint:
-        """Everything the labeler needs about one address during ``[start, end)``.
-
-        Memoised across messages: an entry is reused only while the same pod object, node object and
-        range table produce it (the index replaces objects on every change), so it is never stale.
-        """
+    def _services(self, dsts: tuple[bytes, ...], dports: tuple[int, ...]) -> list[str]:
+        """The Service each original destination addressed: a cluster IP, else a node port of a node."""
         index = self.index
-        if ip in index.node_ips:
-            return (True, None, (), (), *_address(ip))
-        pod = index.pod_at(ip, start, end)
-        node = index.nodes.get(pod.node) if pod is not None else None
-        remotes = self.remotes
-        known = self._known.get(ip)
-        if known is not None and known[0] is pod and known[1] is node and known[2] is remotes:
-            return known[3]
-        remote = remotes.lookup(ip)
-        assert remote is not None  # remote_table maps "no match" to a value too
-        tail = (remote.cls, remote.service, pod is not None)
-        endpoint: Endpoint
-        if pod is None:
-            endpoint = (False, None, self._unknown_local, (*remote.fields, "", "", "", *tail), *_address(ip))
-        else:
-            side = self._pod_fields(pod)
-            endpoint = (False, pod, side, (remote.cloud, remote.region, *side[2:], *tail), *_address(ip))
-        if len(self._known) >= KNOWN_MAX:
-            self._known.clear()
-        self._known[ip] = (pod, node, remotes, endpoint)
-        return endpoint
-
-    @staticmethod
-    def _count_unknown(
-        stats: Stats, local_cols: list[tuple[Any, ...]], remote_cols: list[tuple[Any, ...]]
-    ) -> None:
-        if not remote_cols:
-            return
-        counts = {
-            "local": sum(1 for side in local_cols if not side[_POD]),
-            "remote": sum(1 for side in remote_cols if not side[_R_KNOWN]),
-            "class": sum(1 for side in remote_cols if side[_R_CLASS] == UNKNOWN),
-        }
-        for reason, n in counts.items():
-            if n:
-                stats.unknown[reason] += n
-
-    def _columns(
-        self,
-        msg: RawMessage,
-        enriched_at: int,
-        local_cols: list[tuple[Any, ...]],
-        remote_cols: list[tuple[Any, ...]],
-        per_row: list[tuple[Any, ...]],
-    ) -> dict[str, list[Any]]:
-        """Transpose once (C speed); each record's ``out`` and ``in`` rows share all but four columns."""
-        n = len(per_row)
-        if n == 0:
-            return {c: [] for c in schema.COLUMN_NAMES}
-        loc = list(zip(*local_cols, strict=True))
-        rem = list(zip(*remote_cols, strict=True))
-        row = list(zip(*per_row, strict=True))
-        s = self.settings
-        cols: dict[str, list[Any]] = {
-            "intervalStartTime": [msg.start] * 2 * n,
-            "intervalSeconds": [msg.seconds] * 2 * n,
-            "environment": [s.environment] * 2 * n,
-            "direction": ["out"] * n + ["in"] * n,
-            "observerNode": [msg.node] * 2 * n,
-            "enrichedAt": [enriched_at] * 2 * n,
-            "sourceId": [msg.msg_id] * 2 * n,
-            "connectionFlags": [FLAGS[c] for c in row[8]] * 2,
-            "bytes": [*row[11], *row[13]],
-            "packets": [*row[12], *row[14]],
-            "flowId": [*row[15], *row[16]],
-            "connectionClass": [*rem[_R_CLASS], *rem[_R_CLASS]],
-            "remoteCloudService": [*rem[_R_SERVICE], *rem[_R_SERVICE]],
-        }
-        for j, name in enumerate(_ROW_COLUMNS):
-            cols[name] = [*row[j], *row[j]]
-        for j, name in enumerate(_SIDE_COLUMNS):
-            cols["local" + name] = [*loc[j], *loc[j]]
-            cols["remote" + name] = [*rem[j], *rem[j]]
-        return cols
-
-    def _pod_fields(self, pod: Pod) -> tuple[Any, ...]:
-        """A pod's side columns, in ``_SIDE_COLUMNS`` order."""
-        s = self.settings
-        node = self.index.nodes.get(pod.node)
-        zone, instance = (node.zone, node.instance_id) if node is not None else ("", "")
-        return (
-            s.cloud, s.region, s.cluster, s.cell, zone, pod.node, instance, pod.namespace, pod.name,
-            pod.app, pod.workload_kind, pod.workload,
-        )  # fmt: skip
+        found = list(map(index.services.get, dsts, repeat("")))
+        if not index.node_ips.keys().isdisjoint(dsts):
+            for j, dst in enumerate(dsts):
+                if not found[j] and dst in index.node_ips:
+                    found[j] = index.node_ports.get(dports[j], "")
+        return found
 
 
-def _address(ip: bytes) -> tuple[int, int, bytes]:
-    """ipFamily, IPv4 as an integer (0 for IPv6), the 16-byte (IPv4-mapped) address."""
-    if len(ip) == 4:
-        return 4, int.from_bytes(ip, "big"), _MAPPED + ip
-    return 6, 0, ip
+Take = Callable[[Sequence[Any]], tuple[Any, ...]]
+
+
+def _taker(cases: list[int], case: int, count: int) -> Take:
+    """A function gathering, from any column, the values of the records whose fate is ``case``."""
+    if count == len(cases):
+        return tuple
+    if count == 0:
+        return lambda column: ()
+    picked = list(compress(range(len(cases)), map(eq, cases, repeat(case))))
+    if count == 1:
+        return lambda column: (column[picked[0]],)
+    return itemgetter(*picked)
+
+
+def _take_ids(msg: RawMessage, columns: list[tuple[Any, ...]], o: Take, i: Take) -> tuple[int, ...]:
+    ids = schema.flow_ids(msg.msg_id, columns)
+    return o(ids) + i(ids)
+
+
+def _column(
+    name: str,
+    twice: dict[str, Sequence[Any]],
+    halves: dict[str, tuple[Sequence[Any], Sequence[Any]]],
+    constants: dict[str, Any],
+    rows: int,
+) -> list[Any]:
+    values = twice.get(name)
+    if values is not None:
+        return [*values, *values]
+    if name in halves:
+        first, second = halves[name]
+        return [*first, *second]
+    return [constants[name]] * rows
+
+
+def _count_drops(msg: RawMessage, cases: list[int], stats: Stats, on_drop: DropHook | None) -> None:
+    for case, reason in REASONS.items():
+        n = cases.count(case)
+        if n:
+            stats.dropped[reason] += n
+    if on_drop is not None:
+        rows = msg.rows
+        for j, case in enumerate(cases):
+            if case in REASONS:
+                on_drop(j, rows[j], REASONS[case])
+
+
+def _count_unknown(stats: Stats, local: list[tuple[Any, ...]], remote: list[tuple[Any, ...]]) -> None:
+    counts = {
+        "local": local[_POD].count(""),
+        "remote": remote[_POD].count(""),
+        "class": remote[ep.CLASS].count(UNKNOWN),
+    }
+    for reason, n in counts.items():
+        if n:
+            stats.unknown[reason] += n
 
 
 class FlowIds:
-    """``schema.flow_id`` for both directions of a row, sharing the hash of the common prefix.
+    """``schema.flow_id`` of both directions of a row, as the labeler computes them (``schema.flow_ids``)."""
 
-    Same bytes hashed in the same order as ``schema.flow_id`` (blake2b is a streaming hash), so the
-    values are identical; a test checks it on random rows of both families.
-    """
-
-    __slots__ = ("_base",)
+    __slots__ = ("_msg_id",)
 
     def __init__(self, msg_id: str) -> None:
-        self._base = hashlib.blake2b(msg_id.encode(), digest_size=8)
-
-    def pair(
-        self, proto: int, family: int, zone: int, osrc: bytes, odst: bytes, osport: int, odport: int,
-        rsrc: bytes, rdst: bytes, rsport: int, rdport: int,
-    ) -> tuple[int, int]:  # fmt: skip
-        """(flow id ``out``, flow id ``in``) of the row with these fields (``RawRow`` order)."""
-        n = len(osrc)
-        blob = (_PACK4 if n == 4 else _PACK16)(
-            proto, family, zone, n, osrc, n, odst, n, rsrc, n, rdst, osport, odport, rsport, rdport
-        )
-        out = self._base.copy()
-        out.update(blob)
-        back = out.copy()
-        out.update(b"out")
-        back.update(b"in")
-        return int.from_bytes(out.digest(), "big"), int.from_bytes(back.digest(), "big")
+        self._msg_id = msg_id
 
     def of(self, row: RawRow) -> tuple[int, int]:
-        return self.pair(*row[:11])
+        """(flow id ``out``, flow id ``in``) of ``row``."""
+        (out,) = schema.flow_ids(self._msg_id, [(value,) for value in row])
+        return out, out ^ schema.IN_FLIP
 
 
-_PACK4: Final = struct.Struct("!BBHB4sB4sB4sB4sHHHH").pack
-_PACK16: Final = struct.Struct("!BBHB16sB16sB16sB16sHHHH").pack
-# per_row layout: the columns below, then localService, remoteService, out bytes, out packets,
-# in bytes, in packets, flow id out, flow id in.
-_ROW_COLUMNS: Final = (
-    "proto", "localPort", "remotePort", "ipFamily", "localIPv4", "remoteIPv4", "localIP", "remoteIP",
-    "crossZone", "localService", "remoteService",
-)  # fmt: skip
-_SIDE_COLUMNS: Final = (
-    "Cloud", "Region", "Cluster", "Cell", "AvailabilityZone", "Node", "InstanceID", "Namespace", "Pod",
-    "App", "WorkloadKind", "Workload",
-)  # fmt: skip
-__all__ = ["UNKNOWN", "LabelSettings", "Labeler", "Labelled", "Stats"]
-_POD: Final = _SIDE_COLUMNS.index("Pod")
-_R_CLASS: Final = len(_SIDE_COLUMNS)
-_R_SERVICE: Final = _R_CLASS + 1
-_R_KNOWN: Final = _R_CLASS + 2
+__all__ = ["UNKNOWN", "FlowIds", "LabelSettings", "Labeler", "Labelled", "Stats"]

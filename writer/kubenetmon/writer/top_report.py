@@ -16,6 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final, TextIO
 
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -277,17 +278,12 @@ def plain_table(report: Report, out: TextIO) -> None:
         out.write("  ".join(parts).rstrip() + "\n")
 
 
-def rich_table(report: Report) -> Table:
-    """The same table for a terminal: colours for classes and cross-zone pairs."""
-    table = Table(
-        title=_head(report),
-        caption=_span(report) if report.rows else None,
-        title_justify="left",
-        caption_justify="left",
-        header_style="bold",
-        box=None,
-        pad_edge=False,
-    )
+def rich_table(report: Report) -> RenderableType:
+    """The same report for a terminal: a bold title, colours for classes and cross-zone pairs."""
+    head = Text(_head(report), style="bold")
+    if not report.rows:
+        return head
+    table = Table(header_style="bold", box=None, pad_edge=False)
     header, rows = _cells(report)
     for name in header:
         if name in _NUMERIC or name == "CLASS":  # never cut a number or a class
@@ -303,7 +299,7 @@ def rich_table(report: Report) -> Table:
             for cell, name in zip(line, header, strict=True)
         ]
         table.add_row(*styled)
-    return table
+    return Group(head, table, Text(_span(report), style="dim"))
 
 
 def summary_line(report: Report, *, top: int = 3) -> str:

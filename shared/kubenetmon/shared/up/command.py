@@ -65,8 +65,9 @@ def make_plan(settings: UpSettings, *, interactive: bool) -> Plan:
     if settings.demo:
         from kubenetmon.shared.lab import demo
 
-        command = demo.command(settings.root / "demo-inventory.json", zones=("zone-a", "zone-b"))
-        return replace(base, lab_command=tuple(command), description="the demo lab")
+        return replace(
+            base, lab_command=tuple(demo.command(settings.root / "demo")), description="the demo lab"
+        )
     agents = (AgentSpec(node=settings.node_name, netns=settings.netns),)
     where = f"node {settings.node_name}" + (
         f" (network namespace {settings.netns})" if settings.netns else ""

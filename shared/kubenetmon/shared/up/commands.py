@@ -30,7 +30,10 @@ def writer(settings: UpSettings, *, nats_url: str) -> list[str]:
     )  # fmt: skip
 
 
-def enricher(settings: UpSettings, *, nats_url: str, inventory: str, kubeconfig: str) -> list[str]:
+def enricher(
+    settings: UpSettings, *, nats_url: str, inventory: str, kubeconfig: str, extra: tuple[str, ...] = ()
+) -> list[str]:
+    """``extra`` (labeling flags that come with the metadata) follows, and so wins over, ``up``'s own."""
     metadata = ["--inventory", inventory] if inventory else ["--kubeconfig", kubeconfig] if kubeconfig else []
     labels = ["--cloud", settings.cloud] + (["--region", settings.region] if settings.region else [])
     ranges = ["--ranges", ",".join(settings.ranges), "--ranges-cache-dir", str(settings.root / "ranges")]
@@ -40,6 +43,7 @@ def enricher(settings: UpSettings, *, nats_url: str, inventory: str, kubeconfig:
         *metadata,
         *labels,
         *(ranges if settings.ranges else []),
+        *extra,
         "--http-port", "-1",
         "--drain-timeout", SERVICE_DRAIN,
     )  # fmt: skip

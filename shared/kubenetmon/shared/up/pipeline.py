@@ -55,6 +55,8 @@ class Plan:
     inventory: str = ""
     kubeconfig: str = ""
     lab_command: tuple[str, ...] = ()
+    enricher_args: tuple[str, ...] = ()
+    """Labeling settings that come with the metadata (the demo's cloud, region and ranges)."""
     description: str = ""
     """What is metered, in a few words."""
     env: Mapping[str, str] = field(default_factory=dict)
@@ -107,7 +109,13 @@ class Pipeline:
         plan = await self._start_lab() if self.plan.lab_command else self.plan
         self._spawn(
             "enricher",
-            commands.enricher(s, nats_url=url, inventory=plan.inventory, kubeconfig=plan.kubeconfig),
+            commands.enricher(
+                s,
+                nats_url=url,
+                inventory=plan.inventory,
+                kubeconfig=plan.kubeconfig,
+                extra=plan.enricher_args,
+            ),
         )
         for a in plan.agents:
             self._spawn(f"agent-{a.node}", commands.agent(s, nats_url=url, node=a.node, netns=a.netns))
@@ -129,6 +137,7 @@ class Pipeline:
                 self.plan,
                 agents=agents,
                 inventory=str(ready["inventory"]),
+                enricher_args=tuple(str(a) for a in ready.get("enricher_args", ())),
                 description=f"{self.plan.description}: {ready.get('summary') or nodes}",
             )
         except (ValueError, KeyError, TypeError):
