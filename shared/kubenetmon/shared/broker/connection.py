@@ -121,5 +121,5 @@ def describe(exc: BaseException) -> str:
 async def quiet_close(nc: Client) -> None:
     try:
         await nc.close()
-    except CLIENT_ERRORS as exc:
+    except (*CLIENT_ERRORS, RuntimeError) as exc:  # nats-py raises RuntimeError closing while reconnecting
         log.debug("close failed: %s", describe(exc))
