@@ -154,7 +154,7 @@ async def assert_cannot_consume(broker: Broker, consumer: str, admin: Broker) ->
 
 def test_admin_creates_the_topology(initialised: str) -> None:
     lines = [line for line in initialised.splitlines() if line.startswith(("stream ", "consumer "))]
-    assert len(lines) == 5 and all(line.endswith(("created", "unchanged")) for line in lines), initialised
+    assert len(lines) == 6 and all(line.endswith(("created", "unchanged")) for line in lines), initialised
 
 
 @pytest.mark.parametrize("user", ["kubenetmon-agent", "kubenetmon-enricher", "kubenetmon-writer"])
@@ -210,6 +210,7 @@ async def test_enricher_consumes_raw_and_publishes_enriched(server: ConfiguredNa
             enricher.enriched_subject("node-b"), b"rows", msg_id="enriched/enricher-test/1"
         )
         await enricher.publish(enricher.dlq_subject("enricher"), b"poison", msg_id="dlq/enricher-test/1")
+        await enricher.publish(enricher.meta_subject("pods"), b"history", msg_id="meta/enricher-test/1")
         with pytest.raises(TransientError):
             await enricher.publish(enricher.raw_subject("node-b"), b"x", msg_id="enricher-test/denied")
         assert await counts(admin) == {**before, "enriched": before["enriched"] + 1, "dlq": before["dlq"] + 1}

@@ -37,13 +37,14 @@ def test_init_creates_then_leaves_alone_then_updates(nats_server: NatsServer) ->
         f"stream {s.stream_prefix}_RAW: created",
         f"stream {s.stream_prefix}_ENRICHED: created",
         f"stream {s.stream_prefix}_DLQ: created",
+        f"stream {s.stream_prefix}_META: created",
         f"consumer {s.stream_prefix}_RAW/enricher: created",
         f"consumer {s.stream_prefix}_ENRICHED/writer: created",
-        "topology: 5 created",
+        "topology: 6 created",
     ]
     again = kubenetmon("nats", "init", *flags, env=env)
     assert again.returncode == 0
-    assert again.stdout.splitlines()[-1] == "topology: 5 unchanged"
+    assert again.stdout.splitlines()[-1] == "topology: 6 unchanged"
 
     longer = kubenetmon("nats", "init", *flags, "--nats-enriched-max-age", "3d", env=env)
     assert longer.returncode == 0

@@ -15,7 +15,7 @@ from kubenetmon.shared.settings import NatsSettings
 async def test_init_creates_everything_then_is_a_noop(nats_settings: NatsSettings) -> None:
     async with await Broker.connect(nats_settings, name="t", wait_s=5) as broker:
         first = await broker.ensure_topology()
-        assert [(c.kind, c.action) for c in first.changes] == [("stream", "created")] * 3 + [
+        assert [(c.kind, c.action) for c in first.changes] == [("stream", "created")] * 4 + [
             ("consumer", "created")
         ] * 2
         second = await broker.ensure_topology()
@@ -49,7 +49,7 @@ async def test_storage_change_is_reported_as_conflict(nats_settings: NatsSetting
     in_memory = dataclasses.replace(nats_settings, storage="memory")
     async with await Broker.connect(in_memory, name="t", wait_s=5) as broker:
         report = await broker.ensure_topology()
-        assert len(report.conflicts) == 3
+        assert len(report.conflicts) == 4
         assert all("storage" in " ".join(c.details) for c in report.conflicts)
         with pytest.raises(ConfigError, match="cannot be reconciled"):
             report.raise_for_conflicts()
@@ -62,21 +62,24 @@ async def test_replicas_the_server_cannot_host_are_a_conflict(nats_settings: Nat
     async with await Broker.connect(three, name="t", wait_s=5) as broker:
         report = await broker.ensure_topology()
         conflicts = [c for c in report.conflicts if c.kind == "stream"]
-        assert len(conflicts) == 3
+        assert len(conflicts) == 4
         assert all("server refused" in c.details[-1] for c in conflicts)
 
 
 def test_names_and_subjects() -> None:
     s = NatsSettings(stream_prefix="KNM", subject_prefix="a.b")
-    assert [spec.name for spec in topology.stream_specs(s)] == ["KNM_RAW", "KNM_ENRICHED", "KNM_DLQ"]
+    names = ["KNM_RAW", "KNM_ENRICHED", "KNM_DLQ", "KNM_META"]
+    assert [spec.name for spec in topology.stream_specs(s)] == names
     assert [spec.subjects for spec in topology.stream_specs(s)] == [
         ("a.b.raw.>",),
         ("a.b.enriched.>",),
         ("a.b.dlq.>",),
+        ("a.b.meta.>",),
     ]
     assert topology.raw_subject(s, "ip-10-0-0-1.ec2.internal") == "a.b.raw.ip-10-0-0-1_ec2_internal"
     assert topology.enriched_subject(s, "n1") == "a.b.enriched.n1"
     assert topology.dlq_subject(s, "writer") == "a.b.dlq.writer"
+    assert topology.meta_subject(s, "pods") == "a.b.meta.pods"
     assert all(spec.retention == "limits" for spec in topology.stream_specs(s))
     enricher = topology.consumer_spec(s, "enricher")
     assert (enricher.stream, enricher.filter_subject, enricher.ack_policy) == (

@@ -276,5 +276,9 @@ def test_command_reads_the_exact_view(
     table = capsys.readouterr().out.splitlines()
     assert table[1].split() == ["LOCAL", "PEER", "CLASS", "BYTES", "BYTES/S", "PACKETS", "SHARE"]
     assert table[2].split()[:4] == ["shop/db-0", "shop/web-1", "INTRA_VPC", "100"]
+    assert cli.main([*argv, "--by", "class"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[1].split() == ["CLASS", "CLOUD", "ZONES", "BYTES", "BYTES/S", "PACKETS", "SHARE"]
+    assert table[2].split()[:3] == ["INTRA_VPC", "cross-zone", "10.0"]
     assert cli.main([*argv, "--since", "nonsense"]) == 2
     assert "not a duration" in capsys.readouterr().err

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.lab import Host, Lab, Node
+from kubenetmon.shared.lab import demo
+from tests.fixtures.lab import NETNS_DIR, Host, Lab, Node
 from tests.fixtures.lab_kernel import wait_until
 from tests.up.proc import Up, alive, kubenetmon, sql
 
@@ -87,7 +88,7 @@ def test_up_meters_a_namespace_and_stores_every_byte(lab: Lab, tmp_path: Path) -
         # rows appear while it runs, read through the writer (it owns the directory)
         def stored() -> bool:
             rows = sql(data, "SELECT count() AS n FROM network_flows_0_exact WHERE localPod = 'web-1'")
-            return rows[0]["n"] >= 4
+            return int(rows[0]["n"]) >= 4
 
         wait_until(stored, timeout=60, what="rows of web-1 in the flows table", step=0.5)
         top = kubenetmon("top", "--data-dir", str(data), "--by", "pod", "--format", "json")
@@ -127,17 +128,29 @@ def test_up_meters_a_namespace_and_stores_every_byte(lab: Lab, tmp_path: Path) -
     assert "web" in after.stdout and "db" in after.stdout and "PUBLIC_INTERNET" in after.stdout
 
 
-def test_a_killed_up_leaves_no_process_behind(lab: Lab, tmp_path: Path) -> None:
-    node = lab.node("node-a", zone="zone-a")
-    web = lab.pod("web-1", node=node)
-    inventory = _inventory(
-        tmp_path / "inventory.json",
-        node,
-        [_pod(web, node=node, app="web", owner=("StatefulSet", "web"), labels={})],
-    )
-    up = Up("--data-dir", str(tmp_path / "data"), "--netns", node.netns, "--inventory", str(inventory))
+def test_a_lone_machine_is_metered_as_one_pod_and_a_killed_up_leaves_nothing(
+    lab: Lab, tmp_path: Path
+) -> None:
+    machine = lab.node("laptop")  # stands for this machine: a namespace with its own addresses
+    outside = lab.external("outside", ipv4=OUTSIDE4, ipv6=OUTSIDE6)
+    data = tmp_path / "data"
+    up = Up("--data-dir", str(data), "--netns", machine.netns, "--interval", "2")
     try:
-        up.wait_for_line("ready: metering")
+        up.wait_for_line("ready: metering node")
+        inventory = json.loads((data / "inventory.json").read_text())
+        assert {ip["ip"] for ip in inventory["items"][1]["status"]["podIPs"]} >= {machine.ipv4, machine.ipv6}
+        machine.tcp_connect(outside.server("tcp", family=6)).exchange(3000, 30_000)
+
+        def attributed() -> bool:
+            rows = sql(
+                data,
+                "SELECT direction, sum(bytes) AS bytes FROM network_flows_0_exact "
+                f"WHERE localNamespace = 'host' AND toString(remoteIP) = '{OUTSIDE6}' "
+                "AND connectionClass = 'PUBLIC_INTERNET' GROUP BY direction",
+            )
+            return {r["direction"] for r in rows if r["bytes"] > 3000} == {"out", "in"}
+
+        wait_until(attributed, timeout=60, what="the machine's traffic, attributed and classed", step=0.5)
         running = up.processes()
         assert len(running) >= 5, up.output
         up.proc.kill()  # no chance to stop anything: the kernel tells each child (PR_SET_PDEATHSIG)
@@ -145,3 +158,69 @@ def test_a_killed_up_leaves_no_process_behind(lab: Lab, tmp_path: Path) -> None:
         wait_until(lambda: not alive(running), timeout=60, what="every child of a killed up to exit")
     finally:
         up.kill_all()
+
+
+def _lab_namespaces(tag_prefix: str) -> set[str]:
+    return (
+        {p.name for p in NETNS_DIR.iterdir() if p.name.startswith(tag_prefix)}
+        if NETNS_DIR.is_dir()
+        else set()
+    )
+
+
+def test_demo_shows_pods_apps_directions_and_classes_then_removes_the_lab(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    up = Up("--demo", "--data-dir", str(data), "--interval", "2")
+    try:
+        up.wait_for_line("ready: metering the demo lab")
+        lab_pids = [pid for pid, _ in up.processes() if "kubenetmon.shared.lab.demo" in _cmdline(pid)]
+        assert len(lab_pids) == 1, up.output
+        namespaces = _lab_namespaces(f"{demo.PREFIX}{lab_pids[0]}-")
+        assert len(namespaces) == 9, namespaces  # fabric, 2 nodes, 4 pods, 2 outside hosts
+        query = (
+            "SELECT DISTINCT localApp AS local, localWorkloadKind AS kind, "
+            "if(remotePod != '', remoteApp, toString(remoteIP)) AS peer, direction, proto, "
+            "ipFamily AS family, toString(connectionClass) AS class, remoteCloudService AS service, "
+            "remoteService AS svc, crossZone FROM network_flows_0_exact"
+        )
+        seen: list[dict[str, Any]] = []
+
+        def everything_seen() -> bool:
+            seen[:] = sql(data, query)
+            flows = {(r["local"], r["peer"], r["class"], r["direction"]) for r in seen}
+            return {
+                ("frontend", "api", "INTRA_VPC", "out"),
+                ("api", "frontend", "INTRA_VPC", "out"),
+                ("api", "db", "INTRA_VPC", "out"),
+                ("frontend", "cache", "INTRA_VPC", "in"),
+                ("db", "2001:db8:5::20", "INTRA_REGION", "out"),
+                ("api", "::ffff:203.0.113.10", "PUBLIC_INTERNET", "out"),
+                ("cache", "2001:db8::10", "PUBLIC_INTERNET", "in"),
+                ("db", "cache", "INTRA_VPC", "out"),
+            } <= flows
+
+        wait_until(everything_seen, timeout=90, what="every kind of demo flow in the table", step=1.0)
+        assert {r["kind"] for r in seen} == {"Deployment", "StatefulSet"}
+        assert {(r["proto"], r["family"]) for r in seen} >= {("TCP", 4), ("TCP", 6), ("UDP", 6)}
+        assert any(r["service"] == "s3" and r["class"] == "INTRA_REGION" for r in seen)
+        assert any(r["svc"] == "shop/api" and r["local"] == "frontend" for r in seen)
+        assert any(r["crossZone"] for r in seen) and not all(r["crossZone"] for r in seen)
+        running = up.processes()
+        assert up.stop() == 0, up.output
+        assert not alive(running), up.output
+        assert not _lab_namespaces(f"{demo.PREFIX}{lab_pids[0]}-")
+    finally:
+        up.kill_all()
+    assert any("api" in line and "frontend" in line and "cross-zone" in line for line in up.out), up.output
+    after = kubenetmon("top", "--data-dir", str(data), "--by", "class", "--format", "csv")
+    assert after.returncode == 0, after.stderr
+    assert {"INTRA_VPC", "INTRA_REGION", "PUBLIC_INTERNET"} <= {
+        line.split(",")[2] for line in after.stdout.splitlines()[1:]
+    }
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+    except OSError:
+        return ""

@@ -13,24 +13,29 @@ import asyncio
 import logging
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from kubenetmon.enricher import inventory, sources
 from kubenetmon.enricher import metrics as m
+from kubenetmon.enricher.history import Recorder
 from kubenetmon.enricher.index import Index
 from kubenetmon.enricher.labeler import Labeler
 from kubenetmon.enricher.prefixes import PrefixTable
 from kubenetmon.enricher.ranges import Range
+from kubenetmon.enricher.recording import MetaPublisher
 from kubenetmon.enricher.settings import (
     EnricherOptions,
+    HistoryOptions,
     LabelOptions,
     add_enricher_arguments,
+    add_history_arguments,
     add_label_arguments,
     enricher_options,
+    history_options,
     label_options,
 )
-from kubenetmon.enricher.watch import KubeWatch, Update, apply
+from kubenetmon.enricher.watch import LISTED, KubeWatch, Update, apply
 from kubenetmon.enricher.worker import STAGE, Enricher
 from kubenetmon.shared import logs, runtime
 from kubenetmon.shared.broker import Broker
@@ -69,11 +74,13 @@ class EnricherConfig:
     enricher: EnricherOptions
     runtime: RuntimeSettings
     http: HttpSettings
+    history: HistoryOptions = field(default_factory=HistoryOptions)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_label_arguments(parser)
     add_enricher_arguments(parser)
+    add_history_arguments(parser)
     parser.add_argument("--metrics-port", type=int, default=None, help="alias of --http-port")
     add_nats_arguments(parser)
     add_pool_arguments(parser)
@@ -90,6 +97,7 @@ def config_from(args: argparse.Namespace) -> EnricherConfig:
         nats=nats_settings(args),
         label=label_options(args),
         enricher=enricher_options(args),
+        history=history_options(args),
         runtime=runtime_settings(args),
         http=http,
     )
@@ -122,7 +130,10 @@ async def serve(config: EnricherConfig, *, ready: Ready, stop: asyncio.Event) ->
     index = Index(grace_seconds=config.label.pod_grace_s)
     labeler = Labeler(config.label.label(), index=index, ranges=await _load_ranges(config.label))
     listed = asyncio.Event()
-    kube = await _fill_index(index, config, listed)
+    history = (
+        MetaPublisher(Recorder(), snapshot_s=config.history.snapshot_s) if config.history.enabled else None
+    )
+    kube = await _fill_index(index, config, listed, history)
     broker: Broker | None = None
     try:
         broker = await _connect(config.nats, name=ready.name, stop=stop)
@@ -145,6 +156,8 @@ async def serve(config: EnricherConfig, *, ready: Ready, stop: asyncio.Event) ->
                 ),
             )
             tasks.start("housekeeping", _housekeeping(index, kube, stop=stop))
+            if history is not None:
+                tasks.start("metadata-history", history.run(broker, stop=stop))
             if config.label.ranges_refresh_s > 0 and any(sources.is_url(s) for s in config.label.ranges):
                 tasks.start("ranges", _refresh_ranges(labeler, config.label, stop=stop))
         ready(False)
@@ -170,19 +183,29 @@ async def _load_ranges(options: LabelOptions) -> PrefixTable[Range]:
     return table
 
 
-async def _fill_index(index: Index, config: EnricherConfig, listed: asyncio.Event) -> KubeWatch | None:
+async def _fill_index(
+    index: Index, config: EnricherConfig, listed: asyncio.Event, history: MetaPublisher | None
+) -> KubeWatch | None:
     """A static inventory, or watcher threads whose updates are applied on this event loop.
 
-    ``listed`` is set once every kind was listed (at once for an inventory).
+    ``listed`` is set once every kind was listed (at once for an inventory). Every update also goes
+    to ``history`` (the metadata history recorded on META), if there is one.
     """
     if config.label.inventory:
-        await asyncio.to_thread(inventory.load, index, config.label.inventory)
+        at = time.time()
+        await asyncio.to_thread(inventory.load, index, config.label.inventory, now=at)
+        if history is not None:
+            objects = await asyncio.to_thread(inventory.read, config.label.inventory)
+            for kind, objs in objects.items():
+                history.observe(kind, LISTED, objs, at=at)
         listed.set()
         return None
     loop = asyncio.get_running_loop()
 
     def on_loop(update: Update) -> None:
         apply(index, update)
+        if history is not None:
+            history.observe(update.kind, update.event, update.objects, at=update.at)
         if index.ready and not listed.is_set():
             listed.set()
 

@@ -17,6 +17,7 @@ side tuples it builds.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import compress
 from operator import not_
 from typing import Any, Final
@@ -36,15 +37,17 @@ ZONE_SHIFT: Final = 20
 """A remote zone's number is shifted by this much, so local + remote numbers key ``cross_zone``."""
 _MAPPED: Final = bytes(10) + b"\xff\xff"
 
-SIDE_FIELDS: Final = (
-    "Cloud", "Region", "Cluster", "Cell", "AvailabilityZone", "Node", "InstanceID", "Namespace", "Pod",
-    "App", "WorkloadKind", "Workload", "IPv4", "IP",
+LOCAL_FIELDS: Final = (
+    "AvailabilityZone", "Node", "InstanceID", "Namespace", "Pod", "App", "WorkloadKind", "Workload",
+    "IPv4", "IP",
 )  # fmt: skip
-"""Both side tuples start with these, in this order (``local``/``remote`` + name is the column)."""
-FAMILY: Final = len(SIDE_FIELDS)
-"""Local side: ip family (4 or 6) at this position, then the zone number."""
-CLASS: Final = len(SIDE_FIELDS)
-"""Remote side: connection class at this position, then cloud service, then the shifted zone number."""
+"""A local side tuple starts with these (``local`` + name is the column): its cloud, region, cluster
+and cell are the configured ones. Then the ip family (4 or 6) and the zone number."""
+REMOTE_FIELDS: Final = ("Cloud", "Region", "Cluster", "Cell", *LOCAL_FIELDS)
+"""A remote side tuple starts with these (``remote`` + name is the column), then the connection
+class, the cloud service and the shifted zone number."""
+FAMILY: Final = len(LOCAL_FIELDS)
+CLASS: Final = len(REMOTE_FIELDS)
 
 Endpoint = tuple[str, tuple[Any, ...], tuple[Any, ...]]
 """(key, local side, remote side): key is the pod's node name, ``NODE_ADDRESS`` or ``NOT_A_POD``."""
@@ -65,8 +68,6 @@ class Endpoints:
         """Memoised pod answers hold only for intervals ending after this (creation - skew)."""
         self._zones: dict[str, int] = {"": 0}
         self.cross_zone: dict[int, bool] = {0: False}
-        s = settings
-        self._unknown_local = (s.cloud, s.region, s.cluster, s.cell) + ("",) * 8
 
     @property
     def remotes(self) -> PrefixTable[Remote]:
@@ -78,7 +79,7 @@ class Endpoints:
         self._forget()
 
     def resolve(
-        self, first: tuple[bytes, ...], second: tuple[bytes, ...], *, start: int, end: int
+        self, first: Sequence[bytes], second: Sequence[bytes], *, start: int, end: int
     ) -> tuple[list[Endpoint], list[Endpoint]]:
         """The endpoints of two address columns during ``[start, end)``."""
         if self.index.generation != self._generation or len(self._memo) + len(self._built) > MEMO_MAX:
@@ -129,7 +130,7 @@ class Endpoints:
         remote = self._remotes.lookup(ip)
         assert remote is not None  # remote_table maps "no match" to a value too
         if pod is None:
-            local = (*self._unknown_local, ipv4, ip16, family, 0)
+            local = ("", "", "", "", "", "", "", "", ipv4, ip16, family, 0)
             zone = self._zone(remote.fields[4]) << ZONE_SHIFT
             far = (*remote.fields, "", "", "", ipv4, ip16, remote.cls, remote.service, zone)
             return NOT_A_POD, local, far
@@ -137,9 +138,9 @@ class Endpoints:
         node = self.index.nodes.get(pod.node)
         zone_name, instance = (node.zone, node.instance_id) if node is not None else ("", "")
         zone = self._zone(zone_name)
-        tail = (zone_name, pod.node, instance, pod.namespace, pod.name, pod.app, pod.workload_kind)
+        tail: tuple[Any, ...] = (zone_name, pod.node, instance, pod.namespace, pod.name, pod.app, pod.workload_kind)
         tail += (pod.workload, ipv4, ip16)
-        local = (s.cloud, s.region, s.cluster, s.cell, *tail, family, zone)
+        local = (*tail, family, zone)
         far = (remote.cloud, remote.region, s.cluster, s.cell, *tail, remote.cls, remote.service)
         return pod.node, local, (*far, zone << ZONE_SHIFT)
 

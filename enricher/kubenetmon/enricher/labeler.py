@@ -18,10 +18,10 @@ It must not do I/O, read the clock except through ``enriched_at``, or mutate the
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import compress, repeat
-from operator import add, eq, itemgetter, xor
+from itertools import chain, compress, repeat
+from operator import add, eq, getitem, itemgetter, xor
 from typing import Any, Final
 
 from kubenetmon.enricher import endpoints as ep
@@ -62,10 +62,13 @@ def _case(src: int, dst: int) -> int:
     return DIRECTION
 
 
-_CASES: Final = tuple(_case(src, dst) for src in range(5) for dst in range(5))
-"""Indexed by 5 * source role + destination role."""
+_CASES: Final = tuple(tuple(_case(src, dst) for dst in range(5)) for src in range(5))
+"""Indexed by source role, then destination role."""
 _KEY, _LOCAL, _REMOTE = itemgetter(0), itemgetter(1), itemgetter(2)
-_POD: Final = ep.SIDE_FIELDS.index("Pod")
+_LOCAL_COLUMNS: Final = tuple("local" + name for name in ep.LOCAL_FIELDS)
+_REMOTE_COLUMNS: Final = tuple("remote" + name for name in ep.REMOTE_FIELDS)
+_LOCAL_POD: Final = ep.LOCAL_FIELDS.index("Pod")
+_REMOTE_POD: Final = ep.REMOTE_FIELDS.index("Pod")
 
 
 @dataclass(slots=True)
@@ -110,80 +113,100 @@ class Labeler:
     def label(self, msg: RawMessage, *, enriched_at: int, on_drop: DropHook | None = None) -> Labelled:
         """Two rows per kept record (all ``out`` rows, then all ``in`` rows), in ``COLUMN_NAMES`` order."""
         columns = msg.columns()
-        n = len(columns[0])
-        stats = Stats(records=n)
-        proto, _, _, osrc, odst, osp, odp, rsrc, _, rsp, _, opk, oby, rpk, rby = columns
+        stats = Stats(records=len(columns[0]))
         ambiguous = self.index.ambiguous
         end = msg.start + msg.seconds
-        src, dst = self.endpoints.resolve(osrc, rsrc, start=msg.start, end=end)
-        cases = self._cases(msg.node, proto, src, dst)
+        src, dst = self.endpoints.resolve(columns[3], columns[7], start=msg.start, end=end)
+        cases = self._cases(msg.node, columns[0], src, dst)
         outs, ins = cases.count(OUT), cases.count(IN)
-        if outs + ins < n:
+        if outs + ins < stats.records:
             _count_drops(msg, cases, stats, on_drop)
         if self.index.ambiguous != ambiguous:
             stats.unknown["ambiguous"] += self.index.ambiguous - ambiguous
-        if outs + ins == 0:
+        stats.rows = 2 * (outs + ins)
+        if not stats.rows:
             return Labelled(list(schema.COLUMN_NAMES), [[] for _ in schema.COLUMN_NAMES], stats)
         o, i = _taker(cases, OUT, outs), _taker(cases, IN, ins)
-        local = list(zip(*map(_LOCAL, o(src)), *map(_LOCAL, i(dst))))
-        remote = list(zip(*map(_REMOTE, o(dst)), *map(_REMOTE, i(src))))
-        _count_unknown(stats, local, remote)
-        cross = list(map(self.endpoints.cross_zone.__getitem__, map(add, local[-1], remote[-1])))
-        twice: dict[str, Sequence[Any]] = {
-            "proto": list(map(schema.PROTO_NAMES.__getitem__, o(proto) + i(proto))),
-            "connectionClass": remote[ep.CLASS],
-            "connectionFlags": list(map(FLAGS.__getitem__, cross)),
-            "localPort": o(osp) + i(rsp),
-            "remotePort": o(rsp) + i(osp),
-            "remoteCloudService": remote[ep.CLASS + 1],
-            "ipFamily": local[ep.FAMILY],
-            "localService": [""] * outs + self._services(i(odst), i(odp)),
-            "remoteService": self._services(o(odst), o(odp)) + [""] * ins,
-            "crossZone": cross,
-        }
-        for j, name in enumerate(ep.SIDE_FIELDS):
-            twice["local" + name] = local[j]
-            twice["remote" + name] = remote[j]
-        ids = _take_ids(msg, columns, o, i)
-        halves = {
+        twice = self._sides(src, dst, o, i, stats)
+        twice.update(self._flows(columns, o, i, outs=outs, ins=ins))
+        ids = schema.flow_ids(msg.msg_id, msg.identities())
+        out_ids = o(ids) + i(ids)
+        pairs: dict[str, tuple[Sequence[Any], Sequence[Any]]] = {
             "direction": (("out",) * (outs + ins), ("in",) * (outs + ins)),
-            "bytes": (o(oby) + i(rby), o(rby) + i(oby)),
-            "packets": (o(opk) + i(rpk), o(rpk) + i(opk)),
-            "flowId": (ids, tuple(map(xor, ids, repeat(schema.IN_FLIP)))),
+            "bytes": (o(columns[12]) + i(columns[14]), o(columns[14]) + i(columns[12])),
+            "packets": (o(columns[11]) + i(columns[13]), o(columns[13]) + i(columns[11])),
+            "flowId": (out_ids, tuple(map(xor, out_ids, repeat(schema.IN_FLIP)))),
         }
+        s = self.settings
         constants = {
+            "localCloud": s.cloud,
+            "localRegion": s.region,
+            "localCluster": s.cluster,
+            "localCell": s.cell,
             "intervalStartTime": msg.start,
             "intervalSeconds": msg.seconds,
-            "environment": self.settings.environment,
+            "environment": s.environment,
             "observerNode": msg.node,
             "enrichedAt": enriched_at,
             "sourceId": msg.msg_id,
         }
-        stats.rows = 2 * (outs + ins)
-        data = [_column(name, twice, halves, constants, stats.rows) for name in schema.COLUMN_NAMES]
-        return Labelled(list(schema.COLUMN_NAMES), data, stats)
+        return Labelled(list(schema.COLUMN_NAMES), _assemble(twice, pairs, constants, stats.rows), stats)
 
     def _cases(
-        self, observer: str, proto: tuple[int, ...], src: list[ep.Endpoint], dst: list[ep.Endpoint]
+        self, observer: str, proto: Sequence[int], src: list[ep.Endpoint], dst: list[ep.Endpoint]
     ) -> list[int]:
         """Each record's fate (``OUT``, ``IN`` or a drop), by the spec's order of rules."""
-        src_roles = {ep.NODE_ADDRESS: 5 * _NODE, ep.NOT_A_POD: 5 * _NO_POD, "": 5 * _NO_NODE}
+        src_rows = {ep.NODE_ADDRESS: _CASES[_NODE], ep.NOT_A_POD: _CASES[_NO_POD], "": _CASES[_NO_NODE]}
         dst_roles = {ep.NODE_ADDRESS: _NODE, ep.NOT_A_POD: _NO_POD, "": _NO_NODE}
-        src_roles[observer] = 5 * _HERE
+        src_rows[observer] = _CASES[_HERE]
         dst_roles[observer] = _HERE
-        roles = map(
-            add,
-            map(src_roles.get, map(_KEY, src), repeat(5 * _ELSEWHERE)),
-            map(dst_roles.get, map(_KEY, dst), repeat(_ELSEWHERE)),
+        cases = list(
+            map(
+                getitem,
+                map(src_rows.get, map(_KEY, src), repeat(_CASES[_ELSEWHERE])),
+                map(dst_roles.get, map(_KEY, dst), repeat(_ELSEWHERE)),
+            )
         )
-        cases = list(map(_CASES.__getitem__, roles))
         if not self._kept.issuperset(proto):  # protocol drops come first
             for j, number in enumerate(proto):
                 if number not in self._kept:
                     cases[j] = PROTO if number not in schema.PROTO_NAMES else IGNORED_UDP
         return cases
 
-    def _services(self, dsts: tuple[bytes, ...], dports: tuple[int, ...]) -> list[str]:
+    def _sides(
+        self, src: list[ep.Endpoint], dst: list[ep.Endpoint], o: Take, i: Take, stats: Stats
+    ) -> dict[str, Sequence[Any]]:
+        """Columns from the endpoints: the local side is the source of ``OUT`` records, else the destination."""
+        local = _transpose(chain(map(_LOCAL, o(src)), map(_LOCAL, i(dst))), len(ep.LOCAL_FIELDS) + 2)
+        remote = _transpose(chain(map(_REMOTE, o(dst)), map(_REMOTE, i(src))), len(ep.REMOTE_FIELDS) + 3)
+        _count_unknown(stats, local, remote)
+        cross = list(map(self.endpoints.cross_zone.__getitem__, map(add, local[-1], remote[-1])))
+        values: dict[str, Sequence[Any]] = {
+            "connectionClass": remote[ep.CLASS],
+            "remoteCloudService": remote[ep.CLASS + 1],
+            "ipFamily": local[ep.FAMILY],
+            "crossZone": cross,
+            "connectionFlags": list(map(FLAGS.__getitem__, cross)),
+        }
+        values.update(zip(_LOCAL_COLUMNS, local))
+        values.update(zip(_REMOTE_COLUMNS, remote))
+        return values
+
+    def _flows(
+        self, columns: list[Sequence[Any]], o: Take, i: Take, *, outs: int, ins: int
+    ) -> dict[str, Sequence[Any]]:
+        """Columns from the flow tuples: protocol, ports, and the Service the flow was addressed to."""
+        proto, odst, osp, odp, rsp = columns[0], columns[4], columns[5], columns[6], columns[9]
+        services = self._services(odst, odp)
+        return {
+            "proto": list(map(schema.PROTO_NAMES.__getitem__, o(proto) + i(proto))),
+            "localPort": o(osp) + i(rsp),
+            "remotePort": o(rsp) + i(osp),
+            "localService": ("",) * outs + i(services),
+            "remoteService": o(services) + ("",) * ins,
+        }
+
+    def _services(self, dsts: Sequence[bytes], dports: Sequence[int]) -> list[str]:
         """The Service each original destination addressed: a cluster IP, else a node port of a node."""
         index = self.index
         found = list(map(index.services.get, dsts, repeat("")))
@@ -209,25 +232,24 @@ def _taker(cases: list[int], case: int, count: int) -> Take:
     return itemgetter(*picked)
 
 
-def _take_ids(msg: RawMessage, columns: list[tuple[Any, ...]], o: Take, i: Take) -> tuple[int, ...]:
-    ids = schema.flow_ids(msg.msg_id, columns)
-    return o(ids) + i(ids)
-
-
-def _column(
-    name: str,
+def _assemble(
     twice: dict[str, Sequence[Any]],
-    halves: dict[str, tuple[Sequence[Any], Sequence[Any]]],
+    pairs: dict[str, tuple[Sequence[Any], Sequence[Any]]],
     constants: dict[str, Any],
     rows: int,
-) -> list[Any]:
-    values = twice.get(name)
-    if values is not None:
-        return [*values, *values]
-    if name in halves:
-        first, second = halves[name]
-        return [*first, *second]
-    return [constants[name]] * rows
+) -> list[list[Any]]:
+    """The output columns: record values twice (``out`` rows, then ``in`` rows), pairs, constants."""
+    data: list[list[Any]] = []
+    for name in schema.COLUMN_NAMES:
+        values = twice.get(name)
+        if values is not None:
+            data.append([*values, *values])
+        elif name in pairs:
+            first, second = pairs[name]
+            data.append([*first, *second])
+        else:
+            data.append([constants[name]] * rows)
+    return data
 
 
 def _count_drops(msg: RawMessage, cases: list[int], stats: Stats, on_drop: DropHook | None) -> None:
@@ -242,10 +264,15 @@ def _count_drops(msg: RawMessage, cases: list[int], stats: Stats, on_drop: DropH
                 on_drop(j, rows[j], REASONS[case])
 
 
+def _transpose(tuples: Iterable[tuple[Any, ...]], width: int) -> list[tuple[Any, ...]]:
+    """Columns of equal-width tuples (``width`` of them, even without tuples)."""
+    return list(zip(*tuples, strict=True)) or [()] * width
+
+
 def _count_unknown(stats: Stats, local: list[tuple[Any, ...]], remote: list[tuple[Any, ...]]) -> None:
     counts = {
-        "local": local[_POD].count(""),
-        "remote": remote[_POD].count(""),
+        "local": local[_LOCAL_POD].count(""),
+        "remote": remote[_REMOTE_POD].count(""),
         "class": remote[ep.CLASS].count(UNKNOWN),
     }
     for reason, n in counts.items():
@@ -263,7 +290,7 @@ class FlowIds:
 
     def of(self, row: RawRow) -> tuple[int, int]:
         """(flow id ``out``, flow id ``in``) of ``row``."""
-        (out,) = schema.flow_ids(self._msg_id, [(value,) for value in row])
+        (out,) = schema.flow_ids(self._msg_id, schema.identities([(value,) for value in row]))
         return out, out ^ schema.IN_FLIP
 
 

@@ -109,6 +109,29 @@ class EnricherOptions:
         )
 
 
+@dataclass(frozen=True)
+class HistoryOptions:
+    """The metadata history the enricher records on the META stream (for ``replay raw --metadata as-of``)."""
+
+    enabled: bool = option(
+        True,
+        flag="--metadata-history",
+        kind="bool",
+        help="record every Pod/Node/Service change this enricher observes on the META stream",
+    )
+    snapshot_s: float = option(
+        _DAY,
+        flag="--metadata-snapshot",
+        kind="duration",
+        help="period of full snapshots in META, aligned to UTC (0: none); keep --nats-meta-max-age "
+        "above --nats-raw-max-age plus this period",
+    )
+
+    def __post_init__(self) -> None:
+        require(self, "snapshot_s", self.snapshot_s >= 0, "a duration (0: no snapshots)")
+        require(self, "snapshot_s", self.snapshot_s == 0 or self.snapshot_s >= 60, "at least 1m, or 0")
+
+
 _MANUAL: Final = (
     (
         "--private-cidr",
@@ -153,3 +176,11 @@ def add_enricher_arguments(parser: argparse.ArgumentParser) -> None:
 
 def enricher_options(args: argparse.Namespace) -> EnricherOptions:
     return from_args(EnricherOptions, args)
+
+
+def add_history_arguments(parser: argparse.ArgumentParser) -> None:
+    add_arguments(parser, HistoryOptions, title="metadata history")
+
+
+def history_options(args: argparse.Namespace) -> HistoryOptions:
+    return from_args(HistoryOptions, args)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from kubenetmon.enricher import metrics as m
-from kubenetmon.enricher.labeler import Labeler, Labelled
+from kubenetmon.enricher.labeler import Labeler, Labelled, Stats
 from kubenetmon.shared import schema
 from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.consumer import ACK, Outcome, Poison, Retry
@@ -39,8 +39,9 @@ def parts(labelled: Labelled, *, max_rows: int) -> list[list[list[Any]]]:
     return [[col[i : i + max_rows] for col in labelled.data] for i in range(0, total, max_rows)]
 
 
-def part_id(raw_id: str, part: int) -> str:
-    base = schema.enriched_msg_id(raw_id)
+def part_id(raw_id: str, part: int, *, replay: str = "") -> str:
+    """Id of part ``part`` of the ENRICHED output of RAW ``raw_id`` (a replay run adds its tag)."""
+    base = schema.enriched_msg_id(raw_id, replay=replay)
     return base if part == 0 else f"{base}+{part}"
 
 
@@ -48,12 +49,22 @@ class Enricher:
     """Labels and publishes; ``handle`` is a ``consumer.consume`` handler."""
 
     def __init__(
-        self, labeler: Labeler, *, broker: Broker, max_rows: int, clock: Callable[[], int] = time.time_ns
+        self,
+        labeler: Labeler,
+        *,
+        broker: Broker,
+        max_rows: int,
+        clock: Callable[[], int] = time.time_ns,
+        replay: str = "",
+        on_labelled: Callable[[Stats], None] | None = None,
     ) -> None:
         self.labeler = labeler
         self.broker = broker
         self.max_rows = max_rows
         self.clock = clock
+        self.replay = replay
+        """Replay run tag (``kubenetmon replay raw``): its ids must not collide with the live ones."""
+        self.on_labelled = on_labelled
 
     async def handle(self, deliveries: list[Delivery]) -> Sequence[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(deliveries)
@@ -79,7 +90,10 @@ class Enricher:
 
     def enrich(self, delivery: Delivery) -> list[tuple[str, bytes, str]]:
         """(subject, payload, msg id) of each ENRICHED message for one RAW delivery; raises PoisonError."""
-        msg = schema.decode_raw(delivery.data, subject=delivery.subject)
+        return self.enrich_message(schema.decode_raw(delivery.data, subject=delivery.subject))
+
+    def enrich_message(self, msg: schema.RawMessage) -> list[tuple[str, bytes, str]]:
+        """(subject, payload, msg id) of each ENRICHED message for one decoded RAW message."""
         started = time.perf_counter()
         enriched_at = self.clock()
         try:
@@ -89,11 +103,13 @@ class Enricher:
             raise PoisonError("label", repr(exc)) from None
         m.LABEL_SECONDS.observe(time.perf_counter() - started)
         m.add(labelled.stats)
+        if self.on_labelled is not None:
+            self.on_labelled(labelled.stats)
         subject = self.broker.enriched_subject(msg.node)
         out = []
         for k, data in enumerate(parts(labelled, max_rows=self.max_rows)):
             message = schema.EnrichedMessage(msg.msg_id, msg.node, enriched_at, labelled.columns, data)
-            out.append((subject, schema.encode_enriched(message), part_id(msg.msg_id, k)))
+            out.append((subject, schema.encode_enriched(message), part_id(msg.msg_id, k, replay=self.replay)))
         return out
 
 

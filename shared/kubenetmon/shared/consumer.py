@@ -36,6 +36,8 @@ H_ORIGINAL_MSG_ID: Final = "Kubenetmon-Original-Msg-Id"
 H_ORIGINAL_STREAM: Final = "Kubenetmon-Original-Stream"
 H_STREAM_SEQ: Final = "Kubenetmon-Stream-Seq"
 H_NUM_DELIVERED: Final = "Kubenetmon-Num-Delivered"
+H_OMITTED_BYTES: Final = "Kubenetmon-Omitted-Bytes"
+"""Set when the DLQ entry carries no body: the original's size; read it from its stream and sequence."""
 _DETAIL_MAX: Final = 512
 _SUMMARY_EVERY_S: Final = 30.0
 
@@ -113,13 +115,16 @@ async def _retry(broker: Broker, delivery: Delivery, retry: Retry, *, stage: str
 
 
 async def _dead_letter(broker: Broker, delivery: Delivery, reason: str, detail: str, *, stage: str) -> str:
+    subject, msg_id = broker.dlq_subject(stage), f"dlq/{stage}/{delivery.stream}/{delivery.stream_seq}"
+    headers = dlq_headers(delivery, stage=stage, reason=reason, detail=detail)
     try:
-        await broker.publish(
-            broker.dlq_subject(stage),
-            delivery.data,
-            msg_id=f"dlq/{stage}/{delivery.stream}/{delivery.stream_seq}",
-            headers=dlq_headers(delivery, stage=stage, reason=reason, detail=detail),
-        )
+        try:
+            await broker.publish(subject, delivery.data, msg_id=msg_id, headers=headers)
+        except PoisonError:
+            # Too big for the server once the DLQ headers are added: record the verdict without the
+            # body, which stays in its own stream at H_STREAM_SEQ (never nak it forever).
+            headers[H_OMITTED_BYTES] = str(len(delivery.data))
+            await broker.publish(subject, b"", msg_id=msg_id, headers=headers)
     except (TransientError, PoisonError) as exc:
         # Never term what the DLQ did not take: nak it, so it is retried (and dead-lettered) later.
         SETTLE_ERRORS.labels(stage).inc()

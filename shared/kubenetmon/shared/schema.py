@@ -23,9 +23,9 @@ the row-by-row checker only to name the culprit of a message already known to be
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from itertools import repeat, starmap
+from collections.abc import Iterable, Sequence
+from dataclasses import FrozenInstanceError, dataclass
+from itertools import chain, repeat, starmap
 from typing import Any, Final, NamedTuple
 
 import msgpack
@@ -37,6 +37,10 @@ RAW_VERSION: Final = 1
 ENRICHED_VERSION: Final = 1
 MAX_MESSAGE_BYTES: Final = 8 * 1024 * 1024
 """Decoders refuse larger payloads outright (``oversized``) before unpacking anything."""
+MAX_NODE_LENGTH: Final = 253
+"""A Kubernetes node name is a DNS subdomain: at most 253 characters."""
+MAX_BOOT_LENGTH: Final = 64
+"""A boot id is a UUID (36 characters); room to spare, but bounded."""
 
 AF_INET: Final = 2
 AF_INET6: Final = 10
@@ -70,15 +74,20 @@ class RawRow(NamedTuple):
 RAW_ROW_FIELDS: Final = len(RawRow._fields)
 
 
-@dataclass(frozen=True, slots=True)
 class RawMessage:
-    """One chunk of one agent's report for one interval.
+    """One chunk of one agent's report for one interval (immutable; compares by value).
 
     ``seq`` is the agent's report sequence within this boot: a report for an interval that was
     already partly reported (e.g. after a graceful restart mid-interval) gets a new ``seq``, so its
     rows get a distinct identity instead of replacing the earlier ones.
+
+    A decoded message holds its rows as columns (``columns()``, what the enricher reads) and builds
+    the ``RawRow`` list only when ``rows`` is read: a few hundred fewer objects per message.
     """
 
+    __slots__ = (
+        "_columns", "_identities", "_rows", "boot", "chunk", "chunks", "node", "seconds", "seq", "start",
+    )  # fmt: skip
     node: str
     boot: str
     start: int
@@ -88,20 +97,78 @@ class RawMessage:
     seq: int
     chunk: int
     chunks: int
-    rows: list[RawRow] = field(default_factory=list)
-    _columns: list[tuple[Any, ...]] | None = field(default=None, init=False, repr=False, compare=False)
-    """Set by ``decode_raw``, which transposes the rows anyway to validate them."""
+    _columns: list[Sequence[Any]] | None
+    _identities: list[bytes] | None
+    _rows: list[RawRow] | None
+
+    def __init__(
+        self,
+        node: str,
+        boot: str,
+        start: int,
+        seconds: int,
+        seq: int,
+        chunk: int,
+        chunks: int,
+        rows: list[RawRow] | None = None,
+        *,
+        columns: list[Sequence[Any]] | None = None,
+        identities: list[bytes] | None = None,
+    ) -> None:
+        """``columns`` (the rows transposed) replaces ``rows``; ``decode_raw`` also gives ``identities``."""
+        for name, value in zip(_HEADER, (node, boot, start, seconds, seq, chunk, chunks), strict=True):
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "_columns", columns)
+        object.__setattr__(self, "_identities", identities)
+        object.__setattr__(self, "_rows", ([] if rows is None else rows) if columns is None else None)
+
+    @property
+    def rows(self) -> list[RawRow]:
+        rows = self._rows
+        if rows is None:
+            rows = list(map(tuple.__new__, repeat(RawRow), zip(*(self._columns or ()))))
+            object.__setattr__(self, "_rows", rows)
+        return rows
 
     @property
     def msg_id(self) -> str:
         """Deterministic ``Nats-Msg-Id``: a retried publish is dropped by the duplicate window."""
         return raw_msg_id(self.node, self.boot, self.start, self.seq, self.chunk)
 
-    def columns(self) -> list[tuple[Any, ...]]:
+    def columns(self) -> list[Sequence[Any]]:
         """The rows transposed: ``columns()[i]`` holds field ``i`` (``RawRow`` order) of every row."""
         if self._columns is not None:
             return self._columns
         return list(zip(*self.rows, strict=True)) if self.rows else [()] * RAW_ROW_FIELDS
+
+    def identities(self) -> list[bytes]:
+        """Each row's identity fields packed (what ``flow_ids`` hashes)."""
+        if self._identities is not None:
+            return self._identities
+        return identities(self.columns())
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.node, self.boot, self.start, self.seconds, self.seq, self.chunk, self.chunks, self.rows)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not RawMessage:
+            return NotImplemented
+        return self._key() == other._key()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        head = ", ".join(f"{name}={getattr(self, name)!r}" for name in _HEADER)
+        return f"RawMessage({head}, rows={self.rows!r})"
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenInstanceError(f"cannot delete field {name!r}")
+
+
+_HEADER: Final = ("node", "boot", "start", "seconds", "seq", "chunk", "chunks")
 
 
 def raw_msg_id(node: str, boot: str, start: int, seq: int, chunk: int) -> str:
@@ -201,10 +268,14 @@ IN_FLIP: Final = 1
 """The ``in`` row's id is the ``out`` row's id with this bit flipped."""
 
 
-def flow_ids(msg_id: str, columns: Sequence[Sequence[Any]]) -> list[int]:
-    """The ``out`` row identity of every row given as columns (``RawMessage.columns``); see ``flow_id``."""
-    seed = xxh3_64_intdigest(msg_id.encode())
-    return list(map(xxh3_64_intdigest, starmap(_IDENTITY.pack, zip(*columns[:11])), repeat(seed)))
+def identities(columns: Sequence[Sequence[Any]]) -> list[bytes]:
+    """The identity fields of every row given as columns, packed; ``struct.error`` if out of range."""
+    return list(starmap(_IDENTITY.pack, zip(*columns[:11])))
+
+
+def flow_ids(msg_id: str, packed: Iterable[bytes]) -> list[int]:
+    """The ``out`` row identity of every row given by its ``identities``; see ``flow_id``."""
+    return list(map(xxh3_64_intdigest, packed, repeat(xxh3_64_intdigest(msg_id.encode()))))
 
 
 def flow_id(msg_id: str, row: RawRow, direction: str) -> int:
@@ -217,7 +288,7 @@ def flow_id(msg_id: str, row: RawRow, direction: str) -> int:
     """
     if direction not in ("out", "in"):
         raise ValueError(f"direction must be 'out' or 'in', not {direction!r}")
-    (out,) = flow_ids(msg_id, [(value,) for value in row[:11]])
+    (out,) = flow_ids(msg_id, [_IDENTITY.pack(*row[:11])])
     return out if direction == "out" else out ^ IN_FLIP
 
 
@@ -340,6 +411,9 @@ def decode_raw(data: bytes, *, subject: str = "", max_bytes: int = MAX_MESSAGE_B
     boot = _field(obj, "boot", str, **kw)
     if not node or not boot:
         raise DecodeError("schema", "empty node or boot id", **kw)
+    if len(node) > MAX_NODE_LENGTH or len(boot) > MAX_BOOT_LENGTH:
+        # every output row repeats them: unbounded, a small message would enrich into gigabytes
+        raise DecodeError("schema", f"node or boot id too long ({len(node)}, {len(boot)} chars)", **kw)
     ints = {name: _field(obj, name, int, **kw) for name in ("start", "secs", "seq", "chunk", "chunks")}
     if (
         not 0 <= ints["start"] <= _U32  # a ClickHouse DateTime
@@ -349,70 +423,63 @@ def decode_raw(data: bytes, *, subject: str = "", max_bytes: int = MAX_MESSAGE_B
     ):
         raise DecodeError("schema", f"inconsistent header {ints}", **kw)
     rows = _field(obj, "rows", list, **kw)
-    columns = _columns_of(rows)
-    if columns is None:  # invalid: the row-by-row checker names the culprit
+    valid = _columns_of(rows)
+    if valid is None:  # invalid: the row-by-row checker names the culprit
         checked = [_check_row(row, i, **kw) for i, row in enumerate(rows)]
-    else:
-        checked = list(map(tuple.__new__, repeat(RawRow), rows))
-    msg = RawMessage(
-        node=node,
-        boot=boot,
-        start=ints["start"],
-        seconds=ints["secs"],
-        seq=ints["seq"],
-        chunk=ints["chunk"],
-        chunks=ints["chunks"],
-        rows=checked,
+        valid = ([*zip(*checked, strict=True)] if checked else [()] * RAW_ROW_FIELDS), None
+    columns, packed = valid
+    return RawMessage(
+        node,
+        boot,
+        ints["start"],
+        ints["secs"],
+        ints["seq"],
+        ints["chunk"],
+        ints["chunks"],
+        columns=columns,
+        identities=packed,
     )
-    if columns is not None:
-        object.__setattr__(msg, "_columns", columns)
-    return msg
 
 
-_INT_FIELDS: Final = (
-    (0, "B"), (1, "B"), (2, "H"), (5, "H"), (6, "H"), (9, "H"), (10, "H"),
-    (11, "Q"), (12, "Q"), (13, "Q"), (14, "Q"),
-)  # fmt: skip
-"""Integer fields of a RAW row and the struct code whose range they must fit."""
+_COUNTER_FIELDS: Final = (11, 12, 13, 14)
 _ADDRESS_FIELDS: Final = (3, 4, 7, 8)
+_ROW_TYPES: Final = [int, int, int, bytes, bytes, int, int, bytes, bytes, int, int, int, int, int, int]
 
 
-def _columns_of(rows: list[Any]) -> list[tuple[Any, ...]] | None:
-    """The columns of ``rows`` if every row is well formed (the rules of ``_check_row``), else None.
+def _columns_of(rows: list[Any]) -> tuple[list[Sequence[Any]], list[bytes] | None] | None:
+    """The columns and ``identities`` of ``rows`` if every row is well formed (the rules of
+    ``_check_row``), else None.
 
-    Whole columns at a time: exact types by counting, integer ranges by one ``struct.pack`` per
-    column, address lengths against the family column.
+    Whole columns at a time, in C: the rows are flattened (one iterator at a time: no burst of
+    objects for the garbage collector) and their exact types compared with the expected pattern;
+    packing the identities checks the ranges of the small integers, one ``struct.pack`` per column
+    those of the counters; address lengths are compared with the family's.
     """
     n = len(rows)
     if n == 0:
-        return [()] * RAW_ROW_FIELDS
+        return [()] * RAW_ROW_FIELDS, []
     if list(map(type, rows)).count(list) != n or list(map(len, rows)).count(RAW_ROW_FIELDS) != n:
         return None
-    columns = list(zip(*rows))
-    for i, code in _INT_FIELDS:
-        column = columns[i]
-        if list(map(type, column)).count(int) != n:
-            return None  # also refuses bool, which struct would take
-        try:
-            struct.pack(f"!{n}{code}", *column)
-        except struct.error:
-            return None
+    flat = list(chain.from_iterable(rows))
+    if list(map(type, flat)) != _ROW_TYPES * n:  # exact: bool is not an int here
+        return None
+    columns: list[Sequence[Any]] = [flat[i::RAW_ROW_FIELDS] for i in range(RAW_ROW_FIELDS)]
+    try:
+        packed = identities(columns)
+        for i in _COUNTER_FIELDS:
+            struct.pack(f"!{n}Q", *columns[i])
+    except struct.error:
+        return None
     families = set(columns[1])
     if not families <= ADDRESS_LENGTH.keys():
         return None
-    lengths: list[int] | None = None
-    if len(families) > 1:
+    if len(families) == 1:
+        length = ADDRESS_LENGTH[families.pop()]
+        valid = all(list(map(len, columns[i])).count(length) == n for i in _ADDRESS_FIELDS)
+    else:
         lengths = list(map(ADDRESS_LENGTH.__getitem__, columns[1]))
-    for i in _ADDRESS_FIELDS:
-        column = columns[i]
-        if list(map(type, column)).count(bytes) != n:
-            return None
-        if lengths is None:
-            if list(map(len, column)).count(ADDRESS_LENGTH[next(iter(families))]) != n:
-                return None
-        elif list(map(len, column)) != lengths:
-            return None
-    return columns
+        valid = all(list(map(len, columns[i])) == lengths for i in _ADDRESS_FIELDS)
+    return (columns, packed) if valid else None
 
 
 def _rows_valid(rows: list[Any]) -> bool:

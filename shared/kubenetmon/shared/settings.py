@@ -25,7 +25,7 @@ _DAY: Final = 86400.0
 
 @dataclass(frozen=True)
 class NatsSettings:
-    """Connection to NATS and the JetStream topology (streams ``{stream_prefix}_RAW|_ENRICHED|_DLQ``)."""
+    """Connection to NATS and the JetStream topology (``{stream_prefix}_RAW|_ENRICHED|_DLQ|_META``)."""
 
     urls: tuple[str, ...] = option(
         ("nats://127.0.0.1:4222",), flag="--nats-url", kind="list", help="NATS server URLs, comma-separated"
@@ -57,6 +57,15 @@ class NatsSettings:
         14 * _DAY, flag="--nats-dlq-max-age", kind="duration", help="DLQ retention, age"
     )
     dlq_max_bytes: int = option(-1, flag="--nats-dlq-max-bytes", kind="size", help="DLQ retention, bytes")
+    meta_max_age_s: float = option(
+        8 * _DAY,
+        flag="--nats-meta-max-age",
+        kind="duration",
+        help="META (metadata history) retention, age: above the RAW retention plus a snapshot period",
+    )
+    meta_max_bytes: int = option(
+        -1, flag="--nats-meta-max-bytes", kind="size", help="META (metadata history) retention, bytes"
+    )
     replicas: int = option(1, flag="--nats-replicas", kind="int", help="stream replicas (1 to 5)")
     storage: str = option("file", flag="--nats-storage", choices=("file", "memory"), help="stream storage")
     duplicate_window_s: float = option(
@@ -121,7 +130,7 @@ class NatsSettings:
         require(
             self, "password", not self.password or bool(self.user), "--nats-user together with a password"
         )
-        for kind in ("raw", "enriched", "dlq"):
+        for kind in ("raw", "enriched", "dlq", "meta"):
             age = f"{kind}_max_age_s"
             require(self, age, getattr(self, age) > 0, "a positive duration")
             require(self, f"{kind}_max_bytes", getattr(self, f"{kind}_max_bytes") >= -1, "bytes > 0 or -1")
@@ -155,6 +164,10 @@ class NatsSettings:
     @property
     def dlq_stream(self) -> str:
         return f"{self.stream_prefix}_DLQ"
+
+    @property
+    def meta_stream(self) -> str:
+        return f"{self.stream_prefix}_META"
 
     def backoff_delay(self, num_delivered: int) -> float:
         """Redelivery delay in seconds after delivery number ``num_delivered`` (1-based) failed."""

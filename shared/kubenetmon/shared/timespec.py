@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from kubenetmon.shared import options
 from kubenetmon.shared.errors import ConfigError
 
+
 def parse_duration(text: str) -> float:
     """A positive duration (``90``, ``90s``, ``10m``, ``2h``, ``1d``) in seconds, or ``ConfigError``."""
     try:

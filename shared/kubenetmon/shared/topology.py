@@ -1,10 +1,12 @@
 """The JetStream topology kubenetmon needs, as plain data: names, subjects, desired configs, and the diff.
 
-Three streams, all with *limits* retention (never work-queue: replay needs the history):
+Four streams, all with *limits* retention (never work-queue: replay needs the history):
 
 - ``{stream_prefix}_RAW``       subjects ``{subject_prefix}.raw.>``      (agent -> enricher)
 - ``{stream_prefix}_ENRICHED``  subjects ``{subject_prefix}.enriched.>`` (enricher -> writer)
 - ``{stream_prefix}_DLQ``       subjects ``{subject_prefix}.dlq.>``      (every stage's poison)
+- ``{stream_prefix}_META``      subjects ``{subject_prefix}.meta.>``     (Kubernetes metadata history,
+  recorded by the enrichers, read by ``replay raw --metadata as-of``)
 
 and two durable pull consumers shared by every worker of every pod: ``enricher`` on RAW and ``writer``
 on ENRICHED, explicit ack, bounded ``max_ack_pending``, ``max_deliver`` and a redelivery backoff.
@@ -26,7 +28,8 @@ from kubenetmon.shared.settings import NatsSettings
 RAW: Final = "raw"
 ENRICHED: Final = "enriched"
 DLQ: Final = "dlq"
-KINDS: Final = (RAW, ENRICHED, DLQ)
+META: Final = "meta"
+KINDS: Final = (RAW, ENRICHED, DLQ, META)
 CONSUMERS: Final[dict[str, str]] = {"enricher": RAW, "writer": ENRICHED}
 """Durable consumer name -> the stream kind it reads."""
 
@@ -58,6 +61,11 @@ def enriched_subject(settings: NatsSettings, node: str) -> str:
 
 def dlq_subject(settings: NatsSettings, stage: str) -> str:
     return f"{settings.subject_prefix}.{DLQ}.{subject_token(stage)}"
+
+
+def meta_subject(settings: NatsSettings, resource: str) -> str:
+    """Subject of the metadata history records of one resource (``pods``, ``nodes``, ``services``)."""
+    return f"{settings.subject_prefix}.{META}.{subject_token(resource)}"
 
 
 @dataclass(frozen=True)
@@ -131,6 +139,7 @@ def stream_specs(settings: NatsSettings) -> tuple[StreamSpec, ...]:
         spec(RAW, settings.raw_max_age_s, settings.raw_max_bytes),
         spec(ENRICHED, settings.enriched_max_age_s, settings.enriched_max_bytes),
         spec(DLQ, settings.dlq_max_age_s, settings.dlq_max_bytes),
+        spec(META, settings.meta_max_age_s, settings.meta_max_bytes),
     )
 
 

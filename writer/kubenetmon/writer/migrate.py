@@ -94,6 +94,10 @@ def migrate(sink: Sink, *, database: str, table: str, ttl_days: int, to_version:
     sink.command(f"CREATE DATABASE IF NOT EXISTS {tables.q(database)}")
     sink.command(_record_table(database))
     done = applied_versions(sink, database=database, table=table)
+    if done and not sink.query(f"EXISTS TABLE {tables.fqn(database, table)}").rows[0][0]:
+        # The table was dropped (e.g. to reload it with `replay enriched`): its versions no longer hold.
+        log.warning("flows table missing although migrated; applying every migration again")
+        done = set()
     before = max(done, default=0)
     applied = []
     for step in MIGRATIONS:

@@ -48,6 +48,10 @@ from kubenetmon.writer.top_report import (
 _DRAIN_S = 5.0
 
 
+class NoData(KubenetmonError):
+    """The chDB directory does not exist (yet)."""
+
+
 class NoOwner(KubenetmonError):
     """``--owner-only`` and no live writer serves the directory (yet)."""
 
@@ -109,6 +113,11 @@ class Source:
         self._reader = None if self.owner_only else Reader(settings)
 
     def query(self, sql: str) -> QueryResult:
+        if self.target.kind == "chdb" and not os.path.isdir(self.target.path):
+            # opening it would create an empty database: say what to do instead
+            raise NoData(
+                f"no kubenetmon data in {self.target.path} yet: `kubenetmon up` (or a writer) puts it there"
+            )
         if self._reader is not None:
             return self._reader.query(sql)
         owner = live_endpoint(self.target.path)

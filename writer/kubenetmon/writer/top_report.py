@@ -241,27 +241,34 @@ def title(report: Report) -> str:
     return f"{_head(report)}, {_span(report)}" if report.rows else _head(report)
 
 
-_HEADERS: Final = ("LOCAL", "PEER", "CLASS", "ZONES", "BYTES", "BYTES/S", "PACKETS", "SHARE")
-_NUMERIC: Final = frozenset({"BYTES", "BYTES/S", "PACKETS", "SHARE"})
+_NUMERIC: Final = ("BYTES", "BYTES/S", "PACKETS", "SHARE")
+_KEYS: Final[dict[str, tuple[str, ...]]] = {
+    # what a row is, first; for ``class`` the peer is the cloud, service and region
+    "class": ("CLASS", "CLOUD", "ZONES"),
+    "zone": ("ZONES", "CLASS"),
+}
+_ENDPOINTS: Final = ("LOCAL", "PEER", "CLASS", "ZONES")
 
 
 def _cells(report: Report) -> tuple[list[str], list[list[str]]]:
-    """Header and text cells; columns empty in every row (e.g. LOCAL for ``--by zone``) are left out."""
-    rows = [
-        [
-            t.local,
-            t.peer,
-            t.cls,
-            zones_text(t),
-            human_bytes(t.bytes),
-            human_rate(report.rate(t.bytes)),
-            f"{t.packets:,}",
-            f"{report.share(t.bytes):.1f}%",
-        ]
-        for t in report.rows
-    ]
-    keep = [i for i, name in enumerate(_HEADERS) if name in _NUMERIC or any(r[i] for r in rows)]
-    return [_HEADERS[i] for i in keep], [[r[i] for i in keep] for r in rows]
+    """Header and text cells; columns empty in every row (e.g. ZONES when no zone is known) are left out."""
+    headers = (*_KEYS.get(report.spec.by, _ENDPOINTS), *_NUMERIC)
+    rows = []
+    for t in report.rows:
+        text = {
+            "LOCAL": t.local,
+            "PEER": t.peer,
+            "CLOUD": t.peer,
+            "CLASS": t.cls,
+            "ZONES": zones_text(t),
+            "BYTES": human_bytes(t.bytes),
+            "BYTES/S": human_rate(report.rate(t.bytes)),
+            "PACKETS": f"{t.packets:,}",
+            "SHARE": f"{report.share(t.bytes):.1f}%",
+        }
+        rows.append([text[h] for h in headers])
+    keep = [i for i, name in enumerate(headers) if name in _NUMERIC or any(r[i] for r in rows)]
+    return [headers[i] for i in keep], [[r[i] for i in keep] for r in rows]
 
 
 def plain_table(report: Report, out: TextIO) -> None:

@@ -32,6 +32,7 @@ from kubenetmon.shared.broker.connection import (
     ConnectionEvents,
     connect_options,
     describe,
+    header_bytes,
     quiet_close,
 )
 from kubenetmon.shared.broker.pulling import PullSource
@@ -41,6 +42,9 @@ from kubenetmon.shared.settings import NatsSettings
 from kubenetmon.shared.topology import TopologyReport
 
 log = logging.getLogger(__name__)
+
+_NO_MESSAGE = 10057
+"""JetStream's error code for a sequence that holds no message (never stored, or already deleted)."""
 
 
 class Broker:
@@ -97,6 +101,9 @@ class Broker:
     def dlq_subject(self, stage: str) -> str:
         return topo.dlq_subject(self.settings, stage)
 
+    def meta_subject(self, resource: str) -> str:
+        return topo.meta_subject(self.settings, resource)
+
     def stream_name(self, kind: str) -> str:
         return topo.stream_name(self.settings, kind)
 
@@ -115,6 +122,9 @@ class Broker:
         hdrs = dict(headers) if headers else {}
         if msg_id:
             hdrs[MSG_ID_HEADER] = msg_id
+        size, limit = len(payload) + header_bytes(hdrs), self._nc.max_payload
+        if size > limit:  # the server would not refuse it: it would close the whole connection
+            raise PoisonError("oversized", f"{size} bytes with headers > the server's max payload {limit}")
         try:
             ack = await self._js.publish(
                 subject, payload, timeout=timeout or self.settings.publish_timeout_s, headers=hdrs
@@ -203,6 +213,21 @@ class Broker:
             raise TransientError(f"stream {name}: {describe(exc)}") from exc
         s = info.state
         return StreamStats(name, s.messages, s.bytes, s.first_seq, s.last_seq, s.consumer_count)
+
+    async def delete_message(self, kind: str, seq: int) -> bool:
+        """Remove message ``seq`` from stream ``kind`` (a re-driven DLQ entry); False if already gone."""
+        name = self.stream_name(kind)
+        try:
+            await self._js.delete_msg(name, seq)
+        except nats.js.errors.NotFoundError:
+            return False
+        except nats.js.errors.APIError as exc:
+            if exc.err_code == _NO_MESSAGE:
+                return False
+            raise TransientError(f"delete {name}#{seq}: {describe(exc)}") from exc
+        except CLIENT_ERRORS as exc:
+            raise TransientError(f"delete {name}#{seq}: {describe(exc)}") from exc
+        return True
 
     async def consumer_info(self, consumer: str, *, stream: str | None = None) -> ConsumerStats:
         """Counters of a consumer (a durable by name, or any of ``stream``): lag, in flight, redelivered."""

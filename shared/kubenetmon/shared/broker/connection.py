@@ -11,6 +11,7 @@ import logging
 import os
 import random
 import ssl
+from collections.abc import Mapping
 from typing import Any, Final
 
 import nats.errors
@@ -110,6 +111,15 @@ def _backoff_handler(settings: NatsSettings) -> Any:
         return server, delay * random.uniform(0.8, 1.2)
 
     return choose
+
+
+def header_bytes(headers: Mapping[str, str]) -> int:
+    """Size of ``headers`` as the client sends them (``NATS/1.0``, ``key: value`` lines, blank line).
+
+    The server counts headers and payload against its max payload; the client checks the payload only.
+    """
+    lines = sum(len(k.strip().encode()) + len(v.strip().encode()) + 4 for k, v in headers.items() if k.strip())
+    return len(b"NATS/1.0\r\n\r\n") + lines
 
 
 def describe(exc: BaseException) -> str:

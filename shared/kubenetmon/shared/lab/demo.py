@@ -27,10 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from kubenetmon.shared.lab.network import Host, Lab, Node, sweep
-from kubenetmon.shared.lab.traffic import Server
-
 from kubenetmon.shared.errors import ConfigError
+from kubenetmon.shared.lab.network import Host, Lab, Node, Pod, sweep
+from kubenetmon.shared.lab.traffic import Server
 
 PREFIX: Final = "kd"
 CLOUD: Final = ("aws", "us-east-1")
@@ -143,7 +142,7 @@ def ranges_document() -> list[dict[str, str]]:
 class Demo:
     lab: Lab
     nodes: list[Node]
-    pods: dict[str, Host]
+    pods: dict[str, Pod]
     objects: list[dict[str, Any]]
     exchanges: list[Callable[[], None]]
 

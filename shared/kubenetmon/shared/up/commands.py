@@ -72,11 +72,11 @@ def view(settings: UpSettings, *, interactive: bool) -> list[str]:
         "--owner-only",
         "--watch", format_duration(refresh),
         "--since", format_duration(settings.since_s),
+        "--by", settings.by,
     )  # fmt: skip
 
 
 def final_report(settings: UpSettings) -> list[str]:
     """One ``top`` after everything stopped (it then opens the directory itself)."""
-    return kubenetmon_command(
-        "top", "--data-dir", settings.data_dir, "--since", format_duration(settings.since_s)
-    )
+    since = format_duration(settings.since_s)
+    return kubenetmon_command("top", "--data-dir", settings.data_dir, "--since", since, "--by", settings.by)

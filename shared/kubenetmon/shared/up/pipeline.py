@@ -81,7 +81,7 @@ class Pipeline:
 
     async def run(self, stop: asyncio.Event) -> int:
         try:
-            plan = await self._start()
+            plan = await self._start(stop)
             self._announce(plan)
             await self._wait(stop)
         except ConfigError as exc:
@@ -91,7 +91,7 @@ class Pipeline:
             await self._stop()
         return 1 if self.failed else 0
 
-    async def _start(self) -> Plan:
+    async def _start(self, stop: asyncio.Event) -> Plan:
         s = self.settings
         self._nats = NatsServer(s.nats_dir, port=s.nats_port, preexec_fn=die_with_parent())
         try:
@@ -119,7 +119,7 @@ class Pipeline:
         )
         for a in plan.agents:
             self._spawn(f"agent-{a.node}", commands.agent(s, nats_url=url, node=a.node, netns=a.netns))
-        await self._consuming()
+        await self._consuming(stop)
         self._spawn("view", commands.view(s, interactive=plan.interactive), stdout="inherit")
         return plan
 
@@ -144,14 +144,14 @@ class Pipeline:
             words = lab.last_words(1) or line or "no output"
             raise ConfigError(f"the demo lab failed: {words}") from None
 
-    async def _consuming(self) -> None:
+    async def _consuming(self, stop: asyncio.Event) -> None:
         """Wait until the enricher and the writer pull from their consumers (so the writer owns the
-        database and serves queries), or until one of them exits, or a deadline passes."""
+        database and serves queries), or until one of them exits, ``stop``, or a deadline."""
         assert self._broker is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + READY_S
         waiting = {"enricher", "writer"}
-        while waiting and loop.time() < deadline:
+        while waiting and loop.time() < deadline and not stop.is_set():
             for consumer in list(waiting):
                 if self._roles[consumer].returncode is not None:
                     return  # ``_wait`` reports it

@@ -24,7 +24,7 @@ CAP_NET_ADMIN: Final = 12
 ACCT: Final = "net/netfilter/nf_conntrack_acct"
 
 NEEDS_ROOT: Final = (
-    "kubenetmon up reads the kernel's conntrack table and needs root (CAP_NET_ADMIN): "
+    "reading the kernel's conntrack table needs root (CAP_NET_ADMIN): "
     "run it with sudo, e.g. `sudo {argv0} up`"
 )
 ACCOUNTING_OFF: Final = (

@@ -54,13 +54,21 @@ class UpSettings:
     )
     nats_port: int = option(0, flag="--nats-port", kind="int", help="loopback port of NATS (0: a free one)")
     since_s: float = option(600.0, flag="--since", kind="duration", help="window of the live table")
+    by: str = option(
+        "app",
+        flag="--by",
+        choices=("app", "pod", "namespace", "class", "zone", "service"),
+        help="rows of the live table (as `kubenetmon top --by`)",
+    )
     refresh_s: float = option(
         0.0,
         flag="--refresh",
         kind="duration",
         help="live table refresh (0: 2s on a terminal, else --interval)",
     )
-    cloud: str = option("other", flag="--cloud", help="local cloud (aws, gcp, azure, other), for classes")
+    cloud: str = option(
+        "other", flag="--cloud", choices=("aws", "gcp", "azure", "other"), help="local cloud, for classes"
+    )
     region: str = option("", flag="--region", help="local region, for classes")
     ranges: tuple[str, ...] = option(
         (), flag="--ranges", kind="list", help="cloud range files or URLs for the enricher, comma-separated"
@@ -79,6 +87,12 @@ class UpSettings:
         )
         require(self, "inventory", not (self.inventory and self.kubeconfig), "--inventory or --kubeconfig")
         require(self, "netns", not (self.demo and self.netns), "no --netns with --demo (it makes its own)")
+        require(
+            self,
+            "inventory",
+            not (self.demo and (self.inventory or self.kubeconfig)),
+            "no --inventory or --kubeconfig with --demo (it describes its own lab)",
+        )
         require(self, "nats_port", 0 <= self.nats_port <= 65535, "a port, or 0")
         require(self, "since_s", self.since_s > 0, "a positive duration")
         require(self, "refresh_s", self.refresh_s >= 0, "a duration (0: automatic)")

@@ -1,0 +1,378 @@
+"""Soak: the pipeline at twice a stated nominal rate for a long while; throughput, lag and memory slope.
+
+nats-server, ``kubenetmon enricher`` and ``kubenetmon writer`` (into a chDB directory) run as separate
+processes, exactly as deployed. A synthetic publisher in this process stands in for the agents (real
+conntrack at volume is not practical here): it publishes RAW messages of ``--rows`` records on a fixed
+schedule so that ``--rate x --factor`` records/s reach the RAW stream (a late message is published as
+soon as possible, never skipped, and the achieved rate is reported).
+
+Every ``--sample`` seconds it records the consumers' lag (``num_pending``, ``num_ack_pending`` of the
+``enricher`` and ``writer`` durables), the enricher's and writer's counters from ``/metrics``, and the
+RSS of every process of the pipeline (nats-server, each supervisor and each worker). At the end: the
+publisher stops, the pipeline drains, the stored rows are counted through the exact view, and it prints
+
+- throughput: records/s published and enriched, rows/s written, over the whole run;
+- lag over time, one line per sample;
+- the RSS slope of every process (least-squares line, MB/min) after ``--warmup`` (flat is the goal),
+  with the first and last RSS.
+
+    python bench/soak.py [--rate 2000] [--factor 2] [--duration 10m] [--sample 10s] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from enricher_common import cluster_objects, traffic
+
+from kubenetmon.enricher import sources
+from kubenetmon.enricher.classes import LabelSettings
+from kubenetmon.shared import schema
+from kubenetmon.shared.broker import Broker
+from kubenetmon.shared.natsserver import NatsServer, free_port
+from kubenetmon.shared.options import parse_duration
+from kubenetmon.shared.settings import NatsSettings
+
+KUBENETMON = [sys.executable, "-m", "kubenetmon.shared.cli"]
+PREFIX = "SOAK"
+DATA = Path(__file__).resolve().parent.parent / "tests" / "enricher" / "data"
+RANGE_FILES = tuple(
+    str(DATA / n) for n in ("aws-ip-ranges.json", "gcp-cloud.json", "goog.json", "azure-servicetags.json")
+)
+
+
+@dataclass
+class Sample:
+    t: float
+    published: int
+    lag: dict[str, tuple[int, int]]
+    counters: dict[str, float]
+    rss_mb: dict[str, float]
+
+
+@dataclass
+class Run:
+    samples: list[Sample] = field(default_factory=list)
+    published_records: int = 0
+    published_messages: int = 0
+    late_max_s: float = 0.0
+
+
+# ------------------------------------------------------------------------------------------ processes
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+            return int(response.status), response.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def metric_value(text: str, name: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name) : len(name) + 1] in (" ", "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def descendants(root: int) -> list[int]:
+    """``root`` and every process below it (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    out, frontier = [root], [root]
+    while frontier:
+        frontier = [pid for pid, ppid in parents.items() if ppid in frontier]
+        out += frontier
+    return out
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def process_name(pid: int, role: str, root: int) -> str:
+    if pid == root:
+        return role if role == "nats-server" else f"{role} (supervisor)"
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        cmd = ""
+    kind = "resource tracker" if "resource_tracker" in cmd else "worker"
+    return f"{role} {kind} pid {pid}"
+
+
+def start_role(role: str, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as err:
+        return subprocess.Popen([*KUBENETMON, role, *argv], stdout=subprocess.DEVNULL, stderr=err)
+
+
+def wait_ready(port: int, proc: subprocess.Popen[bytes], *, within: float = 300.0) -> None:
+    deadline = time.monotonic() + within
+    while http_get(port, "/readyz")[0] != 200:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"a role did not become ready (exit {proc.poll()})")
+        time.sleep(0.1)  # polling a condition, with a deadline
+
+
+# ------------------------------------------------------------------------------------------ the run
+
+
+async def publish_on_schedule(
+    broker: Broker, pool: list[schema.RawMessage], *, rate: float, until: float, run: Run
+) -> None:
+    """Publish messages of the pool (fresh ids, current interval) so records/s follow ``rate``."""
+    rows = len(pool[0].rows)
+    period = rows / rate
+    started = time.monotonic()
+    k = 0
+    while True:
+        due = started + k * period
+        now = time.monotonic()
+        if due >= until:
+            return
+        if due > now:
+            await asyncio.sleep(due - now)
+        else:
+            run.late_max_s = max(run.late_max_s, now - due)
+        base = pool[k % len(pool)]
+        start = int(time.time()) // 60 * 60
+        msg = schema.RawMessage(base.node, "soak", start, 60, k, 0, 1, base.rows)
+        await broker.publish(broker.raw_subject(msg.node), schema.encode_raw(msg), msg_id=msg.msg_id)
+        run.published_records += rows
+        run.published_messages += 1
+        k += 1
+
+
+async def sample_forever(
+    broker: Broker, roots: dict[str, int], ports: dict[str, int], *, every: float, run: Run
+) -> None:
+    t0 = time.monotonic()
+    while True:
+        lag = {}
+        for consumer in ("enricher", "writer"):
+            info = await broker.consumer_info(consumer)
+            lag[consumer] = (info.num_pending, info.num_ack_pending)
+        counters: dict[str, float] = {}
+        for role, port in ports.items():
+            _, text = await asyncio.to_thread(http_get, port, "/metrics")
+            for name in (
+                "kubenetmon_enricher_records_total",
+                "kubenetmon_enricher_rows_total",
+                "kubenetmon_writer_rows_written_total",
+                "kubenetmon_pool_restarts_total",
+                "kubenetmon_dlq_messages_total",
+            ):
+                counters[f"{role}:{name}"] = metric_value(text, name)
+        memory: dict[str, float] = {}
+        for role, root in roots.items():
+            for pid in descendants(root):
+                mb = rss_mb(pid)
+                if mb is not None:
+                    memory[process_name(pid, role, root)] = mb
+        run.samples.append(Sample(time.monotonic() - t0, run.published_records, lag, counters, memory))
+        await asyncio.sleep(every)
+
+
+def slope_mb_per_min(points: list[tuple[float, float]]) -> float:
+    if len(points) < 2:
+        return float("nan")
+    return float(statistics.linear_regression([t for t, _ in points], [v for _, v in points]).slope) * 60
+
+
+def report(run: Run, args: argparse.Namespace, *, drained_s: float | None, stored: int) -> dict[str, Any]:
+    last = run.samples[-1]
+    elapsed = args.duration_s
+    records_in = last.counters.get("enricher:kubenetmon_enricher_records_total", 0.0)
+    rows_out = last.counters.get("enricher:kubenetmon_enricher_rows_total", 0.0)
+    rows_written = last.counters.get("writer:kubenetmon_writer_rows_written_total", 0.0)
+    rss: dict[str, dict[str, float]] = {}
+    for name in sorted({n for s in run.samples for n in s.rss_mb}):
+        points = [(s.t, s.rss_mb[name]) for s in run.samples if name in s.rss_mb]
+        steady = [(t, v) for t, v in points if t >= args.warmup_s]
+        half = steady[len(steady) // 2 :]
+        rss[name] = {
+            "first_mb": points[0][1],
+            "last_mb": points[-1][1],
+            "slope_mb_per_min": slope_mb_per_min(steady),
+            "second_half_slope_mb_per_min": slope_mb_per_min(half),
+            "samples": len(steady),
+            "series": [(round(t, 1), round(v, 1)) for t, v in points],
+        }
+    return {
+        "nominal_records_per_s": args.rate,
+        "target_records_per_s": args.rate * args.factor,
+        "duration_s": elapsed,
+        "published_records": run.published_records,
+        "published_records_per_s": run.published_records / elapsed,
+        "publisher_late_max_s": run.late_max_s,
+        "enriched_records": records_in,
+        "enricher_rows_published": rows_out,
+        "rows_written": rows_written,
+        "rows_stored_exact": stored,
+        "drain_s_after_publishing_stopped": drained_s,
+        "restarts": {k: v for k, v in last.counters.items() if "restarts" in k},
+        "dlq": {k: v for k, v in last.counters.items() if "dlq" in k},
+        "lag": [
+            {
+                "t_s": round(s.t, 1),
+                "published": s.published,
+                **{f"{c}_pending": p for c, (p, _) in s.lag.items()},
+                **{f"{c}_ack_pending": a for c, (_, a) in s.lag.items()},
+            }
+            for s in run.samples
+        ],  # fmt: skip
+        "rss": rss,
+    }
+
+
+def print_report(out: dict[str, Any]) -> None:
+    print(f"\nsoak: {out['duration_s']:.0f}s at nominal {out['nominal_records_per_s']:,} records/s "
+          f"x {out['target_records_per_s'] / out['nominal_records_per_s']:g}")  # fmt: skip
+    print(f"  published  {out['published_records']:>12,} records  {out['published_records_per_s']:>9,.0f}/s"
+          f"  (publisher at most {out['publisher_late_max_s']:.2f}s behind schedule)")  # fmt: skip
+    print(f"  enriched   {out['enriched_records']:>12,.0f} records  "
+          f"{out['enriched_records'] / out['duration_s']:>9,.0f}/s")  # fmt: skip
+    print(f"  written    {out['rows_written']:>12,.0f} rows     {out['rows_written'] / out['duration_s']:>9,.0f}/s"
+          f"  (stored, exact view: {out['rows_stored_exact']:,}; enricher published {out['enricher_rows_published']:,.0f})")  # fmt: skip
+    print(f"  drained {out['drain_s_after_publishing_stopped']}s after publishing stopped; "
+          f"restarts {out['restarts']}; dlq {out['dlq']}")  # fmt: skip
+    print("\n  lag (pending / ack pending):")
+    print(f"  {'t (s)':>7} {'published':>11} {'enricher':>15} {'writer':>15}")
+    for row in out["lag"]:
+        print(f"  {row['t_s']:>7} {row['published']:>11,} "
+              f"{row['enricher_pending']:>8,} / {row['enricher_ack_pending']:<5,} "
+              f"{row['writer_pending']:>8,} / {row['writer_ack_pending']:<5,}")  # fmt: skip
+    print("\n  RSS (MB) over time, one column per minute:")
+    for name, r in out["rss"].items():
+        minutes: dict[int, float] = {}
+        for t, v in r["series"]:
+            minutes.setdefault(int(t // 60), v)
+        print(f"  {name:<36} " + " ".join(f"{v:>6.0f}" for _, v in sorted(minutes.items())))
+    print("\n  RSS (MB): first, last; slope (MB/min) after warm-up, and over its second half")
+    for name, r in out["rss"].items():
+        print(
+            f"  {name:<36} {r['first_mb']:>8.1f} {r['last_mb']:>8.1f} {r['slope_mb_per_min']:>+8.3f} "
+            f"{r['second_half_slope_mb_per_min']:>+8.3f}"
+        )
+
+
+async def soak(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    objects = cluster_objects(args.pods, args.nodes, args.services)
+    inventory = tmp / "inventory.json"
+    items = [o for objs in objects.values() for o in objs]
+    inventory.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    private = LabelSettings(cloud="aws", region="us-west-2").private
+    table = sources.load_table(sources.RangeSettings(sources=RANGE_FILES), private=private)
+    pool = traffic(table, pods=args.pods, nodes=args.nodes, services=args.services,
+                   messages=64, rows=args.rows)  # fmt: skip
+    with NatsServer(tmp / "nats") as server:
+        settings = NatsSettings(urls=(server.url,), stream_prefix=PREFIX, subject_prefix=PREFIX.lower())
+        common = ["--nats-url", server.url, "--nats-stream-prefix", PREFIX, "--nats-subject-prefix",
+                  PREFIX.lower(), "--http-host", "127.0.0.1", "--log-format", "text"]  # fmt: skip
+        ports = {"enricher": free_port(), "writer": free_port()}
+        async with await Broker.connect(settings, name="soak", wait_s=10) as broker:
+            (await broker.ensure_topology()).raise_for_conflicts()
+            writer = start_role("writer", [*common, "--http-port", str(ports["writer"]),
+                                "--workers", str(args.writer_workers),
+                                "--clickhouse-dsn", f"chdb://{tmp / 'clickhouse'}"], tmp / "writer.log")  # fmt: skip
+            enricher = start_role("enricher", [*common, "--http-port", str(ports["enricher"]),
+                                  "--workers", str(args.enricher_workers), "--inventory", str(inventory),
+                                  "--cloud", "aws", "--region", "us-west-2", "--cluster", "soak",
+                                  "--ranges", ",".join(RANGE_FILES)],
+                                  tmp / "enricher.log")  # fmt: skip
+            try:
+                for role, proc in (("writer", writer), ("enricher", enricher)):
+                    await asyncio.to_thread(wait_ready, ports[role], proc)
+                assert server.pid is not None
+                roots = {"nats-server": server.pid, "enricher": enricher.pid, "writer": writer.pid}
+                run = Run()
+                sampler = asyncio.create_task(
+                    sample_forever(broker, roots, ports, every=args.sample_s, run=run)
+                )
+                rate = args.rate * args.factor
+                await publish_on_schedule(broker, pool, rate=rate, until=time.monotonic() + args.duration_s,
+                                          run=run)  # fmt: skip
+                stopped = time.monotonic()
+                drained_s = None
+                while time.monotonic() - stopped < args.drain_wait_s:
+                    infos = [await broker.consumer_info(c) for c in ("enricher", "writer")]
+                    if all(i.num_pending == 0 and i.num_ack_pending == 0 for i in infos):
+                        drained_s = round(time.monotonic() - stopped, 1)
+                        break
+                    await asyncio.sleep(0.2)
+                await asyncio.sleep(args.sample_s)  # one more sample after the drain
+                sampler.cancel()
+                query = "SELECT count() FROM network_flows_0_exact"
+                done = subprocess.run([*KUBENETMON, "sql", "--clickhouse-dsn", f"chdb://{tmp / 'clickhouse'}",
+                                       "--format", "csv", query], capture_output=True, text=True, timeout=120)  # fmt: skip
+                stored = int(done.stdout.splitlines()[-1]) if done.returncode == 0 else -1
+                return report(run, args, drained_s=drained_s, stored=stored)
+            finally:
+                for proc in (enricher, writer):
+                    proc.terminate()
+                for proc in (enricher, writer):
+                    try:
+                        await asyncio.to_thread(proc.wait, 60)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rate", type=float, default=2000.0, help="nominal records/s")
+    parser.add_argument("--factor", type=float, default=2.0, help="multiple of the nominal rate to publish")
+    parser.add_argument("--duration", default="10m", help="how long to publish")
+    parser.add_argument("--sample", default="10s", help="sampling period of lag and RSS")
+    parser.add_argument("--warmup", default="1m", help="samples before this are left out of the RSS slope")
+    parser.add_argument(
+        "--drain-wait", default="5m", help="longest wait for the pipeline to drain at the end"
+    )
+    parser.add_argument("--rows", type=int, default=200, help="records per RAW message")
+    parser.add_argument("--pods", type=int, default=2000)
+    parser.add_argument("--nodes", type=int, default=100)
+    parser.add_argument("--services", type=int, default=500)
+    parser.add_argument("--enricher-workers", type=int, default=1)
+    parser.add_argument("--writer-workers", type=int, default=1)
+    parser.add_argument("--json", default="", help="also write the report as JSON here")
+    args = parser.parse_args()
+    for name in ("duration", "sample", "warmup", "drain_wait"):
+        setattr(args, f"{name}_s", parse_duration(getattr(args, name)))
+    with tempfile.TemporaryDirectory(prefix="kubenetmon-soak-") as tmp:
+        out = asyncio.run(soak(args, Path(tmp)))
+    print_report(out)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

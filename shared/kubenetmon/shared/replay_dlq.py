@@ -1,0 +1,224 @@
+"""``kubenetmon replay dlq``: re-drive dead-lettered messages once the cause is fixed.
+
+Each DLQ entry carries where it came from (``Kubenetmon-Original-Subject``, ``-Original-Msg-Id``...)
+and why it failed (``Kubenetmon-Reason``, ``Kubenetmon-Stage``). A re-drive publishes the payload, with
+the original's own headers, to the original subject, then deletes the entry from the DLQ, so a rerun
+(after Ctrl-C, or a second invocation) does not send it again.
+
+The ``Nats-Msg-Id`` of a re-drive is ``<original id>/redrive/<DLQ sequence>``, not the original id:
+within the duplicate window the server would silently drop the original id (the message *is* in its
+stream, it was just not processed). Re-driving the same entry twice therefore yields the same id (a
+crash between publish and delete is deduplicated), and outside the window the row identity makes it
+idempotent anyway: the enricher derives ENRICHED ids and flow ids from the RAW content, and ENRICHED
+rows carry their flow ids.
+
+This verb must not decode payloads: it moves bytes, the stages judge them again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from kubenetmon.shared import runtime, topology
+from kubenetmon.shared.broker import Broker, Delivery
+from kubenetmon.shared.consumer import H_ORIGINAL_MSG_ID, H_ORIGINAL_SUBJECT, H_REASON, H_STAGE
+from kubenetmon.shared.errors import PoisonError, TransientError
+from kubenetmon.shared.replay import add_run_arguments, connect, exit_code, guarded, setup_logging
+from kubenetmon.shared.replay_progress import Progress, human_bytes, summary
+from kubenetmon.shared.replay_scan import Range, scan
+from kubenetmon.shared.settings import (
+    NatsSettings,
+    add_log_arguments,
+    add_nats_arguments,
+    add_runtime_arguments,
+    nats_settings,
+    runtime_settings,
+)
+
+log = logging.getLogger(__name__)
+
+H_REDRIVEN_FROM: Final = "Kubenetmon-Redriven-From"
+"""Set on a re-driven message: ``<DLQ stream>#<sequence>`` of the entry it came from."""
+_OWN_PREFIX: Final = "kubenetmon-"
+_RETRY_MAX_S: Final = 5.0
+
+
+@dataclass(frozen=True)
+class Selection:
+    reasons: frozenset[str] = frozenset()
+    """Only entries dead-lettered for one of these reasons (empty: any)."""
+    stages: frozenset[str] = frozenset()
+    """Only entries of one of these stages (empty: any)."""
+
+    def matches(self, headers: Mapping[str, str]) -> bool:
+        return (not self.reasons or headers.get(H_REASON, "") in self.reasons) and (
+            not self.stages or headers.get(H_STAGE, "") in self.stages
+        )
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("selection")
+    group.add_argument(
+        "--reason",
+        action="append",
+        default=None,
+        metavar="REASON",
+        help="only entries dead-lettered for this reason, e.g. max_deliver, label, invalid_batch "
+        "(repeatable, or comma-separated)",
+    )
+    group.add_argument(
+        "--stage",
+        action="append",
+        default=None,
+        metavar="STAGE",
+        help="only entries of this stage: enricher, writer, ... (repeatable, or comma-separated)",
+    )
+    add_run_arguments(parser)
+    add_nats_arguments(parser)
+    add_runtime_arguments(parser)
+    add_log_arguments(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    settings = nats_settings(args)
+    selection = Selection(reasons=_words(args.reason), stages=_words(args.stage))
+    tty = setup_logging(args, process="replay-dlq")
+    dry_run = bool(args.dry_run)
+    return runtime.run(
+        guarded("dlq", lambda stop: redrive(settings, selection, dry_run=dry_run, stop=stop, tty=tty)),
+        drain_timeout_s=runtime_settings(args).drain_timeout_s,
+    )
+
+
+def _words(values: list[str] | None) -> frozenset[str]:
+    return frozenset(p.strip() for v in values or () for p in v.split(",") if p.strip())
+
+
+async def redrive(
+    settings: NatsSettings, selection: Selection, *, dry_run: bool, stop: asyncio.Event, tty: bool
+) -> int:
+    """Re-drive every selected DLQ entry; print the summary; return the exit code."""
+    started = time.monotonic()
+    try:
+        broker = await connect(settings, name="kubenetmon-replay-dlq")
+    except TransientError as exc:
+        print(f"kubenetmon replay dlq: {exc}", file=sys.stderr)
+        return 1
+    tally: Counter[str] = Counter()
+    progress = Progress("replay dlq", tty=tty, describe=lambda: _brief(tally, dry_run=dry_run))
+    stage = next(iter(selection.stages)) if len(selection.stages) == 1 else None
+    rng = Range(topology.DLQ, filter_subject=broker.dlq_subject(stage) if stage else None)
+    try:
+        progress.phase("entries")
+        async for batch in scan(broker, rng, stop=stop, on_total=progress.add_total):
+            for delivery in batch:
+                if not stop.is_set():
+                    await _one(broker, delivery, selection, tally, dry_run=dry_run, stop=stop)
+            progress.advance(len(batch))
+    finally:
+        progress.close()
+        await broker.drain()
+    interrupted = stop.is_set()
+    print(_report(tally, dry_run=dry_run, interrupted=interrupted, seconds=time.monotonic() - started))
+    return exit_code(interrupted=interrupted, failed=tally["failed"] + tally["not removed"])
+
+
+async def _one(
+    broker: Broker,
+    entry: Delivery,
+    selection: Selection,
+    tally: Counter[str],
+    *,
+    dry_run: bool,
+    stop: asyncio.Event,
+) -> None:
+    tally["read"] += 1
+    headers = entry.headers
+    if not selection.matches(headers):
+        tally["not selected"] += 1
+        return
+    subject = headers.get(H_ORIGINAL_SUBJECT, "")
+    if not subject:
+        tally["no origin"] += 1
+        log.warning("DLQ entry #%d names no original subject; left in place", entry.stream_seq)
+        return
+    tally["selected"] += 1
+    tally["bytes"] += len(entry.data)
+    if dry_run:
+        return
+    original = headers.get(H_ORIGINAL_MSG_ID, "")
+    msg_id = (
+        f"{original}/redrive/{entry.stream_seq}" if original else f"redrive/{entry.stream}/{entry.stream_seq}"
+    )
+    own = {k: v for k, v in headers.items() if not k.lower().startswith((_OWN_PREFIX, "nats-"))}
+    own[H_REDRIVEN_FROM] = f"{entry.stream}#{entry.stream_seq}"
+    try:
+        result = await _publish(broker, subject, entry.data, msg_id=msg_id, headers=own, stop=stop)
+    except PoisonError as exc:
+        tally["failed"] += 1
+        log.error("DLQ entry #%d cannot be re-driven to %s: %s", entry.stream_seq, subject, exc)
+        return
+    if result is None:
+        return  # stopped before it was sent: a rerun sends it
+    tally["duplicate" if result else "redriven"] += 1
+    try:
+        await broker.delete_message(topology.DLQ, entry.stream_seq)
+    except TransientError as exc:
+        tally["not removed"] += 1
+        log.warning(
+            "re-driven DLQ entry #%d was not removed (a rerun re-drives it): %s", entry.stream_seq, exc
+        )
+
+
+async def _publish(
+    broker: Broker, subject: str, data: bytes, *, msg_id: str, headers: dict[str, str], stop: asyncio.Event
+) -> bool | None:
+    """Publish, retrying while NATS is unavailable: True if it was a duplicate, None if stopped first."""
+    failures = 0
+    while not stop.is_set():
+        try:
+            return (await broker.publish(subject, data, msg_id=msg_id, headers=headers)).duplicate
+        except TransientError as exc:
+            failures += 1
+            if failures == 1 or failures % 10 == 0:
+                log.warning("re-drive to %s failed (%d in a row), retrying: %s", subject, failures, exc)
+            await runtime.sleep_or_stop(stop, min(_RETRY_MAX_S, 0.2 * 2**failures))
+    return None
+
+
+def _brief(tally: Counter[str], *, dry_run: bool) -> str:
+    done = tally["selected"] if dry_run else tally["redriven"] + tally["duplicate"]
+    return f"{done} {'to re-drive' if dry_run else 're-driven'}, {tally['not selected']} not selected"
+
+
+def _report(tally: Counter[str], *, dry_run: bool, interrupted: bool, seconds: float) -> str:
+    lines = [("read", f"{tally['read']} DLQ entries")]
+    selected = f"{tally['selected']} entries, {human_bytes(tally['bytes'])}"
+    if dry_run:
+        lines.append(("would re-drive", selected))
+    else:
+        lines += [
+            ("selected", selected),
+            (
+                "re-driven",
+                f"{tally['redriven']} (+{tally['duplicate']} already re-driven), removed from the DLQ",
+            ),
+        ]
+    lines.append(
+        ("left in the DLQ", f"{tally['not selected']} not selected, {tally['no origin']} without origin")
+    )
+    if tally["failed"] or tally["not removed"]:
+        lines.append(
+            ("failed", f"{tally['failed']} refused, {tally['not removed']} re-driven but not removed")
+        )
+    state = "interrupted: rerun the same command to finish" if interrupted else "done"
+    title = f"replay dlq{' (dry run)' if dry_run else ''}: {state} in {seconds:.1f}s"
+    return summary(title, lines)

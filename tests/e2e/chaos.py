@@ -1,0 +1,152 @@
+"""Faults that need more than a signal: ClickHouse refusing writes, and messages delivered twice.
+
+``block_clickhouse``: chDB runs inside the writer process, so "ClickHouse is down" is made real in the
+one way that leaves the writer running: the flows table's data directory is made immutable
+(``chattr +i``), so every insert fails in the engine (it cannot create its part directory) exactly as
+a server refusing writes would, until the attribute is cleared. Where the filesystem has no such
+attribute, the writer is instead restarted while another process holds the chDB directory (the writer
+then runs, unable to open ClickHouse, until that process lets go).
+
+``duplicate_deliveries``: the duplicates production makes, each landing on the same row identity:
+- an enricher worker stalls (SIGSTOP) holding fetched RAW messages past the ack wait; JetStream
+  redelivers them to its sibling; the stalled one resumes and publishes its (now duplicate) output;
+- RAW messages published again with their own ``Nats-Msg-Id`` after the duplicate window (an agent's
+  retry after a long outage);
+- ENRICHED messages published again under fresh ids (a re-load of ENRICHED).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from kubenetmon.shared.broker import Broker
+from tests.fixtures.lab_kernel import wait_until
+
+if TYPE_CHECKING:
+    from tests.e2e.harness import Pipeline
+
+_HOLD = """
+import sys, clickhouse_connect
+client = clickhouse_connect.get_client(interface="chdb", path=sys.argv[1])
+client.query("SELECT 1")
+print("holding", flush=True)
+sys.stdin.read()
+"""
+
+
+def _table_dirs(pipeline: Pipeline) -> list[str]:
+    rows = pipeline.sql(
+        "SELECT arrayJoin(data_paths) AS path FROM system.tables "
+        "WHERE database = 'kubenetmon' AND name = 'network_flows_0'"
+    )
+    return [r["path"] for r in rows]
+
+
+def _chattr(flag: str, paths: list[str]) -> bool:
+    if shutil.which("chattr") is None:
+        return False
+    return subprocess.run(["chattr", flag, *paths], capture_output=True).returncode == 0
+
+
+def block_clickhouse(pipeline: Pipeline, seconds: float, *, how: str = "immutable") -> str:
+    """Make ClickHouse refuse the writer for ``seconds``; returns how (``immutable`` or ``held``)."""
+    writer = pipeline.roles["writer"]
+    paths = _table_dirs(pipeline)
+    if how == "held" or not _chattr("+i", paths):
+        _hold_directory(pipeline, seconds)
+        return "held"
+    try:
+        since = len(writer.log_path.read_bytes())
+        wait_until(
+            lambda: b"ClickHouse unavailable" in writer.log_path.read_bytes()[since:],
+            timeout=max(seconds, 60),
+            what="the writer to meet an unavailable ClickHouse",
+            step=0.1,
+        )
+        time.sleep(seconds)  # the outage's length (the traffic goes on meanwhile)
+    finally:
+        _chattr("-i", paths)
+    return "immutable"
+
+
+def _hold_directory(pipeline: Pipeline, seconds: float) -> None:
+    """Restart the writer while another process owns the chDB directory, for ``seconds``."""
+    writer = pipeline.roles["writer"]
+    assert writer.stop() == 0, writer.tail()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(pipeline.clickhouse_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        writer.start()
+        time.sleep(seconds)  # the outage's length
+    finally:
+        if holder.stdin is not None:
+            holder.stdin.close()
+        holder.wait(30)
+    pipeline.wait_ready("writer")
+
+
+async def _copies(broker: Broker, kind: str, count: int) -> list[Any]:
+    source = await broker.ephemeral(kind)
+    try:
+        got = await source.fetch(count, 2.0)
+        for delivery in got:
+            await delivery.ack()
+        return got
+    finally:
+        await source.close()
+
+
+def republish(pipeline: Pipeline, *, raw: int, enriched: int) -> dict[str, int]:
+    """Publish ``raw`` RAW messages again with their own ids, ``enriched`` ENRICHED under new ids."""
+
+    async def work(broker: Broker) -> dict[str, int]:
+        stored = {"raw": 0, "enriched": 0}
+        for d in await _copies(broker, "raw", raw):
+            result = await broker.publish(d.subject, d.data, msg_id=d.msg_id)
+            stored["raw"] += not result.duplicate
+        for d in await _copies(broker, "enriched", enriched):
+            await broker.publish(d.subject, d.data, msg_id=f"dup-{uuid.uuid4().hex}")
+            stored["enriched"] += 1
+        return stored
+
+    result: dict[str, int] = pipeline.broker_call(work)
+    return result
+
+
+def stall_enricher_worker(pipeline: Pipeline, *, attempts: int = 4) -> int:
+    """SIGSTOP an enricher worker until JetStream redelivered what it held, then SIGCONT it.
+    Returns the number of redeliveries that caused (0 if it never held anything when stopped)."""
+
+    async def redelivered(broker: Broker) -> int:
+        return (await broker.consumer_info("enricher")).num_redelivered
+
+    enricher = pipeline.roles["enricher"]
+    before = pipeline.broker_call(redelivered)
+    for attempt in range(attempts):
+        victim = enricher.wait_workers(pipeline.options.enricher_workers)[attempt % 2]
+        os.kill(victim, signal.SIGSTOP)
+        try:
+            wait_until(
+                lambda: pipeline.broker_call(redelivered) > before,
+                timeout=pipeline.options.ack_wait_s + 3 * pipeline.options.interval_s,
+                what="a redelivery of the stalled worker's messages",
+                step=0.2,
+            )
+        except TimeoutError:
+            continue  # it held nothing this time: try again
+        finally:
+            os.kill(victim, signal.SIGCONT)
+        return int(pipeline.broker_call(redelivered)) - int(before)
+    return 0

@@ -1,0 +1,207 @@
+"""Bad input never stops the pipeline: over 10k generated bad messages fed to the running enricher and writer.
+
+Hypothesis draws the cases in this process (``cases``): mutations of valid RAW and ENRICHED messages
+(truncated, wrong version or kind, wrong types, bad rows and columns, invalid addresses, random bytes
+and random msgpack, bit flips, deep nesting, lying length headers, trailing data), values the table
+refuses, megabyte messages with one bad value at the end, and messages over the decoders' limit up to
+the server's own. Good messages, with known bytes, are interleaved with them; some carry top-level fields
+a newer version might add, which a consumer of the same major version ignores.
+
+All of it is published in bulk to the streams that the real ``kubenetmon enricher`` and ``kubenetmon
+writer`` processes consume. Then, exactly:
+
+- every bad message is in the DLQ once, under its stage, with the reason its decoder gives (or
+  ``invalid_batch`` for what the table refuses), and nothing else is there;
+- every good message is stored: row counts and byte sums through the exact view equal the known ones;
+- no process died: the same pids at the end, no respawn, every worker ready.
+
+Set ``KUBENETMON_FUZZ_SEED`` to replay a run; the seed is in every failure message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from kubenetmon.shared.broker import Broker
+from kubenetmon.shared.consumer import H_ORIGINAL_MSG_ID, H_REASON, H_STAGE
+from kubenetmon.shared.schema import MAX_MESSAGE_BYTES
+from kubenetmon.shared.settings import NatsSettings
+from kubenetmon.writer.settings import ClickHouseSettings
+from tests.enricher.conftest import KUBENETMON, eventually
+from tests.fuzz import cases
+from tests.fuzz.cases import Case
+from tests.fuzz.conftest import SERVER_MAX_PAYLOAD, Role, enricher_args, writer_args
+
+SEED = int(os.environ.get("KUBENETMON_FUZZ_SEED", "0")) or random.SystemRandom().randrange(1, 1 << 31)
+BAD_EXAMPLES = 1700
+"""Hypothesis examples per stream; each yields 1 to ``cases.MUTATIONS`` bad messages."""
+GOOD_EXAMPLES = 300
+REJECTED_EXAMPLES = 40
+SETTLE_S = 240.0
+
+
+def generate() -> tuple[list[Case], list[Case]]:
+    """(RAW cases, ENRICHED cases), bad and good shuffled together."""
+    bad_raw = [c for group in cases.collect(cases.bad_raw(), BAD_EXAMPLES, seed_value=SEED) for c in group]
+    bad_enriched = [
+        c for group in cases.collect(cases.bad_enriched(), BAD_EXAMPLES, seed_value=SEED) for c in group
+    ]
+    bad_enriched += cases.collect(cases.rejected_enriched(), REJECTED_EXAMPLES, seed_value=SEED)
+    good_raw = [
+        cases.finish_raw(d, k)
+        for k, d in enumerate(cases.collect(cases.good_raw(), GOOD_EXAMPLES, seed_value=SEED))
+    ]
+    good_enriched = [
+        cases.finish_enriched(d, k)
+        for k, d in enumerate(cases.collect(cases.good_enriched(), GOOD_EXAMPLES, seed_value=SEED))
+    ]
+    raw = [*bad_raw, *good_raw, cases.big_good_raw(20_000, key=10**6), cases.big_raw_bad_tail(100_000)]
+    enriched = [*bad_enriched, *good_enriched, cases.big_enriched_bad_tail(300_000)]
+    for kind, out in (("raw", raw), ("enriched", enriched)):
+        out += [
+            Case(f"{kind}:oversized", cases.oversized(kind, MAX_MESSAGE_BYTES + 1)),
+            # as big as the server takes: with the DLQ's headers it no longer fits
+            Case(f"{kind}:oversized_at_server_limit", cases.oversized(kind, SERVER_MAX_PAYLOAD - 512)),
+        ]
+    # a bit flip may leave a valid message with unknown content: not sent (its bytes are not known)
+    raw = [c for c in raw if not (c.category == "raw:flipped" and cases.verdict("raw", c.payload) is None)]
+    enriched = [
+        c
+        for c in enriched
+        if not (c.category == "enriched:flipped" and cases.verdict("enriched", c.payload) is None)
+    ]
+    rnd = random.Random(SEED)
+    rnd.shuffle(raw)
+    rnd.shuffle(enriched)
+    return raw, enriched
+
+
+def expected_dlq(raw: list[Case], enriched: list[Case]) -> dict[str, tuple[str, str]]:
+    """Message id -> (stage, reason) of every case that must end in the DLQ."""
+    out: dict[str, tuple[str, str]] = {}
+    for kind, stage, group in (("raw", "enricher", raw), ("enriched", "writer", enriched)):
+        for i, case in enumerate(group):
+            reason = cases.verdict(kind, case.payload)
+            if case.category == "enriched:clickhouse_rejects":
+                assert reason is None, f"seed {SEED}: the decoder should accept {case}"
+                reason = "invalid_batch"
+            if reason is not None:
+                out[f"fuzz/{kind}/{i}"] = (stage, reason)
+            else:
+                assert case.category.endswith(("good", "good_big")), f"seed {SEED}: {case} is valid"
+    return out
+
+
+async def publish_all(broker: Broker, kind: str, group: list[Case]) -> None:
+    subject = broker.raw_subject("fuzz") if kind == "raw" else broker.enriched_subject("fuzz")
+    for start in range(0, len(group), 200):
+        await asyncio.gather(
+            *(
+                broker.publish(subject, case.payload, msg_id=f"fuzz/{kind}/{start + j}", timeout=30.0)
+                for j, case in enumerate(group[start : start + 200])
+            )
+        )
+
+
+async def drained(broker: Broker) -> bool:
+    for consumer in ("enricher", "writer"):
+        info = await broker.consumer_info(consumer)
+        if info.num_pending or info.num_ack_pending:
+            return False
+    return True
+
+
+async def dlq_entries(broker: Broker, count: int) -> dict[str, tuple[str, str]]:
+    source = await broker.ephemeral("dlq")
+    got: dict[str, tuple[str, str]] = {}
+    try:
+        async with asyncio.timeout(120):
+            while len(got) < count:
+                for d in await source.fetch(500, 1.0):
+                    got[d.headers.get(H_ORIGINAL_MSG_ID, "")] = (d.headers[H_STAGE], d.headers[H_REASON])
+                    await d.ack()
+    finally:
+        await source.close()
+    return got
+
+
+def stored(clickhouse: ClickHouseSettings) -> dict[str, tuple[int, int]]:
+    query = (
+        "SELECT observerNode, count() AS n, sum(bytes) AS b FROM network_flows_0_exact GROUP BY observerNode"
+    )
+    done = subprocess.run(
+        [*KUBENETMON, "sql", "--clickhouse-dsn", clickhouse.dsn, "--format", "json", query],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return {r["observerNode"]: (int(r["n"]), int(r["b"])) for r in json.loads(done.stdout)}
+
+
+def ready_and_whole(role: Role) -> bool:
+    return role.get("/readyz")[0] == 200
+
+
+@pytest.mark.timeout(600)
+async def test_bad_input_goes_to_the_dlq_and_good_input_is_stored(
+    broker_for_fuzz: Broker,
+    fuzz_nats: NatsSettings,
+    chdb_settings: ClickHouseSettings,
+    inventory: Path,
+    start_role: object,
+) -> None:
+    broker = broker_for_fuzz
+    writer = start_role("writer", *writer_args(fuzz_nats, chdb_settings))  # type: ignore[operator]
+    enricher = start_role("enricher", *enricher_args(fuzz_nats, inventory))  # type: ignore[operator]
+    raw, enriched = await asyncio.to_thread(generate)
+    expected = expected_dlq(raw, enriched)
+    category = {f"fuzz/{kind}/{i}": c.category for kind, group in (("raw", raw), ("enriched", enriched))
+                for i, c in enumerate(group)}  # fmt: skip
+    bad = len(expected)
+    assert bad >= 10_000, f"seed {SEED}: only {bad} bad cases"
+    for role in (writer, enricher):
+        await eventually(lambda role=role: ready_and_whole(role), within=120)
+    pids = {role.name: role.pids() for role in (writer, enricher)}
+    assert all(len(p) >= 2 for p in pids.values()), pids  # a supervisor and its worker
+
+    await asyncio.gather(publish_all(broker, "raw", raw), publish_all(broker, "enriched", enriched))
+    await eventually(lambda: drained(broker), within=SETTLE_S)
+
+    got = await dlq_entries(broker, bad)
+    assert (await broker.stream_info("dlq")).messages == bad, f"seed {SEED}"
+    if got != expected:
+        wrong = {k: (got.get(k), v) for k, v in expected.items() if got.get(k) != v}
+        extra = {k: v for k, v in got.items() if k not in expected}
+        categories = Counter(category[k] for k in wrong)
+        raise AssertionError(f"seed {SEED}: {len(wrong)} wrong, {len(extra)} extra DLQ entries "
+                             f"({categories}): {list(wrong.items())[:10]} {list(extra.items())[:5]}")  # fmt: skip
+    by_reason = Counter(got.values())
+    assert by_reason == Counter(expected.values())
+
+    good_raw = [c for c in raw if c.category.startswith("raw:good")]
+    good_enriched = [c for c in enriched if c.category == "enriched:good"]
+    want = {
+        cases.OBSERVER: (2 * sum(c.records for c in good_raw), sum(c.bytes for c in good_raw)),
+        cases.DIRECT_NODE: (sum(c.records for c in good_enriched), sum(c.bytes for c in good_enriched)),
+    }
+    assert stored(chdb_settings) == want, f"seed {SEED}"
+
+    for role in (writer, enricher):
+        assert role.pids() == pids[role.name], f"{role.name}: a process died or was replaced"
+        assert role.metric("kubenetmon_pool_restarts_total") == 0
+        assert ready_and_whole(role)
+        role.proc.signal(signal.SIGTERM)
+    for role in (enricher, writer):
+        assert await role.proc.wait(within=60) == 0, role.proc.log[-3000:]
+    print(f"fuzz seed {SEED}: {bad} bad messages in the DLQ by reason {dict(by_reason)}; "
+          f"{len(good_raw)} RAW and {len(good_enriched)} ENRICHED good messages stored exactly")  # fmt: skip

@@ -1,0 +1,139 @@
+"""``replay dlq`` against a real nats-server, the real enricher handler and chDB: a RAW message dead-lettered
+while the ENRICHED stream was missing is re-driven after the fix and lands in ClickHouse exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import nats
+
+from kubenetmon.enricher import inventory, sources
+from kubenetmon.enricher.classes import LabelSettings
+from kubenetmon.enricher.index import Index
+from kubenetmon.enricher.labeler import Labeler
+from kubenetmon.enricher.worker import Enricher
+from kubenetmon.shared.broker import Broker
+from kubenetmon.shared.consumer import H_REASON, consume
+from kubenetmon.shared.settings import NatsSettings
+from kubenetmon.writer.settings import WriterSettings
+from kubenetmon.writer.sink import Sink
+from kubenetmon.writer.worker import Writer
+from tests.replay.conftest import (
+    NODES,
+    SERVICES,
+    Process,
+    base_time,
+    cluster_pods,
+    eventually,
+    flags,
+    interval_messages,
+    publish_raw,
+    read_stream,
+    run_cli,
+    settled,
+    write_inventory,
+)
+
+SETTINGS = LabelSettings(cloud="aws", region="us-west-2")
+
+
+async def _delete_stream(settings: NatsSettings, name: str) -> None:
+    """An operator's mistake, made with the plain client."""
+    nc = await nats.connect(settings.urls[0])
+    try:
+        await nc.jetstream().delete_stream(name)
+    finally:
+        await nc.close()
+
+
+async def test_a_dead_lettered_message_redriven_after_the_fix_lands_once(
+    broker: Broker,
+    nats_settings: NatsSettings,
+    clickhouse: Sink,
+    tmp_path: Path,
+    spawn: Callable[..., Process],
+) -> None:
+    base = base_time()
+    inv = write_inventory(tmp_path / "inv.yaml", [*NODES, *cluster_pods(created=base - 7200), *SERVICES])
+    index = Index()
+    inventory.load(index, inv)
+    ranges = sources.load_table(sources.RangeSettings(), private=SETTINGS.private)
+    enricher = Enricher(Labeler(SETTINGS, index=index, ranges=ranges), broker=broker, max_rows=1000)
+    stop = asyncio.Event()
+    live = asyncio.create_task(
+        consume(
+            broker,
+            consumer="enricher",
+            handler=enricher.handle,
+            stop=stop,
+            batch=10,
+            fetch_timeout=0.2,
+            stage="enricher",
+        )
+    )
+    try:
+        await _delete_stream(nats_settings, broker.stream_name("enriched"))
+        [msg] = interval_messages(base, 1)
+        await publish_raw(broker, [msg])
+        await broker.publish(broker.raw_subject("n1"), b"\xc1 not msgpack", msg_id="garbage/1")
+
+        async def dead() -> bool:
+            return (await broker.stream_info("dlq")).messages == 2
+
+        await eventually(dead)
+        assert sorted(d.headers[H_REASON] for d in await read_stream(broker, "dlq")) == [
+            "malformed",
+            "max_deliver",
+        ]
+        (await broker.ensure_topology()).raise_for_conflicts()  # the fix: the stream is back
+
+        nats_flags = flags(nats_settings)
+        code, out, err = await run_cli(
+            spawn, "replay", "dlq", "--reason", "max_deliver", "--dry-run", *nats_flags, name="dry"
+        )
+        assert code == 0, err
+        assert "would re-drive   1 entries" in out, out
+        assert (await broker.stream_info("dlq")).messages == 2
+
+        code, out, err = await run_cli(
+            spawn, "replay", "dlq", "--reason", "max_deliver", *nats_flags, name="redrive"
+        )
+        assert code == 0, err
+        assert "re-driven        1 (+0 already re-driven)" in out, out
+        assert [d.headers[H_REASON] for d in await read_stream(broker, "dlq")] == ["malformed"]
+
+        async def enriched() -> bool:
+            return await settled(broker, "enricher") and (await broker.stream_info("enriched")).messages == 1
+
+        await eventually(enriched)
+        [out_msg] = await read_stream(broker, "enriched")
+        assert out_msg.msg_id == f"enriched/{msg.msg_id}"  # the id derives from the RAW content
+
+        code, out, err = await run_cli(
+            spawn, "replay", "dlq", "--reason", "max_deliver", *nats_flags, name="again"
+        )
+        assert code == 0, err
+        assert "re-driven        0 (+0 already re-driven)" in out and "1 not selected" in out, out
+    finally:
+        stop.set()
+        await live
+
+    writer_stop = asyncio.Event()
+    writer = Writer(
+        source=await broker.pull("writer"),
+        broker=broker,
+        sink=clickhouse,
+        settings=WriterSettings(batch_age_s=0.2),
+        keepalive_s=0.5,
+        drain_s=5,
+    )
+    task = asyncio.create_task(writer.run(writer_stop))
+    await eventually(lambda: settled(broker, "writer"))
+    writer_stop.set()
+    await task
+    assert clickhouse.query("SELECT count() FROM kubenetmon.network_flows_0").rows == [
+        (4,)
+    ]  # once, physically
+    assert clickhouse.query("SELECT count() FROM kubenetmon.network_flows_0_exact").rows == [(4,)]

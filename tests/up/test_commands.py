@@ -1,0 +1,54 @@
+"""The commands ``kubenetmon up`` runs, and the settings they come from."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pytest
+
+from kubenetmon.shared.errors import ConfigError
+from kubenetmon.shared.up import commands
+from kubenetmon.shared.up.settings import UpSettings, add_up_arguments, default_data_dir, up_settings
+
+
+def _settings(*argv: str) -> UpSettings:
+    parser = argparse.ArgumentParser()
+    add_up_arguments(parser)
+    return up_settings(parser.parse_args(list(argv)), environ={"HOME": "/home/u"})
+
+
+def test_defaults_and_layout(tmp_path: Path) -> None:
+    assert default_data_dir({"XDG_DATA_HOME": "/x"}) == "/x/kubenetmon"
+    s = _settings("--data-dir", str(tmp_path / "d"), "--node-name", "n1")
+    assert s.clickhouse_dir == tmp_path / "d" / "clickhouse"
+    assert (s.interval, s.poll_s) == (10, 2.0)
+    relative = _settings("--data-dir", "rel")
+    assert Path(relative.data_dir).is_absolute()
+    with pytest.raises(ConfigError, match="--interval"):
+        _settings("--interval", "2.5s")
+    with pytest.raises(ConfigError, match="no --netns with --demo"):
+        _settings("--demo", "--netns", "x")
+
+
+def test_every_role_gets_its_settings_as_flags(tmp_path: Path) -> None:
+    s = _settings("--data-dir", str(tmp_path), "--interval", "4", "--by", "pod", "--cloud", "aws")
+    url = "nats://127.0.0.1:4333"
+    writer = commands.writer(s, nats_url=url)
+    assert writer[:4] == [sys.executable, "-m", "kubenetmon.shared.cli", "writer"]
+    assert f"chdb://{tmp_path}/clickhouse" in writer and url in writer
+    agent = commands.agent(s, nats_url=url, node="n1", netns="ns1")
+    assert agent[agent.index("--netns") + 1] == "ns1" and agent[agent.index("--interval") + 1] == "4s"
+    assert agent[agent.index("--state-dir") + 1] == str(tmp_path / "agent" / "n1")
+    enricher = commands.enricher(
+        s, nats_url=url, inventory="/i.json", kubeconfig="", extra=("--cloud", "gcp")
+    )
+    assert enricher[enricher.index("--inventory") + 1] == "/i.json"
+    assert enricher.index("aws") < enricher.index(
+        "gcp"
+    )  # the metadata's own labeling flags come last: they win
+    view = commands.view(s, interactive=False)
+    assert "--owner-only" in view and view[view.index("--watch") + 1] == "4s"
+    assert view[view.index("--by") + 1] == "pod"
+    assert commands.view(s, interactive=True)[view.index("--watch") + 1] == "2s"
