@@ -26,6 +26,7 @@ def _args(*argv: str) -> argparse.Namespace:
 
 
 def test_targets(tmp_path: Path) -> None:
+    (tmp_path / "data" / "clickhouse").mkdir(parents=True)
     settings = target_settings(_args("--data-dir", str(tmp_path / "data")))
     assert settings.dsn == f"chdb://{tmp_path}/data/clickhouse"
     assert target_settings(_args("--clickhouse-dsn", "http://ch:8123", "--database", "f")).database == "f"
@@ -100,3 +101,12 @@ def test_a_dead_owner_is_ignored(tmp_path: Path) -> None:
     assert live_endpoint(str(tmp_path)) is None
     endpoint_file(str(tmp_path)).write_text("not json")
     assert live_endpoint(str(tmp_path)) is None
+
+
+def test_missing_data_dir_is_a_clear_error_and_creates_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from kubenetmon.shared.cli import main
+
+    missing = tmp_path / "nothing-here"
+    assert main(["sql", "--data-dir", str(missing), "SELECT 1"]) == 2
+    assert "no kubenetmon data there" in capsys.readouterr().err
+    assert not missing.exists()

@@ -441,19 +441,20 @@ def decode_raw(data: bytes, *, subject: str = "", max_bytes: int = MAX_MESSAGE_B
     )
 
 
+_INT_FIELDS: Final = (0, 1, 2, 5, 6, 9, 10, 11, 12, 13, 14)
 _COUNTER_FIELDS: Final = (11, 12, 13, 14)
 _ADDRESS_FIELDS: Final = (3, 4, 7, 8)
-_ROW_TYPES: Final = [int, int, int, bytes, bytes, int, int, bytes, bytes, int, int, int, int, int, int]
 
 
 def _columns_of(rows: list[Any]) -> tuple[list[Sequence[Any]], list[bytes] | None] | None:
     """The columns and ``identities`` of ``rows`` if every row is well formed (the rules of
-    ``_check_row``), else None.
+    ``_check_row``), else None. ``rows`` are as msgpack builds them (binaries are ``bytes``).
 
     Whole columns at a time, in C: the rows are flattened (one iterator at a time: no burst of
-    objects for the garbage collector) and their exact types compared with the expected pattern;
-    packing the identities checks the ranges of the small integers, one ``struct.pack`` per column
-    those of the counters; address lengths are compared with the family's.
+    objects for the garbage collector) and sliced into columns; packing the identities checks the
+    types and ranges of the small integers and that addresses are binaries, one ``struct.pack`` per
+    column those of the counters (struct takes ``True`` for 1: columns holding a 0 or a 1 get their
+    exact types checked), address lengths are compared with the family's.
     """
     n = len(rows)
     if n == 0:
@@ -461,8 +462,6 @@ def _columns_of(rows: list[Any]) -> tuple[list[Sequence[Any]], list[bytes] | Non
     if list(map(type, rows)).count(list) != n or list(map(len, rows)).count(RAW_ROW_FIELDS) != n:
         return None
     flat = list(chain.from_iterable(rows))
-    if list(map(type, flat)) != _ROW_TYPES * n:  # exact: bool is not an int here
-        return None
     columns: list[Sequence[Any]] = [flat[i::RAW_ROW_FIELDS] for i in range(RAW_ROW_FIELDS)]
     try:
         packed = identities(columns)
@@ -470,6 +469,10 @@ def _columns_of(rows: list[Any]) -> tuple[list[Sequence[Any]], list[bytes] | Non
             struct.pack(f"!{n}Q", *columns[i])
     except struct.error:
         return None
+    for i in _INT_FIELDS:
+        column = columns[i]
+        if (True in column or False in column) and list(map(type, column)).count(int) != n:
+            return None
     families = set(columns[1])
     if not families <= ADDRESS_LENGTH.keys():
         return None

@@ -50,6 +50,9 @@ def target_settings(args: argparse.Namespace) -> ClickHouseSettings:
         raise ConfigError("give either --clickhouse-dsn or --data-dir, not both")
     if not data_dir and not args.clickhouse_dsn:
         raise ConfigError("--clickhouse-dsn or --data-dir is required")
+    if data_dir and not os.path.isdir(os.path.join(data_dir, "clickhouse")):
+        # Opening a missing directory would create an empty database there and answer "no rows".
+        raise ConfigError(f"--data-dir {data_dir}: no kubenetmon data there (run `kubenetmon up` first)")
     overrides = {"dsn": data_dir_dsn(data_dir)} if data_dir else {}
     return from_args(ClickHouseSettings, args, **overrides).with_secret()
 
