@@ -19,6 +19,7 @@ from kubenetmon.agent.sanity import ACCOUNTING_OFF, check
 from kubenetmon.agent.service import Agent
 from kubenetmon.agent.settings import AgentSettings
 from kubenetmon.shared.errors import ConfigError, TransientError
+from kubenetmon.shared.schema import MAX_INTERVAL_SECONDS
 from tests.agent.ctmsg import Entry
 
 
@@ -143,6 +144,28 @@ def test_backlog_is_bounded_by_merging_and_loses_nothing(tmp_path: Path) -> None
     publish_all(agent)
     assert broker.total() + agent_open_bytes(agent) == sum(c[1] for c in kernel.counters.values())
     assert StateDir(tmp_path).stored_reports() == []
+
+
+def test_a_day_long_outage_never_makes_a_record_longer_than_the_contract_allows(tmp_path: Path) -> None:
+    # merging the newest reports for a day would make one span > 65535 s, a record every consumer
+    # rejects (intervalSeconds is a UInt16): its bytes would end in the DLQ instead of the table
+    kernel, broker, clock = Kernel(), Broker(), Clock()
+    agent = make(tmp_path, kernel, broker, clock, max_backlog_reports=2)
+    broker.down = True
+    for _ in range(6 * 24):  # 24 hours, one poll every 10 minutes (each one closes an interval)
+        kernel.grow()
+        clock.now += 600
+        agent.tick()
+    spans = [r.seconds for r in agent.pending]
+    assert max(spans) <= MAX_INTERVAL_SECONDS and len(agent.pending) == 3  # the backlog grew by one
+    broker.down = False
+    publish_all(agent)  # the fake broker decodes every chunk as a consumer would
+    assert broker.total() + agent_open_bytes(agent) == sum(c[1] for c in kernel.counters.values())
+
+
+def test_interval_longer_than_a_record_can_span_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="1 to 65535"):
+        AgentSettings(node_name="n1", interval_s=86400, state_dir=str(tmp_path))
 
 
 def test_restart_resumes_baselines_and_backlog(tmp_path: Path) -> None:

@@ -17,7 +17,14 @@ from typing import Final
 
 import msgpack
 
-from kubenetmon.shared.schema import AF_INET, RawMessage, RawRow, decode_raw, encode_raw
+from kubenetmon.shared.schema import (
+    AF_INET,
+    MAX_INTERVAL_SECONDS,
+    RawMessage,
+    RawRow,
+    decode_raw,
+    encode_raw,
+)
 
 _HEADER_BOUND: Final = 512
 """Upper bound of a RAW message's encoding without its rows (node name and boot id included)."""
@@ -78,6 +85,17 @@ def build(
 def rows_of(report: Report) -> list[RawRow]:
     """Decode a report's rows back (for merging and tests)."""
     return [row for chunk in report.chunks for row in decode_raw(chunk).rows]
+
+
+def span(older: Report, newer: Report) -> int:
+    """Seconds a merge of the two reports would cover."""
+    end = max(older.start + older.seconds, newer.start + newer.seconds)
+    return end - min(older.start, newer.start)
+
+
+def mergeable(older: Report, newer: Report) -> bool:
+    """Whether one record can carry both: its interval must fit the contract's ``intervalSeconds``."""
+    return span(older, newer) <= MAX_INTERVAL_SECONDS
 
 
 def merge(older: Report, newer: Report, *, seq: int, max_bytes: int) -> Report:

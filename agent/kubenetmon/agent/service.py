@@ -194,13 +194,7 @@ class Agent:
         self.pending.append(new)
         metrics.REPORTS.inc()
         if len(self.pending) > self.settings.max_backlog_reports:
-            # the two newest; never pending[0], which may be in flight (cap >= 2, so len >= 3 here)
-            older, newer = self.pending[-2], self.pending[-1]
-            merged = reports.merge(older, newer, seq=self._seq(), max_bytes=self.settings.max_message_bytes)
-            self.state_dir.save_report(merged)
-            self.pending[-2:] = [merged]
-            self._obsolete += [older.seq, newer.seq]
-            metrics.BACKLOG_MERGES.inc()
+            self._merge_newest()
         metrics.BACKLOG.set(len(self.pending))
         log.info(
             "interval cut",
@@ -215,6 +209,20 @@ class Agent:
             },
         )
         self._work.set()
+
+    def _merge_newest(self) -> None:
+        """Bound the backlog: merge the two newest reports (never pending[0], which may be in flight;
+        cap >= 2, so len >= 3 here). A record spans at most ``MAX_INTERVAL_SECONDS`` (every consumer
+        rejects more), so once the newest covers that long the backlog grows by one report instead:
+        one per 18 hours of outage."""
+        older, newer = self.pending[-2], self.pending[-1]
+        if not reports.mergeable(older, newer):
+            return
+        merged = reports.merge(older, newer, seq=self._seq(), max_bytes=self.settings.max_message_bytes)
+        self.state_dir.save_report(merged)
+        self.pending[-2:] = [merged]
+        self._obsolete += [older.seq, newer.seq]
+        metrics.BACKLOG_MERGES.inc()
 
     def _seq(self) -> int:
         self.next_seq += 1

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from kubenetmon.shared.options import add_arguments, from_args, option, require
+from kubenetmon.shared.schema import MAX_INTERVAL_SECONDS
 from kubenetmon.shared.settings import HttpSettings
 
 MIB: Final = 1024 * 1024
@@ -84,8 +85,8 @@ class AgentSettings:
         require(
             self,
             "interval_s",
-            self.interval_s >= 1 and float(self.interval_s).is_integer(),
-            "a whole number of seconds >= 1",
+            1 <= self.interval_s <= MAX_INTERVAL_SECONDS and float(self.interval_s).is_integer(),
+            f"a whole number of seconds from 1 to {MAX_INTERVAL_SECONDS}",
         )
         require(self, "poll_interval_s", self.poll_interval_s <= self.interval_s, "at most --interval")
         require(self, "metrics_port", -1 <= self.metrics_port <= 65535, "a port, or -1")

@@ -141,7 +141,9 @@ async def replay_raw(config: RawReplay, *, stop: asyncio.Event, tty: bool = Fals
     except TransientError as exc:
         print(f"kubenetmon replay raw: {exc}", file=sys.stderr)
         return 1
-    progress = Progress(f"replay raw {config.run_id}", tty=tty, describe=lambda: _brief(tally))
+    progress = Progress(
+        f"replay raw {config.run_id}", tty=tty, describe=lambda: _brief(tally, dry_run=config.dry_run)
+    )
     log.info(
         "replay raw %s: %s, metadata %s%s",
         config.run_id,
@@ -332,7 +334,9 @@ async def _history(
 # ------------------------------------------------------------------------------------------ reporting
 
 
-def _brief(tally: Counter[str]) -> str:
+def _brief(tally: Counter[str], *, dry_run: bool) -> str:
+    if dry_run:
+        return f"{tally['selected']} selected"
     return f"{tally['selected']} selected, {tally['published']} published"
 
 

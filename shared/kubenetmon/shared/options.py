@@ -203,8 +203,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, title: str) -> 
         text = meta["help"]
         if meta["choices"]:
             text += f" (one of {', '.join(meta['choices'])})"
-        if not meta["secret"]:
-            text += f" [default: {format_value(meta['kind'], f.default)}]"
+        shown = "" if meta["secret"] else format_value(meta["kind"], f.default)
+        if shown:
+            text += f" [default: {shown}]"
         group.add_argument(
             meta["flag"], dest=_dest(meta["flag"]), default=None, metavar=meta["kind"].upper(), help=text
         )

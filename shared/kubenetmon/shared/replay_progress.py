@@ -65,7 +65,7 @@ class Progress:
         self.started = self._logged = self.clock()
         if self._bar is not None:
             self._bar.start()
-            self._task = self._bar.add_task(f"{self.title} {name}", total=None, detail="")
+            self._task = self._bar.add_task(name, total=None, detail="")
 
     def add_total(self, n: int) -> None:
         self.total += n
@@ -128,7 +128,9 @@ def _bar() -> Bar:
 
 
 def format_seconds(seconds: float) -> str:
-    seconds = max(0, round(seconds))
+    if seconds < 10:
+        return f"{max(0.0, seconds):.1f}s"
+    seconds = round(seconds)
     if seconds < 60:
         return f"{seconds}s"
     if seconds < 3600:

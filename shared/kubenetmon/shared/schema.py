@@ -41,6 +41,8 @@ MAX_NODE_LENGTH: Final = 253
 """A Kubernetes node name is a DNS subdomain: at most 253 characters."""
 MAX_BOOT_LENGTH: Final = 64
 """A boot id is a UUID (36 characters); room to spare, but bounded."""
+MAX_INTERVAL_SECONDS: Final = 0xFFFF
+"""Longest interval a record may span: ``intervalSeconds`` is a UInt16 column."""
 
 AF_INET: Final = 2
 AF_INET6: Final = 10
@@ -417,7 +419,7 @@ def decode_raw(data: bytes, *, subject: str = "", max_bytes: int = MAX_MESSAGE_B
     ints = {name: _field(obj, name, int, **kw) for name in ("start", "secs", "seq", "chunk", "chunks")}
     if (
         not 0 <= ints["start"] <= _U32  # a ClickHouse DateTime
-        or not 0 < ints["secs"] <= 0xFFFF
+        or not 0 < ints["secs"] <= MAX_INTERVAL_SECONDS
         or ints["seq"] < 0
         or not 0 <= ints["chunk"] < ints["chunks"]
     ):
@@ -501,7 +503,7 @@ _COLUMN_WIRE: Final[dict[str, str]] = {c.name: c.wire for c in COLUMNS}
 _INT_LIMITS: Final[dict[str, tuple[int, int]]] = {
     # integer columns narrower than the 64-bit wire type: the ClickHouse column would not hold more
     "intervalStartTime": (0, _U32),
-    "intervalSeconds": (1, 0xFFFF),
+    "intervalSeconds": (1, MAX_INTERVAL_SECONDS),
     "localIPv4": (0, _U32),
     "remoteIPv4": (0, _U32),
     "localPort": (0, 0xFFFF),
