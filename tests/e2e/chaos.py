@@ -17,6 +17,7 @@ then runs, unable to open ClickHouse, until that process lets go).
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -126,27 +127,50 @@ def republish(pipeline: Pipeline, *, raw: int, enriched: int) -> dict[str, int]:
 
 
 def stall_enricher_worker(pipeline: Pipeline, *, attempts: int = 4) -> int:
-    """SIGSTOP an enricher worker until JetStream redelivered what it held, then SIGCONT it.
-    Returns the number of redeliveries that caused (0 if it never held anything when stopped)."""
+    """SIGSTOP an enricher worker until JetStream redelivered what it held to its sibling, then SIGCONT
+    it (it then finishes that work again). Returns 1 once that happened, 0 if it never held anything.
 
-    async def redelivered(broker: Broker) -> int:
-        return (await broker.consumer_info("enricher")).num_redelivered
+    Proof of the redelivery: while the worker is stopped, the consumer's ack floor stays below what was
+    delivered (the worker holds a message), then moves past it (someone else acknowledged it).
+    """
+
+    async def floor(broker: Broker) -> tuple[int, int]:
+        info = await broker.consumer_info("enricher")
+        return info.ack_floor_stream_seq, info.delivered_stream_seq
 
     enricher = pipeline.roles["enricher"]
-    before = pipeline.broker_call(redelivered)
+    options = pipeline.options
     for attempt in range(attempts):
-        victim = enricher.wait_workers(pipeline.options.enricher_workers)[attempt % 2]
+        victim = enricher.wait_workers(options.enricher_workers)[attempt % options.enricher_workers]
         os.kill(victim, signal.SIGSTOP)
         try:
+            stuck = _held_floor(pipeline, floor, within=3.0 * options.interval_s)
+            if stuck is None:
+                continue  # it held nothing this time: try again
             wait_until(
-                lambda: pipeline.broker_call(redelivered) > before,
-                timeout=pipeline.options.ack_wait_s + 3 * pipeline.options.interval_s,
-                what="a redelivery of the stalled worker's messages",
+                functools.partial(_floor_above, pipeline, floor, stuck),
+                timeout=options.ack_wait_s + 3.0 * options.interval_s,
+                what="the stalled worker's messages to be redelivered and acknowledged",
                 step=0.2,
             )
-        except TimeoutError:
-            continue  # it held nothing this time: try again
+            return 1
         finally:
             os.kill(victim, signal.SIGCONT)
-        return int(pipeline.broker_call(redelivered)) - int(before)
     return 0
+
+
+def _floor_above(pipeline: Pipeline, floor: Any, stuck: int) -> bool:
+    return int(pipeline.broker_call(floor)[0]) > stuck
+
+
+def _held_floor(pipeline: Pipeline, floor: Any, *, within: float) -> int | None:
+    """The ack floor once it stays below the delivered sequence across two reads 0.5 s apart."""
+    deadline = time.monotonic() + within
+    previous: tuple[int, int] | None = None
+    while time.monotonic() < deadline:
+        now = pipeline.broker_call(floor)
+        if previous is not None and now[0] == previous[0] and now[0] < min(now[1], previous[1]):
+            return int(now[0])
+        previous = now
+        time.sleep(0.5)  # the two reads must be apart: a sibling settles in milliseconds
+    return None

@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
+import signal
 import subprocess
 import time
 import urllib.request
@@ -64,6 +66,8 @@ def _probe(port: int, path: str) -> int:
 
 
 class Pipeline:
+    """The roles' command lines for one cluster and broker; started by ``start()``."""
+
     def __init__(
         self, cluster: Cluster, *, workdir: Path, nats: NatsServer, settings: NatsSettings, options: Options
     ) -> None:
@@ -113,7 +117,7 @@ class Pipeline:
             *KUBENETMON, "enricher", "--inventory", str(inventory), "--custom-ranges", str(custom),
             "--cloud", CLOUD[0], "--region", CLOUD[1], "--cluster", "e2e", "--environment", "test",
             "--workers", str(self.options.enricher_workers), "--respawn-backoff", "0.2s",
-            "--fetch-timeout", "0.5s", "--http-host", "127.0.0.1", "--http-port", str(self._port("enricher")),
+            "--fetch-timeout", "2s", "--http-host", "127.0.0.1", "--http-port", str(self._port("enricher")),
             "--drain-timeout", "15s", *self._common(),
         ]  # fmt: skip
 
@@ -175,7 +179,7 @@ class Pipeline:
         pool = self.roles[role]
         workers = pool.wait_workers(self._workers(role))
         victim = workers[index % len(workers)]
-        subprocess.run(["kill", "-KILL", str(victim)], check=True)
+        os.kill(victim, signal.SIGKILL)
         pool.wait_workers(self._workers(role), exclude=(victim,))
         self.wait_ready(role)
         return victim
@@ -250,6 +254,21 @@ class Pipeline:
 
     def stored(self) -> Totals:
         return stored(self.sql(STORED_QUERY))
+
+    def metrics(self, role: str) -> dict[str, float]:
+        """A role's /metrics samples, summed over their labels, by name ({} if it does not answer)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[role]}/metrics", timeout=5) as resp:
+                text = resp.read().decode()
+        except OSError:
+            return {}
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                sample, _, value = line.rpartition(" ")
+                name = sample.partition("{")[0]
+                out[name] = out.get(name, 0.0) + float(value)
+        return out
 
     def broker_call(self, work: Any) -> Any:
         """Run ``await work(broker)`` on a fresh connection (the tests are synchronous)."""

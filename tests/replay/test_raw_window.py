@@ -54,11 +54,16 @@ async def test_a_window_that_starts_and_ends_mid_interval_replays_exactly_its_in
     # [base + 1.5 intervals, base + 3.5 intervals): intervals 2 and 3 start inside it; 1 started before
     window = Window(start=base + 90, end=base + 210, lead_s=60)
 
-    dry = _config(nats_settings, window, inventory=inventory, run_id="dry", nodes=("n1",), dry_run=True)
+    dry = _config(nats_settings, window, inventory=inventory, run_id="dry", nodes=("n1", "n2"), dry_run=True)
     assert await replay_raw(dry, stop=asyncio.Event()) == 0
     summary = capsys.readouterr().out
-    assert "would replay  3 messages, 9 records" in summary, summary
+    assert "would replay  5 messages, 15 records" in summary, summary  # n1: 2 + the late one; n2: 2
     assert await replayed(broker, "dry") == []
+    # everything was stored now, long after the window: a lateness bound reads none of it
+    bounded = Window(start=window.start, end=window.end, lead_s=60, max_lateness_s=60)
+    quick = _config(nats_settings, bounded, inventory=inventory, run_id="dry2", dry_run=True)
+    assert await replay_raw(quick, stop=asyncio.Event()) == 0
+    assert "would replay  0 messages" in capsys.readouterr().out
 
     real = _config(nats_settings, window, inventory=inventory, run_id="w1", nodes=("n1",))
     assert await replay_raw(real, stop=asyncio.Event()) == 0

@@ -17,6 +17,7 @@ from kubenetmon.agent.sanity import check
 from kubenetmon.agent.service import Agent
 from kubenetmon.agent.settings import add_agent_arguments, agent_settings
 from kubenetmon.shared import logs, runtime
+from kubenetmon.shared.broker import preflight
 from kubenetmon.shared.errors import ConfigError
 from kubenetmon.shared.settings import (
     add_log_arguments,
@@ -53,13 +54,17 @@ def main(args: argparse.Namespace) -> int:
     settings = agent_settings(args)
     nats = nats_settings(args)
     drain = runtime_settings(args).drain_timeout_s
+    preflight(nats)
     logs.setup(log_settings(args), process=f"agent-{settings.node_name}")
     if not settings.skip_sanity_check:
-        check(
-            lambda path: read_sysctl(path, netns=settings.netns or None),
-            netns=settings.netns,
-            young_node_s=settings.young_node_s,
-        )
+        try:
+            check(
+                lambda path: read_sysctl(path, netns=settings.netns or None),
+                netns=settings.netns,
+                young_node_s=settings.young_node_s,
+            )
+        except FileNotFoundError:  # entering a namespace that is not there
+            raise ConfigError(f"--netns: network namespace {settings.netns!r} does not exist") from None
     conntrack = open_conntrack(settings.netns, event_buffer=settings.event_buffer_bytes)
     log.info(
         "agent starting",

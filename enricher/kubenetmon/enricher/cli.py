@@ -38,9 +38,10 @@ from kubenetmon.enricher.settings import (
 from kubenetmon.enricher.watch import LISTED, KubeWatch, Update, apply
 from kubenetmon.enricher.worker import STAGE, Enricher
 from kubenetmon.shared import logs, runtime
-from kubenetmon.shared.broker import Broker
+from kubenetmon.shared.broker import Broker, preflight
 from kubenetmon.shared.consumer import consume
-from kubenetmon.shared.errors import TransientError
+from kubenetmon.shared.errors import ConfigError, TransientError
+from kubenetmon.shared.options import env_var
 from kubenetmon.shared.pool import Ready, supervise
 from kubenetmon.shared.settings import (
     HttpSettings,
@@ -102,6 +103,12 @@ def config_from(args: argparse.Namespace) -> EnricherConfig:
         http=http,
     )
     config.label.label()  # validate now, in the supervisor, so a bad flag fails before any spawn
+    preflight(config.nats)
+    files = [("--inventory", config.label.inventory), ("--kubeconfig", config.enricher.kubeconfig)]
+    files += [("--custom-ranges", path) for path in config.label.custom_ranges]
+    for flag, path in files:
+        if path and not os.access(path, os.R_OK):
+            raise ConfigError(f"{flag} ({env_var(flag)}): cannot read {path!r}")
     return config
 
 

@@ -41,17 +41,19 @@ LOCAL_FIELDS: Final = (
     "AvailabilityZone", "Node", "InstanceID", "Namespace", "Pod", "App", "WorkloadKind", "Workload",
     "IPv4", "IP",
 )  # fmt: skip
-"""A local side tuple starts with these (``local`` + name is the column): its cloud, region, cluster
-and cell are the configured ones. Then the ip family (4 or 6) and the zone number."""
+"""An endpoint starts with these, its columns as the local side (``local`` + name): its cloud,
+region, cluster and cell are the configured ones."""
+FAMILY, ZONE, KEY, REMOTE = range(len(LOCAL_FIELDS), len(LOCAL_FIELDS) + 4)
+"""Then: ip family (4 or 6), zone number, key (the pod's node name, ``NODE_ADDRESS`` or
+``NOT_A_POD``), and the remote side tuple."""
 REMOTE_FIELDS: Final = ("Cloud", "Region", "Cluster", "Cell", *LOCAL_FIELDS)
-"""A remote side tuple starts with these (``remote`` + name is the column), then the connection
-class, the cloud service and the shifted zone number."""
-FAMILY: Final = len(LOCAL_FIELDS)
-CLASS: Final = len(REMOTE_FIELDS)
+"""The remote side tuple starts with these (``remote`` + name is the column)."""
+CLASS, SERVICE, REMOTE_ZONE = range(len(REMOTE_FIELDS), len(REMOTE_FIELDS) + 3)
+"""Then: connection class, cloud service, zone number shifted by ``ZONE_SHIFT``."""
 
-Endpoint = tuple[str, tuple[Any, ...], tuple[Any, ...]]
-"""(key, local side, remote side): key is the pod's node name, ``NODE_ADDRESS`` or ``NOT_A_POD``."""
-_NODE: Final[Endpoint] = (NODE_ADDRESS, (), ())
+Endpoint = tuple[Any, ...]
+"""One flat tuple per address (one object to fetch for the local side and the key): see above."""
+_NODE: Final[Endpoint] = (*[""] * KEY, NODE_ADDRESS, ())
 
 
 class Endpoints:
@@ -130,19 +132,17 @@ class Endpoints:
         remote = self._remotes.lookup(ip)
         assert remote is not None  # remote_table maps "no match" to a value too
         if pod is None:
-            local = ("", "", "", "", "", "", "", "", ipv4, ip16, family, 0)
             zone = self._zone(remote.fields[4]) << ZONE_SHIFT
             far = (*remote.fields, "", "", "", ipv4, ip16, remote.cls, remote.service, zone)
-            return NOT_A_POD, local, far
+            return ("", "", "", "", "", "", "", "", ipv4, ip16, family, 0, NOT_A_POD, far)
         s = self.settings
         node = self.index.nodes.get(pod.node)
         zone_name, instance = (node.zone, node.instance_id) if node is not None else ("", "")
         zone = self._zone(zone_name)
-        tail: tuple[Any, ...] = (zone_name, pod.node, instance, pod.namespace, pod.name, pod.app, pod.workload_kind)
-        tail += (pod.workload, ipv4, ip16)
-        local = (*tail, family, zone)
-        far = (remote.cloud, remote.region, s.cluster, s.cell, *tail, remote.cls, remote.service)
-        return pod.node, local, (*far, zone << ZONE_SHIFT)
+        side = (zone_name, pod.node, instance, pod.namespace, pod.name, pod.app, pod.workload_kind)
+        addresses = (pod.workload, ipv4, ip16)
+        far = (remote.cloud, remote.region, s.cluster, s.cell, *side, *addresses, remote.cls, remote.service)
+        return (*side, *addresses, family, zone, pod.node, (*far, zone << ZONE_SHIFT))
 
     def _zone(self, name: str) -> int:
         """The zone's number (0: no zone), extending ``cross_zone`` for a new one."""

@@ -29,7 +29,7 @@ from kubenetmon.enricher.classes import INTRA_VPC, UNKNOWN, LabelSettings, Remot
 from kubenetmon.enricher.index import Index
 from kubenetmon.enricher.prefixes import PrefixTable
 from kubenetmon.enricher.ranges import Range
-from kubenetmon.shared import schema
+from kubenetmon.shared import schema, spans
 from kubenetmon.shared.errors import ConfigError
 from kubenetmon.shared.schema import RawMessage, RawRow
 
@@ -64,7 +64,7 @@ def _case(src: int, dst: int) -> int:
 
 _CASES: Final = tuple(tuple(_case(src, dst) for dst in range(5)) for src in range(5))
 """Indexed by source role, then destination role."""
-_KEY, _LOCAL, _REMOTE = itemgetter(0), itemgetter(1), itemgetter(2)
+_KEY, _REMOTE = itemgetter(ep.KEY), itemgetter(ep.REMOTE)
 _LOCAL_COLUMNS: Final = tuple("local" + name for name in ep.LOCAL_FIELDS)
 _REMOTE_COLUMNS: Final = tuple("remote" + name for name in ep.REMOTE_FIELDS)
 _LOCAL_POD: Final = ep.LOCAL_FIELDS.index("Pod")
@@ -132,7 +132,6 @@ class Labeler:
         ids = schema.flow_ids(msg.msg_id, msg.identities())
         out_ids = o(ids) + i(ids)
         pairs: dict[str, tuple[Sequence[Any], Sequence[Any]]] = {
-            "direction": (("out",) * (outs + ins), ("in",) * (outs + ins)),
             "bytes": (o(columns[12]) + i(columns[14]), o(columns[14]) + i(columns[12])),
             "packets": (o(columns[11]) + i(columns[13]), o(columns[13]) + i(columns[11])),
             "flowId": (out_ids, tuple(map(xor, out_ids, repeat(schema.IN_FLIP)))),
@@ -177,13 +176,13 @@ class Labeler:
         self, src: list[ep.Endpoint], dst: list[ep.Endpoint], o: Take, i: Take, stats: Stats
     ) -> dict[str, Sequence[Any]]:
         """Columns from the endpoints: the local side is the source of ``OUT`` records, else the destination."""
-        local = _transpose(chain(map(_LOCAL, o(src)), map(_LOCAL, i(dst))), len(ep.LOCAL_FIELDS) + 2)
-        remote = _transpose(chain(map(_REMOTE, o(dst)), map(_REMOTE, i(src))), len(ep.REMOTE_FIELDS) + 3)
+        local = _transpose(chain(o(src), i(dst)), ep.REMOTE + 1)
+        remote = _transpose(chain(map(_REMOTE, o(dst)), map(_REMOTE, i(src))), ep.REMOTE_ZONE + 1)
         _count_unknown(stats, local, remote)
-        cross = list(map(self.endpoints.cross_zone.__getitem__, map(add, local[-1], remote[-1])))
+        cross = list(map(self.endpoints.cross_zone.__getitem__, map(add, local[ep.ZONE], remote[ep.REMOTE_ZONE])))
         values: dict[str, Sequence[Any]] = {
             "connectionClass": remote[ep.CLASS],
-            "remoteCloudService": remote[ep.CLASS + 1],
+            "remoteCloudService": remote[ep.SERVICE],
             "ipFamily": local[ep.FAMILY],
             "crossZone": cross,
             "connectionFlags": list(map(FLAGS.__getitem__, cross)),
@@ -238,17 +237,22 @@ def _assemble(
     constants: dict[str, Any],
     rows: int,
 ) -> list[list[Any]]:
-    """The output columns: record values twice (``out`` rows, then ``in`` rows), pairs, constants."""
+    """The output columns: record values twice (``out`` rows, then ``in`` rows), pairs, constants.
+
+    Repeated columns are ``Spans``, so the encoder packs each repeated part once.
+    """
     data: list[list[Any]] = []
     for name in schema.COLUMN_NAMES:
         values = twice.get(name)
         if values is not None:
-            data.append([*values, *values])
+            data.append(spans.twice(values))
+        elif name == "direction":
+            data.append(spans.Spans((("out",), rows // 2), (("in",), rows // 2)))
         elif name in pairs:
             first, second = pairs[name]
             data.append([*first, *second])
         else:
-            data.append([constants[name]] * rows)
+            data.append(spans.repeated(constants[name], rows))
     return data
 
 

@@ -137,7 +137,8 @@ async def replay_raw(config: RawReplay, *, stop: asyncio.Event, tty: bool = Fals
     started = time.monotonic()
     tally: Counter[str] = Counter()
     try:
-        broker = await connect(config.nats, name=f"kubenetmon-replay-raw-{config.run_id}")
+        streams = (topology.RAW, topology.ENRICHED) + ((topology.META,) if config.metadata == "as-of" else ())
+        broker = await connect(config.nats, name=f"kubenetmon-replay-raw-{config.run_id}", streams=streams)
     except TransientError as exc:
         print(f"kubenetmon replay raw: {exc}", file=sys.stderr)
         return 1

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from kubenetmon.shared.errors import ConfigError
+from kubenetmon.shared.options import redact_userinfo
 
 ENV_PREFIX: Final = "KUBENETMON_"
 NOT_BUILT_EXIT: Final = 2
@@ -50,13 +51,16 @@ COMMANDS: Final[dict[str, Command]] = {
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except for secrets and empty values."""
+    """Shows defaults, except for secrets, empty values and URL passwords (defaults come from the env)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         if is_secret(action.dest) or action.default in (None, "", [], False, argparse.SUPPRESS):
             return text
         return super()._get_help_string(action) or text
+
+    def _expand_help(self, action: argparse.Action) -> str:
+        return redact_userinfo(super()._expand_help(action))
 
 
 def is_secret(dest: str) -> bool:
@@ -132,7 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return NOT_BUILT_EXIT
         module.configure(subs.choices[chosen])  # type: ignore[attr-defined]
     apply_env_defaults(parser, dict(os.environ))
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # said by the subcommand's parser, with its usage, not the top level's
+        (subs.choices.get(args.command) or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return NOT_BUILT_EXIT

@@ -43,6 +43,8 @@ _SIZE_UNITS: Final = {
     "ti": 1024**4,
     "tib": 1024**4,
 }
+_USERINFO: Final = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:@/\s]*:)[^@/\s]*@")
+"""The password of a URL's user information (URLs may carry credentials: never show them)."""
 _NUMBER_UNIT: Final = re.compile(r"^\s*(-?[0-9]+(?:\.[0-9]*)?)\s*([a-zA-Z]*)\s*$")
 
 
@@ -170,10 +172,15 @@ def flag_of(cls: type, name: str) -> str:
     return name
 
 
+def redact_userinfo(text: str) -> str:
+    """``scheme://user:password@host`` anywhere in ``text`` -> ``scheme://user:***@host``."""
+    return _USERINFO.sub(r"\g<head>***@", text)
+
+
 def invalid(cls: type, name: str, value: object, expected: str) -> ConfigError:
     """The one message shape for a bad setting: flag (env var): expected X, got Y."""
     flag = flag_of(cls, name)
-    shown = "***" if _is_secret(cls, name) else repr(value)
+    shown = "***" if _is_secret(cls, name) else redact_userinfo(repr(value))
     return ConfigError(f"{flag} ({env_var(flag)}): expected {expected}, got {shown}")
 
 

@@ -7,7 +7,8 @@ context: a fresh interpreter each, nothing inherited by fork) and then only watc
   exited 0 within the drain deadline (stragglers are SIGKILLed, exit 1). A second signal: exit at once.
 - A child that dies unasked is respawned after a backoff that doubles per recent crash of that slot;
   ``pool.max_crashes`` crashes within ``pool.crash_window_s`` make the supervisor stop everything and exit
-  1, so Kubernetes sees CrashLoopBackOff instead of a pod that quietly limps.
+  1, so Kubernetes sees CrashLoopBackOff instead of a pod that quietly limps. A child that exits with
+  ``EXIT_CONFIG`` (a ``ConfigError``, e.g. credentials the server refused) stops the pool at once: exit 2.
 - One HTTP port: ``/healthz`` (fails once giving up), ``/readyz`` (only when every child said ready),
   ``/metrics`` (all children's Prometheus samples, multiprocess mode, plus the supervisor's own).
 
@@ -37,7 +38,7 @@ from typing import Any, Final
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from kubenetmon.shared.pool_child import Ready, child_main
+from kubenetmon.shared.pool_child import EXIT_CONFIG, Ready, child_main
 from kubenetmon.shared.settings import HttpSettings, LogSettings, PoolSettings, RuntimeSettings
 
 log = logging.getLogger(__name__)
@@ -100,13 +101,15 @@ class Supervisor:
         self._stopping_since: float | None = None
         self.gave_up = False
         self.failed = False
+        self.config_error = False
+        """A worker exited with ``EXIT_CONFIG``: the pool stopped and exits with it too."""
         self.restarts = 0
         self.port: int | None = None
         """The HTTP port actually bound (useful with port 0)."""
 
     # probes, called from the HTTP thread: they only read state
     def healthy(self) -> bool:
-        return not self.gave_up
+        return not (self.gave_up or self.config_error)
 
     def ready(self) -> bool:
         return self._stopping_since is None and all(self._ready)
@@ -141,7 +144,7 @@ class Supervisor:
                 server.close()
             if owned:
                 shutil.rmtree(metrics_dir, ignore_errors=True)
-        code = EXIT_GAVE_UP if self.gave_up or self.failed else 0
+        code = EXIT_CONFIG if self.config_error else EXIT_GAVE_UP if self.gave_up or self.failed else 0
         log.info("%s pool exiting with %d", self.name, code)
         return code
 
@@ -212,6 +215,10 @@ class Supervisor:
                 if proc.exitcode != 0:
                     self.failed = True
                     log.warning("worker %s exited with %s while draining", proc.name, proc.exitcode)
+                continue
+            if proc.exitcode == EXIT_CONFIG:  # it said why; a respawn would only say it again
+                self.config_error = True
+                self._begin_stop(f"worker {proc.name} stopped on a configuration error")
                 continue
             self._crashed(slot, proc.name, proc.exitcode, now)
 

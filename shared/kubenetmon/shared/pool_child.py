@@ -19,11 +19,14 @@ import sys
 from typing import Any, Final
 
 from kubenetmon.shared import logs
+from kubenetmon.shared.errors import ConfigError
 from kubenetmon.shared.settings import LogSettings
 
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG: Final = 1
+EXIT_CONFIG: Final = 2
+"""A worker's exit code for a ``ConfigError``: the supervisor stops the pool instead of respawning."""
 
 
 class Ready:
@@ -58,8 +61,12 @@ def child_main(
     except BaseException as exc:  # the supervisor only sees the exit code: say why here
         if isinstance(exc, SystemExit):
             raise
-        log.critical("worker %s failed: %r", name, exc, exc_info=exc)
-        code = 1
+        if isinstance(exc, ConfigError):
+            log.critical("worker %s: %s", name, exc)
+            code = EXIT_CONFIG
+        else:
+            log.critical("worker %s failed: %r", name, exc, exc_info=exc)
+            code = 1
     logging.shutdown()
     sys.exit(code)
 

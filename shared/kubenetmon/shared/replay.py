@@ -77,16 +77,21 @@ class _LazyVerbs(argparse._SubParsersAction):  # type: ignore[type-arg]
         option_string: str | None = None,
     ) -> None:
         assert isinstance(values, list) and values
-        name = values[0]
-        sub = self._name_parser_map.get(name)
-        if sub is not None and not sub.get_default("replay_module"):
-            module = importlib.import_module(VERBS[name].module)
-            module.configure(sub)
-            sub.set_defaults(replay_module=VERBS[name].module)
-            # `--from -2h`: let a relative time pass as a value, as argparse does for negative numbers
-            sub._negative_number_matcher = _RELATIVE_TIME
+        sub = self._name_parser_map.get(values[0])
+        if sub is not None:
+            _configure_verb(values[0], sub)
             cli.apply_env_defaults(sub, dict(os.environ))  # the CLI edge: flags may come from the env
         super().__call__(parser, namespace, values, option_string)
+
+
+def _configure_verb(name: str, sub: argparse.ArgumentParser) -> None:
+    if sub.get_default("replay_module"):
+        return
+    module = importlib.import_module(VERBS[name].module)
+    module.configure(sub)
+    sub.set_defaults(replay_module=VERBS[name].module)
+    # `--from -2h`: let a relative time pass as a value, as argparse does for negative numbers
+    sub._negative_number_matcher = _RELATIVE_TIME
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -94,6 +99,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     for name, verb in VERBS.items():
         verbs.add_parser(name, help=verb.help, description=verb.help, formatter_class=parser.formatter_class)
     parser.set_defaults(replay_parser=parser)
+
+
+def configure_all(parser: argparse.ArgumentParser) -> None:
+    """``configure`` with every verb configured at once (for the generated configuration reference)."""
+    configure(parser)
+    for action in parser._actions:
+        if isinstance(action, _LazyVerbs):
+            for name, sub in action.choices.items():
+                _configure_verb(name, sub)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -134,11 +148,16 @@ def setup_logging(args: argparse.Namespace, *, process: str) -> bool:
     return tty
 
 
-async def connect(settings: NatsSettings, *, name: str) -> Broker:
-    """Connect (or ``TransientError`` after a few seconds) and check the topology (``ConfigError``)."""
+async def connect(settings: NatsSettings, *, name: str, streams: Sequence[str]) -> Broker:
+    """Connect and check that ``streams`` (kinds) exist, or ``TransientError`` within a few seconds.
+
+    A replay never creates or reconciles the topology: its flags may not carry the deployment's
+    retention settings, and reconciling with the defaults would shorten the very history it reads.
+    """
     broker = await Broker.connect(settings, name=name, wait_s=_CONNECT_WAIT_S)
     try:
-        (await broker.ensure_topology()).raise_for_conflicts()
+        for kind in streams:
+            await broker.stream_info(kind)
     except BaseException:
         await broker.close()
         raise

@@ -108,7 +108,7 @@ async def redrive(
     """Re-drive every selected DLQ entry; print the summary; return the exit code."""
     started = time.monotonic()
     try:
-        broker = await connect(settings, name="kubenetmon-replay-dlq")
+        broker = await connect(settings, name="kubenetmon-replay-dlq", streams=(topology.DLQ,))
     except TransientError as exc:
         print(f"kubenetmon replay dlq: {exc}", file=sys.stderr)
         return 1

@@ -19,12 +19,18 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
+from typing import Final
 
 from kubenetmon.shared.broker import Broker, Delivery, PullSource
 from kubenetmon.shared.errors import TransientError
 from kubenetmon.shared.runtime import sleep_or_stop
 
 log = logging.getLogger(__name__)
+
+_INACTIVE_S: Final = 3600.0
+"""The server drops the replay's consumer after this long without a fetch (e.g. a stalled Ctrl-Z)."""
+_REOPEN_AFTER: Final = 3
+"""Failed fetches in a row after which the consumer is recreated from the last sequence read."""
 
 
 @dataclass(frozen=True)
@@ -57,42 +63,63 @@ async def scan(
         if on_total is not None:
             on_total(0)
         return
-    source = await broker.ephemeral(rng.kind, start_time=rng.start_time, filter_subject=rng.filter_subject)
+    reader = _Reader(broker, rng, last_seq=info.last_seq)
     try:
-        pending = (await source.info()).num_pending
+        pending = await reader.open()
         if on_total is not None:
             on_total(pending)
-        if pending == 0:
-            return
-        reader = _Reader(source, last_seq=info.last_seq, until=rng.until)
+        reader.done = pending == 0
         while not stop.is_set() and not reader.done:
             deliveries = await reader.next(batch, fetch_timeout, stop=stop)
             if deliveries:
                 yield deliveries
                 await _ack(deliveries)
     finally:
-        await source.close()
+        await reader.close()
 
 
 class _Reader:
-    """Fetches, drops redeliveries, and decides when the range is exhausted."""
+    """Fetches, drops redeliveries, decides when the range is exhausted, and survives a lost consumer."""
 
-    def __init__(self, source: PullSource, *, last_seq: int, until: float | None) -> None:
-        self.source = source
+    def __init__(self, broker: Broker, rng: Range, *, last_seq: int) -> None:
+        self.broker = broker
+        self.rng = rng
         self.last_seq = last_seq
-        self.until = until
         self.seen = 0
         """Highest stream sequence handed out so far."""
         self.done = False
         self.failures = 0
+        self.source: PullSource | None = None
+
+    async def open(self) -> int:
+        """Create the consumer (after ``seen`` if something was read already); its pending count."""
+        start_seq = self.seen + 1 if self.seen else None
+        self.source = await self.broker.ephemeral(
+            self.rng.kind,
+            start_time=None if start_seq else self.rng.start_time,
+            start_seq=start_seq,
+            filter_subject=self.rng.filter_subject,
+            inactive_s=_INACTIVE_S,
+        )
+        return (await self.source.info()).num_pending
+
+    async def close(self) -> None:
+        source, self.source = self.source, None
+        if source is not None:
+            await source.close()
 
     async def next(self, batch: int, wait_s: float, *, stop: asyncio.Event) -> list[Delivery]:
         try:
+            if self.source is None:
+                await self.open()
+            assert self.source is not None
             deliveries = await self.source.fetch(batch, wait_s)
         except TransientError as exc:
             self.failures += 1
             if self.failures == 1 or self.failures % 10 == 0:
                 log.warning("replay fetch failed (%d in a row): %s", self.failures, exc)
+            if self.failures % _REOPEN_AFTER == 0:  # the server may have dropped an idle consumer
+                await self.close()
             await sleep_or_stop(stop, min(5.0, 0.2 * 2 ** min(self.failures, 5)))
             return []
         self.failures = 0
@@ -104,7 +131,7 @@ class _Reader:
         for delivery in deliveries:
             if self.done or delivery.stream_seq <= self.seen:
                 extra.append(delivery)  # a redelivery, or past the end
-            elif self.until is not None and delivery.timestamp > self.until:
+            elif self.rng.until is not None and delivery.timestamp > self.rng.until:
                 self.done = True
                 extra.append(delivery)
             else:
@@ -117,11 +144,11 @@ class _Reader:
 
     async def _check_exhausted(self) -> None:
         try:
-            stats = await self.source.info()
+            stats = await self.source.info() if self.source is not None else None
         except TransientError as exc:
             log.debug("consumer info failed: %s", exc)
             return
-        if stats.num_pending == 0:  # all delivered; any redelivery of ours would be skipped anyway
+        if stats is not None and stats.num_pending == 0:  # all delivered; redeliveries would be skipped
             self.done = True
 
 

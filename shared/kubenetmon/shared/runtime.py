@@ -3,7 +3,8 @@
 ``run(main, drain_timeout_s=...)`` runs ``main(stop)`` on uvloop. The first SIGTERM or SIGINT only sets
 ``stop`` (handlers flip state, nothing else); ``main`` then has ``drain_timeout_s`` to finish in-flight
 work and return its exit code, after which it is cancelled and the process exits 1. A second signal
-exits at once with 128 + the signal number.
+exits at once with 128 + the signal number. A ``ConfigError`` out of ``main`` is raised again by
+``run``: retrying cannot fix a configuration, so it is never just logged as a crash.
 
 ``RootTasks`` runs a process's long-lived tasks under names: if one fails, or ends while the process is
 not stopping, the failure is logged at once and ``stop`` is set so every other task winds down too.
@@ -23,6 +24,8 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 import uvloop
+
+from kubenetmon.shared.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,8 @@ def _exit_code(task: asyncio.Future[int]) -> int:
     if task.cancelled():
         return EXIT_FAILED
     exc = task.exception()
+    if isinstance(exc, ConfigError):
+        raise exc  # the caller says it in one line (the CLI), or stops without respawning (a pool)
     if exc is not None:
         log.error("main failed: %r", exc, exc_info=exc)
         return EXIT_FAILED

@@ -32,6 +32,7 @@ import msgpack
 from xxhash import xxh3_64_intdigest
 
 from kubenetmon.shared.errors import DecodeError
+from kubenetmon.shared.spans import array_header, pack_column
 
 RAW_VERSION: Final = 1
 ENRICHED_VERSION: Final = 1
@@ -319,7 +320,9 @@ def encode_raw(msg: RawMessage) -> bytes:
 
 
 def encode_enriched(msg: EnrichedMessage) -> bytes:
-    packed: bytes = msgpack.packb(
+    """The msgpack map below, byte for byte; ``spans.Spans`` columns are packed part by part."""
+    packer = msgpack.Packer(use_bin_type=True)
+    head: bytes = packer.pack(
         {
             "v": ENRICHED_VERSION,
             "t": "enriched",
@@ -327,11 +330,11 @@ def encode_enriched(msg: EnrichedMessage) -> bytes:
             "node": msg.node,
             "at": msg.enriched_at,
             "cols": msg.columns,
-            "data": msg.data,
-        },
-        use_bin_type=True,
+            "data": (),  # the empty array (its last byte) is replaced by the columns
+        }
     )
-    return packed
+    columns = [pack_column(column, packer) for column in msg.data]
+    return b"".join((memoryview(head)[:-1], array_header(len(msg.data)), *columns))
 
 
 def _unpack(data: bytes, *, subject: str, kind: str, version: int, max_bytes: int) -> dict[str, Any]:
@@ -443,20 +446,19 @@ def decode_raw(data: bytes, *, subject: str = "", max_bytes: int = MAX_MESSAGE_B
     )
 
 
-_INT_FIELDS: Final = (0, 1, 2, 5, 6, 9, 10, 11, 12, 13, 14)
 _COUNTER_FIELDS: Final = (11, 12, 13, 14)
 _ADDRESS_FIELDS: Final = (3, 4, 7, 8)
+_ROW_TYPES: Final = [int, int, int, bytes, bytes, int, int, bytes, bytes, int, int, int, int, int, int]
 
 
 def _columns_of(rows: list[Any]) -> tuple[list[Sequence[Any]], list[bytes] | None] | None:
     """The columns and ``identities`` of ``rows`` if every row is well formed (the rules of
-    ``_check_row``), else None. ``rows`` are as msgpack builds them (binaries are ``bytes``).
+    ``_check_row``), else None.
 
     Whole columns at a time, in C: the rows are flattened (one iterator at a time: no burst of
-    objects for the garbage collector) and sliced into columns; packing the identities checks the
-    types and ranges of the small integers and that addresses are binaries, one ``struct.pack`` per
-    column those of the counters (struct takes ``True`` for 1: columns holding a 0 or a 1 get their
-    exact types checked), address lengths are compared with the family's.
+    objects for the garbage collector) and their exact types compared with the expected pattern;
+    packing the identities checks the ranges of the small integers, one ``struct.pack`` per column
+    those of the counters; address lengths are compared with the family's.
     """
     n = len(rows)
     if n == 0:
@@ -464,6 +466,8 @@ def _columns_of(rows: list[Any]) -> tuple[list[Sequence[Any]], list[bytes] | Non
     if list(map(type, rows)).count(list) != n or list(map(len, rows)).count(RAW_ROW_FIELDS) != n:
         return None
     flat = list(chain.from_iterable(rows))
+    if list(map(type, flat)) != _ROW_TYPES * n:  # exact: bool is not an int here
+        return None
     columns: list[Sequence[Any]] = [flat[i::RAW_ROW_FIELDS] for i in range(RAW_ROW_FIELDS)]
     try:
         packed = identities(columns)
@@ -471,10 +475,6 @@ def _columns_of(rows: list[Any]) -> tuple[list[Sequence[Any]], list[bytes] | Non
             struct.pack(f"!{n}Q", *columns[i])
     except struct.error:
         return None
-    for i in _INT_FIELDS:
-        column = columns[i]
-        if (True in column or False in column) and list(map(type, column)).count(int) != n:
-            return None
     families = set(columns[1])
     if not families <= ADDRESS_LENGTH.keys():
         return None

@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, replace
 
 from kubenetmon.shared import logs, runtime
-from kubenetmon.shared.broker import Broker
+from kubenetmon.shared.broker import Broker, preflight
 from kubenetmon.shared.errors import TransientError
 from kubenetmon.shared.pool import Ready, supervise
 from kubenetmon.shared.settings import (
@@ -86,8 +86,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from(args: argparse.Namespace) -> WriterConfig:
+    nats = nats_settings(args)
+    preflight(nats)  # a missing credentials file or CA is a configuration error, not an outage
     return WriterConfig(
-        nats=nats_settings(args),
+        nats=nats,
         clickhouse=clickhouse_settings(args),
         writer=writer_settings(args),
         runtime=runtime_settings(args),

@@ -101,7 +101,7 @@ async def replay_enriched(config: EnrichedReplay, *, stop: asyncio.Event, tty: b
     try:
         if sink is not None:
             await asyncio.to_thread(_prepare, sink, config)
-        broker = await connect(config.nats, name="kubenetmon-replay-enriched")
+        broker = await connect(config.nats, name="kubenetmon-replay-enriched", streams=(topology.ENRICHED,))
     except TransientError as exc:
         hint = " (a writer holds this chDB directory: stop it first)" if "held by" in str(exc) else ""
         print(f"kubenetmon replay enriched: {exc}{hint}", file=sys.stderr)

@@ -10,13 +10,14 @@ This module must not import clickhouse_connect (only the sink does) nor open any
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
 
 from kubenetmon.shared.errors import ConfigError
-from kubenetmon.shared.options import add_arguments, from_args, option, require
+from kubenetmon.shared.options import add_arguments, env_var, from_args, option, require
 
 _IDENT: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
@@ -82,7 +83,18 @@ class ClickHouseSettings:
         require(self, "ttl_days", 0 <= self.ttl_days <= 36500, "days from 0 to 36500")
 
     def with_secret(self) -> ClickHouseSettings:
-        """The same settings with ``password`` read from ``password_file``, if one is named."""
+        """The same settings with ``password`` read from ``password_file``, if one is named.
+
+        The TLS files must be readable too: a missing one is a configuration error, which retrying
+        the connection (as for an unreachable server) could never fix.
+        """
+        for flag, path in (
+            ("--clickhouse-ca-cert", self.ca_cert),
+            ("--clickhouse-client-cert", self.client_cert),
+            ("--clickhouse-client-key", self.client_key),
+        ):
+            if path and not os.access(path, os.R_OK):
+                raise ConfigError(f"{flag} ({env_var(flag)}): cannot read {path!r}")
         if not self.password_file:
             return self
         try:

@@ -15,7 +15,7 @@ not know any service.
 """
 
 from kubenetmon.shared.broker.client import Broker
-from kubenetmon.shared.broker.connection import MSG_ID_HEADER
+from kubenetmon.shared.broker.connection import MSG_ID_HEADER, preflight
 from kubenetmon.shared.broker.pulling import PullSource
 from kubenetmon.shared.deliveries import ConsumerStats, Delivery, PublishResult, StreamStats
 from kubenetmon.shared.topology import Change, TopologyReport
@@ -30,4 +30,5 @@ __all__ = [
     "PullSource",
     "StreamStats",
     "TopologyReport",
+    "preflight",
 ]

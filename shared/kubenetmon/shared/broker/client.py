@@ -38,6 +38,7 @@ from kubenetmon.shared.broker.connection import (
 from kubenetmon.shared.broker.pulling import PullSource
 from kubenetmon.shared.deliveries import ConsumerStats, PublishResult, StreamStats
 from kubenetmon.shared.errors import ConfigError, PoisonError, TransientError
+from kubenetmon.shared.options import redact_userinfo
 from kubenetmon.shared.settings import NatsSettings
 from kubenetmon.shared.topology import TopologyReport
 
@@ -74,8 +75,10 @@ class Broker:
             events.closing = True
             await quiet_close(nc)
             reason = events.last_error or repr(exc)
-            raise TransientError(f"cannot connect to {', '.join(settings.urls)}: {reason}") from None
-        log.info("connected to NATS", extra={"server": nc.connected_url.netloc if nc.connected_url else ""})
+            where = redact_userinfo(", ".join(settings.urls))
+            raise TransientError(f"cannot connect to {where}: {redact_userinfo(reason)}") from None
+        url = nc.connected_url
+        log.info("connected to NATS", extra={"server": f"{url.hostname}:{url.port}" if url else ""})
         return cls(settings, nc, name=name, events=events)
 
     async def __aenter__(self) -> Self:

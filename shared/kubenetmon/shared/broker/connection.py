@@ -1,4 +1,4 @@
-"""Connection options for the NATS client: servers, credentials, TLS, reconnect backoff, event logging.
+"""Connection options for the NATS client: servers, credentials, TLS, inboxes, reconnect backoff, events.
 
 Also the error helpers every broker module shares: the tuple of client failures, and a one-line
 description of one. This module must not open connections itself; ``client.Broker.connect`` does.
@@ -13,12 +13,15 @@ import random
 import ssl
 from collections.abc import Mapping
 from typing import Any, Final
+from urllib.parse import unquote, urlsplit
 
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 
+from kubenetmon.shared import topology
 from kubenetmon.shared.errors import ConfigError
+from kubenetmon.shared.options import env_var
 from kubenetmon.shared.settings import NatsSettings
 
 log = logging.getLogger(__name__)
@@ -77,6 +80,7 @@ def connect_options(settings: NatsSettings, *, name: str, events: ConnectionEven
     }
     if settings.user:
         options["user"], options["password"] = settings.user, settings.password
+    options["inbox_prefix"] = inbox_prefix(settings)
     if settings.token:
         options["token"] = settings.token
     if settings.creds_file:
@@ -88,7 +92,33 @@ def connect_options(settings: NatsSettings, *, name: str, events: ConnectionEven
     return options
 
 
+def inbox_prefix(settings: NatsSettings) -> str:
+    """Where replies to this connection go: ``_INBOX_<user>`` for a named user, else ``_INBOX``.
+
+    Pulled messages and JetStream API answers are sent to the puller's inbox. With one prefix per
+    user, the server can let each role subscribe to its own replies only (the shipped nats.conf does):
+    with a shared ``_INBOX.>`` any role could read every other role's deliveries.
+    """
+    user = settings.user or next((urlsplit(u).username for u in settings.urls if urlsplit(u).username), "")
+    return f"_INBOX_{topology.subject_token(unquote(user))}" if user else "_INBOX"
+
+
+def preflight(settings: NatsSettings) -> None:
+    """Check, without connecting, what retrying could never fix: the credentials file, the TLS material.
+
+    Entry points call it before they start anything, so such a mistake is one ``ConfigError`` line.
+    """
+    connect_options(settings, name="preflight", events=ConnectionEvents("preflight"))
+
+
 def _tls_context(settings: NatsSettings) -> ssl.SSLContext:
+    for flag, path in (
+        ("--nats-tls-ca", settings.tls_ca),
+        ("--nats-tls-cert", settings.tls_cert),
+        ("--nats-tls-key", settings.tls_key),
+    ):
+        if path and not os.access(path, os.R_OK):
+            raise ConfigError(f"{flag} ({env_var(flag)}): cannot read {path!r}")
     try:
         ctx = ssl.create_default_context(cafile=settings.tls_ca or None)
         if settings.tls_cert:

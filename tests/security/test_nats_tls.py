@@ -1,0 +1,134 @@
+"""Every role's real process over mutual TLS, each with its own user and only its own permissions.
+
+The server runs the shipped ``nats.conf`` (per-role users and subjects) with TLS and required client
+certificates. The admin initialises the topology (``kubenetmon nats init``); then the agent (reading
+a lab node's conntrack table), the enricher and the writer run as in production, each as its own NATS
+user, the password once as a flag and once from the environment. Bytes the kernel counted for a flow
+arrive in ClickHouse exactly, and nothing any process printed contains a password.
+
+A client that does not trust the server's CA is refused, and says why in one log line.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml  # type: ignore[import-untyped]
+
+from kubenetmon.shared.broker import Broker
+from kubenetmon.shared.errors import TransientError
+from kubenetmon.shared.natsserver import free_port
+from tests.enricher.builders import node, pod
+from tests.fixtures.lab import Lab
+from tests.security.conftest import (
+    DEADLINE_S,
+    KUBENETMON,
+    PASSWORDS,
+    Proc,
+    SecureNats,
+    role_settings,
+    tls_flags,
+)
+
+Spawn = Callable[..., Proc]
+
+
+def sql(dsn: str, query: str) -> list[dict[str, object]]:
+    done = subprocess.run(
+        [*KUBENETMON, "sql", "--clickhouse-dsn", dsn, "--format", "json", query],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return list(json.loads(done.stdout))
+
+
+def wait_for(check: Callable[[], bool], *, within: float = DEADLINE_S, what: str = "") -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, f"not within {within}s: {what}"
+        time.sleep(0.2)  # polling a condition, with a deadline
+
+
+@pytest.mark.netns
+def test_every_role_runs_over_mutual_tls_as_its_own_user(
+    secure_nats: SecureNats, certs: Path, lab: Lab, spawn: Spawn, tmp_path: Path
+) -> None:
+    tls = tls_flags(secure_nats, certs)
+    init = spawn("nats", "init", *tls, "--nats-user", "kubenetmon-admin",
+                 env={"KUBENETMON_NATS_PASSWORD": PASSWORDS["kubenetmon-admin"]})  # fmt: skip
+    assert init.wait() == 0, init.output
+
+    n1 = lab.node("n1")
+    a, b = lab.pod("a", node=n1), lab.pod("b", node=n1)
+    inventory = tmp_path / "inventory.yaml"
+    items = [node("n1", n1.ipv4), pod("a", a.ipv4, node="n1"), pod("b", b.ipv4, node="n1")]
+    inventory.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": items}))
+    dsn = f"chdb://{tmp_path / 'clickhouse'}"
+    service = ["--http-host", "127.0.0.1", "--http-port", "0", "--log-format", "json"]
+    writer = spawn("writer", *tls, *service, "--nats-user", "kubenetmon-writer", "--clickhouse-dsn", dsn,
+                   "--batch-age", "200ms", env={"KUBENETMON_NATS_PASSWORD": PASSWORDS["kubenetmon-writer"]})  # fmt: skip
+    enricher = spawn("enricher", *tls, *service, "--nats-user", "kubenetmon-enricher",
+                     "--nats-password", PASSWORDS["kubenetmon-enricher"], "--inventory", str(inventory),
+                     "--fetch-timeout", "200ms")  # fmt: skip
+    agent = spawn("agent", *tls, "--nats-user", "kubenetmon-agent", "--node-name", "n1", "--netns", n1.netns,
+                  "--interval", "1", "--poll-interval", "250ms", "--state-dir", str(tmp_path / "state"),
+                  "--metrics-host", "127.0.0.1", "--metrics-port", str(free_port()), "--log-format", "json",
+                  env={"KUBENETMON_NATS_PASSWORD": PASSWORDS["kubenetmon-agent"]})  # fmt: skip
+    for role in (writer, enricher):
+        wait_for(lambda role=role: role.get("/readyz")[0] == 200, what=f"{role.name} ready")
+
+    conn = a.tcp_connect(b.server("tcp"))
+    conn.exchange(3000, 70_000)
+    flow = conn.close()
+    entry = n1.find(flow)
+    want = entry.orig_bytes + entry.reply_bytes
+    query = (f"SELECT sum(bytes) AS b FROM network_flows_0_exact WHERE observerNode = 'n1' "
+             f"AND localPort = {flow.sport} AND remotePort = {flow.dport}")  # fmt: skip
+    wait_for(lambda: sql(dsn, query)[0]["b"] == want, what=f"{want} bytes of {flow} in ClickHouse")
+
+    for proc in (agent, enricher, writer):
+        proc.popen.send_signal(signal.SIGTERM)
+    for proc in (agent, enricher, writer):
+        assert proc.wait() == 0, proc.output[-3000:]
+    everything = "".join(p.output for p in (init, writer, enricher, agent))
+    assert not [pw for pw in PASSWORDS.values() if pw in everything]
+
+
+async def test_a_server_signed_by_another_ca_is_refused(secure_nats: SecureNats, certs: Path) -> None:
+    wrong = role_settings(secure_nats, certs, "kubenetmon-enricher", tls_ca=str(certs / "other-ca.pem"))
+    with pytest.raises(TransientError, match="certificate verify failed"):
+        await Broker.connect(wrong, name="wrong-ca", wait_s=2.0)
+    right = role_settings(secure_nats, certs, "kubenetmon-enricher")
+    async with await Broker.connect(right, name="right-ca", wait_s=5.0) as broker:
+        assert broker.connected
+
+
+def test_a_process_that_distrusts_the_server_says_why_and_never_gets_ready(
+    secure_nats: SecureNats, certs: Path, spawn: Spawn, tmp_path: Path
+) -> None:
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": []}))
+    enricher = spawn("enricher", *tls_flags(secure_nats, certs, ca="other-ca.pem"), "--nats-user",
+                     "kubenetmon-enricher", "--inventory", str(inventory), "--http-host", "127.0.0.1",
+                     "--http-port", "0", "--log-format", "json",
+                     env={"KUBENETMON_NATS_PASSWORD": PASSWORDS["kubenetmon-enricher"]})  # fmt: skip
+
+    def refused() -> list[str]:
+        return [str(r["msg"]) for r in enricher.records() if "certificate verify failed" in str(r.get("msg"))]
+
+    def said_why() -> bool:
+        return any(m.startswith("NATS unavailable (attempt 1): cannot connect to tls://") for m in refused())
+
+    wait_for(said_why, what="the refusal logged, naming the certificate")
+    assert enricher.get("/readyz")[0] == 503
+    enricher.popen.send_signal(signal.SIGTERM)
+    assert enricher.wait() == 0
+    assert PASSWORDS["kubenetmon-enricher"] not in enricher.output
