@@ -34,7 +34,8 @@ def _commands() -> Iterator[tuple[str, argparse.ArgumentParser]]:
         if module is None:
             continue
         parser = subs.choices[name]
-        module.configure(parser)  # type: ignore[attr-defined]
+        # a command whose verbs load lazily offers configure_all to configure every verb at once
+        getattr(module, "configure_all", getattr(module, "configure", None))(parser)
         nested = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
         if not nested:
             yield name, parser
