@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_configuration_reference_matches_the_parsers() -> None:
     readme = (ROOT / "README.md").read_text()
     assert reference.section() in readme, (
-        "README configuration reference is stale: run `python -m kubenetmon.shared.reference --write README.md`"
+        "README configuration reference is stale: "
+        "run `python -m kubenetmon.shared.reference --write README.md`"
     )
 
 

@@ -103,7 +103,9 @@ def test_a_dead_owner_is_ignored(tmp_path: Path) -> None:
     assert live_endpoint(str(tmp_path)) is None
 
 
-def test_missing_data_dir_is_a_clear_error_and_creates_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_data_dir_is_a_clear_error_and_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from kubenetmon.shared.cli import main
 
     missing = tmp_path / "nothing-here"
