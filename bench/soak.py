@@ -37,7 +37,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from enricher_common import cluster_objects, traffic
+from enricher_common import cluster_objects, traffic  # type: ignore[import-not-found]
 
 from kubenetmon.enricher import sources
 from kubenetmon.enricher.classes import LabelSettings
@@ -201,6 +201,14 @@ async def sample_forever(
         await asyncio.sleep(every)
 
 
+def count_rows(dsn: str) -> int:
+    """Rows through the exact view (asking the writer that owns the chDB directory), -1 on failure."""
+    query = "SELECT count() FROM network_flows_0_exact"
+    argv = [*KUBENETMON, "sql", "--clickhouse-dsn", dsn, "--format", "csv", query]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    return int(done.stdout.splitlines()[-1]) if done.returncode == 0 else -1
+
+
 def slope_mb_per_min(points: list[tuple[float, float]]) -> float:
     if len(points) < 2:
         return float("nan")
@@ -213,7 +221,7 @@ def report(run: Run, args: argparse.Namespace, *, drained_s: float | None, store
     records_in = last.counters.get("enricher:kubenetmon_enricher_records_total", 0.0)
     rows_out = last.counters.get("enricher:kubenetmon_enricher_rows_total", 0.0)
     rows_written = last.counters.get("writer:kubenetmon_writer_rows_written_total", 0.0)
-    rss: dict[str, dict[str, float]] = {}
+    rss: dict[str, dict[str, Any]] = {}
     for name in sorted({n for s in run.samples for n in s.rss_mb}):
         points = [(s.t, s.rss_mb[name]) for s in run.samples if name in s.rss_mb]
         steady = [(t, v) for t, v in points if t >= args.warmup_s]
@@ -248,40 +256,47 @@ def report(run: Run, args: argparse.Namespace, *, drained_s: float | None, store
                 **{f"{c}_ack_pending": a for c, (_, a) in s.lag.items()},
             }
             for s in run.samples
-        ],  # fmt: skip
+        ],
         "rss": rss,
     }
 
 
 def print_report(out: dict[str, Any]) -> None:
-    print(f"\nsoak: {out['duration_s']:.0f}s at nominal {out['nominal_records_per_s']:,} records/s "
-          f"x {out['target_records_per_s'] / out['nominal_records_per_s']:g}")  # fmt: skip
-    print(f"  published  {out['published_records']:>12,} records  {out['published_records_per_s']:>9,.0f}/s"
-          f"  (publisher at most {out['publisher_late_max_s']:.2f}s behind schedule)")  # fmt: skip
-    print(f"  enriched   {out['enriched_records']:>12,.0f} records  "
-          f"{out['enriched_records'] / out['duration_s']:>9,.0f}/s")  # fmt: skip
-    print(f"  written    {out['rows_written']:>12,.0f} rows     {out['rows_written'] / out['duration_s']:>9,.0f}/s"
-          f"  (stored, exact view: {out['rows_stored_exact']:,}; enricher published {out['enricher_rows_published']:,.0f})")  # fmt: skip
-    print(f"  drained {out['drain_s_after_publishing_stopped']}s after publishing stopped; "
-          f"restarts {out['restarts']}; dlq {out['dlq']}")  # fmt: skip
-    print("\n  lag (pending / ack pending):")
-    print(f"  {'t (s)':>7} {'published':>11} {'enricher':>15} {'writer':>15}")
+    seconds = out["duration_s"]
+    factor = out["target_records_per_s"] / out["nominal_records_per_s"]
+    lines = [
+        f"\nsoak: {seconds:.0f}s at nominal {out['nominal_records_per_s']:,.0f} records/s x {factor:g}",
+        f"  published  {out['published_records']:>12,} records  {out['published_records_per_s']:>9,.0f}/s"
+        f"  (publisher at most {out['publisher_late_max_s']:.2f}s behind schedule)",
+        f"  enriched   {out['enriched_records']:>12,.0f} records  "
+        f"{out['enriched_records'] / seconds:>9,.0f}/s",
+        f"  written    {out['rows_written']:>12,.0f} rows     {out['rows_written'] / seconds:>9,.0f}/s"
+        f"  (exact view: {out['rows_stored_exact']:,}; "
+        f"enricher published {out['enricher_rows_published']:,.0f})",
+        f"  drained {out['drain_s_after_publishing_stopped']}s after publishing stopped; "
+        f"restarts {out['restarts']}; dlq {out['dlq']}",
+        "\n  lag (pending / ack pending):",
+        f"  {'t (s)':>7} {'published':>11} {'enricher':>15} {'writer':>15}",
+    ]
     for row in out["lag"]:
-        print(f"  {row['t_s']:>7} {row['published']:>11,} "
-              f"{row['enricher_pending']:>8,} / {row['enricher_ack_pending']:<5,} "
-              f"{row['writer_pending']:>8,} / {row['writer_ack_pending']:<5,}")  # fmt: skip
-    print("\n  RSS (MB) over time, one column per minute:")
+        lines.append(
+            f"  {row['t_s']:>7} {row['published']:>11,} "
+            f"{row['enricher_pending']:>8,} / {row['enricher_ack_pending']:<5,} "
+            f"{row['writer_pending']:>8,} / {row['writer_ack_pending']:<5,}"
+        )
+    lines.append("\n  RSS (MB) over time, one column per minute:")
     for name, r in out["rss"].items():
         minutes: dict[int, float] = {}
         for t, v in r["series"]:
             minutes.setdefault(int(t // 60), v)
-        print(f"  {name:<36} " + " ".join(f"{v:>6.0f}" for _, v in sorted(minutes.items())))
-    print("\n  RSS (MB): first, last; slope (MB/min) after warm-up, and over its second half")
+        lines.append(f"  {name:<36} " + " ".join(f"{v:>6.0f}" for _, v in sorted(minutes.items())))
+    lines.append("\n  RSS (MB): first, last; slope (MB/min) after warm-up, and over its second half")
     for name, r in out["rss"].items():
-        print(
+        lines.append(
             f"  {name:<36} {r['first_mb']:>8.1f} {r['last_mb']:>8.1f} {r['slope_mb_per_min']:>+8.3f} "
             f"{r['second_half_slope_mb_per_min']:>+8.3f}"
         )
+    print("\n".join(lines))
 
 
 async def soak(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
@@ -291,23 +306,29 @@ async def soak(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     inventory.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
     private = LabelSettings(cloud="aws", region="us-west-2").private
     table = sources.load_table(sources.RangeSettings(sources=RANGE_FILES), private=private)
-    pool = traffic(table, pods=args.pods, nodes=args.nodes, services=args.services,
-                   messages=64, rows=args.rows)  # fmt: skip
+    pool = traffic(
+        table, pods=args.pods, nodes=args.nodes, services=args.services, messages=64, rows=args.rows
+    )
     with NatsServer(tmp / "nats") as server:
         settings = NatsSettings(urls=(server.url,), stream_prefix=PREFIX, subject_prefix=PREFIX.lower())
-        common = ["--nats-url", server.url, "--nats-stream-prefix", PREFIX, "--nats-subject-prefix",
-                  PREFIX.lower(), "--http-host", "127.0.0.1", "--log-format", "text"]  # fmt: skip
+        common = [
+            "--nats-url", server.url, "--nats-stream-prefix", PREFIX, "--nats-subject-prefix", PREFIX.lower(),
+            "--http-host", "127.0.0.1", "--log-format", "text",
+        ]  # fmt: skip
         ports = {"enricher": free_port(), "writer": free_port()}
+        writer_argv = [
+            *common, "--http-port", str(ports["writer"]), "--workers", str(args.writer_workers),
+            "--clickhouse-dsn", f"chdb://{tmp / 'clickhouse'}",
+        ]  # fmt: skip
+        enricher_argv = [
+            *common, "--http-port", str(ports["enricher"]), "--workers", str(args.enricher_workers),
+            "--inventory", str(inventory), "--cloud", "aws", "--region", "us-west-2", "--cluster", "soak",
+            "--ranges", ",".join(RANGE_FILES),
+        ]  # fmt: skip
         async with await Broker.connect(settings, name="soak", wait_s=10) as broker:
             (await broker.ensure_topology()).raise_for_conflicts()
-            writer = start_role("writer", [*common, "--http-port", str(ports["writer"]),
-                                "--workers", str(args.writer_workers),
-                                "--clickhouse-dsn", f"chdb://{tmp / 'clickhouse'}"], tmp / "writer.log")  # fmt: skip
-            enricher = start_role("enricher", [*common, "--http-port", str(ports["enricher"]),
-                                  "--workers", str(args.enricher_workers), "--inventory", str(inventory),
-                                  "--cloud", "aws", "--region", "us-west-2", "--cluster", "soak",
-                                  "--ranges", ",".join(RANGE_FILES)],
-                                  tmp / "enricher.log")  # fmt: skip
+            writer = start_role("writer", writer_argv, tmp / "writer.log")
+            enricher = start_role("enricher", enricher_argv, tmp / "enricher.log")
             try:
                 for role, proc in (("writer", writer), ("enricher", enricher)):
                     await asyncio.to_thread(wait_ready, ports[role], proc)
@@ -318,8 +339,8 @@ async def soak(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                     sample_forever(broker, roots, ports, every=args.sample_s, run=run)
                 )
                 rate = args.rate * args.factor
-                await publish_on_schedule(broker, pool, rate=rate, until=time.monotonic() + args.duration_s,
-                                          run=run)  # fmt: skip
+                until = time.monotonic() + args.duration_s
+                await publish_on_schedule(broker, pool, rate=rate, until=until, run=run)
                 stopped = time.monotonic()
                 drained_s = None
                 while time.monotonic() - stopped < args.drain_wait_s:
@@ -330,10 +351,7 @@ async def soak(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                     await asyncio.sleep(0.2)
                 await asyncio.sleep(args.sample_s)  # one more sample after the drain
                 sampler.cancel()
-                query = "SELECT count() FROM network_flows_0_exact"
-                done = subprocess.run([*KUBENETMON, "sql", "--clickhouse-dsn", f"chdb://{tmp / 'clickhouse'}",
-                                       "--format", "csv", query], capture_output=True, text=True, timeout=120)  # fmt: skip
-                stored = int(done.stdout.splitlines()[-1]) if done.returncode == 0 else -1
+                stored = await asyncio.to_thread(count_rows, f"chdb://{tmp / 'clickhouse'}")
                 return report(run, args, drained_s=drained_s, stored=stored)
             finally:
                 for proc in (enricher, writer):

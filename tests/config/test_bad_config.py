@@ -35,12 +35,22 @@ CASES: dict[str, Case] = {
     "agent unknown flag": (["agent", "--bogus-flag"], {}, "unrecognized arguments: --bogus-flag"),
     "nats init unknown flag": (["nats", "init", "--bogus-flag"], {}, "unrecognized arguments: --bogus-flag"),
     "agent bad duration": (["agent", "--poll-interval", "5parsecs"], {}, "--poll-interval"),
-    "agent bad size (env)": (["agent"], {"KUBENETMON_MAX_MESSAGE_BYTES": "lots"}, "KUBENETMON_MAX_MESSAGE_BYTES"),
+    "agent bad size (env)": (
+        ["agent"],
+        {"KUBENETMON_MAX_MESSAGE_BYTES": "lots"},
+        "KUBENETMON_MAX_MESSAGE_BYTES",
+    ),
     "agent no node name": (["agent"], {}, "--node-name"),
-    "agent bad NATS URL": (["agent", "--node-name", "n1", "--nats-url", "http://127.0.0.1:4222"], {}, "--nats-url"),
+    "agent bad NATS URL": (
+        ["agent", "--node-name", "n1", "--nats-url", "http://127.0.0.1:4222"],
+        {},
+        "--nats-url",
+    ),
     "agent missing creds": (["agent", "--node-name", "n1", "--nats-creds", MISSING], {}, "--nats-creds"),
     "agent missing namespace": (
-        ["agent", "--netns", "kubenetmon-no-such-ns", "--node-name", "n1"], {}, "kubenetmon-no-such-ns"
+        ["agent", "--netns", "kubenetmon-no-such-ns", "--node-name", "n1"],
+        {},
+        "kubenetmon-no-such-ns",
     ),
     # enricher
     "enricher unknown flag": (["enricher", "--bogus-flag"], {}, "unrecognized arguments: --bogus-flag"),
@@ -55,7 +65,9 @@ CASES: dict[str, Case] = {
     "enricher missing inventory": (["enricher", "--inventory", MISSING], {}, "--inventory"),
     "enricher missing kubeconfig": (["enricher", "--kubeconfig", MISSING], {}, "--kubeconfig"),
     "enricher missing custom ranges": (
-        ["enricher", "--inventory", "/etc/hostname", "--custom-ranges", MISSING], {}, "--custom-ranges"
+        ["enricher", "--inventory", "/etc/hostname", "--custom-ranges", MISSING],
+        {},
+        "--custom-ranges",
     ),
     "enricher missing creds": (["enricher", "--nats-creds", MISSING], {}, "--nats-creds"),
     "enricher missing CA": (["enricher", "--nats-tls-ca", MISSING], {}, "--nats-tls-ca"),
@@ -67,7 +79,9 @@ CASES: dict[str, Case] = {
     "writer unknown scheme": (["writer", "--clickhouse-dsn", "postgres://db"], {}, "--clickhouse-dsn"),
     "writer unknown scheme (env)": (["writer"], {"KUBENETMON_CLICKHOUSE_DSN": "ftp://x"}, "--clickhouse-dsn"),
     "writer malformed DSN": (
-        ["writer", "--clickhouse-dsn", f"http://u:{SECRET}@host:notaport/db"], {}, "u:***@host:notaport"
+        ["writer", "--clickhouse-dsn", f"http://u:{SECRET}@host:notaport/db"],
+        {},
+        "u:***@host:notaport",
     ),
     "writer relative chDB path": (["writer", "--clickhouse-dsn", "chdb://relative/dir"], {}, "chdb:///"),
     "writer missing password file": (
@@ -76,14 +90,24 @@ CASES: dict[str, Case] = {
         "--clickhouse-password-file",
     ),
     "writer missing CA": (
-        ["writer", "--clickhouse-dsn", "https://h:8443", "--clickhouse-ca-cert", MISSING], {}, "--clickhouse-ca-cert"
+        ["writer", "--clickhouse-dsn", "https://h:8443", "--clickhouse-ca-cert", MISSING],
+        {},
+        "--clickhouse-ca-cert",
     ),
-    "writer bad integer": (["writer", "--clickhouse-dsn", "chdb:///tmp/x", "--batch-rows", "abc"], {}, "--batch-rows"),
+    "writer bad integer": (
+        ["writer", "--clickhouse-dsn", "chdb:///tmp/x", "--batch-rows", "abc"],
+        {},
+        "--batch-rows",
+    ),
     "writer bad boolean": (
-        ["writer", "--clickhouse-dsn", "chdb:///tmp/x", "--clickhouse-verify", "maybe"], {}, "--clickhouse-verify"
+        ["writer", "--clickhouse-dsn", "chdb:///tmp/x", "--clickhouse-verify", "maybe"],
+        {},
+        "--clickhouse-verify",
     ),
     "writer missing NATS CA": (
-        ["writer", "--clickhouse-dsn", "chdb:///tmp/x", "--nats-tls-ca", MISSING], {}, "--nats-tls-ca"
+        ["writer", "--clickhouse-dsn", "chdb:///tmp/x", "--nats-tls-ca", MISSING],
+        {},
+        "--nats-tls-ca",
     ),
     # sql, top, label
     "sql no target": (["sql", "SELECT 1"], {}, "--clickhouse-dsn or --data-dir"),
@@ -94,7 +118,11 @@ CASES: dict[str, Case] = {
         {},
         "--clickhouse-password-file",
     ),
-    "top bad window": (["top", "--clickhouse-dsn", "http://127.0.0.1:9", "--since", "yesterday"], {}, "yesterday"),
+    "top bad window": (
+        ["top", "--clickhouse-dsn", "http://127.0.0.1:9", "--since", "yesterday"],
+        {},
+        "yesterday",
+    ),
     "top unknown grouping": (["top", "--data-dir", "/tmp", "--by", "color"], {}, "--by"),
     "label unknown cloud": (["label", "--node", "n1", "--cloud", "oracle"], {}, "--cloud"),
     "label missing inventory": (["label", "--node", "n1", "--inventory", MISSING], {}, MISSING),
@@ -105,17 +133,21 @@ CASES: dict[str, Case] = {
     "nats init replicas": (["nats", "init", "--nats-replicas", "9"], {}, "--nats-replicas"),
     "clickhouse migrate no DSN": (["clickhouse", "migrate"], {}, "--clickhouse-dsn"),
     "clickhouse migrate bad TTL": (
-        ["clickhouse", "migrate", "--clickhouse-dsn", "chdb:///tmp/x", "--ttl-days", "-1"], {}, "--ttl-days"
+        ["clickhouse", "migrate", "--clickhouse-dsn", "chdb:///tmp/x", "--ttl-days", "-1"],
+        {},
+        "--ttl-days",
     ),
     "conntrack dump missing namespace": (
-        ["conntrack", "dump", "--netns", "kubenetmon-no-such-ns"], {}, "kubenetmon-no-such-ns"
+        ["conntrack", "dump", "--netns", "kubenetmon-no-such-ns"],
+        {},
+        "kubenetmon-no-such-ns",
     ),
     "up bad interval": (["up", "--interval", "7parsecs"], {}, "--interval"),
     "up unknown cloud": (["up", "--cloud", "oracle"], {}, "--cloud"),
     "up missing inventory": (["up", "--inventory", MISSING], {}, "--inventory"),
     "replay bad time": (["replay", "raw", "--from", "garbage"], {}, "garbage"),
     "replay NATS URL syntax": (["replay", "raw", "--from", "-2h", "--nats-url", "nats:/x"], {}, "--nats-url"),
-}  # fmt: skip
+}
 
 
 def run(argv: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:

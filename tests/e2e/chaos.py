@@ -57,27 +57,30 @@ def _chattr(flag: str, paths: list[str]) -> bool:
 
 
 def block_clickhouse(pipeline: Pipeline, seconds: float, *, how: str = "immutable") -> str:
-    """Make ClickHouse refuse the writer for ``seconds``; returns how (``immutable`` or ``held``)."""
+    """Make ClickHouse refuse the writer for ``seconds``; returns how (``immutable`` or ``held``).
+    Returns only once the writer has met the outage and then written again."""
     writer = pipeline.roles["writer"]
     paths = _table_dirs(pipeline)
+    since = len(writer.log_path.read_bytes())
     if how == "held" or not _chattr("+i", paths):
-        _hold_directory(pipeline, seconds)
+        _hold_directory(pipeline, seconds, since=since)
         return "held"
     try:
-        since = len(writer.log_path.read_bytes())
-        wait_until(
-            lambda: b"ClickHouse unavailable" in writer.log_path.read_bytes()[since:],
-            timeout=max(seconds, 60),
-            what="the writer to meet an unavailable ClickHouse",
-            step=0.1,
-        )
+        _wait_log(pipeline, b"ClickHouse unavailable (attempt", since=since, timeout=max(seconds, 60))
         time.sleep(seconds)  # the outage's length (the traffic goes on meanwhile)
     finally:
         _chattr("-i", paths)
+    _wait_log(pipeline, b"ClickHouse is back after", since=since, timeout=60)
     return "immutable"
 
 
-def _hold_directory(pipeline: Pipeline, seconds: float) -> None:
+def _wait_log(pipeline: Pipeline, text: bytes, *, since: int, timeout: float) -> None:
+    """Wait until the writer's log (from byte ``since``) says ``text``."""
+    log = pipeline.roles["writer"].log_path
+    wait_until(lambda: text in log.read_bytes()[since:], timeout=timeout, what=f"the writer to log {text!r}")
+
+
+def _hold_directory(pipeline: Pipeline, seconds: float, *, since: int) -> None:
     """Restart the writer while another process owns the chDB directory, for ``seconds``."""
     writer = pipeline.roles["writer"]
     assert writer.stop() == 0, writer.tail()
@@ -90,6 +93,7 @@ def _hold_directory(pipeline: Pipeline, seconds: float) -> None:
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
         writer.start()
+        _wait_log(pipeline, b"ClickHouse unavailable at start", since=since, timeout=60)
         time.sleep(seconds)  # the outage's length
     finally:
         if holder.stdin is not None:

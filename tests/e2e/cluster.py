@@ -2,7 +2,7 @@
 
 Topology (all inside network namespaces the lab creates)::
 
-    node-a (zone-a, masquerades egress)   pods web-0, web-1      node-b (zone-b)   pod db-0
+    node-a (zone-a, masquerades egress)   pods web-0, web-1      node-b (zone-b)   pod db-0 (ct zone 7)
     internet 203.0.113.7 / 2001:db8::7    (no range: PUBLIC_INTERNET)
     s3       198.51.100.7 / 2001:db8:5::7 (a user range: aws s3 in the local region, zone-a)
     Service  shop/db  10.96.0.10:80 -> db-0 (DNAT on every node)
@@ -30,6 +30,7 @@ S3_RANGES: Final = ("198.51.100.0/24", "2001:db8:5::/48")
 S3_ZONE: Final = "zone-a"
 SERVICE: Final = ("shop", "db", "10.96.0.10", 80)
 NAMESPACE: Final = "shop"
+DB_CT_ZONE: Final = 7
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,11 @@ def build(lab: Lab) -> Cluster:
         "db-0": PodInfo("db-0", b.name, "db", "StatefulSet", "db"),
     }
     nodes = {a.name: a, b.name: b}
-    pods = {name: lab.pod(name, node=nodes[p.node]) for name, p in info.items()}
+    # db-0's flows live in conntrack zone 7 on its node (as with a CNI that separates zones)
+    pods = {
+        name: lab.pod(name, node=nodes[p.node], ct_zone=DB_CT_ZONE if name == "db-0" else 0)
+        for name, p in info.items()
+    }
     internet = lab.external("internet", ipv4=INTERNET[0], ipv6=INTERNET[1])
     s3 = lab.external("s3", ipv4=S3[0], ipv6=S3[1])
     cluster = Cluster(lab, nodes, pods, info, internet, s3)

@@ -13,12 +13,12 @@ process per directory; the writer owns it, and ``sql`` asks the writer's endpoin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
 import signal
 import subprocess
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +43,7 @@ class Options:
     ack_wait_s: float = 3.0
     duplicate_window_s: float = 120.0
     writer_batch_age_s: float = 0.3
+    agent_args: tuple[str, ...] = ()
 
 
 def flags(settings: object) -> list[str]:
@@ -109,7 +110,7 @@ class Pipeline:
             "--interval", str(o.interval_s), "--poll-interval", str(o.poll_s),
             "--state-dir", str(self.workdir / f"agent-{node}"),
             "--metrics-host", "127.0.0.1", "--metrics-port", str(self._port(f"agent:{node}")),
-            "--drain-timeout", "15s", *self._common(),
+            "--drain-timeout", "15s", *o.agent_args, *self._common(),
         ]  # fmt: skip
 
     def _enricher_argv(self, inventory: Path, custom: Path) -> list[str]:
@@ -305,17 +306,11 @@ class Pipeline:
         wait_until(settled, timeout=timeout, what="the pipeline to settle", step=0.3)
 
     def wait_until_stored(self, expected: Totals, *, timeout: float = 120) -> Totals:
-        """The stored totals once they equal ``expected``, or once the pipeline settled (then they are
-        final: a difference is a real one). Never longer than ``timeout``."""
-        deadline = time.monotonic() + timeout
-        got: Totals = {}
-        while time.monotonic() < deadline:
+        """The stored totals as soon as they equal ``expected``, else once the pipeline has settled
+        (then they are final: a difference is a real one), else at the deadline."""
+        got = self.stored()
+        if got != expected:
+            with contextlib.suppress(TimeoutError):
+                self.wait_settled(timeout=timeout)
             got = self.stored()
-            if got == expected:
-                return got
-            try:
-                self.wait_settled(timeout=max(1.0, deadline - time.monotonic()))
-            except TimeoutError:
-                break
-            return self.stored()
         return got

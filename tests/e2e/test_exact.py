@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.cluster import SERVICE, Cluster, add_service
+from tests.e2e.cluster import DB_CT_ZONE, SERVICE, Cluster, add_service
 from tests.e2e.expect import Totals, differences
 from tests.e2e.fixtures import MakePipeline
 from tests.fixtures.lab_kernel import wait_until
@@ -121,3 +121,5 @@ def test_stored_rows_equal_the_kernels_counters(cluster: Cluster, make_pipeline:
     assert len(reused) == 2  # the deleted and the new entry of one tuple add up on one key
     destroyed = [e for e in pipeline.watches["node-a"].snapshot() if e.orig[2] == udp.flow.sport]
     assert len(destroyed) == 1 and destroyed[0].orig_bytes > 0
+    zones = {e.zone for e in pipeline.kernel()["node-b"] if e.proto in ("tcp", "udp")}
+    assert zones == {DB_CT_ZONE}  # node-b's flows are all db-0's, all in its conntrack zone

@@ -117,9 +117,25 @@ def start_role(tmp_path: Path) -> Iterator[Callable[..., Role]]:
 
 
 def enricher_args(nats: NatsSettings, inventory: Path) -> list[str]:
-    return [*flags(nats), "--inventory", str(inventory), "--ranges", ",".join(RANGE_FILES),
-            "--cloud", "aws", "--region", "us-west-2", "--cluster", "fuzz", "--environment", "ci",
-            "--batch", "64", "--fetch-timeout", "200ms"]  # fmt: skip
+    return [
+        *flags(nats),
+        "--inventory",
+        str(inventory),
+        "--ranges",
+        ",".join(RANGE_FILES),
+        "--cloud",
+        "aws",
+        "--region",
+        "us-west-2",
+        "--cluster",
+        "fuzz",
+        "--environment",
+        "ci",
+        "--batch",
+        "64",
+        "--fetch-timeout",
+        "200ms",
+    ]
 
 
 def writer_args(nats: NatsSettings, clickhouse: ClickHouseSettings) -> list[str]:

@@ -25,11 +25,26 @@ from tests.enricher.test_worker import make_labeler
 
 KNOWN_V4 = [
     ipaddress.IPv4Address(a).packed
-    for a in ("10.1.0.10", "10.1.0.11", "10.1.1.10", "10.96.0.20", "192.168.0.1", "192.168.0.2",
-              "3.5.140.9", "8.8.8.8", "127.0.0.1", "0.0.0.0", "255.255.255.255", "169.254.1.1",
-              "100.64.0.1", "224.0.0.1")
-]  # fmt: skip
-KNOWN_V6 = [ipaddress.IPv6Address(a).packed for a in ("::1", "::", "fe80::1", "2600:1f00::1", "::ffff:10.1.0.10")]
+    for a in (
+        "10.1.0.10",
+        "10.1.0.11",
+        "10.1.1.10",
+        "10.96.0.20",
+        "192.168.0.1",
+        "192.168.0.2",
+        "3.5.140.9",
+        "8.8.8.8",
+        "127.0.0.1",
+        "0.0.0.0",
+        "255.255.255.255",
+        "169.254.1.1",
+        "100.64.0.1",
+        "224.0.0.1",
+    )
+]
+KNOWN_V6 = [
+    ipaddress.IPv6Address(a).packed for a in ("::1", "::", "fe80::1", "2600:1f00::1", "::ffff:10.1.0.10")
+]
 U16 = st.integers(0, 0xFFFF)
 U64 = st.integers(0, (1 << 64) - 1)
 MAX_ROWS = 1000
@@ -52,9 +67,22 @@ def raw_rows(draw: Any) -> list[schema.RawRow]:
         proto = draw(mostly(st.sampled_from([6, 17]), st.integers(0, 255)))
         rows.append(
             schema.RawRow(
-                proto, family, draw(U16), draw(addr), draw(addr), draw(U16), draw(U16),
-                draw(addr), draw(addr), draw(U16), draw(U16), draw(U64), draw(U64), draw(U64), draw(U64),
-            )  # fmt: skip
+                proto,
+                family,
+                draw(U16),
+                draw(addr),
+                draw(addr),
+                draw(U16),
+                draw(U16),
+                draw(addr),
+                draw(addr),
+                draw(U16),
+                draw(U16),
+                draw(U64),
+                draw(U64),
+                draw(U64),
+                draw(U64),
+            )
         )
     return rows
 

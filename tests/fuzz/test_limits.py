@@ -28,8 +28,18 @@ from tests.fuzz import cases
 
 
 def _raw(**changes: object) -> bytes:
-    fields = {"v": 1, "t": "raw", "node": "n1", "boot": "b", "start": 60, "secs": 60, "seq": 0,
-              "chunk": 0, "chunks": 1, "rows": []}  # fmt: skip
+    fields = {
+        "v": 1,
+        "t": "raw",
+        "node": "n1",
+        "boot": "b",
+        "start": 60,
+        "secs": 60,
+        "seq": 0,
+        "chunk": 0,
+        "chunks": 1,
+        "rows": [],
+    }
     fields.update(changes)
     return msgpack.packb(fields)  # type: ignore[no-any-return]
 

@@ -37,7 +37,7 @@ from kubenetmon.shared.schema import MAX_MESSAGE_BYTES
 from kubenetmon.shared.settings import NatsSettings
 from kubenetmon.writer.settings import ClickHouseSettings
 from tests.enricher.conftest import KUBENETMON, eventually
-from tests.fuzz import cases
+from tests.fuzz import cases, cases_enriched, cases_raw
 from tests.fuzz.cases import Case
 from tests.fuzz.conftest import SERVER_MAX_PAYLOAD, Role, enricher_args, writer_args
 
@@ -51,21 +51,30 @@ SETTLE_S = 240.0
 
 def generate() -> tuple[list[Case], list[Case]]:
     """(RAW cases, ENRICHED cases), bad and good shuffled together."""
-    bad_raw = [c for group in cases.collect(cases.bad_raw(), BAD_EXAMPLES, seed_value=SEED) for c in group]
-    bad_enriched = [
-        c for group in cases.collect(cases.bad_enriched(), BAD_EXAMPLES, seed_value=SEED) for c in group
+    bad_raw = [
+        c for group in cases.collect(cases_raw.bad_raw(), BAD_EXAMPLES, seed_value=SEED) for c in group
     ]
-    bad_enriched += cases.collect(cases.rejected_enriched(), REJECTED_EXAMPLES, seed_value=SEED)
+    bad_enriched = [
+        c
+        for group in cases.collect(cases_enriched.bad_enriched(), BAD_EXAMPLES, seed_value=SEED)
+        for c in group
+    ]
+    bad_enriched += cases.collect(cases_enriched.rejected_enriched(), REJECTED_EXAMPLES, seed_value=SEED)
     good_raw = [
-        cases.finish_raw(d, k)
-        for k, d in enumerate(cases.collect(cases.good_raw(), GOOD_EXAMPLES, seed_value=SEED))
+        cases_raw.finish_raw(d, k)
+        for k, d in enumerate(cases.collect(cases_raw.good_raw(), GOOD_EXAMPLES, seed_value=SEED))
     ]
     good_enriched = [
-        cases.finish_enriched(d, k)
-        for k, d in enumerate(cases.collect(cases.good_enriched(), GOOD_EXAMPLES, seed_value=SEED))
+        cases_enriched.finish_enriched(d, k)
+        for k, d in enumerate(cases.collect(cases_enriched.good_enriched(), GOOD_EXAMPLES, seed_value=SEED))
     ]
-    raw = [*bad_raw, *good_raw, cases.big_good_raw(20_000, key=10**6), cases.big_raw_bad_tail(100_000)]
-    enriched = [*bad_enriched, *good_enriched, cases.big_enriched_bad_tail(300_000)]
+    raw = [
+        *bad_raw,
+        *good_raw,
+        cases_raw.big_good_raw(20_000, key=10**6),
+        cases_raw.big_raw_bad_tail(100_000),
+    ]
+    enriched = [*bad_enriched, *good_enriched, cases_enriched.big_enriched_bad_tail(300_000)]
     for kind, out in (("raw", raw), ("enriched", enriched)):
         out += [
             Case(f"{kind}:oversized", cases.oversized(kind, MAX_MESSAGE_BYTES + 1)),
@@ -165,8 +174,11 @@ async def test_bad_input_goes_to_the_dlq_and_good_input_is_stored(
     enricher = start_role("enricher", *enricher_args(fuzz_nats, inventory))  # type: ignore[operator]
     raw, enriched = await asyncio.to_thread(generate)
     expected = expected_dlq(raw, enriched)
-    category = {f"fuzz/{kind}/{i}": c.category for kind, group in (("raw", raw), ("enriched", enriched))
-                for i, c in enumerate(group)}  # fmt: skip
+    category = {
+        f"fuzz/{kind}/{i}": c.category
+        for kind, group in (("raw", raw), ("enriched", enriched))
+        for i, c in enumerate(group)
+    }
     bad = len(expected)
     assert bad >= 10_000, f"seed {SEED}: only {bad} bad cases"
     for role in (writer, enricher):
@@ -183,8 +195,10 @@ async def test_bad_input_goes_to_the_dlq_and_good_input_is_stored(
         wrong = {k: (got.get(k), v) for k, v in expected.items() if got.get(k) != v}
         extra = {k: v for k, v in got.items() if k not in expected}
         categories = Counter(category[k] for k in wrong)
-        raise AssertionError(f"seed {SEED}: {len(wrong)} wrong, {len(extra)} extra DLQ entries "
-                             f"({categories}): {list(wrong.items())[:10]} {list(extra.items())[:5]}")  # fmt: skip
+        raise AssertionError(
+            f"seed {SEED}: {len(wrong)} wrong, {len(extra)} extra DLQ entries "
+            f"({categories}): {list(wrong.items())[:10]} {list(extra.items())[:5]}"
+        )
     by_reason = Counter(got.values())
     assert by_reason == Counter(expected.values())
 
@@ -203,5 +217,7 @@ async def test_bad_input_goes_to_the_dlq_and_good_input_is_stored(
         role.proc.signal(signal.SIGTERM)
     for role in (enricher, writer):
         assert await role.proc.wait(within=60) == 0, role.proc.log[-3000:]
-    print(f"fuzz seed {SEED}: {bad} bad messages in the DLQ by reason {dict(by_reason)}; "
-          f"{len(good_raw)} RAW and {len(good_enriched)} ENRICHED good messages stored exactly")  # fmt: skip
+    print(
+        f"fuzz seed {SEED}: {bad} bad messages in the DLQ by reason {dict(by_reason)}; "
+        f"{len(good_raw)} RAW and {len(good_enriched)} ENRICHED good messages stored exactly"
+    )

@@ -47,17 +47,58 @@ def openssl(*args: str, cwd: Path) -> None:
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("certs")
     for ca in ("ca", "other-ca"):
-        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN=kubenetmon test {ca}",
-                "-keyout", f"{ca}.key", "-out", f"{ca}.pem", cwd=d)  # fmt: skip
+        openssl(
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            f"/CN=kubenetmon test {ca}",
+            "-keyout",
+            f"{ca}.key",
+            "-out",
+            f"{ca}.pem",
+            cwd=d,
+        )
     for name, ext in (
         ("server", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth"),
         ("client", "extendedKeyUsage=clientAuth"),
     ):
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
-                "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=d)  # fmt: skip
+        openssl(
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            f"/CN={name}",
+            "-keyout",
+            f"{name}.key",
+            "-out",
+            f"{name}.csr",
+            cwd=d,
+        )
         (d / f"{name}.ext").write_text(ext + "\n")
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-                "-days", "1", "-extfile", f"{name}.ext", "-out", f"{name}.pem", cwd=d)  # fmt: skip
+        openssl(
+            "x509",
+            "-req",
+            "-in",
+            f"{name}.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            f"{name}.ext",
+            "-out",
+            f"{name}.pem",
+            cwd=d,
+        )
     return d
 
 
@@ -74,9 +115,24 @@ class SecureNats(NatsServer):
 
     def command(self) -> list[str]:
         c = self.certs
-        return [binary(), "-c", str(self.conf), "-a", self.host, "-p", str(self.port), "-m", str(self.monitor_port),
-                "--tlsverify", "--tlscert", str(c / "server.pem"), "--tlskey", str(c / "server.key"),
-                "--tlscacert", str(c / "ca.pem")]  # fmt: skip
+        return [
+            binary(),
+            "-c",
+            str(self.conf),
+            "-a",
+            self.host,
+            "-p",
+            str(self.port),
+            "-m",
+            str(self.monitor_port),
+            "--tlsverify",
+            "--tlscert",
+            str(c / "server.pem"),
+            "--tlskey",
+            str(c / "server.key"),
+            "--tlscacert",
+            str(c / "ca.pem"),
+        ]
 
 
 @pytest.fixture
@@ -85,7 +141,8 @@ def secure_nats(tmp_path: Path, certs: Path) -> Iterator[SecureNats]:
     conf = tmp_path / "nats.conf"
     conf.write_text(text.replace("store_dir: /data\n", f"store_dir: {tmp_path / 'js'}\n"))
     env = {"NATS_SERVER_NAME": "secure"} | {
-        f"KUBENETMON_{role.removeprefix('kubenetmon-').upper()}_PASSWORD": pw for role, pw in PASSWORDS.items()
+        f"KUBENETMON_{role.removeprefix('kubenetmon-').upper()}_PASSWORD": pw
+        for role, pw in PASSWORDS.items()
     }
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
@@ -114,8 +171,16 @@ def role_settings(server: NatsServer, certs: Path, user: str, **overrides: Any) 
 
 
 def tls_flags(server: NatsServer, certs: Path, *, ca: str = "ca.pem") -> list[str]:
-    return ["--nats-url", server.url, "--nats-tls-ca", str(certs / ca), "--nats-tls-cert", str(certs / "client.pem"),
-            "--nats-tls-key", str(certs / "client.key")]  # fmt: skip
+    return [
+        "--nats-url",
+        server.url,
+        "--nats-tls-ca",
+        str(certs / ca),
+        "--nats-tls-cert",
+        str(certs / "client.pem"),
+        "--nats-tls-key",
+        str(certs / "client.key"),
+    ]
 
 
 @dataclass

@@ -8,6 +8,7 @@ reports and retries, never a crash.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -41,13 +42,36 @@ def secret_file(tmp_path: Path, text: str) -> Path:
 
 
 def target(server: ClickHouseHttp, certs: Path, password_file: Path, *, ca: str = "ca.pem") -> list[str]:
-    return ["--clickhouse-dsn", f"{server.url}/kubenetmon", "--clickhouse-user", USER,
-            "--clickhouse-password-file", str(password_file), "--clickhouse-ca-cert", str(certs / ca)]  # fmt: skip
+    return [
+        "--clickhouse-dsn",
+        f"{server.url}/kubenetmon",
+        "--clickhouse-user",
+        USER,
+        "--clickhouse-password-file",
+        str(password_file),
+        "--clickhouse-ca-cert",
+        str(certs / ca),
+    ]
 
 
 def writer_argv(nats: NatsSettings, ch: list[str]) -> list[str]:
-    return ["writer", *flags(nats), *ch, "--batch-age", "200ms", "--http-host", "127.0.0.1", "--http-port", "0",
-            "--log-format", "json", "--retry-min", "100ms", "--retry-max", "500ms"]  # fmt: skip
+    return [
+        "writer",
+        *flags(nats),
+        *ch,
+        "--batch-age",
+        "200ms",
+        "--http-host",
+        "127.0.0.1",
+        "--http-port",
+        "0",
+        "--log-format",
+        "json",
+        "--retry-min",
+        "100ms",
+        "--retry-max",
+        "500ms",
+    ]
 
 
 async def test_the_writer_and_sql_over_https_with_the_password_from_a_file(
@@ -66,8 +90,8 @@ async def test_the_writer_and_sql_over_https_with_the_password_from_a_file(
 
     await eventually(lambda: settled(broker), within=120)
     query = "SELECT count() AS n, sum(bytes) AS b FROM kubenetmon.network_flows_0_exact"
-    done = subprocess.run([*KUBENETMON, "sql", *ch, "--format", "json", query],
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    argv = [*KUBENETMON, "sql", *ch, "--format", "json", query]
+    done = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == [{"n": 150, "b": total_bytes(msgs)}]
     writer.popen.send_signal(signal.SIGTERM)

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,10 @@ def sql(dsn: str, query: str) -> list[dict[str, object]]:
     return list(json.loads(done.stdout))
 
 
+def is_ready(proc: Proc) -> bool:
+    return proc.get("/readyz")[0] == 200
+
+
 def wait_for(check: Callable[[], bool], *, within: float = DEADLINE_S, what: str = "") -> None:
     deadline = time.monotonic() + within
     while not check():
@@ -62,8 +67,14 @@ def test_every_role_runs_over_mutual_tls_as_its_own_user(
     secure_nats: SecureNats, certs: Path, lab: Lab, spawn: Spawn, tmp_path: Path
 ) -> None:
     tls = tls_flags(secure_nats, certs)
-    init = spawn("nats", "init", *tls, "--nats-user", "kubenetmon-admin",
-                 env={"KUBENETMON_NATS_PASSWORD": PASSWORDS["kubenetmon-admin"]})  # fmt: skip
+    init = spawn(
+        "nats",
+        "init",
+        *tls,
+        "--nats-user",
+        "kubenetmon-admin",
+        env={"KUBENETMON_NATS_PASSWORD": PASSWORDS["kubenetmon-admin"]},
+    )
     assert init.wait() == 0, init.output
 
     n1 = lab.node("n1")
@@ -73,25 +84,66 @@ def test_every_role_runs_over_mutual_tls_as_its_own_user(
     inventory.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": items}))
     dsn = f"chdb://{tmp_path / 'clickhouse'}"
     service = ["--http-host", "127.0.0.1", "--http-port", "0", "--log-format", "json"]
-    writer = spawn("writer", *tls, *service, "--nats-user", "kubenetmon-writer", "--clickhouse-dsn", dsn,
-                   "--batch-age", "200ms", env={"KUBENETMON_NATS_PASSWORD": PASSWORDS["kubenetmon-writer"]})  # fmt: skip
-    enricher = spawn("enricher", *tls, *service, "--nats-user", "kubenetmon-enricher",
-                     "--nats-password", PASSWORDS["kubenetmon-enricher"], "--inventory", str(inventory),
-                     "--fetch-timeout", "200ms")  # fmt: skip
-    agent = spawn("agent", *tls, "--nats-user", "kubenetmon-agent", "--node-name", "n1", "--netns", n1.netns,
-                  "--interval", "1", "--poll-interval", "250ms", "--state-dir", str(tmp_path / "state"),
-                  "--metrics-host", "127.0.0.1", "--metrics-port", str(free_port()), "--log-format", "json",
-                  env={"KUBENETMON_NATS_PASSWORD": PASSWORDS["kubenetmon-agent"]})  # fmt: skip
+    writer = spawn(
+        "writer",
+        *tls,
+        *service,
+        "--nats-user",
+        "kubenetmon-writer",
+        "--clickhouse-dsn",
+        dsn,
+        "--batch-age",
+        "200ms",
+        env={"KUBENETMON_NATS_PASSWORD": PASSWORDS["kubenetmon-writer"]},
+    )
+    enricher = spawn(
+        "enricher",
+        *tls,
+        *service,
+        "--nats-user",
+        "kubenetmon-enricher",
+        "--nats-password",
+        PASSWORDS["kubenetmon-enricher"],
+        "--inventory",
+        str(inventory),
+        "--fetch-timeout",
+        "200ms",
+    )
+    agent = spawn(
+        "agent",
+        *tls,
+        "--nats-user",
+        "kubenetmon-agent",
+        "--node-name",
+        "n1",
+        "--netns",
+        n1.netns,
+        "--interval",
+        "1",
+        "--poll-interval",
+        "250ms",
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--metrics-host",
+        "127.0.0.1",
+        "--metrics-port",
+        str(free_port()),
+        "--log-format",
+        "json",
+        env={"KUBENETMON_NATS_PASSWORD": PASSWORDS["kubenetmon-agent"]},
+    )
     for role in (writer, enricher):
-        wait_for(lambda role=role: role.get("/readyz")[0] == 200, what=f"{role.name} ready")
+        wait_for(partial(is_ready, role), what=f"{role.name} ready")
 
     conn = a.tcp_connect(b.server("tcp"))
     conn.exchange(3000, 70_000)
     flow = conn.close()
     entry = n1.find(flow)
     want = entry.orig_bytes + entry.reply_bytes
-    query = (f"SELECT sum(bytes) AS b FROM network_flows_0_exact WHERE observerNode = 'n1' "
-             f"AND localPort = {flow.sport} AND remotePort = {flow.dport}")  # fmt: skip
+    query = (
+        f"SELECT sum(bytes) AS b FROM network_flows_0_exact WHERE observerNode = 'n1' "
+        f"AND localPort = {flow.sport} AND remotePort = {flow.dport}"
+    )
     wait_for(lambda: sql(dsn, query)[0]["b"] == want, what=f"{want} bytes of {flow} in ClickHouse")
 
     for proc in (agent, enricher, writer):
@@ -116,10 +168,21 @@ def test_a_process_that_distrusts_the_server_says_why_and_never_gets_ready(
 ) -> None:
     inventory = tmp_path / "inventory.yaml"
     inventory.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": []}))
-    enricher = spawn("enricher", *tls_flags(secure_nats, certs, ca="other-ca.pem"), "--nats-user",
-                     "kubenetmon-enricher", "--inventory", str(inventory), "--http-host", "127.0.0.1",
-                     "--http-port", "0", "--log-format", "json",
-                     env={"KUBENETMON_NATS_PASSWORD": PASSWORDS["kubenetmon-enricher"]})  # fmt: skip
+    enricher = spawn(
+        "enricher",
+        *tls_flags(secure_nats, certs, ca="other-ca.pem"),
+        "--nats-user",
+        "kubenetmon-enricher",
+        "--inventory",
+        str(inventory),
+        "--http-host",
+        "127.0.0.1",
+        "--http-port",
+        "0",
+        "--log-format",
+        "json",
+        env={"KUBENETMON_NATS_PASSWORD": PASSWORDS["kubenetmon-enricher"]},
+    )
 
     def refused() -> list[str]:
         return [str(r["msg"]) for r in enricher.records() if "certificate verify failed" in str(r.get("msg"))]

@@ -22,6 +22,7 @@ from pathlib import Path
 import nats
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from kubenetmon.shared.broker import Broker
 from tests.security.conftest import PASSWORDS, SecureNats, role_settings
@@ -30,25 +31,39 @@ ACK = "1.1.1.1.0"
 """The tail of a JetStream ack subject (delivered, stream and consumer sequences, time, pending)."""
 DENIED_PUBLISH = {
     "kubenetmon-agent": [
-        "other.raw.n1", "kubenetmon.meta.pods", "kubenetmon.enriched.n1",
-        f"$JS.ACK.KUBENETMON_RAW.enricher.{ACK}", "$JS.API.CONSUMER.MSG.NEXT.KUBENETMON_RAW.enricher",
-        "$JS.API.STREAM.MSG.GET.KUBENETMON_ENRICHED", "$JS.API.CONSUMER.CREATE.KUBENETMON_ENRICHED",
-        "$JS.API.STREAM.PURGE.KUBENETMON_RAW", "$JS.API.STREAM.MSG.DELETE.KUBENETMON_RAW",
-        "$JS.API.STREAM.DELETE.KUBENETMON_RAW", "$JS.API.CONSUMER.DELETE.KUBENETMON_RAW.enricher",
+        "other.raw.n1",
+        "kubenetmon.meta.pods",
+        "kubenetmon.enriched.n1",
+        f"$JS.ACK.KUBENETMON_RAW.enricher.{ACK}",
+        "$JS.API.CONSUMER.MSG.NEXT.KUBENETMON_RAW.enricher",
+        "$JS.API.STREAM.MSG.GET.KUBENETMON_ENRICHED",
+        "$JS.API.CONSUMER.CREATE.KUBENETMON_ENRICHED",
+        "$JS.API.STREAM.PURGE.KUBENETMON_RAW",
+        "$JS.API.STREAM.MSG.DELETE.KUBENETMON_RAW",
+        "$JS.API.STREAM.DELETE.KUBENETMON_RAW",
+        "$JS.API.CONSUMER.DELETE.KUBENETMON_RAW.enricher",
     ],
     "kubenetmon-enricher": [
-        "kubenetmon.raw.n1", f"$JS.ACK.KUBENETMON_ENRICHED.writer.{ACK}",
-        "$JS.API.CONSUMER.MSG.NEXT.KUBENETMON_ENRICHED.writer", "$JS.API.STREAM.MSG.GET.KUBENETMON_RAW",
-        "$JS.API.CONSUMER.CREATE.KUBENETMON_DLQ", "$JS.API.STREAM.PURGE.KUBENETMON_ENRICHED",
+        "kubenetmon.raw.n1",
+        f"$JS.ACK.KUBENETMON_ENRICHED.writer.{ACK}",
+        "$JS.API.CONSUMER.MSG.NEXT.KUBENETMON_ENRICHED.writer",
+        "$JS.API.STREAM.MSG.GET.KUBENETMON_RAW",
+        "$JS.API.CONSUMER.CREATE.KUBENETMON_DLQ",
+        "$JS.API.STREAM.PURGE.KUBENETMON_ENRICHED",
         "$JS.API.STREAM.MSG.DELETE.KUBENETMON_DLQ",
     ],
     "kubenetmon-writer": [
-        "kubenetmon.raw.n1", "kubenetmon.enriched.n1", "kubenetmon.meta.pods",
-        f"$JS.ACK.KUBENETMON_RAW.enricher.{ACK}", "$JS.API.CONSUMER.MSG.NEXT.KUBENETMON_RAW.enricher",
-        "$JS.API.STREAM.MSG.GET.KUBENETMON_RAW", "$JS.API.CONSUMER.CREATE.KUBENETMON_RAW",
-        "$JS.API.STREAM.PURGE.KUBENETMON_ENRICHED", "$JS.API.CONSUMER.DELETE.KUBENETMON_ENRICHED.writer",
+        "kubenetmon.raw.n1",
+        "kubenetmon.enriched.n1",
+        "kubenetmon.meta.pods",
+        f"$JS.ACK.KUBENETMON_RAW.enricher.{ACK}",
+        "$JS.API.CONSUMER.MSG.NEXT.KUBENETMON_RAW.enricher",
+        "$JS.API.STREAM.MSG.GET.KUBENETMON_RAW",
+        "$JS.API.CONSUMER.CREATE.KUBENETMON_RAW",
+        "$JS.API.STREAM.PURGE.KUBENETMON_ENRICHED",
+        "$JS.API.CONSUMER.DELETE.KUBENETMON_ENRICHED.writer",
     ],
-}  # fmt: skip
+}
 OTHER_INBOXES = {
     user: ["_INBOX.>", ">", "kubenetmon.>", *(f"_INBOX_{other}.>" for other in PASSWORDS if other != user)]
     for user in DENIED_PUBLISH
@@ -66,7 +81,7 @@ class Spy:
     async def refused(self, subject: str, *, subscribe: bool = False) -> None:
         if subscribe:
 
-            async def take(msg: nats.aio.msg.Msg) -> None:
+            async def take(msg: Msg) -> None:
                 self.received.append(msg.data)
 
             await self.nc.subscribe(subject, cb=take)
@@ -76,13 +91,15 @@ class Spy:
         kind = "subscription" if subscribe else "publish"
         wanted = f'permissions violation for {kind} to "{subject}"'
         async with asyncio.timeout(DEADLINE_S):
-            while not any(wanted in e.lower() for e in self.errors):
+            while not any(wanted.lower() in e.lower() for e in self.errors):  # noqa: ASYNC110
                 await asyncio.sleep(0.02)  # polling for the server's answer, with a deadline
 
 
 @pytest.fixture
 async def admin(secure_nats: SecureNats, certs: Path) -> AsyncIterator[Broker]:
-    async with await Broker.connect(role_settings(secure_nats, certs, "kubenetmon-admin"), name="admin", wait_s=5) as b:
+    async with await Broker.connect(
+        role_settings(secure_nats, certs, "kubenetmon-admin"), name="admin", wait_s=5
+    ) as b:
         (await b.ensure_topology()).raise_for_conflicts()
         yield b
 
@@ -99,8 +116,15 @@ async def spy(secure_nats: SecureNats, certs: Path) -> AsyncIterator[Callable[[s
 
         ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))
         ctx.load_cert_chain(str(certs / "client.pem"), str(certs / "client.key"))
-        nc = await nats.connect(secure_nats.url, user=user, password=PASSWORDS[user], tls=ctx, error_cb=on_error,
-                                inbox_prefix=f"_INBOX_{user}", allow_reconnect=False)  # fmt: skip
+        nc = await nats.connect(
+            secure_nats.url,
+            user=user,
+            password=PASSWORDS[user],
+            tls=ctx,
+            error_cb=on_error,
+            inbox_prefix=f"_INBOX_{user}",
+            allow_reconnect=False,
+        )
         clients.append(nc)
         return Spy(nc, errors)
 
@@ -131,7 +155,7 @@ async def test_replies_to_one_role_are_private_to_it(
     admin: Broker, spy: Callable[[str], Awaitable[Spy]], secure_nats: SecureNats, certs: Path
 ) -> None:
     spies = {user: await spy(user) for user in ("kubenetmon-agent", "kubenetmon-enricher")}
-    for user, role in spies.items():
+    for role in spies.values():
         await role.refused("_INBOX.>", subscribe=True)
         await role.refused("_INBOX_kubenetmon-writer.>", subscribe=True)
     await admin.publish(admin.enriched_subject("n1"), b"rows of every node", msg_id="private/1")

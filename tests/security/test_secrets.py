@@ -22,7 +22,6 @@ import yaml  # type: ignore[import-untyped]
 from kubenetmon.shared.cli import COMMANDS
 from kubenetmon.shared.natsserver import NatsServer
 from tests.fixtures.chhttp import ClickHouseHttp
-from tests.fixtures.nats import nats_settings_for
 from tests.security.conftest import KUBENETMON, Proc
 from tests.security.test_nats_tls import wait_for
 
@@ -30,8 +29,12 @@ NATS_USER, NATS_SECRET = "kubenetmon", "nats-S3cret-Zq9vX1"
 CH_USER, CH_SECRET = "kubenetmon", "ch-S3cret-Mw4pR8"
 WRONG = {"nats": "nats-Wr0ng-Kp2dT5", "clickhouse": "ch-Wr0ng-Yh6sN3"}
 SECRETS = (NATS_SECRET, CH_SECRET, *WRONG.values())
-VERBS = {"nats": ("init", "status"), "clickhouse": ("migrate",), "conntrack": ("dump",),
-         "replay": ("raw", "enriched", "dlq")}  # fmt: skip
+VERBS = {
+    "nats": ("init", "status"),
+    "clickhouse": ("migrate",),
+    "conntrack": ("dump",),
+    "replay": ("raw", "enriched", "dlq"),
+}
 
 
 def leaks(text: str) -> list[str]:
@@ -42,14 +45,18 @@ def leaks(text: str) -> list[str]:
 def servers(
     make_nats_server: Callable[..., NatsServer], clickhouse_http: Callable[..., ClickHouseHttp]
 ) -> tuple[NatsServer, ClickHouseHttp]:
-    return make_nats_server(user=NATS_USER, password=NATS_SECRET), clickhouse_http(user=CH_USER, password=CH_SECRET)
+    return make_nats_server(user=NATS_USER, password=NATS_SECRET), clickhouse_http(
+        user=CH_USER, password=CH_SECRET
+    )
 
 
 def observe(proc: Proc, *, ready: bool) -> str:
     """Everything the process shows: once ready, its probes and metrics; then its output after it stops."""
     shown = ""
     if ready:
-        wait_for(lambda: proc.get("/readyz")[0] == 200 or proc.popen.poll() is not None, what=f"{proc.name} ready")
+        wait_for(
+            lambda: proc.get("/readyz")[0] == 200 or proc.popen.poll() is not None, what=f"{proc.name} ready"
+        )
         assert proc.popen.poll() is None, proc.output[-3000:]
         for path in ("/metrics", "/healthz", "/readyz"):
             status, body = proc.get(path)
@@ -65,7 +72,14 @@ def test_no_process_shows_a_secret_however_it_was_given(
     servers: tuple[NatsServer, ClickHouseHttp], spawn: Callable[..., Proc], tmp_path: Path
 ) -> None:
     nats, ch = servers
-    nats_flags = ["--nats-url", nats.url, "--nats-stream-prefix", "SECRETS", "--nats-subject-prefix", "secrets"]
+    nats_flags = [
+        "--nats-url",
+        nats.url,
+        "--nats-stream-prefix",
+        "SECRETS",
+        "--nats-subject-prefix",
+        "secrets",
+    ]
     service = ["--http-host", "127.0.0.1", "--http-port", "0", "--log-format", "json"]
     password_file = tmp_path / "ch.password"
     password_file.write_text(CH_SECRET + "\n")
@@ -75,25 +89,89 @@ def test_no_process_shows_a_secret_however_it_was_given(
     inventory.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": []}))
     user = ["--nats-user", NATS_USER]
     runs: list[tuple[str, list[str], dict[str, str], bool]] = [
-        ("writer", [*nats_flags, *user, "--nats-password", NATS_SECRET, "--clickhouse-dsn", dsn_with_secret], {}, True),
-        ("writer", [*nats_flags, "--nats-url", url_with_secret, "--clickhouse-dsn", ch.url,
-                    "--clickhouse-user", CH_USER, "--clickhouse-password", CH_SECRET], {}, True),
-        ("writer", [*nats_flags, *user, "--clickhouse-dsn", ch.url, "--clickhouse-user", CH_USER],
-         {"KUBENETMON_NATS_PASSWORD": NATS_SECRET, "KUBENETMON_CLICKHOUSE_PASSWORD": CH_SECRET}, True),
-        ("writer", [*nats_flags, *user, "--clickhouse-dsn", ch.url, "--clickhouse-user", CH_USER,
-                    "--clickhouse-password-file", str(password_file)], {"KUBENETMON_NATS_PASSWORD": NATS_SECRET}, True),
+        (
+            "writer",
+            [*nats_flags, *user, "--nats-password", NATS_SECRET, "--clickhouse-dsn", dsn_with_secret],
+            {},
+            True,
+        ),
+        (
+            "writer",
+            [
+                *nats_flags,
+                "--nats-url",
+                url_with_secret,
+                "--clickhouse-dsn",
+                ch.url,
+                "--clickhouse-user",
+                CH_USER,
+                "--clickhouse-password",
+                CH_SECRET,
+            ],
+            {},
+            True,
+        ),
+        (
+            "writer",
+            [*nats_flags, *user, "--clickhouse-dsn", ch.url, "--clickhouse-user", CH_USER],
+            {"KUBENETMON_NATS_PASSWORD": NATS_SECRET, "KUBENETMON_CLICKHOUSE_PASSWORD": CH_SECRET},
+            True,
+        ),
+        (
+            "writer",
+            [
+                *nats_flags,
+                *user,
+                "--clickhouse-dsn",
+                ch.url,
+                "--clickhouse-user",
+                CH_USER,
+                "--clickhouse-password-file",
+                str(password_file),
+            ],
+            {"KUBENETMON_NATS_PASSWORD": NATS_SECRET},
+            True,
+        ),
         ("enricher", [*nats_flags, "--nats-url", url_with_secret, "--inventory", str(inventory)], {}, True),
-        ("enricher", [*nats_flags, *user, "--inventory", str(inventory)],
-         {"KUBENETMON_NATS_PASSWORD": NATS_SECRET}, True),
+        (
+            "enricher",
+            [*nats_flags, *user, "--inventory", str(inventory)],
+            {"KUBENETMON_NATS_PASSWORD": NATS_SECRET},
+            True,
+        ),
         # wrong secrets: refused, and the refusal does not repeat them
-        ("writer", [*nats_flags, *user, "--clickhouse-dsn",
-                    ch.url.replace("http://", f"http://{CH_USER}:{WRONG['clickhouse']}@")],
-         {"KUBENETMON_NATS_PASSWORD": NATS_SECRET}, False),
-        ("nats", ["init", "--connect-wait", "2s", *nats_flags, *user],
-         {"KUBENETMON_NATS_PASSWORD": WRONG["nats"]}, False),
-        ("sql", ["--clickhouse-dsn", ch.url, "--clickhouse-user", CH_USER,
-                 "--clickhouse-password", WRONG["clickhouse"], "SELECT 1"], {}, False),
-    ]  # fmt: skip
+        (
+            "writer",
+            [
+                *nats_flags,
+                *user,
+                "--clickhouse-dsn",
+                ch.url.replace("http://", f"http://{CH_USER}:{WRONG['clickhouse']}@"),
+            ],
+            {"KUBENETMON_NATS_PASSWORD": NATS_SECRET},
+            False,
+        ),
+        (
+            "nats",
+            ["init", "--connect-wait", "2s", *nats_flags, *user],
+            {"KUBENETMON_NATS_PASSWORD": WRONG["nats"]},
+            False,
+        ),
+        (
+            "sql",
+            [
+                "--clickhouse-dsn",
+                ch.url,
+                "--clickhouse-user",
+                CH_USER,
+                "--clickhouse-password",
+                WRONG["clickhouse"],
+                "SELECT 1",
+            ],
+            {},
+            False,
+        ),
+    ]
     for role, argv, env, ready in runs:
         extra = service if role in ("writer", "enricher") else []
         proc = spawn(role, *argv, *extra, env=env)
@@ -114,8 +192,14 @@ def test_help_never_shows_a_secret_from_the_environment(tmp_path: Path) -> None:
     for command in ["", *COMMANDS]:
         for verb in VERBS.get(command, ("",)):
             argv = [a for a in (command, verb) if a]
-            done = subprocess.run([*KUBENETMON, *argv, "--help"], env=env, capture_output=True, text=True,
-                                  timeout=60, cwd=tmp_path)  # fmt: skip
+            done = subprocess.run(
+                [*KUBENETMON, *argv, "--help"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=tmp_path,
+            )
             assert done.returncode == 0, (argv, done.stderr)
             shown += done.stdout + done.stderr
     assert "--nats-password" in shown and "--clickhouse-dsn" in shown  # the options are there...

@@ -34,8 +34,9 @@ from kubenetmon.shared.errors import ConfigError
 from kubenetmon.shared.schema import RawMessage, RawRow
 
 UDP: Final = 17
-FLAGS: Final = {True: {"crossZone": True}, False: {"crossZone": False}}
-"""Shared, never mutated: msgpack encodes each row's map from these two objects."""
+FLAGS: Final = ({"crossZone": False}, {"crossZone": True})
+"""Indexed by crossZone; shared, never mutated: each row's map is one of these two objects."""
+_PROTO_NAMES: Final = tuple(schema.PROTO_NAMES.get(number, "") for number in range(256))
 
 DropHook = Callable[[int, RawRow, str], None]
 
@@ -198,7 +199,7 @@ class Labeler:
         proto, odst, osp, odp, rsp = columns[0], columns[4], columns[5], columns[6], columns[9]
         services = self._services(odst, odp)
         return {
-            "proto": list(map(schema.PROTO_NAMES.__getitem__, o(proto) + i(proto))),
+            "proto": list(map(_PROTO_NAMES.__getitem__, o(proto) + i(proto))),
             "localPort": o(osp) + i(rsp),
             "remotePort": o(rsp) + i(osp),
             "localService": ("",) * outs + i(services),

@@ -446,19 +446,20 @@ def decode_raw(data: bytes, *, subject: str = "", max_bytes: int = MAX_MESSAGE_B
     )
 
 
+_INT_FIELDS: Final = (0, 1, 2, 5, 6, 9, 10, 11, 12, 13, 14)
 _COUNTER_FIELDS: Final = (11, 12, 13, 14)
 _ADDRESS_FIELDS: Final = (3, 4, 7, 8)
-_ROW_TYPES: Final = [int, int, int, bytes, bytes, int, int, bytes, bytes, int, int, int, int, int, int]
 
 
 def _columns_of(rows: list[Any]) -> tuple[list[Sequence[Any]], list[bytes] | None] | None:
     """The columns and ``identities`` of ``rows`` if every row is well formed (the rules of
     ``_check_row``), else None.
 
+    ``rows`` are as msgpack builds them: integers fit in [-2**63, 2**64), binaries are ``bytes``.
     Whole columns at a time, in C: the rows are flattened (one iterator at a time: no burst of
-    objects for the garbage collector) and their exact types compared with the expected pattern;
-    packing the identities checks the ranges of the small integers, one ``struct.pack`` per column
-    those of the counters; address lengths are compared with the family's.
+    objects for the garbage collector) and sliced into columns; integers must be exactly ``int``
+    (not ``bool``); packing the identities checks the small integers' ranges and that addresses
+    are binaries; counters must not be negative; address lengths must be the family's.
     """
     n = len(rows)
     if n == 0:
@@ -466,24 +467,24 @@ def _columns_of(rows: list[Any]) -> tuple[list[Sequence[Any]], list[bytes] | Non
     if list(map(type, rows)).count(list) != n or list(map(len, rows)).count(RAW_ROW_FIELDS) != n:
         return None
     flat = list(chain.from_iterable(rows))
-    if list(map(type, flat)) != _ROW_TYPES * n:  # exact: bool is not an int here
-        return None
     columns: list[Sequence[Any]] = [flat[i::RAW_ROW_FIELDS] for i in range(RAW_ROW_FIELDS)]
+    ints = chain.from_iterable(columns[i] for i in _INT_FIELDS)
+    if list(map(type, ints)).count(int) != len(_INT_FIELDS) * n:
+        return None
     try:
         packed = identities(columns)
-        for i in _COUNTER_FIELDS:
-            struct.pack(f"!{n}Q", *columns[i])
     except struct.error:
+        return None
+    if min(chain.from_iterable(columns[i] for i in _COUNTER_FIELDS)) < 0:
         return None
     families = set(columns[1])
     if not families <= ADDRESS_LENGTH.keys():
         return None
+    lengths = list(map(len, chain.from_iterable(columns[i] for i in _ADDRESS_FIELDS)))
     if len(families) == 1:
-        length = ADDRESS_LENGTH[families.pop()]
-        valid = all(list(map(len, columns[i])).count(length) == n for i in _ADDRESS_FIELDS)
+        valid = lengths.count(ADDRESS_LENGTH[families.pop()]) == len(lengths)
     else:
-        lengths = list(map(ADDRESS_LENGTH.__getitem__, columns[1]))
-        valid = all(list(map(len, columns[i])) == lengths for i in _ADDRESS_FIELDS)
+        valid = lengths == list(map(ADDRESS_LENGTH.__getitem__, columns[1])) * len(_ADDRESS_FIELDS)
     return (columns, packed) if valid else None
 
 

@@ -45,7 +45,9 @@ class ClickHouseSettings:
     database: str = option(
         "", flag="--database", help="database of the flows table (default: the DSN's, else kubenetmon)"
     )
-    table: str = option("network_flows_0", flag="--table", help="flows table; its exact view is <table>_exact")
+    table: str = option(
+        "network_flows_0", flag="--table", help="flows table; its exact view is <table>_exact"
+    )
     user: str = option("", flag="--clickhouse-user", help="user name (overrides the DSN's)")
     password: str = field(default="", repr=False, metadata=_secret_meta("--clickhouse-password"))
     password_file: str = option(
@@ -83,10 +85,20 @@ class ClickHouseSettings:
         require(self, "ttl_days", 0 <= self.ttl_days <= 36500, "days from 0 to 36500")
 
     def with_secret(self) -> ClickHouseSettings:
-        """The same settings with ``password`` read from ``password_file``, if one is named.
+        """The same settings with ``password`` read from ``password_file``, if one is named."""
+        if not self.password_file:
+            return self
+        try:
+            secret = Path(self.password_file).read_text().strip("\r\n")
+        except OSError as exc:
+            raise ConfigError(f"--clickhouse-password-file: cannot read it ({exc.strerror})") from None
+        return replace(self, password=secret)
 
-        The TLS files must be readable too: a missing one is a configuration error, which retrying
-        the connection (as for an unreachable server) could never fix.
+    def check_files(self) -> ClickHouseSettings:
+        """These settings, once their TLS files are known to be readable (else ``ConfigError``).
+
+        A missing CA or certificate is a configuration error, which retrying the connection (as for
+        an unreachable server) could never fix.
         """
         for flag, path in (
             ("--clickhouse-ca-cert", self.ca_cert),
@@ -95,13 +107,7 @@ class ClickHouseSettings:
         ):
             if path and not os.access(path, os.R_OK):
                 raise ConfigError(f"{flag} ({env_var(flag)}): cannot read {path!r}")
-        if not self.password_file:
-            return self
-        try:
-            secret = Path(self.password_file).read_text().strip("\r\n")
-        except OSError as exc:
-            raise ConfigError(f"--clickhouse-password-file: cannot read it ({exc.strerror})") from None
-        return replace(self, password=secret)
+        return self
 
 
 @dataclass(frozen=True)
@@ -150,7 +156,7 @@ def add_clickhouse_arguments(parser: argparse.ArgumentParser) -> None:
 
 def clickhouse_settings(args: argparse.Namespace) -> ClickHouseSettings:
     """Validated settings with the password resolved (file > flag/env > DSN)."""
-    return from_args(ClickHouseSettings, args).with_secret()
+    return from_args(ClickHouseSettings, args).with_secret().check_files()
 
 
 def add_writer_arguments(parser: argparse.ArgumentParser) -> None:

@@ -88,7 +88,9 @@ _BUSY_ERRORS: Final = frozenset(
 )
 
 
-_AUTH_ERRORS: Final = frozenset({"AUTHENTICATION_FAILED", "REQUIRED_PASSWORD", "WRONG_PASSWORD", "UNKNOWN_USER"})
+_AUTH_ERRORS: Final = frozenset(
+    {"AUTHENTICATION_FAILED", "REQUIRED_PASSWORD", "WRONG_PASSWORD", "UNKNOWN_USER"}
+)
 
 
 class QueryFailed(KubenetmonError):
@@ -233,7 +235,9 @@ class Sink:
             return InvalidBatch(text)
         if name in _AUTH_ERRORS and not inserting:  # at connect time: retrying would be refused again
             user = self.settings.user or self.target.user or "default"
-            return ConfigError(f"{self.target.display}: ClickHouse refused the credentials of user {user!r}: {text}")
+            return ConfigError(
+                f"{self.target.display}: ClickHouse refused the credentials of user {user!r}: {text}"
+            )
         if isinstance(exc, chx.ProgrammingError) and "already initialized with path" in text:
             return ConfigError(f"{self.target.display}: this process already holds another chDB directory")
         if isinstance(exc, chx.ProgrammingError) and "Unable to open the chdb engine" in text:

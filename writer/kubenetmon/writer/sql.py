@@ -54,7 +54,7 @@ def target_settings(args: argparse.Namespace) -> ClickHouseSettings:
         # Opening a missing directory would create an empty database there and answer "no rows".
         raise ConfigError(f"--data-dir {data_dir}: no kubenetmon data there (run `kubenetmon up` first)")
     overrides = {"dsn": data_dir_dsn(data_dir)} if data_dir else {}
-    return from_args(ClickHouseSettings, args, **overrides).with_secret()
+    return from_args(ClickHouseSettings, args, **overrides).with_secret().check_files()
 
 
 class Reader:

@@ -148,7 +148,9 @@ def header_bytes(headers: Mapping[str, str]) -> int:
 
     The server counts headers and payload against its max payload; the client checks the payload only.
     """
-    lines = sum(len(k.strip().encode()) + len(v.strip().encode()) + 4 for k, v in headers.items() if k.strip())
+    lines = sum(
+        len(k.strip().encode()) + len(v.strip().encode()) + 4 for k, v in headers.items() if k.strip()
+    )
     return len(b"NATS/1.0\r\n\r\n") + lines
 
 
