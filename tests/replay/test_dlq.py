@@ -15,7 +15,15 @@ from kubenetmon.enricher.index import Index
 from kubenetmon.enricher.labeler import Labeler
 from kubenetmon.enricher.worker import Enricher
 from kubenetmon.shared.broker import Broker
-from kubenetmon.shared.consumer import H_REASON, consume
+from kubenetmon.shared.consumer import (
+    H_OMITTED_BYTES,
+    H_ORIGINAL_STREAM,
+    H_ORIGINAL_SUBJECT,
+    H_REASON,
+    H_STAGE,
+    H_STREAM_SEQ,
+    consume,
+)
 from kubenetmon.shared.settings import NatsSettings
 from kubenetmon.writer.settings import WriterSettings
 from kubenetmon.writer.sink import Sink
@@ -137,3 +145,24 @@ async def test_a_dead_lettered_message_redriven_after_the_fix_lands_once(
         (4,)
     ]  # once, physically
     assert clickhouse.query("SELECT count() FROM kubenetmon.network_flows_0_exact").rows == [(4,)]
+
+
+async def test_an_entry_stored_without_its_body_is_left_in_place(
+    broker: Broker, nats_settings: NatsSettings, spawn: Callable[..., Process]
+) -> None:
+    """An oversized poison message's verdict is kept without its body: nothing to re-drive, nothing lost."""
+    headers = {
+        H_REASON: "oversized",
+        H_STAGE: "enricher",
+        H_ORIGINAL_SUBJECT: broker.raw_subject("n1"),
+        H_ORIGINAL_STREAM: broker.stream_name("raw"),
+        H_STREAM_SEQ: "7",
+        H_OMITTED_BYTES: "1048000",
+    }
+    await broker.publish(broker.dlq_subject("enricher"), b"", msg_id="verdict/1", headers=headers)
+    code, out, err = await run_cli(spawn, "replay", "dlq", *flags(nats_settings), name="omitted")
+    assert code == 0, err
+    assert "re-driven        0 (+0 already re-driven)" in out and "1 without body" in out, out
+    assert "1048000 bytes omitted" in err and "left in place" in err, err
+    assert (await broker.stream_info("dlq")).messages == 1
+    assert (await broker.stream_info("raw")).messages == 0

@@ -29,7 +29,15 @@ from typing import Final
 
 from kubenetmon.shared import runtime, topology
 from kubenetmon.shared.broker import Broker, Delivery
-from kubenetmon.shared.consumer import H_ORIGINAL_MSG_ID, H_ORIGINAL_SUBJECT, H_REASON, H_STAGE
+from kubenetmon.shared.consumer import (
+    H_OMITTED_BYTES,
+    H_ORIGINAL_MSG_ID,
+    H_ORIGINAL_STREAM,
+    H_ORIGINAL_SUBJECT,
+    H_REASON,
+    H_STAGE,
+    H_STREAM_SEQ,
+)
 from kubenetmon.shared.errors import PoisonError, TransientError
 from kubenetmon.shared.replay import add_run_arguments, connect, exit_code, guarded, setup_logging
 from kubenetmon.shared.replay_progress import Progress, human_bytes, summary
@@ -150,6 +158,18 @@ async def _one(
         tally["no origin"] += 1
         log.warning("DLQ entry #%d names no original subject; left in place", entry.stream_seq)
         return
+    if H_OMITTED_BYTES in headers:
+        # The verdict was stored without its body (too large to publish with the DLQ headers): there is
+        # nothing here to re-drive; the original stays in its own stream at the recorded sequence.
+        tally["body omitted"] += 1
+        log.warning(
+            "DLQ entry #%d has no body (%s bytes omitted; original in %s at seq %s); left in place",
+            entry.stream_seq,
+            headers[H_OMITTED_BYTES],
+            headers.get(H_ORIGINAL_STREAM, "?"),
+            headers.get(H_STREAM_SEQ, "?"),
+        )
+        return
     tally["selected"] += 1
     tally["bytes"] += len(entry.data)
     if dry_run:
@@ -213,7 +233,11 @@ def _report(tally: Counter[str], *, dry_run: bool, interrupted: bool, seconds: f
             ),
         ]
     lines.append(
-        ("left in the DLQ", f"{tally['not selected']} not selected, {tally['no origin']} without origin")
+        (
+            "left in the DLQ",
+            f"{tally['not selected']} not selected, {tally['no origin']} without origin, "
+            f"{tally['body omitted']} without body",
+        )
     )
     if tally["failed"] or tally["not removed"]:
         lines.append(
