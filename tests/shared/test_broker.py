@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kubenetmon.shared.broker import Broker
-from kubenetmon.shared.errors import ConfigError, TransientError
+from kubenetmon.shared.errors import ConfigError, FatalError, TransientError
 from kubenetmon.shared.natsserver import NatsServer
 from kubenetmon.shared.settings import NatsSettings
 from tests.fixtures.nats import nats_settings_for
@@ -46,6 +46,17 @@ async def test_fetch_returns_nothing_on_timeout_and_deliveries_carry_metadata(br
     assert d.timestamp > 1.7e9
     await d.in_progress()
     await d.ack()
+
+
+async def test_a_connection_closed_for_good_is_fatal_not_retried_forever(nats_settings: NatsSettings) -> None:
+    broker = await Broker.connect(nats_settings, name="test-lost")
+    (await broker.ensure_topology()).raise_for_conflicts()
+    source = await broker.pull("enricher")
+    assert not broker.lost
+    await broker._nc.close()  # as the client does when the server cuts it off and it gives up
+    assert broker.lost
+    with pytest.raises(FatalError, match="closed for good"):
+        await source.fetch(1, 0.2)
 
 
 async def test_pull_from_a_missing_consumer_says_what_to_do(nats_settings: NatsSettings) -> None:

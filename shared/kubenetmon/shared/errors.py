@@ -20,6 +20,11 @@ class TransientError(KubenetmonError):
     """A failure that may succeed on retry (broker or database unavailable, timeouts)."""
 
 
+class FatalError(KubenetmonError):
+    """The process cannot go on (e.g. its broker connection was closed for good): exit non-zero so the
+    supervisor, or Kubernetes, starts a fresh one. Unacknowledged work is redelivered to the others."""
+
+
 class PoisonError(KubenetmonError):
     """A message that can never be processed; it belongs in the DLQ with ``reason``."""
 

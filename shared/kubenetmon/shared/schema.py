@@ -333,8 +333,10 @@ def encode_enriched(msg: EnrichedMessage) -> bytes:
             "data": (),  # the empty array (its last byte) is replaced by the columns
         }
     )
-    columns = [pack_column(column, packer) for column in msg.data]
-    return b"".join((memoryview(head)[:-1], array_header(len(msg.data)), *columns))
+    pieces: list[bytes | memoryview] = [memoryview(head)[:-1], array_header(len(msg.data))]
+    for column in msg.data:
+        pieces += pack_column(column, packer)
+    return b"".join(pieces)  # the one copy of the whole payload
 
 
 def _unpack(data: bytes, *, subject: str, kind: str, version: int, max_bytes: int) -> dict[str, Any]:

@@ -78,13 +78,13 @@ def array_header(length: int) -> bytes:
     return b"\xdd" + struct.pack("!I", length)
 
 
-def pack_column(column: Sequence[Any], packer: msgpack.Packer) -> bytes:
-    """``packer.pack(column)``, packing each span of a ``Spans`` column once."""
+def pack_column(column: Sequence[Any], packer: msgpack.Packer) -> list[bytes | memoryview]:
+    """The pieces of ``packer.pack(column)`` (join them), packing each span of a ``Spans`` once."""
     if type(column) is not Spans:
-        return packer.pack(column)  # type: ignore[no-any-return]
-    packed = [array_header(len(column))]
+        return [packer.pack(column)]
+    pieces: list[bytes | memoryview] = [array_header(len(column))]
     for values, times in column.spans:
         n = len(values)
-        body: bytes = packer.pack(values)[1 if n < 16 else 3 if n <= 0xFFFF else 5 :]  # minus its header
-        packed.append(body * times)
-    return b"".join(packed)
+        body = memoryview(packer.pack(values))[1 if n < 16 else 3 if n <= 0xFFFF else 5 :]  # its header
+        pieces += [body] * times if n > 1 else [bytes(body) * times]
+    return pieces

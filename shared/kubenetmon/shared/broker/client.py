@@ -93,6 +93,11 @@ class Broker:
     def connected(self) -> bool:
         return bool(self._nc.is_connected)
 
+    @property
+    def lost(self) -> bool:
+        """The client closed the connection for good without being asked to (it will not reconnect)."""
+        return bool(self._nc.is_closed) and not self._events.closing
+
     # subjects and names -----------------------------------------------------------------------------
 
     def raw_subject(self, node: str) -> str:

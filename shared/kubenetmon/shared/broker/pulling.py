@@ -1,7 +1,8 @@
 """Pull consumers: ``PullSource.fetch`` turns client messages into plain ``Delivery`` objects.
 
 A fetch that gets nothing in time returns ``[]`` (the client raises either its own timeout error or
-asyncio's; both are caught here); a broken connection raises ``TransientError``. Acknowledgements of a
+asyncio's; both are caught here); a broken connection raises ``TransientError``, one the client closed
+for good ``FatalError`` (the process must restart). Acknowledgements of a
 delivery go through ``_Settler``, which turns client errors into ``TransientError`` too.
 This module must not decide how a delivery is settled: that is ``consumer``'s job.
 """
@@ -17,7 +18,7 @@ from nats.js import JetStreamContext
 
 from kubenetmon.shared.broker.connection import CLIENT_ERRORS, MSG_ID_HEADER, describe
 from kubenetmon.shared.deliveries import ConsumerStats, Delivery
-from kubenetmon.shared.errors import TransientError
+from kubenetmon.shared.errors import FatalError, TransientError
 
 if TYPE_CHECKING:
     from kubenetmon.shared.broker.client import Broker
@@ -42,6 +43,8 @@ class PullSource:
         except (nats.errors.TimeoutError, TimeoutError):  # nats' own, and asyncio's (== builtin)
             return []
         except CLIENT_ERRORS as exc:
+            if self.broker.lost:  # retrying would spin forever on a connection that will never return
+                raise FatalError(f"NATS connection closed for good: {describe(exc)}") from exc
             raise TransientError(f"fetch from {self.stream}/{self.consumer}: {describe(exc)}") from exc
         return [_delivery(m) for m in msgs]
 
