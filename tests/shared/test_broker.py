@@ -31,7 +31,7 @@ async def test_same_msg_id_is_stored_once(broker: Broker) -> None:
 
 
 async def test_publish_with_no_stream_behind_the_subject_is_transient(broker: Broker) -> None:
-    with pytest.raises(TransientError, match="publish to nostream.x failed"):
+    with pytest.raises(TransientError, match=r"publish to nostream\.x failed"):
         await broker.publish("nostream.x", b"x", msg_id="x")
 
 
