@@ -50,7 +50,9 @@ def test_an_ended_pod_resolves_by_interval_without_any_index_change() -> None:
 
 
 def test_a_reused_ip_resolves_by_interval() -> None:
-    old = pod("old", "10.1.1.20", node="n2", uid="u-old", phase="Failed", created=T0 - 9000, finished=T0 - 600)
+    old = pod(
+        "old", "10.1.1.20", node="n2", uid="u-old", phase="Failed", created=T0 - 9000, finished=T0 - 600
+    )
     new = pod("new", "10.1.1.20", node="n2", uid="u-new", created=T0 - 300)
     labeler = Labeler(AWS, index=index(old, new), ranges=TABLE)
     assert [remote_pod(labeler, start=t) for t in (T0, T0 - 5000, T0, T0 - 5000)] == ["new", "old"] * 2

@@ -39,8 +39,10 @@ def test_flow_ids_ignore_counters_and_depend_on_everything_else() -> None:
     assert schema.flow_id(MSG_ID, V4._replace(orig_bytes=1, reply_packets=99), "out") == base
     changed = {
         schema.flow_id(MSG_ID, V4._replace(**{name: value}), "out")
-        for name, value in [("proto", 17), ("zone", 1), ("orig_sport", 1), ("reply_dport", 1)]
-        + [("orig_dst", packed("10.96.0.11")[0]), ("reply_src", packed("10.3.0.6")[0])]
+        for name, value in [
+            *[("proto", 17), ("zone", 1), ("orig_sport", 1), ("reply_dport", 1)],
+            *[("orig_dst", packed("10.96.0.11")[0]), ("reply_src", packed("10.3.0.6")[0])],
+        ]
     }
     assert base not in changed and len(changed) == 6
     assert schema.flow_id("other/b00t/1795000000/3/0", V4, "out") != base

@@ -176,11 +176,12 @@ class Labeler:
     def _sides(
         self, src: list[ep.Endpoint], dst: list[ep.Endpoint], o: Take, i: Take, stats: Stats
     ) -> dict[str, Sequence[Any]]:
-        """Columns from the endpoints: the local side is the source of ``OUT`` records, else the destination."""
+        """Endpoint columns: the local side of an ``OUT`` record is its source, else its destination."""
         local = _transpose(chain(o(src), i(dst)), ep.REMOTE + 1)
         remote = _transpose(chain(map(_REMOTE, o(dst)), map(_REMOTE, i(src))), ep.REMOTE_ZONE + 1)
         _count_unknown(stats, local, remote)
-        cross = list(map(self.endpoints.cross_zone.__getitem__, map(add, local[ep.ZONE], remote[ep.REMOTE_ZONE])))
+        zones = map(add, local[ep.ZONE], remote[ep.REMOTE_ZONE])
+        cross = list(map(self.endpoints.cross_zone.__getitem__, zones))
         values: dict[str, Sequence[Any]] = {
             "connectionClass": remote[ep.CLASS],
             "remoteCloudService": remote[ep.SERVICE],
@@ -188,8 +189,8 @@ class Labeler:
             "crossZone": cross,
             "connectionFlags": list(map(FLAGS.__getitem__, cross)),
         }
-        values.update(zip(_LOCAL_COLUMNS, local))
-        values.update(zip(_REMOTE_COLUMNS, remote))
+        values.update(zip(_LOCAL_COLUMNS, local, strict=False))  # the named fields come first
+        values.update(zip(_REMOTE_COLUMNS, remote, strict=False))
         return values
 
     def _flows(

@@ -129,7 +129,7 @@ class RawMessage:
     def rows(self) -> list[RawRow]:
         rows = self._rows
         if rows is None:
-            rows = list(map(tuple.__new__, repeat(RawRow), zip(*(self._columns or ()))))
+            rows = list(map(tuple.__new__, repeat(RawRow), zip(*(self._columns or ()), strict=True)))
             object.__setattr__(self, "_rows", rows)
         return rows
 
@@ -273,7 +273,7 @@ IN_FLIP: Final = 1
 
 def identities(columns: Sequence[Sequence[Any]]) -> list[bytes]:
     """The identity fields of every row given as columns, packed; ``struct.error`` if out of range."""
-    return list(starmap(_IDENTITY.pack, zip(*columns[:11])))
+    return list(starmap(_IDENTITY.pack, zip(*columns[:11], strict=True)))
 
 
 def flow_ids(msg_id: str, packed: Iterable[bytes]) -> list[int]:
