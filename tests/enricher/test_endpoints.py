@@ -86,3 +86,11 @@ def test_the_output_lists_out_records_then_in_records_and_every_column_has_every
     assert col["direction"] == ["out", "out", "in", "in"]
     assert col["localPort"] == [1, 80, 1, 80]  # ROW (source local), then the inbound record
     assert col["remotePod"] == ["api-0"] * 4 and result.stats.dropped == {"node": 1}
+
+
+def test_a_pod_first_seen_deleted_replaces_a_memoised_unknown() -> None:
+    idx = index()
+    labeler = Labeler(AWS, index=idx, ranges=TABLE)
+    assert remote_pod(labeler, start=T0) == ""  # memoised: no pod ever held it
+    idx.apply("pods", "DELETED", pod("gone-0", "10.1.1.20", node="n2", created=T0 - 600), now=T0 + 30)
+    assert remote_pod(labeler, start=T0) == "gone-0"

@@ -35,31 +35,31 @@ NOT_A_POD: Final = "\0unknown"
 """Key of an address that no pod held during the interval."""
 MEMO_MAX: Final = 200_000
 """Memoised addresses; past that the memo is emptied at once (and refilled by the traffic)."""
-ZONE_SHIFT: Final = 20
-"""A remote zone's number is shifted by this much, so local + remote numbers key ``cross_zone``."""
 _MAPPED: Final = bytes(10) + b"\xff\xff"
 
+KEY, REMOTE, LOCAL = 0, 1, 2
+"""An endpoint is one flat tuple: its key (the pod's node name, ``NODE_ADDRESS`` or ``NOT_A_POD``),
+its remote side tuple, then from ``LOCAL`` on its columns as the local side."""
 LOCAL_FIELDS: Final = (
     "AvailabilityZone", "Node", "InstanceID", "Namespace", "Pod", "App", "WorkloadKind", "Workload",
     "IPv4", "IP",
 )  # fmt: skip
-"""An endpoint starts with these, its columns as the local side (``local`` + name): its cloud,
-region, cluster and cell are the configured ones."""
-FAMILY, ZONE, KEY, REMOTE = range(len(LOCAL_FIELDS), len(LOCAL_FIELDS) + 4)
-"""Then: ip family (4 or 6), zone number, key (the pod's node name, ``NODE_ADDRESS`` or
-``NOT_A_POD``), and the remote side tuple."""
+"""The local side's columns (``local`` + name): its cloud, region, cluster and cell are the configured
+ones. Then the ip family (4 or 6) and the zone number."""
+FAMILY, ZONE = LOCAL + len(LOCAL_FIELDS), LOCAL + len(LOCAL_FIELDS) + 1
 REMOTE_FIELDS: Final = ("Cloud", "Region", "Cluster", "Cell", *LOCAL_FIELDS)
 """The remote side tuple starts with these (``remote`` + name is the column)."""
 CLASS, SERVICE, REMOTE_ZONE = range(len(REMOTE_FIELDS), len(REMOTE_FIELDS) + 3)
-"""Then: connection class, cloud service, zone number shifted by ``ZONE_SHIFT``."""
+"""Then: connection class, cloud service, zone number."""
 
 Endpoint = tuple[Any, ...]
-"""One flat tuple per address (one object to fetch for the local side and the key): see above."""
-_NODE: Final[Endpoint] = (*[""] * KEY, NODE_ADDRESS, ())
+"""One tuple per address, key and remote side first: the first cache line of a remote endpoint is all
+the labeler reads of it besides its remote side tuple."""
+_NODE: Final[Endpoint] = (NODE_ADDRESS, (), *[""] * (ZONE - 1))
 
 
 class Endpoints:
-    """Address -> ``Endpoint``, memoised; ``cross_zone`` maps a local + remote zone number to crossZone."""
+    """Address -> ``Endpoint``, memoised; ``cross_zone[local zone number][remote zone number]``."""
 
     def __init__(self, settings: LabelSettings, *, index: Index, remotes: PrefixTable[Remote]) -> None:
         self.settings = settings
@@ -71,7 +71,8 @@ class Endpoints:
         self._horizon = float("-inf")
         """Memoised pod answers hold only for intervals ending after this (creation - skew)."""
         self._zones: dict[str, int] = {"": 0}
-        self.cross_zone: dict[int, bool] = {0: False}
+        self.cross_zone: list[list[bool]] = [[False]]
+        """Zone numbers are small ints (cached objects): looking them up allocates nothing."""
 
     @property
     def remotes(self) -> PrefixTable[Remote]:
@@ -134,9 +135,9 @@ class Endpoints:
         remote = self._remotes.lookup(ip)
         assert remote is not None  # remote_table maps "no match" to a value too
         if pod is None:
-            zone = self._zone(remote.fields[4]) << ZONE_SHIFT
+            zone = self._zone(remote.fields[4])
             far = (*remote.fields, "", "", "", ipv4, ip16, remote.cls, remote.service, zone)
-            return ("", "", "", "", "", "", "", "", ipv4, ip16, family, 0, NOT_A_POD, far)
+            return (NOT_A_POD, far, "", "", "", "", "", "", "", "", ipv4, ip16, family, 0)
         s = self.settings
         node = self.index.nodes.get(pod.node)
         zone_name, instance = (node.zone, node.instance_id) if node is not None else ("", "")
@@ -144,17 +145,16 @@ class Endpoints:
         fields: tuple[Any, ...] = (zone_name, pod.node, instance, pod.namespace, pod.name, pod.app)
         fields += (pod.workload_kind, pod.workload, ipv4, ip16)  # LOCAL_FIELDS order
         far = (remote.cloud, remote.region, s.cluster, s.cell, *fields, remote.cls, remote.service)
-        return (*fields, family, zone, pod.node, (*far, zone << ZONE_SHIFT))
+        return (pod.node, (*far, zone), *fields, family, zone)
 
     def _zone(self, name: str) -> int:
         """The zone's number (0: no zone), extending ``cross_zone`` for a new one."""
         number = self._zones.get(name)
         if number is None:
             number = self._zones[name] = len(self._zones)
-            for other in self._zones.values():
-                different = other != 0 and other != number
-                self.cross_zone[number + (other << ZONE_SHIFT)] = different
-                self.cross_zone[other + (number << ZONE_SHIFT)] = different
+            for other, row in enumerate(self.cross_zone):
+                row.append(other != 0)  # both known and different
+            self.cross_zone.append([other not in (0, number) for other in range(number + 1)])
         return number
 
 

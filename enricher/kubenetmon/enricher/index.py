@@ -117,7 +117,6 @@ class Index:
         expired = [key for key, until in self._gone.items() if until + self.grace <= now]
         for kind, key in expired:
             del self._gone[(kind, key)]
-            self.generation += kind != "services"
             if kind == "pods":
                 self._drop_pod(key)
             elif kind == "nodes":
@@ -127,7 +126,7 @@ class Index:
         return len(expired)
 
     def _forget(self, kind: str, key: str, *, now: float) -> None:
-        self.generation += kind != "services"
+        self.generation += kind != "services"  # an end time changes pod_at's answers
         if kind == "pods":
             pod = self.pods[key]
             pod.until = now if pod.until is None else min(pod.until, now)
@@ -153,10 +152,10 @@ class Index:
             if _same_pod(old, new):
                 return  # e.g. a readiness change: nothing attribution uses
             self._drop_pod(new.uid)
-        self.generation += 1
         self._add_pod(new)
 
     def _add_pod(self, new: Pod) -> None:
+        self.generation += 1
         self.pods[new.uid] = new
         for ip in new.ips:
             self.by_ip.setdefault(ip, []).append(new)
@@ -169,6 +168,7 @@ class Index:
         pod = self.pods.pop(uid, None)
         if pod is None:
             return
+        self.generation += 1
         for ip in pod.ips:
             holders = [p for p in self.by_ip.get(ip, ()) if p is not pod]
             if holders:
@@ -184,15 +184,16 @@ class Index:
             return
         if self.nodes.get(node.name) == node and ("nodes", node.name) not in self._gone:
             return  # a status heartbeat: zone, instance and addresses unchanged
-        self.generation += 1
         self._drop_node(node.name)
         self._gone.pop(("nodes", node.name), None)
+        self.generation += 1
         self.nodes[node.name] = node
         for ip in node.ips:
             self.node_ips[ip] = node.name
 
     def _drop_node(self, name: str) -> None:
         node = self.nodes.pop(name, None)
+        self.generation += node is not None
         for ip in node.ips if node else ():
             if self.node_ips.get(ip) == name:
                 del self.node_ips[ip]

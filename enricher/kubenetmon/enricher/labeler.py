@@ -5,12 +5,14 @@ connection classes, the two rows per flow) as one pure function of a RAW message
 and the range table. The enricher workers and ``kubenetmon label`` both call ``Labeler.label``, so
 the offline tool gives exactly what the pipeline writes.
 
-It works on whole columns, never row by row: each address column maps to memoised ``Endpoint``
-tuples (``endpoints``), each record's case of the direction table is a table lookup keyed by the two
-endpoints' roles, the kept records are gathered per direction with ``itemgetter`` and the side tuples
-are transposed once, all in C. Output is column-oriented in ``schema.COLUMNS`` order: the ``out`` row
-of every kept record (those whose source is local, then those whose destination is local), then their
-``in`` rows in the same order. Every drop and every unknown is counted by reason in ``Stats``.
+It works on whole columns, never row by row (the enricher's cost per record is this module's): the
+two address columns map to memoised ``Endpoint`` tuples (``endpoints``), each record's case of the
+direction table is a table lookup keyed by its endpoints' roles, the kept records are gathered per
+direction with ``itemgetter`` and the endpoint tuples transposed at once, all in C. Output is
+column-oriented in ``schema.COLUMNS`` order: the ``out`` row of every kept record (those whose source
+is local, then those whose destination is local), then their ``in`` rows in the same order. Columns
+that repeat themselves are ``spans.Spans`` (constants; a record's values in its ``in`` row), which the
+ENRICHED encoder packs once per part. Every drop and every unknown is counted by reason in ``Stats``.
 
 It must not do I/O, read the clock except through ``enriched_at``, or mutate the index.
 """
@@ -21,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, compress, repeat
-from operator import add, eq, getitem, itemgetter, xor
+from operator import eq, getitem, itemgetter, xor
 from typing import Any, Final
 
 from kubenetmon.enricher import endpoints as ep
@@ -68,7 +70,11 @@ _CASES: Final = tuple(tuple(_case(src, dst) for dst in range(5)) for src in rang
 _KEY, _REMOTE = itemgetter(ep.KEY), itemgetter(ep.REMOTE)
 _LOCAL_COLUMNS: Final = tuple("local" + name for name in ep.LOCAL_FIELDS)
 _REMOTE_COLUMNS: Final = tuple("remote" + name for name in ep.REMOTE_FIELDS)
-_LOCAL_POD: Final = ep.LOCAL_FIELDS.index("Pod")
+_OFTEN_CONSTANT: Final = frozenset(
+    {"ipFamily", "proto", "localAvailabilityZone", "localNode", "localInstanceID"}
+)
+"""Columns whose values are usually all equal in a message (local pods share the observer's node)."""
+_LOCAL_POD: Final = ep.LOCAL + ep.LOCAL_FIELDS.index("Pod")
 _REMOTE_POD: Final = ep.REMOTE_FIELDS.index("Pod")
 
 
@@ -87,7 +93,8 @@ class Stats:
 @dataclass(slots=True)
 class Labelled:
     columns: list[str]
-    data: list[list[Any]]
+    data: list[Sequence[Any]]
+    """One column per name: a read-only ``spans.Spans`` (an empty list when no record was kept)."""
     stats: Stats
 
 
@@ -114,11 +121,11 @@ class Labeler:
     def label(self, msg: RawMessage, *, enriched_at: int, on_drop: DropHook | None = None) -> Labelled:
         """Two rows per kept record (all ``out`` rows, then all ``in`` rows), in ``COLUMN_NAMES`` order."""
         columns = msg.columns()
-        stats = Stats(records=len(columns[0]))
+        proto, _, _, osrc, _, _, _, rsrc, _, _, _, opk, oby, rpk, rby = columns
+        stats = Stats(records=len(proto))
         ambiguous = self.index.ambiguous
-        end = msg.start + msg.seconds
-        src, dst = self.endpoints.resolve(columns[3], columns[7], start=msg.start, end=end)
-        cases = self._cases(msg.node, columns[0], src, dst)
+        src, dst = self.endpoints.resolve(osrc, rsrc, start=msg.start, end=msg.start + msg.seconds)
+        cases = self._cases(msg.node, proto, src, dst)
         outs, ins = cases.count(OUT), cases.count(IN)
         if outs + ins < stats.records:
             _count_drops(msg, cases, stats, on_drop)
@@ -133,8 +140,8 @@ class Labeler:
         ids = schema.flow_ids(msg.msg_id, msg.identities())
         out_ids = o(ids) + i(ids)
         pairs: dict[str, tuple[Sequence[Any], Sequence[Any]]] = {
-            "bytes": (o(columns[12]) + i(columns[14]), o(columns[14]) + i(columns[12])),
-            "packets": (o(columns[11]) + i(columns[13]), o(columns[13]) + i(columns[11])),
+            "bytes": (o(oby) + i(rby), o(rby) + i(oby)),
+            "packets": (o(opk) + i(rpk), o(rpk) + i(opk)),
             "flowId": (out_ids, tuple(map(xor, out_ids, repeat(schema.IN_FLIP)))),
         }
         s = self.settings
@@ -177,11 +184,11 @@ class Labeler:
         self, src: list[ep.Endpoint], dst: list[ep.Endpoint], o: Take, i: Take, stats: Stats
     ) -> dict[str, Sequence[Any]]:
         """Endpoint columns: the local side of an ``OUT`` record is its source, else its destination."""
-        local = _transpose(chain(o(src), i(dst)), ep.REMOTE + 1)
+        local = _transpose(chain(o(src), i(dst)), ep.ZONE + 1)
         remote = _transpose(chain(map(_REMOTE, o(dst)), map(_REMOTE, i(src))), ep.REMOTE_ZONE + 1)
         _count_unknown(stats, local, remote)
-        zones = map(add, local[ep.ZONE], remote[ep.REMOTE_ZONE])
-        cross = list(map(self.endpoints.cross_zone.__getitem__, zones))
+        rows = map(self.endpoints.cross_zone.__getitem__, local[ep.ZONE])
+        cross: list[bool] = list(map(getitem, rows, remote[ep.REMOTE_ZONE]))
         values: dict[str, Sequence[Any]] = {
             "connectionClass": remote[ep.CLASS],
             "remoteCloudService": remote[ep.SERVICE],
@@ -189,7 +196,7 @@ class Labeler:
             "crossZone": cross,
             "connectionFlags": list(map(FLAGS.__getitem__, cross)),
         }
-        values.update(zip(_LOCAL_COLUMNS, local, strict=False))  # the named fields come first
+        values.update(zip(_LOCAL_COLUMNS, local[ep.LOCAL :], strict=False))
         values.update(zip(_REMOTE_COLUMNS, remote, strict=False))
         return values
 
@@ -238,21 +245,25 @@ def _assemble(
     pairs: dict[str, tuple[Sequence[Any], Sequence[Any]]],
     constants: dict[str, Any],
     rows: int,
-) -> list[list[Any]]:
+) -> list[Sequence[Any]]:
     """The output columns: record values twice (``out`` rows, then ``in`` rows), pairs, constants.
 
-    Repeated columns are ``Spans``, so the encoder packs each repeated part once.
+    Every column is a ``Spans``: the encoder packs each repeated part once, and no list of values is
+    built unless someone reads them.
     """
-    data: list[list[Any]] = []
+    data: list[Sequence[Any]] = []
     for name in schema.COLUMN_NAMES:
         values = twice.get(name)
         if values is not None:
-            data.append(spans.twice(values))
+            if name in _OFTEN_CONSTANT and values.count(values[0]) == len(values):
+                data.append(spans.repeated(values[0], rows))
+            else:
+                data.append(spans.twice(values))
         elif name == "direction":
             data.append(spans.Spans((("out",), rows // 2), (("in",), rows // 2)))
         elif name in pairs:
             first, second = pairs[name]
-            data.append([*first, *second])
+            data.append(spans.Spans((first, 1), (second, 1)))
         else:
             data.append(spans.repeated(constants[name], rows))
     return data

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 STAGE: Final = "enricher"
 
 
-def parts(labelled: Labelled, *, max_rows: int) -> list[list[list[Any]]]:
+def parts(labelled: Labelled, *, max_rows: int) -> list[Sequence[Sequence[Any]]]:
     """The columns of ``labelled`` cut into row ranges of at most ``max_rows`` rows each."""
     total = labelled.stats.rows
     if total <= max_rows:

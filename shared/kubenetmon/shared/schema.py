@@ -17,7 +17,10 @@ Within one RAW message an agent emits at most one row per (zone, proto, orig tup
 that tuple plus the message's identity is the row identity in ClickHouse (``flow_id``).
 
 Decoding validates whole columns at once (C-level passes over the transposed rows) and falls back to
-the row-by-row checker only to name the culprit of a message already known to be invalid.
+the row-by-row checker only to name the culprit of a message already known to be invalid; a decoded
+``RawMessage`` keeps those columns (what the enricher reads) and builds ``RawRow`` objects on demand.
+``encode_enriched`` writes exactly what ``msgpack.packb`` writes for the ENRICHED map, packing each
+repeated part of a ``spans.Spans`` column once.
 """
 
 from __future__ import annotations
@@ -188,7 +191,8 @@ class EnrichedMessage:
     enriched_at: int
     """Enrichment time in Unix nanoseconds: the row version (a replay's newer rows win)."""
     columns: list[str]
-    data: list[list[Any]]
+    data: Sequence[Sequence[Any]]
+    """Lists once decoded; the enricher hands ``spans.Spans`` columns to ``encode_enriched``."""
 
     @property
     def msg_id(self) -> str:
@@ -287,12 +291,16 @@ def flow_id(msg_id: str, row: RawRow, direction: str) -> int:
     Same RAW message + same row + same direction -> same id, whatever the labels and the counters;
     so a redelivered or replayed record replaces its row instead of adding to it. It is XXH3-64 of
     the row's flow fields seeded with XXH3-64 of the message id (stable across processes and
-    platforms); the ``in`` id differs from the ``out`` id in the lowest bit.
+    platforms); the ``in`` id differs from the ``out`` id in the lowest bit. (Any other direction,
+    which the enricher never writes, gets its own id: the direction is hashed too.)
     """
-    if direction not in ("out", "in"):
-        raise ValueError(f"direction must be 'out' or 'in', not {direction!r}")
-    (out,) = flow_ids(msg_id, [_IDENTITY.pack(*row[:11])])
-    return out if direction == "out" else out ^ IN_FLIP
+    packed = _IDENTITY.pack(*row[:11])
+    (out,) = flow_ids(msg_id, [packed])
+    if direction == "out":
+        return out
+    if direction == "in":
+        return out ^ IN_FLIP
+    return xxh3_64_intdigest(packed + direction.encode(), xxh3_64_intdigest(msg_id.encode()))
 
 
 # --------------------------------------------------------------------------------------------------

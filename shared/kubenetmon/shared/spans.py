@@ -4,18 +4,19 @@ Why it exists: most columns of an ENRICHED message repeat themselves: constants 
 environment, ...) and each record's attributes twice over (its ``out`` row, then its ``in`` row).
 msgpack packs value by value; ``pack_column`` packs a ``Spans`` column part by part, each part once,
 and repeats its bytes. The result is byte for byte what msgpack writes for the same values (a test
-checks it), for a fraction of the work.
+checks it), for a fraction of the work. On the enricher's path nobody reads the values themselves,
+so a ``Spans`` builds its list of values only when something does (indexing, iterating, comparing).
 
-A ``Spans`` is a real list holding every value, so any other consumer sees an ordinary column; it
-refuses to be mutated, so its parts always describe its values. This module must not know what the
-columns mean, and must not change the wire format.
+A ``Spans`` is a read-only ``Sequence``, not a ``list``: anything that needs a list (msgpack, json)
+fails loudly instead of seeing a half-built one. This module must not know what the columns mean, and
+must not change the wire format.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Sequence
-from typing import Any, NoReturn, SupportsIndex
+from collections.abc import Iterator, Sequence
+from typing import Any, overload
 
 import msgpack
 
@@ -23,50 +24,59 @@ Span = tuple[Sequence[Any], int]
 """Values, and how many times they follow each other."""
 
 
-class Spans(list[Any]):
+class Spans(Sequence[Any]):
     """A read-only column made of spans: ``Spans((values, times), ...)``."""
 
-    __slots__ = ("spans",)
-    spans: tuple[Span, ...]
+    __slots__ = ("_length", "_values", "spans")
 
     def __init__(self, *spans: Span) -> None:
-        super().__init__()
-        for values, times in spans:
-            if len(values) == 1:
-                list.extend(self, [values[0]] * times)
-            else:
-                for _ in range(times):
-                    list.extend(self, values)
         self.spans = spans
+        self._length = sum(len(values) * times for values, times in spans)
+        self._values: list[Any] | None = None
 
-    def _read_only(self, *args: object, **kwargs: object) -> NoReturn:
-        raise TypeError("a Spans column is read-only (copy it with list() to change it)")
+    def values(self) -> list[Any]:
+        """Every value, as a (new, cached) list."""
+        if self._values is None:
+            out: list[Any] = []
+            for values, times in self.spans:
+                out += [values[0]] * times if len(values) == 1 else list(values) * times
+            self._values = out
+        return self._values
 
-    append = extend = insert = pop = remove = clear = sort = reverse = _read_only
-    __setitem__ = __delitem__ = _read_only
+    def __len__(self) -> int:
+        return self._length
 
-    def __iadd__(self, other: Iterable[Any]) -> NoReturn:  # type: ignore[misc]
-        self._read_only()
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Any]: ...
+    def __getitem__(self, index: int | slice) -> Any:
+        return self.values()[index]
 
-    def __imul__(self, other: SupportsIndex) -> NoReturn:
-        self._read_only()
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.values())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Spans):
+            return self.values() == other.values()
+        if isinstance(other, list | tuple):
+            return self.values() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Spans({self.values()!r})"
 
 
 def twice(values: Sequence[Any]) -> Spans:
-    """``values`` followed by ``values`` again (``Spans((values, 2))``, built faster)."""
-    column = list.__new__(Spans)
-    list.extend(column, values)
-    list.extend(column, values)
-    column.spans = ((values, 2),)
-    return column
+    """``values`` followed by ``values`` again."""
+    return Spans((values, 2))
 
 
 def repeated(value: Any, times: int) -> Spans:
-    """``value`` ``times`` over (``Spans(((value,), times))``, built faster)."""
-    column = list.__new__(Spans)
-    list.extend(column, [value] * times)
-    column.spans = (((value,), times),)
-    return column
+    """``value``, ``times`` over."""
+    return Spans(((value,), times))
 
 
 def array_header(length: int) -> bytes:
