@@ -34,7 +34,7 @@ def test_a_twice_column_packs_as_msgpack_packs_its_values(data: st.DataObject, l
     half = (half * (length // max(len(half), 1) + 1))[:length] if half else []
     column = spans.twice(half)
     assert column == half + half and column.spans == ((half, 2),)
-    assert b"".join(spans.pack_column(column, packer())) == msgpack.packb(half + half, use_bin_type=True)
+    assert b"".join(spans.pack_columns([column], packer())) == msgpack.packb(half + half, use_bin_type=True)
 
 
 @settings(max_examples=40, deadline=None)
@@ -42,11 +42,13 @@ def test_a_twice_column_packs_as_msgpack_packs_its_values(data: st.DataObject, l
 def test_repeated_and_mixed_spans_pack_as_msgpack(value: Any, times: int, more: int) -> None:
     column = spans.repeated(value, times)
     assert column == [value] * times
-    assert b"".join(spans.pack_column(column, packer())) == msgpack.packb([value] * times, use_bin_type=True)
+    assert b"".join(spans.pack_columns([column], packer())) == msgpack.packb(
+        [value] * times, use_bin_type=True
+    )
     mixed = Spans((("out",), more), (("in",), times), (("a", 1, b"x"), 3))
     plain = ["out"] * more + ["in"] * times + ["a", 1, b"x"] * 3
     assert mixed == plain
-    assert b"".join(spans.pack_column(mixed, packer())) == msgpack.packb(plain, use_bin_type=True)
+    assert b"".join(spans.pack_columns([mixed], packer())) == msgpack.packb(plain, use_bin_type=True)
 
 
 def test_spans_read_like_a_list_and_refuse_to_pass_for_one() -> None:

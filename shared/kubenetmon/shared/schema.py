@@ -35,7 +35,7 @@ import msgpack
 from xxhash import xxh3_64_intdigest
 
 from kubenetmon.shared.errors import DecodeError
-from kubenetmon.shared.spans import array_header, pack_column
+from kubenetmon.shared.spans import array_header, pack_columns
 
 RAW_VERSION: Final = 1
 ENRICHED_VERSION: Final = 1
@@ -341,9 +341,7 @@ def encode_enriched(msg: EnrichedMessage) -> bytes:
             "data": (),  # the empty array (its last byte) is replaced by the columns
         }
     )
-    pieces: list[bytes | memoryview] = [memoryview(head)[:-1], array_header(len(msg.data))]
-    for column in msg.data:
-        pieces += pack_column(column, packer)
+    pieces = [memoryview(head)[:-1], array_header(len(msg.data)), *pack_columns(msg.data, packer)]
     return b"".join(pieces)  # the one copy of the whole payload
 
 
