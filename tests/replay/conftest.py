@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
-import json
-import subprocess
-import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml  # type: ignore[import-untyped]
 
 from kubenetmon.shared.broker import Broker, Delivery
-from kubenetmon.shared.options import format_value
 from kubenetmon.shared.schema import EnrichedMessage, RawMessage, RawRow, decode_enriched, encode_raw
 from tests.enricher.builders import message, node, pod, raw_row, service
+from tests.support import KUBENETMON, Process, eventually, flags, spawn  # noqa: F401 (re-exported)
 
 DEADLINE_S = 45.0
-KUBENETMON = [sys.executable, "-m", "kubenetmon.shared.cli"]
 INTERVAL = 60
 
 NODES = [
@@ -121,99 +114,13 @@ def rows_of(messages: Sequence[EnrichedMessage]) -> list[dict[str, Any]]:
     return out
 
 
-async def eventually(
-    check: Callable[[], Awaitable[bool]] | Callable[[], bool], *, within: float = DEADLINE_S
-) -> None:
-    """Wait until ``check()`` is true (polling a condition), failing at the deadline."""
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within}s: {getattr(check, '__name__', check)}")
-        await asyncio.sleep(0.05)
-
-
 async def settled(broker: Broker, consumer: str) -> bool:
     stats = await broker.consumer_info(consumer)
     return stats.num_pending == 0 and stats.num_ack_pending == 0
 
 
-def flags(settings: object) -> list[str]:
-    """Command-line flags reproducing ``settings`` (the fields that differ from their defaults)."""
-    out: list[str] = []
-    for f in dataclasses.fields(settings):  # type: ignore[arg-type]
-        value = getattr(settings, f.name)
-        if "flag" in f.metadata and value != f.default:
-            out += [f.metadata["flag"], format_value(f.metadata["kind"], value)]
-    return out
-
-
-class Process:
-    """A subprocess with stdout and stderr in files."""
-
-    def __init__(self, argv: list[str], *, log_path: Path) -> None:
-        self.log_path, self.out_path = log_path, log_path.with_suffix(".out")
-        self._log, self._out = log_path.open("wb"), self.out_path.open("wb")
-        self.proc = subprocess.Popen(argv, stdout=self._out, stderr=self._log)
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    @property
-    def out(self) -> str:
-        return self.out_path.read_text(errors="replace")
-
-    def signal(self, sig: int) -> None:
-        self.proc.send_signal(sig)
-
-    async def wait(self, *, within: float = DEADLINE_S) -> int:
-        try:
-            code = await asyncio.to_thread(self.proc.wait, within)
-        finally:
-            self._close()
-        return code
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(30)
-        self._close()
-
-    def _close(self) -> None:
-        self._log.close()
-        self._out.close()
-
-    def records(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log.splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-        return out
-
-
-@pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[Callable[..., Process]]:
-    procs: list[Process] = []
-
-    def start(*argv: str, name: str = "proc") -> Process:
-        proc = Process([*argv], log_path=tmp_path / f"{name}-{len(procs)}.log")
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        proc.kill()
-
-
-async def run_cli(spawn: Callable[..., Process], *argv: str, name: str) -> tuple[int, str, str]:
+async def run_cli(spawner: Callable[..., Process], *argv: str, name: str) -> tuple[int, str, str]:
     """Run ``kubenetmon <argv>`` to completion: (exit code, stdout, stderr)."""
-    proc = spawn(*KUBENETMON, *argv, name=name)
+    proc = spawner(*KUBENETMON, *argv, name=name)
     code = await proc.wait()
     return code, proc.out, proc.log

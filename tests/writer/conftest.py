@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,29 +13,13 @@ from prometheus_client import REGISTRY
 from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.consumer import H_REASON
 from kubenetmon.shared.deliveries import ConsumerStats, Delivery
-from kubenetmon.shared.options import format_value
 from kubenetmon.shared.schema import EnrichedMessage, encode_enriched
 from kubenetmon.writer.settings import ClickHouseSettings, WriterSettings
 from kubenetmon.writer.sink import Sink
 from kubenetmon.writer.worker import Writer
+from tests.support import KUBENETMON, Process, eventually, flags, spawn  # noqa: F401 (re-exported)
 
 DEADLINE_S = 30.0
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]] | Callable[[], bool], *, within: float = DEADLINE_S
-) -> None:
-    """Wait until ``check()`` is true, polling; fail at the deadline."""
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within}s: {getattr(check, '__name__', check)}")
-        await asyncio.sleep(0.05)
 
 
 def metric(name: str, **labels: str) -> float:
@@ -141,58 +120,3 @@ def query(chdb_settings: ClickHouseSettings) -> Iterator[Callable[[str], list[tu
 
     yield run
     sink.close()
-
-
-def flags(settings: object) -> list[str]:
-    """Command-line flags that reproduce ``settings`` (fields that differ from their defaults)."""
-    out: list[str] = []
-    for f in dataclasses.fields(settings):  # type: ignore[arg-type]
-        meta = f.metadata
-        value = getattr(settings, f.name)
-        if "flag" in meta and value != f.default:
-            out += [meta["flag"], format_value(meta["kind"], value)]
-    return out
-
-
-class Process:
-    """A ``kubenetmon`` (or other) subprocess with its stderr in a file, for log assertions."""
-
-    def __init__(self, argv: list[str], *, log_path: Path) -> None:
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=self._log)
-
-    @property
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def signal(self, sig: int) -> None:
-        self.proc.send_signal(sig)
-
-    async def wait(self, *, within: float = DEADLINE_S) -> int:
-        code = await asyncio.to_thread(self.proc.wait, within)
-        self._log.close()
-        return code
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(30)
-        self._log.close()
-
-
-@pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[Callable[..., Process]]:
-    procs: list[Process] = []
-
-    def start(*argv: str, name: str = "proc") -> Process:
-        proc = Process([*argv], log_path=tmp_path / f"{name}-{len(procs)}.log")
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        proc.kill()
-
-
-KUBENETMON = [sys.executable, "-m", "kubenetmon.shared.cli"]
