@@ -45,7 +45,7 @@ from kubenetmon.shared import runtime, schema, topology
 from kubenetmon.shared.broker import Broker, Delivery, PublishResult
 from kubenetmon.shared.errors import ConfigError, DecodeError, PoisonError, TransientError
 from kubenetmon.shared.replay import add_run_arguments, connect, exit_code, guarded, run_id, setup_logging
-from kubenetmon.shared.replay_progress import Progress, format_seconds, human_bytes, summary
+from kubenetmon.shared.replay_progress import Progress, closing_title, human_bytes, summary
 from kubenetmon.shared.replay_scan import Range, scan
 from kubenetmon.shared.replay_window import Window, add_window_arguments, window_from
 from kubenetmon.shared.settings import (
@@ -363,9 +363,11 @@ def _report(config: RawReplay, tally: Counter[str], *, interrupted: bool, second
         ]
     if tally["failed"] or tally["unsent"]:
         lines.append(("failed", f"{tally['failed']} refused, {tally['unsent']} not sent"))
-    if interrupted:
-        state = f"interrupted: rerun with --run-id {config.run_id} to finish without duplicates"
-    else:
-        state = "done"
-    dry = " (dry run)" if config.dry_run else ""
-    return summary(f"replay raw {config.run_id}{dry}: {state} in {format_seconds(seconds)}", lines)
+    title = closing_title(
+        f"raw {config.run_id}",
+        dry_run=config.dry_run,
+        interrupted=interrupted,
+        seconds=seconds,
+        rerun=f"rerun with --run-id {config.run_id} to finish without duplicates",
+    )
+    return summary(title, lines)

@@ -40,7 +40,7 @@ from kubenetmon.shared.consumer import (
 )
 from kubenetmon.shared.errors import PoisonError, TransientError
 from kubenetmon.shared.replay import add_run_arguments, connect, exit_code, guarded, setup_logging
-from kubenetmon.shared.replay_progress import Progress, human_bytes, summary
+from kubenetmon.shared.replay_progress import Progress, closing_title, human_bytes, summary
 from kubenetmon.shared.replay_scan import Range, scan
 from kubenetmon.shared.settings import (
     NatsSettings,
@@ -243,6 +243,5 @@ def _report(tally: Counter[str], *, dry_run: bool, interrupted: bool, seconds: f
         lines.append(
             ("failed", f"{tally['failed']} refused, {tally['not removed']} re-driven but not removed")
         )
-    state = "interrupted: rerun the same command to finish" if interrupted else "done"
-    title = f"replay dlq{' (dry run)' if dry_run else ''}: {state} in {seconds:.1f}s"
+    title = closing_title("dlq", dry_run=dry_run, interrupted=interrupted, seconds=seconds)
     return summary(title, lines)

@@ -146,6 +146,19 @@ def human_bytes(n: float) -> str:
     return f"{n} B"  # unreachable
 
 
+def closing_title(
+    verb: str,
+    *,
+    dry_run: bool,
+    interrupted: bool,
+    seconds: float,
+    rerun: str = "rerun the same command to finish",
+) -> str:
+    """``replay raw (dry run): done in 3.2s`` — the first line of every replay's closing report."""
+    state = f"interrupted: {rerun}" if interrupted else "done"
+    return f"replay {verb}{' (dry run)' if dry_run else ''}: {state} in {format_seconds(seconds)}"
+
+
 def summary(title: str, lines: Sequence[tuple[str, str]]) -> str:
     """The closing report: a title, then one aligned ``label  text`` line per fact."""
     width = max((len(label) for label, _ in lines), default=0)

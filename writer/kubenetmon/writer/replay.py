@@ -30,7 +30,7 @@ from kubenetmon.shared import runtime, topology
 from kubenetmon.shared.broker import Delivery
 from kubenetmon.shared.errors import DecodeError, TransientError
 from kubenetmon.shared.replay import add_run_arguments, connect, exit_code, guarded, setup_logging
-from kubenetmon.shared.replay_progress import Progress, format_seconds, human_bytes, summary
+from kubenetmon.shared.replay_progress import Progress, closing_title, human_bytes, summary
 from kubenetmon.shared.replay_scan import Range, scan
 from kubenetmon.shared.replay_window import Window, add_window_arguments, window_from
 from kubenetmon.shared.schema import COLUMN_NAMES, decode_enriched
@@ -229,6 +229,5 @@ def _report(config: EnrichedReplay, tally: Counter[str], *, interrupted: bool, s
         lines.append(
             ("failed", f"{tally['rejected']} messages refused, {tally['unwritten']} rows not written")
         )
-    state = "interrupted: rerun the same command to finish" if interrupted else "done"
-    dry = " (dry run)" if config.dry_run else ""
-    return summary(f"replay enriched{dry}: {state} in {format_seconds(seconds)}", lines)
+    title = closing_title("enriched", dry_run=config.dry_run, interrupted=interrupted, seconds=seconds)
+    return summary(title, lines)
