@@ -79,6 +79,7 @@ def _cz(**values: Any) -> dict[str, Any]:
 
 def test_every_class_costs_its_list_price_for_the_local_side_and_direction(clickhouse: Sink) -> None:
     inter = {"connectionClass": "INTER_REGION"}
+    gcp = {"localCloud": "gcp", "localRegion": "us-east1", "remoteRegion": "us-east1"}
     insert(
         clickhouse,
         {
@@ -86,8 +87,9 @@ def test_every_class_costs_its_list_price_for_the_local_side_and_direction(click
             2: {"gib": 10, "direction": "in"},
             3: _cz(gib=10),
             4: _cz(gib=5, direction="in"),
-            5: {"gib": 2, "connectionClass": "INTRA_REGION"},
-            6: {"gib": 2, "connectionClass": "INTRA_REGION", "direction": "in"},
+            5: {"gib": 2, "connectionClass": "INTRA_REGION", "remoteCloudService": "ec2"},
+            6: {"gib": 2, "connectionClass": "INTRA_REGION", "remoteCloudService": "ec2", "direction": "in"},
+            13: {"gib": 2, "connectionClass": "INTRA_REGION", "remoteCloudService": "s3"},  # S3: free
             7: {"gib": 3, **inter, "remoteRegion": "eu-west-1"},
             8: {"gib": 3, **inter, "remoteRegion": "us-east-2"},
             9: {"gib": 3, **inter, "remoteRegion": "eu-west-1", "direction": "in"},
@@ -95,22 +97,12 @@ def test_every_class_costs_its_list_price_for_the_local_side_and_direction(click
             11: {"gib": 1, "connectionClass": "UNKNOWN"},
             12: _cz(gib=1, localCloud="other"),
             # gcp: cross-zone is billed on egress only; inter-region by continent
-            21: _cz(gib=10, localCloud="gcp", localRegion="us-east1", remoteRegion="us-east1"),
-            22: _cz(gib=10, localCloud="gcp", localRegion="us-east1", direction="in"),
-            23: {
-                "gib": 4,
-                **inter,
-                "localCloud": "gcp",
-                "localRegion": "us-east1",
-                "remoteRegion": "us-west1",
-            },
-            24: {
-                "gib": 4,
-                **inter,
-                "localCloud": "gcp",
-                "localRegion": "us-east1",
-                "remoteRegion": "europe-west1",
-            },
+            21: _cz(gib=10, **gcp),
+            22: _cz(gib=10, **gcp, direction="in"),
+            23: {"gib": 4, **inter, **gcp, "remoteRegion": "us-west1"},
+            24: {"gib": 4, **inter, **gcp, "remoteRegion": "europe-west1"},
+            25: {"gib": 3, **gcp, "connectionClass": "INTRA_REGION", "remoteCloudService": "googlecloud"},
+            26: {"gib": 3, **gcp, "connectionClass": "INTRA_REGION", "remoteCloudService": "googleservice"},
             # azure: no cross-zone charge, inter-region egress
             31: _cz(gib=10, localCloud="azure", localRegion="eastus"),
             32: {"gib": 4, **inter, "localCloud": "azure", "localRegion": "eastus", "remoteRegion": "westus"},
@@ -120,6 +112,7 @@ def test_every_class_costs_its_list_price_for_the_local_side_and_direction(click
     assert got[1] == ("same-zone", "aws-same-zone", 0.0) and got[2] == ("same-zone", "aws-same-zone", 0.0)
     assert got[3][:2] == ("cross-zone", "aws-cross-zone")
     assert got[8][1] == "aws-inter-region-us-east-1-us-east-2"  # the specific pair beats the wildcard
+    assert (got[5][1], got[13][1]) == ("aws-intra-region-ec2", "aws-intra-region")  # by remote service
     assert got[11] == ("", "", 0.0) and got[12] == ("cross-zone", "", 0.0)  # unpriced, not guessed
     assert usd(clickhouse) == pytest.approx(
         {
@@ -135,10 +128,13 @@ def test_every_class_costs_its_list_price_for_the_local_side_and_direction(click
             10: 0,
             11: 0,
             12: 0,
+            13: 0,
             21: 0.10,
             22: 0,
             23: 0.08,
             24: 0.20,
+            25: 0.03,
+            26: 0,
             31: 0,
             32: 0.08,
         }

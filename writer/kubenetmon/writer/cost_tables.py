@@ -12,7 +12,8 @@ corrected book re-prices the past:
 
 Each row is priced for its own local side and direction only (the who-pays rule in ``pricebook``): its
 entry is the most specific one (longest literal region patterns, then id) of the row's ``localCloud``,
-charge and direction whose ``from``/``to`` patterns match ``localRegion``/``remoteRegion``. A tiered
+charge and direction whose ``from``/``to``/``service`` patterns match ``localRegion``, ``remoteRegion``
+and ``remoteCloudService``. A tiered
 price (internet egress) is blended: the month's tiered cost of all internet egress of that cloud in the
 table, divided by those bytes, so a month's rows add up to exactly the tiered bill of its volume, and
 each row pays its share. Enabled surcharges (NAT gateway, load balancer) add to internet rows.
@@ -52,11 +53,12 @@ def _book(database: str) -> str:
     """The newest load as one array of tuples, most specific entry first (a scalar, read once a query).
 
     Tuple fields: 1 cloud, 2 charge, 3 direction, 4 from pattern, 5 to pattern, 6 tier ends (GiB),
-    7 tier prices (USD per GiB), 8 entry id.
+    7 tier prices (USD per GiB), 8 entry id, 9 remote cloud service pattern.
     """
     prices = fqn(database, PRICES_TABLE)
     return (
-        "(SELECT groupArray((cloud, charge, direction, fromRegion, toRegion, upToGiB, usdPerGiB, entry)) "
+        "(SELECT groupArray("
+        "(cloud, charge, direction, fromRegion, toRegion, upToGiB, usdPerGiB, entry, service)) "
         f"FROM (SELECT * FROM {prices} WHERE enabled AND loadedAt = (SELECT max(loadedAt) FROM {prices}) "
         "ORDER BY specificity DESC, entry))"
     )
@@ -65,7 +67,7 @@ def _book(database: str) -> str:
 def _match(charge: str) -> str:
     return (
         f"arrayFirst(e -> e.1 = f.localCloud AND e.2 = {charge} AND e.3 = toString(f.direction) "
-        "AND f.localRegion LIKE e.4 AND f.remoteRegion LIKE e.5, _book)"
+        "AND f.localRegion LIKE e.4 AND f.remoteRegion LIKE e.5 AND f.remoteCloudService LIKE e.9, _book)"
     )
 
 

@@ -82,7 +82,7 @@ _ID: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
 _CLOUD: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,49}$")
 _REGION: Final = re.compile(r"^[a-z0-9*][a-z0-9*_-]{0,62}$")
 _FIELDS: Final = frozenset(
-    {"id", "cloud", "charge", "from", "to", "out", "in", "source", "effective", "enabled", "note"}
+    {"id", "cloud", "charge", "from", "to", "service", "out", "in", "source", "effective", "enabled", "note"}
 )
 SHIPPED: Final = ("aws.yaml", "gcp.yaml", "azure.yaml")
 
@@ -108,6 +108,7 @@ class Entry:
     charge: str
     from_region: str
     to_region: str
+    service: str
     out: tuple[Tier, ...] | None
     in_: tuple[Tier, ...] | None
     source: str
@@ -203,10 +204,11 @@ def _entry(fields: Mapping[str, Any], *, file: str) -> Entry:
     if charge not in (*CHARGE_NAMES, *SURCHARGES):
         raise bad("charge", f"expected one of {', '.join((*CHARGE_NAMES, *SURCHARGES))}, got {charge!r}")
     regions = {}
-    for field in ("from", "to"):
+    for field in ("from", "to", "service"):
         value = fields.get(field, "*")
         if not isinstance(value, str) or not _REGION.match(value):
-            raise bad(field, f"expected a region name, * as a wildcard, got {value!r}")
+            kind = "cloud service" if field == "service" else "region"
+            raise bad(field, f"expected a {kind} name, * as a wildcard, got {value!r}")
         regions[field] = value
     prices = {
         d: _prices(fields.get(d), tiered=charge in TIERED, bad=lambda what, d=d: bad(d, what))
@@ -229,6 +231,7 @@ def _entry(fields: Mapping[str, Any], *, file: str) -> Entry:
         charge=charge,
         from_region=regions["from"],
         to_region=regions["to"],
+        service=regions["service"],
         out=prices["out"],
         in_=prices["in"],
         source=source,
@@ -282,6 +285,7 @@ PRICE_COLUMNS: Final = (
     ("direction", "LowCardinality(String)"),
     ("fromRegion", "String"),
     ("toRegion", "String"),
+    ("service", "String"),
     ("specificity", "UInt16"),
     ("upToGiB", "Array(Float64)"),
     ("usdPerGiB", "Array(Float64)"),
@@ -301,7 +305,7 @@ def table_rows(book: PriceBook) -> list[tuple[Any, ...]]:
     """One row per (entry, priced direction), in ``PRICE_COLUMNS`` order; ``inf`` kept for the last tier."""
     rows = []
     for e in book.entries:
-        specificity = sum(len(r.replace("*", "")) for r in (e.from_region, e.to_region))
+        specificity = sum(len(r.replace("*", "")) for r in (e.from_region, e.to_region, e.service))
         for direction, tiers in (("out", e.out), ("in", e.in_)):
             if tiers is None:
                 continue
@@ -313,6 +317,7 @@ def table_rows(book: PriceBook) -> list[tuple[Any, ...]]:
                     direction,
                     like_pattern(e.from_region),
                     like_pattern(e.to_region),
+                    like_pattern(e.service),
                     specificity,
                     [t.up_to_gib for t in tiers],
                     [t.usd_per_gib for t in tiers],
