@@ -130,3 +130,12 @@ def test_a_bad_book_is_one_error_naming_file_entry_and_field(tmp_path: Path, tex
 def test_a_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(PriceBookError, match=r"--price-book .*nope\.yaml: cannot read it"):
         pricebook.load([str(tmp_path / "nope.yaml")])
+
+
+def test_the_readme_example_is_a_valid_override(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    example = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
+    book = pricebook.load([_write(tmp_path, example)])
+    by_id = {e.id: e for e in book.entries}
+    assert by_id["aws-cross-zone"].out == (Tier(math.inf, 0.008),) and by_id["aws-nat-gateway"].enabled
+    assert by_id["aws-inter-region-ap"].from_region == "ap-*"

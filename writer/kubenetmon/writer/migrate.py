@@ -174,8 +174,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     subs = parser.add_subparsers(dest="clickhouse_command", metavar="ACTION")
     sub = subs.add_parser(
         "migrate",
-        help="create or upgrade the database, the flows table and its exact view (idempotent)",
-        description="Create or upgrade the database, the flows table and its exact view. Safe to repeat.",
+        help="create or upgrade the database, the flows table and its views; load the price book",
+        description="Create or upgrade the database, the flows table, its exact and cost views, and load the "
+        "price book (shipped list prices plus --price-book files). Safe to repeat.",
         formatter_class=parser.formatter_class,
     )
     add_clickhouse_arguments(sub)
