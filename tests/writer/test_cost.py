@@ -14,12 +14,16 @@ from typing import Any
 
 import pytest
 
+from kubenetmon.shared import cli
 from kubenetmon.writer import pricebook
 from kubenetmon.writer.cost import CostSpec, build_query, parse_report
 from kubenetmon.writer.cost_tables import PRICES_TABLE, cost_view
 from kubenetmon.writer.migrate import migrate
 from kubenetmon.writer.settings import ClickHouseSettings
 from kubenetmon.writer.sink import Sink
+from kubenetmon.writer.top_report import TopSpec
+from kubenetmon.writer.top_report import build_query as build_top
+from kubenetmon.writer.top_report import parse_report as parse_report_top
 from tests.support import KUBENETMON
 
 GIB = 1 << 30
@@ -293,3 +297,37 @@ def test_the_cli_loads_a_contract_reports_cost_and_refuses_a_bad_book(
     assert doc["total_usd"] == pytest.approx(0.2) and [r["key"] for r in doc["rows"]] == ["shop"]
     table = subprocess.run([*KUBENETMON, "cost", *target, "--since", "1d"], capture_output=True, text=True)
     assert table.stdout.splitlines()[0].endswith(": $0.20 (1 of 1 rows)")
+
+
+def test_top_cost_adds_what_each_row_costs(clickhouse: Sink, capsys: pytest.CaptureFixture[str]) -> None:
+    now = int(time.time())
+    net = {
+        "connectionClass": "PUBLIC_INTERNET",
+        "remoteRegion": "",
+        "remoteIPv4": "203.0.113.9",
+        "ipFamily": 4,
+    }
+    insert(
+        clickhouse,
+        {
+            1: _cz(gib=10, intervalStartTime=now - 300, remoteApp="db"),
+            2: _cz(gib=5, intervalStartTime=now - 300, remoteApp="db", direction="in"),
+            3: {"gib": 160, "intervalStartTime": now - 300, "localApp": "api", **net},
+        },
+    )
+    spec = TopSpec(database=clickhouse.database, view=cost_view(clickhouse.table), cost=True, since_s=3600)
+    report = parse_report_top(clickhouse.query(build_top(spec, now=now)), spec=spec, now=now)
+    assert [(t.local, t.peer, t.cost_usd) for t in report.rows] == [
+        ("api", "203.0.113.9", pytest.approx((160 - 100) * 0.09)),  # out only: this month's egress
+        ("web", "db", pytest.approx(0.10)),
+    ]
+    argv = ["top", "--clickhouse-dsn", f"chdb://{clickhouse.target.path}", "--cost", "--since", "1h"]
+    clickhouse.close()  # the command opens the directory itself
+    assert cli.main([*argv, "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [(r["local"], r["cost_usd"]) for r in rows] == [("api", pytest.approx(5.4)), ("web", 0.1)]
+    assert cli.main([*argv, "--direction", "in"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[1].split()[-1] == "COST" and table[2].split()[-1] == "$0.0500"
+    assert cli.main([*argv, "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].endswith(",packets,cost_usd")
