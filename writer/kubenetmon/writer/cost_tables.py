@@ -50,24 +50,27 @@ ORDER BY (loadedAt, cloud, charge, entry, direction)"""
 
 
 def _book(database: str) -> str:
-    """The newest load as one array of tuples, most specific entry first (a scalar, read once a query).
+    """The newest load as a map ``'cloud/charge/direction' -> entries``, most specific entry first (a
+    scalar, read once a query): a row looks up its few candidates instead of scanning the whole book.
 
-    Tuple fields: 1 cloud, 2 charge, 3 direction, 4 from pattern, 5 to pattern, 6 tier ends (GiB),
-    7 tier prices (USD per GiB), 8 entry id, 9 remote cloud service pattern.
+    Entry tuple fields: 1 from pattern, 2 to pattern, 3 remote service pattern, 4 tier ends (GiB),
+    5 tier prices (USD per GiB), 6 entry id, 7 specificity.
     """
     prices = fqn(database, PRICES_TABLE)
     return (
-        "(SELECT groupArray("
-        "(cloud, charge, direction, fromRegion, toRegion, upToGiB, usdPerGiB, entry, service)) "
-        f"FROM (SELECT * FROM {prices} WHERE enabled AND loadedAt = (SELECT max(loadedAt) FROM {prices}) "
-        "ORDER BY specificity DESC, entry))"
+        "(SELECT mapFromArrays(groupArray(key), groupArray(entries)) FROM ("
+        "SELECT concat(cloud, '/', charge, '/', direction) AS key, arraySort(e -> (-e.7, e.6), "
+        "groupArray((fromRegion, toRegion, service, upToGiB, usdPerGiB, entry, specificity))) AS entries "
+        f"FROM {prices} WHERE enabled AND loadedAt = (SELECT max(loadedAt) FROM {prices}) GROUP BY key))"
     )
 
 
 def _match(charge: str) -> str:
+    """The first matching entry of ``charge`` for the row (an empty tuple when none matches)."""
+    candidates = f"_book[concat(f.localCloud, '/', {charge}, '/', toString(f.direction))]"
     return (
-        f"arrayFirst(e -> e.1 = f.localCloud AND e.2 = {charge} AND e.3 = toString(f.direction) "
-        "AND f.localRegion LIKE e.4 AND f.remoteRegion LIKE e.5 AND f.remoteCloudService LIKE e.9, _book)"
+        "arrayFirst(e -> f.localRegion LIKE e.1 AND f.remoteRegion LIKE e.2 "
+        f"AND f.remoteCloudService LIKE e.3, {candidates})"
     )
 
 
@@ -78,16 +81,16 @@ def _charge() -> str:
 
 # Blended tiered rate: tiered cost of the month's GiB / the month's GiB (first tier's rate at 0 GiB).
 _TIERED_COST: Final = (
-    "arraySum(i -> _price.7[i] * greatest(0, least(_monthGiB, _price.6[i]) - if(i = 1, 0, _price.6[i - 1])), "
-    "arrayEnumerate(_price.6))"
+    "arraySum(i -> _price.5[i] * greatest(0, least(_monthGiB, _price.4[i]) - if(i = 1, 0, _price.4[i - 1])), "
+    "arrayEnumerate(_price.4))"
 )
 
 
 def _rate() -> str:
-    single = "if(empty(_price.7), 0, _price.7[1])"
-    tiered = f"if(length(_price.7) > 1 AND _monthGiB > 0, {_TIERED_COST} / _monthGiB, {single})"
+    single = "if(empty(_price.5), 0, _price.5[1])"
+    tiered = f"if(length(_price.5) > 1 AND _monthGiB > 0, {_TIERED_COST} / _monthGiB, {single})"
     surcharges = " + ".join(
-        f"if(_charge = 'internet', {_match(repr(s))}.7[1], 0)" for s in SURCHARGES
+        f"if(_charge = 'internet', {_match(repr(s))}.5[1], 0)" for s in SURCHARGES
     )  # an unmatched arrayFirst is an empty tuple: [1] of its empty array is 0
     return f"{tiered} + {surcharges}"
 
@@ -104,7 +107,7 @@ SELECT
     {_match("_charge")} AS _price,
     ifNull(m.monthBytes, 0) / {GIB} AS _monthGiB,
     _charge AS costCharge,
-    _price.8 AS costEntry,
+    _price.6 AS costEntry,
     {_rate()} AS costUSDPerGiB,
     f.bytes / {GIB} * costUSDPerGiB AS costUSD
 FROM {exact} AS f
