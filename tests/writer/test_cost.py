@@ -331,3 +331,43 @@ def test_top_cost_adds_what_each_row_costs(clickhouse: Sink, capsys: pytest.Capt
     assert table[1].split()[-1] == "COST" and table[2].split()[-1] == "$0.0500"
     assert cli.main([*argv, "--format", "csv"]) == 0
     assert capsys.readouterr().out.splitlines()[0].endswith(",packets,cost_usd")
+
+
+@pytest.mark.parametrize(
+    ("by", "expected"),
+    [
+        ("namespace", {"shop": 0.10 + 0.05, "(not a pod)": 0.0}),
+        ("app", {"web": 0.10, "shop/api-0": 0.05, "(not a pod)": 0.0}),
+        ("workload", {"shop/Deployment/web": 0.10, "shop/api-0": 0.05, "(not a pod)": 0.0}),
+        ("class", {"cross-zone": 0.15, "unpriced UNKNOWN": 0.0}),
+        ("zone-pair", {"a -> b": 0.10, "b -> a": 0.05, "? -> ?": 0.0}),
+    ],
+)
+def test_cost_groupings(clickhouse: Sink, by: str, expected: dict[str, float]) -> None:
+    insert(
+        clickhouse,
+        {
+            1: _cz(gib=10, localWorkloadKind="Deployment", localWorkload="web", localPod="web-1"),
+            2: _cz(
+                gib=5, localApp="", localPod="api-0", localAvailabilityZone="b", remoteAvailabilityZone="a"
+            ),
+            3: {"gib": 1, "connectionClass": "UNKNOWN", "localNamespace": "", "localApp": ""},
+        },
+    )
+    spec = CostSpec(
+        by=by, since_s=10 * 365 * 86400, database=clickhouse.database, view="network_flows_0_cost"
+    )
+    report = parse_report(clickhouse.query(build_query(spec, now=1.8e9)), spec=spec)
+    assert {r["key"]: r["cost_usd"] for r in report.rows} == pytest.approx(expected)
+    assert report.unpriced_bytes == GIB and report.total_usd == pytest.approx(0.15)
+    assert list(report.rows[0]) == ["key", "cost_usd", "out_bytes", "in_bytes", "unpriced_bytes"]
+
+
+def test_cost_command_refuses_bad_flags(
+    chdb_settings: ClickHouseSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["cost", "--clickhouse-dsn", chdb_settings.dsn]
+    assert cli.main([*argv, "--since", "soon"]) == 2
+    assert "not a duration" in capsys.readouterr().err
+    assert cli.main([*argv, "--limit", "0"]) == 2
+    assert capsys.readouterr().err == "kubenetmon cost: --limit: expected a positive number of rows, got 0\n"
