@@ -18,11 +18,12 @@ Pure: parsing and validation only, no ClickHouse here (``prices`` loads the rows
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from importlib import resources
@@ -89,6 +90,10 @@ SHIPPED: Final = ("aws.yaml", "gcp.yaml", "azure.yaml")
 
 class PriceBookError(ConfigError):
     """A price book that cannot be used; the message names file, entry and field."""
+
+
+_Complaint = Callable[[str], PriceBookError]
+"""Builds the error of one field from what is wrong with it."""
 
 
 @dataclass(frozen=True)
@@ -211,8 +216,7 @@ def _entry(fields: Mapping[str, Any], *, file: str) -> Entry:
             raise bad(field, f"expected a {kind} name, * as a wildcard, got {value!r}")
         regions[field] = value
     prices = {
-        d: _prices(fields.get(d), tiered=charge in TIERED, bad=lambda what, d=d: bad(d, what))
-        for d in DIRECTIONS
+        d: _prices(fields.get(d), tiered=charge in TIERED, bad=functools.partial(bad, d)) for d in DIRECTIONS
     }
     if prices["out"] is None and prices["in"] is None:
         raise bad("out", "an entry prices at least one direction (out or in)")
@@ -241,7 +245,7 @@ def _entry(fields: Mapping[str, Any], *, file: str) -> Entry:
     )
 
 
-def _prices(value: Any, *, tiered: bool, bad: Any) -> tuple[Tier, ...] | None:
+def _prices(value: Any, *, tiered: bool, bad: _Complaint) -> tuple[Tier, ...] | None:
     """``0.01`` -> one unbounded tier; ``{tiers: [{up_to_gib, usd_per_gib}...]}`` -> the tiers."""
     if value is None:
         return None
@@ -261,18 +265,16 @@ def _prices(value: Any, *, tiered: bool, bad: Any) -> tuple[Tier, ...] | None:
             raise bad(f"tier {n}: the last tier has no up_to_gib (it covers the rest of the month)")
         if not isinstance(up_to, (int, float)) or isinstance(up_to, bool) or up_to <= last:
             raise bad(f"tier {n}: up_to_gib must be a number above the previous tier's ({last:g})")
-        tiers.append(
-            Tier(float(up_to), _usd(tier.get("usd_per_gib"), bad=lambda w, n=n: bad(f"tier {n}: {w}")))
-        )
+        tiers.append(Tier(float(up_to), _usd(tier.get("usd_per_gib"), bad=bad, where=f"tier {n}: ")))
         last = float(up_to)
     if not tiers:
         raise bad("tiers: expected at least one tier")
     return tuple(tiers)
 
 
-def _usd(value: Any, *, bad: Any) -> float:
+def _usd(value: Any, *, bad: _Complaint, where: str = "") -> float:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1000:
-        raise bad(f"expected USD per GiB, a number from 0, got {value!r}")
+        raise bad(f"{where}expected USD per GiB, a number from 0, got {value!r}")
     return float(value)
 
 
