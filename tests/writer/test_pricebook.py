@@ -113,6 +113,10 @@ _TIERS_DOWN = "{tiers: [{up_to_gib: 10, usd_per_gib: 1}, {up_to_gib: 5, usd_per_
             + "}",
             r"entry x: field out: tier 2: up_to_gib must be a number above the previous tier's \(10\)",
         ),
+        (
+            ENTRY.replace("cross-zone", "internet").replace("0.01", "{tiers: [{usd_per_gib: -1}]}") + "}",
+            r"entry x: field out: tier 1: expected USD per GiB, a number from 0, got -1",
+        ),
         ("entries:\n  - {id: aws-cross-zone, out: free}", r"entry aws-cross-zone: field out: expected USD"),
         (
             "entries:\n  - {id: aws-internet, charge: same-zone}",
