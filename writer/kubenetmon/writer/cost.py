@@ -90,7 +90,7 @@ def parse_report(result: QueryResult, *, spec: CostSpec) -> CostReport:
     rows = [
         {
             "key": str(r[col["key"]]),
-            "cost_usd": round(float(r[col["cost_usd"]]), 6),
+            "cost_usd": round(float(r[col["cost_usd"]]), 9),
             "out_bytes": int(r[col["out_bytes"]]),
             "in_bytes": int(r[col["in_bytes"]]),
             "unpriced_bytes": int(r[col["unpriced_bytes"]]),
@@ -103,7 +103,7 @@ def parse_report(result: QueryResult, *, spec: CostSpec) -> CostReport:
     return CostReport(
         spec=spec,
         rows=rows,
-        total_usd=round(float(first[col["total_usd"]]), 6),
+        total_usd=round(float(first[col["total_usd"]]), 9),
         unpriced_bytes=int(first[col["total_unpriced_bytes"]]),
         groups=int(first[col["groups"]]),
     )

@@ -346,7 +346,7 @@ def as_dicts(report: Report) -> list[dict[str, Any]]:
             "bytes": t.bytes,
             "bytes_per_s": round(report.rate(t.bytes), 3),
             "packets": t.packets,
-            **({"cost_usd": round(t.cost_usd or 0, 6)} if cost else {}),
+            **({"cost_usd": round(t.cost_usd or 0, 9)} if cost else {}),
         }
         for t in report.rows
     ]
