@@ -99,6 +99,11 @@ _TIERS_DOWN = "{tiers: [{up_to_gib: 10, usd_per_gib: 1}, {up_to_gib: 5, usd_per_
         (ENTRY + "}\n" + ENTRY.removeprefix("entries:\n") + "}", r"entry x: field id: defined twice"),
         (ENTRY.replace("0.01", "{tiers: [{usd_per_gib: 1}]}") + "}", r"field out: tiers apply only to"),
         (
+            ENTRY.replace("cross-zone", "internet").replace("out: 0.01", "in: {tiers: [{usd_per_gib: 1}]}")
+            + "}",
+            r"entry x: field in: tiers apply only to the egress \(out\) of internet",
+        ),
+        (
             ENTRY.replace("cross-zone", "internet").replace(
                 "0.01", "{tiers: [{up_to_gib: 10, usd_per_gib: 1}, {up_to_gib: 5, usd_per_gib: 1}]}"
             )

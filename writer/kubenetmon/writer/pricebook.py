@@ -78,6 +78,7 @@ CHARGE_NAMES: Final = tuple(c.name for c in CHARGES)
 SURCHARGES: Final = ("nat-gateway", "load-balancer")
 """Processing charges added to ``internet`` rows (both directions) when their entry is ``enabled``."""
 TIERED: Final = ("internet",)
+"""Charges whose egress may be tiered by the month's volume (the view blends it over the month's rows)."""
 
 _ID: Final = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
 _CLOUD: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,49}$")
@@ -216,7 +217,8 @@ def _entry(fields: Mapping[str, Any], *, file: str) -> Entry:
             raise bad(field, f"expected a {kind} name, * as a wildcard, got {value!r}")
         regions[field] = value
     prices = {
-        d: _prices(fields.get(d), tiered=charge in TIERED, bad=functools.partial(bad, d)) for d in DIRECTIONS
+        d: _prices(fields.get(d), tiered=charge in TIERED and d == "out", bad=functools.partial(bad, d))
+        for d in DIRECTIONS
     }
     if prices["out"] is None and prices["in"] is None:
         raise bad("out", "an entry prices at least one direction (out or in)")
@@ -254,7 +256,7 @@ def _prices(value: Any, *, tiered: bool, bad: _Complaint) -> tuple[Tier, ...] | 
     if not isinstance(value, dict) or set(value) != {"tiers"} or not isinstance(value["tiers"], list):
         raise bad("expected USD per GiB (a number) or a mapping with a list of `tiers`")
     if not tiered:
-        raise bad(f"tiers apply only to {', '.join(TIERED)}: give one price")
+        raise bad(f"tiers apply only to the egress (out) of {', '.join(TIERED)}: give one price")
     tiers, last = [], 0.0
     for n, tier in enumerate(value["tiers"], start=1):
         if not isinstance(tier, dict) or not set(tier) <= {"up_to_gib", "usd_per_gib"}:
