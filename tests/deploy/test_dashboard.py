@@ -1,7 +1,7 @@
 """The Grafana dashboard: it parses, its ClickHouse panels read the exact view of the table the writer
-creates, and every panel's SQL runs on a migrated chDB table (created by ``kubenetmon clickhouse migrate``,
-queried by ``kubenetmon sql``) and returns the totals of rows whose bytes are known. Prometheus panels
-and the alert rules name only metrics that the code defines.
+creates (the cost panels its cost view), and every panel's SQL runs on a migrated chDB table (created by
+``kubenetmon clickhouse migrate``, queried by ``kubenetmon sql``) and returns the totals of rows whose
+bytes are known. Prometheus panels and the alert rules name only metrics that the code defines.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]
 
+from kubenetmon.writer.cost_tables import cost_view
 from kubenetmon.writer.settings import ClickHouseSettings
 from kubenetmon.writer.sink import DEFAULT_DATABASE
 from kubenetmon.writer.tables import exact_view
@@ -42,6 +43,8 @@ def table_default() -> str:
 
 VIEW = f"{DEFAULT_DATABASE}.{exact_view(table_default())}"
 TABLE = f"{DEFAULT_DATABASE}.{table_default()}"
+COST_VIEW = f"{DEFAULT_DATABASE}.{cost_view(table_default())}"
+GIB = 1 << 30
 
 # (environment, direction, class, localNamespace, localWorkload, remoteNamespace, remoteWorkload,
 #  remoteIPv4, localZone, remoteZone, crossZone, bytes)
@@ -101,7 +104,7 @@ def chdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     values = ",\n".join(
         f"({START}, {INTERVAL_S}, '{env}', 'TCP', '{cls}', '{direction}', '{lns}', '{lwl}', 'Deployment', "
         f"'{lns}-{lwl}-0', '{rns}', '{rwl}', toIPv4('{rip}'), '{lz}', '{rz}', {str(cz).lower()}, {nbytes}, "
-        f"{nbytes // 100}, 'node-a', 4, {i}, {(START + INTERVAL_S + 5) * 10**9}, 'src/{i}')"
+        f"{nbytes // 100}, 'node-a', 4, {i}, {(START + INTERVAL_S + 5) * 10**9}, 'src/{i}', 'aws')"
         for i, (env, direction, cls, lns, lwl, rns, rwl, rip, lz, rz, cz, nbytes) in enumerate(ROWS)
     )
     run(
@@ -111,7 +114,7 @@ def chdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         f"INSERT INTO {TABLE} (intervalStartTime, intervalSeconds, environment, proto, connectionClass, "
         "direction, localNamespace, localWorkload, localWorkloadKind, localPod, remoteNamespace, "
         "remoteWorkload, remoteIPv4, localAvailabilityZone, remoteAvailabilityZone, crossZone, bytes, "
-        f"packets, observerNode, ipFamily, flowId, enrichedAt, sourceId) VALUES {values}",
+        f"packets, observerNode, ipFamily, flowId, enrichedAt, sourceId, localCloud) VALUES {values}",
     )
     yield dsn
 
@@ -156,7 +159,7 @@ def test_clickhouse_panels_read_the_exact_view() -> None:
     assert len(targets) >= 10
     for title, sql in targets:
         tables = set(re.findall(r"\bFROM\s+([\w.]+)", sql))
-        assert tables == {VIEW}, f"{title}: reads {tables}"
+        assert tables in ({VIEW}, {COST_VIEW}), f"{title}: reads {tables}"
 
 
 def test_every_panel_query_runs(chdb: str) -> None:
@@ -201,6 +204,29 @@ def test_zone_pairs_and_top_talkers(chdb: str) -> None:
     assert talkers[0]["workload"] == "shop/web" and talkers[0]["remote"] == "shop/api"
     assert (talkers[0]["sent"], talkers[0]["received"], talkers[0]["total"]) == (1000, 500, 1500)
     assert {t["remote"] for t in talkers} == {"shop/api", "1.2.3.4", "52.1.2.3"}
+
+
+def test_cost_panels(chdb: str) -> None:
+    """Shipped AWS list prices: cross-zone $0.01/GiB each side, inter-region egress $0.02/GiB, and the
+    month's 300 B of internet egress inside the free 100 GiB."""
+    shop, data = (1000 + 500) * 0.01 / GIB, 200 * 0.02 / GIB
+    by_namespace = query(chdb, expand(panel_sql("Cost by namespace")))
+    assert [(r["namespace"], r["sent_bytes"]) for r in by_namespace] == [("shop", 1300), ("data", 200)]
+    assert [r["cost_usd"] for r in by_namespace] == pytest.approx([shop, data])
+    by_app = query(chdb, expand(panel_sql("Cost by app")))
+    assert {r["app"]: r["cost_usd"] for r in by_app} == pytest.approx({"web": shop, "db": data})
+    (pair,) = query(chdb, expand(panel_sql("Top cross-zone pairs by cost")))
+    assert (pair["workload"], pair["remote"], pair["zones"], pair["crossing_bytes"]) == (
+        "shop/web",
+        "shop/api",
+        "a -> b",
+        1500,
+    )
+    assert pair["cost_usd"] == pytest.approx(shop)
+    daily = query(chdb, expand(panel_sql("Daily cost by charge")))
+    assert {r["charge"]: r["cost_usd"] for r in daily} == pytest.approx(
+        {"cross-zone": shop, "internet": 0.0, "inter-region": data}
+    )
 
 
 def test_pipeline_panels(chdb: str) -> None:

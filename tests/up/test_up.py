@@ -217,6 +217,14 @@ def test_demo_shows_pods_apps_directions_and_classes_then_removes_the_lab(tmp_pa
     assert {"INTRA_VPC", "INTRA_REGION", "PUBLIC_INTERNET"} <= {
         line.split(",")[2] for line in after.stdout.splitlines()[1:]
     }
+    # the demo is AWS us-east-1: cross-zone bytes cost $0.01/GiB on each side, S3 in the region is free
+    cost = kubenetmon("cost", "--data-dir", str(data), "--by", "class", "--format", "json")
+    assert cost.returncode == 0, cost.stderr
+    by_charge = {r["key"]: r for r in json.loads(cost.stdout)["rows"]}
+    (crossing,) = sql(data, "SELECT sum(bytes) AS b FROM network_flows_0_exact WHERE crossZone")
+    assert crossing["b"] > 0
+    assert by_charge["cross-zone"]["cost_usd"] == pytest.approx(crossing["b"] / 2**30 * 0.01, rel=1e-3)
+    assert by_charge["intra-region"]["cost_usd"] == 0
 
 
 def _cmdline(pid: int) -> str:

@@ -108,7 +108,9 @@ async def test_sql_opens_an_unowned_directory_itself(
     assert out.stdout.splitlines() == [
         "name",
         "kubenetmon_migrations",
+        "kubenetmon_prices",
         "network_flows_0",
+        "network_flows_0_cost",
         "network_flows_0_exact",
     ]
 

@@ -40,6 +40,7 @@ COMMANDS: Final[dict[str, Command]] = {
     "replay": Command("kubenetmon.shared.replay", "re-enrich RAW, re-load ENRICHED, re-drive the DLQ"),
     "up": Command("kubenetmon.shared.up", "run the whole pipeline on this machine, with a live view"),
     "top": Command("kubenetmon.writer.top", "top talkers report from ClickHouse"),
+    "cost": Command("kubenetmon.writer.cost", "what the metered traffic costs, at price-book list prices"),
     "sql": Command("kubenetmon.writer.sql", "run a query against the flows database"),
     "label": Command(
         "kubenetmon.enricher.label", "label RAW records (JSON lines) offline, as the enricher would"

@@ -6,8 +6,10 @@ idempotent on its own (``IF NOT EXISTS``, ``CREATE OR REPLACE``), so a crash bet
 and recording it, or several writers migrating at once, is harmless. The TTL is a setting, not a
 version: it is reconciled after the migrations, and only changed when it differs.
 
-A migration that adds or changes columns must be followed by one that re-creates the exact view, whose
-column list is fixed when it is created. This module must not hold any knowledge of batching or NATS.
+A migration that adds or changes columns must be followed by one that re-creates the exact view and the
+cost view, whose column lists are fixed when they are created. After the migrations, the price book is
+loaded (``prices``): the one given, or the shipped books when none was ever loaded. This module must not
+hold any knowledge of batching or NATS.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from kubenetmon.shared.errors import ConfigError, TransientError
-from kubenetmon.writer import tables
+from kubenetmon.writer import cost_tables, pricebook, tables
+from kubenetmon.writer.prices import load_prices
 from kubenetmon.writer.settings import add_clickhouse_arguments, clickhouse_settings
 from kubenetmon.writer.sink import Sink
 
@@ -46,7 +49,13 @@ MIGRATIONS: Final = (
         3, "skipping indexes for app, pod, namespace, class and zone", lambda d, t: [tables.add_indexes(d, t)]
     ),
     Migration(4, "exact read view <table>_exact (FINAL)", lambda d, t: [tables.create_exact_view(d, t)]),
+    Migration(
+        5,
+        "price book table and cost view <table>_cost",
+        lambda d, t: [cost_tables.create_price_table(d), cost_tables.create_cost_view(d, t)],
+    ),
 )
+PRICES_VERSION: Final = 5
 LATEST: Final = MIGRATIONS[-1].version
 
 
@@ -56,6 +65,7 @@ class Outcome:
     after: int
     applied: tuple[int, ...]
     ttl_changed: bool
+    prices_changed: bool = False
 
 
 def _record_table(database: str) -> str:
@@ -87,8 +97,17 @@ def current_version(sink: Sink, *, database: str, table: str) -> int:
     return max(applied_versions(sink, database=database, table=table), default=0)
 
 
-def migrate(sink: Sink, *, database: str, table: str, ttl_days: int, to_version: int = LATEST) -> Outcome:
-    """Bring ``database.table`` to ``to_version`` and its TTL to ``ttl_days`` (0: none)."""
+def migrate(
+    sink: Sink,
+    *,
+    database: str,
+    table: str,
+    ttl_days: int,
+    to_version: int = LATEST,
+    price_book: pricebook.PriceBook | None = None,
+) -> Outcome:
+    """Bring ``database.table`` to ``to_version`` and its TTL to ``ttl_days`` (0: none); load
+    ``price_book``, or the shipped books if no book was ever loaded."""
     if not 0 <= to_version <= LATEST:
         raise ConfigError(f"--to-version: expected 0 to {LATEST}, got {to_version}")
     sink.command(f"CREATE DATABASE IF NOT EXISTS {tables.q(database)}")
@@ -115,8 +134,20 @@ def migrate(sink: Sink, *, database: str, table: str, ttl_days: int, to_version:
             extra={"table": table, "version": step.version, "migration": step.name},
         )
     ttl_changed = to_version >= 1 and _reconcile_ttl(sink, database=database, table=table, days=ttl_days)
+    prices_changed = False
+    if to_version >= PRICES_VERSION:
+        prices_changed = load_prices(
+            sink,
+            database=database,
+            book=price_book or pricebook.load(),
+            only_if_empty=price_book is None,
+        ).changed
     return Outcome(
-        before=before, after=max(before, *applied, 0), applied=tuple(applied), ttl_changed=ttl_changed
+        before=before,
+        after=max(before, *applied, 0),
+        applied=tuple(applied),
+        ttl_changed=ttl_changed,
+        prices_changed=prices_changed,
     )
 
 
@@ -143,8 +174,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     subs = parser.add_subparsers(dest="clickhouse_command", metavar="ACTION")
     sub = subs.add_parser(
         "migrate",
-        help="create or upgrade the database, the flows table and its exact view (idempotent)",
-        description="Create or upgrade the database, the flows table and its exact view. Safe to repeat.",
+        help="create or upgrade the database, the flows table and its views; load the price book",
+        description="Create or upgrade the database, the flows table, its exact and cost views, and load the "
+        "price book (shipped list prices plus --price-book files). Safe to repeat.",
         formatter_class=parser.formatter_class,
     )
     add_clickhouse_arguments(sub)
@@ -155,6 +187,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"stop at schema version N (staged upgrades; latest is {LATEST})",
     )
+    sub.add_argument(
+        "--price-book",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="YAML price book adding or overriding entries of the shipped AWS, GCP and Azure list prices "
+        "(by id; repeatable, later files win); the result replaces the book in force, re-pricing the past",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -162,6 +202,7 @@ def main(args: argparse.Namespace) -> int:
         print("kubenetmon clickhouse: choose an action: migrate", file=sys.stderr)
         return 2
     settings = clickhouse_settings(args)
+    book = pricebook.load(args.price_book)  # a bad file fails here, before touching ClickHouse
     sink = Sink(settings)
     try:
         out = migrate(
@@ -170,6 +211,7 @@ def main(args: argparse.Namespace) -> int:
             table=settings.table,
             ttl_days=settings.ttl_days,
             to_version=args.to_version,
+            price_book=book,
         )
     except TransientError as exc:
         print(f"kubenetmon clickhouse migrate: {exc}", file=sys.stderr)
@@ -180,6 +222,7 @@ def main(args: argparse.Namespace) -> int:
     print(
         f"{sink.target.display} {sink.database}.{settings.table}: "
         f"schema version {out.before} -> {out.after}; "
-        f"applied: {steps}; TTL {'changed' if out.ttl_changed else 'unchanged'}"
+        f"applied: {steps}; TTL {'changed' if out.ttl_changed else 'unchanged'}; "
+        f"price book {book.digest} {'loaded' if out.prices_changed else 'unchanged'}"
     )
     return 0

@@ -27,6 +27,7 @@ from kubenetmon.shared import runtime
 from kubenetmon.shared.errors import ConfigError, KubenetmonError
 from kubenetmon.shared.timespec import parse_duration
 from kubenetmon.shared.up.settings import default_data_dir
+from kubenetmon.writer.cost_tables import cost_view
 from kubenetmon.writer.dsn import parse_dsn
 from kubenetmon.writer.endpoint import ask, live_endpoint
 from kubenetmon.writer.settings import ClickHouseSettings
@@ -77,6 +78,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default="out",
         help="out: bytes local endpoints sent; in: bytes they received",
     )
+    group.add_argument(
+        "--cost",
+        action="store_true",
+        help="add what each row costs at the price book's list prices (out: egress, in: ingress charges)",
+    )
     group.add_argument("--format", choices=FORMATS, default="table", help="output format")
     group.add_argument("--limit", type=int, default=20, metavar="N", help="rows shown")
     group.add_argument(
@@ -99,7 +105,8 @@ def spec_from(args: argparse.Namespace, settings: ClickHouseSettings) -> TopSpec
         since_s=parse_duration(args.since),
         limit=args.limit,
         database=settings.database or target.database or DEFAULT_DATABASE,
-        view=exact_view(settings.table),
+        view=cost_view(settings.table) if args.cost else exact_view(settings.table),
+        cost=args.cost,
     )
 
 

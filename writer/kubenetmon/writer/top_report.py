@@ -47,6 +47,8 @@ class TopSpec:
     limit: int = 20
     database: str = "kubenetmon"
     view: str = "network_flows_0_exact"
+    cost: bool = False
+    """Also sum ``costUSD``: then ``view`` must be the cost view (``<table>_cost``)."""
 
 
 def _ip(side: str) -> str:
@@ -105,10 +107,11 @@ def build_query(spec: TopSpec, *, now: float) -> str:
     cutoff = int(now - spec.since_s)
     dims = _dimensions(spec.by)
     select = ",\n    ".join(f"{expr} AS {name}" for name, expr in dims.items())
+    cost = "\n    sum(costUSD) AS cost_usd," if spec.cost else ""
     return f"""SELECT
     {select},
     sum(bytes) AS sum_bytes,
-    sum(packets) AS sum_packets,
+    sum(packets) AS sum_packets,{cost}
     toUnixTimestamp(min(min(intervalStartTime)) OVER ()) AS window_start,
     toUnixTimestamp(max(max(intervalStartTime + intervalSeconds)) OVER ()) AS window_end,
     sum(sum(bytes)) OVER () AS total_bytes,
@@ -131,6 +134,7 @@ class Talker:
     cross_zone: bool
     bytes: int
     packets: int
+    cost_usd: float | None = None
 
 
 @dataclass(frozen=True)
@@ -170,6 +174,7 @@ def parse_report(result: QueryResult, *, spec: TopSpec, now: float) -> Report:
             cross_zone=bool(r[col["cross_zone"]]),
             bytes=int(r[col["sum_bytes"]]),
             packets=int(r[col["sum_packets"]]),
+            cost_usd=float(r[col["cost_usd"]]) if "cost_usd" in col else None,
         )
         for r in result.rows
     ]
@@ -241,7 +246,7 @@ def title(report: Report) -> str:
     return f"{_head(report)}, {_span(report)}" if report.rows else _head(report)
 
 
-_NUMERIC: Final = ("BYTES", "BYTES/S", "PACKETS", "SHARE")
+_NUMERIC: Final = ("BYTES", "BYTES/S", "PACKETS", "SHARE", "COST")
 _KEYS: Final[dict[str, tuple[str, ...]]] = {
     # what a row is, first; for ``class`` the peer is the cloud, service and region
     "class": ("CLASS", "CLOUD", "ZONES"),
@@ -252,7 +257,7 @@ _ENDPOINTS: Final = ("LOCAL", "PEER", "CLASS", "ZONES")
 
 def _cells(report: Report) -> tuple[list[str], list[list[str]]]:
     """Header and text cells; columns empty in every row (e.g. ZONES when no zone is known) are left out."""
-    headers = (*_KEYS.get(report.spec.by, _ENDPOINTS), *_NUMERIC)
+    headers = (*_KEYS.get(report.spec.by, _ENDPOINTS), *_NUMERIC[: 5 if report.spec.cost else 4])
     rows = []
     for t in report.rows:
         text = {
@@ -265,6 +270,7 @@ def _cells(report: Report) -> tuple[list[str], list[list[str]]]:
             "BYTES/S": human_rate(report.rate(t.bytes)),
             "PACKETS": f"{t.packets:,}",
             "SHARE": f"{report.share(t.bytes):.1f}%",
+            "COST": f"${t.cost_usd or 0:,.4f}",
         }
         rows.append([text[h] for h in headers])
     keep = [i for i, name in enumerate(headers) if name in _NUMERIC or any(r[i] for r in rows)]
@@ -328,6 +334,7 @@ FIELDS: Final = (
 
 
 def as_dicts(report: Report) -> list[dict[str, Any]]:
+    cost = report.spec.cost
     return [
         {
             "local": t.local,
@@ -339,6 +346,7 @@ def as_dicts(report: Report) -> list[dict[str, Any]]:
             "bytes": t.bytes,
             "bytes_per_s": round(report.rate(t.bytes), 3),
             "packets": t.packets,
+            **({"cost_usd": round(t.cost_usd or 0, 9)} if cost else {}),
         }
         for t in report.rows
     ]
@@ -360,7 +368,8 @@ def render(report: Report, *, fmt: str, out: TextIO, color: bool = False) -> Non
         }
         out.write(json.dumps(doc) + "\n")
     elif fmt == "csv":
-        writer = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n")
+        fields = (*FIELDS, "cost_usd") if report.spec.cost else FIELDS
+        writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
         writer.writerows(as_dicts(report))
     elif color:
