@@ -220,7 +220,17 @@ class Broker:
         except CLIENT_ERRORS as exc:
             raise TransientError(f"stream {name}: {describe(exc)}") from exc
         s = info.state
-        return StreamStats(name, s.messages, s.bytes, s.first_seq, s.last_seq, s.consumer_count)
+        leader = (info.cluster.leader or "") if info.cluster else ""
+        return StreamStats(
+            name,
+            s.messages,
+            s.bytes,
+            s.first_seq,
+            s.last_seq,
+            s.consumer_count,
+            leader=leader,
+            replicas=info.config.num_replicas or 1,
+        )
 
     async def delete_message(self, kind: str, seq: int) -> bool:
         """Remove message ``seq`` from stream ``kind`` (a re-driven DLQ entry); False if already gone."""
