@@ -20,7 +20,7 @@ from tests.e2e.cluster import Cluster, build
 from tests.e2e.harness import Options, Pipeline
 from tests.fixtures.lab import Lab
 from tests.fixtures.nats import NatsServer, nats_settings_for
-from tests.fixtures.nats_cluster import NatsCluster
+from tests.fixtures.nats_cluster import NatsCluster, cluster_settings
 
 MakePipeline = Callable[..., Pipeline]
 
@@ -58,7 +58,7 @@ def make_pipeline(
         nats: NatsServer | NatsCluster
         if options.broker == "cluster":
             nats = make_nats_cluster()
-            settings = nats_settings_for(nats, replicas=len(nats.servers))
+            settings = cluster_settings(nats)
         else:
             nats = make_nats_server()
             settings = nats_settings_for(nats)
