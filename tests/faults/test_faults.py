@@ -85,18 +85,26 @@ def writer_kill(p: Pipeline, rng: random.Random) -> str:
     return "writer and its worker SIGKILLed, restarted"
 
 
+def _servers(p: Pipeline) -> str:
+    return "all three nats-servers" if isinstance(p.nats, NatsCluster) else "nats-server"
+
+
+def _stores(p: Pipeline) -> str:
+    return "their stores" if isinstance(p.nats, NatsCluster) else "its store"
+
+
 def nats_restart(p: Pipeline, rng: random.Random) -> str:
     p.stop_nats()
     _down_for(rng, p)
     p.start_nats()
-    return "nats-server stopped and started again on its store"
+    return f"{_servers(p)} stopped and started again on {_stores(p)}"
 
 
 def nats_kill(p: Pipeline, rng: random.Random) -> str:
     p.stop_nats(kill=True)
     _down_for(rng, p)
     p.start_nats()
-    return "nats-server SIGKILLed and started again on its store"
+    return f"{_servers(p)} SIGKILLed and started again on {_stores(p)}"
 
 
 def nats_long_outage(p: Pipeline, rng: random.Random) -> str:
@@ -110,7 +118,7 @@ def nats_long_outage(p: Pipeline, rng: random.Random) -> str:
         step=0.5,
     )
     p.start_nats()
-    return "nats-server down past the agents' backlog cap (reports merged), then started again"
+    return f"{_servers(p)} down past the agents' backlog cap (reports merged), then started again"
 
 
 def clickhouse_unavailable(p: Pipeline, rng: random.Random) -> str:
