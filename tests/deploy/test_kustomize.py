@@ -41,7 +41,7 @@ pytestmark = pytest.mark.parametrize("target", TARGETS)
 
 
 def test_expected_overlays_exist(target: str) -> None:
-    assert {"dev", "production", "dev-keda"} <= set(OVERLAYS)
+    assert {"dev", "production", "dev-keda", "production-nats-cluster"} <= set(OVERLAYS)
 
 
 def test_every_object_validates_against_the_schemas(target: str) -> None:
@@ -89,6 +89,7 @@ def test_images_are_pinned(target: str) -> None:
         "overlays/dev": {"kubenetmon:dev"},
         "overlays/dev-keda": {"kubenetmon:dev"},
         "overlays/production": {"registry.example.com/kubenetmon/kubenetmon:0.1.0"},
+        "overlays/production-nats-cluster": {"registry.example.com/kubenetmon/kubenetmon:0.1.0"},
     }
     assert images == expected.get(target, images) and len(images) == 1
 
@@ -240,6 +241,7 @@ def test_replica_counts_are_separate_per_overlay(target: str) -> None:
     expected = {
         "overlays/dev": {"enricher": 1, "writer": 1},
         "overlays/production": {"enricher": 4, "writer": 3},
+        "overlays/production-nats-cluster": {"enricher": 4, "writer": 3},
     }
     assert replicas == expected.get(target, replicas)
 

@@ -1,10 +1,15 @@
 """The whole pipeline as separate processes around a lab: nats-server, one agent per node, enricher, writer.
 
+The broker is one nats-server (streams R1) or, with ``Options(broker="cluster")``, a three-node JetStream
+cluster (streams R3, every role given all three URLs; ``nats`` is then a ``NatsCluster`` with its
+leader-kill, pause and rolling-restart faults).
+
 ``Pipeline`` starts the real commands with short intervals and offers what the exactness and fault tests
 need: ``stop_agents()`` (SIGTERM: each publishes its partial interval), ``kill``/``restart`` of a role or
-of one pool worker, ``stop_nats``/``start_nats`` (store kept), ``block_clickhouse`` (see ``chaos``),
-``duplicate_deliveries`` (see ``chaos``), ``settled()`` and ``wait_until_stored()`` (the pipeline idle,
-then the stored totals read through ``kubenetmon sql``), and ``teardown()``, which leaves no process.
+of one pool worker, ``stop_nats``/``start_nats`` (store kept; every member of a cluster),
+``block_clickhouse`` (see ``chaos``), ``duplicate_deliveries`` (see ``chaos``), ``settled()`` and
+``wait_until_stored()`` (the pipeline idle, then the stored totals read through ``kubenetmon sql``), and
+``teardown()``, which leaves no process.
 
 Reads go through ``kubenetmon sql`` only: this process never opens the chDB directory (chDB allows one
 process per directory; the writer owns it, and ``sql`` asks the writer's endpoint).
@@ -22,10 +27,10 @@ import subprocess
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubenetmon.shared.broker import Broker
-from kubenetmon.shared.natsserver import NatsServer, free_port
+from kubenetmon.shared.natsserver import free_port
 from kubenetmon.shared.options import format_value
 from kubenetmon.shared.settings import NatsSettings
 from tests.e2e import chaos
@@ -33,6 +38,10 @@ from tests.e2e.cluster import CLOUD, Cluster
 from tests.e2e.expect import STORED_QUERY, Totals, expected, stored
 from tests.e2e.procs import KUBENETMON, Role
 from tests.fixtures.lab_kernel import CtEntry, DestroyWatch, wait_until
+
+if TYPE_CHECKING:
+    from kubenetmon.shared.natsserver import NatsServer
+    from tests.fixtures.nats_cluster import NatsCluster
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,8 @@ class Options:
     duplicate_window_s: float = 120.0
     writer_batch_age_s: float = 0.3
     agent_args: tuple[str, ...] = ()
+    broker: str = "single"
+    """``single``: one nats-server, streams R1; ``cluster``: three clustered servers, streams R3."""
 
 
 def flags(settings: object) -> list[str]:
@@ -70,7 +81,13 @@ class Pipeline:
     """The roles' command lines for one cluster and broker; started by ``start()``."""
 
     def __init__(
-        self, cluster: Cluster, *, workdir: Path, nats: NatsServer, settings: NatsSettings, options: Options
+        self,
+        cluster: Cluster,
+        *,
+        workdir: Path,
+        nats: NatsServer | NatsCluster,
+        settings: NatsSettings,
+        options: Options,
     ) -> None:
         self.cluster, self.workdir, self.nats, self.options = cluster, workdir, nats, options
         self.settings = dataclasses.replace(
@@ -199,7 +216,8 @@ class Pipeline:
             role.teardown()
 
     def logs(self) -> str:
-        return "\n".join(f"----- {name}\n{role.tail(40)}" for name, role in self.roles.items())
+        roles = "\n".join(f"----- {name}\n{role.tail(40)}" for name, role in self.roles.items())
+        return f"{roles}\n----- nats\n{self.nats.log_tail(20)}"
 
     # -- faults ---------------------------------------------------------------------------------------
 

@@ -1,8 +1,8 @@
-"""End to end, exactly: known TCP and UDP traffic (IPv4 and IPv6) between pods on one node, across nodes
-and zones, through a Service, to and from outside addresses; the whole pipeline as separate processes
-(nats-server, an agent per node, enricher, writer into chDB); then, read through ``kubenetmon sql``, the
-stored bytes and packets of every flow, direction and label equal the kernel's own counters, with no
-row missing and none extra.
+"""End to end, exactly: known TCP and UDP traffic (IPv4 and IPv6) between pods on one node, across nodes and
+zones, through a Service, to and from outside addresses; the whole pipeline as separate processes
+(nats-server, or a three-node JetStream cluster, an agent per node, enricher, writer into chDB); then,
+read through ``kubenetmon sql``, the stored bytes and packets of every flow, direction and label equal the
+kernel's own counters, with no row missing and none extra.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import pytest
 
 from tests.e2e.cluster import DB_CT_ZONE, SERVICE, Cluster, add_service
 from tests.e2e.expect import Totals, differences
-from tests.e2e.fixtures import MakePipeline
+from tests.e2e.fixtures import BROKERS, MakePipeline
+from tests.e2e.harness import Options
 from tests.fixtures.lab_kernel import wait_until
 
 pytestmark = pytest.mark.netns
@@ -92,9 +93,12 @@ def _check_derivation(want: Totals, cluster: Cluster) -> None:
     assert set(rows_per_flow.values()) == {2}  # out and in, per flow and observer
 
 
-def test_stored_rows_equal_the_kernels_counters(cluster: Cluster, make_pipeline: MakePipeline) -> None:
+@pytest.mark.parametrize("broker", BROKERS)
+def test_stored_rows_equal_the_kernels_counters(
+    broker: str, cluster: Cluster, make_pipeline: MakePipeline
+) -> None:
     servers = _servers(cluster)
-    pipeline = make_pipeline()
+    pipeline = make_pipeline(Options(broker=broker))
     conns = _connect(cluster, servers)
     _exchange(conns, 1)
     # a second interval: wait until the first one's rows are stored, then move more bytes

@@ -9,6 +9,12 @@ stopped, or SIGKILLed, and started again on its store; nats-server down past the
 process while the writer starts; messages delivered twice (a stalled consumer's redelivery, RAW copies
 after the duplicate window, ENRICHED copies under new ids).
 
+Each also runs on a three-node JetStream cluster (streams R3; ``@cluster`` in the test id; "nats-server
+stopped" then means every member), with three faults of its own: the RAW stream's leader SIGKILLed, the
+RAW leader SIGSTOPped longer than the ack wait then resumed, and a rolling restart of the three servers
+under traffic. The default run (CI) takes every single-server scenario and the cluster's leader kill;
+the other cluster runs are marked ``slow`` (``pytest -m slow tests/faults``).
+
 One scenario per test, each on a fresh pipeline (a failure cannot leak into the next one). The random
 seed is printed, and ``KUBENETMON_FAULT_SEED=<seed>`` replays the same moments and amounts;
 ``KUBENETMON_FAULT_CLICKHOUSE_OUTAGE=<seconds>`` sets how long ClickHouse stays unavailable (short by
@@ -18,10 +24,12 @@ the bytes counted by the kernel and the bytes stored, per direction, and their d
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -31,6 +39,7 @@ from tests.e2e.fixtures import MakePipeline
 from tests.e2e.harness import Options, Pipeline
 from tests.e2e.steady import Steady
 from tests.fixtures.lab_kernel import wait_until
+from tests.fixtures.nats_cluster import NatsCluster
 
 pytestmark = pytest.mark.netns
 
@@ -76,18 +85,26 @@ def writer_kill(p: Pipeline, rng: random.Random) -> str:
     return "writer and its worker SIGKILLed, restarted"
 
 
+def _servers(p: Pipeline) -> str:
+    return "all three nats-servers" if isinstance(p.nats, NatsCluster) else "nats-server"
+
+
+def _stores(p: Pipeline) -> str:
+    return "their stores" if isinstance(p.nats, NatsCluster) else "its store"
+
+
 def nats_restart(p: Pipeline, rng: random.Random) -> str:
     p.stop_nats()
     _down_for(rng, p)
     p.start_nats()
-    return "nats-server stopped and started again on its store"
+    return f"{_servers(p)} stopped and started again on {_stores(p)}"
 
 
 def nats_kill(p: Pipeline, rng: random.Random) -> str:
     p.stop_nats(kill=True)
     _down_for(rng, p)
     p.start_nats()
-    return "nats-server SIGKILLed and started again on its store"
+    return f"{_servers(p)} SIGKILLed and started again on {_stores(p)}"
 
 
 def nats_long_outage(p: Pipeline, rng: random.Random) -> str:
@@ -101,7 +118,7 @@ def nats_long_outage(p: Pipeline, rng: random.Random) -> str:
         step=0.5,
     )
     p.start_nats()
-    return "nats-server down past the agents' backlog cap (reports merged), then started again"
+    return f"{_servers(p)} down past the agents' backlog cap (reports merged), then started again"
 
 
 def clickhouse_unavailable(p: Pipeline, rng: random.Random) -> str:
@@ -120,6 +137,38 @@ def duplicates(p: Pipeline, rng: random.Random) -> str:
     return f"delivered twice: {done}"
 
 
+def _nats_cluster(p: Pipeline) -> NatsCluster:
+    assert isinstance(p.nats, NatsCluster), "a cluster scenario runs on Options(broker='cluster')"
+    return p.nats
+
+
+def nats_leader_kill(p: Pipeline, rng: random.Random) -> str:
+    """The RAW stream's leader SIGKILLed: another member takes over; the victim restarts, catches up."""
+    victim = _nats_cluster(p).kill_leader(p.settings, "raw")
+    _down_for(rng, p)
+    p.start_nats()
+    return f"RAW stream leader {victim.name} SIGKILLed, a follower took over, {victim.name} restarted"
+
+
+def nats_server_stall(p: Pipeline, rng: random.Random) -> str:
+    """The RAW leader SIGSTOPped past the ack wait: clients leave it (pings), the others elect a leader."""
+    nats = _nats_cluster(p)
+    victim = nats.leader(p.settings, "raw")
+    stall = p.options.ack_wait_s + rng.uniform(1.0, 2.0 * p.options.interval_s)
+    victim.pause()
+    try:
+        time.sleep(stall)  # the stall's length (the traffic goes on meanwhile)
+    finally:
+        victim.resume()
+    return f"RAW stream leader {victim.name} SIGSTOPped for {stall:.1f}s (ack wait {p.options.ack_wait_s:g}s)"
+
+
+def nats_rolling_restart(p: Pipeline, rng: random.Random) -> str:
+    """Each member in turn stopped and started again, as an upgrade does, the next once it caught up."""
+    _nats_cluster(p).rolling_restart(between=lambda _: _down_for(rng, p))
+    return "rolling restart of the three nats-servers"
+
+
 SCENARIOS: dict[str, Callable[[Pipeline, random.Random], str]] = {
     "agent-kill": agent_kill,
     "enricher-worker-kill": enricher_worker_kill,
@@ -133,6 +182,25 @@ SCENARIOS: dict[str, Callable[[Pipeline, random.Random], str]] = {
     "clickhouse-held": clickhouse_held,
     "duplicates": duplicates,
 }
+CLUSTER_SCENARIOS: dict[str, Callable[[Pipeline, random.Random], str]] = {
+    "nats-leader-kill": nats_leader_kill,
+    "nats-server-stall": nats_server_stall,
+    "nats-rolling-restart": nats_rolling_restart,
+}
+CLUSTER_IN_CI = "nats-leader-kill"
+"""The one cluster scenario of the default run (CI's time budget); the others are ``slow``."""
+
+
+def _params() -> list[Any]:
+    """Every scenario on one nats-server; every one, and the cluster's own, on a three-node cluster."""
+    single = [pytest.param(name, "single", id=name) for name in SCENARIOS]
+    cluster = [
+        pytest.param(
+            name, "cluster", id=f"{name}@cluster", marks=() if name == CLUSTER_IN_CI else pytest.mark.slow
+        )
+        for name in (*CLUSTER_SCENARIOS, *SCENARIOS)
+    ]
+    return single + cluster
 
 
 def summary_lines() -> list[str]:
@@ -141,12 +209,12 @@ def summary_lines() -> list[str]:
         return []
     lines = [
         f"fault suite, seed {SEED} (KUBENETMON_FAULT_SEED={SEED} replays it)",
-        f"{'scenario':<24}{'direction':>10}{'kernel bytes':>16}{'stored bytes':>16}{'difference':>12}",
+        f"{'scenario':<32}{'direction':>10}{'kernel bytes':>16}{'stored bytes':>16}{'difference':>12}",
     ]
     for name, _, kernel, stored in RESULTS:
         for direction in ("out", "in"):
             k, s = kernel[direction], stored[direction]
-            lines.append(f"{name:<24}{direction:>10}{k:>16,}{s:>16,}{s - k:>+12,}")
+            lines.append(f"{name:<32}{direction:>10}{k:>16,}{s:>16,}{s - k:>+12,}")
     lines += ["faults:", *(f"  {name}: {what}" for name, what, _, _ in RESULTS)]
     return lines
 
@@ -161,17 +229,20 @@ OPTIONS = {
 }
 
 
-@pytest.mark.parametrize("scenario", list(SCENARIOS))
-def test_no_byte_lost_or_doubled(scenario: str, cluster: Cluster, make_pipeline: MakePipeline) -> None:
+@pytest.mark.parametrize(("scenario", "broker"), _params())
+def test_no_byte_lost_or_doubled(
+    scenario: str, broker: str, cluster: Cluster, make_pipeline: MakePipeline
+) -> None:
     rng = random.Random(f"{SEED}/{scenario}")
-    print(f"seed {SEED} (KUBENETMON_FAULT_SEED={SEED} replays it), scenario {scenario}")
+    print(f"seed {SEED} (KUBENETMON_FAULT_SEED={SEED} replays it), scenario {scenario} on {broker}")
     steady = Steady(cluster, rng).prepare()
-    pipeline = make_pipeline(OPTIONS.get(scenario, Options()))
+    pipeline = make_pipeline(dataclasses.replace(OPTIONS.get(scenario, Options()), broker=broker))
+    fault = SCENARIOS.get(scenario) or CLUSTER_SCENARIOS[scenario]
     steady.open().start()
     try:
         wait_until(lambda: _total(pipeline) > 0, timeout=60, what="the first rows", step=0.5)
         time.sleep(rng.uniform(0, 2.0 * pipeline.options.interval_s))  # a random moment to strike
-        what = SCENARIOS[scenario](pipeline, rng)
+        what = fault(pipeline, rng)
         print(what)
         after = _total(pipeline)
         wait_until(lambda: _total(pipeline) > after, timeout=120, what="rows stored after it", step=0.5)
@@ -183,7 +254,8 @@ def test_no_byte_lost_or_doubled(scenario: str, cluster: Cluster, make_pipeline:
 
     want = pipeline.expected()
     got = pipeline.wait_until_stored(want)
-    RESULTS.append((scenario, what, by_direction(want), by_direction(got)))
+    name = scenario if broker == "single" else f"{scenario}@{broker}"
+    RESULTS.append((name, what, by_direction(want), by_direction(got)))
     diff = differences(want, got)
     assert not diff, f"{scenario}: stored rows differ from the kernel's counters:\n" + "\n".join(diff)
     assert len(want) == 20  # 7 flows; 3 seen by both nodes, 4 by one; 2 directions each

@@ -111,6 +111,10 @@ class StreamStats:
     first_seq: int
     last_seq: int
     consumer_count: int
+    leader: str = ""
+    """Name of the server leading the stream in a JetStream cluster (``""`` on a single server)."""
+    replicas: int = 1
+    """Copies the cluster keeps (the stream's ``num_replicas``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -87,9 +87,10 @@ async def _init(broker: Broker) -> int:
 async def _status(broker: Broker) -> int:
     for kind in topology.KINDS:
         stats = await broker.stream_info(kind)
+        placement = f", {stats.replicas} replicas led by {stats.leader}" if stats.leader else ""
         print(
             f"stream {stats.name}: {stats.messages} messages, {stats.bytes} bytes, "
-            f"seq {stats.first_seq}..{stats.last_seq}"
+            f"seq {stats.first_seq}..{stats.last_seq}{placement}"
         )
     for consumer in topology.CONSUMERS:
         c = await broker.consumer_info(consumer)

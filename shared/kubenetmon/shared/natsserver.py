@@ -63,6 +63,7 @@ class NatsServer:
         user: str = "",
         password: str = "",
         token: str = "",
+        name: str = "kubenetmon",
         extra_args: tuple[str, ...] = (),
         preexec_fn: Callable[[], None] | None = None,
     ) -> None:
@@ -75,6 +76,8 @@ class NatsServer:
             self._auth = ("--user", user, "--pass", password)
         elif token:
             self._auth = ("--auth", token)
+        self.name = name
+        """Server name: unique within a cluster (JetStream reports stream leaders by it)."""
         self._extra = extra_args
         self._preexec_fn = preexec_fn
         """Run in the child before exec (``kubenetmon up``: own process group, SIGTERM if ``up`` dies)."""
@@ -83,6 +86,11 @@ class NatsServer:
     @property
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """The client URLs to give (one here; a cluster has one per member)."""
+        return (self.url,)
 
     @property
     def log_path(self) -> Path:
@@ -109,13 +117,18 @@ class NatsServer:
             "-m",
             str(self.monitor_port),
             "-n",
-            "kubenetmon",
+            self.name,
             *self._auth,
             *self._extra,
         ]
 
     def start(self, *, timeout_s: float = _START_TIMEOUT_S) -> None:
         """Start the server and return once JetStream is healthy; raise ``RuntimeError`` otherwise."""
+        self.launch()
+        self.wait_healthy(timeout_s=timeout_s)
+
+    def launch(self) -> None:
+        """Start the process without waiting for it (a cluster member is healthy only once its peers run)."""
         if self.running:
             return
         self.store_dir.mkdir(parents=True, exist_ok=True)
@@ -123,11 +136,15 @@ class NatsServer:
             self._proc = subprocess.Popen(
                 self.command(), stdout=log, stderr=subprocess.STDOUT, preexec_fn=self._preexec_fn
             )
+
+    def wait_healthy(self, *, timeout_s: float = _START_TIMEOUT_S) -> None:
+        """Return once the server reports JetStream healthy (caught up, in a cluster); else stop it and
+        raise ``RuntimeError``."""
         deadline = time.monotonic() + timeout_s
         while not self._healthy():
-            if self._proc.poll() is not None or time.monotonic() > deadline:
+            if self._proc is None or self._proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"nats-server did not become healthy; log:\n{self.log_tail()}")
+                raise RuntimeError(f"nats-server {self.name} did not become healthy; log:\n{self.log_tail()}")
             time.sleep(_POLL_S)  # polling a condition with a deadline, not synchronising on time
 
     def stop(self, *, timeout_s: float = _STOP_TIMEOUT_S) -> None:
@@ -137,6 +154,16 @@ class NatsServer:
     def kill(self) -> None:
         """SIGKILL, as a crash would; the store is kept (JetStream recovers it on start)."""
         self._terminate(signal.SIGKILL, _STOP_TIMEOUT_S)
+
+    def pause(self) -> None:
+        """SIGSTOP: the process stays, silent (a hung server: its peers and clients time out on it)."""
+        if self._proc is not None and self.running:
+            self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after ``pause``."""
+        if self._proc is not None and self.running:
+            self._proc.send_signal(signal.SIGCONT)
 
     def restart(self, *, timeout_s: float = _START_TIMEOUT_S) -> None:
         self.stop()
@@ -151,6 +178,7 @@ class NatsServer:
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
+        proc.send_signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
         proc.send_signal(sig)
         try:
             proc.wait(timeout_s)

@@ -110,6 +110,12 @@ class NatsSettings:
     reconnect_max_wait_s: float = option(
         10.0, flag="--nats-reconnect-max-wait", kind="duration", help="longest reconnect delay"
     )
+    ping_interval_s: float = option(
+        20.0,
+        flag="--nats-ping-interval",
+        kind="duration",
+        help="ping the server this often; two unanswered pings mean it hangs: reconnect to another",
+    )
 
     def __post_init__(self) -> None:
         require(
@@ -150,7 +156,13 @@ class NatsSettings:
         require(
             self, "backoff_s", len(self.backoff_s) < self.max_deliver, "fewer delays than --nats-max-deliver"
         )
-        for name in ("publish_timeout_s", "connect_timeout_s", "reconnect_wait_s", "reconnect_max_wait_s"):
+        for name in (
+            "publish_timeout_s",
+            "connect_timeout_s",
+            "reconnect_wait_s",
+            "reconnect_max_wait_s",
+            "ping_interval_s",
+        ):
             require(self, name, getattr(self, name) > 0, "a positive duration")
 
     @property

@@ -2,7 +2,8 @@
 
 Connection retries forever with a growing, jittered delay per server (see ``connection``) and logs each
 disconnect and reconnect. ``publish`` waits for the JetStream acknowledgement and sets ``Nats-Msg-Id``,
-so a retried publish inside the duplicate window is dropped by the server (``PublishResult.duplicate``).
+so a retried publish inside the duplicate window is dropped by the server (``PublishResult.duplicate``);
+within its timeout it sends again while a cluster has no stream leader (an election).
 Client failures surface as ``TransientError`` (or ``PoisonError`` for a payload the server can never
 take); nats types never leave this package.
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import itertools
 import logging
 import uuid
 from collections.abc import Mapping
@@ -24,6 +26,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 
+from kubenetmon.shared import metrics
 from kubenetmon.shared import topology as topo
 from kubenetmon.shared.broker import reconcile
 from kubenetmon.shared.broker.connection import (
@@ -44,6 +47,13 @@ from kubenetmon.shared.topology import TopologyReport
 
 log = logging.getLogger(__name__)
 
+PUBLISH_RETRIES = metrics.counter(
+    "nats_publish_retries_total",
+    "JetStream publishes sent again (same message id) because the stream had no leader at that moment",
+    ["stream"],
+)
+_LEADERLESS_RETRY_S = 0.05
+_LEADERLESS_RETRY_MAX_S = 0.5
 _NO_MESSAGE = 10057
 """JetStream's error code for a sequence that holds no message (never stored, or already deleted)."""
 
@@ -134,14 +144,44 @@ class Broker:
         if size > limit:  # the server would not refuse it: it would close the whole connection
             raise PoisonError("oversized", f"{size} bytes with headers > the server's max payload {limit}")
         try:
-            ack = await self._js.publish(
-                subject, payload, timeout=timeout or self.settings.publish_timeout_s, headers=hdrs
+            ack = await self._publish_within(
+                subject, payload, hdrs, timeout or self.settings.publish_timeout_s
             )
         except nats.errors.MaxPayloadError as exc:
             raise PoisonError("oversized", f"{len(payload)} bytes: {exc}") from None
         except CLIENT_ERRORS as exc:
             raise TransientError(f"publish to {subject} failed: {describe(exc)}") from exc
         return PublishResult(stream=ack.stream, seq=ack.seq, duplicate=bool(ack.duplicate))
+
+    async def _publish_within(
+        self, subject: str, payload: bytes, headers: dict[str, str], budget_s: float
+    ) -> api.PubAck:
+        """Publish, sending again (same headers, so the same ``Nats-Msg-Id``) while the answer is "no
+        responders" and ``budget_s`` lasts.
+
+        No responders is what a JetStream cluster answers at once while the stream has no leader (an
+        election after a member died): retried here, an election shorter than the publish timeout costs
+        the caller nothing. A timeout is not retried: it spent the budget, and the caller's retry (same
+        id) is dropped as a duplicate if the first copy was stored after all.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget_s
+        for attempt in itertools.count():
+            try:
+                return await self._js.publish(subject, payload, timeout=budget_s, headers=headers)
+            except nats.js.errors.NoStreamResponseError:
+                pause = min(_LEADERLESS_RETRY_S * 2**attempt, _LEADERLESS_RETRY_MAX_S)
+                budget_s = deadline - loop.time() - pause
+                if budget_s <= 0:
+                    raise
+                PUBLISH_RETRIES.labels(self._kind(subject)).inc()
+                await asyncio.sleep(pause)  # backoff while the cluster elects a leader
+        raise AssertionError("unreachable")
+
+    def _kind(self, subject: str) -> str:
+        """The stream kind (``raw``, ``enriched``, ...) of one of our subjects, else ``other``."""
+        kind = subject.removeprefix(self.settings.subject_prefix + ".").partition(".")[0]
+        return kind if kind in topo.KINDS else "other"
 
     # topology ---------------------------------------------------------------------------------------
 
@@ -220,7 +260,17 @@ class Broker:
         except CLIENT_ERRORS as exc:
             raise TransientError(f"stream {name}: {describe(exc)}") from exc
         s = info.state
-        return StreamStats(name, s.messages, s.bytes, s.first_seq, s.last_seq, s.consumer_count)
+        leader = (info.cluster.leader or "") if info.cluster else ""
+        return StreamStats(
+            name,
+            s.messages,
+            s.bytes,
+            s.first_seq,
+            s.last_seq,
+            s.consumer_count,
+            leader=leader,
+            replicas=info.config.num_replicas or 1,
+        )
 
     async def delete_message(self, kind: str, seq: int) -> bool:
         """Remove message ``seq`` from stream ``kind`` (a re-driven DLQ entry); False if already gone."""

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 _ERROR_LOG_EVERY_S: Final = 30.0
 MSG_ID_HEADER: Final = "Nats-Msg-Id"
+PINGS_OUTSTANDING: Final = 2
+"""Unanswered pings after which the connection is declared stale and re-established."""
 CLIENT_ERRORS: Final = (nats.errors.Error, asyncio.TimeoutError, OSError)
 """What the client raises when the broker is unreachable, slow or refuses: all of it is retryable."""
 
@@ -71,6 +73,10 @@ def connect_options(settings: NatsSettings, *, name: str, events: ConnectionEven
         "max_reconnect_attempts": -1,
         "reconnect_time_wait": settings.reconnect_wait_s,
         "connect_timeout": settings.connect_timeout_s,
+        # A hung server (stopped, partitioned) keeps the TCP connection open: only unanswered pings
+        # reveal it, and then the client moves to another member of the cluster.
+        "ping_interval": settings.ping_interval_s,
+        "max_outstanding_pings": PINGS_OUTSTANDING,
         "reconnect_to_server_handler": _backoff_handler(settings),
         "error_cb": events.error,
         "disconnected_cb": events.disconnected,
