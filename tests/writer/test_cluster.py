@@ -7,6 +7,9 @@ sharding key expected. Without a cluster, migrations send exactly the single-nod
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ import pytest
 
 from kubenetmon.shared import cli
 from kubenetmon.shared.errors import ConfigError
+from kubenetmon.shared.schema import COLUMN_NAMES
 from kubenetmon.writer import tables
 from kubenetmon.writer.cluster import literal, place
 from kubenetmon.writer.migrate import LATEST, MIGRATIONS, migrate
@@ -270,3 +274,39 @@ def test_migrate_command_refuses_a_cluster_on_chdb(
     args = ["clickhouse", "migrate", "--clickhouse-dsn", f"chdb://{tmp_path}/ch", "--clickhouse-cluster", "c"]
     assert cli.main(args) == 2
     assert "no cluster with a chdb:// DSN" in capsys.readouterr().err
+
+
+def test_rehearsal_on_a_one_server_cluster(tmp_path: Path) -> None:
+    """The real migration, writer insert, exact view and TTL path on chDB as the one shard of a cluster
+    (only the DDL queue and Keeper replication taken out; see ``cluster_rehearsal``)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.writer.cluster_rehearsal", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.splitlines()[-1])
+    assert found["cluster"] == [[1]]
+    assert found["first"] == {"applied": list(range(1, LATEST + 1)), "after": LATEST, "ttl": True}
+    ddl = [s for s in found["sent"][2:] if not s.startswith("INSERT")]
+    assert ddl == [*migration_statements(CLUSTER), *place(tables.modify_ttl(DB, TABLE, 90), cluster=CLUSTER)]
+    tables_ = found["tables"]
+    assert tables_[TABLE]["engine"] == "Distributed"
+    assert f"cityHash64({tables_[LOCAL]['key']})" in tables_[TABLE]["full"]
+    assert (
+        tables_[LOCAL]["engine"] == "ReplacingMergeTree"
+        and "TTL date + toIntervalDay(90)" in (tables_[LOCAL]["full"])
+    )
+    assert tables_[f"{TABLE}_exact"]["engine"] == "View"
+    # the column migrations reached both tables: the Distributed one has exactly the local one's columns
+    assert found["columns"][TABLE] == found["columns"][LOCAL]
+    assert [c for c, _ in found["columns"][TABLE] if c != "date"] == list(COLUMN_NAMES)
+    # 50 rows written twice (the second time re-enriched) through the Distributed table: FINAL is exact
+    assert found["inserted"] == 100 and found["local_rows"] >= 50
+    assert found["exact"] == [50, found["expected_bytes"], 2]
+    assert found["again"] == {"applied": [], "ttl": False}
+    assert not [s for s in found["again_sent"] if "ALTER" in s or "INSERT" in s]
+    assert found["ttl7"]["changed"] and "TTL date + toIntervalDay(7)" in found["ttl7"]["full"]
+    assert found["recorded"] == [[v] for v in range(1, LATEST + 1)]
