@@ -66,6 +66,8 @@ DAY = 86_400
 def agent_costs(netns: str, flows: int, *, seconds: float, workdir: Path) -> dict[str, float]:
     """CPU share (cores) and RSS (MB) of the real agent polling ``flows`` entries every 5 s."""
     agent_scrape.populate(netns, flows)
+    # baseline, same table: what `conntrack -L -o extended` every 5 s would cost
+    dump_cpu = statistics.median(agent_scrape.baseline(netns)[0] for _ in range(3))
     with NatsServer(workdir / "nats") as server:
         proc = subprocess.Popen(
             [agent_scrape.KUBENETMON, "agent", "--node-name", "bench", "--netns", netns,
@@ -85,7 +87,7 @@ def agent_costs(netns: str, flows: int, *, seconds: float, workdir: Path) -> dic
         finally:
             proc.terminate()
             proc.wait(60)
-    return {"cpu_cores": share, "rss_mb": statistics.median(rss)}
+    return {"cpu_cores": share, "rss_mb": statistics.median(rss), "conntrack_l_cores": dump_cpu / 5}
 
 
 def measure_agent(flows: tuple[int, int], seconds: float) -> dict[str, float]:
@@ -100,6 +102,7 @@ def measure_agent(flows: tuple[int, int], seconds: float) -> dict[str, float]:
             with tempfile.TemporaryDirectory(prefix="kubenetmon-capacity-") as tmp:
                 costs = agent_costs(netns, n, seconds=seconds, workdir=Path(tmp))
             out[f"cpu_cores_at_{n}"], out[f"rss_mb_at_{n}"] = costs["cpu_cores"], costs["rss_mb"]
+            out[f"baseline_conntrack_l_every_5s_cores_at_{n}"] = costs["conntrack_l_cores"]
     finally:
         subprocess.run(["ip", "netns", "exec", netns, "conntrack", "-F"], capture_output=True)
         subprocess.run(["ip", "netns", "del", netns], capture_output=True)
@@ -134,7 +137,9 @@ def measure_ceilings(ranges_dir: str) -> dict[str, float]:
     writer = run_bench("writer_insert.py", "--runs", "3")
     return {
         "enricher_records_per_s_cpu": number_after(enricher, "enricher"),
+        "baseline_bare_msgpack_records_per_s_cpu": number_after(enricher, "bare (RAW in, ENRICHED out)"),
         "writer_rows_per_s": number_after(writer, "writer decode + batch path"),
+        "baseline_bare_unpack_insert_rows_per_s": number_after(writer, "bare unpack + insert"),
     }
 
 
@@ -378,6 +383,12 @@ def main() -> None:
         unit: dict[str, float] = {}
         unit |= {f"agent_{k}": v for k, v in measure_agent((low, high), args.agent_seconds).items()}
         unit |= measure_ceilings(args.ranges_dir)
+        unit["enricher_ratio_to_bare"] = (
+            unit["enricher_records_per_s_cpu"] / unit["baseline_bare_msgpack_records_per_s_cpu"]
+        )
+        unit["writer_ratio_to_bare"] = (
+            unit["writer_rows_per_s"] / unit["baseline_bare_unpack_insert_rows_per_s"]
+        )
         with tempfile.TemporaryDirectory(prefix="kubenetmon-capacity-") as tmp:
             unit |= asyncio.run(measure_pipeline(args.soak_seconds, args.soak_rate, Path(tmp)))
         unit["index_bytes_per_pod"] = index_bytes_per_pod()
