@@ -30,7 +30,7 @@ from kubenetmon.writer.migrate import migrate
 from kubenetmon.writer.settings import ClickHouseSettings
 from kubenetmon.writer.sink import Sink
 from kubenetmon.writer.tables import INSERT_TYPES
-from tests.writer.messages import message, row
+from tests.writer.messages import interval_start, message, row
 
 CLUSTER, DB, TABLE = "metering", "kubenetmon", "network_flows_0"
 CONFIG = """<clickhouse>
@@ -81,12 +81,12 @@ def columns(sink: Sink, table: str) -> list[list[str]]:
     ]
 
 
-def insert(sink: Sink, *, enriched_at: int) -> int:
+def insert(sink: Sink, *, enriched_at: int, start: int) -> int:
     """Write 50 rows through the writer's batch path (every call: the same row identities)."""
     batch: Batch[int] = Batch(opened_at=0.0)
     for k in range(5):
         source = f"node-a/boot/1/0/{k}"
-        rows = [row(source, i, direction="in" if i % 2 else "out") for i in range(10)]
+        rows = [row(source, i, direction="in" if i % 2 else "out", start=start) for i in range(10)]
         batch.add(message(source, rows, enriched_at=enriched_at), k)
     return sink.insert(sink.table, batch.columns, names=COLUMN_NAMES, types=INSERT_TYPES)
 
@@ -103,11 +103,14 @@ def main(directory: Path) -> dict[str, Any]:
     found["sent"] = sink.sent
     found["tables"] = tables(sink)
     found["columns"] = {name: columns(sink, name) for name in (TABLE, f"{TABLE}_local")}
-    found["inserted"] = insert(sink, enriched_at=1) + insert(sink, enriched_at=2)
+    start = interval_start()  # once: both inserts must carry the same row identities
+    found["inserted"] = insert(sink, enriched_at=1, start=start) + insert(sink, enriched_at=2, start=start)
     found["local_rows"] = sink.query(f"SELECT count() FROM {DB}.{TABLE}_local").rows[0][0]
     found["exact"] = list(
         sink.query(f"SELECT count(), sum(bytes), min(enrichedAt) FROM {DB}.{TABLE}_exact").rows[0]
     )
+    found["local_final"] = sink.query(f"SELECT count() FROM {DB}.{TABLE}_local FINAL").rows[0][0]
+    found["distributed_final"] = sink.query(f"SELECT count() FROM {DB}.{TABLE} FINAL").rows[0][0]
     found["expected_bytes"] = 5 * sum(1000 + i for i in range(10))
     sink.sent = []
     again = migrate(sink, database=DB, table=TABLE, ttl_days=90, cluster=CLUSTER)

@@ -7,7 +7,9 @@ sharding key expected. Without a cluster, migrations send exactly the single-nod
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -19,11 +21,13 @@ import pytest
 from kubenetmon.shared import cli
 from kubenetmon.shared.errors import ConfigError
 from kubenetmon.shared.schema import COLUMN_NAMES
-from kubenetmon.writer import tables
+from kubenetmon.writer import cli as writer_cli
+from kubenetmon.writer import replay, tables
 from kubenetmon.writer.cluster import literal, place
 from kubenetmon.writer.migrate import LATEST, MIGRATIONS, migrate
-from kubenetmon.writer.settings import ClickHouseSettings
+from kubenetmon.writer.settings import ClickHouseSettings, clickhouse_settings
 from kubenetmon.writer.sink import QueryResult, Sink
+from tests.support import KUBENETMON
 
 DB, TABLE, CLUSTER = "kubenetmon", "network_flows_0", "metering"
 LOCAL = f"{TABLE}_local"
@@ -306,7 +310,33 @@ def test_rehearsal_on_a_one_server_cluster(tmp_path: Path) -> None:
     # 50 rows written twice (the second time re-enriched) through the Distributed table: FINAL is exact
     assert found["inserted"] == 100 and found["local_rows"] >= 50
     assert found["exact"] == [50, found["expected_bytes"], 2]
+    assert found["distributed_final"] == found["local_final"] == 50
     assert found["again"] == {"applied": [], "ttl": False}
     assert not [s for s in found["again_sent"] if "ALTER" in s or "INSERT" in s]
     assert found["ttl7"]["changed"] and "TTL date + toIntervalDay(7)" in found["ttl7"]["full"]
     assert found["recorded"] == [[v] for v in range(1, LATEST + 1)]
+
+
+@pytest.mark.parametrize("module", [writer_cli, replay])
+def test_writer_and_replay_enriched_take_the_cluster(module: Any) -> None:
+    parser = argparse.ArgumentParser()
+    module.configure(parser)
+    argv = ["--clickhouse-dsn", "https://ch:8443", "--clickhouse-cluster", CLUSTER]
+    if module is replay:
+        argv += ["--from=-1h"]
+    settings = clickhouse_settings(parser.parse_args(argv))
+    assert settings.cluster == CLUSTER and Sink(settings)._insert_settings["insert_distributed_sync"] == 1
+
+
+@pytest.mark.parametrize("argv", [["writer"], ["replay", "enriched", "--from=-1h"]])
+def test_a_cluster_on_chdb_is_one_clear_line(argv: list[str], tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBENETMON_")}
+    env |= {"KUBENETMON_CLICKHOUSE_CLUSTER": CLUSTER, "KUBENETMON_CLICKHOUSE_DSN": f"chdb://{tmp_path}/ch"}
+    done = subprocess.run(
+        [*KUBENETMON, *argv], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"kubenetmon {argv[0]}: --clickhouse-cluster (KUBENETMON_CLICKHOUSE_CLUSTER): expected no cluster "
+        f"with a chdb:// DSN (chDB is one embedded server), got '{CLUSTER}'"
+    ]
