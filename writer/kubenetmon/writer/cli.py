@@ -186,6 +186,7 @@ async def _prepare(sink: Sink, config: WriterConfig, *, stop: asyncio.Event) -> 
                     database=sink.database,
                     table=sink.table,
                     ttl_days=config.clickhouse.ttl_days,
+                    cluster=config.clickhouse.cluster,
                 )
                 log.info("schema ready", extra={"version": out.after, "applied": list(out.applied)})
             return True

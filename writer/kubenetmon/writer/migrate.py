@@ -10,6 +10,11 @@ A migration that adds or changes columns must be followed by one that re-creates
 cost view, whose column lists are fixed when they are created. After the migrations, the price book is
 loaded (``prices``): the one given, or the shipped books when none was ever loaded. This module must not
 hold any knowledge of batching or NATS.
+
+On a self-managed cluster (``cluster``: ``--clickhouse-cluster``) every statement goes through
+``cluster.place`` (ON CLUSTER, replicated local tables behind Distributed ones), so a migration is
+written once for both; the record of applied versions is then one table replicated on every server of
+the cluster, so whichever server a writer reaches answers for the whole cluster.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Final
 from kubenetmon.shared.errors import ConfigError, TransientError
 from kubenetmon.writer import cost_tables, pricebook, tables
 from kubenetmon.writer.prices import load_prices
+from kubenetmon.writer.cluster import data_table, place, replicated_everywhere
 from kubenetmon.writer.settings import add_clickhouse_arguments, clickhouse_settings
 from kubenetmon.writer.sink import Sink
 
@@ -68,13 +74,18 @@ class Outcome:
     prices_changed: bool = False
 
 
-def _record_table(database: str) -> str:
-    return f"""CREATE TABLE IF NOT EXISTS {tables.fqn(database, MIGRATIONS_TABLE)} (
+def _record_table(database: str, *, cluster: str = "") -> str:
+    name = tables.fqn(database, MIGRATIONS_TABLE)
+    engine = "ReplacingMergeTree"
+    if cluster:
+        name += f" ON CLUSTER {tables.q(cluster)}"
+        engine = replicated_everywhere(cluster, database=database, table=MIGRATIONS_TABLE)
+    return f"""CREATE TABLE IF NOT EXISTS {name} (
     `table` String,
     `version` UInt32,
     `name` String,
     `appliedAt` DateTime DEFAULT now()
-) ENGINE = ReplacingMergeTree ORDER BY (`table`, `version`)"""
+) ENGINE = {engine} ORDER BY (`table`, `version`)"""
 
 
 def _literal(text: str) -> str:
@@ -105,15 +116,17 @@ def migrate(
     ttl_days: int,
     to_version: int = LATEST,
     price_book: pricebook.PriceBook | None = None,
+    cluster: str = "",
 ) -> Outcome:
-    """Bring ``database.table`` to ``to_version`` and its TTL to ``ttl_days`` (0: none); load
-    ``price_book``, or the shipped books if no book was ever loaded."""
+    """Bring ``database.table`` to ``to_version`` and its TTL to ``ttl_days`` (0: none), on
+    ``cluster`` if one is named; load ``price_book``, or the shipped books if no book was ever loaded."""
     if not 0 <= to_version <= LATEST:
         raise ConfigError(f"--to-version: expected 0 to {LATEST}, got {to_version}")
-    sink.command(f"CREATE DATABASE IF NOT EXISTS {tables.q(database)}")
-    sink.command(_record_table(database))
+    for statement in place(f"CREATE DATABASE IF NOT EXISTS {tables.q(database)}", cluster=cluster):
+        sink.command(statement)
+    sink.command(_record_table(database, cluster=cluster))
     done = applied_versions(sink, database=database, table=table)
-    if done and not sink.query(f"EXISTS TABLE {tables.fqn(database, table)}").rows[0][0]:
+    if done and not _exists(sink, database=database, table=table, cluster=cluster):
         # The table was dropped (e.g. to reload it with `replay enriched`): its versions no longer hold.
         log.warning("flows table missing although migrated; applying every migration again")
         done = set()
@@ -123,7 +136,8 @@ def migrate(
         if step.version > to_version or step.version in done:
             continue
         for statement in step.statements(database, table):
-            sink.command(statement)
+            for placed in place(statement, cluster=cluster):
+                sink.command(placed)
         sink.command(
             f"INSERT INTO {tables.fqn(database, MIGRATIONS_TABLE)} (`table`, `version`, `name`) "
             f"VALUES ({_literal(table)}, {step.version}, {_literal(step.name)})"
@@ -133,7 +147,9 @@ def migrate(
             "schema migration applied",
             extra={"table": table, "version": step.version, "migration": step.name},
         )
-    ttl_changed = to_version >= 1 and _reconcile_ttl(sink, database=database, table=table, days=ttl_days)
+    ttl_changed = to_version >= 1 and _reconcile_ttl(
+        sink, database=database, table=table, days=ttl_days, cluster=cluster
+    )
     prices_changed = False
     if to_version >= PRICES_VERSION:
         prices_changed = load_prices(
@@ -151,17 +167,26 @@ def migrate(
     )
 
 
-def _reconcile_ttl(sink: Sink, *, database: str, table: str, days: int) -> bool:
+def _exists(sink: Sink, *, database: str, table: str, cluster: str) -> bool:
+    """Whether the flows table (and, on a cluster, its local table on this server) exists."""
+    names = {table, data_table(table, cluster=cluster)}
+    return all(sink.query(f"EXISTS TABLE {tables.fqn(database, name)}").rows[0][0] for name in names)
+
+
+def _reconcile_ttl(sink: Sink, *, database: str, table: str, days: int, cluster: str) -> bool:
+    """Set the TTL of the table holding the rows (on a cluster: the local tables, read on this server)."""
+    holder = data_table(table, cluster=cluster)
     engine = sink.query(
         "SELECT engine_full FROM system.tables "
-        f"WHERE database = {_literal(database)} AND name = {_literal(table)}"
+        f"WHERE database = {_literal(database)} AND name = {_literal(holder)}"
     ).rows
     current = str(engine[0][0]) if engine else ""
     wanted = f"TTL date + toIntervalDay({days})"
     has_ttl = " TTL " in f" {current} "
     if (days > 0 and wanted in current) or (days <= 0 and not has_ttl):
         return False
-    sink.command(tables.modify_ttl(database, table, days))
+    for statement in place(tables.modify_ttl(database, table, days), cluster=cluster):
+        sink.command(statement)
     log.info("table TTL changed", extra={"table": table, "ttl_days": days})
     return True
 
@@ -212,6 +237,7 @@ def main(args: argparse.Namespace) -> int:
             ttl_days=settings.ttl_days,
             to_version=args.to_version,
             price_book=book,
+            cluster=settings.cluster,
         )
     except TransientError as exc:
         print(f"kubenetmon clickhouse migrate: {exc}", file=sys.stderr)
@@ -219,8 +245,9 @@ def main(args: argparse.Namespace) -> int:
     finally:
         sink.close()
     steps = ", ".join(map(str, out.applied)) or "none (already up to date)"
+    where = f" (cluster {settings.cluster})" if settings.cluster else ""
     print(
-        f"{sink.target.display} {sink.database}.{settings.table}: "
+        f"{sink.target.display}{where} {sink.database}.{settings.table}: "
         f"schema version {out.before} -> {out.after}; "
         f"applied: {steps}; TTL {'changed' if out.ttl_changed else 'unchanged'}; "
         f"price book {book.digest} {'loaded' if out.prices_changed else 'unchanged'}"

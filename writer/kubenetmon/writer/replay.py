@@ -133,7 +133,13 @@ async def replay_enriched(config: EnrichedReplay, *, stop: asyncio.Event, tty: b
 
 def _prepare(sink: Sink, config: EnrichedReplay) -> None:
     sink.connect()
-    out = migrate(sink, database=sink.database, table=sink.table, ttl_days=config.clickhouse.ttl_days)
+    out = migrate(
+        sink,
+        database=sink.database,
+        table=sink.table,
+        ttl_days=config.clickhouse.ttl_days,
+        cluster=config.clickhouse.cluster,
+    )
     if out.applied:
         log.info("schema created or upgraded", extra={"applied": list(out.applied)})
 

@@ -20,6 +20,7 @@ from kubenetmon.shared.errors import ConfigError
 from kubenetmon.shared.options import add_arguments, env_var, from_args, option, require
 
 _IDENT: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_CLUSTER: Final = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
 def _secret_meta(flag: str) -> dict[str, object]:
@@ -72,6 +73,12 @@ class ClickHouseSettings:
     ttl_days: int = option(
         90, flag="--ttl-days", kind="int", help="days a row is kept (0: forever); applied by migrate"
     )
+    cluster: str = option(
+        "",
+        flag="--clickhouse-cluster",
+        help="self-managed ClickHouse cluster (its remote_servers name): migrations ON CLUSTER, replicated "
+        "local tables behind Distributed ones (not for ClickHouse Cloud; see README)",
+    )
 
     def __post_init__(self) -> None:
         require(self, "dsn", bool(self.dsn), "a DSN")
@@ -83,6 +90,18 @@ class ClickHouseSettings:
         require(self, "connect_timeout_s", self.connect_timeout_s > 0, "a positive duration")
         require(self, "timeout_s", self.timeout_s > 0, "a positive duration")
         require(self, "ttl_days", 0 <= self.ttl_days <= 36500, "days from 0 to 36500")
+        require(
+            self,
+            "cluster",
+            not self.cluster or bool(_CLUSTER.match(self.cluster)),
+            "a cluster name (A-Z a-z 0-9 _ . -)",
+        )
+        require(
+            self,
+            "cluster",
+            not self.cluster or not self.dsn.startswith("chdb:"),
+            "no cluster with a chdb:// DSN (chDB is one embedded server)",
+        )
 
     def with_secret(self) -> ClickHouseSettings:
         """The same settings with ``password`` read from ``password_file``, if one is named."""

@@ -67,6 +67,10 @@ _INSERT_SETTINGS: Final = {
     # a replay may span many days: never refuse a batch for the number of daily partitions it touches
     "max_partitions_per_insert_block": 0,
 }
+# On a cluster the public table is Distributed: an insert returns only once every shard has its rows
+# (the default queues them on the receiving server's disk and forwards later, after we acked the batch).
+# The older name of distributed_foreground_insert, which every server version knows.
+_CLUSTER_INSERT_SETTINGS: Final = {**_INSERT_SETTINGS, "insert_distributed_sync": 1}
 
 
 # Server errors that say "not now" rather than "never" (a statement failing with another code is wrong).
@@ -127,6 +131,7 @@ class Sink:
         self.database = settings.database or self.target.database or DEFAULT_DATABASE
         self.table = settings.table
         self._password = settings.password or self.target.password
+        self._insert_settings = _CLUSTER_INSERT_SETTINGS if settings.cluster else _INSERT_SETTINGS
         self._client: Any = None
 
     @property
@@ -164,7 +169,7 @@ class Sink:
             column_names=list(names),
             column_type_names=list(types),
             column_oriented=True,
-            settings=_INSERT_SETTINGS,
+            settings=self._insert_settings,
         )
         return rows
 
