@@ -28,8 +28,8 @@ from typing import Final
 
 from kubenetmon.shared.errors import ConfigError, TransientError
 from kubenetmon.writer import cost_tables, pricebook, tables
-from kubenetmon.writer.prices import load_prices
 from kubenetmon.writer.cluster import data_table, place, replicated_everywhere
+from kubenetmon.writer.prices import load_prices
 from kubenetmon.writer.settings import add_clickhouse_arguments, clickhouse_settings
 from kubenetmon.writer.sink import Sink
 
