@@ -30,12 +30,15 @@ from kubenetmon.enricher.settings import (
     EnricherOptions,
     HistoryOptions,
     LabelOptions,
+    SourceOptions,
     add_enricher_arguments,
     add_history_arguments,
     add_label_arguments,
+    add_source_arguments,
     enricher_options,
     history_options,
     label_options,
+    source_options,
 )
 from kubenetmon.enricher.watch import LISTED, KubeWatch, Update, apply
 from kubenetmon.enricher.worker import STAGE, Enricher
@@ -78,11 +81,13 @@ class EnricherConfig:
     runtime: RuntimeSettings
     http: HttpSettings
     history: HistoryOptions = field(default_factory=HistoryOptions)
+    source: SourceOptions = field(default_factory=SourceOptions)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_label_arguments(parser)
     add_enricher_arguments(parser)
+    add_source_arguments(parser)
     add_history_arguments(parser)
     parser.add_argument("--metrics-port", type=int, default=None, help="alias of --http-port")
     add_nats_arguments(parser)
@@ -101,12 +106,13 @@ def config_from(args: argparse.Namespace) -> EnricherConfig:
         label=label_options(args),
         enricher=enricher_options(args),
         history=history_options(args),
+        source=source_options(args),
         runtime=runtime_settings(args),
         http=http,
     )
     config.label.label()  # validate now, in the supervisor, so a bad flag fails before any spawn
     preflight(config.nats)
-    if config.enricher.metadata_source == "meta" and config.label.inventory:
+    if config.source.metadata_source == "meta" and config.label.inventory:
         raise ConfigError("--inventory and --metadata-source meta exclude each other: choose one source")
     files = [("--inventory", config.label.inventory), ("--kubeconfig", config.enricher.kubeconfig)]
     files += [("--custom-ranges", path) for path in config.label.custom_ranges]
@@ -141,7 +147,7 @@ async def serve(config: EnricherConfig, *, ready: Ready, stop: asyncio.Event) ->
     index = Index(grace_seconds=config.label.pod_grace_s)
     labeler = Labeler(config.label.label(), index=index, ranges=await _load_ranges(config.label))
     listed = asyncio.Event()
-    from_meta = config.enricher.metadata_source == "meta"
+    from_meta = config.source.metadata_source == "meta"
     history = (
         MetaPublisher(Recorder(), snapshot_s=config.history.snapshot_s)
         if config.history.enabled and not from_meta  # reading META, there is nothing new to record

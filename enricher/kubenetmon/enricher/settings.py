@@ -97,14 +97,6 @@ class EnricherOptions:
         kind="int",
         help="rows per ENRICHED message (bigger outputs are split)",
     )
-    metadata_source: str = option(
-        "watch",
-        flag="--metadata-source",
-        choices=METADATA_SOURCES,
-        help="watch: each process lists and watches the API server itself (small clusters, `up`); "
-        "meta: build the index from the META stream the `kubenetmon metadata` role records (no API "
-        "access needed; one watcher for any number of enrichers)",
-    )
 
     def __post_init__(self) -> None:
         require(self, "batch", 1 <= self.batch <= 1000, "an integer from 1 to 1000")
@@ -116,6 +108,20 @@ class EnricherOptions:
         return WatchSettings(
             kubeconfig=self.kubeconfig, context=self.kube_context, watch_timeout_s=self.watch_timeout_s
         )
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """Where an enricher's index comes from (``--inventory`` aside)."""
+
+    metadata_source: str = option(
+        "watch",
+        flag="--metadata-source",
+        choices=METADATA_SOURCES,
+        help="watch: each process lists and watches the API server itself (small clusters, `up`); "
+        "meta: build the index from the META stream the `kubenetmon metadata` role records (no API "
+        "access needed; one watcher for any number of enrichers)",
+    )
 
 
 @dataclass(frozen=True)
@@ -233,6 +239,14 @@ def add_metadata_arguments(parser: argparse.ArgumentParser) -> None:
 
 def metadata_options(args: argparse.Namespace) -> MetadataOptions:
     return from_args(MetadataOptions, args)
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    add_arguments(parser, SourceOptions, title="metadata source")
+
+
+def source_options(args: argparse.Namespace) -> SourceOptions:
+    return from_args(SourceOptions, args)
 
 
 def add_history_arguments(parser: argparse.ArgumentParser) -> None:
