@@ -234,7 +234,9 @@ class Term:
         while not ended.is_set():
             self.snapshots += 1
             self._snapshot_stored.clear()
-            tag = f"{self.lease.term}-{self.snapshots}"
+            # Unique per snapshot (a renewed term keeps its number): a duplicate id would be dropped
+            # by the stream and the pointer would go to an older copy.
+            tag = f"{self.lease.term}-{time.time_ns()}"
             self._snapshot = self.publisher.queue_snapshot(at=time.time(), tag=tag)
             log.info("snapshot queued", extra={"tag": tag, "pending": self.publisher.pending})
             if not await _wait(self._snapshot_stored, ended):
