@@ -17,11 +17,14 @@ import pytest
 from kubenetmon.enricher.replay import RawReplay, replay_raw
 from kubenetmon.enricher.settings import EnricherOptions, LabelOptions
 from kubenetmon.shared.broker import Broker
+from kubenetmon.shared.errors import TransientError
+from kubenetmon.shared.natsserver import NatsServer
 from kubenetmon.shared.replay_window import Window
 from kubenetmon.shared.schema import RawRow, decode_enriched
 from kubenetmon.shared.settings import NatsSettings
 from tests.enricher.builders import message, pod, raw_row
 from tests.fixtures.kube import KubeApi
+from tests.fixtures.nats import nats_settings_for
 from tests.replay.conftest import (
     KUBENETMON,
     NODES,
@@ -157,3 +160,37 @@ async def test_sigkill_of_the_active_replica_hands_over_within_the_lease_ttl(
     print(f"takeover {took:.1f}s after SIGKILL (lease TTL {TTL}s)")
     await eventually(lambda: cluster.attributed("10.1.8.8", "late-0"), within=15.0)
     assert one_list_and_watch_per_kind(kube_api, terms=2)
+
+
+@pytest.mark.slow
+async def test_after_a_nats_restart_the_watcher_and_the_readers_carry_on(
+    make_nats_server: Callable[..., NatsServer],
+    spawn: Callable[..., Process],
+    kube_api: KubeApi,
+    kubeconfig: Path,
+) -> None:
+    server = make_nats_server()
+    settings = nats_settings_for(server)
+    for resource, objs in (("nodes", NODES), ("services", SERVICES), ("pods", cluster_pods(created=0))):
+        for obj in objs:
+            kube_api.add(resource, obj)
+    async with await Broker.connect(settings, name="test-restart", wait_s=5.0) as broker:
+        (await broker.ensure_topology()).raise_for_conflicts()
+        cluster = Cluster(broker, spawn, settings)
+        replicas = [cluster.metadata(kubeconfig, f"metadata-{i}") for i in range(2)]
+        enricher = cluster.enricher(workers=2)
+        await eventually(lambda: len(ready_workers(enricher)) == 2)
+        kube_api.add("pods", pod("before-0", "10.1.9.1", node="n2", created=time.time()))
+        await eventually(lambda: cluster.attributed("10.1.9.1", "before-0"), within=10.0)
+
+        await asyncio.to_thread(server.restart)  # memory-stored consumers of the readers are gone
+        kube_api.add("pods", pod("after-0", "10.1.9.2", node="n2", created=time.time()))
+
+        async def attributed_after() -> bool:
+            try:
+                return await cluster.attributed("10.1.9.2", "after-0")
+            except TransientError:  # the test's own connection is still reconnecting
+                return False
+
+        await eventually(attributed_after, within=30.0)
+        assert all(p.proc.poll() is None for p in [*replicas, enricher])
