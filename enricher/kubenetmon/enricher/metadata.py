@@ -187,7 +187,8 @@ class Term:
         m.METADATA_LEADER.set(1)
         try:
             async with runtime.RootTasks(ended) as tasks:
-                tasks.start("publish", self._publish(ended))
+                tasks.start("publish", self.publisher.run(self.broker, stop=ended))
+                tasks.start("drops", self._count_drops(ended))
                 tasks.start("lease", self._keep_lease(ended))
                 tasks.start("snapshots", self._snapshots(ended))
             return tasks.exit_code
@@ -212,14 +213,16 @@ class Term:
         if record.msg_id == last:
             self._snapshot_stored.set()
 
-    async def _publish(self, ended: asyncio.Event) -> None:
+    async def _count_drops(self, ended: asyncio.Event) -> None:
+        """Export the publisher's queue overflows (it only counts them) until the term ends."""
         dropped = 0
-        task = asyncio.create_task(self.publisher.run(self.broker, stop=ended))
-        while not await runtime.sleep_or_stop(ended, 1.0):
+        while True:
+            stopping = await runtime.sleep_or_stop(ended, 1.0)
             if self.publisher.dropped > dropped:
                 m.METADATA_DROPPED.inc(self.publisher.dropped - dropped)
                 dropped = self.publisher.dropped
-        await task
+            if stopping:
+                return
 
     async def _keep_lease(self, ended: asyncio.Event) -> None:
         while not await runtime.sleep_or_stop(ended, self.lease.poll_s):
