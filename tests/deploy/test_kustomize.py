@@ -253,8 +253,9 @@ def test_replica_counts_are_separate_per_overlay(target: str) -> None:
 
 
 def api_readers(target: str) -> set[str]:
-    """The roles that list and watch the API server: production's enrichers read META instead."""
-    return {"metadata"} if target == "overlays/production" else {"enricher", "metadata"}
+    """The roles that list and watch the API server: production's enrichers read META instead (every
+    production variant is the production overlay plus components)."""
+    return {"metadata"} if target.startswith("overlays/production") else {"enricher", "metadata"}
 
 
 def test_rbac_is_least_privilege(target: str) -> None:
@@ -302,7 +303,7 @@ def test_rbac_is_least_privilege(target: str) -> None:
 
 def test_production_enrichers_read_metadata_from_meta(target: str) -> None:
     config = named(render(target), "ConfigMap", "kubenetmon-config")["data"]
-    expected = "meta" if target == "overlays/production" else None
+    expected = "meta" if target.startswith("overlays/production") else None
     assert config.get("KUBENETMON_METADATA_SOURCE") == expected
 
 
