@@ -73,6 +73,25 @@ CASES: dict[str, Case] = {
     "enricher missing CA": (["enricher", "--nats-tls-ca", MISSING], {}, "--nats-tls-ca"),
     "enricher cert without key": (["enricher", "--nats-tls-cert", MISSING], {}, "--nats-tls-key"),
     "enricher password without user": (["enricher"], {"KUBENETMON_NATS_PASSWORD": SECRET}, "--nats-user"),
+    "enricher unknown metadata source": (
+        ["enricher", "--metadata-source", "api"],
+        {},
+        "--metadata-source",
+    ),
+    "enricher META and an inventory": (
+        ["enricher", "--metadata-source", "meta"],
+        {"KUBENETMON_INVENTORY": "/etc/hostname"},
+        "--inventory and --metadata-source meta exclude each other",
+    ),
+    # metadata
+    "metadata unknown flag": (["metadata", "--bogus-flag"], {}, "unrecognized arguments: --bogus-flag"),
+    "metadata lease too short": (["metadata", "--lease-ttl", "500ms"], {}, "--lease-ttl"),
+    "metadata snapshot too often (env)": (
+        ["metadata"],
+        {"KUBENETMON_METADATA_SNAPSHOT": "10s"},
+        "KUBENETMON_METADATA_SNAPSHOT",
+    ),
+    "metadata missing kubeconfig": (["metadata", "--kubeconfig", MISSING], {}, "--kubeconfig"),
     # writer
     "writer unknown flag": (["writer", "--bogus-flag"], {}, "unrecognized arguments: --bogus-flag"),
     "writer no DSN": (["writer"], {}, "--clickhouse-dsn"),

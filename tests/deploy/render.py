@@ -35,6 +35,7 @@ EXTERNAL_SECRETS: dict[str, dict[str, str]] = {
         "agent-password": "stand-in",
         "enricher-password": "stand-in",
         "writer-password": "stand-in",
+        "metadata-password": "stand-in",
         "admin-password": "stand-in",
     },
     "kubenetmon-clickhouse": {

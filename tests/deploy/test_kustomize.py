@@ -33,7 +33,7 @@ from tests.deploy.render import (
 
 KUBERNETES_VERSION = "1.37"
 TARGETS = ("base", *(f"overlays/{o}" for o in OVERLAYS))
-ROLES = ("agent", "enricher", "writer", "init")
+ROLES = ("agent", "enricher", "metadata", "writer", "init")
 POOLS = ("enricher", "writer")
 CLUSTER_SCOPED = {"Namespace", "PriorityClass", "ClusterRole", "ClusterRoleBinding"}
 
@@ -97,7 +97,13 @@ def test_images_are_pinned(target: str) -> None:
 def test_one_kubenetmon_workload_per_role(target: str) -> None:
     objects = render(target)
     roles = {component(o): o["kind"] for o, _ in kubenetmon_containers(objects)}
-    assert roles == {"agent": "DaemonSet", "enricher": "Deployment", "writer": "Deployment", "init": "Job"}
+    assert roles == {
+        "agent": "DaemonSet",
+        "enricher": "Deployment",
+        "metadata": "Deployment",
+        "writer": "Deployment",
+        "init": "Job",
+    }
 
 
 def test_long_running_containers_have_probes(target: str) -> None:
@@ -236,56 +242,71 @@ def test_pools_scale_and_survive_disruption(target: str) -> None:
 def test_replica_counts_are_separate_per_overlay(target: str) -> None:
     objects = render(target)
     replicas = {
-        role: named(objects, "Deployment", f"kubenetmon-{role}")["spec"]["replicas"] for role in POOLS
+        role: named(objects, "Deployment", f"kubenetmon-{role}")["spec"]["replicas"]
+        for role in (*POOLS, "metadata")
     }
     expected = {
-        "overlays/dev": {"enricher": 1, "writer": 1},
-        "overlays/production": {"enricher": 4, "writer": 3},
-        "overlays/production-nats-cluster": {"enricher": 4, "writer": 3},
+        "overlays/dev": {"enricher": 1, "writer": 1, "metadata": 2},
+        "overlays/production": {"enricher": 4, "writer": 3, "metadata": 2},
+        "overlays/production-nats-cluster": {"enricher": 4, "writer": 3, "metadata": 2},
     }
     assert replicas == expected.get(target, replicas)
+    assert replicas["metadata"] == 2  # one active, one standing by on the lease
+
+
+def api_readers(target: str) -> set[str]:
+    """The roles that list and watch the API server: production's enrichers read META instead (every
+    production variant is the production overlay plus components)."""
+    return {"metadata"} if target.startswith("overlays/production") else {"enricher", "metadata"}
 
 
 def test_rbac_is_least_privilege(target: str) -> None:
     objects = render(target)
+    readers = api_readers(target)
     accounts = {name(sa): sa for sa in by_kind(objects, "ServiceAccount")}
     assert set(accounts) == {f"kubenetmon-{role}" for role in ROLES}
     for obj, _ in kubenetmon_containers(objects):
         role = component(obj)
         spec = pod_spec(obj)
         assert spec["serviceAccountName"] == f"kubenetmon-{role}"
-        needs_api = role == "enricher"
+        needs_api = role in readers
         assert spec["automountServiceAccountToken"] is needs_api, role
         assert accounts[f"kubenetmon-{role}"]["automountServiceAccountToken"] is needs_api, role
     for obj in workloads(objects):
         if not any(is_kubenetmon_image(c["image"]) for c in containers(obj)):
             assert pod_spec(obj).get("automountServiceAccountToken") is False, name(obj)
     assert by_kind(objects, "Role") == [] and by_kind(objects, "RoleBinding") == []
-    (cluster_role,) = by_kind(objects, "ClusterRole")
-    granted = {
-        (group, resource): sorted(rule["verbs"])
-        for rule in cluster_role["rules"]
-        for group in rule["apiGroups"]
-        for resource in rule["resources"]
-    }
+    cluster_roles = {name(r): r for r in by_kind(objects, "ClusterRole")}
+    assert set(cluster_roles) == {f"kubenetmon-{role}" for role in readers}
     read = ["get", "list", "watch"]
-    assert granted == {
-        ("", "pods"): read,
-        ("", "nodes"): read,
-        ("", "services"): read,
-    }
-    for rule in cluster_role["rules"]:
-        assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
-        assert "resourceNames" not in rule and "nonResourceURLs" not in rule
-    (binding,) = by_kind(objects, "ClusterRoleBinding")
-    assert binding["roleRef"] == {
-        "apiGroup": "rbac.authorization.k8s.io",
-        "kind": "ClusterRole",
-        "name": name(cluster_role),
-    }
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": "kubenetmon-enricher", "namespace": NAMESPACE}
-    ]
+    for cluster_role in cluster_roles.values():
+        granted = {
+            (group, resource): sorted(rule["verbs"])
+            for rule in cluster_role["rules"]
+            for group in rule["apiGroups"]
+            for resource in rule["resources"]
+        }
+        assert granted == {("", "pods"): read, ("", "nodes"): read, ("", "services"): read}
+        for rule in cluster_role["rules"]:
+            assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
+            assert "resourceNames" not in rule and "nonResourceURLs" not in rule
+    bindings = {name(b): b for b in by_kind(objects, "ClusterRoleBinding")}
+    assert set(bindings) == set(cluster_roles)
+    for binding_name, binding in bindings.items():
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": binding_name,
+        }
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": binding_name, "namespace": NAMESPACE}
+        ]
+
+
+def test_production_enrichers_read_metadata_from_meta(target: str) -> None:
+    config = named(render(target), "ConfigMap", "kubenetmon-config")["data"]
+    expected = "meta" if target.startswith("overlays/production") else None
+    assert config.get("KUBENETMON_METADATA_SOURCE") == expected
 
 
 def _allowed(
@@ -318,7 +339,8 @@ def test_network_policies(target: str) -> None:
         assert _allowed(objects, labels, direction="egress", port=53), f"{role}: DNS"
         assert _allowed(objects, labels, direction="egress", port=4222), f"{role}: NATS"
         assert _allowed(objects, labels, direction="egress", port=8123) is (role in ("writer", "init")), role
-        assert _allowed(objects, labels, direction="egress", port=443) is (role == "enricher"), role
+        api = role in ("enricher", "metadata")  # enrichers also fetch cloud range lists over HTTPS
+        assert _allowed(objects, labels, direction="egress", port=443) is api, role
         if role != "init":
             assert _allowed(objects, labels, direction="ingress", port="metrics"), f"{role}: metrics"
             assert c["ports"][0]["name"] == "metrics"

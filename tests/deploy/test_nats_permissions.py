@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from kubenetmon.shared.broker import Broker, Delivery
+from kubenetmon.shared.broker import Broker, Delivery, Lease
 from kubenetmon.shared.errors import TransientError
 from kubenetmon.shared.natsserver import NatsServer, binary
 from kubenetmon.shared.settings import NatsSettings
@@ -30,6 +30,7 @@ PASSWORDS = {
     "kubenetmon-agent": "p-agent",
     "kubenetmon-enricher": "p-enricher",
     "kubenetmon-writer": "p-writer",
+    "kubenetmon-metadata": "p-metadata",
     "kubenetmon-admin": "p-admin",
 }
 SERVER_ENV = {
@@ -37,6 +38,7 @@ SERVER_ENV = {
     "KUBENETMON_AGENT_PASSWORD": PASSWORDS["kubenetmon-agent"],
     "KUBENETMON_ENRICHER_PASSWORD": PASSWORDS["kubenetmon-enricher"],
     "KUBENETMON_WRITER_PASSWORD": PASSWORDS["kubenetmon-writer"],
+    "KUBENETMON_METADATA_PASSWORD": PASSWORDS["kubenetmon-metadata"],
     "KUBENETMON_ADMIN_PASSWORD": PASSWORDS["kubenetmon-admin"],
 }
 DENIED_WAIT_S = 1.0
@@ -155,9 +157,12 @@ async def assert_cannot_consume(broker: Broker, consumer: str, admin: Broker) ->
 def test_admin_creates_the_topology(initialised: str) -> None:
     lines = [line for line in initialised.splitlines() if line.startswith(("stream ", "consumer "))]
     assert len(lines) == 6 and all(line.endswith(("created", "unchanged")) for line in lines), initialised
+    assert "bucket KUBENETMON_metadata: ready" in initialised.splitlines()
 
 
-@pytest.mark.parametrize("user", ["kubenetmon-agent", "kubenetmon-enricher", "kubenetmon-writer"])
+@pytest.mark.parametrize(
+    "user", ["kubenetmon-agent", "kubenetmon-enricher", "kubenetmon-writer", "kubenetmon-metadata"]
+)
 async def test_every_role_may_check_the_topology(server: ConfiguredNats, initialised: str, user: str) -> None:
     broker = await connect(server, user)
     try:
@@ -235,7 +240,9 @@ async def test_writer_consumes_enriched_only(server: ConfiguredNats, admin: Brok
         await writer.close()
 
 
-@pytest.mark.parametrize("user", ["kubenetmon-agent", "kubenetmon-enricher", "kubenetmon-writer"])
+@pytest.mark.parametrize(
+    "user", ["kubenetmon-agent", "kubenetmon-enricher", "kubenetmon-writer", "kubenetmon-metadata"]
+)
 async def test_services_cannot_change_the_topology(server: ConfiguredNats, admin: Broker, user: str) -> None:
     """A service whose settings drifted from the topology must fail, not reconfigure the streams."""
     broker = await Broker.connect(
@@ -248,6 +255,54 @@ async def test_services_cannot_change_the_topology(server: ConfiguredNats, admin
         await broker.close()
     report = await admin.ensure_topology()  # the admin's (default) settings: nothing to put back
     assert not report.changed, report.lines()
+
+
+async def test_metadata_holds_the_lease_and_records_meta_only(server: ConfiguredNats, admin: Broker) -> None:
+    metadata = await connect(server, "kubenetmon-metadata")
+    try:
+        bucket = await metadata.bucket("metadata", create=True)  # exists (nats init): bound, not created
+        assert bucket is not None
+        lease = Lease(bucket, key="lease", holder="metadata-test", ttl_s=15)
+        assert await lease.attempt()
+        stored = await metadata.publish(metadata.meta_subject("pods"), b"history", msg_id="meta/md-test/1")
+        assert stored.stream == "KUBENETMON_META"
+        assert await bucket.put("snapshot", b'{"seq": %d}' % stored.seq) > 0
+        await lease.release()
+        before = await counts(admin)
+        for subject in (metadata.raw_subject("n"), metadata.enriched_subject("n"), metadata.dlq_subject("x")):
+            with pytest.raises(TransientError):
+                await metadata.publish(subject, b"x", msg_id="md-test/denied")
+        assert await counts(admin) == before
+        await assert_cannot_consume(metadata, "enricher", admin)
+        await assert_cannot_consume(metadata, "writer", admin)
+    finally:
+        await metadata.close()
+
+
+async def test_enricher_reads_meta_from_the_snapshot_but_writes_no_lease(
+    server: ConfiguredNats, admin: Broker
+) -> None:
+    stored = await admin.publish(admin.meta_subject("nodes"), b"history", msg_id="meta/enricher-read/1")
+    admin_bucket = await admin.bucket("metadata")
+    assert admin_bucket is not None
+    await admin_bucket.put("snapshot", b'{"seq": %d}' % stored.seq)
+    enricher = await connect(server, "kubenetmon-enricher")
+    try:
+        bucket = await enricher.bucket("metadata")
+        assert bucket is not None
+        entry = await bucket.get("snapshot")
+        assert entry is not None and entry.value == b'{"seq": %d}' % stored.seq
+        source = await enricher.ephemeral("meta", start_seq=stored.seq)
+        [delivery] = await source.fetch(1, 5.0)
+        assert delivery.msg_id == "meta/enricher-read/1"
+        await delivery.ack()
+        await source.close()
+        with pytest.raises(TransientError):
+            await bucket.put("lease", b"enricher")
+    finally:
+        await enricher.close()
+    lease = await admin_bucket.get("lease")
+    assert lease is None or lease.value != b"enricher"
 
 
 async def test_wrong_password_is_refused(server: ConfiguredNats) -> None:

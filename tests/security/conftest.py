@@ -34,6 +34,7 @@ PASSWORDS = {
     "kubenetmon-agent": "agent-Pw-q8Zr41",
     "kubenetmon-enricher": "enricher-Pw-Lm27xY",
     "kubenetmon-writer": "writer-Pw-9vTe3K",
+    "kubenetmon-metadata": "metadata-Pw-4kWc7J",
     "kubenetmon-admin": "admin-Pw-Hd55sQ",
 }
 DEADLINE_S = 60.0

@@ -40,6 +40,7 @@ def test_init_creates_then_leaves_alone_then_updates(nats_server: NatsServer) ->
         f"stream {s.stream_prefix}_META: created",
         f"consumer {s.stream_prefix}_RAW/enricher: created",
         f"consumer {s.stream_prefix}_ENRICHED/writer: created",
+        f"bucket {s.stream_prefix}_metadata: ready",
         "topology: 6 created",
     ]
     again = kubenetmon("nats", "init", *flags, env=env)

@@ -1,8 +1,9 @@
 """``kubenetmon enricher``: a supervisor and W enricher processes sharing the durable ``enricher`` consumer.
 
 Each worker process: load the cloud ranges (missing sources degrade, never block), fill its index (a
-static ``--inventory``, or list+watch threads), connect to NATS and ensure the topology, report ready
-once the index is listed, then consume RAW until SIGTERM and drain. Side tasks refresh the ranges,
+static ``--inventory``, list+watch threads, or with ``--metadata-source meta`` the META stream from
+its latest snapshot, see ``metafeed``), connect to NATS and ensure the topology, report ready once the
+index is listed (or built from META), then consume RAW until SIGTERM and drain. Side tasks refresh the ranges,
 prune the index and publish gauges. This module wires settings to parts; the work is in ``worker``.
 """
 
@@ -21,6 +22,7 @@ from kubenetmon.enricher import metrics as m
 from kubenetmon.enricher.history import Recorder
 from kubenetmon.enricher.index import Index
 from kubenetmon.enricher.labeler import Labeler
+from kubenetmon.enricher.metafeed import MetaFeed
 from kubenetmon.enricher.prefixes import PrefixTable
 from kubenetmon.enricher.ranges import Range
 from kubenetmon.enricher.recording import MetaPublisher
@@ -28,12 +30,15 @@ from kubenetmon.enricher.settings import (
     EnricherOptions,
     HistoryOptions,
     LabelOptions,
+    SourceOptions,
     add_enricher_arguments,
     add_history_arguments,
     add_label_arguments,
+    add_source_arguments,
     enricher_options,
     history_options,
     label_options,
+    source_options,
 )
 from kubenetmon.enricher.watch import LISTED, KubeWatch, Update, apply
 from kubenetmon.enricher.worker import STAGE, Enricher
@@ -76,11 +81,13 @@ class EnricherConfig:
     runtime: RuntimeSettings
     http: HttpSettings
     history: HistoryOptions = field(default_factory=HistoryOptions)
+    source: SourceOptions = field(default_factory=SourceOptions)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_label_arguments(parser)
     add_enricher_arguments(parser)
+    add_source_arguments(parser)
     add_history_arguments(parser)
     parser.add_argument("--metrics-port", type=int, default=None, help="alias of --http-port")
     add_nats_arguments(parser)
@@ -99,11 +106,14 @@ def config_from(args: argparse.Namespace) -> EnricherConfig:
         label=label_options(args),
         enricher=enricher_options(args),
         history=history_options(args),
+        source=source_options(args),
         runtime=runtime_settings(args),
         http=http,
     )
     config.label.label()  # validate now, in the supervisor, so a bad flag fails before any spawn
     preflight(config.nats)
+    if config.source.metadata_source == "meta" and config.label.inventory:
+        raise ConfigError("--inventory and --metadata-source meta exclude each other: choose one source")
     files = [("--inventory", config.label.inventory), ("--kubeconfig", config.enricher.kubeconfig)]
     files += [("--custom-ranges", path) for path in config.label.custom_ranges]
     for flag, path in files:
@@ -137,36 +147,42 @@ async def serve(config: EnricherConfig, *, ready: Ready, stop: asyncio.Event) ->
     index = Index(grace_seconds=config.label.pod_grace_s)
     labeler = Labeler(config.label.label(), index=index, ranges=await _load_ranges(config.label))
     listed = asyncio.Event()
+    from_meta = config.source.metadata_source == "meta"
     history = (
-        MetaPublisher(Recorder(), snapshot_s=config.history.snapshot_s) if config.history.enabled else None
+        MetaPublisher(Recorder(), snapshot_s=config.history.snapshot_s)
+        if config.history.enabled and not from_meta  # reading META, there is nothing new to record
+        else None
     )
-    kube = await _fill_index(index, config, listed, history)
+    kube = None if from_meta else await _fill_index(index, config, listed, history)
     broker: Broker | None = None
     try:
-        broker = await _connect(config.nats, name=ready.name, stop=stop)
-        if broker is None or not await _wait_ready(listed, stop):
+        broker = await connect_broker(config.nats, name=ready.name, stop=stop)
+        if broker is None:
             return 0
-        enricher = Enricher(labeler, broker=broker, max_rows=config.enricher.max_rows)
-        ready()
-        log.info("enriching", extra={"pid": os.getpid(), **index.sizes()})
         async with runtime.RootTasks(stop) as tasks:
-            tasks.start(
-                "consume",
-                consume(
-                    broker,
-                    consumer=STAGE,
-                    handler=enricher.handle,
-                    stop=stop,
-                    batch=config.enricher.batch,
-                    fetch_timeout=config.enricher.fetch_timeout_s,
-                    stage=STAGE,
-                ),
-            )
-            tasks.start("housekeeping", _housekeeping(index, kube, stop=stop))
-            if history is not None:
-                tasks.start("metadata-history", history.run(broker, stop=stop))
-            if config.label.ranges_refresh_s > 0 and any(sources.is_url(s) for s in config.label.ranges):
-                tasks.start("ranges", _refresh_ranges(labeler, config.label, stop=stop))
+            if from_meta:
+                tasks.start("metadata-feed", MetaFeed(index).follow(broker, stop=stop, caught_up=listed))
+            if await _wait_ready(listed, stop):
+                enricher = Enricher(labeler, broker=broker, max_rows=config.enricher.max_rows)
+                ready()
+                log.info("enriching", extra={"pid": os.getpid(), **index.sizes()})
+                tasks.start(
+                    "consume",
+                    consume(
+                        broker,
+                        consumer=STAGE,
+                        handler=enricher.handle,
+                        stop=stop,
+                        batch=config.enricher.batch,
+                        fetch_timeout=config.enricher.fetch_timeout_s,
+                        stage=STAGE,
+                    ),
+                )
+                tasks.start("housekeeping", _housekeeping(index, kube, stop=stop))
+                if history is not None:
+                    tasks.start("metadata-history", history.run(broker, stop=stop))
+                if config.label.ranges_refresh_s > 0 and any(sources.is_url(s) for s in config.label.ranges):
+                    tasks.start("ranges", _refresh_ranges(labeler, config.label, stop=stop))
         ready(False)
         return tasks.exit_code
     finally:
@@ -239,7 +255,7 @@ async def _wait_ready(listed: asyncio.Event, stop: asyncio.Event) -> bool:
     return True
 
 
-async def _connect(settings: NatsSettings, *, name: str, stop: asyncio.Event) -> Broker | None:
+async def connect_broker(settings: NatsSettings, *, name: str, stop: asyncio.Event) -> Broker | None:
     """Connect to NATS and ensure the topology, retrying until it works or ``stop`` is set."""
     attempt = 0
     while not stop.is_set():

@@ -197,8 +197,9 @@ class Recorder:
         )
         return out
 
-    def snapshot(self, *, at: float, period: int) -> list[Record]:
-        """Every known object again, plus a ``LISTED`` marker per kind; ids shared by all recorders."""
+    def snapshot(self, *, at: float, period: int | str) -> list[Record]:
+        """Every known object again, plus a ``LISTED`` marker per kind; ids shared by all recorders
+        that snapshot the same ``period`` (a number, or any tag of one snapshot)."""
         out = []
         for kind in KINDS:
             keys = []

@@ -112,6 +112,16 @@ class Index:
         self._listed.add(kind)
         self.prune(now=now)
 
+    def end_missing(self, kind: str, keys: Iterable[str], *, now: float, since: dict[str, float]) -> None:
+        """A full listing of ``kind`` given by keys only (a META ``LISTED`` record): objects absent from
+        it ended at ``now`` unless ``since`` says they were seen at or after ``now``; the kind is listed."""
+        present = set(keys)
+        existing = self.pods if kind == "pods" else self.nodes if kind == "nodes" else self._service_keys
+        for key in list(existing):
+            if key not in present and (kind, key) not in self._gone and since.get(key, now - 1) < now:
+                self._forget(kind, key, now=now)
+        self._listed.add(kind)
+
     def prune(self, *, now: float) -> int:
         """Drop what ended more than the grace period ago; returns how many entries went."""
         expired = [key for key, until in self._gone.items() if until + self.grace <= now]

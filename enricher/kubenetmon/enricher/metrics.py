@@ -53,6 +53,23 @@ WATCH_LISTS: Final = metrics.gauge(
     "enricher_watch_lists", "Full lists since start (1 + relists)", ["kind"], mode="livesum"
 )
 
+META_UNDECODABLE: Final = metrics.counter(
+    "enricher_meta_undecodable_total", "META records an enricher reading META could not decode (skipped)"
+)
+METADATA_LEADER: Final = metrics.gauge(
+    "metadata_leader", "1 while this metadata replica holds the lease (lists and watches)", mode="livemax"
+)
+METADATA_TERMS: Final = metrics.counter(
+    "metadata_lease_acquired_total", "Times this metadata replica acquired the lease"
+)
+METADATA_PUBLISHED: Final = metrics.counter(
+    "metadata_records_published_total", "META records the active metadata replica stored"
+)
+METADATA_DROPPED: Final = metrics.counter(
+    "metadata_records_dropped_total",
+    "META records dropped unpublished (queue full while NATS was unavailable; the next snapshot restores)",
+)
+
 
 def add(stats: Stats) -> None:
     """Add one message's counts."""

@@ -24,7 +24,7 @@ from typing import Final
 from kubenetmon.enricher.history import Record, Recorder, encode
 from kubenetmon.enricher.objects import Obj
 from kubenetmon.shared import runtime
-from kubenetmon.shared.broker import Broker
+from kubenetmon.shared.broker import Broker, PublishResult
 from kubenetmon.shared.errors import PoisonError, TransientError
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,11 @@ class MetaPublisher:
         snapshot_s: float,
         max_pending: int = 200_000,
         clock: Callable[[], float] = time.time,
+        on_stored: Callable[[Record, PublishResult], None] | None = None,
     ) -> None:
         self.recorder = recorder
+        self.on_stored = on_stored
+        """Called with each record the stream stored (or dropped as a duplicate), in order."""
         self.snapshot_s = snapshot_s
         self.max_pending = max_pending
         self.clock = clock
@@ -61,6 +64,12 @@ class MetaPublisher:
     def observe(self, kind: str, event: str, objects: Iterable[Obj], *, at: float) -> None:
         """Record one update (call it where the index is fed: on the event loop)."""
         self._enqueue(self.recorder.observe(kind, event, objects, at=at))
+
+    def queue_snapshot(self, *, at: float, tag: int | str) -> tuple[str, str]:
+        """Queue every known object again now; returns the ids of the snapshot's first and last records."""
+        records = self.recorder.snapshot(at=at, period=tag)
+        self._enqueue(records)
+        return records[0].msg_id, records[-1].msg_id
 
     def _enqueue(self, records: list[Record]) -> None:
         self._queue.extend(records)
@@ -115,6 +124,8 @@ class MetaPublisher:
                 retry = True
             elif isinstance(result, BaseException):
                 raise result
+            elif self.on_stored is not None:
+                self.on_stored(record, result)
         if retry:
             return False
         self.published += len(chunk)

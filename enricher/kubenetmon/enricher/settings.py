@@ -20,6 +20,7 @@ from kubenetmon.enricher.watch import WatchSettings
 from kubenetmon.shared.options import add_arguments, from_args, option, require
 
 _DAY: Final = 86400.0
+METADATA_SOURCES: Final = ("watch", "meta")
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,20 @@ class EnricherOptions:
 
 
 @dataclass(frozen=True)
+class SourceOptions:
+    """Where an enricher's index comes from (``--inventory`` aside)."""
+
+    metadata_source: str = option(
+        "watch",
+        flag="--metadata-source",
+        choices=METADATA_SOURCES,
+        help="watch: each process lists and watches the API server itself (small clusters, `up`); "
+        "meta: build the index from the META stream the `kubenetmon metadata` role records (no API "
+        "access needed; one watcher for any number of enrichers)",
+    )
+
+
+@dataclass(frozen=True)
 class HistoryOptions:
     """The metadata history the enricher records on the META stream (for ``replay raw --metadata as-of``)."""
 
@@ -130,6 +145,46 @@ class HistoryOptions:
     def __post_init__(self) -> None:
         require(self, "snapshot_s", self.snapshot_s >= 0, "a duration (0: no snapshots)")
         require(self, "snapshot_s", self.snapshot_s == 0 or self.snapshot_s >= 60, "at least 1m, or 0")
+
+
+@dataclass(frozen=True)
+class MetadataOptions:
+    """The ``metadata`` role: one active replica lists and watches, and records META for the enrichers."""
+
+    kubeconfig: str = option(
+        "", flag="--kubeconfig", help="kubeconfig file (default: in-cluster, then ~/.kube)"
+    )
+    kube_context: str = option("", flag="--kube-context", help="kubeconfig context (default: current)")
+    watch_timeout_s: float = option(
+        300.0, flag="--watch-timeout", kind="duration", help="server-side timeout of one watch request"
+    )
+    lease_ttl_s: float = option(
+        15.0,
+        flag="--lease-ttl",
+        kind="duration",
+        help="lease of the active replica in the NATS key-value bucket: renewed every third of it; a "
+        "standby takes over once it went unrenewed this long",
+    )
+    snapshot_s: float = option(
+        3600.0,
+        flag="--metadata-snapshot",
+        kind="duration",
+        help="period of full snapshots in META (also one at each takeover); a restarting enricher "
+        "reads from the latest one",
+    )
+    holder: str = option(
+        "", flag="--lease-holder", help="this replica's name in the lease (default: host name/pid)"
+    )
+
+    def __post_init__(self) -> None:
+        require(self, "lease_ttl_s", self.lease_ttl_s >= 1, "a duration of at least 1s")
+        require(self, "snapshot_s", self.snapshot_s >= 60, "a duration of at least 1m")
+        require(self, "watch_timeout_s", self.watch_timeout_s >= 1, "a duration of at least 1s")
+
+    def watch(self) -> WatchSettings:
+        return WatchSettings(
+            kubeconfig=self.kubeconfig, context=self.kube_context, watch_timeout_s=self.watch_timeout_s
+        )
 
 
 _MANUAL: Final = (
@@ -176,6 +231,22 @@ def add_enricher_arguments(parser: argparse.ArgumentParser) -> None:
 
 def enricher_options(args: argparse.Namespace) -> EnricherOptions:
     return from_args(EnricherOptions, args)
+
+
+def add_metadata_arguments(parser: argparse.ArgumentParser) -> None:
+    add_arguments(parser, MetadataOptions, title="metadata")
+
+
+def metadata_options(args: argparse.Namespace) -> MetadataOptions:
+    return from_args(MetadataOptions, args)
+
+
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+    add_arguments(parser, SourceOptions, title="metadata source")
+
+
+def source_options(args: argparse.Namespace) -> SourceOptions:
+    return from_args(SourceOptions, args)
 
 
 def add_history_arguments(parser: argparse.ArgumentParser) -> None:

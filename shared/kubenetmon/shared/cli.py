@@ -36,6 +36,9 @@ class Command:
 COMMANDS: Final[dict[str, Command]] = {
     "agent": Command("kubenetmon.agent.cli", "node agent: conntrack deltas -> RAW stream"),
     "enricher": Command("kubenetmon.enricher.cli", "RAW -> labelled ENRICHED rows (pods, zones, clouds)"),
+    "metadata": Command(
+        "kubenetmon.enricher.metadata", "one active watcher of the API server -> META, for the enrichers"
+    ),
     "writer": Command("kubenetmon.writer.cli", "ENRICHED rows -> ClickHouse, batched and idempotent"),
     "replay": Command("kubenetmon.shared.replay", "re-enrich RAW, re-load ENRICHED, re-drive the DLQ"),
     "up": Command("kubenetmon.shared.up", "run the whole pipeline on this machine, with a live view"),

@@ -4,9 +4,10 @@
     kubenetmon nats status --nats-url nats://nats:4222   # messages, bytes and consumer lag
 
 ``init`` prints one line per stream and consumer (created, updated with the changed fields, unchanged,
-or conflict with the reason) and exits 1 on any conflict, so a deploy job fails loudly on a drift it
-cannot fix. The services run the same reconciliation at start; this command lets an operator (or a
-Kubernetes Job) do it ahead of them. This module must only drive the broker, never reimplement it.
+or conflict with the reason), then one per key-value bucket (the ``metadata`` role's lease), and
+exits 1 on any conflict, so a deploy job fails loudly on a drift it cannot fix. The services run the
+same reconciliation at start; this command lets an operator (or a Kubernetes Job) do it ahead of
+them. This module must only drive the broker, never reimplement it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ EXIT_UNREACHABLE = 1
 def configure(parser: argparse.ArgumentParser) -> None:
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")
     for verb, text in (
-        ("init", "create or reconcile the streams and durable consumers (idempotent)"),
+        ("init", "create or reconcile the streams, durable consumers and key-value bucket (idempotent)"),
         ("status", "show stream sizes and consumer lag"),
     ):
         sub = verbs.add_parser(verb, help=text, description=text, formatter_class=parser.formatter_class)
@@ -77,6 +78,9 @@ async def _init(broker: Broker) -> int:
     report = await broker.ensure_topology()
     for line in report.lines():
         print(line)
+    for bucket in topology.BUCKETS:  # the metadata role's lease; services may not create it
+        await broker.bucket(bucket, create=True)
+        print(f"bucket {topology.bucket_name(broker.settings, bucket)}: ready")
     counts: dict[str, int] = {}
     for change in report.changes:
         counts[change.action] = counts.get(change.action, 0) + 1

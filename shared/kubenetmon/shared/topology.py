@@ -10,6 +10,8 @@ Four streams, all with *limits* retention (never work-queue: replay needs the hi
 
 and two durable pull consumers shared by every worker of every pod: ``enricher`` on RAW and ``writer``
 on ENRICHED, explicit ack, bounded ``max_ack_pending``, ``max_deliver`` and a redelivery backoff.
+The ``metadata`` role adds a key-value bucket ``{stream_prefix}_metadata`` (its lease and the
+position of the latest META snapshot), created by that role itself.
 
 This module is pure: the broker module turns these specs into client calls and reports what it did
 with ``Change`` records. Comparing desired and actual configs happens here so it can be tested alone.
@@ -30,6 +32,8 @@ ENRICHED: Final = "enriched"
 DLQ: Final = "dlq"
 META: Final = "meta"
 KINDS: Final = (RAW, ENRICHED, DLQ, META)
+BUCKETS: Final = ("metadata",)
+"""Key-value buckets (created by the roles that write them, deleted with the topology)."""
 CONSUMERS: Final[dict[str, str]] = {"enricher": RAW, "writer": ENRICHED}
 """Durable consumer name -> the stream kind it reads."""
 
@@ -45,6 +49,11 @@ def stream_name(settings: NatsSettings, kind: str) -> str:
     if kind not in KINDS:
         raise ValueError(f"unknown stream kind {kind!r}")
     return f"{settings.stream_prefix}_{kind.upper()}"
+
+
+def bucket_name(settings: NatsSettings, name: str) -> str:
+    """Name of key-value bucket ``name`` (its stream is ``KV_<bucket>``, its subjects ``$KV.<bucket>.>``)."""
+    return f"{settings.stream_prefix}_{subject_token(name)}"
 
 
 def stream_subjects(settings: NatsSettings, kind: str) -> str:

@@ -16,6 +16,7 @@ not know any service.
 
 from kubenetmon.shared.broker.client import Broker
 from kubenetmon.shared.broker.connection import MSG_ID_HEADER, preflight
+from kubenetmon.shared.broker.kv import Entry, KeyValue, Lease
 from kubenetmon.shared.broker.pulling import PullSource
 from kubenetmon.shared.deliveries import ConsumerStats, Delivery, PublishResult, StreamStats
 from kubenetmon.shared.topology import Change, TopologyReport
@@ -26,6 +27,9 @@ __all__ = [
     "Change",
     "ConsumerStats",
     "Delivery",
+    "Entry",
+    "KeyValue",
+    "Lease",
     "PublishResult",
     "PullSource",
     "StreamStats",

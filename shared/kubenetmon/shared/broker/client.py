@@ -38,6 +38,7 @@ from kubenetmon.shared.broker.connection import (
     header_bytes,
     quiet_close,
 )
+from kubenetmon.shared.broker.kv import KeyValue, open_bucket
 from kubenetmon.shared.broker.pulling import PullSource
 from kubenetmon.shared.deliveries import ConsumerStats, PublishResult, StreamStats
 from kubenetmon.shared.errors import ConfigError, PoisonError, TransientError
@@ -190,7 +191,7 @@ class Broker:
         return await reconcile.ensure_topology(self._js, self.settings)
 
     async def delete_topology(self) -> None:
-        """Delete the three streams (and with them their consumers). For tests and deliberate resets."""
+        """Delete the streams (with their consumers) and key-value buckets (tests, deliberate resets)."""
         await reconcile.delete_topology(self._js, self.settings)
 
     # consuming --------------------------------------------------------------------------------------
@@ -248,6 +249,17 @@ class Broker:
             raise TransientError(f"ephemeral consumer on {stream}: {describe(exc)}") from exc
         sub = await self._js.pull_subscribe_bind(consumer=name, stream=stream)
         return self._track(PullSource(self, sub, stream=stream, consumer=name, ephemeral=True))
+
+    async def bucket(self, name: str, *, create: bool = False) -> KeyValue | None:
+        """Key-value bucket ``<stream prefix>_<name>`` (created with the streams' replicas and storage if
+        ``create``); None if it does not exist and ``create`` is false."""
+        return await open_bucket(
+            self._js,
+            topo.bucket_name(self.settings, name),
+            create=create,
+            replicas=self.settings.replicas,
+            storage=self.settings.storage,
+        )
 
     def _track(self, source: PullSource) -> PullSource:
         self._sources.add(source)

@@ -33,9 +33,11 @@ async def ensure_topology(js: JetStreamContext, settings: NatsSettings) -> topo.
 
 
 async def delete_topology(js: JetStreamContext, settings: NatsSettings) -> None:
-    for kind in topo.KINDS:
+    names = [topo.stream_name(settings, kind) for kind in topo.KINDS]
+    names += [f"KV_{topo.bucket_name(settings, bucket)}" for bucket in topo.BUCKETS]
+    for name in names:
         try:
-            await js.delete_stream(topo.stream_name(settings, kind))
+            await js.delete_stream(name)
         except nats.js.errors.NotFoundError:
             continue
         except CLIENT_ERRORS as exc:
