@@ -10,8 +10,10 @@ out: the distributed DDL queue (``ON CLUSTER``: every server runs the statement 
 and Keeper-backed replication (a ``Replicated*MergeTree`` runs here as the same engine without its
 Keeper path and replica name). Everything else is the real code path: ``migrate(cluster=...)``, the
 writer's ``Batch`` and ``Sink.insert`` into the public (Distributed) table with the cluster's insert
-settings, the exact view, the TTL reconciliation. chDB allows one directory per process, hence a
-process of its own; it leaves with ``os._exit`` (chDB's teardown with this configuration aborts).
+settings, the exact view, the TTL reconciliation, the price book loads into the price table kept whole
+on every server, and the cost view read through the Distributed table. chDB allows one directory per
+process, hence a process of its own; it leaves with ``os._exit`` (chDB's teardown with this
+configuration aborts).
 """
 
 from __future__ import annotations
@@ -20,12 +22,15 @@ import json
 import os
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from kubenetmon.shared.schema import COLUMN_NAMES
+from kubenetmon.writer import pricebook
 from kubenetmon.writer import sink as sink_module
 from kubenetmon.writer.batcher import Batch
+from kubenetmon.writer.cost_tables import PRICES_TABLE, cost_view
 from kubenetmon.writer.migrate import migrate
 from kubenetmon.writer.settings import ClickHouseSettings
 from kubenetmon.writer.sink import Sink
@@ -33,6 +38,16 @@ from kubenetmon.writer.tables import INSERT_TYPES
 from tests.writer.messages import interval_start, message, row
 
 CLUSTER, DB, TABLE = "metering", "kubenetmon", "network_flows_0"
+# every row crosses zones within AWS us-east-1: list price 0.01 USD per GiB each way
+CROSS_ZONE = {
+    "localCloud": "aws",
+    "localRegion": "us-east-1",
+    "remoteRegion": "us-east-1",
+    "localAvailabilityZone": "us-east-1a",
+    "remoteAvailabilityZone": "us-east-1b",
+    "crossZone": True,
+}
+CONTRACT = "entries:\n  - {id: aws-cross-zone, out: 0.004}\n"
 CONFIG = """<clickhouse>
   <tcp_port>9000</tcp_port>
   <macros><shard>01</shard><replica>r1</replica></macros>
@@ -86,9 +101,29 @@ def insert(sink: Sink, *, enriched_at: int, start: int) -> int:
     batch: Batch[int] = Batch(opened_at=0.0)
     for k in range(5):
         source = f"node-a/boot/1/0/{k}"
-        rows = [row(source, i, direction="in" if i % 2 else "out", start=start) for i in range(10)]
+        rows = [
+            row(source, i, direction="in" if i % 2 else "out", start=start, **CROSS_ZONE) for i in range(10)
+        ]
         batch.add(message(source, rows, enriched_at=enriched_at), k)
     return sink.insert(sink.table, batch.columns, names=COLUMN_NAMES, types=INSERT_TYPES)
+
+
+def cost(sink: Sink) -> dict[str, Any]:
+    """The cost view, read through the Distributed table: per direction, its charge, entry and USD."""
+    rows = sink.query(
+        "SELECT direction, groupUniqArray(costCharge), groupUniqArray(costEntry), sum(bytes), sum(costUSD) "
+        f"FROM {DB}.{cost_view(TABLE)} GROUP BY direction ORDER BY direction"
+    ).rows
+    return {str(d): {"charge": c, "entry": e, "bytes": b, "usd": u} for d, c, e, b, u in rows}
+
+
+def price_loads(sink: Sink, *, deadline_s: float = 60.0) -> list[Any]:
+    """``[loads, rows]`` of the price table once its DELETE mutations are done (older loads gone)."""
+    deadline = time.monotonic() + deadline_s
+    pending = f"SELECT count() FROM system.mutations WHERE database = '{DB}' AND table = '{PRICES_TABLE}' "
+    while sink.query(pending + "AND NOT is_done").rows[0][0] and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling a condition, with a deadline
+    return list(sink.query(f"SELECT uniqExact(loadedAt), count() FROM {DB}.{PRICES_TABLE}").rows[0])
 
 
 def main(directory: Path) -> dict[str, Any]:
@@ -121,6 +156,16 @@ def main(directory: Path) -> dict[str, Any]:
     found["recorded"] = sink.query(
         f"SELECT version FROM {DB}.kubenetmon_migrations FINAL WHERE `table` = '{TABLE}' ORDER BY version"
     ).rows
+    found["list_cost"] = cost(sink)
+    # an operator's contract replaces the book in force: the past is re-priced
+    (directory / "contract.yaml").write_text(CONTRACT)
+    sink.sent = []
+    contract = pricebook.load([str(directory / "contract.yaml")])
+    contracted = migrate(sink, database=DB, table=TABLE, ttl_days=7, cluster=CLUSTER, price_book=contract)
+    found["contract"] = {"changed": contracted.prices_changed, "sent": list(sink.sent)}
+    found["contract_cost"] = cost(sink)
+    found["price_loads"] = price_loads(sink)
+    found["contract_rows"] = len(pricebook.table_rows(contract))
     return found
 
 

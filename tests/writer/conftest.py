@@ -18,8 +18,15 @@ from kubenetmon.writer.settings import ClickHouseSettings, WriterSettings
 from kubenetmon.writer.sink import Sink
 from kubenetmon.writer.worker import Writer
 from tests.support import KUBENETMON, Process, eventually, flags, spawn  # noqa: F401 (re-exported)
+from tests.writer.messages import pin_interval
 
 DEADLINE_S = 30.0
+
+
+@pytest.fixture(autouse=True)
+def _one_interval_per_test() -> None:
+    """Rows built by ``messages.row`` in one test share an interval start, recent for that test."""
+    pin_interval()
 
 
 def metric(name: str, **labels: str) -> float:

@@ -20,10 +20,26 @@ def interval_start(*, seconds: int = 60, ago: int = 120) -> int:
     return max(start, midnight)
 
 
+_pinned: list[int] = []
+
+
+def pin_interval() -> int:
+    """Fix the interval start ``row`` gives from now on to a recent one (the writer's tests: per test)."""
+    _pinned[:] = [interval_start()]
+    return _pinned[0]
+
+
+def pinned_interval() -> int:
+    """The fixed interval start of ``row``: rows built at different moments keep one identity (a clock
+    read per row would move them to the next interval across a minute boundary)."""
+    return _pinned[0] if _pinned else pin_interval()
+
+
 def row(
     source: str, index: int, *, direction: str = "out", start: int | None = None, **values: Any
 ) -> dict[str, Any]:
-    """One full row: zero values, a realistic identity, and ``values`` on top."""
+    """One full row: zero values, a realistic identity, and ``values`` on top; its interval is ``start``,
+    else the pinned one (``pinned_interval``)."""
     raw = RawRow(
         6,
         2,
@@ -43,7 +59,7 @@ def row(
     )
     base = {c.name: _ZERO[c.wire] for c in COLUMNS}
     base.update(
-        intervalStartTime=interval_start() if start is None else start,
+        intervalStartTime=pinned_interval() if start is None else start,
         intervalSeconds=60,
         environment="test",
         proto="TCP",

@@ -2,7 +2,8 @@
 
 No ClickHouse cluster runs here, so these tests check the statements rather than their effect: each one
 parses (chDB's ``formatQuery``), and the normalised text has the engine, the ``ON CLUSTER`` and the
-sharding key expected. Without a cluster, migrations send exactly the single-node statements.
+sharding key expected; a rehearsal runs them on chDB as the one shard of a cluster. Without a cluster,
+migrations and the price load send exactly the single-node statements.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from kubenetmon.shared import cli
 from kubenetmon.shared.errors import ConfigError
 from kubenetmon.shared.schema import COLUMN_NAMES
 from kubenetmon.writer import cli as writer_cli
-from kubenetmon.writer import replay, tables
-from kubenetmon.writer.cluster import literal, place
-from kubenetmon.writer.migrate import LATEST, MIGRATIONS, migrate
+from kubenetmon.writer import cost_tables, pricebook, replay, tables
+from kubenetmon.writer.cluster import REPLICATED_EVERYWHERE, data_table, literal, place
+from kubenetmon.writer.cost_tables import PRICES_TABLE
+from kubenetmon.writer.migrate import LATEST, MIGRATIONS, MIGRATIONS_TABLE, migrate
 from kubenetmon.writer.settings import ClickHouseSettings, clickhouse_settings
 from kubenetmon.writer.sink import QueryResult, Sink
 from tests.support import KUBENETMON
@@ -58,19 +60,33 @@ def migration_statements(cluster: str) -> list[str]:
 class Recorder:
     """Our ``Sink`` boundary, recording statements: a cluster's DDL cannot run on one embedded server.
 
-    It answers as an empty server does: no table exists, no version is recorded.
+    It answers as an empty server does: no table exists, no version is recorded, no price book loaded.
     """
 
     database, table = DB, TABLE
 
     def __init__(self) -> None:
         self.statements: list[str] = []
+        self.inserts: list[tuple[str, int]] = []
+        """``(table, rows)`` of each columnar insert."""
 
     def command(self, sql: str) -> Any:
         self.statements.append(sql)
 
+    def insert(self, table: str, columns: Any, **_: Any) -> int:
+        self.inserts.append((table, len(columns[0])))
+        return len(columns[0])
+
     def query(self, sql: str, **_: Any) -> QueryResult:
-        return QueryResult(["x"], [(0,)] if sql.startswith("EXISTS") else [])
+        if sql.startswith("EXISTS"):
+            return QueryResult(["x"], [(0,)])
+        if f"FROM `{DB}`.`{PRICES_TABLE}`" in sql:  # the book in force: aggregates over no rows
+            return QueryResult(["at", "book", "n"], [(0.0, "", 0)])
+        return QueryResult(["x"], [])
+
+
+def _price_delete(statement: str) -> bool:
+    return statement.startswith(f"ALTER TABLE `{DB}`.`{PRICES_TABLE}` DELETE WHERE loadedAt < toDateTime64(")
 
 
 def test_without_a_cluster_statements_pass_through_unchanged() -> None:
@@ -86,8 +102,11 @@ def test_without_a_cluster_statements_pass_through_unchanged() -> None:
     `appliedAt` DateTime DEFAULT now()
 ) ENGINE = ReplacingMergeTree ORDER BY (`table`, `version`)"""
     assert sent.statements[:2] == ["CREATE DATABASE IF NOT EXISTS `kubenetmon`", record]
-    ddl = [s for s in sent.statements[2:] if not s.startswith("INSERT")]
+    *ddl, delete = [s for s in sent.statements[2:] if not s.startswith("INSERT")]
     assert ddl == [*plain, tables.modify_ttl(DB, TABLE, 90)]
+    # the shipped price book, loaded into the price table by name; older loads deleted
+    assert _price_delete(delete) and place(delete, cluster="") == [delete]
+    assert sent.inserts == [(PRICES_TABLE, len(pricebook.table_rows(pricebook.load())))]
 
 
 def test_every_statement_of_every_migration_parses_on_a_cluster(normalise: Callable[[str], str]) -> None:
@@ -126,6 +145,49 @@ def test_the_exact_view_reads_the_distributed_table_with_final(normalise: Callab
     assert normalise(placed) == (
         f"CREATE OR REPLACE VIEW {DB}.{TABLE}_exact {ON} AS SELECT * FROM {DB}.{TABLE} FINAL"
     )
+
+
+def test_the_price_table_is_kept_whole_on_every_server(normalise: Callable[[str], str]) -> None:
+    """Small and joined against every shard's rows: one replica set over the whole cluster, no shards."""
+    assert REPLICATED_EVERYWHERE == {MIGRATIONS_TABLE, PRICES_TABLE}
+    single = cost_tables.create_price_table(DB)
+    (created,) = place(single, cluster=CLUSTER)
+    text = normalise(created)
+    assert text.startswith(f"CREATE TABLE IF NOT EXISTS {DB}.{PRICES_TABLE} {ON} (")
+    assert text.endswith(
+        f"ENGINE = ReplicatedMergeTree('/clickhouse/kubenetmon/{CLUSTER}/{DB}/{PRICES_TABLE}', "
+        "'{shard}-{replica}') ORDER BY (loadedAt, cloud, charge, entry, direction)"
+    )
+    assert text.split(" ENGINE = ")[0] == normalise(single).split(" ENGINE = ")[0].replace(
+        f"{PRICES_TABLE} (", f"{PRICES_TABLE} {ON} ("
+    )  # the single server's columns
+    assert data_table(PRICES_TABLE, cluster=CLUSTER) == PRICES_TABLE
+    # ALTERs (columns, mutations) run once: Keeper carries them to every replica of the set
+    for alter in (
+        f"ALTER TABLE `{DB}`.`{PRICES_TABLE}` ADD COLUMN IF NOT EXISTS `note` String",
+        f"ALTER TABLE `{DB}`.`{PRICES_TABLE}` DELETE WHERE loadedAt < toDateTime64(1796361943.513, 3)",
+    ):
+        assert place(alter, cluster=CLUSTER) == [alter]
+        normalise(alter)
+    drop = f"DROP TABLE IF EXISTS `{DB}`.`{PRICES_TABLE}` SYNC"
+    assert [normalise(s) for s in place(drop, cluster=CLUSTER)] == [
+        f"DROP TABLE IF EXISTS {DB}.{PRICES_TABLE} {ON} SYNC"
+    ]
+
+
+def test_the_cost_view_prices_the_exact_rows_with_the_local_price_table(
+    normalise: Callable[[str], str],
+) -> None:
+    view = cost_tables.create_cost_view(DB, TABLE)
+    (placed,) = place(view, cluster=CLUSTER)
+    text = normalise(placed)
+    name = f"VIEW {DB}.{cost_tables.cost_view(TABLE)}"
+    assert text == normalise(view).replace(f"{name} AS", f"{name} {ON} AS")
+    # the flows through the exact view (the Distributed table, FINAL on each shard), joined on the server
+    # that runs the query; the book from the price table there, which is whole on every server: no GLOBAL
+    # join, no shard-local table named
+    assert text.count(f"FROM {DB}.{TABLE}_exact") == 2 and f"FROM {DB}.{PRICES_TABLE} " in text
+    assert "GLOBAL" not in text and "_local" not in text
 
 
 def test_alters_reach_the_tables_that_need_them(normalise: Callable[[str], str]) -> None:
@@ -245,12 +307,16 @@ def test_migrate_on_a_cluster(normalise: Callable[[str], str]) -> None:
         f"'/clickhouse/kubenetmon/{CLUSTER}/{DB}/kubenetmon_migrations', '{{shard}}-{{replica}}') "
         "ORDER BY (`table`, version)"
     ) in record
-    ddl = [s for s in rest if not s.startswith("INSERT")]
+    *ddl, delete = [s for s in rest if not s.startswith("INSERT")]
     assert ddl == [normalise(s) for s in migration_statements(CLUSTER)] + [
         f"ALTER TABLE {DB}.{LOCAL} {ON} (MODIFY TTL date + toIntervalDay(30))"
     ]
     inserts = [s for s in rest if s.startswith("INSERT")]
     assert len(inserts) == LATEST and all(f"INSERT INTO {DB}.kubenetmon_migrations" in s for s in inserts)
+    # the price load: rows into the price table itself (no Distributed table in front), and one DELETE of
+    # older loads, as on a single server: Keeper carries the mutation to every replica
+    assert delete.startswith(f"ALTER TABLE {DB}.{PRICES_TABLE} (DELETE WHERE loadedAt < toDateTime64(")
+    assert sent.inserts == [(PRICES_TABLE, len(pricebook.table_rows(pricebook.load())))]
 
 
 def test_cluster_settings() -> None:
@@ -294,8 +360,9 @@ def test_rehearsal_on_a_one_server_cluster(tmp_path: Path) -> None:
     found = json.loads(done.stdout.splitlines()[-1])
     assert found["cluster"] == [[1]]
     assert found["first"] == {"applied": list(range(1, LATEST + 1)), "after": LATEST, "ttl": True}
-    ddl = [s for s in found["sent"][2:] if not s.startswith("INSERT")]
+    *ddl, delete = [s for s in found["sent"][2:] if not s.startswith("INSERT")]
     assert ddl == [*migration_statements(CLUSTER), *place(tables.modify_ttl(DB, TABLE, 90), cluster=CLUSTER)]
+    assert _price_delete(delete)
     tables_ = found["tables"]
     assert tables_[TABLE]["engine"] == "Distributed"
     assert f"cityHash64({tables_[LOCAL]['key']})" in tables_[TABLE]["full"]
@@ -315,6 +382,22 @@ def test_rehearsal_on_a_one_server_cluster(tmp_path: Path) -> None:
     assert not [s for s in found["again_sent"] if "ALTER" in s or "INSERT" in s]
     assert found["ttl7"]["changed"] and "TTL date + toIntervalDay(7)" in found["ttl7"]["full"]
     assert found["recorded"] == [[v] for v in range(1, LATEST + 1)]
+    # the price table: one table, no local one behind a Distributed one; the cost view reads through the
+    # Distributed flows table and prices every row at the list price, then at the contract's
+    assert tables_[PRICES_TABLE]["engine"] == "MergeTree" and f"{PRICES_TABLE}_local" not in tables_
+    assert tables_[f"{TABLE}_cost"]["engine"] == "View"
+    gib = 1 << 30
+    for key, out_rate in (("list_cost", 0.01), ("contract_cost", 0.004)):
+        got = found[key]
+        assert sum(d["bytes"] for d in got.values()) == found["expected_bytes"]
+        for direction, rate in (("out", out_rate), ("in", 0.01)):
+            side = got[direction]
+            assert side["charge"] == ["cross-zone"] and side["entry"] == ["aws-cross-zone"]
+            assert side["usd"] == pytest.approx(side["bytes"] / gib * rate)
+    assert found["contract"]["changed"]
+    assert [s for s in found["contract"]["sent"] if "ALTER" in s] == [found["contract"]["sent"][-1]]
+    assert _price_delete(found["contract"]["sent"][-1])
+    assert found["price_loads"] == [1, found["contract_rows"]]  # the older load deleted on the replica
 
 
 @pytest.mark.parametrize("module", [writer_cli, replay])

@@ -14,7 +14,8 @@ hold any knowledge of batching or NATS.
 On a self-managed cluster (``cluster``: ``--clickhouse-cluster``) every statement goes through
 ``cluster.place`` (ON CLUSTER, replicated local tables behind Distributed ones), so a migration is
 written once for both; the record of applied versions is then one table replicated on every server of
-the cluster, so whichever server a writer reaches answers for the whole cluster.
+the cluster, so whichever server a writer reaches answers for the whole cluster; so is the price table
+(``cluster.REPLICATED_EVERYWHERE``).
 """
 
 from __future__ import annotations
@@ -28,14 +29,13 @@ from typing import Final
 
 from kubenetmon.shared.errors import ConfigError, TransientError
 from kubenetmon.writer import cost_tables, pricebook, tables
-from kubenetmon.writer.cluster import data_table, place, replicated_everywhere
+from kubenetmon.writer.cluster import data_table, place
 from kubenetmon.writer.prices import load_prices
 from kubenetmon.writer.settings import add_clickhouse_arguments, clickhouse_settings
 from kubenetmon.writer.sink import Sink
+from kubenetmon.writer.tables import MIGRATIONS_TABLE
 
 log = logging.getLogger(__name__)
-
-MIGRATIONS_TABLE: Final = "kubenetmon_migrations"
 
 
 @dataclass(frozen=True)
@@ -74,18 +74,13 @@ class Outcome:
     prices_changed: bool = False
 
 
-def _record_table(database: str, *, cluster: str = "") -> str:
-    name = tables.fqn(database, MIGRATIONS_TABLE)
-    engine = "ReplacingMergeTree"
-    if cluster:
-        name += f" ON CLUSTER {tables.q(cluster)}"
-        engine = replicated_everywhere(cluster, database=database, table=MIGRATIONS_TABLE)
-    return f"""CREATE TABLE IF NOT EXISTS {name} (
+def _record_table(database: str) -> str:
+    return f"""CREATE TABLE IF NOT EXISTS {tables.fqn(database, MIGRATIONS_TABLE)} (
     `table` String,
     `version` UInt32,
     `name` String,
     `appliedAt` DateTime DEFAULT now()
-) ENGINE = {engine} ORDER BY (`table`, `version`)"""
+) ENGINE = ReplacingMergeTree ORDER BY (`table`, `version`)"""
 
 
 def _literal(text: str) -> str:
@@ -122,9 +117,9 @@ def migrate(
     ``cluster`` if one is named; load ``price_book``, or the shipped books if no book was ever loaded."""
     if not 0 <= to_version <= LATEST:
         raise ConfigError(f"--to-version: expected 0 to {LATEST}, got {to_version}")
-    for statement in place(f"CREATE DATABASE IF NOT EXISTS {tables.q(database)}", cluster=cluster):
-        sink.command(statement)
-    sink.command(_record_table(database, cluster=cluster))
+    for statement in (f"CREATE DATABASE IF NOT EXISTS {tables.q(database)}", _record_table(database)):
+        for placed in place(statement, cluster=cluster):
+            sink.command(placed)
     done = applied_versions(sink, database=database, table=table)
     if done and not _exists(sink, database=database, table=table, cluster=cluster):
         # The table was dropped (e.g. to reload it with `replay enriched`): its versions no longer hold.
@@ -157,6 +152,7 @@ def migrate(
             database=database,
             book=price_book or pricebook.load(),
             only_if_empty=price_book is None,
+            cluster=cluster,
         ).changed
     return Outcome(
         before=before,

@@ -8,6 +8,10 @@ again (same digest) does nothing.
 ``kubenetmon clickhouse migrate`` loads the shipped books plus its ``--price-book`` files every time;
 a writer starting up loads the shipped books only when no book was ever loaded, so it never undoes the
 overrides an operator loaded.
+
+On a cluster (``cluster``) the price table is one table replicated on every server
+(``cluster.REPLICATED_EVERYWHERE``): the insert and the ``DELETE`` mutation each run once, on the
+server reached, and Keeper carries them to every replica; the book in force is read locally.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from kubenetmon.writer.cluster import place
 from kubenetmon.writer.cost_tables import PRICES_TABLE
 from kubenetmon.writer.pricebook import PRICE_COLUMNS, PriceBook, table_rows
 from kubenetmon.writer.sink import Sink
@@ -41,8 +46,11 @@ def in_force(sink: Sink, *, database: str) -> tuple[float, str]:
     return (float(row[0]), str(row[1])) if int(row[2]) else (0.0, "")
 
 
-def load_prices(sink: Sink, *, database: str, book: PriceBook, only_if_empty: bool = False) -> Loaded:
-    """Make ``book`` the price book in force (unless it already is, or ``only_if_empty`` and one is)."""
+def load_prices(
+    sink: Sink, *, database: str, book: PriceBook, only_if_empty: bool = False, cluster: str = ""
+) -> Loaded:
+    """Make ``book`` the price book in force (unless it already is, or ``only_if_empty`` and one is),
+    on ``cluster`` if one is named."""
     last_at, last_digest = in_force(sink, database=database)
     digest = book.digest
     if last_digest == digest or (only_if_empty and last_digest):
@@ -57,9 +65,9 @@ def load_prices(sink: Sink, *, database: str, book: PriceBook, only_if_empty: bo
         names=["loadedAt", "book", *(n for n, _ in PRICE_COLUMNS)],
         types=["DateTime64(3)", "String", *(t for _, t in PRICE_COLUMNS)],
     )
-    sink.command(
-        f"ALTER TABLE {fqn(database, PRICES_TABLE)} DELETE WHERE loadedAt < toDateTime64({at:.3f}, 3)"
-    )
+    older = f"ALTER TABLE {fqn(database, PRICES_TABLE)} DELETE WHERE loadedAt < toDateTime64({at:.3f}, 3)"
+    for statement in place(older, cluster=cluster):
+        sink.command(statement)
     log.info(
         "price book loaded",
         extra={"digest": digest, "entries": len(book.entries), "files": ", ".join(book.files)},

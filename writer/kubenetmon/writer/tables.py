@@ -20,6 +20,8 @@ from typing import Final
 from kubenetmon.shared.schema import COLUMN_NAMES, COLUMNS
 
 _LC: Final = "LowCardinality(String)"
+MIGRATIONS_TABLE: Final = "kubenetmon_migrations"
+"""The record of the schema versions applied to each flows table (``migrate``)."""
 
 # kubenetmon's network_flows_0 columns keep their names and types; ours follow.
 TYPES: Final[dict[str, str]] = {
