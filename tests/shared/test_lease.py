@@ -36,20 +36,38 @@ async def test_one_holder_renews_and_the_other_takes_over_only_after_the_ttl(bro
     b = Lease(kv, key="lease", holder="b", ttl_s=10, clock=clock)
     assert await a.attempt() and a.held and a.term > 0
     assert not await b.attempt()
-    for _ in range(5):  # a renews every ttl/3: b never sees the same revision for a whole ttl
-        clock.now += 4
+    for _ in range(5):  # a renews every ttl/4: b never sees the same revision for 0.7 ttl
+        clock.now += 3
         assert await a.attempt()
         assert not await b.attempt() and not b.held
     term = a.term  # a dies after this renewal, which b saw at once (the loop's last attempt)
-    clock.now += 7.9
-    assert a.held  # a's own view: renewed 7.9 s ago, still under 0.8 ttl
+    clock.now += 4.9
+    assert a.held  # a's own view: renewed 4.9 s ago, still under 0.5 ttl
     assert not await b.attempt()
     clock.now += 2.0
-    assert not await b.attempt()  # b saw this revision 9.9 s ago: not yet
-    assert not a.held  # 0.8 ttl without renewal: a no longer acts, before b can take over
+    assert not await b.attempt()  # b saw this revision 6.9 s ago: not yet
+    assert not a.held  # 0.5 ttl without renewal: a no longer acts, well before b can take over
     clock.now += 0.2
     assert await b.attempt() and b.held and b.term > term
     assert not await a.attempt() and a.revision == 0  # a comes back: its renewal fails, it stays out
+
+
+async def test_a_dead_holder_is_replaced_within_the_ttl_whatever_the_poll_phase(broker: Broker) -> None:
+    kv = await broker.bucket("metadata", create=True)
+    assert kv is not None
+    clock = Clock()
+    a = Lease(kv, key="lease", holder="a", ttl_s=10, clock=clock)
+    b = Lease(kv, key="lease", holder="b", ttl_s=10, clock=clock)
+    assert await a.attempt()  # a's last renewal, then a dies
+    died = clock.now
+    clock.now += b.poll_s - 0.001  # the worst phase: b first looks just under one poll later
+    took_over = None
+    while took_over is None and clock.now - died <= 10:
+        if await b.attempt():
+            took_over = clock.now
+        clock.now += b.poll_s
+    assert took_over is not None and took_over - died <= 10
+    assert took_over - died >= 5  # never before a, silent, had stopped acting (0.5 ttl)
 
 
 async def test_a_released_lease_is_free_at_once(broker: Broker) -> None:

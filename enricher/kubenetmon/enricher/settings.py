@@ -162,8 +162,8 @@ class MetadataOptions:
         15.0,
         flag="--lease-ttl",
         kind="duration",
-        help="lease of the active replica in the NATS key-value bucket: renewed every third of it; a "
-        "standby takes over once it went unrenewed this long",
+        help="lease of the active replica in the NATS key-value bucket: renewed every quarter of it; "
+        "a replica that dies is replaced within it",
     )
     snapshot_s: float = option(
         3600.0,

@@ -5,12 +5,15 @@ API server, and its readers need one small shared pointer (where the latest META
 Both live in a key-value bucket; nats types stay in this package (``Entry`` is ours).
 
 The lease is a compare-and-set on one key, with no shared clock: the holder rewrites the key every
-``ttl/3`` (``update`` against the revision it last wrote, so a holder that was replaced fails at once);
-a contender remembers the revision it saw and when it first saw it (on its own monotonic clock), and
-takes the key over (again by compare-and-set) once that revision has not changed for ``ttl``. The
-holder considers itself deposed once it could not renew for ``0.8 * ttl``, so two holders never act
-at once while clocks run at the same rate. A takeover therefore happens between ``ttl`` and
-``ttl + poll`` after the last renewal of a holder that died without releasing.
+``RENEW * ttl`` (``update`` against the revision it last wrote, so a holder that was replaced fails at
+once); a contender checks every ``POLL * ttl``, remembers the revision it saw and when it first saw it (on
+its own monotonic clock), and takes the key over (again by compare-and-set) once that revision has not
+changed for ``TAKEOVER * ttl``. Since it first sees a revision at most one poll after it was written and
+acts at most one poll late, a holder that died without releasing is replaced at most
+``(TAKEOVER + 2 * POLL) * ttl`` = ``0.9 * ttl`` after its last renewal, so within the TTL of its death.
+The holder considers itself deposed once it could not renew for ``STEP_DOWN * ttl``, measured from when
+it *sent* its last successful renewal: that is before the revision was written, so it stops acting at
+least ``(TAKEOVER - STEP_DOWN) * ttl`` before anyone can take over, a margin for clock rates and delays.
 
 It must not decide what a holder does with its lease: the caller acts on ``held``.
 """
@@ -33,8 +36,14 @@ from kubenetmon.shared.errors import TransientError
 
 log = logging.getLogger(__name__)
 
-STEP_DOWN: Final = 0.8
+STEP_DOWN: Final = 0.5
 """A holder that could not renew for this fraction of the TTL stops acting as the holder."""
+RENEW: Final = 0.25
+"""The holder renews every this fraction of the TTL (one failed renewal does not depose it)."""
+TAKEOVER: Final = 0.7
+"""A contender takes over a revision unchanged for this fraction of the TTL on its own clock."""
+POLL: Final = 0.1
+"""How often, as a fraction of the TTL, ``attempt`` runs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +164,7 @@ class Lease:
     @property
     def poll_s(self) -> float:
         """How often ``attempt`` should run (renewal and takeover checks)."""
-        return self.ttl_s / 5
+        return POLL * self.ttl_s
 
     async def attempt(self) -> bool:
         """Renew the lease if we hold it, else take it if free or expired; returns ``held``.
@@ -165,7 +174,7 @@ class Lease:
         """
         now = self.clock()
         if self.revision:
-            if now - self._renewed_at < self.ttl_s / 3 and self.held:
+            if now - self._renewed_at < RENEW * self.ttl_s and self.held:
                 return True
             revision = await self.kv.update(self.key, self._value(), last=self.revision)
             if revision is None:
@@ -182,7 +191,7 @@ class Lease:
             if current.revision != seen_revision:
                 self._seen = (current.revision, now)
                 return False
-            if now - seen_at < self.ttl_s:
+            if now - seen_at < TAKEOVER * self.ttl_s:
                 return False
             log.info("lease %s expired (held by %s); taking it over", self.key, _holder_of(current))
             revision = await self.kv.update(self.key, self._value(), last=current.revision)
