@@ -46,6 +46,11 @@ MIGRATIONS: Final = (
         3, "skipping indexes for app, pod, namespace, class and zone", lambda d, t: [tables.add_indexes(d, t)]
     ),
     Migration(4, "exact read view <table>_exact (FINAL)", lambda d, t: [tables.create_exact_view(d, t)]),
+    Migration(
+        5,
+        "ledger of reports: agent_reports and agent_reports_exact",
+        lambda d, t: [tables.create_reports_table(d), tables.create_reports_exact_view(d)],
+    ),
 )
 LATEST: Final = MIGRATIONS[-1].version
 
