@@ -226,5 +226,5 @@ ORDER BY (node, intervalStartTime, sourceId)"""
 def create_reports_exact_view(database: str) -> str:
     return (
         f"CREATE OR REPLACE VIEW {fqn(database, exact_view(REPORTS_TABLE))} AS "
-        f"SELECT * FROM {fqn(database, REPORTS_TABLE)} FINAL"
+        f"SELECT *, spanFrom, spanTo FROM {fqn(database, REPORTS_TABLE)} FINAL"  # aliases: not in *
     )
