@@ -23,7 +23,7 @@ from kubenetmon.shared.up.settings import default_data_dir
 from kubenetmon.writer import completeness as c
 from kubenetmon.writer.sink import QueryResult
 from kubenetmon.writer.sql import Reader, add_target_arguments, target_settings
-from kubenetmon.writer.tables import REPORTS_TABLE, exact_view, q
+from kubenetmon.writer.tables import REPORTS_TABLE, exact_view, fqn, q
 
 FORMATS: Final = ("table", "json")
 DEFAULT_STEP_S: Final = 60
@@ -40,6 +40,11 @@ class CheckSpec:
     reach_s: int
     """How far around the window to read reports: a catch-up after it may cover its last intervals."""
     flows_view: str
+    database: str = ""
+    """Qualifies the tables when set (a reader that does not default to the database)."""
+
+    def relation(self, name: str) -> str:
+        return fqn(self.database, name) if self.database else q(name)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -94,7 +99,7 @@ def reports_query(spec: CheckSpec) -> str:
     return (
         "SELECT node, boot, seq, toUInt32(intervalStartTime), intervalSeconds, chunk, chunks, "
         "spanFromMs, spanToMs, eventsLost, tableDrops "
-        f"FROM {q(exact_view(REPORTS_TABLE))} "
+        f"FROM {spec.relation(exact_view(REPORTS_TABLE))} "
         f"WHERE intervalStartTime >= toDateTime({lo}) AND intervalStartTime < toDateTime({hi})"
         f"{_node_filter('node', spec.nodes)}"
     )
@@ -103,7 +108,7 @@ def reports_query(spec: CheckSpec) -> str:
 def nodes_query(spec: CheckSpec) -> str:
     """Nodes that metered flows in the window: known even if their ledger is missing altogether."""
     return (
-        f"SELECT DISTINCT observerNode FROM {q(spec.flows_view)} "
+        f"SELECT DISTINCT observerNode FROM {spec.relation(spec.flows_view)} "
         f"WHERE intervalStartTime >= toDateTime({spec.start}) AND intervalStartTime < toDateTime({spec.end})"
     )
 
@@ -126,6 +131,19 @@ def judge(reader: Any, spec: CheckSpec) -> tuple[int, list[c.Verdict]]:
     rows = chunk_rows(reader.query(reports_query(spec)))
     known = [str(r[0]) for r in reader.query(nodes_query(spec)).rows]
     return verdicts(rows, spec=spec, known=known)
+
+
+def header_text(reader: Any, *, database: str, flows_view: str, since_s: float, now: float) -> str:
+    """The completeness of the last ``since_s`` seconds in a few words, for a report's header."""
+    settle = max(60, int(since_s) // 10)
+    spec = CheckSpec(int(now - since_s), int(now) - settle, (), 3600, flows_view, database)
+    if spec.end <= spec.start:
+        return ""
+    try:
+        _step, found = judge(reader, spec)
+    except KubenetmonError:
+        return "completeness unknown"
+    return c.summary(found, shown=2) if found else "no agent reports"
 
 
 def render(spec: CheckSpec, step: int, found: list[c.Verdict], *, fmt: str, out: TextIO) -> None:
