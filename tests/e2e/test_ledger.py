@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from kubenetmon.shared.schema import decode_raw
+from kubenetmon.shared.timespec import format_time
 from tests.e2e.fixtures import MakePipeline
 from tests.e2e.harness import Options, Pipeline
 from tests.e2e.procs import KUBENETMON
@@ -93,3 +95,63 @@ def test_outage_is_covered_later_and_a_stopped_agent_is_silent(make_pipeline: Ma
     assert code == 1 and not doc["whole"] and "node-b silent" in doc["summary"]
     code, doc = check(p, start, end, "node-a")
     assert code == 0 and doc["whole"], doc["summary"]
+
+
+FLOWS = 700
+"""UDP flows in one burst: rows for several 4 KiB chunks; flushing them overruns a 64 KiB event buffer."""
+
+
+def raw_chunks(p: Pipeline, node: str) -> list[tuple[int, Any]]:
+    """(stream sequence, decoded message) of every RAW message of ``node`` in the stream."""
+
+    async def read(broker: Any) -> list[tuple[int, Any]]:
+        source = await broker.ephemeral("raw", filter_subject=broker.raw_subject(node))
+        out = []
+        try:
+            while batch := await source.fetch(500, 0.5):
+                for delivery in batch:
+                    out.append((delivery.stream_seq, decode_raw(delivery.data)))
+                    await delivery.ack()
+        finally:
+            await source.close()
+        return out
+
+    found: list[tuple[int, Any]] = p.broker_call(read)
+    return found
+
+
+def test_a_deleted_chunk_is_partial_and_lost_events_are_lossy(make_pipeline: MakePipeline) -> None:
+    options = Options(
+        interval_s=STEP, poll_s=0.5, agent_args=("--max-message-bytes", "4096", "--event-buffer", "65536")
+    )
+    p = make_pipeline(options)
+    start = int(time.time()) // STEP * STEP  # the agents run: this interval gets its report
+    p.kill("enricher")  # RAW waits in the stream: nothing reads it before the test deletes a chunk
+    web0, db0 = p.cluster.pods["web-0"], p.cluster.pods["db-0"]
+    server = db0.server("udp", family=4)
+    for _ in range(FLOWS):
+        web0.udp_client(server).exchange(20, 20)
+
+    def multi_chunk() -> list[tuple[int, Any]]:
+        return [(seq, m) for seq, m in raw_chunks(p, "node-a") if m.chunks > 1]
+
+    wait_until(lambda: bool(multi_chunk()), timeout=60, what="a report of several chunks", step=0.5)
+    node_a = p.cluster.nodes["node-a"].netns
+    subprocess.run(["ip", "netns", "exec", node_a, "conntrack", "-F"], check=True, capture_output=True)
+    lossy = lambda: [m for _, m in raw_chunks(p, "node-a") if m.ledger and m.ledger.events_lost]  # noqa: E731
+    wait_until(lambda: bool(lossy()), timeout=60, what="a report with lost events", step=0.5)
+    seq, victim = next((seq, m) for seq, m in multi_chunk() if m.chunk == 1)
+    assert p.broker_call(lambda broker: broker.delete_message("raw", seq))
+    end = max(m.start for _, m in raw_chunks(p, "node-a")) + STEP
+    p.restart("enricher")
+    p.wait_settled()
+
+    code, doc = check(p, start, end, "node-a")
+    found = {v["start"]: v for v in doc["intervals"]}
+    partial = found[format_time(victim.start)]
+    assert partial["state"] == "partial" and partial["missing_chunks"] == 1, partial
+    lost = {m.start: m.ledger.events_lost for m in lossy()}
+    for interval, count in lost.items():
+        verdict = found[format_time(interval)]
+        assert (verdict["state"], verdict["events_lost"]) == ("lossy", count), verdict
+    assert code == 1 and not doc["whole"]
