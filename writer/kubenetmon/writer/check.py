@@ -48,6 +48,14 @@ class CheckSpec:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Judge every node and interval of a window from the agents' ledger (agent_reports): complete; "
+        "covered later (a catch-up report after an outage covers it); partial (chunks missing); lossy "
+        "(DESTROY events lost or conntrack table drops in its span); silent (no report covers it)."
+    )
+    parser.epilog = (
+        "Exit 0 only when no node-interval is partial, lossy or silent; 1 otherwise; 2 on bad flags."
+    )
     add_target_arguments(parser)
     group = parser.add_argument_group("window")
     group.add_argument(
