@@ -26,7 +26,7 @@ TABLE: Final = counter(
     ["event"],
 )
 DROPPED: Final = counter("agent_dropped_records_total", "records not reported, by reason", ["reason"])
-REPORTS: Final = counter("agent_reports_total", "reports cut (one per interval with deltas, or partial)")
+REPORTS: Final = counter("agent_reports_total", "reports cut (every interval, idle or not; partial ones)")
 RECORDS: Final = counter("agent_records_published_total", "RAW rows acknowledged by the broker")
 MESSAGES: Final = counter("agent_messages_published_total", "RAW messages acknowledged by the broker")
 PUBLISHED_BYTES: Final = counter("agent_published_bytes_total", "RAW message bytes acknowledged")
