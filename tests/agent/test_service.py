@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from kubenetmon.agent import ctnetlink as ct
-from kubenetmon.agent import reports
+from kubenetmon.agent import ctstats, reports
 from kubenetmon.agent.checkpoint import StateDir
 from kubenetmon.agent.conntrack import DumpResult
 from kubenetmon.agent.publisher import Oversized, Sent
@@ -31,6 +31,12 @@ class Kernel:
         self.overruns = 0
         self.dying_skipped = 0
         self.resync_needed = False
+        self.drops = 0
+        """conntrack's cumulative table drops (``stats``)."""
+        self.max_entries = 1000
+
+    def stats(self) -> ctstats.Stats:
+        return ctstats.Stats(drop=self.drops, entries=len(self.counters), max_entries=self.max_entries)
 
     def grow(self, amount: int = 100) -> None:
         for c in self.counters.values():

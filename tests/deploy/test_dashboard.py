@@ -24,7 +24,7 @@ import yaml  # type: ignore[import-untyped]
 from kubenetmon.writer.cost_tables import cost_view
 from kubenetmon.writer.settings import ClickHouseSettings
 from kubenetmon.writer.sink import DEFAULT_DATABASE
-from kubenetmon.writer.tables import exact_view
+from kubenetmon.writer.tables import REPORTS_TABLE, exact_view
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "k8s/base/grafana/kubenetmon-dashboard.json"
@@ -42,6 +42,8 @@ def table_default() -> str:
 
 
 VIEW = f"{DEFAULT_DATABASE}.{exact_view(table_default())}"
+LEDGER = f"{DEFAULT_DATABASE}.{exact_view(REPORTS_TABLE)}"
+COMPLETENESS = "Completeness (agents' ledger)"
 TABLE = f"{DEFAULT_DATABASE}.{table_default()}"
 COST_VIEW = f"{DEFAULT_DATABASE}.{cost_view(table_default())}"
 GIB = 1 << 30
@@ -116,6 +118,20 @@ def chdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "remoteWorkload, remoteIPv4, localAvailabilityZone, remoteAvailabilityZone, crossZone, bytes, "
         f"packets, observerNode, ipFamily, flowId, enrichedAt, sourceId, localCloud) VALUES {values}",
     )
+    # the ledger: node-a's report whole, node-b's missing one of two chunks, node-c's whole but lossy
+    reports = [("node-a", 0, 1, 0), ("node-b", 0, 2, 0), ("node-c", 0, 1, 3)]
+    run(
+        "sql",
+        "--clickhouse-dsn",
+        dsn,
+        f"INSERT INTO {DEFAULT_DATABASE}.{REPORTS_TABLE} (sourceId, node, boot, intervalStartTime, "
+        "intervalSeconds, seq, chunk, chunks, spanFromMs, spanToMs, eventsLost) VALUES "
+        + ", ".join(
+            f"('{node}/b/{START}/1/{chunk}', '{node}', 'b', {START}, {INTERVAL_S}, 1, {chunk}, {chunks}, "
+            f"{START * 1000}, {(START + INTERVAL_S) * 1000}, {lost})"
+            for node, chunk, chunks, lost in reports
+        ),
+    )
     yield dsn
 
 
@@ -159,7 +175,10 @@ def test_clickhouse_panels_read_the_exact_view() -> None:
     assert len(targets) >= 10
     for title, sql in targets:
         tables = set(re.findall(r"\bFROM\s+([\w.]+)", sql))
-        assert tables in ({VIEW}, {COST_VIEW}), f"{title}: reads {tables}"
+        if title == COMPLETENESS:
+            assert tables == {LEDGER}, f"{title}: reads {tables}"
+        else:
+            assert tables in ({VIEW}, {COST_VIEW}), f"{title}: reads {tables}"
 
 
 def test_every_panel_query_runs(chdb: str) -> None:
@@ -236,6 +255,11 @@ def test_pipeline_panels(chdb: str) -> None:
     assert [(r["node"], r["rows"]) for r in rows] == [("node-a", len(ROWS))]
     (fresh,) = query(chdb, expand(panel_sql("Data freshness")))
     assert 1700 <= fresh["freshness"] <= 1800 + 120
+
+
+def test_completeness_panel(chdb: str) -> None:
+    rows = query(chdb, expand(panel_sql(COMPLETENESS)))
+    assert [(r["nodes_known"], r["nodes_reporting"], r["nodes_whole"]) for r in rows] == [(3, 3, 1)]
 
 
 # ---- Prometheus side: panels and alerts may only name metrics the code defines

@@ -23,6 +23,7 @@ from kubenetmon.shared import schema
 from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.consumer import H_REASON, consume
 from kubenetmon.shared.deliveries import Delivery
+from kubenetmon.shared.ledger import Ledger, ReportRow
 from kubenetmon.shared.settings import NatsSettings
 from tests.enricher.conftest import (
     DEADLINE_S,
@@ -172,6 +173,23 @@ async def test_empty_results_are_acked_without_output(
     await publish_raw(broker, [dropped_only])
     await eventually(lambda: settled(broker))
     assert await read_all(broker, "enriched", 0) == []
+
+
+async def test_the_ledger_is_handed_on_once_per_raw_chunk_even_without_rows(
+    broker: Broker, running: Callable[..., Enricher]
+) -> None:
+    ledger = Ledger(1_000, 61_000, 300, 9_000, 600, 12, 1, 2)
+    big = schema.RawMessage(**_fields(traffic(1, 300)[0]), ledger=ledger)  # three parts of output
+    idle = schema.RawMessage("n1", "boot", big.start + 60, 60, 5, 0, 1, [], ledger=ledger)
+    running(max_rows=150)
+    await publish_raw(broker, [big, idle])
+    await eventually(lambda: settled(broker))
+    decoded = {d.msg_id: schema.decode_enriched(d.data) for d in await read_all(broker, "enriched", 4)}
+    reports = {i: m.report for i, m in decoded.items() if m.report is not None}
+    assert sorted(reports) == [part_id(big.msg_id, 0), part_id(idle.msg_id, 0)]
+    assert reports[part_id(big.msg_id, 0)] == ReportRow(big.boot, big.start, 60, 0, 0, 1, 300, ledger)
+    assert reports[part_id(idle.msg_id, 0)] == ReportRow("boot", idle.start, 60, 5, 0, 1, 0, ledger)
+    assert decoded[part_id(idle.msg_id, 0)].row_count == 0
 
 
 def _fields(msg: schema.RawMessage, **changes: Any) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import time
@@ -23,6 +24,7 @@ from kubenetmon.writer.top_report import (
     parse_report,
     render,
     summary_line,
+    title,
     zones_text,
 )
 from tests.up.rows import flow, insert
@@ -282,3 +284,19 @@ def test_command_reads_the_exact_view(
     assert table[2].split()[:3] == ["INTRA_VPC", "cross-zone", "10.0"]
     assert cli.main([*argv, "--since", "nonsense"]) == 2
     assert "not a duration" in capsys.readouterr().err
+
+
+def test_header_shows_the_windows_completeness(
+    clickhouse: Sink, chdb_settings: ClickHouseSettings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shift = int(time.time()) - NOW
+    insert(clickhouse, _rows(start_offset=shift))  # flows metered by a node that has no ledger at all
+    argv = ["top", "--clickhouse-dsn", chdb_settings.dsn, "--database", clickhouse.database]
+    assert cli.main(argv) == 0
+    head = capsys.readouterr().out.splitlines()[0]
+    assert head.startswith("top talkers by app, out, last 10m [0 of ")
+    assert " node-intervals complete; " in head and " silent " in head
+    fixed = _fixed_report()
+    assert title(dataclasses.replace(fixed, completeness="9 of 9 node-intervals complete")).startswith(
+        "top talkers by app, out, last 10m [9 of 9 node-intervals complete]: 1.50 MB"
+    )

@@ -107,6 +107,8 @@ async def test_sql_opens_an_unowned_directory_itself(
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [
         "name",
+        "agent_reports",
+        "agent_reports_exact",
         "kubenetmon_migrations",
         "kubenetmon_prices",
         "network_flows_0",

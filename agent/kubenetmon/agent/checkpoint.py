@@ -56,6 +56,8 @@ class State:
     missing: list[dict[bytes, bytes]] = field(default_factory=list)
     destroyed: list[set[bytes]] = field(default_factory=list)
     deltas: dict[bytes, int] = field(default_factory=dict)
+    ledger: dict[str, int] = field(default_factory=dict)
+    """The open span's ledger facts (``service.Agent`` names them); absent in older state files."""
 
 
 def boot_id() -> str:
@@ -100,6 +102,7 @@ class StateDir:
             "missing": [_sections(len(g)) for g in state.missing],
             "destroyed": len(state.destroyed),
             "deltas": _sections(len(state.deltas)),
+            "ledger": state.ledger,
         }
         parts = itertools.chain(
             [header],
@@ -140,6 +143,7 @@ class StateDir:
                 next_seq=int(head["next_seq"]),
                 interval_start=int(head["interval_start"]),
                 pending=[int(s) for s in head["pending"]],
+                ledger={str(k): int(v) for k, v in (head.get("ledger") or {}).items()},
             )
             for _ in range(int(head["last"])):
                 state.last.update(_mapping(next(unpacker)))

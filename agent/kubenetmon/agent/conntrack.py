@@ -4,7 +4,8 @@ This is the only module that uses pyroute2 (network namespaces, request encoding
 Dumps ask for both families and every zone in one request and never zero counters (no GET_CTRZERO: zeroing
 would lose data when a send fails and steal counters from anything else reading them). The event socket
 is subscribed to DESTROY only, with a receive buffer as large as the kernel allows; an overrun (ENOBUFS) is
-counted and flagged so the caller resyncs with a dump. Neither ever raises for an overrun.
+counted and flagged so the caller resyncs with a dump. Neither ever raises for an overrun. ``stats`` reads
+conntrack's own counters (what it could not track; decoded by ``ctstats``) on the dump socket.
 
 Sockets are made inside ``netns`` (a name under /run/netns, or a path) by a short-lived thread that joins
 the namespace: a socket stays in the namespace it was created in, and the process itself never moves.
@@ -27,6 +28,7 @@ from pyroute2.netlink import NETLINK_NETFILTER, NLM_F_DUMP, NLM_F_REQUEST
 from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_CTNETLINK, NFNLGRP_CONNTRACK_DESTROY
 from pyroute2.netlink.nfnetlink.nfctsocket import IPCTNL_MSG_CT_GET, nfct_msg
 
+from kubenetmon.agent import ctstats
 from kubenetmon.agent.ctnetlink import DONE, INTERRUPTED, Decoder, Message, Sink
 
 T = TypeVar("T")
@@ -152,6 +154,19 @@ class Conntrack:
             count += len(batch)
             consume(batch)
         return DumpResult(count, not flags & INTERRUPTED, time.monotonic() - start)
+
+    def stats(self) -> ctstats.Stats:
+        """The namespace's conntrack statistics (per-CPU counters summed, entries, the table limit)."""
+        totals: dict[str, int] = {}
+        try:
+            for kind in (ctstats.CT_GET_STATS_CPU, ctstats.CT_GET_STATS):
+                self._dump_sock.send(ctstats.request(kind, seq=next(_seq)))
+                while not ctstats.decode(self._dump_sock.recv(RECV_SIZE), totals):
+                    pass
+        except (OSError, ValueError):
+            self._reopen()
+            raise
+        return ctstats.stats_of(totals)
 
     def event_fd(self) -> int:
         """The event socket's descriptor, for an event loop reader (-1 without events)."""

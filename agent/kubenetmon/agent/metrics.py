@@ -26,7 +26,7 @@ TABLE: Final = counter(
     ["event"],
 )
 DROPPED: Final = counter("agent_dropped_records_total", "records not reported, by reason", ["reason"])
-REPORTS: Final = counter("agent_reports_total", "reports cut (one per interval with deltas, or partial)")
+REPORTS: Final = counter("agent_reports_total", "reports cut (every interval, idle or not; partial ones)")
 RECORDS: Final = counter("agent_records_published_total", "RAW rows acknowledged by the broker")
 MESSAGES: Final = counter("agent_messages_published_total", "RAW messages acknowledged by the broker")
 PUBLISHED_BYTES: Final = counter("agent_published_bytes_total", "RAW message bytes acknowledged")
@@ -46,4 +46,20 @@ EARLY_CUTS: Final = counter(
 LAST_POLL: Final = gauge(
     "agent_last_poll_timestamp_seconds",
     "Unix time at which the latest completed tick (poll, cut, checkpoint) began",
+)
+CONNTRACK_STATS: Final = counter(
+    "agent_conntrack_stats_total",
+    "conntrack's own per-CPU counters, summed: found, invalid (packets conntrack refused: not metered), "
+    "insert_failed, drop, early_drop (connections the table refused or evicted: not metered), error, "
+    "search_restart, clash_resolve, chaintoolong",
+    ["counter"],
+)
+TABLE_MAX: Final = gauge(
+    "agent_conntrack_table_max", "nf_conntrack_max: the conntrack table's limit (host-wide)"
+)
+TABLE_FILL: Final = gauge(
+    "agent_conntrack_table_fill_ratio", "conntrack entries / nf_conntrack_max, from the kernel's statistics"
+)
+STATS_FAILURES: Final = counter(
+    "agent_conntrack_stats_failures_total", "polls whose conntrack statistics could not be read"
 )

@@ -5,6 +5,10 @@ published: a retry after a crash or an outage sends byte-identical messages with
 (node/boot/interval/seq/chunk), which JetStream's duplicate window drops. Chunking is deterministic: rows
 are sorted, and each chunk takes rows while their worst-case encoded size fits.
 
+Every chunk carries the report's ledger (``kubenetmon.shared.ledger``): the span its deltas cover, its
+totals, and what was lost in that span. An interval without traffic still gets a report (one chunk, no
+rows), so a node that sends nothing is silent, never merely idle.
+
 ``merge`` folds two reports into one covering both intervals, for a backlog that exceeds its bound during
 a long broker outage. Only reports never offered to the broker may be merged (the caller's rule: only the
 oldest pending report is ever published), so no byte can be both in the stream and in a merged report.
@@ -17,6 +21,7 @@ from typing import Final
 
 import msgpack
 
+from kubenetmon.shared.ledger import Ledger
 from kubenetmon.shared.schema import (
     AF_INET,
     MAX_INTERVAL_SECONDS,
@@ -29,6 +34,8 @@ from kubenetmon.shared.schema import (
 _HEADER_BOUND: Final = 512
 """Upper bound of a RAW message's encoding without its rows (node name and boot id included)."""
 _ROW_BOUND: Final = {AF_INET: 1 + 3 * 2 + 4 * (2 + 4) + 4 * 3 + 4 * 9}
+_LEDGER_BOUND: Final = 10 + 8 * (8 + 9)
+"""Upper bound of the ``ledger`` map's encoding: eight short keys, eight 64-bit integers."""
 _ROW_BOUND_V6: Final = 1 + 3 * 2 + 4 * (2 + 16) + 4 * 3 + 4 * 9
 FORMAT: Final = 1
 
@@ -55,15 +62,64 @@ class Report:
         return sum(len(c) for c in self.chunks)
 
 
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """What the agent knows of a report's span besides its rows (see ``Ledger``)."""
+
+    span_from_ms: int
+    """Unix milliseconds of the poll before the report's first poll."""
+    span_to_ms: int
+    """Unix milliseconds of the report's last poll."""
+    flows: int = 0
+    events_lost: int = 0
+    table_drops: int = 0
+
+
+def ledger_of(rows: list[RawRow], coverage: Coverage) -> Ledger:
+    """The ledger of a report of ``rows`` over ``coverage``."""
+    return Ledger(
+        span_from_ms=coverage.span_from_ms,
+        span_to_ms=max(coverage.span_from_ms, coverage.span_to_ms),
+        rows=len(rows),
+        bytes=sum(r.orig_bytes + r.reply_bytes for r in rows),
+        packets=sum(r.orig_packets + r.reply_packets for r in rows),
+        flows=coverage.flows,
+        events_lost=coverage.events_lost,
+        table_drops=coverage.table_drops,
+    )
+
+
+def coverage_of(report: Report) -> Coverage | None:
+    """The coverage a report's chunks state (None for a report cut before ledgers existed)."""
+    ledger = decode_raw(report.chunks[0]).ledger
+    if ledger is None:
+        return None
+    return Coverage(
+        ledger.span_from_ms, ledger.span_to_ms, ledger.flows, ledger.events_lost, ledger.table_drops
+    )
+
+
 def _row_bound(row: RawRow) -> int:
     return _ROW_BOUND.get(row.family, _ROW_BOUND_V6)
 
 
 def build(
-    rows: list[RawRow], *, node: str, boot: str, start: int, seconds: int, seq: int, max_bytes: int
+    rows: list[RawRow],
+    *,
+    node: str,
+    boot: str,
+    start: int,
+    seconds: int,
+    seq: int,
+    max_bytes: int,
+    coverage: Coverage | None = None,
 ) -> Report:
-    """Cut ``rows`` (already in a deterministic order) into messages of at most ``max_bytes`` each."""
-    budget = max_bytes - _HEADER_BOUND - len(node.encode()) - len(boot.encode())
+    """Cut ``rows`` (already in a deterministic order) into messages of at most ``max_bytes`` each.
+
+    No rows still makes one (empty) chunk: the report of an idle interval.
+    """
+    ledger = None if coverage is None else ledger_of(rows, coverage)
+    budget = max_bytes - _HEADER_BOUND - _LEDGER_BOUND - len(node.encode()) - len(boot.encode())
     if budget < _ROW_BOUND_V6:
         raise ValueError(f"max message size {max_bytes} is too small for one row")
     groups: list[list[RawRow]] = [[]]
@@ -76,7 +132,7 @@ def build(
         groups[-1].append(row)
         used += size
     chunks = tuple(
-        encode_raw(RawMessage(node, boot, start, seconds, seq, i, len(groups), group))
+        encode_raw(RawMessage(node, boot, start, seconds, seq, i, len(groups), group, ledger=ledger))
         for i, group in enumerate(groups)
     )
     return Report(node, boot, start, seconds, seq, chunks, len(rows))
@@ -110,7 +166,26 @@ def merge(older: Report, newer: Report, *, seq: int, max_bytes: int) -> Report:
     end = max(older.start + older.seconds, newer.start + newer.seconds)
     start = min(older.start, newer.start)
     return build(
-        rows, node=newer.node, boot=newer.boot, start=start, seconds=end - start, seq=seq, max_bytes=max_bytes
+        rows,
+        node=newer.node,
+        boot=newer.boot,
+        start=start,
+        seconds=end - start,
+        seq=seq,
+        max_bytes=max_bytes,
+        coverage=_merged(coverage_of(older), coverage_of(newer)),
+    )
+
+
+def _merged(older: Coverage | None, newer: Coverage | None) -> Coverage | None:
+    if older is None or newer is None:
+        return newer or older
+    return Coverage(
+        span_from_ms=min(older.span_from_ms, newer.span_from_ms),
+        span_to_ms=max(older.span_to_ms, newer.span_to_ms),
+        flows=newer.flows,
+        events_lost=older.events_lost + newer.events_lost,
+        table_drops=older.table_drops + newer.table_drops,
     )
 
 
@@ -125,6 +200,7 @@ def split(report: Report, chunk: int, *, seq: int, max_bytes: int) -> Report:
         seconds=report.seconds,
         seq=seq,
         max_bytes=max_bytes,
+        coverage=coverage_of(report),
     )
 
 

@@ -10,6 +10,11 @@ Broker down: ticks go on (deltas accumulate in reports on disk); the backlog is 
 newest reports when there are more than ``--max-backlog-reports``. SIGTERM: a last tick cuts the partial
 interval (it gets its own ``seq``), the backlog is published within the drain budget, and the process
 exits 0; what could not be sent stays on disk for the next start.
+
+The ledger: every poll also reads conntrack's own statistics (``ctstats``). Each report states the span
+its deltas cover, from the poll its predecessor ended with to its own last poll (both in the checkpoint,
+so the first report after a crash spans the outage: a catch-up), with the event-socket overruns and the
+table drops of that span. Every interval gets a report, with or without rows.
 """
 
 from __future__ import annotations
@@ -21,12 +26,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from kubenetmon.agent import metrics, reports
+from kubenetmon.agent import ctstats, metrics, reports
 from kubenetmon.agent.checkpoint import State, StateDir
 from kubenetmon.agent.conntrack import Conntrack
 from kubenetmon.agent.flows import REPORTED_PROTOCOLS, WITH_SCTP, FlowTable, report
 from kubenetmon.agent.publisher import Oversized, Publisher
-from kubenetmon.agent.reports import Report
+from kubenetmon.agent.reports import Coverage, Report
 from kubenetmon.agent.settings import AgentSettings
 from kubenetmon.shared.errors import TransientError
 from kubenetmon.shared.metrics import serve
@@ -35,6 +40,8 @@ from kubenetmon.shared.runtime import RootTasks, sleep_or_stop
 log = logging.getLogger(__name__)
 
 RETRY_S = (0.2, 0.5, 1.0, 2.0, 5.0)
+FULL_TABLE = 0.9
+"""Fill ratio of the conntrack table above which the agent warns: new connections will soon be refused."""
 
 
 class Agent:
@@ -73,6 +80,14 @@ class Agent:
         self._work = asyncio.Event()
         self._resync = asyncio.Event()
         self._final = False
+        self.span_from_ms = self.last_poll_ms = 0
+        """The open span: the poll the last report ended with, and the latest poll (Unix ms; 0: none)."""
+        self.events_lost = self.table_drops = 0
+        """Event-socket overruns and conntrack table drops in the open span."""
+        self.drops_seen = -1
+        """The kernel's cumulative table drops at the last statistics read (-1: unknown)."""
+        self._stats: ctstats.Stats | None = None
+        self._full = False
 
     # -- start --------------------------------------------------------------------------------------
 
@@ -90,6 +105,7 @@ class Agent:
             self.state_dir.sweep(state.pending)
             self.pending = [r for r in map(self._load_report, state.pending) if r is not None]
             self.next_seq, self.interval_start = state.next_seq, state.interval_start
+            self._resume_ledger(state.ledger, same_boot=state.boot == self.boot)
             if state.boot == self.boot:
                 self.table.last, self.table.deltas = state.last, state.deltas
                 self.table.missing = deque(state.missing)
@@ -111,6 +127,21 @@ class Agent:
             self.interval_start = 0
         self.checkpoint()
         metrics.BACKLOG.set(len(self.pending))
+
+    def _resume_ledger(self, saved: dict[str, int], *, same_boot: bool) -> None:
+        self.span_from_ms, self.last_poll_ms = saved.get("from", 0), saved.get("to", 0)
+        self.events_lost, self.table_drops = saved.get("lost", 0), saved.get("drops", 0)
+        # the kernel's counters belong to this boot: drops while the agent was down are counted then
+        self.drops_seen = saved.get("seen", -1) if same_boot else -1
+
+    def _ledger_state(self) -> dict[str, int]:
+        return {
+            "from": self.span_from_ms,
+            "to": self.last_poll_ms,
+            "lost": self.events_lost,
+            "drops": self.table_drops,
+            "seen": self.drops_seen,
+        }
 
     def _load_report(self, seq: int) -> Report | None:
         try:
@@ -140,7 +171,11 @@ class Agent:
         self.table.end_dump(consistent=result.consistent)
         metrics.EVENTS.inc(self.conntrack.read_events(self.table.destroy))
         metrics.EVENTS_LOST.inc(self.conntrack.overruns - self._overruns)
+        self.events_lost += self.conntrack.overruns - self._overruns
         self._overruns = self.conntrack.overruns
+        self.last_poll_ms = int(self.clock() * 1000)
+        self.span_from_ms = self.span_from_ms or self.last_poll_ms
+        self.read_stats()
         self.conntrack.resync_needed = False
         if self._overruns != before:
             self._resync.set()  # events were lost during this dump: dump again at once
@@ -155,6 +190,34 @@ class Agent:
         for event, count in self.table.stats.items():
             metrics.TABLE.labels(event).inc(count)
         self.table.stats.clear()
+
+    def read_stats(self) -> None:
+        """Conntrack's statistics: metrics, the span's table drops, a warning when the table is near full."""
+        try:
+            stats = self.conntrack.stats()
+        except (OSError, ValueError) as exc:
+            metrics.STATS_FAILURES.inc()
+            log.warning("conntrack statistics unreadable: %r", exc)
+            return
+        for name, grown in ctstats.growth(self._stats, stats).items():
+            if grown:
+                metrics.CONNTRACK_STATS.labels(name).inc(grown)
+        seen = stats.table_drops
+        if self.drops_seen >= 0:
+            self.table_drops += seen - self.drops_seen if seen >= self.drops_seen else seen
+        self._stats, self.drops_seen = stats, seen
+        metrics.TABLE_MAX.set(stats.max_entries)
+        metrics.TABLE_FILL.set(stats.fill)
+        full = stats.fill > FULL_TABLE
+        if full and not self._full:
+            log.warning(
+                "conntrack table over %d%% full: new connections will be dropped and not metered",
+                int(FULL_TABLE * 100),
+                extra={"entries": stats.entries, "max": stats.max_entries},
+            )
+        elif self._full and not full:
+            log.info("conntrack table below %d%% full again", int(FULL_TABLE * 100))
+        self._full = full
 
     def tick(self, *, final: bool = False) -> None:
         """One poll, then a report if the interval is over (or ``final``), then a checkpoint."""
@@ -179,8 +242,14 @@ class Agent:
         dropped["no_delta"] += sum(1 for key in self.table.last if key not in deltas)
         for reason, count in dropped.items():
             metrics.DROPPED.labels(reason).inc(count)
-        if not rows:
-            return
+        coverage = Coverage(
+            span_from_ms=self.span_from_ms or start * 1000,
+            span_to_ms=self.last_poll_ms or (start + self.settings.interval) * 1000,
+            flows=self.table.tracked,
+            events_lost=self.events_lost,
+            table_drops=self.table_drops,
+        )
+        self.span_from_ms, self.events_lost, self.table_drops = coverage.span_to_ms, 0, 0
         new = reports.build(
             rows,
             node=self.settings.node_name,
@@ -189,6 +258,7 @@ class Agent:
             seconds=self.settings.interval,
             seq=self._seq(),
             max_bytes=self.settings.max_message_bytes,
+            coverage=coverage,
         )
         self.state_dir.save_report(new)
         self.pending.append(new)
@@ -203,6 +273,9 @@ class Agent:
                 "seq": new.seq,
                 "rows": new.rows,
                 "chunks": len(new.chunks),
+                "span_ms": coverage.span_to_ms - coverage.span_from_ms,
+                "events_lost": coverage.events_lost,
+                "table_drops": coverage.table_drops,
                 "backlog": len(self.pending),
                 "flows": self.table.tracked,
                 **dropped,
@@ -242,6 +315,7 @@ class Agent:
                 missing=list(self.table.missing),
                 destroyed=list(self.table.destroyed),
                 deltas=self.table.deltas,
+                ledger=self._ledger_state(),
             )
         )
         self._durable = {r.seq for r in self.pending}

@@ -3,7 +3,9 @@
 For each fetched RAW message: decode (a ``DecodeError`` is poison: DLQ), label, split the rows into
 ENRICHED messages of at most ``max_rows`` rows, publish them with ids derived from the RAW id (part 0
 is ``schema.enriched_msg_id(raw_id)``, part k ``<that>+k``, so a republish after a crash is dropped
-by the duplicate window), and only then report ``Ack``. A publish the broker did not confirm is a
+by the duplicate window), and only then report ``Ack``. A RAW chunk with a ledger hands it on in part 0
+(its ``report``, a row of ``agent_reports``), which is sent even when the chunk has no rows: the ledger
+reaches ClickHouse through the same streams as the flows. A publish the broker did not confirm is a
 ``Retry``; a payload it can never take, or a message the labeler fails on, is ``Poison``.
 ``consumer.consume`` settles the outcomes (ack, nak with backoff, or DLQ).
 
@@ -25,6 +27,7 @@ from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.consumer import ACK, Outcome, Poison, Retry
 from kubenetmon.shared.deliveries import Delivery
 from kubenetmon.shared.errors import PoisonError, TransientError
+from kubenetmon.shared.ledger import ReportRow
 
 log = logging.getLogger(__name__)
 
@@ -106,11 +109,33 @@ class Enricher:
         if self.on_labelled is not None:
             self.on_labelled(labelled.stats)
         subject = self.broker.enriched_subject(msg.node)
+        report = report_row(msg)
+        chunks = parts(labelled, max_rows=self.max_rows)
+        if not chunks and report is not None:
+            chunks = [[[] for _ in labelled.columns]]
         out = []
-        for k, data in enumerate(parts(labelled, max_rows=self.max_rows)):
-            message = schema.EnrichedMessage(msg.msg_id, msg.node, enriched_at, labelled.columns, data)
+        for k, data in enumerate(chunks):
+            message = schema.EnrichedMessage(
+                msg.msg_id, msg.node, enriched_at, labelled.columns, data, report=report if k == 0 else None
+            )
             out.append((subject, schema.encode_enriched(message), part_id(msg.msg_id, k, replay=self.replay)))
         return out
+
+
+def report_row(msg: schema.RawMessage) -> ReportRow | None:
+    """The ``agent_reports`` row of a RAW chunk (None for a chunk without a ledger)."""
+    if msg.ledger is None:
+        return None
+    return ReportRow(
+        boot=msg.boot,
+        start=msg.start,
+        seconds=msg.seconds,
+        seq=msg.seq,
+        chunk=msg.chunk,
+        chunks=msg.chunks,
+        chunk_rows=len(msg.columns()[0]),
+        ledger=msg.ledger,
+    )
 
 
 def _outcome(results: list[Any]) -> Outcome:

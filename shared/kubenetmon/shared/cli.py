@@ -43,6 +43,9 @@ COMMANDS: Final[dict[str, Command]] = {
     "replay": Command("kubenetmon.shared.replay", "re-enrich RAW, re-load ENRICHED, re-drive the DLQ"),
     "up": Command("kubenetmon.shared.up", "run the whole pipeline on this machine, with a live view"),
     "top": Command("kubenetmon.writer.top", "top talkers report from ClickHouse"),
+    "check": Command(
+        "kubenetmon.writer.check", "is a window's data whole? per node and interval, from the ledger"
+    ),
     "cost": Command("kubenetmon.writer.cost", "what the metered traffic costs, at price-book list prices"),
     "sql": Command("kubenetmon.writer.sql", "run a query against the flows database"),
     "label": Command(

@@ -35,6 +35,7 @@ import msgpack
 from xxhash import xxh3_64_intdigest
 
 from kubenetmon.shared.errors import DecodeError
+from kubenetmon.shared.ledger import Ledger, ReportRow, decode_ledger, decode_report, ledger_map, report_map
 from kubenetmon.shared.spans import array_header, pack_columns
 
 RAW_VERSION: Final = 1
@@ -92,7 +93,8 @@ class RawMessage:
     """
 
     __slots__ = (
-        "_columns", "_identities", "_rows", "boot", "chunk", "chunks", "node", "seconds", "seq", "start",
+        "_columns", "_identities", "_rows", "boot", "chunk", "chunks", "ledger", "node", "seconds", "seq",
+        "start",
     )  # fmt: skip
     node: str
     boot: str
@@ -103,6 +105,8 @@ class RawMessage:
     seq: int
     chunk: int
     chunks: int
+    ledger: Ledger | None
+    """The report's span and totals (every chunk carries it); None from agents that predate it."""
     _columns: list[Sequence[Any]] | None
     _identities: list[bytes] | None
     _rows: list[RawRow] | None
@@ -120,11 +124,13 @@ class RawMessage:
         *,
         columns: list[Sequence[Any]] | None = None,
         identities: list[bytes] | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         """``columns`` (the rows transposed) replaces ``rows``; ``decode_raw`` also gives ``identities``."""
         for name, value in zip(_HEADER, (node, boot, start, seconds, seq, chunk, chunks), strict=True):
             object.__setattr__(self, name, value)
         object.__setattr__(self, "_columns", columns)
+        object.__setattr__(self, "ledger", ledger)
         object.__setattr__(self, "_identities", identities)
         object.__setattr__(self, "_rows", ([] if rows is None else rows) if columns is None else None)
 
@@ -154,7 +160,8 @@ class RawMessage:
         return identities(self.columns())
 
     def _key(self) -> tuple[Any, ...]:
-        return (self.node, self.boot, self.start, self.seconds, self.seq, self.chunk, self.chunks, self.rows)
+        head = (self.node, self.boot, self.start, self.seconds, self.seq, self.chunk, self.chunks)
+        return (*head, self.ledger, self.rows)
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not RawMessage:
@@ -165,7 +172,7 @@ class RawMessage:
 
     def __repr__(self) -> str:
         head = ", ".join(f"{name}={getattr(self, name)!r}" for name in _HEADER)
-        return f"RawMessage({head}, rows={self.rows!r})"
+        return f"RawMessage({head}, ledger={self.ledger!r}, rows={self.rows!r})"
 
     def __setattr__(self, name: str, value: object) -> None:
         raise FrozenInstanceError(f"cannot assign to field {name!r}")
@@ -193,6 +200,8 @@ class EnrichedMessage:
     columns: list[str]
     data: Sequence[Sequence[Any]]
     """Lists once decoded; the enricher hands ``spans.Spans`` columns to ``encode_enriched``."""
+    report: ReportRow | None = None
+    """The RAW chunk's ledger row (``agent_reports``): on the first ENRICHED part of a RAW chunk only."""
 
     @property
     def msg_id(self) -> str:
@@ -309,38 +318,39 @@ def flow_id(msg_id: str, row: RawRow, direction: str) -> int:
 
 def encode_raw(msg: RawMessage) -> bytes:
     """Encode a RAW message (no validation: the agent builds rows from kernel data)."""
-    packed: bytes = msgpack.packb(
-        {
-            "v": RAW_VERSION,
-            "t": "raw",
-            "node": msg.node,
-            "boot": msg.boot,
-            "start": msg.start,
-            "secs": msg.seconds,
-            "seq": msg.seq,
-            "chunk": msg.chunk,
-            "chunks": msg.chunks,
-            "rows": msg.rows,
-        },
-        use_bin_type=True,
-    )
+    body: dict[str, Any] = {
+        "v": RAW_VERSION,
+        "t": "raw",
+        "node": msg.node,
+        "boot": msg.boot,
+        "start": msg.start,
+        "secs": msg.seconds,
+        "seq": msg.seq,
+        "chunk": msg.chunk,
+        "chunks": msg.chunks,
+    }
+    if msg.ledger is not None:
+        body["ledger"] = ledger_map(msg.ledger)
+    body["rows"] = msg.rows
+    packed: bytes = msgpack.packb(body, use_bin_type=True)
     return packed
 
 
 def encode_enriched(msg: EnrichedMessage) -> bytes:
     """The msgpack map below, byte for byte; ``spans.Spans`` columns are packed part by part."""
     packer = msgpack.Packer(use_bin_type=True)
-    head: bytes = packer.pack(
-        {
-            "v": ENRICHED_VERSION,
-            "t": "enriched",
-            "src": msg.source,
-            "node": msg.node,
-            "at": msg.enriched_at,
-            "cols": msg.columns,
-            "data": (),  # the empty array (its last byte) is replaced by the columns
-        }
-    )
+    body: dict[str, Any] = {
+        "v": ENRICHED_VERSION,
+        "t": "enriched",
+        "src": msg.source,
+        "node": msg.node,
+        "at": msg.enriched_at,
+        "cols": msg.columns,
+    }
+    if msg.report is not None:
+        body["report"] = report_map(msg.report)
+    body["data"] = ()  # last: the empty array (its last byte) is replaced by the columns
+    head: bytes = packer.pack(body)
     pieces = [memoryview(head)[:-1], array_header(len(msg.data)), *pack_columns(msg.data, packer)]
     return b"".join(pieces)  # the one copy of the whole payload
 
@@ -441,6 +451,7 @@ def decode_raw(data: bytes, *, subject: str = "", max_bytes: int = MAX_MESSAGE_B
         checked = [_check_row(row, i, **kw) for i, row in enumerate(rows)]
         valid = ([*zip(*checked, strict=True)] if checked else [()] * RAW_ROW_FIELDS), None
     columns, packed = valid
+    ledger = obj.get("ledger")
     return RawMessage(
         node,
         boot,
@@ -451,6 +462,7 @@ def decode_raw(data: bytes, *, subject: str = "", max_bytes: int = MAX_MESSAGE_B
         ints["chunks"],
         columns=columns,
         identities=packed,
+        ledger=None if ledger is None else decode_ledger(ledger, **kw),
     )
 
 
@@ -585,4 +597,12 @@ def decode_enriched(data: bytes, *, subject: str = "", max_bytes: int = MAX_MESS
             value = next(v for v in values if not check(v))
             reason = "address" if wire == "bytes16" or name.endswith("IPv4") else "schema"
             raise DecodeError(reason, f"column {name!r}: bad value {value!r:.60}", **kw)
-    return EnrichedMessage(source=source, node=node, enriched_at=at, columns=cols, data=cdata)
+    report = obj.get("report")
+    return EnrichedMessage(
+        source=source,
+        node=node,
+        enriched_at=at,
+        columns=cols,
+        data=cdata,
+        report=None if report is None else decode_report(report, **kw),
+    )

@@ -6,6 +6,9 @@ That ownership is what makes a rejected insert recoverable: ``split`` halves a b
 boundary, so bisection isolates the one message ClickHouse refuses while its neighbours are written.
 ``Batcher`` decides when the open batch is due: enough rows, or its oldest message is old enough.
 
+A message's ledger row (``report``, for ``agent_reports``) rides on its part, so it is written, split
+off and settled with that message's rows.
+
 Pure: no I/O, no clock (callers pass ``now``), no broker. It never acknowledges anything; it only
 carries the owner tokens (deliveries, in the worker) so the caller can settle them after the insert.
 """
@@ -34,6 +37,8 @@ class Part(Generic[T]):
     stop: int
     size: int
     """Payload size of the message, bytes (for metrics)."""
+    report: tuple[Any, ...] | None = None
+    """The message's ``agent_reports`` row (``tables.REPORT_COLUMNS`` order), if it carries one."""
 
     @property
     def rows(self) -> int:
@@ -62,7 +67,7 @@ class Batch(Generic[T]):
             for i, seen in enumerate(present):
                 if not seen:
                     self.columns[i].extend([_DEFAULTS[i]] * n)
-        self.parts.append(Part(owner, self.rows, self.rows + n, size))
+        self.parts.append(Part(owner, self.rows, self.rows + n, size, report_values(message)))
         self.rows += n
         self.size += size
 
@@ -73,6 +78,11 @@ class Batch(Generic[T]):
     @property
     def messages(self) -> int:
         return len(self.parts)
+
+    def report_columns(self) -> list[list[Any]]:
+        """The ledger rows of the batch's messages, column-oriented (empty lists: none)."""
+        rows = [p.report for p in self.parts if p.report is not None]
+        return [list(col) for col in zip(*rows, strict=True)] if rows else []
 
     def flow_bytes(self) -> int:
         """Sum of the ``bytes`` column: the traffic this batch accounts for."""
@@ -89,10 +99,23 @@ class Batch(Generic[T]):
         lo, hi = parts[0].start, parts[-1].stop
         out: Batch[T] = Batch(opened_at=self.opened_at, columns=[col[lo:hi] for col in self.columns])
         for p in parts:
-            out.parts.append(Part(p.owner, p.start - lo, p.stop - lo, p.size))
+            out.parts.append(Part(p.owner, p.start - lo, p.stop - lo, p.size, p.report))
         out.rows = hi - lo
         out.size = sum(p.size for p in parts)
         return out
+
+
+def report_values(message: EnrichedMessage) -> tuple[Any, ...] | None:
+    """``message``'s ledger row in ``tables.REPORT_COLUMNS`` order, or None."""
+    r = message.report
+    if r is None:
+        return None
+    g = r.ledger
+    return (
+        *(message.source, message.node, r.boot, r.start, r.seconds, r.seq, r.chunk, r.chunks, r.chunk_rows),
+        *(g.span_from_ms, g.span_to_ms, g.rows, g.bytes, g.packets, g.flows, g.events_lost, g.table_drops),
+        message.enriched_at,
+    )
 
 
 @dataclass

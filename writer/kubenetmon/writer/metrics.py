@@ -16,6 +16,9 @@ _ROW_BUCKETS: Final = (1, 10, 100, 1_000, 5_000, 10_000, 25_000, 50_000, 100_000
 _AGE_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30, 60, 300, 1800)
 
 ROWS_WRITTEN: Final = counter("writer_rows_written_total", "Rows inserted into ClickHouse")
+REPORTS_WRITTEN: Final = counter(
+    "writer_reports_written_total", "agent_reports rows (one per RAW chunk) inserted into ClickHouse"
+)
 MESSAGE_BYTES_WRITTEN: Final = counter(
     "writer_message_bytes_written_total", "Bytes of the ENRICHED messages whose rows were inserted"
 )

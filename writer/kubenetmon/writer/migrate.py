@@ -60,6 +60,11 @@ MIGRATIONS: Final = (
         "price book table and cost view <table>_cost",
         lambda d, t: [cost_tables.create_price_table(d), cost_tables.create_cost_view(d, t)],
     ),
+    Migration(
+        6,
+        "ledger of reports: agent_reports and agent_reports_exact",
+        lambda d, t: [tables.create_reports_table(d), tables.create_reports_exact_view(d)],
+    ),
 )
 PRICES_VERSION: Final = 5
 LATEST: Final = MIGRATIONS[-1].version

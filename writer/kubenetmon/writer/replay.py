@@ -33,7 +33,7 @@ from kubenetmon.shared.replay import add_run_arguments, connect, exit_code, guar
 from kubenetmon.shared.replay_progress import Progress, closing_title, human_bytes, summary
 from kubenetmon.shared.replay_scan import Range, scan
 from kubenetmon.shared.replay_window import Window, add_window_arguments, window_from
-from kubenetmon.shared.schema import COLUMN_NAMES, decode_enriched
+from kubenetmon.shared.schema import decode_enriched
 from kubenetmon.shared.settings import (
     NatsSettings,
     add_log_arguments,
@@ -53,7 +53,7 @@ from kubenetmon.writer.settings import (
     writer_settings,
 )
 from kubenetmon.writer.sink import InvalidBatch, Sink, SinkUnavailable
-from kubenetmon.writer.tables import INSERT_TYPES
+from kubenetmon.writer.worker import insert_batch
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class _Loader:
             tally["undecodable"] += 1
             return
         columns = dict(zip(message.columns, message.data, strict=True))
-        starts = columns.get("intervalStartTime")
+        starts = columns.get("intervalStartTime") or ([message.report.start] if message.report else [])
         if not starts:
             tally["empty"] += 1
             return
@@ -184,16 +184,14 @@ class _Loader:
 
     async def flush(self) -> None:
         batch, self.batch = self.batch, Batch(opened_at=0.0)
-        if self.sink is None or batch.rows == 0:
+        if self.sink is None or (batch.rows == 0 and not batch.report_columns()):
             return
         work = [batch]
         failures = 0
         while work:
             part = work.pop()
             try:
-                await asyncio.to_thread(
-                    self.sink.insert, self.sink.table, part.columns, names=COLUMN_NAMES, types=INSERT_TYPES
-                )
+                await asyncio.to_thread(insert_batch, self.sink, part, part.report_columns())
             except InvalidBatch as exc:
                 if part.messages == 1:
                     self.tally["rejected"] += 1

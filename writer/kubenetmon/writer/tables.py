@@ -10,6 +10,10 @@ The daily partition is ``date`` = ``toDate(intervalStartTime)``, a function of t
 replacement always meet in one partition. User filters (app, pod, namespace, class, zone) are served by
 skipping indexes rather than the key; projections are avoided because they do not follow replacement.
 
+``agent_reports`` is the ledger of reports (one row per RAW chunk, from the ENRICHED message's
+``report``): the same idempotence, keyed on the RAW message id, read exactly through its ``_exact`` view.
+``kubenetmon check`` reads it.
+
 Pure: no I/O here. The migrations (``migrate``) apply the statements built here.
 """
 
@@ -179,3 +183,50 @@ def modify_ttl(database: str, table: str, days: int) -> str:
     if days <= 0:
         return f"ALTER TABLE {fqn(database, table)} REMOVE TTL"
     return f"ALTER TABLE {fqn(database, table)} MODIFY TTL date + toIntervalDay({int(days)})"
+
+
+REPORTS_TABLE: Final = "agent_reports"
+REPORT_TYPES: Final[dict[str, str]] = {
+    "sourceId": "String",
+    "node": _LC,
+    "boot": _LC,
+    "intervalStartTime": "DateTime CODEC(Delta(4), ZSTD(1))",
+    "intervalSeconds": "UInt16",
+    "seq": "UInt64",
+    "chunk": "UInt32",
+    "chunks": "UInt32",
+    "chunkRows": "UInt32",
+    "spanFromMs": "UInt64",
+    "spanToMs": "UInt64",
+    "rows": "UInt64",
+    "bytes": "UInt64",
+    "packets": "UInt64",
+    "flows": "UInt64",
+    "eventsLost": "UInt64",
+    "tableDrops": "UInt64",
+    "enrichedAt": "UInt64",
+}
+REPORT_COLUMNS: Final[tuple[str, ...]] = tuple(REPORT_TYPES)
+REPORT_INSERT_TYPES: Final[tuple[str, ...]] = tuple(
+    "String" if t == _LC else t.split(" CODEC")[0] for t in REPORT_TYPES.values()
+)
+
+
+def create_reports_table(database: str) -> str:
+    """The ledger of reports: one row per RAW chunk, identity = the RAW message id (``sourceId``)."""
+    defs = ",\n    ".join(f"{q(n)} {t}" for n, t in REPORT_TYPES.items())
+    return f"""CREATE TABLE IF NOT EXISTS {fqn(database, REPORTS_TABLE)} (
+    {defs},
+    `spanFrom` DateTime64(3) ALIAS fromUnixTimestamp64Milli(toInt64(spanFromMs)),
+    `spanTo` DateTime64(3) ALIAS fromUnixTimestamp64Milli(toInt64(spanToMs))
+)
+ENGINE = ReplacingMergeTree(enrichedAt)
+PARTITION BY toYYYYMM(intervalStartTime)
+ORDER BY (node, intervalStartTime, sourceId)"""
+
+
+def create_reports_exact_view(database: str) -> str:
+    return (
+        f"CREATE OR REPLACE VIEW {fqn(database, exact_view(REPORTS_TABLE))} AS "
+        f"SELECT *, spanFrom, spanTo FROM {fqn(database, REPORTS_TABLE)} FINAL"  # aliases: not in *
+    )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import sys
 import time
@@ -27,6 +28,7 @@ from kubenetmon.shared import runtime
 from kubenetmon.shared.errors import ConfigError, KubenetmonError
 from kubenetmon.shared.timespec import parse_duration
 from kubenetmon.shared.up.settings import default_data_dir
+from kubenetmon.writer.check import header_text
 from kubenetmon.writer.cost_tables import cost_view
 from kubenetmon.writer.dsn import parse_dsn
 from kubenetmon.writer.endpoint import ask, live_endpoint
@@ -38,6 +40,7 @@ from kubenetmon.writer.top_report import (
     BY,
     DIRECTIONS,
     FORMATS,
+    Report,
     TopSpec,
     build_query,
     parse_report,
@@ -164,8 +167,18 @@ def once(source: Source, spec: TopSpec, *, fmt: str, out: TextIO) -> int:
     except KubenetmonError as exc:
         print(f"kubenetmon top: {exc}", file=sys.stderr)
         return 1
-    render(parse_report(result, spec=spec, now=now), fmt=fmt, out=out, color=fmt == "table" and out.isatty())
+    report = with_completeness(parse_report(result, spec=spec, now=now), source)
+    render(report, fmt=fmt, out=out, color=fmt == "table" and out.isatty())
     return 0
+
+
+def with_completeness(report: Report, source: Source) -> Report:
+    """``report`` with its window's completeness for the header (see ``kubenetmon check``)."""
+    spec = report.spec
+    text = header_text(
+        source, database=spec.database, flows_view=spec.view, since_s=spec.since_s, now=report.now
+    )
+    return dataclasses.replace(report, completeness=text)
 
 
 async def watch(source: Source, spec: TopSpec, *, every_s: float, fmt: str, stop: asyncio.Event) -> int:
@@ -198,6 +211,7 @@ async def watch(source: Source, spec: TopSpec, *, every_s: float, fmt: str, stop
                 else:
                     last_problem = ""
                     report = parse_report(result, spec=spec, now=now)
+                    report = await loop.run_in_executor(pool, with_completeness, report, source)
                     if live is not None:
                         live.update(rich_table(report), refresh=True)
                     elif fmt == "table":

@@ -146,6 +146,8 @@ class Report:
     window_end: int = 0
     total_bytes: int = 0
     groups: int = 0
+    completeness: str = ""
+    """The window's completeness (``kubenetmon check``'s summary), shown in the header."""
 
     @property
     def seconds(self) -> int:
@@ -230,6 +232,8 @@ def _since_text(seconds: float) -> str:
 def _head(report: Report) -> str:
     spec = report.spec
     head = f"top talkers by {spec.by}, {spec.direction}, last {_since_text(spec.since_s)}"
+    if report.completeness:
+        head += f" [{report.completeness}]"
     if not report.rows:
         return f"{head}: no traffic"
     rate = human_rate(report.rate(report.total_bytes))

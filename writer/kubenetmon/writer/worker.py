@@ -22,7 +22,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from kubenetmon.shared.broker import Broker, PullSource
 from kubenetmon.shared.consumer import ACK, Poison, Retry, settle
@@ -33,7 +33,7 @@ from kubenetmon.writer import metrics as m
 from kubenetmon.writer.batcher import Batch, Batcher, Part
 from kubenetmon.writer.settings import WriterSettings
 from kubenetmon.writer.sink import InvalidBatch, Sink, SinkUnavailable
-from kubenetmon.writer.tables import INSERT_TYPES
+from kubenetmon.writer.tables import INSERT_TYPES, REPORT_COLUMNS, REPORT_INSERT_TYPES, REPORTS_TABLE
 
 log = logging.getLogger(__name__)
 
@@ -165,12 +165,13 @@ class Writer:
         return True
 
     async def _insert(self, batch: Batch[Delivery]) -> None:
-        if batch.rows == 0:
+        ledger = batch.report_columns()
+        if batch.rows == 0 and not ledger:
             return
         started = self.clock()
-        await asyncio.to_thread(
-            self.sink.insert, self.sink.table, batch.columns, names=COLUMN_NAMES, types=INSERT_TYPES
-        )
+        await asyncio.to_thread(insert_batch, self.sink, batch, ledger)
+        if ledger:
+            m.REPORTS_WRITTEN.inc(len(ledger[0]))
         took = self.clock() - started
         m.INSERT_SECONDS.observe(took)
         m.BATCH_ROWS.observe(batch.rows)
@@ -224,6 +225,14 @@ class Writer:
                     await delivery.in_progress()
                 except TransientError as exc:
                     log.debug("in-progress signal failed: %s", exc)
+
+
+def insert_batch(sink: Sink, batch: Batch[Any], ledger: list[list[Any]]) -> None:
+    """The flows, then the ledger rows of the same messages (both idempotent: a retry of both is safe)."""
+    if batch.rows:
+        sink.insert(sink.table, batch.columns, names=COLUMN_NAMES, types=INSERT_TYPES)
+    if ledger:
+        sink.insert(REPORTS_TABLE, ledger, names=REPORT_COLUMNS, types=REPORT_INSERT_TYPES)
 
 
 async def _pause(stop: asyncio.Event | None, seconds: float) -> None:

@@ -1,0 +1,76 @@
+"""``kubenetmon check``'s output and flags, pure: the table per node, the JSON per interval, the window."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+
+import pytest
+
+from kubenetmon.shared.errors import ConfigError
+from kubenetmon.writer import check
+from kubenetmon.writer import completeness as c
+
+T0 = 1_800_000_000 // 60 * 60
+SPEC = check.CheckSpec(T0, T0 + 180, (), 3600, "network_flows_0_exact")
+VERDICTS = [
+    c.Verdict("n1", T0, 60, c.COMPLETE),
+    c.Verdict("n1", T0 + 60, 60, c.LOSSY, events_lost=2, table_drops=1),
+    c.Verdict("n1", T0 + 120, 60, c.COVERED_LATER),
+    c.Verdict("node-22", T0, 60, c.PARTIAL, missing_chunks=3),
+    c.Verdict("node-22", T0 + 60, 60, c.SILENT),
+    c.Verdict("node-22", T0 + 120, 60, c.SILENT),
+]
+
+
+def test_table_counts_states_per_node_and_explains_the_bad_ones() -> None:
+    out = io.StringIO()
+    check.render(SPEC, 60, VERDICTS, fmt="table", out=out)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "window 2027-01-15T08:00:00Z to 2027-01-15T08:03:00Z, 60s intervals"
+    assert lines[1].split() == ["NODE", "COMPLETE", "COVERED", "LATER", "LOSSY", "PARTIAL", "SILENT"]
+    assert lines[2].split() == ["n1", "1", "1", "1", "0", "0"]
+    assert lines[3].split() == ["node-22", "0", "0", "0", "1", "2"]
+    assert lines[4] == "n1 2027-01-15T08:01:00Z lossy: 0 chunks missing, 2 event overruns, 1 table drops"
+    assert (
+        lines[5] == "node-22 2027-01-15T08:00:00Z partial: 3 chunks missing, 0 event overruns, 0 table drops"
+    )
+    assert lines[6] == (
+        "2 of 6 node-intervals complete (1 covered later by a catch-up report); "
+        "n1 lossy 08:01\N{EN DASH}08:02, node-22 partial 08:00\N{EN DASH}08:01, "
+        "node-22 silent 08:01\N{EN DASH}08:03"
+    )
+
+
+def test_json_has_every_interval_and_the_verdict() -> None:
+    out = io.StringIO()
+    check.render(SPEC, 60, VERDICTS, fmt="json", out=out)
+    doc = json.loads(out.getvalue())
+    assert doc["whole"] is False and doc["step_s"] == 60 and len(doc["intervals"]) == 6
+    assert doc["intervals"][1] == {
+        "node": "n1", "start": "2027-01-15T08:01:00Z", "seconds": 60, "state": "lossy",
+        "missing_chunks": 0, "events_lost": 2, "table_drops": 1,
+    }  # fmt: skip
+
+
+def _args(**kw: object) -> argparse.Namespace:
+    base: dict[str, object] = {"start": "-1h", "end": "now", "node": [], "settle": "2m", "reach": "6h"}
+    return argparse.Namespace(**{**base, **kw})
+
+
+def test_the_window_stops_where_reports_may_still_be_in_flight() -> None:
+    spec = check.spec_from(_args(), now=T0 + 3600, flows_view="v")
+    assert (spec.start, spec.end, spec.reach_s) == (T0, T0 + 3600 - 120, 6 * 3600)
+    with pytest.raises(ConfigError, match="is not after"):
+        check.spec_from(_args(start="now", end="-1h"), now=T0, flows_view="v")
+    with pytest.raises(ConfigError, match="not a time"):
+        check.spec_from(_args(start="yesterday"), now=T0, flows_view="v")
+
+
+def test_queries_name_the_exact_views_and_filter_nodes() -> None:
+    spec = check.CheckSpec(T0, T0 + 60, ("a", "b'c"), 600, "network_flows_0_exact", "kubenetmon")
+    assert "FROM `kubenetmon`.`agent_reports_exact`" in check.reports_query(spec)
+    assert "`node` IN ('a', 'b\\'c')" in check.reports_query(spec)
+    assert f"intervalStartTime >= toDateTime({T0 - 600})" in check.reports_query(spec)
+    assert "FROM `kubenetmon`.`network_flows_0_exact`" in check.nodes_query(spec)

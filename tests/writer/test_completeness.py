@@ -1,0 +1,188 @@
+"""The completeness verdicts, exhaustively: every state, their precedence, chunk grouping, spans that
+chain or leave gaps, catch-ups, merged reports, window alignment and the summary line. Pure: no servers."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from kubenetmon.writer.completeness import (
+    COMPLETE,
+    COVERED_LATER,
+    LOSSY,
+    PARTIAL,
+    SILENT,
+    ChunkRow,
+    classify,
+    intervals,
+    runs,
+    step_of,
+    summary,
+    whole,
+)
+
+T0 = 1_800_000_000 // 60 * 60  # an interval start
+STEP = 60
+LAG_MS = 2_000  # the poll that finds an interval over comes a little after its end
+
+
+def report(
+    start: int,
+    *,
+    node: str = "n1",
+    seq: int | None = None,
+    seconds: int = STEP,
+    chunks: int = 1,
+    present: tuple[int, ...] | None = None,
+    span: tuple[int, int] | None = None,
+    lost: int = 0,
+    drops: int = 0,
+    boot: str = "b",
+) -> list[ChunkRow]:
+    lo, hi = span if span else (start * 1000 + LAG_MS, (start + seconds) * 1000 + LAG_MS)
+    return [
+        ChunkRow(node, boot, start if seq is None else seq, start, seconds, i, chunks, lo, hi, lost, drops)
+        for i in (range(chunks) if present is None else present)
+    ]
+
+
+def states(rows: list[ChunkRow], *, n: int = 5, nodes: tuple[str, ...] = ()) -> list[str]:
+    return [v.state for v in classify(rows, nodes=nodes, start=T0, end=T0 + n * STEP, step=STEP)]
+
+
+def steady(n: int = 5) -> list[ChunkRow]:
+    return [row for i in range(n) for row in report(T0 + i * STEP)]
+
+
+def test_every_interval_reported_is_complete() -> None:
+    assert states(steady()) == [COMPLETE] * 5
+
+
+def test_a_report_missing_a_chunk_makes_its_interval_partial() -> None:
+    rows = [r for r in steady() if r.start != T0 + STEP] + report(T0 + STEP, chunks=3, present=(0, 2))
+    verdicts = classify(rows, nodes=(), start=T0, end=T0 + 5 * STEP, step=STEP)
+    assert [v.state for v in verdicts] == [COMPLETE, PARTIAL, COMPLETE, COMPLETE, COMPLETE]
+    assert verdicts[1].missing_chunks == 1
+
+
+def test_chunks_are_grouped_per_report_so_duplicates_do_not_hide_a_missing_one() -> None:
+    rows = steady()[:1] + report(T0 + STEP, chunks=2, present=(0, 0)) + steady()[2:]
+    assert states(rows)[1] == PARTIAL
+
+
+def test_no_report_and_no_span_over_it_is_silent() -> None:
+    rows = [r for r in steady() if r.start not in (T0 + 2 * STEP, T0 + 3 * STEP)]
+    # the report after the gap starts its span at its own interval: the gap is not covered
+    assert states(rows) == [COMPLETE, COMPLETE, SILENT, SILENT, COMPLETE]
+
+
+def test_a_catch_up_spanning_the_outage_covers_it_later() -> None:
+    # crash in interval 1 (last poll at +20 s); back in interval 4, whose report reaches back to the crash
+    crash_ms = (T0 + STEP + 20) * 1000
+    rows = report(T0) + report(T0 + STEP, span=(T0 * 1000 + LAG_MS, crash_ms))
+    rows += report(T0 + 4 * STEP, span=(crash_ms, (T0 + 5 * STEP) * 1000 + LAG_MS))
+    assert states(rows) == [COMPLETE, COMPLETE, COVERED_LATER, COVERED_LATER, COMPLETE]
+
+
+def test_an_agent_stopped_for_good_is_silent_from_its_last_span_on() -> None:
+    rows = report(T0) + report(T0 + STEP)
+    assert states(rows, n=4) == [COMPLETE, COMPLETE, SILENT, SILENT]
+
+
+def test_a_span_that_only_grazes_an_interval_does_not_cover_it() -> None:
+    rows = report(T0, span=(T0 * 1000, (T0 + STEP + 30) * 1000))
+    assert states(rows, n=2) == [COMPLETE, SILENT]
+
+
+def test_losses_make_an_interval_lossy_with_their_counts() -> None:
+    rows = report(T0) + report(T0 + STEP, lost=2, drops=5) + report(T0 + 2 * STEP)
+    verdicts = classify(rows, nodes=(), start=T0, end=T0 + 3 * STEP, step=STEP)
+    assert [v.state for v in verdicts] == [COMPLETE, LOSSY, COMPLETE]
+    assert (verdicts[1].events_lost, verdicts[1].table_drops) == (2, 5)
+
+
+def test_a_lossy_catch_up_makes_what_it_covers_lossy() -> None:
+    crash_ms = (T0 + 10) * 1000
+    rows = report(T0, span=(T0 * 1000, crash_ms))
+    rows += report(T0 + 2 * STEP, span=(crash_ms, (T0 + 3 * STEP) * 1000), drops=1)
+    assert states(rows, n=3) == [COMPLETE, LOSSY, LOSSY]
+
+
+def test_a_partial_catch_up_makes_what_it_covers_partial() -> None:
+    crash_ms = (T0 + 10) * 1000
+    rows = report(T0, span=(T0 * 1000, crash_ms))
+    rows += report(T0 + 2 * STEP, span=(crash_ms, (T0 + 3 * STEP) * 1000), chunks=2, present=(1,))
+    assert states(rows, n=3) == [COMPLETE, PARTIAL, PARTIAL]
+
+
+def test_partial_wins_over_lossy() -> None:
+    rows = report(T0, chunks=2, present=(0,), lost=3)
+    assert states(rows, n=1) == [PARTIAL]
+
+
+def test_a_merged_backlog_report_completes_every_interval_it_names() -> None:
+    rows = report(T0) + report(T0 + STEP, seconds=3 * STEP) + report(T0 + 4 * STEP)
+    assert states(rows) == [COMPLETE] * 5
+
+
+def test_two_reports_for_one_interval_must_both_be_whole() -> None:
+    # an early cut (table full) or a graceful restart: a second report, another seq, the same interval
+    rows = steady(2) + report(T0 + STEP, seq=99, chunks=2, present=(0,))
+    assert states(rows, n=2) == [COMPLETE, PARTIAL]
+
+
+def test_a_node_known_only_from_elsewhere_is_silent_throughout() -> None:
+    verdicts = classify(steady(2), nodes=("n2",), start=T0, end=T0 + 2 * STEP, step=STEP)
+    assert [(v.node, v.state) for v in verdicts] == [("n1", COMPLETE)] * 2 + [("n2", SILENT)] * 2
+
+
+def test_nodes_are_judged_separately() -> None:
+    rows = steady(3) + report(T0, node="n2")
+    assert [v.state for v in classify(rows, nodes=(), start=T0, end=T0 + 3 * STEP, step=STEP)] == [
+        COMPLETE,
+        COMPLETE,
+        COMPLETE,
+        COMPLETE,
+        SILENT,
+        SILENT,
+    ]
+
+
+@pytest.mark.parametrize(("lo", "hi", "want"), [(T0, T0 + 180, 3), (T0 + 1, T0 + 180, 2), (T0, T0 + 181, 4)])
+def test_the_window_holds_the_aligned_intervals_that_start_in_it(lo: int, hi: int, want: int) -> None:
+    assert len(intervals(lo, hi, step=STEP)) == want
+    assert all(t % STEP == 0 for t in intervals(lo, hi, step=STEP))
+
+
+def test_the_step_is_the_shortest_report_interval() -> None:
+    assert step_of(report(T0, seconds=300) + report(T0 + 300), default=7) == STEP
+    assert step_of([], default=7) == 7
+
+
+def test_every_subset_of_reported_intervals_gets_the_obvious_verdicts() -> None:
+    # exhaustive over 6 intervals: reported ones complete, the others silent (spans start at their own
+    # interval, so nothing covers a gap); the window is whole only when all are reported
+    for mask in itertools.product((False, True), repeat=6):
+        rows = [r for i, on in enumerate(mask) if on for r in report(T0 + i * STEP)]
+        verdicts = classify(rows, nodes=("n1",), start=T0, end=T0 + 6 * STEP, step=STEP)
+        assert [v.state for v in verdicts] == [COMPLETE if on else SILENT for on in mask]
+        assert whole(verdicts) == all(mask)
+
+
+def test_summary_names_the_gaps() -> None:
+    rows = [r for r in steady() if r.start not in (T0 + 2 * STEP, T0 + 3 * STEP)]
+    verdicts = classify(rows, nodes=(), start=T0, end=T0 + 5 * STEP, step=STEP)
+    assert runs(verdicts) == [("n1", SILENT, T0 + 2 * STEP, T0 + 4 * STEP)]
+    line = summary(verdicts)
+    assert line.startswith("3 of 5 node-intervals complete; n1 silent ")
+    assert not whole(verdicts)
+
+
+def test_summary_of_a_whole_window_counts_catch_ups() -> None:
+    crash_ms = (T0 + 10) * 1000
+    rows = report(T0, span=(T0 * 1000, crash_ms))
+    rows += report(T0 + 2 * STEP, span=(crash_ms, (T0 + 3 * STEP) * 1000))
+    verdicts = classify(rows, nodes=(), start=T0, end=T0 + 3 * STEP, step=STEP)
+    assert summary(verdicts) == "3 of 3 node-intervals complete (1 covered later by a catch-up report)"
+    assert whole(verdicts)

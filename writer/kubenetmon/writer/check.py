@@ -1,0 +1,204 @@
+"""``kubenetmon check``: is a window's data whole, per node and interval? The gate before a billing export.
+
+It reads the agents' ledger (``agent_reports_exact``) around the window and the nodes that metered
+flows in it, hands them to ``completeness`` (the pure verdicts) and prints a table or JSON plus one
+summary line. Exit 0 only when no node-interval is partial, silent or lossy; 1 otherwise (or when the
+database cannot be read). Intervals that end less than ``--settle`` before now are not judged yet: their
+reports may still be on their way. This module is a thin shell; it never writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Final, TextIO
+
+from kubenetmon.shared.errors import ConfigError, KubenetmonError
+from kubenetmon.shared.timespec import format_time, parse_duration, parse_time
+from kubenetmon.shared.up.settings import default_data_dir
+from kubenetmon.writer import completeness as c
+from kubenetmon.writer.sink import QueryResult
+from kubenetmon.writer.sql import Reader, add_target_arguments, target_settings
+from kubenetmon.writer.tables import REPORTS_TABLE, exact_view, fqn, q
+
+FORMATS: Final = ("table", "json")
+DEFAULT_STEP_S: Final = 60
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    start: int
+    """Window start, Unix seconds (intervals starting at or after it are judged)."""
+    end: int
+    """Window end, Unix seconds (exclusive), already cut to what is settled."""
+    nodes: tuple[str, ...]
+    """Only these nodes (empty: every node known in the window)."""
+    reach_s: int
+    """How far around the window to read reports: a catch-up after it may cover its last intervals."""
+    flows_view: str
+    database: str = ""
+    """Qualifies the tables when set (a reader that does not default to the database)."""
+
+    def relation(self, name: str) -> str:
+        return fqn(self.database, name) if self.database else q(name)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Judge every node and interval of a window from the agents' ledger (agent_reports): complete; "
+        "covered later (a catch-up report after an outage covers it); partial (chunks missing); lossy "
+        "(DESTROY events lost or conntrack table drops in its span); silent (no report covers it)."
+    )
+    parser.epilog = (
+        "Exit 0 only when no node-interval is partial, lossy or silent; 1 otherwise; 2 on bad flags."
+    )
+    add_target_arguments(parser)
+    group = parser.add_argument_group("window")
+    group.add_argument(
+        "--from", dest="start", required=True, metavar="TIME", help="window start: -2h, RFC 3339, Unix s"
+    )
+    group.add_argument("--to", dest="end", default="now", metavar="TIME", help="window end (exclusive)")
+    group.add_argument(
+        "--node", action="append", default=[], metavar="NAME", help="judge only this node (repeatable)"
+    )
+    group.add_argument(
+        "--settle",
+        default="2m",
+        metavar="DURATION",
+        help="intervals ending less than this before now are not judged yet (their reports may be in flight)",
+    )
+    group.add_argument(
+        "--reach",
+        default="6h",
+        metavar="DURATION",
+        help="read reports this far around the window (catch-ups that cover it, nodes silent all along)",
+    )
+    group.add_argument("--format", choices=FORMATS, default="table", help="output format")
+
+
+def spec_from(args: argparse.Namespace, *, now: float, flows_view: str) -> CheckSpec:
+    start, end = parse_time(args.start, now=now), parse_time(args.end, now=now)
+    if end <= start:
+        raise ConfigError(f"--to {args.end} is not after --from {args.start}")
+    settled = now - parse_duration(args.settle)
+    return CheckSpec(
+        start=int(start),
+        end=int(min(end, settled)),
+        nodes=tuple(args.node),
+        reach_s=int(parse_duration(args.reach)),
+        flows_view=flows_view,
+    )
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _node_filter(column: str, nodes: tuple[str, ...]) -> str:
+    return f" AND {q(column)} IN ({', '.join(map(_literal, nodes))})" if nodes else ""
+
+
+def reports_query(spec: CheckSpec) -> str:
+    lo, hi = spec.start - spec.reach_s, spec.end + spec.reach_s
+    return (
+        "SELECT node, boot, seq, toUInt32(intervalStartTime), intervalSeconds, chunk, chunks, "
+        "spanFromMs, spanToMs, eventsLost, tableDrops "
+        f"FROM {spec.relation(exact_view(REPORTS_TABLE))} "
+        f"WHERE intervalStartTime >= toDateTime({lo}) AND intervalStartTime < toDateTime({hi})"
+        f"{_node_filter('node', spec.nodes)}"
+    )
+
+
+def nodes_query(spec: CheckSpec) -> str:
+    """Nodes that metered flows in the window: known even if their ledger is missing altogether."""
+    return (
+        f"SELECT DISTINCT observerNode FROM {spec.relation(spec.flows_view)} "
+        f"WHERE intervalStartTime >= toDateTime({spec.start}) AND intervalStartTime < toDateTime({spec.end})"
+    )
+
+
+def chunk_rows(result: QueryResult) -> list[c.ChunkRow]:
+    return [c.ChunkRow(str(r[0]), str(r[1]), *(int(v) for v in r[2:11])) for r in result.rows]
+
+
+def verdicts(
+    rows: list[c.ChunkRow], *, spec: CheckSpec, known: list[str], step: int | None = None
+) -> tuple[int, list[c.Verdict]]:
+    """The step and the verdicts for the window (``known``: nodes seen elsewhere)."""
+    step = step or c.step_of(rows, default=DEFAULT_STEP_S)
+    nodes = [n for n in known if not spec.nodes or n in spec.nodes] + list(spec.nodes)
+    return step, c.classify(rows, nodes=nodes, start=spec.start, end=spec.end, step=step)
+
+
+def judge(reader: Any, spec: CheckSpec) -> tuple[int, list[c.Verdict]]:
+    """Read the ledger and the nodes, and judge the window (``reader.query(sql) -> QueryResult``)."""
+    rows = chunk_rows(reader.query(reports_query(spec)))
+    known = [str(r[0]) for r in reader.query(nodes_query(spec)).rows]
+    return verdicts(rows, spec=spec, known=known)
+
+
+def header_text(reader: Any, *, database: str, flows_view: str, since_s: float, now: float) -> str:
+    """The completeness of the last ``since_s`` seconds in a few words, for a report's header."""
+    settle = max(60, int(since_s) // 10)
+    spec = CheckSpec(int(now - since_s), int(now) - settle, (), 3600, flows_view, database)
+    if spec.end <= spec.start:
+        return ""
+    try:
+        _step, found = judge(reader, spec)
+    except KubenetmonError:
+        return "completeness unknown"
+    return c.summary(found, shown=2) if found else "no agent reports"
+
+
+def render(spec: CheckSpec, step: int, found: list[c.Verdict], *, fmt: str, out: TextIO) -> None:
+    line = c.summary(found)
+    if fmt == "json":
+        doc = {
+            "from": format_time(spec.start),
+            "to": format_time(spec.end),
+            "step_s": step,
+            "whole": c.whole(found),
+            "summary": line,
+            "intervals": [{**asdict(v), "start": format_time(v.start)} for v in found],
+        }
+        out.write(json.dumps(doc, indent=1) + "\n")
+        return
+    header = ("NODE", *(s.upper() for s in c.STATES))
+    table = [header]
+    for node in sorted({v.node for v in found}):
+        mine = [v for v in found if v.node == node]
+        table.append((node, *(str(sum(1 for v in mine if v.state == s)) for s in c.STATES)))
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    out.write(f"window {format_time(spec.start)} to {format_time(spec.end)}, {step}s intervals\n")
+    for row in table:
+        out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n")
+    for v in found:
+        if v.state in (c.LOSSY, c.PARTIAL):
+            out.write(
+                f"{v.node} {format_time(v.start)} {v.state}: {v.missing_chunks} chunks missing, "
+                f"{v.events_lost} event overruns, {v.table_drops} table drops\n"
+            )
+    out.write(line + "\n")
+
+
+def main(args: argparse.Namespace) -> int:
+    if not args.data_dir and not args.clickhouse_dsn:  # what `kubenetmon up` wrote by default
+        args.data_dir = default_data_dir(os.environ)
+    settings = target_settings(args)
+    spec = spec_from(args, now=time.time(), flows_view=exact_view(settings.table))
+    if spec.end <= spec.start:
+        raise ConfigError("the window has no settled interval yet (see --settle)")
+    reader = Reader(settings)
+    try:
+        step, found = judge(reader, spec)
+    except KubenetmonError as exc:
+        print(f"kubenetmon check: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        reader.close()
+    render(spec, step, found, fmt=args.format, out=sys.stdout)
+    return 0 if c.whole(found) else 1

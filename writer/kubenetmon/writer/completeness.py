@@ -1,0 +1,207 @@
+"""Completeness: for every node and interval of a window, is its data whole, late, partial, lossy or absent?
+
+The agents' ledger (``agent_reports``, one row per RAW chunk) is the evidence. Every report names its
+interval (``intervalStartTime``/``intervalSeconds``), its chunk count and the span of time its deltas
+cover (poll to poll), plus the DESTROY events lost and conntrack table drops in that span. For a node
+and an interval ``[t, t + step)``:
+
+- **partial**: a report for the interval (its own, or the catch-up that covers it) lacks chunks;
+- **silent**: no report names the interval and the spans of the node's reports do not cover it;
+- **lossy**: its report(s) say events were lost or the table dropped connections in their span;
+- **covered later**: no report of its own, but a later report's span covers it (a catch-up after an
+  outage: its bytes are stored, under the catch-up's interval);
+- **complete**: otherwise.
+
+Those are checked in that order; the counts of a lossy interval are the sums over its reports. The window
+is *whole* when no node-interval is partial, silent or lossy. Pure: rows in, verdicts out; no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Final
+
+COMPLETE: Final = "complete"
+COVERED_LATER: Final = "covered later"
+LOSSY: Final = "lossy"
+PARTIAL: Final = "partial"
+SILENT: Final = "silent"
+STATES: Final = (COMPLETE, COVERED_LATER, LOSSY, PARTIAL, SILENT)
+BAD: Final = frozenset({LOSSY, PARTIAL, SILENT})
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRow:
+    """One ``agent_reports`` row: one RAW chunk of one report."""
+
+    node: str
+    boot: str
+    seq: int
+    start: int
+    """The report's interval start, Unix seconds."""
+    seconds: int
+    chunk: int
+    chunks: int
+    span_from_ms: int
+    span_to_ms: int
+    events_lost: int = 0
+    table_drops: int = 0
+
+
+@dataclass(slots=True)
+class Report:
+    """The chunks of one report found in the ledger."""
+
+    node: str
+    start: int
+    seconds: int
+    chunks: int
+    span_from_ms: int
+    span_to_ms: int
+    events_lost: int
+    table_drops: int
+    present: set[int] = field(default_factory=set)
+
+    @property
+    def missing(self) -> int:
+        return self.chunks - len(self.present)
+
+    @property
+    def end(self) -> int:
+        return self.start + self.seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    node: str
+    start: int
+    """Interval start, Unix seconds."""
+    seconds: int
+    state: str
+    missing_chunks: int = 0
+    events_lost: int = 0
+    table_drops: int = 0
+
+
+def reports_of(rows: Iterable[ChunkRow]) -> dict[str, list[Report]]:
+    """Chunks grouped into reports (by node, boot and seq), per node."""
+    found: dict[tuple[str, str, int], Report] = {}
+    for r in rows:
+        report = found.get((r.node, r.boot, r.seq))
+        if report is None:
+            report = Report(
+                r.node,
+                r.start,
+                r.seconds,
+                r.chunks,
+                r.span_from_ms,
+                r.span_to_ms,
+                r.events_lost,
+                r.table_drops,
+            )
+            found[(r.node, r.boot, r.seq)] = report
+        report.present.add(r.chunk)
+    by_node: dict[str, list[Report]] = defaultdict(list)
+    for report in found.values():
+        by_node[report.node].append(report)
+    return dict(by_node)
+
+
+def intervals(start: int, end: int, *, step: int) -> range:
+    """Starts of the ``step``-aligned intervals that begin in ``[start, end)``."""
+    first = -(-start // step) * step
+    return range(first, end, step)
+
+
+def _covered(start_ms: int, end_ms: int, spans: Sequence[tuple[int, int]]) -> bool:
+    """Whether the union of ``spans`` (sorted by start) covers ``[start_ms, end_ms]``."""
+    reach = start_ms
+    for lo, hi in spans:
+        if lo > reach:
+            return False
+        reach = max(reach, hi)
+        if reach >= end_ms:
+            return True
+    return reach >= end_ms
+
+
+def judge(reports: Sequence[Report], *, node: str, start: int, step: int) -> Verdict:
+    """The verdict on one node-interval ``[start, start + step)`` from that node's reports."""
+    own = [r for r in reports if r.start <= start < r.end]
+    state = COMPLETE
+    if not own:
+        lo_ms, hi_ms = start * 1000, (start + step) * 1000
+        own = [r for r in reports if r.span_from_ms < hi_ms and r.span_to_ms > lo_ms]
+        spans = sorted((r.span_from_ms, r.span_to_ms) for r in own)
+        if not _covered(lo_ms, hi_ms, spans):
+            return Verdict(node, start, step, SILENT)
+        state = COVERED_LATER
+    missing = sum(r.missing for r in own)
+    lost, drops = sum(r.events_lost for r in own), sum(r.table_drops for r in own)
+    if missing:
+        state = PARTIAL
+    elif lost or drops:
+        state = LOSSY
+    return Verdict(node, start, step, state, missing, lost, drops)
+
+
+def classify(
+    rows: Iterable[ChunkRow], *, nodes: Iterable[str], start: int, end: int, step: int
+) -> list[Verdict]:
+    """A verdict for every node (``nodes`` plus every node with a report) and interval of the window."""
+    by_node = reports_of(rows)
+    out = []
+    for node in sorted({*nodes, *by_node}):
+        reports = by_node.get(node, [])
+        out += [judge(reports, node=node, start=t, step=step) for t in intervals(start, end, step=step)]
+    return out
+
+
+def step_of(rows: Iterable[ChunkRow], *, default: int) -> int:
+    """The agents' interval: the shortest report interval in the ledger (merged catch-ups are longer)."""
+    return min((r.seconds for r in rows), default=default)
+
+
+# -- summary --------------------------------------------------------------------------------------
+
+
+def whole(verdicts: Iterable[Verdict]) -> bool:
+    return not any(v.state in BAD for v in verdicts)
+
+
+def runs(verdicts: Sequence[Verdict]) -> list[tuple[str, str, int, int]]:
+    """Consecutive intervals of one node in the same bad state: ``(node, state, first start, last end)``."""
+    out: list[tuple[str, str, int, int]] = []
+    for v in verdicts:
+        if v.state not in BAD:
+            continue
+        if out and out[-1][:2] == (v.node, v.state) and out[-1][3] == v.start:
+            out[-1] = (v.node, v.state, out[-1][2], v.start + v.seconds)
+        else:
+            out.append((v.node, v.state, v.start, v.start + v.seconds))
+    return out
+
+
+def _hhmm(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%H:%M")
+
+
+def summary(verdicts: Sequence[Verdict], *, shown: int = 5) -> str:
+    """One line: "1,438 of 1,440 node-intervals complete; node-7 silent 04:10-04:12" (an en dash)."""
+    total = len(verdicts)
+    counts = {state: sum(1 for v in verdicts if v.state == state) for state in STATES}
+    good = counts[COMPLETE] + counts[COVERED_LATER]
+    line = f"{good:,} of {total:,} node-intervals complete"
+    if counts[COVERED_LATER]:
+        line += f" ({counts[COVERED_LATER]:,} covered later by a catch-up report)"
+    problems = runs(verdicts)
+    if problems:
+        parts = [
+            f"{node} {state} {_hhmm(lo)}\N{EN DASH}{_hhmm(hi)}" for node, state, lo, hi in problems[:shown]
+        ]
+        more = len(problems) - shown
+        line += "; " + ", ".join(parts) + (f" and {more} more" if more > 0 else "")
+    return line
