@@ -11,7 +11,7 @@ import argparse
 import logging
 
 from kubenetmon.agent.checkpoint import StateDir, boot_id
-from kubenetmon.agent.conntrack import Conntrack, read_sysctl
+from kubenetmon.agent.conntrack import Conntrack, read_sysctl, write_sysctl
 from kubenetmon.agent.publisher import Publisher
 from kubenetmon.agent.sanity import check
 from kubenetmon.agent.service import Agent
@@ -62,6 +62,7 @@ def main(args: argparse.Namespace) -> int:
                 lambda path: read_sysctl(path, netns=settings.netns or None),
                 netns=settings.netns,
                 young_node_s=settings.young_node_s,
+                write=lambda path, value: write_sysctl(path, value, netns=settings.netns or None),
             )
         except FileNotFoundError:  # entering a namespace that is not there
             raise ConfigError(f"--netns: network namespace {settings.netns!r} does not exist") from None

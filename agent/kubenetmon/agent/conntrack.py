@@ -71,6 +71,11 @@ def read_sysctl(path: str, *, netns: str | None = None) -> str:
     return in_netns(netns, read)
 
 
+def write_sysctl(path: str, value: str, *, netns: str | None = None) -> None:
+    """Set ``/proc/sys/<path>`` as seen from ``netns``."""
+    in_netns(netns, lambda: Path("/proc/sys", path).write_text(value))
+
+
 def _open(netns: str | None, *, groups: int = 0) -> socket.socket:
     def make() -> socket.socket:
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)

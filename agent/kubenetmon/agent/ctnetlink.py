@@ -9,8 +9,12 @@ offsets. A message that does not match is walked again: nothing is ever guessed.
 
 The agent's hot path needs two byte strings per entry, both copied verbatim from the message:
 
-- ``key``: the original and reply tuple attributes, the CTA_ZONE attribute if any, and the 4-byte
-  conntrack id. It names one conntrack (zone, tuples, id) and is the same in dumps and DESTROY events.
+- ``key``: the original and reply tuple attributes, the CTA_ZONE attribute if any, then the instance
+  suffix: the 8-byte creation time (CTA_TIMESTAMP_START, zeros without ``nf_conntrack_timestamp``) and the
+  4-byte conntrack id. It names one conntrack and is the same in dumps and DESTROY events. The id alone
+  does not tell instances apart: it is a hash of the object's address and tuples, so a conntrack freed and
+  reallocated for a new flow with the same tuples (an ephemeral port reused under churn) gets the same id.
+  The creation time does.
 - ``counters``: the two counter attributes in their canonical 56-byte form (``COUNTERS``), compared as
   bytes and decoded only when they changed.
 
@@ -36,6 +40,10 @@ INTERRUPTED: Final = 2
 
 CTA_TUPLE_ORIG, CTA_TUPLE_REPLY, CTA_STATUS, CTA_PROTOINFO = 1, 2, 3, 4
 CTA_MARK, CTA_COUNTERS_ORIG, CTA_COUNTERS_REPLY, CTA_ID, CTA_ZONE = 8, 9, 10, 12, 18
+CTA_TIMESTAMP, CTA_TIMESTAMP_START = 20, 1
+INSTANCE: Final = 12
+"""Length of a key's instance suffix: creation time (be64 ns, 0 when unknown) and conntrack id (be32)."""
+NO_START: Final = bytes(8)
 _NESTED: Final = 0x8000
 IPS_DYING: Final = 1 << 9
 
@@ -89,6 +97,10 @@ class Layout(NamedTuple):
     cnt_start: int
     cnt_end: int
     dying_at: int
+    ts_start: int
+    ts_end: int
+    ts_pad: bytes
+    """``NO_START`` when the shape has no creation time (then ``ts_start == ts_end``), else empty."""
     """The status byte holding IPS_DYING (as its bit 1: status is big-endian, the bit is 9)."""
 
 
@@ -117,6 +129,14 @@ def _counter_pair(buf: bytes, voff: int, vlen: int) -> tuple[int, int]:
     return pk, by
 
 
+def _start(buf: bytes, voff: int, vlen: int) -> int:
+    """Offset of the CTA_TIMESTAMP_START value (be64) in a CTA_TIMESTAMP nest, or -1."""
+    for kind, _, o, n in attrs(buf, voff, voff + vlen):
+        if kind == CTA_TIMESTAMP_START and n == 8:
+            return o
+    return -1
+
+
 def _state(buf: bytes, voff: int, vlen: int) -> int:
     for kind, _, o, n in attrs(buf, voff, voff + vlen):
         if kind in (1, 3):  # CTA_PROTOINFO_TCP or _SCTP; STATE (1) is a u8 in both
@@ -133,11 +153,14 @@ def walk(buf: bytes, off: int, length: int) -> Message:
     orig, reply, zone, ident = (top.get(k) for k in (CTA_TUPLE_ORIG, CTA_TUPLE_REPLY, CTA_ZONE, CTA_ID))
     if orig is None or reply is None or ident is None or ident[2] != 4:
         raise ValueError("conntrack message without tuples or id")
+    stamp = top.get(CTA_TIMESTAMP)
+    start = _start(buf, stamp[1], stamp[2]) if stamp else -1
     key = b"".join(
         (
             buf[orig[0] : _end(orig)],
             buf[reply[0] : _end(reply)],
             buf[zone[0] : zone[0] + 8] if zone else b"",
+            buf[start : start + 8] if start >= 0 else NO_START,
             buf[ident[1] : ident[1] + 4],
         )
     )
@@ -159,7 +182,8 @@ def walk(buf: bytes, off: int, length: int) -> Message:
         and _end(co) == cr[0]
         and buf[co[0] : co[0] + 56] == blob
     ):
-        layout = _layout(buf, off, [h for _, h, _, _ in found] + [co[1], co[1] + 12, cr[1], cr[1] + 12])
+        inner = [co[1], co[1] + 12, cr[1], cr[1] + 12] + ([start - 4] if start >= 0 else [])
+        layout = _layout(buf, off, [h for _, h, _, _ in found] + inner)
         layout = layout._replace(
             key_start=orig[0] - off,
             key_end=key_end - off,
@@ -168,6 +192,9 @@ def walk(buf: bytes, off: int, length: int) -> Message:
             cnt_start=co[0] - off,
             cnt_end=co[0] + 56 - off,
             dying_at=status[1] + 2 - off,  # be32: IPS_DYING (bit 9) is bit 1 of the third byte
+            ts_start=start - off if start >= 0 else 0,
+            ts_end=start + 8 - off if start >= 0 else 0,
+            ts_pad=b"" if start >= 0 else NO_START,
         )
     return Message(
         key=key,
@@ -189,7 +216,7 @@ def _layout(buf: bytes, off: int, headers: list[int]) -> Layout:
         fmt += f"{at - pos}xI" if at > pos else "I"
         pos = at + 4
     check = struct.Struct(fmt).unpack_from
-    return Layout(check, check(buf, off), 0, 0, 0, 0, 0, 0, 0)
+    return Layout(check, check(buf, off), 0, 0, 0, 0, 0, 0, 0, 0, 0, b"")
 
 
 class Decoder:
@@ -220,14 +247,21 @@ class Decoder:
             if kind & 0xFFFD == CT_NEW:  # CT_NEW or CT_DELETE
                 layout = get(length << 8 | buf[off + 16])
                 if layout is not None:
-                    check, expect, ks, ke, i0, i1, c0, c1, dy = layout
+                    check, expect, ks, ke, i0, i1, c0, c1, dy, t0, t1, pad = layout
                     if check(buf, off) == expect:
                         if buf[off + dy] & 2 and kind == CT_NEW:  # DYING_BIT
                             self.dying += 1
                         else:
                             sink(
                                 (
-                                    buf[off + ks : off + ke] + buf[off + i0 : off + i1],
+                                    b"".join(
+                                        (
+                                            buf[off + ks : off + ke],
+                                            buf[off + t0 : off + t1],
+                                            pad,
+                                            buf[off + i0 : off + i1],
+                                        )
+                                    ),
                                     buf[off + c0 : off + c1],
                                 )
                             )
@@ -299,6 +333,8 @@ class FlowKey(NamedTuple):
     reply_sport: int
     reply_dport: int
     id: int
+    start: int
+    """Creation time, ns since the epoch (CTA_TIMESTAMP_START); 0 when the kernel did not record it."""
 
 
 def _tuple(key: bytes, voff: int, vlen: int) -> tuple[bytes, bytes, int, int, int, int]:
@@ -329,7 +365,7 @@ def decode_key(key: bytes) -> FlowKey:
     """The fields of a key made by ``scan`` or ``walk``; raises ValueError if it is not one."""
     orig = reply = None
     zone = 0
-    for kind, _, o, n in attrs(key, 0, len(key) - 4):
+    for kind, _, o, n in attrs(key, 0, len(key) - INSTANCE):
         if kind == CTA_TUPLE_ORIG:
             orig = _tuple(key, o, n)
         elif kind == CTA_TUPLE_REPLY:
@@ -351,9 +387,10 @@ def decode_key(key: bytes) -> FlowKey:
         reply_sport=reply[2],
         reply_dport=reply[3],
         id=_u(key, len(key) - 4, 4),
+        start=_u(key, len(key) - INSTANCE, 8),
     )
 
 
 def row_key(key: bytes) -> bytes:
-    """The key without the conntrack id: (zone, proto, both tuples), the identity of a reported row."""
-    return key[:-4]
+    """The key without its instance suffix: (zone, proto, both tuples), the identity of a reported row."""
+    return key[:-INSTANCE]
