@@ -177,3 +177,22 @@ def test_creation_time_is_part_of_the_key_in_dumps_and_events_alike() -> None:
         f = ct.decode_key(out[0][0])
         assert (f.id, f.start, f.orig_sport) == (9, 1_700_000_000_123_456_789, 1000)
     assert ct.decode_key(Entry(ident=9).key()).start == 0
+
+
+def test_dump_tool_fast_paths_equal_the_full_decode() -> None:
+    entries = [
+        Entry(),
+        Entry(sport=1001, ident=2, zone=7, mark=0x2A, start=5),
+        Entry(src="fd00::1", dst="fd00::2", proto=17, ident=3, counters=(4, 400, 3, 300)),
+        Entry(src="fd00::1", dst="fd00::9", proto=17, ident=4, status=0x18E | ct.IPS_DYING),
+        Entry(proto=132, ident=5, state=4),
+    ]
+    buf = b"".join(e.message(seq=i) for i in range(3) for e in entries) + done()
+    full: list[ct.Message] = []
+    ct.Decoder().messages(buf, full)
+    decoder, fast, sums = ct.Decoder(), [], [0] * 5
+    assert decoder.entries(buf, fast) == ct.DONE and decoder.totals(buf, sums) == ct.DONE
+    assert fast == [(m.key, m.counters, m.mark, m.state) for m in full] and decoder.walked <= len(entries)
+    assert sums == [len(full), *map(sum, zip(*(ct.counters(m.counters) for m in full), strict=True))]
+    keys = ct.KeyReader()
+    assert [keys.fields(m.key) for m in full] == [ct.decode_key(m.key) for m in full]

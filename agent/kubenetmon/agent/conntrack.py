@@ -28,6 +28,7 @@ from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_CTNETLINK, NFNLGRP_CONNTRACK_
 from pyroute2.netlink.nfnetlink.nfctsocket import IPCTNL_MSG_CT_GET, nfct_msg
 
 from kubenetmon.agent.ctnetlink import DONE, INTERRUPTED, Decoder, Message, Sink
+from kubenetmon.shared.errors import ConfigError
 
 T = TypeVar("T")
 Batch = Callable[[list[tuple[bytes, bytes]]], None]
@@ -158,6 +159,27 @@ class Conntrack:
             consume(batch)
         return DumpResult(count, not flags & INTERRUPTED, time.monotonic() - start)
 
+    def dump_entries(self, consume: Callable[[list[tuple[bytes, bytes, int, int]]], None]) -> DumpResult:
+        """Every entry's ``(key, counters, mark, state)``, dying ones too, one list per kernel batch
+        (for the dump tool: the fast decoder, plus mark and state)."""
+        start = time.monotonic()
+        self._dump_sock.send(dump_request(next(_seq)))
+        flags = count = 0
+        while not flags & DONE:
+            batch: list[tuple[bytes, bytes, int, int]] = []
+            flags |= self._dump_decoder.entries(self._dump_sock.recv(RECV_SIZE), batch)
+            count += len(batch)
+            consume(batch)
+        return DumpResult(count, not flags & INTERRUPTED, time.monotonic() - start)
+
+    def dump_totals(self) -> list[int]:
+        """Entries and the sums of their four counters, dying ones too (for ``dump --summary``)."""
+        self._dump_sock.send(dump_request(next(_seq)))
+        sums, flags = [0, 0, 0, 0, 0], 0
+        while not flags & DONE:
+            flags |= self._dump_decoder.totals(self._dump_sock.recv(RECV_SIZE), sums)
+        return sums
+
     def event_fd(self) -> int:
         """The event socket's descriptor, for an event loop reader (-1 without events)."""
         return self._events.fileno() if self._events is not None else -1
@@ -196,6 +218,18 @@ class Conntrack:
         self._dump_sock.close()
         if self._events is not None:
             self._events.close()
+
+
+def open_conntrack(netns: str, *, events: bool = True, event_buffer: int = 1 << 20) -> Conntrack:
+    """The conntrack sockets, with clear errors for a missing namespace or missing privileges."""
+    try:
+        return Conntrack(netns=netns or None, events=events, event_buffer=event_buffer)
+    except FileNotFoundError:
+        raise ConfigError(f"--netns: network namespace {netns!r} does not exist") from None
+    except PermissionError as exc:
+        raise ConfigError(
+            f"cannot open conntrack netlink sockets ({exc}): run as root or with NET_ADMIN"
+        ) from None
 
 
 def _grow_buffer(sock: socket.socket, size: int) -> int:

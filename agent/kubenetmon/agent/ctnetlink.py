@@ -101,6 +101,10 @@ class Layout(NamedTuple):
     ts_end: int
     ts_pad: bytes
     """``NO_START`` when the shape has no creation time (then ``ts_start == ts_end``), else empty."""
+    mark_at: int
+    """The CTA_MARK value (be32), or -1: the shape has none (for the dump tool)."""
+    state_at: int
+    """The protocol state byte (TCP or SCTP), or -1: the shape has none (for the dump tool)."""
     """The status byte holding IPS_DYING (as its bit 1: status is big-endian, the bit is 9)."""
 
 
@@ -137,13 +141,14 @@ def _start(buf: bytes, voff: int, vlen: int) -> int:
     return -1
 
 
-def _state(buf: bytes, voff: int, vlen: int) -> int:
-    for kind, _, o, n in attrs(buf, voff, voff + vlen):
+def _state_at(buf: bytes, voff: int, vlen: int) -> tuple[int, list[int]]:
+    """Offset of the state byte in a CTA_PROTOINFO value (or -1), and the headers leading to it."""
+    for kind, hoff, o, n in attrs(buf, voff, voff + vlen):
         if kind in (1, 3):  # CTA_PROTOINFO_TCP or _SCTP; STATE (1) is a u8 in both
-            for inner, _, io, _ in attrs(buf, o, o + n):
+            for inner, ihoff, io, _ in attrs(buf, o, o + n):
                 if inner == 1:
-                    return buf[io]
-    return -1
+                    return io, [hoff, ihoff]
+    return -1, []
 
 
 def walk(buf: bytes, off: int, length: int) -> Message:
@@ -170,6 +175,8 @@ def walk(buf: bytes, off: int, length: int) -> Message:
         *(_counter_pair(buf, cr[1], cr[2]) if cr else (0, 0)),
     )
     status, mark, info = top.get(CTA_STATUS), top.get(CTA_MARK), top.get(CTA_PROTOINFO)
+    state_at, state_path = _state_at(buf, info[1], info[2]) if info else (-1, [])
+    mark_at = mark[1] if mark and mark[2] == 4 else -1
     layout = None
     key_end = zone[0] + 8 if zone else _end(reply)
     if (
@@ -182,7 +189,7 @@ def walk(buf: bytes, off: int, length: int) -> Message:
         and _end(co) == cr[0]
         and buf[co[0] : co[0] + 56] == blob
     ):
-        inner = [co[1], co[1] + 12, cr[1], cr[1] + 12] + ([start - 4] if start >= 0 else [])
+        inner = [co[1], co[1] + 12, cr[1], cr[1] + 12] + ([start - 4] if start >= 0 else []) + state_path
         layout = _layout(buf, off, [h for _, h, _, _ in found] + inner)
         layout = layout._replace(
             key_start=orig[0] - off,
@@ -195,13 +202,15 @@ def walk(buf: bytes, off: int, length: int) -> Message:
             ts_start=start - off if start >= 0 else 0,
             ts_end=start + 8 - off if start >= 0 else 0,
             ts_pad=b"" if start >= 0 else NO_START,
+            mark_at=mark_at - off if mark_at >= 0 else -1,
+            state_at=state_at - off if state_at >= 0 else -1,
         )
     return Message(
         key=key,
         counters=blob,
         status=_u(buf, status[1], 4) if status else 0,
-        mark=_u(buf, mark[1], 4) if mark else 0,
-        state=_state(buf, info[1], info[2]) if info else -1,
+        mark=_u(buf, mark_at, 4) if mark_at >= 0 else 0,
+        state=buf[state_at] if state_at >= 0 else -1,
         layout=layout,
     )
 
@@ -216,7 +225,7 @@ def _layout(buf: bytes, off: int, headers: list[int]) -> Layout:
         fmt += f"{at - pos}xI" if at > pos else "I"
         pos = at + 4
     check = struct.Struct(fmt).unpack_from
-    return Layout(check, check(buf, off), 0, 0, 0, 0, 0, 0, 0, 0, 0, b"")
+    return Layout(check, check(buf, off), 0, 0, 0, 0, 0, 0, 0, 0, 0, b"", -1, -1)
 
 
 class Decoder:
@@ -247,7 +256,7 @@ class Decoder:
             if kind & 0xFFFD == CT_NEW:  # CT_NEW or CT_DELETE
                 layout = get(length << 8 | buf[off + 16])
                 if layout is not None:
-                    check, expect, ks, ke, i0, i1, c0, c1, dy, t0, t1, pad = layout
+                    check, expect, ks, ke, i0, i1, c0, c1, dy, t0, t1, pad, _, _ = layout
                     if check(buf, off) == expect:
                         if buf[off + dy] & 2 and kind == CT_NEW:  # DYING_BIT
                             self.dying += 1
@@ -281,6 +290,77 @@ class Decoder:
             self.dying += 1
         else:
             sink((msg.key, msg.counters))
+
+    def entries(self, buf: bytes, out: list[tuple[bytes, bytes, int, int]]) -> int:
+        """Append ``(key, counters, mark, state)`` of every conntrack message of ``buf`` (dying ones too)
+        to ``out``; return DONE/INTERRUPTED. For the dump tool: the fast path, plus mark and state."""
+        get, append, flags, off, end = self._layouts.get, out.append, 0, 0, len(buf)
+        while off < end:
+            length, kind, nlflags = self._header(buf, off, end)
+            flags |= nlflags
+            if kind & 0xFFFD == CT_NEW:
+                layout = get(length << 8 | buf[off + 16])
+                if layout is not None and layout.check(buf, off) == layout.expect:
+                    _, _, ks, ke, i0, i1, c0, c1, _, t0, t1, pad, mk, st = layout
+                    append(
+                        (
+                            b"".join(
+                                (
+                                    buf[off + ks : off + ke],
+                                    buf[off + t0 : off + t1],
+                                    pad,
+                                    buf[off + i0 : off + i1],
+                                )
+                            ),
+                            buf[off + c0 : off + c1],
+                            int.from_bytes(buf[off + mk : off + mk + 4], "big") if mk >= 0 else 0,
+                            buf[off + st] if st >= 0 else -1,
+                        )
+                    )
+                else:
+                    msg = self._walk(buf, off, length)
+                    append((msg.key, msg.counters, msg.mark, msg.state))
+            elif kind == NLMSG_DONE:
+                return DONE | (INTERRUPTED if flags & NLM_F_DUMP_INTR else 0)
+            elif kind == NLMSG_ERROR:
+                _raise_error(buf, off)
+            off += (length + 3) & ~3
+        return INTERRUPTED if flags & NLM_F_DUMP_INTR else 0
+
+    def totals(self, buf: bytes, sums: list[int]) -> int:
+        """Add every conntrack message's counters of ``buf`` (dying ones too) to ``sums`` (entries, then
+        orig packets, orig bytes, reply packets, reply bytes); return DONE/INTERRUPTED."""
+        get, flags, off, end = self._layouts.get, 0, 0, len(buf)
+        n = op = ob = rp = rb = 0
+        unpack_counters = COUNTERS.unpack_from
+        while off < end:
+            length, kind, nlflags = self._header(buf, off, end)
+            flags |= nlflags
+            if kind & 0xFFFD == CT_NEW:
+                layout = get(length << 8 | buf[off + 16])
+                if layout is not None and layout.check(buf, off) == layout.expect:
+                    a, b, c, d = unpack_counters(buf, off + layout.cnt_start)
+                else:
+                    a, b, c, d = COUNTERS.unpack(self._walk(buf, off, length).counters)
+                n, op, ob, rp, rb = n + 1, op + a, ob + b, rp + c, rb + d
+            elif kind == NLMSG_DONE:
+                flags |= DONE
+                break
+            elif kind == NLMSG_ERROR:
+                _raise_error(buf, off)
+            off += (length + 3) & ~3
+        for i, v in enumerate((n, op, ob, rp, rb)):
+            sums[i] += v
+        return (flags & DONE) | (INTERRUPTED if flags & NLM_F_DUMP_INTR else 0)
+
+    @staticmethod
+    def _header(buf: bytes, off: int, end: int) -> tuple[int, int, int]:
+        if off + 16 > end:
+            raise ValueError(f"truncated netlink message at {off} of {end}")
+        length, kind, nlflags = _NLMSG.unpack_from(buf, off)
+        if length < 20 or off + length > end:
+            raise ValueError(f"malformed netlink message (length {length} at {off} of {end})")
+        return length, kind, nlflags
 
     def messages(self, buf: bytes, out: list[Message]) -> int:
         """Append every conntrack message of ``buf``, fully decoded, to ``out``; return DONE/INTERRUPTED.
@@ -388,6 +468,91 @@ def decode_key(key: bytes) -> FlowKey:
         reply_dport=reply[3],
         id=_u(key, len(key) - 4, 4),
         start=_u(key, len(key) - INSTANCE, 8),
+    )
+
+
+class KeyReader:
+    """``decode_key`` for many keys: the first key of each length is walked, and where its fields are is
+    kept with a check of every attribute header; a later key of that length that passes the check is
+    sliced at those offsets (else walked again). For the dump tool."""
+
+    def __init__(self) -> None:
+        self._shapes: dict[
+            int, tuple[Callable[[bytes, int], tuple[int, ...]], tuple[int, ...], tuple[int, ...]]
+        ] = {}
+
+    def fields(self, key: bytes) -> FlowKey:
+        shape = self._shapes.get(len(key))
+        if shape is not None:
+            check, expect, at = shape
+            if check(key, 0) == expect:
+                return _sliced(key, at)
+        f = decode_key(key)
+        self._learn(key, f)
+        return f
+
+    def _learn(self, key: bytes, f: FlowKey) -> None:
+        headers: list[int] = []
+        found: dict[str, int] = {}
+        for kind, hoff, o, n in attrs(key, 0, len(key) - INSTANCE):
+            headers.append(hoff)
+            side = "orig" if kind == CTA_TUPLE_ORIG else "reply" if kind == CTA_TUPLE_REPLY else ""
+            if kind == CTA_ZONE and n == 2:
+                found["zone"] = o
+            if not side:
+                continue
+            for inner, ihoff, io, isz in attrs(key, o, o + n):
+                headers.append(ihoff)
+                if inner == 3:  # CTA_TUPLE_ZONE: the zone may come from here; leave it to decode_key
+                    return
+                for leaf, lhoff, lo, lsz in attrs(key, io, io + isz) if inner in (1, 2) else ():
+                    headers.append(lhoff)
+                    name = _LEAVES.get((inner, leaf, lsz))
+                    if name:
+                        found[f"{side}_{name}"] = lo
+        if not all(name in found for name in _SLICED) or len(f.orig_src) not in (4, 16):
+            return  # a portless protocol or an odd shape: always walked
+        check = _header_check(headers)
+        at = (*(found[name] for name in _SLICED), len(f.orig_src), found["orig_proto"], found.get("zone", -1))
+        self._shapes[len(key)] = (check, check(key, 0), at)
+
+
+_LEAVES: Final = {
+    (1, 1, 4): "src", (1, 2, 4): "dst", (1, 3, 16): "src", (1, 4, 16): "dst",
+    (2, 2, 2): "sport", (2, 3, 2): "dport", (2, 1, 1): "proto",
+}  # fmt: skip
+"""(tuple nest, attribute, value length) -> field: CTA_TUPLE_IP's V4/V6 SRC/DST, CTA_TUPLE_PROTO's ports."""
+_SLICED: Final = (
+    "orig_src", "orig_dst", "reply_src", "reply_dst",
+    "orig_sport", "orig_dport", "reply_sport", "reply_dport",
+)  # fmt: skip
+
+
+def _header_check(headers: list[int]) -> Callable[[bytes, int], tuple[int, ...]]:
+    fmt, pos = "=", 0
+    for at in sorted(headers):
+        fmt += f"{at - pos}xI" if at > pos else "I"
+        pos = at + 4
+    return struct.Struct(fmt).unpack_from
+
+
+def _sliced(key: bytes, at: tuple[int, ...]) -> FlowKey:
+    os_, od, rs, rd, osp, odp, rsp, rdp, size, proto_at, zone_at = at
+    end = len(key)
+    return FlowKey(
+        family=2 if size == 4 else 10,
+        proto=key[proto_at],
+        zone=int.from_bytes(key[zone_at : zone_at + 2], "big") if zone_at >= 0 else 0,
+        orig_src=key[os_ : os_ + size],
+        orig_dst=key[od : od + size],
+        orig_sport=int.from_bytes(key[osp : osp + 2], "big"),
+        orig_dport=int.from_bytes(key[odp : odp + 2], "big"),
+        reply_src=key[rs : rs + size],
+        reply_dst=key[rd : rd + size],
+        reply_sport=int.from_bytes(key[rsp : rsp + 2], "big"),
+        reply_dport=int.from_bytes(key[rdp : rdp + 2], "big"),
+        id=int.from_bytes(key[end - 4 :], "big"),
+        start=int.from_bytes(key[end - INSTANCE : end - 4], "big"),
     )
 
 
