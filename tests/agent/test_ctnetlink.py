@@ -196,3 +196,21 @@ def test_dump_tool_fast_paths_equal_the_full_decode() -> None:
     assert sums == [len(full), *map(sum, zip(*(ct.counters(m.counters) for m in full), strict=True))]
     keys = ct.KeyReader()
     assert [keys.fields(m.key) for m in full] == [ct.decode_key(m.key) for m in full]
+
+
+def test_dump_request_is_what_pyroute2_encodes() -> None:
+    import socket
+
+    from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST
+    from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_CTNETLINK
+    from pyroute2.netlink.nfnetlink.nfctsocket import IPCTNL_MSG_CT_GET, nfct_msg
+
+    from kubenetmon.agent.conntrack import dump_request
+
+    msg = nfct_msg()
+    msg["nfgen_family"] = socket.AF_UNSPEC
+    msg["header"]["type"] = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET
+    msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
+    msg["header"]["sequence_number"] = 77
+    msg.encode()
+    assert dump_request(77) == bytes(msg.data)
