@@ -263,14 +263,10 @@ class Decoder:
                         else:
                             sink(
                                 (
-                                    b"".join(
-                                        (
-                                            buf[off + ks : off + ke],
-                                            buf[off + t0 : off + t1],
-                                            pad,
-                                            buf[off + i0 : off + i1],
-                                        )
-                                    ),
+                                    buf[off + ks : off + ke]
+                                    + buf[off + t0 : off + t1]
+                                    + pad
+                                    + buf[off + i0 : off + i1],
                                     buf[off + c0 : off + c1],
                                 )
                             )
@@ -304,14 +300,10 @@ class Decoder:
                     _, _, ks, ke, i0, i1, c0, c1, _, t0, t1, pad, mk, st = layout
                     append(
                         (
-                            b"".join(
-                                (
-                                    buf[off + ks : off + ke],
-                                    buf[off + t0 : off + t1],
-                                    pad,
-                                    buf[off + i0 : off + i1],
-                                )
-                            ),
+                            buf[off + ks : off + ke]
+                            + buf[off + t0 : off + t1]
+                            + pad
+                            + buf[off + i0 : off + i1],
                             buf[off + c0 : off + c1],
                             int.from_bytes(buf[off + mk : off + mk + 4], "big") if mk >= 0 else 0,
                             buf[off + st] if st >= 0 else -1,
