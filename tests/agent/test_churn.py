@@ -26,6 +26,7 @@ pytestmark = pytest.mark.netns
 Start = Callable[..., AgentProcess]
 PORT = 7000
 MIN_RATE = 2500
+FLOW_TABLE = "kubenetmon_agent_flow_table_total{"
 TIMEOUTS = (
     "nf_conntrack_tcp_timeout_time_wait",
     "nf_conntrack_tcp_timeout_close",
@@ -115,4 +116,7 @@ def test_short_flows_under_churn_are_exact(
         diff = {k: (got.get(k, (0, 0))[0] - v[0], got.get(k, (0, 0))[1] - v[1]) for k, v in truth.items()}
         table = {k: v for k, v in agent.metrics().items() if "table" in k or "events" in k}
         raise AssertionError(f"published - truth (packets, bytes): {diff}; agent: {table}") from None
-    print(f"churn: {flows} flows in {seconds:.0f}s ({flows / seconds:.0f}/s): {dict(done)}")
+    table = {k.split('"')[1]: v for k, v in agent.metrics().items() if k.startswith(FLOW_TABLE)}
+    # with creation times in the keys no new flow is ever taken for a stale or repeated old one
+    assert table.get("duplicate_events", 0) == table.get("stale_sightings", 0) == 0, table
+    print(f"churn: {flows} flows in {seconds:.0f}s ({flows / seconds:.0f}/s): {dict(done)}; table: {table}")
