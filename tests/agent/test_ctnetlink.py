@@ -214,3 +214,24 @@ def test_dump_request_is_what_pyroute2_encodes() -> None:
     msg["header"]["sequence_number"] = 77
     msg.encode()
     assert dump_request(77) == bytes(msg.data)
+
+
+def test_dump_tool_lines_equal_the_reference_formatting() -> None:
+    import json
+
+    from kubenetmon.agent import dump
+
+    entries = [
+        Entry(),
+        Entry(sport=1001, ident=2, zone=7, mark=0x2A, start=5),
+        Entry(src="fd00::1", dst="fd00::2", proto=17, ident=3, counters=(4, 400, 3, 300)),
+        Entry(proto=132, ident=5, state=4),
+        Entry(proto=6, ident=6, state=200),
+    ]
+    buf = b"".join(e.message(seq=i) for i in range(2) for e in entries) + done()
+    full: list[ct.Message] = []
+    ct.Decoder().messages(buf, full)
+    fast: list[tuple[bytes, bytes, int, int]] = []
+    ct.Decoder().entries(buf, fast)
+    assert dump.formatter("text")(fast) == "".join(dump.text(dump.entry(m)) + "\n" for m in full)
+    assert dump.formatter("json")(fast) == "".join(json.dumps(dump.entry(m)) + "\n" for m in full)
