@@ -65,6 +65,17 @@ def drive(client: Node, server: Node, *, seconds: float) -> Counter[str]:
     return Counter(json.loads(out))
 
 
+def kernel_stats(node: Node) -> dict[str, int]:
+    """The kernel's conntrack statistics (``conntrack -S``) summed over CPUs, the non-zero ones."""
+    sums: Counter[str] = Counter()
+    for line in node.run("conntrack", "-S").splitlines():
+        for field in line.split()[1:]:
+            name, _, value = field.partition("=")
+            if value.isdigit():
+                sums[name] += int(value)
+    return {k: v for k, v in sums.items() if v}
+
+
 def published(nats_messages: list) -> dict[str, tuple[int, int]]:  # type: ignore[type-arg]
     """The published rows to or from PORT, summed like the truth counters."""
     acc: dict[str, list[int]] = {}
@@ -114,8 +125,10 @@ def test_short_flows_under_churn_are_exact(
         got = state.get("got", {})
         assert isinstance(got, dict)
         diff = {k: (got.get(k, (0, 0))[0] - v[0], got.get(k, (0, 0))[1] - v[1]) for k, v in truth.items()}
-        table = {k: v for k, v in agent.metrics().items() if "table" in k or "events" in k}
-        raise AssertionError(f"published - truth (packets, bytes): {diff}; agent: {table}") from None
+        table = {k: v for k, v in agent.metrics().items() if "flow_table_total" in k or "events_" in k}
+        raise AssertionError(
+            f"published - truth (packets, bytes): {diff}; agent: {table}; kernel: {kernel_stats(client)}"
+        ) from None
     table = {k.split('"')[1]: v for k, v in agent.metrics().items() if k.startswith(FLOW_TABLE)}
     # with creation times in the keys no new flow is ever taken for a stale or repeated old one
     assert table.get("duplicate_events", 0) == table.get("stale_sightings", 0) == 0, table
