@@ -6,10 +6,16 @@ already has a baseline), measuring CPU time (user + system, which includes the k
 time, and prints medians and the entries/s ratio (ours / conntrack's; > 1 means faster). Then it runs the
 real ``kubenetmon agent`` process on the 250k table for a while and reports its RSS and CPU share.
 
+Then the dump tool: on a table of ``--dump-entries`` entries it alternates, several times, whole processes
+``conntrack -L -o extended`` and ``kubenetmon conntrack dump`` (text, ``--format json``, ``--summary``),
+each run with ``ip netns exec`` and its output to /dev/null, and prints the median wall times and the
+speed ratio of each (conntrack's time / ours; >= 1 means at least as fast), measured in the same run.
+
 Entries are inserted with ``conntrack -R``: their counters are zero, which is fine for a scrape benchmark
 (every entry is still decoded and looked up). Needs root. Everything it creates is removed at the end.
 
     .venv/bin/python bench/agent_scrape.py [--rounds 7] [--sizes 10000,100000,250000] [--agent-seconds 30]
+        [--dump-entries 200000]
 """
 
 from __future__ import annotations
@@ -103,6 +109,40 @@ def compare(netns: str, n: int, rounds: int) -> None:
     )
 
 
+def wall(netns: str, *cmd: str) -> float:
+    start = time.perf_counter()
+    subprocess.run(
+        ["ip", "netns", "exec", netns, *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True
+    )
+    return time.perf_counter() - start
+
+
+DUMP_TOOL = {
+    "text": (KUBENETMON, "conntrack", "dump"),
+    "json": (KUBENETMON, "conntrack", "dump", "--format", "json"),
+    "summary": (KUBENETMON, "conntrack", "dump", "--summary"),
+}
+
+
+def dump_tool(netns: str, n: int, rounds: int) -> None:
+    """Whole processes to /dev/null: ``conntrack -L -o extended``, then each ``kubenetmon conntrack dump``."""
+    populate(netns, n)
+    times: dict[str, list[float]] = {"conntrack": [], **{name: [] for name in DUMP_TOOL}}
+    for _ in range(rounds):
+        times["conntrack"].append(wall(netns, "conntrack", "-L", "-o", "extended"))
+        for name, cmd in DUMP_TOOL.items():
+            times[name].append(wall(netns, *cmd))
+    base = statistics.median(times["conntrack"])
+    parts = [f"conntrack -L -o extended {base:.2f}s"]
+    for name in DUMP_TOOL:
+        ours = statistics.median(times[name])
+        parts.append(f"dump {name} {ours:.2f}s ({base / ours:.2f}x)")
+    print(
+        f"dump tool, {n} entries, median of {rounds} (ratio: conntrack's time / ours): " + " | ".join(parts),
+        flush=True,
+    )
+
+
 def proc_status(pid: int) -> dict[str, str]:
     lines = Path(f"/proc/{pid}/status").read_text().splitlines()
     return dict(line.split(":", 1) for line in lines if ":" in line)
@@ -151,6 +191,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--sizes", default="10000,100000,250000")
     parser.add_argument("--agent-seconds", type=float, default=30.0)
+    parser.add_argument("--dump-entries", type=int, default=200_000, help="dump tool table size; 0: skip it")
     args = parser.parse_args()
     netns = f"kb{os.getpid()}-{secrets.token_hex(3)}"
     sh("ip", "netns", "add", netns)
@@ -164,6 +205,8 @@ def main() -> int:
         if args.agent_seconds > 0:
             with tempfile.TemporaryDirectory(prefix="kubenetmon-bench-") as tmp:
                 run_agent(netns, args.agent_seconds, Path(tmp))
+        if args.dump_entries > 0:
+            dump_tool(netns, args.dump_entries, args.rounds)
     finally:
         subprocess.run(["ip", "netns", "exec", netns, "conntrack", "-F"], capture_output=True)
         subprocess.run(["ip", "netns", "del", netns], capture_output=True)

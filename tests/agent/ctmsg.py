@@ -51,6 +51,8 @@ class Entry:
     mark: int = 0
     status: int = 0x18E
     state: int = 3
+    start: int = 0
+    """Creation time (CTA_TIMESTAMP_START, ns); 0: no timestamp (``nf_conntrack_timestamp`` off)."""
 
     def message(self, *, event: bool = False, kind: int = ct.CT_NEW, seq: int = 0) -> bytes:
         family = 10 if ipaddress.ip_address(self.src).version == 6 else 2
@@ -70,6 +72,11 @@ class Entry:
             tcp = attr(1, bytes([self.state])) + attr(2, b"\x0a") + attr(3, b"\x0a")
             body += attr(ct.CTA_PROTOINFO, attr(1, tcp, nested=True), nested=True)
         body += ct.counters_blob(*self.counters)
+        if self.start:  # after the counters, as the kernel lays it out; a DESTROY also has the stop time
+            stamp = attr(ct.CTA_TIMESTAMP_START, self.start.to_bytes(8, "big"))
+            if event:
+                stamp += attr(2, (self.start + 5_000_000).to_bytes(8, "big"))
+            body += attr(ct.CTA_TIMESTAMP, stamp, nested=True)
         head = struct.pack("=IHHII", 20 + len(body), kind, NLM_F_MULTI, seq, 0) + struct.pack(
             "=BBH", family, 0, 0
         )

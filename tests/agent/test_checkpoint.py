@@ -86,3 +86,25 @@ def test_reports_are_stored_and_orphans_swept(tmp_path: Path) -> None:
     store.delete_report(5)
     store.delete_report(5)
     assert store.stored_reports() == [3]
+
+
+def test_format_1_keys_get_creation_time_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubenetmon.agent import checkpoint
+    from kubenetmon.agent.ctnetlink import INSTANCE, decode_key
+    from tests.agent.ctmsg import Entry
+
+    new = Entry(ident=9).key()  # no creation time: 8 zero bytes before the id
+    old = new[:-INSTANCE] + new[-4:]  # the same conntrack's key as format 1 wrote it
+    state = State(node="n1", boot="b", last={old: b"c"}, missing=[{old: b"m"}], destroyed=[{old}])
+    state.deltas = {old: 5}
+    monkeypatch.setattr(checkpoint, "FORMAT", 1)
+    StateDir(tmp_path).save(state)
+    monkeypatch.undo()
+    loaded = StateDir(tmp_path).load(node="n1")
+    assert loaded is not None and decode_key(new).id == 9
+    assert (loaded.last, loaded.missing, loaded.destroyed, loaded.deltas) == (
+        {new: b"c"},
+        [{new: b"m"}],
+        [{new}],
+        {new: 5},
+    )

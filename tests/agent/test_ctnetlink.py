@@ -85,7 +85,7 @@ def test_dump_and_event_keys_agree() -> None:
     [(dump_key, _)] = scanned(entry.message())
     [(event_key, _)] = scanned(entry.message(event=True, kind=ct.CT_DELETE))
     assert dump_key == event_key == entry.key()
-    assert ct.row_key(dump_key) == dump_key[:-4]
+    assert ct.row_key(dump_key) == dump_key[: -ct.INSTANCE]
 
 
 def test_dying_dump_entries_are_skipped_but_not_dying_events() -> None:
@@ -164,3 +164,74 @@ def test_garbage_raises_only_value_or_os_errors(data: bytes) -> None:
         ct.Decoder().messages(data, [])
     except (ValueError, OSError):
         pass
+
+
+def test_creation_time_is_part_of_the_key_in_dumps_and_events_alike() -> None:
+    entry = Entry(ident=9, start=1_700_000_000_123_456_789)
+    for decoder in (ct.Decoder(), ct.Decoder()):
+        out: list[tuple[bytes, bytes]] = []
+        for _ in range(2):  # the first walks (slow path), the second is sliced by its layout
+            decoder.scan(entry.message(), out.append)
+            decoder.scan(entry.message(event=True, kind=ct.CT_DELETE), out.append)
+        assert len({k for k, _ in out}) == 1 and decoder.walked == 2
+        f = ct.decode_key(out[0][0])
+        assert (f.id, f.start, f.orig_sport) == (9, 1_700_000_000_123_456_789, 1000)
+    assert ct.decode_key(Entry(ident=9).key()).start == 0
+
+
+def test_dump_tool_fast_paths_equal_the_full_decode() -> None:
+    entries = [
+        Entry(),
+        Entry(sport=1001, ident=2, zone=7, mark=0x2A, start=5),
+        Entry(src="fd00::1", dst="fd00::2", proto=17, ident=3, counters=(4, 400, 3, 300)),
+        Entry(src="fd00::1", dst="fd00::9", proto=17, ident=4, status=0x18E | ct.IPS_DYING),
+        Entry(proto=132, ident=5, state=4),
+    ]
+    buf = b"".join(e.message(seq=i) for i in range(3) for e in entries) + done()
+    full: list[ct.Message] = []
+    ct.Decoder().messages(buf, full)
+    decoder, fast, sums = ct.Decoder(), [], [0] * 5
+    assert decoder.entries(buf, fast) == ct.DONE and decoder.totals(buf, sums) == ct.DONE
+    assert fast == [(m.key, m.counters, m.mark, m.state) for m in full] and decoder.walked <= len(entries)
+    assert sums == [len(full), *map(sum, zip(*(ct.counters(m.counters) for m in full), strict=True))]
+    keys = ct.KeyReader()
+    assert [keys.fields(m.key) for m in full] == [ct.decode_key(m.key) for m in full]
+
+
+def test_dump_request_is_what_pyroute2_encodes() -> None:
+    import socket
+
+    from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST
+    from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_CTNETLINK
+    from pyroute2.netlink.nfnetlink.nfctsocket import IPCTNL_MSG_CT_GET, nfct_msg
+
+    from kubenetmon.agent.conntrack import dump_request
+
+    msg = nfct_msg()
+    msg["nfgen_family"] = socket.AF_UNSPEC
+    msg["header"]["type"] = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET
+    msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
+    msg["header"]["sequence_number"] = 77
+    msg.encode()
+    assert dump_request(77) == bytes(msg.data)
+
+
+def test_dump_tool_lines_equal_the_reference_formatting() -> None:
+    import json
+
+    from kubenetmon.agent import dump
+
+    entries = [
+        Entry(),
+        Entry(sport=1001, ident=2, zone=7, mark=0x2A, start=5),
+        Entry(src="fd00::1", dst="fd00::2", proto=17, ident=3, counters=(4, 400, 3, 300)),
+        Entry(proto=132, ident=5, state=4),
+        Entry(proto=6, ident=6, state=200),
+    ]
+    buf = b"".join(e.message(seq=i) for i in range(2) for e in entries) + done()
+    full: list[ct.Message] = []
+    ct.Decoder().messages(buf, full)
+    fast: list[tuple[bytes, bytes, int, int]] = []
+    ct.Decoder().entries(buf, fast)
+    assert dump.formatter("text")(fast) == "".join(dump.text(dump.entry(m)) + "\n" for m in full)
+    assert dump.formatter("json")(fast) == "".join(json.dumps(dump.entry(m)) + "\n" for m in full)

@@ -53,6 +53,20 @@ def test_destroy_event_adds_the_rest_and_forgets_the_flow() -> None:
     assert t.take() == {} and t.stats["duplicate_events"] == 1
 
 
+def test_reused_conntrack_with_the_same_tuples_and_id_is_told_apart_by_its_creation_time() -> None:
+    # the kernel's id hashes the object's address and tuples: a freed conntrack reallocated for the same
+    # tuples (ephemeral port reused under churn) has the same id; only the creation time differs
+    t = FlowTable()
+    old, new = key(ident=7, start=1_000_000_000), key(ident=7, start=2_000_000_000)
+    assert old != new and ct.row_key(old) == ct.row_key(new)
+    dump(t, [(old, blob(1, 60, 1, 60))])
+    t.destroy((old, blob(1, 60, 1, 80)))
+    dump(t, [(new, blob(1, 70, 0, 0))])  # the new instance's sighting is not a stale one of the old
+    t.destroy((new, blob(1, 70, 1, 90)))  # nor is its DESTROY a duplicate
+    assert totals(fold(t.take())) == {ct.row_key(old): (2, 130, 2, 170)}
+    assert t.stats["stale_sightings"] == t.stats["duplicate_events"] == 0
+
+
 def test_flow_that_opened_and_closed_between_dumps_counts_via_its_event() -> None:
     t, k = FlowTable(), key()
     t.destroy((k, blob(3, 180, 2, 120)))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from kubenetmon.agent.conntrack import Conntrack
-from kubenetmon.agent.ctnetlink import counters, decode_key, row_key
+from kubenetmon.agent.ctnetlink import INSTANCE, counters, decode_key, row_key
 from kubenetmon.agent.flows import FlowTable, fold, unpack
 from tests.fixtures.lab import Lab, Node
 from tests.fixtures.lab_kernel import CtEntry, wait_until
@@ -102,7 +102,7 @@ class Meter:
 
     def measured(self, flow: Flow) -> tuple[int, int, int, int]:
         for key, value in fold(self.table.take()).items():
-            f = decode_key(key + b"\0\0\0\0")
+            f = decode_key(key + bytes(INSTANCE))
             if (f.orig_sport, f.orig_dport) == (flow.sport, flow.dport):
                 return unpack(value)
         raise LookupError(flow)

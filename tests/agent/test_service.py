@@ -243,7 +243,7 @@ def test_sanity_check_refuses_waits_while_young_and_passes(caplog: pytest.LogCap
     with pytest.raises(ConfigError) as refused:
         check(lambda path: "0", netns="ns1", young_node_s=600, node_uptime=lambda: 3600)
     assert str(refused.value) == ACCOUNTING_OFF.format(value="0", where=" in network namespace ns1")
-    values = iter(["0", "0", "1", "1"])
+    values = iter(["0", "0", "1", "1", "1"])  # acct thrice, events, timestamps
     slept: list[float] = []
     with caplog.at_level(logging.WARNING):
         check(lambda path: next(values), young_node_s=600, node_uptime=lambda: 10, sleep=slept.append)
@@ -306,3 +306,9 @@ def test_crash_after_publish_before_checkpoint_republishes_identical_messages(tm
     publish_all(again)
     assert {k: broker.got[k] for k in published} == published  # same ids, same bytes: deduplicated
     assert broker.total() + agent_open_bytes(again) == sum(c[1] for c in kernel.counters.values())
+
+
+def test_creation_timestamps_are_turned_on_when_off() -> None:
+    sysctls = {"net/netfilter/nf_conntrack_acct": "1", "net/netfilter/nf_conntrack_timestamp": "0"}
+    check(lambda path: sysctls.get(path, "1"), young_node_s=0, write=sysctls.__setitem__)
+    assert sysctls["net/netfilter/nf_conntrack_timestamp"] == "1"

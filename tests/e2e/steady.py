@@ -1,8 +1,15 @@
-"""Steady, known traffic for the fault suite: long-lived connections exchanging random amounts, paced.
+"""Steady, known traffic for the fault suite: long-lived connections exchanging random amounts, paced,
+and short flows alongside them.
 
-Each connection stays open across every fault (the lab's network is never touched by one), so its
-conntrack entry lives on and an agent restarted after a SIGKILL finds its counters where the kernel
-kept counting. The amounts are drawn from the test's seeded generator (reproducible with its seed);
+Each long-lived connection stays open across every fault (the lab's network is never touched by one), so
+its conntrack entry lives on and an agent restarted after a SIGKILL finds its counters where the kernel
+kept counting. Every tick also makes two short flows, alternating IPv4 and IPv6: a TCP connection from
+web-0 to db-0 (connect, one exchange, close) and a UDP exchange from db-0 to web-1 from a new socket (one
+datagram each way). They close at once but their conntrack entries stay (TIME_WAIT, UDP timeout) for
+longer than any fault lasts, so a restarted agent still finds them: a flow born and gone while the agent
+is down cannot be metered by anyone, and is not what this suite is about (the churn test is).
+
+The amounts are drawn from the test's seeded generator (reproducible with its seed);
 the kernel's counters, not these amounts, are the ground truth. An exchange that fails is recorded and
 fails the test: the faults under test must never break the traffic itself.
 
@@ -17,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from tests.e2e.cluster import SERVICE, Cluster, add_service
+from tests.fixtures.lab_traffic import Flow
 
 TICK_S: Final = 0.15
 
@@ -35,6 +43,8 @@ class Steady:
     cluster: Cluster
     rng: random.Random
     conns: list[Conn] = field(default_factory=list)
+    short: list[Flow] = field(default_factory=list)
+    """The short flows made so far (closed)."""
     errors: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -52,6 +62,7 @@ class Steady:
             "service": db0.server("tcp", family=4),
             "internet tcp6": c.internet.server("tcp", family=6),
             "s3 udp6": c.s3.server("udp", family=6),
+            "web-1 udp6": web1.server("udp", family=6),
         }
         add_service(c, target_port=self._servers["service"].port)
         return self
@@ -95,6 +106,20 @@ class Steady:
                 except OSError as exc:
                     self.errors.append(f"{conn.name}: {exc!r}")
                     return
+            try:
+                self._short_flows(family=4 if len(self.short) % 4 == 0 else 6)
+            except OSError as exc:
+                self.errors.append(f"short flow: {exc!r}")
+                return
+
+    def _short_flows(self, *, family: int) -> None:
+        c, s = self.cluster, self._servers
+        tcp = c.pods["web-0"].tcp_connect(s[f"db-0 tcp{family}"])
+        tcp.exchange(self.rng.randint(8, 5000), self.rng.randint(1, 8000))
+        self.short.append(tcp.close())
+        udp = c.pods["db-0"].udp_client(s[f"web-1 udp{family}"])
+        udp.exchange(self.rng.randint(4, 1200), self.rng.randint(1, 1200))
+        self.short.append(udp.close())
 
     def stop(self) -> None:
         """Stop exchanging and close every connection in order (TCP: FIN both ways)."""

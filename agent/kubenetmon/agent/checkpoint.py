@@ -32,11 +32,13 @@ from typing import Any, Final
 import msgpack
 
 from kubenetmon.agent import reports
+from kubenetmon.agent.ctnetlink import NO_START
 from kubenetmon.agent.reports import Report
 
 log = logging.getLogger(__name__)
 
-FORMAT: Final = 1
+FORMAT: Final = 2
+"""2: flow keys carry the creation time before the conntrack id (``ctnetlink.INSTANCE``); 1 is read too."""
 STATE_FILE: Final = "state.msgpack"
 REPORTS: Final = "reports"
 _CHUNK: Final = 16384
@@ -133,7 +135,8 @@ class StateDir:
         with path.open("rb") as f:
             unpacker = msgpack.Unpacker(f, raw=False, strict_map_key=False, max_buffer_size=1 << 30)
             head = next(unpacker)
-            if not isinstance(head, dict) or head.get("format") != FORMAT:
+            version = head.get("format") if isinstance(head, dict) else None
+            if version not in (1, FORMAT):
                 raise ValueError(
                     f"unknown state format {head.get('format') if isinstance(head, dict) else head!r}"
                 )
@@ -158,9 +161,9 @@ class StateDir:
                 state.deltas.update(
                     (k, int.from_bytes(v, "big")) for k, v in _mapping(next(unpacker)).items()
                 )
-            if next(unpacker) != {"end": FORMAT}:
+            if next(unpacker) != {"end": version}:
                 raise ValueError("state file is truncated")
-        return state
+        return state if version == FORMAT else _from_format_1(state)
 
     def _discard(self, path: Path, why: str) -> None:
         aside = path.with_name(f"{path.name}.bad-{int(time.time())}")
@@ -212,6 +215,23 @@ class StateDir:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _from_format_1(state: State) -> State:
+    """Keys of format 1 end in the conntrack id alone: give them the creation time 0 (none recorded).
+
+    A conntrack created while ``nf_conntrack_timestamp`` was off has no creation time, so its new key is
+    exactly this; one created with it on no longer matches its old baseline and is counted afresh.
+    """
+
+    def key(old: bytes) -> bytes:
+        return old[:-4] + NO_START + old[-4:]
+
+    state.last = {key(k): v for k, v in state.last.items()}
+    state.missing = [{key(k): v for k, v in g.items()} for g in state.missing]
+    state.destroyed = [{key(k) for k in g} for g in state.destroyed]
+    state.deltas = {key(k): v for k, v in state.deltas.items()}
+    return state
 
 
 def _mapping(obj: Any) -> dict[bytes, bytes]:

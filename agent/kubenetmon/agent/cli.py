@@ -11,7 +11,7 @@ import argparse
 import logging
 
 from kubenetmon.agent.checkpoint import StateDir, boot_id
-from kubenetmon.agent.conntrack import Conntrack, read_sysctl
+from kubenetmon.agent.conntrack import open_conntrack, read_sysctl, write_sysctl
 from kubenetmon.agent.publisher import Publisher
 from kubenetmon.agent.sanity import check
 from kubenetmon.agent.service import Agent
@@ -38,18 +38,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_log_arguments(parser)
 
 
-def open_conntrack(netns: str, *, events: bool = True, event_buffer: int = 1 << 20) -> Conntrack:
-    """The conntrack sockets, with clear errors for a missing namespace or missing privileges."""
-    try:
-        return Conntrack(netns=netns or None, events=events, event_buffer=event_buffer)
-    except FileNotFoundError:
-        raise ConfigError(f"--netns: network namespace {netns!r} does not exist") from None
-    except PermissionError as exc:
-        raise ConfigError(
-            f"cannot open conntrack netlink sockets ({exc}): run as root or with NET_ADMIN"
-        ) from None
-
-
 def main(args: argparse.Namespace) -> int:
     settings = agent_settings(args)
     nats = nats_settings(args)
@@ -62,6 +50,7 @@ def main(args: argparse.Namespace) -> int:
                 lambda path: read_sysctl(path, netns=settings.netns or None),
                 netns=settings.netns,
                 young_node_s=settings.young_node_s,
+                write=lambda path, value: write_sysctl(path, value, netns=settings.netns or None),
             )
         except FileNotFoundError:  # entering a namespace that is not there
             raise ConfigError(f"--netns: network namespace {settings.netns!r} does not exist") from None

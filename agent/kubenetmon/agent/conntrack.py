@@ -1,6 +1,8 @@
 """The kernel side of the agent: ctnetlink sockets for full conntrack dumps and DESTROY events.
 
-This is the only module that uses pyroute2 (network namespaces, request encoding, protocol constants).
+This is the only module that uses pyroute2 (to enter network namespaces), imported only when a namespace
+is entered: the dump tool's start-up must stay short (pyroute2 takes ~0.1 s to import). The one request it
+sends, a dump, is a fixed 20-byte message encoded here.
 Dumps ask for both families and every zone in one request and never zero counters (no GET_CTRZERO: zeroing
 would lose data when a send fails and steal counters from anything else reading them). The event socket
 is subscribed to DESTROY only, with a receive buffer as large as the kernel allows; an overrun (ENOBUFS) is
@@ -16,6 +18,7 @@ from __future__ import annotations
 import errno
 import itertools
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -23,17 +26,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TypeVar
 
-from pyroute2 import netns as pyroute2_netns
-from pyroute2.netlink import NETLINK_NETFILTER, NLM_F_DUMP, NLM_F_REQUEST
-from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_CTNETLINK, NFNLGRP_CONNTRACK_DESTROY
-from pyroute2.netlink.nfnetlink.nfctsocket import IPCTNL_MSG_CT_GET, nfct_msg
-
 from kubenetmon.agent import ctstats
 from kubenetmon.agent.ctnetlink import DONE, INTERRUPTED, Decoder, Message, Sink
+from kubenetmon.shared.errors import ConfigError
 
 T = TypeVar("T")
 Batch = Callable[[list[tuple[bytes, bytes]]], None]
 SO_RCVBUFFORCE: Final = 33
+NETLINK_NETFILTER: Final = 12
+NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+CT_GET: Final = 1 << 8 | 1  # NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_GET
+NFNLGRP_CONNTRACK_DESTROY: Final = 3
+_REQUEST: Final = struct.Struct("=IHHIIBBH")
+"""nlmsghdr (length, type, flags, seq, pid) and nfgenmsg (family, version, res_id)."""
 RECV_SIZE: Final = 1 << 16
 DEFAULT_EVENT_BUFFER: Final = 256 * 1024 * 1024
 _seq = itertools.count(1)
@@ -48,6 +53,8 @@ def in_netns(netns: str | None, fn: Callable[[], T]) -> T:
 
     def target() -> None:
         try:
+            from pyroute2 import netns as pyroute2_netns  # here: ~0.1 s to import, only when needed
+
             pyroute2_netns.setns(netns, flags=0)  # flags=0: never create a missing namespace
             box.append(fn())
         except BaseException as exc:  # handed to the caller below
@@ -73,6 +80,11 @@ def read_sysctl(path: str, *, netns: str | None = None) -> str:
     return in_netns(netns, read)
 
 
+def write_sysctl(path: str, value: str, *, netns: str | None = None) -> None:
+    """Set ``/proc/sys/<path>`` as seen from ``netns``."""
+    in_netns(netns, lambda: Path("/proc/sys", path).write_text(value))
+
+
 def _open(netns: str | None, *, groups: int = 0) -> socket.socket:
     def make() -> socket.socket:
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
@@ -84,13 +96,7 @@ def _open(netns: str | None, *, groups: int = 0) -> socket.socket:
 
 def dump_request(seq: int) -> bytes:
     """IPCTNL_MSG_CT_GET with NLM_F_DUMP for every family (AF_UNSPEC) and every zone."""
-    msg = nfct_msg()
-    msg["nfgen_family"] = socket.AF_UNSPEC
-    msg["header"]["type"] = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET
-    msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
-    msg["header"]["sequence_number"] = seq
-    msg.encode()
-    return bytes(msg.data)
+    return _REQUEST.pack(_REQUEST.size, CT_GET, NLM_F_REQUEST | NLM_F_DUMP, seq, 0, socket.AF_UNSPEC, 0, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +174,27 @@ class Conntrack:
             raise
         return ctstats.stats_of(totals)
 
+    def dump_entries(self, consume: Callable[[list[tuple[bytes, bytes, int, int]]], None]) -> DumpResult:
+        """Every entry's ``(key, counters, mark, state)``, dying ones too, one list per kernel batch
+        (for the dump tool: the fast decoder, plus mark and state)."""
+        start = time.monotonic()
+        self._dump_sock.send(dump_request(next(_seq)))
+        flags = count = 0
+        while not flags & DONE:
+            batch: list[tuple[bytes, bytes, int, int]] = []
+            flags |= self._dump_decoder.entries(self._dump_sock.recv(RECV_SIZE), batch)
+            count += len(batch)
+            consume(batch)
+        return DumpResult(count, not flags & INTERRUPTED, time.monotonic() - start)
+
+    def dump_totals(self) -> list[int]:
+        """Entries and the sums of their four counters, dying ones too (for ``dump --summary``)."""
+        self._dump_sock.send(dump_request(next(_seq)))
+        sums, flags = [0, 0, 0, 0, 0], 0
+        while not flags & DONE:
+            flags |= self._dump_decoder.totals(self._dump_sock.recv(RECV_SIZE), sums)
+        return sums
+
     def event_fd(self) -> int:
         """The event socket's descriptor, for an event loop reader (-1 without events)."""
         return self._events.fileno() if self._events is not None else -1
@@ -206,6 +233,18 @@ class Conntrack:
         self._dump_sock.close()
         if self._events is not None:
             self._events.close()
+
+
+def open_conntrack(netns: str, *, events: bool = True, event_buffer: int = 1 << 20) -> Conntrack:
+    """The conntrack sockets, with clear errors for a missing namespace or missing privileges."""
+    try:
+        return Conntrack(netns=netns or None, events=events, event_buffer=event_buffer)
+    except FileNotFoundError:
+        raise ConfigError(f"--netns: network namespace {netns!r} does not exist") from None
+    except PermissionError as exc:
+        raise ConfigError(
+            f"cannot open conntrack netlink sockets ({exc}): run as root or with NET_ADMIN"
+        ) from None
 
 
 def _grow_buffer(sock: socket.socket, size: int) -> int:

@@ -9,8 +9,12 @@ offsets. A message that does not match is walked again: nothing is ever guessed.
 
 The agent's hot path needs two byte strings per entry, both copied verbatim from the message:
 
-- ``key``: the original and reply tuple attributes, the CTA_ZONE attribute if any, and the 4-byte
-  conntrack id. It names one conntrack (zone, tuples, id) and is the same in dumps and DESTROY events.
+- ``key``: the original and reply tuple attributes, the CTA_ZONE attribute if any, then the instance
+  suffix: the 8-byte creation time (CTA_TIMESTAMP_START, zeros without ``nf_conntrack_timestamp``) and the
+  4-byte conntrack id. It names one conntrack and is the same in dumps and DESTROY events. The id alone
+  does not tell instances apart: it is a hash of the object's address and tuples, so a conntrack freed and
+  reallocated for a new flow with the same tuples (an ephemeral port reused under churn) gets the same id.
+  The creation time does.
 - ``counters``: the two counter attributes in their canonical 56-byte form (``COUNTERS``), compared as
   bytes and decoded only when they changed.
 
@@ -36,6 +40,10 @@ INTERRUPTED: Final = 2
 
 CTA_TUPLE_ORIG, CTA_TUPLE_REPLY, CTA_STATUS, CTA_PROTOINFO = 1, 2, 3, 4
 CTA_MARK, CTA_COUNTERS_ORIG, CTA_COUNTERS_REPLY, CTA_ID, CTA_ZONE = 8, 9, 10, 12, 18
+CTA_TIMESTAMP, CTA_TIMESTAMP_START = 20, 1
+INSTANCE: Final = 12
+"""Length of a key's instance suffix: creation time (be64 ns, 0 when unknown) and conntrack id (be32)."""
+NO_START: Final = bytes(8)
 _NESTED: Final = 0x8000
 IPS_DYING: Final = 1 << 9
 
@@ -89,6 +97,14 @@ class Layout(NamedTuple):
     cnt_start: int
     cnt_end: int
     dying_at: int
+    ts_start: int
+    ts_end: int
+    ts_pad: bytes
+    """``NO_START`` when the shape has no creation time (then ``ts_start == ts_end``), else empty."""
+    mark_at: int
+    """The CTA_MARK value (be32), or -1: the shape has none (for the dump tool)."""
+    state_at: int
+    """The protocol state byte (TCP or SCTP), or -1: the shape has none (for the dump tool)."""
     """The status byte holding IPS_DYING (as its bit 1: status is big-endian, the bit is 9)."""
 
 
@@ -117,13 +133,22 @@ def _counter_pair(buf: bytes, voff: int, vlen: int) -> tuple[int, int]:
     return pk, by
 
 
-def _state(buf: bytes, voff: int, vlen: int) -> int:
+def _start(buf: bytes, voff: int, vlen: int) -> int:
+    """Offset of the CTA_TIMESTAMP_START value (be64) in a CTA_TIMESTAMP nest, or -1."""
     for kind, _, o, n in attrs(buf, voff, voff + vlen):
-        if kind in (1, 3):  # CTA_PROTOINFO_TCP or _SCTP; STATE (1) is a u8 in both
-            for inner, _, io, _ in attrs(buf, o, o + n):
-                if inner == 1:
-                    return buf[io]
+        if kind == CTA_TIMESTAMP_START and n == 8:
+            return o
     return -1
+
+
+def _state_at(buf: bytes, voff: int, vlen: int) -> tuple[int, list[int]]:
+    """Offset of the state byte in a CTA_PROTOINFO value (or -1), and the headers leading to it."""
+    for kind, hoff, o, n in attrs(buf, voff, voff + vlen):
+        if kind in (1, 3):  # CTA_PROTOINFO_TCP or _SCTP; STATE (1) is a u8 in both
+            for inner, ihoff, io, _ in attrs(buf, o, o + n):
+                if inner == 1:
+                    return io, [hoff, ihoff]
+    return -1, []
 
 
 def walk(buf: bytes, off: int, length: int) -> Message:
@@ -133,11 +158,14 @@ def walk(buf: bytes, off: int, length: int) -> Message:
     orig, reply, zone, ident = (top.get(k) for k in (CTA_TUPLE_ORIG, CTA_TUPLE_REPLY, CTA_ZONE, CTA_ID))
     if orig is None or reply is None or ident is None or ident[2] != 4:
         raise ValueError("conntrack message without tuples or id")
+    stamp = top.get(CTA_TIMESTAMP)
+    start = _start(buf, stamp[1], stamp[2]) if stamp else -1
     key = b"".join(
         (
             buf[orig[0] : _end(orig)],
             buf[reply[0] : _end(reply)],
             buf[zone[0] : zone[0] + 8] if zone else b"",
+            buf[start : start + 8] if start >= 0 else NO_START,
             buf[ident[1] : ident[1] + 4],
         )
     )
@@ -147,6 +175,8 @@ def walk(buf: bytes, off: int, length: int) -> Message:
         *(_counter_pair(buf, cr[1], cr[2]) if cr else (0, 0)),
     )
     status, mark, info = top.get(CTA_STATUS), top.get(CTA_MARK), top.get(CTA_PROTOINFO)
+    state_at, state_path = _state_at(buf, info[1], info[2]) if info else (-1, [])
+    mark_at = mark[1] if mark and mark[2] == 4 else -1
     layout = None
     key_end = zone[0] + 8 if zone else _end(reply)
     if (
@@ -159,7 +189,8 @@ def walk(buf: bytes, off: int, length: int) -> Message:
         and _end(co) == cr[0]
         and buf[co[0] : co[0] + 56] == blob
     ):
-        layout = _layout(buf, off, [h for _, h, _, _ in found] + [co[1], co[1] + 12, cr[1], cr[1] + 12])
+        inner = [co[1], co[1] + 12, cr[1], cr[1] + 12] + ([start - 4] if start >= 0 else []) + state_path
+        layout = _layout(buf, off, [h for _, h, _, _ in found] + inner)
         layout = layout._replace(
             key_start=orig[0] - off,
             key_end=key_end - off,
@@ -168,13 +199,18 @@ def walk(buf: bytes, off: int, length: int) -> Message:
             cnt_start=co[0] - off,
             cnt_end=co[0] + 56 - off,
             dying_at=status[1] + 2 - off,  # be32: IPS_DYING (bit 9) is bit 1 of the third byte
+            ts_start=start - off if start >= 0 else 0,
+            ts_end=start + 8 - off if start >= 0 else 0,
+            ts_pad=b"" if start >= 0 else NO_START,
+            mark_at=mark_at - off if mark_at >= 0 else -1,
+            state_at=state_at - off if state_at >= 0 else -1,
         )
     return Message(
         key=key,
         counters=blob,
         status=_u(buf, status[1], 4) if status else 0,
-        mark=_u(buf, mark[1], 4) if mark else 0,
-        state=_state(buf, info[1], info[2]) if info else -1,
+        mark=_u(buf, mark_at, 4) if mark_at >= 0 else 0,
+        state=buf[state_at] if state_at >= 0 else -1,
         layout=layout,
     )
 
@@ -189,7 +225,7 @@ def _layout(buf: bytes, off: int, headers: list[int]) -> Layout:
         fmt += f"{at - pos}xI" if at > pos else "I"
         pos = at + 4
     check = struct.Struct(fmt).unpack_from
-    return Layout(check, check(buf, off), 0, 0, 0, 0, 0, 0, 0)
+    return Layout(check, check(buf, off), 0, 0, 0, 0, 0, 0, 0, 0, 0, b"", -1, -1)
 
 
 class Decoder:
@@ -220,14 +256,17 @@ class Decoder:
             if kind & 0xFFFD == CT_NEW:  # CT_NEW or CT_DELETE
                 layout = get(length << 8 | buf[off + 16])
                 if layout is not None:
-                    check, expect, ks, ke, i0, i1, c0, c1, dy = layout
+                    check, expect, ks, ke, i0, i1, c0, c1, dy, t0, t1, pad, _, _ = layout
                     if check(buf, off) == expect:
                         if buf[off + dy] & 2 and kind == CT_NEW:  # DYING_BIT
                             self.dying += 1
                         else:
                             sink(
                                 (
-                                    buf[off + ks : off + ke] + buf[off + i0 : off + i1],
+                                    buf[off + ks : off + ke]
+                                    + buf[off + t0 : off + t1]
+                                    + pad
+                                    + buf[off + i0 : off + i1],
                                     buf[off + c0 : off + c1],
                                 )
                             )
@@ -247,6 +286,73 @@ class Decoder:
             self.dying += 1
         else:
             sink((msg.key, msg.counters))
+
+    def entries(self, buf: bytes, out: list[tuple[bytes, bytes, int, int]]) -> int:
+        """Append ``(key, counters, mark, state)`` of every conntrack message of ``buf`` (dying ones too)
+        to ``out``; return DONE/INTERRUPTED. For the dump tool: the fast path, plus mark and state."""
+        get, append, flags, off, end = self._layouts.get, out.append, 0, 0, len(buf)
+        while off < end:
+            length, kind, nlflags = self._header(buf, off, end)
+            flags |= nlflags
+            if kind & 0xFFFD == CT_NEW:
+                layout = get(length << 8 | buf[off + 16])
+                if layout is not None and layout.check(buf, off) == layout.expect:
+                    _, _, ks, ke, i0, i1, c0, c1, _, t0, t1, pad, mk, st = layout
+                    append(
+                        (
+                            buf[off + ks : off + ke]
+                            + buf[off + t0 : off + t1]
+                            + pad
+                            + buf[off + i0 : off + i1],
+                            buf[off + c0 : off + c1],
+                            int.from_bytes(buf[off + mk : off + mk + 4], "big") if mk >= 0 else 0,
+                            buf[off + st] if st >= 0 else -1,
+                        )
+                    )
+                else:
+                    msg = self._walk(buf, off, length)
+                    append((msg.key, msg.counters, msg.mark, msg.state))
+            elif kind == NLMSG_DONE:
+                return DONE | (INTERRUPTED if flags & NLM_F_DUMP_INTR else 0)
+            elif kind == NLMSG_ERROR:
+                _raise_error(buf, off)
+            off += (length + 3) & ~3
+        return INTERRUPTED if flags & NLM_F_DUMP_INTR else 0
+
+    def totals(self, buf: bytes, sums: list[int]) -> int:
+        """Add every conntrack message's counters of ``buf`` (dying ones too) to ``sums`` (entries, then
+        orig packets, orig bytes, reply packets, reply bytes); return DONE/INTERRUPTED."""
+        get, flags, off, end = self._layouts.get, 0, 0, len(buf)
+        n = op = ob = rp = rb = 0
+        unpack_counters = COUNTERS.unpack_from
+        while off < end:
+            length, kind, nlflags = self._header(buf, off, end)
+            flags |= nlflags
+            if kind & 0xFFFD == CT_NEW:
+                layout = get(length << 8 | buf[off + 16])
+                if layout is not None and layout.check(buf, off) == layout.expect:
+                    a, b, c, d = unpack_counters(buf, off + layout.cnt_start)
+                else:
+                    a, b, c, d = COUNTERS.unpack(self._walk(buf, off, length).counters)
+                n, op, ob, rp, rb = n + 1, op + a, ob + b, rp + c, rb + d
+            elif kind == NLMSG_DONE:
+                flags |= DONE
+                break
+            elif kind == NLMSG_ERROR:
+                _raise_error(buf, off)
+            off += (length + 3) & ~3
+        for i, v in enumerate((n, op, ob, rp, rb)):
+            sums[i] += v
+        return (flags & DONE) | (INTERRUPTED if flags & NLM_F_DUMP_INTR else 0)
+
+    @staticmethod
+    def _header(buf: bytes, off: int, end: int) -> tuple[int, int, int]:
+        if off + 16 > end:
+            raise ValueError(f"truncated netlink message at {off} of {end}")
+        length, kind, nlflags = _NLMSG.unpack_from(buf, off)
+        if length < 20 or off + length > end:
+            raise ValueError(f"malformed netlink message (length {length} at {off} of {end})")
+        return length, kind, nlflags
 
     def messages(self, buf: bytes, out: list[Message]) -> int:
         """Append every conntrack message of ``buf``, fully decoded, to ``out``; return DONE/INTERRUPTED.
@@ -299,6 +405,8 @@ class FlowKey(NamedTuple):
     reply_sport: int
     reply_dport: int
     id: int
+    start: int
+    """Creation time, ns since the epoch (CTA_TIMESTAMP_START); 0 when the kernel did not record it."""
 
 
 def _tuple(key: bytes, voff: int, vlen: int) -> tuple[bytes, bytes, int, int, int, int]:
@@ -329,7 +437,7 @@ def decode_key(key: bytes) -> FlowKey:
     """The fields of a key made by ``scan`` or ``walk``; raises ValueError if it is not one."""
     orig = reply = None
     zone = 0
-    for kind, _, o, n in attrs(key, 0, len(key) - 4):
+    for kind, _, o, n in attrs(key, 0, len(key) - INSTANCE):
         if kind == CTA_TUPLE_ORIG:
             orig = _tuple(key, o, n)
         elif kind == CTA_TUPLE_REPLY:
@@ -351,9 +459,95 @@ def decode_key(key: bytes) -> FlowKey:
         reply_sport=reply[2],
         reply_dport=reply[3],
         id=_u(key, len(key) - 4, 4),
+        start=_u(key, len(key) - INSTANCE, 8),
+    )
+
+
+class KeyReader:
+    """``decode_key`` for many keys: the first key of each length is walked, and where its fields are is
+    kept with a check of every attribute header; a later key of that length that passes the check is
+    sliced at those offsets (else walked again). For the dump tool."""
+
+    def __init__(self) -> None:
+        self._shapes: dict[
+            int, tuple[Callable[[bytes, int], tuple[int, ...]], tuple[int, ...], tuple[int, ...]]
+        ] = {}
+
+    def fields(self, key: bytes) -> FlowKey:
+        shape = self._shapes.get(len(key))
+        if shape is not None:
+            check, expect, at = shape
+            if check(key, 0) == expect:
+                return _sliced(key, at)
+        f = decode_key(key)
+        self._learn(key, f)
+        return f
+
+    def _learn(self, key: bytes, f: FlowKey) -> None:
+        headers: list[int] = []
+        found: dict[str, int] = {}
+        for kind, hoff, o, n in attrs(key, 0, len(key) - INSTANCE):
+            headers.append(hoff)
+            side = "orig" if kind == CTA_TUPLE_ORIG else "reply" if kind == CTA_TUPLE_REPLY else ""
+            if kind == CTA_ZONE and n == 2:
+                found["zone"] = o
+            if not side:
+                continue
+            for inner, ihoff, io, isz in attrs(key, o, o + n):
+                headers.append(ihoff)
+                if inner == 3:  # CTA_TUPLE_ZONE: the zone may come from here; leave it to decode_key
+                    return
+                for leaf, lhoff, lo, lsz in attrs(key, io, io + isz) if inner in (1, 2) else ():
+                    headers.append(lhoff)
+                    name = _LEAVES.get((inner, leaf, lsz))
+                    if name:
+                        found[f"{side}_{name}"] = lo
+        if not all(name in found for name in _SLICED) or len(f.orig_src) not in (4, 16):
+            return  # a portless protocol or an odd shape: always walked
+        check = _header_check(headers)
+        at = (*(found[name] for name in _SLICED), len(f.orig_src), found["orig_proto"], found.get("zone", -1))
+        self._shapes[len(key)] = (check, check(key, 0), at)
+
+
+_LEAVES: Final = {
+    (1, 1, 4): "src", (1, 2, 4): "dst", (1, 3, 16): "src", (1, 4, 16): "dst",
+    (2, 2, 2): "sport", (2, 3, 2): "dport", (2, 1, 1): "proto",
+}  # fmt: skip
+"""(tuple nest, attribute, value length) -> field: CTA_TUPLE_IP's V4/V6 SRC/DST, CTA_TUPLE_PROTO's ports."""
+_SLICED: Final = (
+    "orig_src", "orig_dst", "reply_src", "reply_dst",
+    "orig_sport", "orig_dport", "reply_sport", "reply_dport",
+)  # fmt: skip
+
+
+def _header_check(headers: list[int]) -> Callable[[bytes, int], tuple[int, ...]]:
+    fmt, pos = "=", 0
+    for at in sorted(headers):
+        fmt += f"{at - pos}xI" if at > pos else "I"
+        pos = at + 4
+    return struct.Struct(fmt).unpack_from
+
+
+def _sliced(key: bytes, at: tuple[int, ...]) -> FlowKey:
+    os_, od, rs, rd, osp, odp, rsp, rdp, size, proto_at, zone_at = at
+    end = len(key)
+    return FlowKey(
+        family=2 if size == 4 else 10,
+        proto=key[proto_at],
+        zone=int.from_bytes(key[zone_at : zone_at + 2], "big") if zone_at >= 0 else 0,
+        orig_src=key[os_ : os_ + size],
+        orig_dst=key[od : od + size],
+        orig_sport=int.from_bytes(key[osp : osp + 2], "big"),
+        orig_dport=int.from_bytes(key[odp : odp + 2], "big"),
+        reply_src=key[rs : rs + size],
+        reply_dst=key[rd : rd + size],
+        reply_sport=int.from_bytes(key[rsp : rsp + 2], "big"),
+        reply_dport=int.from_bytes(key[rdp : rdp + 2], "big"),
+        id=int.from_bytes(key[end - 4 :], "big"),
+        start=int.from_bytes(key[end - INSTANCE : end - 4], "big"),
     )
 
 
 def row_key(key: bytes) -> bytes:
-    """The key without the conntrack id: (zone, proto, both tuples), the identity of a reported row."""
-    return key[:-4]
+    """The key without its instance suffix: (zone, proto, both tuples), the identity of a reported row."""
+    return key[:-INSTANCE]

@@ -1,6 +1,9 @@
 """The delta table: cumulative kernel counters in, exact per-interval deltas out. Pure: no I/O, no clock.
 
-Every conntrack is known by its key (zone, tuples, conntrack id; see ``ctnetlink``). The table keeps the
+Every conntrack is known by its key (zone, tuples, creation time, conntrack id; see ``ctnetlink``). The
+creation time matters: without it a new conntrack that reuses a destroyed one's memory and tuples has the
+same key, and its sighting and DESTROY were taken for stale repeats of the old one's (whole short flows lost
+under churn). The table keeps the
 counters of each flow as last seen and adds ``seen now - seen before`` to the open interval:
 
 - a dump sighting of a known flow adds the growth since the previous sighting; of a new flow, all its
@@ -23,7 +26,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from typing import Final
 
-from kubenetmon.agent.ctnetlink import COUNTERS, ZERO_COUNTERS, decode_key
+from kubenetmon.agent.ctnetlink import COUNTERS, INSTANCE, ZERO_COUNTERS, decode_key
 from kubenetmon.shared.schema import RawRow
 
 _M64: Final = (1 << 64) - 1
@@ -164,10 +167,10 @@ class FlowTable:
 
 
 def fold(deltas: dict[bytes, int]) -> dict[bytes, int]:
-    """Per-flow deltas folded per row key (zone, proto, tuples: the conntrack id dropped)."""
+    """Per-flow deltas folded per row key (zone, proto, tuples: the instance suffix dropped)."""
     rows: dict[bytes, int] = {}
     for key, value in deltas.items():
-        row = key[:-4]
+        row = key[:-INSTANCE]
         rows[row] = rows.get(row, 0) + value
     return rows
 
@@ -188,7 +191,7 @@ def report(
         if not value:
             dropped["no_delta"] += 1
             continue
-        f = decode_key(row + b"\0\0\0\0")
+        f = decode_key(row + bytes(INSTANCE))
         if f.proto not in protocols:
             dropped["protocol"] += 1
             continue
