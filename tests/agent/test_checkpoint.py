@@ -108,3 +108,4 @@ def test_format_1_keys_get_creation_time_zero(tmp_path: Path, monkeypatch: pytes
         [{new}],
         {new: 5},
     )
+    assert loaded.legacy_keys  # the delta table matches these baselines to keys with a creation time

@@ -67,6 +67,24 @@ def test_reused_conntrack_with_the_same_tuples_and_id_is_told_apart_by_its_creat
     assert t.stats["stale_sightings"] == t.stats["duplicate_events"] == 0
 
 
+def test_baselines_saved_without_creation_times_are_matched_after_an_upgrade() -> None:
+    # a state file of format 1 had no creation times: its keys are converted with NO_START, while the
+    # kernel (nf_conntrack_timestamp already on) reports the real one; the past bytes are not counted again
+    alive, closing = key(ident=1, start=5), key(sport=2000, ident=2, start=6)
+    for adopt, expected in ((True, (1, 10, 1, 10)), (False, (11, 110, 11, 110))):
+        t = FlowTable()
+        dump(t, [(key(ident=1), blob(10, 100, 10, 100)), (key(sport=2000, ident=2), blob(5, 50, 5, 50))])
+        t.take()
+        if adopt:
+            t.adopt_legacy_keys()
+        dump(t, [(alive, blob(11, 110, 11, 110))])
+        t.destroy((closing, blob(6, 60, 6, 60)))
+        got = totals(t.take())
+        assert got[alive] == expected
+        assert got[closing] == ((1, 10, 1, 10) if adopt else (6, 60, 6, 60))
+        assert t.stats["legacy_baselines"] == (2 if adopt else 0)
+
+
 def test_flow_that_opened_and_closed_between_dumps_counts_via_its_event() -> None:
     t, k = FlowTable(), key()
     t.destroy((k, blob(3, 180, 2, 120)))

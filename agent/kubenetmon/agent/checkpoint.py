@@ -60,6 +60,8 @@ class State:
     deltas: dict[bytes, int] = field(default_factory=dict)
     ledger: dict[str, int] = field(default_factory=dict)
     """The open span's ledger facts (``service.Agent`` names them); absent in older state files."""
+    legacy_keys: bool = False
+    """Read from format 1: keys converted without a creation time (``FlowTable.adopt_legacy_keys``)."""
 
 
 def boot_id() -> str:
@@ -221,7 +223,8 @@ def _from_format_1(state: State) -> State:
     """Keys of format 1 end in the conntrack id alone: give them the creation time 0 (none recorded).
 
     A conntrack created while ``nf_conntrack_timestamp`` was off has no creation time, so its new key is
-    exactly this; one created with it on no longer matches its old baseline and is counted afresh.
+    exactly this; one created with it on has one, and is matched to its old baseline by the delta table
+    (``legacy_keys``), never counted afresh.
     """
 
     def key(old: bytes) -> bytes:
@@ -231,6 +234,7 @@ def _from_format_1(state: State) -> State:
     state.missing = [{key(k): v for k, v in g.items()} for g in state.missing]
     state.destroyed = [{key(k) for k in g} for g in state.destroyed]
     state.deltas = {key(k): v for k, v in state.deltas.items()}
+    state.legacy_keys = True
     return state
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from typing import Final
 
-from kubenetmon.agent.ctnetlink import COUNTERS, INSTANCE, ZERO_COUNTERS, decode_key
+from kubenetmon.agent.ctnetlink import COUNTERS, INSTANCE, NO_START, ZERO_COUNTERS, decode_key
 from kubenetmon.shared.schema import RawRow
 
 _M64: Final = (1 << 64) - 1
@@ -59,6 +59,15 @@ class FlowTable:
         """Keys finalised by DESTROY events, newest generation first (one generation per dump)."""
         self.stats: Counter[str] = Counter()
         self._previous: dict[bytes, bytes] | None = None
+        self._legacy_dumps = 0
+        """Dumps left in which a flow may still match a baseline saved without its creation time."""
+
+    def adopt_legacy_keys(self) -> None:
+        """The baselines came from a state file whose keys had no creation time (converted with
+        ``NO_START``). If the kernel already recorded creation times, those flows now show up under keys
+        with one: for the next few dumps a first sighting or an event also looks for its key without the
+        creation time, so an upgrade never counts a flow's past bytes again."""
+        self._legacy_dumps = self.keep_missing + 1
 
     # -- dumps --------------------------------------------------------------------------------------
 
@@ -83,6 +92,8 @@ class FlowTable:
             self.stats["duplicate_sightings"] += 1
             return
         prev = self._reappeared(key)
+        if prev is None and self._legacy_dumps:
+            prev = self._legacy_baseline(key)
         if prev is None:
             if self._is_destroyed(key):
                 self.stats["stale_sightings"] += 1
@@ -98,6 +109,8 @@ class FlowTable:
     def end_dump(self, *, consistent: bool = True) -> None:
         """Finish a dump: flows it did not contain become missing (unless the dump was inconsistent)."""
         absent, self._previous = self._previous or {}, None
+        if self._legacy_dumps:
+            self._legacy_dumps -= 1
         if not consistent:
             self.last.update(absent)
             return
@@ -115,6 +128,20 @@ class FlowTable:
                 return prev
         return None
 
+    def _legacy_baseline(self, key: bytes) -> bytes | None:
+        """The baseline saved for ``key`` before keys carried the creation time, if any (taken)."""
+        legacy = key[:-INSTANCE] + NO_START + key[-4:]
+        if legacy == key:
+            return None
+        prev = self._previous.pop(legacy, None) if self._previous is not None else None
+        if prev is None:
+            prev = self.last.pop(legacy, None)
+        if prev is None:
+            prev = self._reappeared(legacy)
+        if prev is not None:
+            self.stats["legacy_baselines"] += 1
+        return prev
+
     def _is_destroyed(self, key: bytes) -> bool:
         return any(key in generation for generation in self.destroyed)
 
@@ -131,6 +158,8 @@ class FlowTable:
             prev = self._previous.pop(key, None)
         if prev is None:
             prev = self._reappeared(key)
+        if prev is None and self._legacy_dumps:
+            prev = self._legacy_baseline(key)
         if prev is None:
             self.stats["unseen_destroyed"] += 1
             prev = ZERO_COUNTERS

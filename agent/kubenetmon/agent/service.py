@@ -110,6 +110,8 @@ class Agent:
                 self.table.last, self.table.deltas = state.last, state.deltas
                 self.table.missing = deque(state.missing)
                 self.table.destroyed = deque(state.destroyed or [set()])
+                if state.legacy_keys:
+                    self.table.adopt_legacy_keys()
             else:  # the node rebooted: its conntrack table (and our baselines) are gone, deltas are not
                 log.warning("node rebooted since the state was saved: baselines dropped")
                 self.table.deltas = state.deltas
