@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
+from prometheus_client import REGISTRY
 
 from kubenetmon.shared import consumer as c
 from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.deliveries import Delivery
 from kubenetmon.shared.errors import DecodeError, PoisonError, TransientError
+from kubenetmon.shared.natsserver import NatsServer
+from tests.fixtures.nats import nats_settings_for
 
 DEADLINE_S = 20.0
 
@@ -63,6 +67,10 @@ async def publish(broker: Broker) -> AsyncIterator[Callable[[bytes], asyncio.Fut
         return await broker.publish(broker.raw_subject("node-1"), data, msg_id=data.decode())
 
     yield lambda data: asyncio.ensure_future(put(data))
+
+
+def fetch_errors() -> float:
+    return REGISTRY.get_sample_value("kubenetmon_fetch_errors_total", {"stage": "test"}) or 0.0
 
 
 async def dlq_messages(broker: Broker, count: int) -> list[Delivery]:
@@ -173,3 +181,25 @@ def test_classify() -> None:
     assert c.classify(PoisonError("address", "bad ip")) == c.Poison("address", "bad ip")
     assert c.classify(TransientError("db down")) == c.Retry("transient", detail="db down")
     assert c.classify(ValueError("x")) == c.Retry("error", detail="ValueError('x')")
+
+
+async def test_binding_is_retried_while_the_broker_is_away(
+    make_nats_server: Callable[..., NatsServer],
+) -> None:
+    # a worker that starts while NATS is down (or its cluster elects the consumer's leader) keeps trying
+    # to bind instead of ending; once the server is back it consumes what waited
+    server = make_nats_server()
+    settings = dataclasses.replace(nats_settings_for(server), publish_timeout_s=0.5)
+    async with await Broker.connect(settings, name="test", wait_s=5.0) as broker:
+        (await broker.ensure_topology()).raise_for_conflicts()
+        for i in range(3):
+            await broker.publish(broker.raw_subject("node-1"), f"m{i}".encode(), msg_id=f"m{i}")
+        failed = fetch_errors()
+        server.stop()
+        run = Run(broker, lambda d: c.ACK).start()
+        await eventually(lambda: fetch_errors() > failed)
+        assert run.task is not None and not run.task.done()
+        server.start()
+        await run.wait_for(lambda seen: len(seen) == 3)
+        await run.finish()
+        assert sorted(run.seen) == [(f"m{i}".encode(), 1) for i in range(3)]

@@ -175,9 +175,16 @@ async def consume(
 
     ``handler`` returns one outcome per delivery, in order. If it raises, ``classify`` decides for the
     whole batch, so handlers should catch per-message problems and return ``Poison`` for those alone.
-    ``fetch_timeout`` bounds how long a stop request waits for an idle fetch.
+    ``fetch_timeout`` bounds how long a stop request waits for an idle fetch. Binding to a durable
+    consumer is retried like a fetch (a cluster electing the consumer's leader answers with timeouts).
     """
-    source = await broker.pull(consumer) if isinstance(consumer, str) else consumer
+    if isinstance(consumer, str):
+        bound = await _bind(broker, consumer, stop=stop, stage=stage)
+        if bound is None:
+            return
+        source = bound
+    else:
+        source = consumer
     tally = _Tally(stage)
     failures = 0
     try:
@@ -201,6 +208,21 @@ async def consume(
         tally.maybe_log(force=True)
         if isinstance(consumer, str):
             await source.close()
+
+
+async def _bind(broker: Broker, consumer: str, *, stop: asyncio.Event, stage: str) -> PullSource | None:
+    """The durable pull consumer, retried with the shared backoff until bound; None once ``stop`` is set."""
+    failures = 0
+    while not stop.is_set():
+        try:
+            return await broker.pull(consumer)
+        except TransientError as exc:
+            failures += 1
+            FETCH_ERRORS.labels(stage).inc()
+            if failures == 1 or failures % 30 == 0:
+                log.warning("binding to consumer %s failed (%d in a row): %s", consumer, failures, exc)
+            await sleep_or_stop(stop, broker.settings.backoff_delay(failures))
+    return None
 
 
 async def _handle(handler: Handler, deliveries: list[Delivery], *, stage: str) -> list[Outcome]:

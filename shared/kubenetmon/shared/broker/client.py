@@ -41,7 +41,7 @@ from kubenetmon.shared.broker.connection import (
 from kubenetmon.shared.broker.kv import KeyValue, open_bucket
 from kubenetmon.shared.broker.pulling import PullSource
 from kubenetmon.shared.deliveries import ConsumerStats, PublishResult, StreamStats
-from kubenetmon.shared.errors import ConfigError, PoisonError, TransientError
+from kubenetmon.shared.errors import ConfigError, FatalError, PoisonError, TransientError
 from kubenetmon.shared.options import redact_userinfo
 from kubenetmon.shared.settings import NatsSettings
 from kubenetmon.shared.topology import TopologyReport
@@ -206,6 +206,8 @@ class Broker:
                 f"consumer {spec.durable} on stream {spec.stream} does not exist: run `kubenetmon nats init`"
             ) from None
         except CLIENT_ERRORS as exc:
+            if self.lost:  # retrying would spin forever on a connection that will never return
+                raise FatalError(f"NATS connection closed for good: {describe(exc)}") from exc
             raise TransientError(f"consumer {spec.durable}: {describe(exc)}") from exc
         sub = await self._js.pull_subscribe_bind(consumer=spec.durable, stream=spec.stream)
         return self._track(PullSource(self, sub, stream=spec.stream, consumer=spec.durable, ephemeral=False))
