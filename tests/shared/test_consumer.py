@@ -15,6 +15,7 @@ from kubenetmon.shared.deliveries import Delivery
 from kubenetmon.shared.errors import DecodeError, PoisonError, TransientError
 from kubenetmon.shared.natsserver import NatsServer
 from tests.fixtures.nats import nats_settings_for
+from tests.support import eventually
 
 DEADLINE_S = 20.0
 
