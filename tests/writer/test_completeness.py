@@ -11,6 +11,7 @@ from kubenetmon.writer.completeness import (
     COMPLETE,
     COVERED_LATER,
     LOSSY,
+    NOT_YET,
     PARTIAL,
     SILENT,
     ChunkRow,
@@ -163,11 +164,26 @@ def test_the_step_is_the_shortest_report_interval() -> None:
 def test_every_subset_of_reported_intervals_gets_the_obvious_verdicts() -> None:
     # exhaustive over 6 intervals: reported ones complete, the others silent (spans start at their own
     # interval, so nothing covers a gap); the window is whole only when all are reported
+    # (before the first report: not yet metered, not judged; no report at all: silent throughout)
     for mask in itertools.product((False, True), repeat=6):
         rows = [r for i, on in enumerate(mask) if on for r in report(T0 + i * STEP)]
         verdicts = classify(rows, nodes=("n1",), start=T0, end=T0 + 6 * STEP, step=STEP)
-        assert [v.state for v in verdicts] == [COMPLETE if on else SILENT for on in mask]
-        assert whole(verdicts) == all(mask)
+        first = mask.index(True) if any(mask) else 0
+        expected = [NOT_YET] * first + [COMPLETE if on else SILENT for on in mask[first:]]
+        assert [v.state for v in verdicts] == expected
+        assert whole(verdicts) == all(mask[first:])
+
+
+def test_a_node_that_joins_mid_window_is_not_silent_before_its_first_report() -> None:
+    rows = [r for i in (2, 3, 4) for r in report(T0 + i * STEP)]
+    verdicts = classify(rows, nodes=("n1",), start=T0, end=T0 + 5 * STEP, step=STEP)
+    assert [v.state for v in verdicts] == [NOT_YET, NOT_YET, COMPLETE, COMPLETE, COMPLETE]
+    assert whole(verdicts)
+    line = summary(verdicts)
+    assert line == "3 of 3 node-intervals complete (2 before a node's first report, not judged)"
+    # a report read from before the window (within the reach) makes an early gap silent again
+    earlier = report(T0 - 2 * STEP) + rows
+    assert states(earlier)[:2] == [SILENT, SILENT]
 
 
 def test_summary_names_the_gaps() -> None:

@@ -12,6 +12,12 @@ and an interval ``[t, t + step)``:
   outage: its bytes are stored, under the catch-up's interval);
 - **complete**: otherwise.
 
+Intervals that end before a node's first report (the earliest span among the reports read, which reach
+``--reach`` before the window) are **not yet metered**: the node, or its agent, did not exist yet (a new
+node, a first install). They are listed but not judged, so a window in which nodes joined can be whole.
+An agent down longer than that reach and restarted without its state looks the same: widen the reach to
+look further back. A node known only from elsewhere, with no report at all, is silent throughout.
+
 Those are checked in that order; the counts of a lossy interval are the sums over its reports. The window
 is *whole* when no node-interval is partial, silent or lossy. Pure: rows in, verdicts out; no I/O, no clock.
 """
@@ -29,7 +35,8 @@ COVERED_LATER: Final = "covered later"
 LOSSY: Final = "lossy"
 PARTIAL: Final = "partial"
 SILENT: Final = "silent"
-STATES: Final = (COMPLETE, COVERED_LATER, LOSSY, PARTIAL, SILENT)
+NOT_YET: Final = "not yet metered"
+STATES: Final = (COMPLETE, COVERED_LATER, LOSSY, PARTIAL, SILENT, NOT_YET)
 BAD: Final = frozenset({LOSSY, PARTIAL, SILENT})
 
 
@@ -156,7 +163,13 @@ def classify(
     out = []
     for node in sorted({*nodes, *by_node}):
         reports = by_node.get(node, [])
-        out += [judge(reports, node=node, start=t, step=step) for t in intervals(start, end, step=step)]
+        first_ms = min((r.span_from_ms for r in reports), default=None)
+        out += [
+            Verdict(node, t, step, NOT_YET)
+            if first_ms is not None and (t + step) * 1000 <= first_ms
+            else judge(reports, node=node, start=t, step=step)
+            for t in intervals(start, end, step=step)
+        ]
     return out
 
 
@@ -191,12 +204,17 @@ def _hhmm(ts: int) -> str:
 
 def summary(verdicts: Sequence[Verdict], *, shown: int = 5) -> str:
     """One line: "1,438 of 1,440 node-intervals complete; node-7 silent 04:10-04:12" (an en dash)."""
-    total = len(verdicts)
     counts = {state: sum(1 for v in verdicts if v.state == state) for state in STATES}
+    total = len(verdicts) - counts[NOT_YET]
     good = counts[COMPLETE] + counts[COVERED_LATER]
     line = f"{good:,} of {total:,} node-intervals complete"
+    notes = []
     if counts[COVERED_LATER]:
-        line += f" ({counts[COVERED_LATER]:,} covered later by a catch-up report)"
+        notes.append(f"{counts[COVERED_LATER]:,} covered later by a catch-up report")
+    if counts[NOT_YET]:
+        notes.append(f"{counts[NOT_YET]:,} before a node's first report, not judged")
+    if notes:
+        line += f" ({'; '.join(notes)})"
     problems = runs(verdicts)
     if problems:
         parts = [
