@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -131,8 +132,27 @@ def load(name: str) -> object | None:
         raise
 
 
+_RELATIVE: Final = re.compile(r"-\d+(\.\d+)?[a-z]*")
+"""A relative time such as ``-2h`` (``--from -2h``), which argparse would take for an option."""
+
+
+def attach_relative_times(argv: Sequence[str]) -> list[str]:
+    """``--flag -2h`` as ``--flag=-2h``, so a relative time can follow its flag as the README shows."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--") and "=" not in arg and i + 1 < len(argv) and _RELATIVE.fullmatch(argv[i + 1]):
+            out.append(f"{arg}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(arg)
+            i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = attach_relative_times(sys.argv[1:] if argv is None else argv)
     parser, subs = build_parser()
     chosen = next((a for a in argv if not a.startswith("-")), None)
     module = None

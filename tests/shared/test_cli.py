@@ -1,0 +1,26 @@
+"""The command's entry point: a relative time may follow its flag (``--from -2h``), as the README shows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kubenetmon.shared import cli
+
+
+def test_a_relative_time_is_attached_to_its_flag() -> None:
+    argv = ["replay", "raw", "--from", "-6h", "--to", "-1.5h", "--node", "n1", "--lead", "-2", "-v"]
+    assert cli.attach_relative_times(argv) == [
+        "replay", "raw", "--from=-6h", "--to=-1.5h", "--node", "n1", "--lead=-2", "-v"
+    ]  # fmt: skip
+    assert cli.attach_relative_times(["--from=-6h", "--from", "now", "--from"]) == [
+        "--from=-6h", "--from", "now", "--from"
+    ]  # fmt: skip
+
+
+def test_check_takes_from_minus_an_hour(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "none"
+    assert cli.main(["check", "--from", "-1h", "--data-dir", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert "expected one argument" not in err and str(missing) in err
