@@ -233,13 +233,20 @@ class Pipeline:
     # -- ground truth ---------------------------------------------------------------------------------
 
     def kernel(self) -> dict[str, list[CtEntry]]:
-        """Each node's entries: the table now, and the final counters of entries destroyed meanwhile."""
+        """Each node's entries: the table now, and the final counters of entries destroyed meanwhile.
+
+        Every DESTROY is one conntrack's end, so each counts, even when a later conntrack reused the same
+        tuples and id (short flows do). A table entry is left out only when a DESTROY with its id and
+        tuple arrived once the table was being read: that is the same conntrack, and its final counters
+        are in the event. One destroyed before the read began is another conntrack than the table's."""
         out = {}
         for name, node in self.cluster.nodes.items():
+            watch = self.watches[name]
+            before = len(watch.snapshot())
             table = node.conntrack_table()
-            destroyed = self.watches[name].snapshot()
-            final = {(e.id, e.orig): e for e in table} | {(e.id, e.orig): e for e in destroyed}
-            out[name] = list(final.values())
+            destroyed = watch.snapshot()
+            ended = {(e.id, e.orig) for e in destroyed[before:]}
+            out[name] = [e for e in table if (e.id, e.orig) not in ended] + destroyed
         return out
 
     def expected(self) -> Totals:
