@@ -76,15 +76,19 @@ class Broker:
         nc = Client()
         events = ConnectionEvents(name)
         options = connect_options(settings, name=name, events=events)
+        connecting = asyncio.ensure_future(nc.connect(**options))
         try:
-            await asyncio.wait_for(nc.connect(**options), wait_s)
+            # not wait_for: the client's retry loop can swallow a cancellation (an inner wait_for that
+            # completes as it is cancelled), and wait_for then waits for it forever
+            await asyncio.wait({connecting}, timeout=wait_s)
+            if not connecting.done():
+                raise TimeoutError(f"not connected within {wait_s}s")
+            connecting.result()
         except asyncio.CancelledError:  # e.g. stopped while the broker was still unreachable
-            events.closing = True
-            await quiet_close(nc)
+            await _abandon(connecting, nc, events)
             raise
         except (TimeoutError, *CLIENT_ERRORS) as exc:
-            events.closing = True
-            await quiet_close(nc)
+            await _abandon(connecting, nc, events)
             reason = events.last_error or repr(exc)
             where = redact_userinfo(", ".join(settings.urls))
             raise TransientError(f"cannot connect to {where}: {redact_userinfo(reason)}") from None
@@ -347,3 +351,18 @@ class Broker:
         """Close at once, without flushing."""
         self._events.closing = True
         await quiet_close(self._nc)
+
+
+async def _abandon(connecting: asyncio.Future[None], nc: Client, events: ConnectionEvents) -> None:
+    """Stop a connection attempt: cancel it, close the client, and never wait on either unbounded."""
+    events.closing = True
+    for attempt in range(3):  # a cancellation the client swallowed is repeated, after closing it
+        if connecting.done():
+            break
+        connecting.cancel()
+        await asyncio.wait({connecting}, timeout=1.0)
+        if attempt == 0 and not connecting.done():
+            await asyncio.wait({asyncio.ensure_future(quiet_close(nc))}, timeout=2.0)
+    if connecting.done() and not connecting.cancelled():
+        connecting.exception()  # retrieved: a failed attempt is no unhandled error
+    await asyncio.wait({asyncio.ensure_future(quiet_close(nc))}, timeout=2.0)
