@@ -193,10 +193,7 @@ async def consume(
                 deliveries = await source.fetch(batch, fetch_timeout)
             except TransientError as exc:
                 failures += 1
-                FETCH_ERRORS.labels(stage).inc()
-                if failures == 1 or failures % 30 == 0:
-                    log.warning("fetch failed (%d in a row): %s", failures, exc)
-                await sleep_or_stop(stop, broker.settings.backoff_delay(failures))
+                await _back_off(broker, stop, f"fetch from {source.consumer}", failures, exc, stage=stage)
                 continue
             failures = 0
             if deliveries:
@@ -218,11 +215,18 @@ async def _bind(broker: Broker, consumer: str, *, stop: asyncio.Event, stage: st
             return await broker.pull(consumer)
         except TransientError as exc:
             failures += 1
-            FETCH_ERRORS.labels(stage).inc()
-            if failures == 1 or failures % 30 == 0:
-                log.warning("binding to consumer %s failed (%d in a row): %s", consumer, failures, exc)
-            await sleep_or_stop(stop, broker.settings.backoff_delay(failures))
+            await _back_off(broker, stop, f"binding to consumer {consumer}", failures, exc, stage=stage)
     return None
+
+
+async def _back_off(
+    broker: Broker, stop: asyncio.Event, what: str, failures: int, exc: Exception, *, stage: str
+) -> None:
+    """After the ``failures``-th failure in a row to reach the consumer: count, log now and then, wait."""
+    FETCH_ERRORS.labels(stage).inc()
+    if failures == 1 or failures % 30 == 0:
+        log.warning("%s failed (%d in a row): %s", what, failures, exc)
+    await sleep_or_stop(stop, broker.settings.backoff_delay(failures))
 
 
 async def _handle(handler: Handler, deliveries: list[Delivery], *, stage: str) -> list[Outcome]:
