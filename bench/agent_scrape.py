@@ -155,7 +155,7 @@ def cpu_seconds(pid: int) -> float:
 
 def run_agent(netns: str, seconds: float, workdir: Path) -> None:
     """The real agent process on the populated table: RSS and CPU share with 5 s polls."""
-    from kubenetmon.shared.natsserver import NatsServer
+    from kubenetmon.cli.natsserver import NatsServer
 
     with NatsServer(workdir / "nats") as server:
         proc = subprocess.Popen(

@@ -50,8 +50,8 @@ import agent_scrape  # type: ignore[import-not-found]
 import soak  # type: ignore[import-not-found]
 from enricher_common import build_index  # type: ignore[import-not-found]
 
+from kubenetmon.cli.natsserver import NatsServer
 from kubenetmon.shared.broker import Broker
-from kubenetmon.shared.natsserver import NatsServer
 from kubenetmon.shared.settings import NatsSettings
 from kubenetmon.writer.settings import ClickHouseSettings
 from kubenetmon.writer.sink import Sink

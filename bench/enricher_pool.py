@@ -22,12 +22,12 @@ from pathlib import Path
 
 from enricher_common import arguments, cluster_objects, load_ranges, range_files, traffic
 
+from kubenetmon.cli.natsserver import NatsServer, free_port
 from kubenetmon.shared import schema
 from kubenetmon.shared.broker import Broker
-from kubenetmon.shared.natsserver import NatsServer, free_port
 from kubenetmon.shared.settings import NatsSettings
 
-KUBENETMON = [sys.executable, "-m", "kubenetmon.shared.cli"]
+KUBENETMON = [sys.executable, "-m", "kubenetmon.cli.main"]
 
 
 def ready(port: int) -> bool:

@@ -39,15 +39,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from enricher_common import cluster_objects, traffic  # type: ignore[import-not-found]
 
+from kubenetmon.cli.natsserver import NatsServer, free_port
 from kubenetmon.enricher import sources
 from kubenetmon.enricher.classes import LabelSettings
 from kubenetmon.shared import schema
 from kubenetmon.shared.broker import Broker
-from kubenetmon.shared.natsserver import NatsServer, free_port
 from kubenetmon.shared.options import parse_duration
 from kubenetmon.shared.settings import NatsSettings
 
-KUBENETMON = [sys.executable, "-m", "kubenetmon.shared.cli"]
+KUBENETMON = [sys.executable, "-m", "kubenetmon.cli.main"]
 PREFIX = "SOAK"
 DATA = Path(__file__).resolve().parent.parent / "tests" / "enricher" / "data"
 RANGE_FILES = tuple(

@@ -17,7 +17,7 @@ import pytest
 from kubenetmon.shared.options import format_value
 
 DEADLINE_S = 45.0
-KUBENETMON = [sys.executable, "-m", "kubenetmon.shared.cli"]
+KUBENETMON = [sys.executable, "-m", "kubenetmon.cli.main"]
 
 
 async def eventually(

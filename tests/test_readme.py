@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kubenetmon.shared import reference
+from kubenetmon.cli import reference
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -12,8 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_configuration_reference_matches_the_parsers() -> None:
     readme = (ROOT / "README.md").read_text()
     assert reference.section() in readme, (
-        "README configuration reference is stale: "
-        "run `python -m kubenetmon.shared.reference --write README.md`"
+        "README configuration reference is stale: run `python -m kubenetmon.cli.reference --write README.md`"
     )
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from kubenetmon.cli.natsserver import free_port
 from kubenetmon.shared.broker import Broker
-from kubenetmon.shared.natsserver import free_port
 from kubenetmon.shared.schema import RawMessage, decode_raw
 from kubenetmon.shared.settings import NatsSettings
 from tests.fixtures.lab import Node

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kubenetmon.shared.natsserver import NatsServer
+from kubenetmon.cli.natsserver import NatsServer
 from tests.agent.conftest import AgentProcess, identities, read_raw, totals, wait_exact
 from tests.fixtures.lab import Lab, Node, Pod
 from tests.fixtures.lab_kernel import wait_until

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from kubenetmon.shared.lab import churn
-from kubenetmon.shared.natsserver import NatsServer
+from kubenetmon.cli.lab import churn
+from kubenetmon.cli.natsserver import NatsServer
 from tests.agent.conftest import AgentProcess, read_raw
 from tests.fixtures.lab import Lab, Node
 from tests.fixtures.lab_kernel import wait_until
@@ -36,7 +36,7 @@ TIMEOUTS = (
 
 
 def churn_process(host: Node, role: str, *args: str) -> subprocess.Popen[str]:
-    cmd = ["ip", "netns", "exec", host.netns, sys.executable, "-m", "kubenetmon.shared.lab.churn", role]
+    cmd = ["ip", "netns", "exec", host.netns, sys.executable, "-m", "kubenetmon.cli.lab.churn", role]
     return subprocess.Popen([*cmd, *args], stdout=subprocess.PIPE, text=True)
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-KUBENETMON = [sys.executable, "-m", "kubenetmon.shared.cli"]
+KUBENETMON = [sys.executable, "-m", "kubenetmon.cli.main"]
 MISSING = "/nonexistent/kubenetmon-test-file"
 SECRET = "Sup3rS3cretPassw0rd"
 

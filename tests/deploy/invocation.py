@@ -1,7 +1,7 @@
 """Check a ``kubenetmon`` command line the way the CLI would run it, without running it.
 
 ``parse`` builds the real parser, lets the subcommand's module add its flags, applies the
-``KUBENETMON_*`` environment exactly as ``kubenetmon.shared.cli.main`` does, and parses. ``validate``
+``KUBENETMON_*`` environment exactly as ``kubenetmon.cli.main.main`` does, and parses. ``validate``
 then builds every settings dataclass whose flags that command has, which runs their validation: a
 value the service would refuse at start fails here, with the service's own message.
 """
@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from kubenetmon.shared import cli
+from kubenetmon.cli import main as cli
 from kubenetmon.shared.options import from_args
 
 
@@ -29,10 +29,7 @@ def parse(argv: Sequence[str], env: dict[str, str]) -> argparse.Namespace:
     chosen = next((a for a in argv if not a.startswith("-")), None)
     if chosen not in cli.COMMANDS:
         raise InvalidInvocation(f"{list(argv)}: {chosen!r} is not a kubenetmon command")
-    module = cli.load(chosen)
-    if module is None:
-        raise InvalidInvocation(f"kubenetmon {chosen} is not built yet")
-    module.configure(subs.choices[chosen])  # type: ignore[attr-defined]
+    cli.load(chosen).configure(subs.choices[chosen])
     cli.apply_env_defaults(parser, {k: v for k, v in env.items() if k.startswith(cli.ENV_PREFIX)})
     stderr = io.StringIO()
     try:

@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
+from kubenetmon.cli.natsserver import free_port
 from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.errors import TransientError
-from kubenetmon.shared.natsserver import free_port
 from kubenetmon.shared.settings import NatsSettings
 from tests.deploy.render import (
     by_kind,

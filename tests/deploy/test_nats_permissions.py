@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from kubenetmon.cli.natsserver import NatsServer, binary
 from kubenetmon.shared.broker import Broker, Delivery, Lease
 from kubenetmon.shared.errors import TransientError
-from kubenetmon.shared.natsserver import NatsServer, binary
 from kubenetmon.shared.settings import NatsSettings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kubenetmon.cli.natsserver import free_port
 from kubenetmon.shared.broker import Broker
-from kubenetmon.shared.natsserver import free_port
 from kubenetmon.shared.options import format_value
 from kubenetmon.shared.settings import NatsSettings
 from tests.e2e import chaos
@@ -40,7 +40,7 @@ from tests.e2e.procs import KUBENETMON, Role
 from tests.fixtures.lab_kernel import CtEntry, DestroyWatch, wait_until
 
 if TYPE_CHECKING:
-    from kubenetmon.shared.natsserver import NatsServer
+    from kubenetmon.cli.natsserver import NatsServer
     from tests.fixtures.nats_cluster import NatsCluster
 
 

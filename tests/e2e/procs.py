@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tests.fixtures.lab_kernel import wait_until
 
-KUBENETMON = [sys.executable, "-m", "kubenetmon.shared.cli"]
+KUBENETMON = [sys.executable, "-m", "kubenetmon.cli.main"]
 _SPAWNED_WORKER = "spawn_main"
 
 

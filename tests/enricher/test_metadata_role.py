@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from kubenetmon.cli.natsserver import NatsServer
 from kubenetmon.enricher.replay import RawReplay, replay_raw
 from kubenetmon.enricher.settings import EnricherOptions, LabelOptions
 from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.errors import TransientError
-from kubenetmon.shared.natsserver import NatsServer
-from kubenetmon.shared.replay_window import Window
+from kubenetmon.shared.replay.window import Window
 from kubenetmon.shared.schema import RawRow, decode_enriched
 from kubenetmon.shared.settings import NatsSettings
 from tests.enricher.builders import message, pod, raw_row

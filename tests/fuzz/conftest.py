@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import yaml  # type: ignore[import-untyped]
 
+from kubenetmon.cli.natsserver import NatsServer
 from kubenetmon.shared.broker import Broker
-from kubenetmon.shared.natsserver import NatsServer
 from kubenetmon.shared.settings import NatsSettings
 from kubenetmon.writer.settings import ClickHouseSettings
 from tests.enricher.conftest import KUBENETMON, NODES, PODS, RANGE_FILES, SERVICES, Process, flags

@@ -16,8 +16,8 @@ import pytest
 from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.consumer import H_ORIGINAL_SUBJECT, H_REASON, H_STAGE
 from kubenetmon.shared.errors import ConfigError
-from kubenetmon.shared.replay_progress import Progress
-from kubenetmon.shared.replay_window import Window
+from kubenetmon.shared.replay.progress import Progress
+from kubenetmon.shared.replay.window import Window
 from kubenetmon.shared.settings import NatsSettings
 from tests.enricher.builders import message
 from tests.replay.conftest import (
@@ -62,7 +62,7 @@ def test_bad_windows_exit_2_with_the_reason() -> None:
 def test_relative_times_count_back_from_now() -> None:
     from argparse import Namespace
 
-    from kubenetmon.shared.replay_window import window_from
+    from kubenetmon.shared.replay.window import window_from
 
     args = Namespace(window_from="-2h", window_to="now", window_lead="5m", window_max_lateness="0")
     window = window_from(args, now=10_000.0)
@@ -77,7 +77,7 @@ def test_progress_lines_without_a_terminal(caplog: pytest.LogCaptureFixture) -> 
     progress = Progress("replay raw r1", tty=False, describe=lambda: "7 published", clock=lambda: now[0])
     progress.phase("RAW")
     progress.add_total(1000)
-    with caplog.at_level(logging.INFO, logger="kubenetmon.shared.replay_progress"):
+    with caplog.at_level(logging.INFO, logger="kubenetmon.shared.replay.progress"):
         now[0] = 110.0
         progress.advance(250)
         progress.close()

@@ -16,7 +16,7 @@ from kubenetmon.enricher.index import Index
 from kubenetmon.enricher.labeler import Labeler
 from kubenetmon.enricher.worker import Enricher
 from kubenetmon.shared.broker import Broker
-from kubenetmon.shared.replay_window import Window
+from kubenetmon.shared.replay.window import Window
 from kubenetmon.shared.settings import NatsSettings
 from kubenetmon.writer.replay import EnrichedReplay, replay_enriched
 from kubenetmon.writer.settings import ClickHouseSettings, WriterSettings

@@ -16,7 +16,7 @@ from kubenetmon.enricher.replay import RawReplay, replay_raw
 from kubenetmon.enricher.settings import EnricherOptions, LabelOptions
 from kubenetmon.shared import topology
 from kubenetmon.shared.broker import Broker
-from kubenetmon.shared.replay_window import Window
+from kubenetmon.shared.replay.window import Window
 from kubenetmon.shared.schema import RawRow
 from kubenetmon.shared.settings import NatsSettings
 from tests.enricher.builders import message, pod, raw_row

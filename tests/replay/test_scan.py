@@ -9,9 +9,9 @@ from collections.abc import Callable
 
 import pytest
 
+from kubenetmon.cli.natsserver import NatsServer
 from kubenetmon.shared.broker import Broker
-from kubenetmon.shared.natsserver import NatsServer
-from kubenetmon.shared.replay_scan import Range, scan
+from kubenetmon.shared.replay.scan import Range, scan
 from tests.fixtures.nats import nats_settings_for
 
 
@@ -23,7 +23,7 @@ async def _publish(broker: Broker, first: int, count: int) -> None:
 async def test_a_scan_reads_each_message_once_and_survives_a_nats_restart(
     make_nats_server: Callable[..., NatsServer], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="kubenetmon.shared.replay_scan")
+    caplog.set_level(logging.WARNING, logger="kubenetmon.shared.replay.scan")
     server = make_nats_server()
     settings = nats_settings_for(server)
     async with await Broker.connect(settings, name="scan", wait_s=5) as broker:

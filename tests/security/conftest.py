@@ -23,13 +23,13 @@ from typing import Any
 
 import pytest
 
-from kubenetmon.shared.natsserver import NatsServer, binary
+from kubenetmon.cli.natsserver import NatsServer, binary
 from kubenetmon.shared.settings import NatsSettings
 from tests.fixtures.chhttp import clickhouse_http  # noqa: F401 (a fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "k8s/components/nats-server/nats.conf"
-KUBENETMON = [sys.executable, "-m", "kubenetmon.shared.cli"]
+KUBENETMON = [sys.executable, "-m", "kubenetmon.cli.main"]
 PASSWORDS = {
     "kubenetmon-agent": "agent-Pw-q8Zr41",
     "kubenetmon-enricher": "enricher-Pw-Lm27xY",

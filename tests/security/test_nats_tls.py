@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 import yaml  # type: ignore[import-untyped]
 
+from kubenetmon.cli.natsserver import free_port
 from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.errors import TransientError
-from kubenetmon.shared.natsserver import free_port
 from tests.enricher.builders import node, pod
 from tests.fixtures.lab import Lab
 from tests.security.conftest import (

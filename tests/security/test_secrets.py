@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from kubenetmon.shared.cli import COMMANDS
-from kubenetmon.shared.natsserver import NatsServer
+from kubenetmon.cli.main import COMMANDS
+from kubenetmon.cli.natsserver import NatsServer
 from tests.fixtures.chhttp import ClickHouseHttp
 from tests.security.conftest import KUBENETMON, Proc
 from tests.security.test_nats_tls import wait_for

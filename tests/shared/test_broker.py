@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from kubenetmon.cli.natsserver import NatsServer
 from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.errors import ConfigError, FatalError, TransientError
-from kubenetmon.shared.natsserver import NatsServer
 from kubenetmon.shared.settings import NatsSettings
 from tests.fixtures.nats import nats_settings_for
 
@@ -92,7 +92,7 @@ async def test_user_password_and_token_auth(make_nats_server: Callable[..., Nats
 
 
 async def test_unreachable_server_is_transient(tmp_path: Path) -> None:
-    from kubenetmon.shared.natsserver import free_port
+    from kubenetmon.cli.natsserver import free_port
 
     settings = nats_settings_for(f"nats://127.0.0.1:{free_port()}")
     with pytest.raises(TransientError, match="cannot connect"):
@@ -100,7 +100,7 @@ async def test_unreachable_server_is_transient(tmp_path: Path) -> None:
 
 
 async def test_a_pending_connect_can_be_cancelled_and_bad_creds_are_a_config_error(tmp_path: Path) -> None:
-    from kubenetmon.shared.natsserver import free_port
+    from kubenetmon.cli.natsserver import free_port
 
     settings = nats_settings_for(f"nats://127.0.0.1:{free_port()}")
     connecting = asyncio.create_task(Broker.connect(settings, name="t"))  # waits for a server forever

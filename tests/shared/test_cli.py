@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kubenetmon.shared import cli
+from kubenetmon.cli import main as cli
 
 
 def test_a_relative_time_is_attached_to_its_flag() -> None:

@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator, Callable, Sequence
 import pytest
 from prometheus_client import REGISTRY
 
+from kubenetmon.cli.natsserver import NatsServer
 from kubenetmon.shared import consumer as c
 from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.deliveries import Delivery
 from kubenetmon.shared.errors import DecodeError, PoisonError, TransientError
-from kubenetmon.shared.natsserver import NatsServer
 from tests.fixtures.nats import nats_settings_for
 from tests.support import eventually
 

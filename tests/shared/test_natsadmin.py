@@ -6,13 +6,13 @@ import os
 import subprocess
 import sys
 
-from kubenetmon.shared.natsserver import NatsServer, free_port
+from kubenetmon.cli.natsserver import NatsServer, free_port
 from tests.fixtures.nats import nats_settings_for
 
 
 def kubenetmon(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "kubenetmon.shared.cli", *args],
+        [sys.executable, "-m", "kubenetmon.cli.main", *args],
         capture_output=True,
         text=True,
         timeout=60,

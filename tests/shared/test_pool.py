@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kubenetmon.shared.natsserver import free_port
+from kubenetmon.cli.natsserver import free_port
 
 DEADLINE_S = 30.0
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kubenetmon.shared import cli, options
+from kubenetmon.cli import main as cli
+from kubenetmon.shared import options
 from kubenetmon.shared.errors import ConfigError
 from kubenetmon.shared.settings import (
     ALL_SETTINGS,

@@ -13,7 +13,7 @@ from typing import Any
 
 from tests.fixtures.lab_kernel import wait_until
 
-KUBENETMON = [sys.executable, "-m", "kubenetmon.shared.cli"]
+KUBENETMON = [sys.executable, "-m", "kubenetmon.cli.main"]
 
 
 def kubenetmon(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from kubenetmon.cli.up import commands
+from kubenetmon.cli.up.settings import UpSettings, add_up_arguments, up_settings
 from kubenetmon.shared.errors import ConfigError
-from kubenetmon.shared.up import commands
-from kubenetmon.shared.up.settings import UpSettings, add_up_arguments, default_data_dir, up_settings
+from kubenetmon.shared.settings import default_data_dir
 
 
 def _settings(*argv: str) -> UpSettings:
@@ -36,7 +37,7 @@ def test_every_role_gets_its_settings_as_flags(tmp_path: Path) -> None:
     s = _settings("--data-dir", str(tmp_path), "--interval", "4", "--by", "pod", "--cloud", "aws")
     url = "nats://127.0.0.1:4333"
     writer = commands.writer(s, nats_url=url)
-    assert writer[:4] == [sys.executable, "-m", "kubenetmon.shared.cli", "writer"]
+    assert writer[:4] == [sys.executable, "-m", "kubenetmon.cli.main", "writer"]
     assert f"chdb://{tmp_path}/clickhouse" in writer and url in writer
     agent = commands.agent(s, nats_url=url, node="n1", netns="ns1")
     assert agent[agent.index("--netns") + 1] == "ns1" and agent[agent.index("--interval") + 1] == "4s"

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from kubenetmon.cli.up import hostinventory, preflight
+from kubenetmon.cli.up.children import child_environment
 from kubenetmon.shared.errors import ConfigError
-from kubenetmon.shared.up import hostinventory, preflight
-from kubenetmon.shared.up.children import child_environment
 from tests.fixtures.lab import Lab
 from tests.up.proc import kubenetmon
 
@@ -117,7 +117,7 @@ def test_a_lone_machine_is_one_pod_on_an_addressless_node(tmp_path: Path) -> Non
         [
             sys.executable,
             "-m",
-            "kubenetmon.shared.cli",
+            "kubenetmon.cli.main",
             "label",
             "--inventory",
             str(path),

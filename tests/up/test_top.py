@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from kubenetmon.shared import cli
+from kubenetmon.cli import main as cli
 from kubenetmon.writer.settings import ClickHouseSettings
 from kubenetmon.writer.sink import QueryResult, Sink
 from kubenetmon.writer.top_report import (

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from kubenetmon.shared.lab import demo
+from kubenetmon.cli.lab import demo
 from tests.fixtures.lab import NETNS_DIR, Host, Lab, Node
 from tests.fixtures.lab_kernel import wait_until
 from tests.up.proc import Up, alive, kubenetmon, sql
@@ -173,7 +173,7 @@ def test_demo_shows_pods_apps_directions_and_classes_then_removes_the_lab(tmp_pa
     up = Up("--demo", "--data-dir", str(data), "--interval", "2")
     try:
         up.wait_for_line("ready: metering the demo lab")
-        lab_pids = [pid for pid, _ in up.processes() if "kubenetmon.shared.lab.demo" in _cmdline(pid)]
+        lab_pids = [pid for pid, _ in up.processes() if "kubenetmon.cli.lab.demo" in _cmdline(pid)]
         assert len(lab_pids) == 1, up.output
         namespaces = _lab_namespaces(f"{demo.PREFIX}{lab_pids[0]}-")
         assert len(namespaces) == 9, namespaces  # fabric, 2 nodes, 4 pods, 2 outside hosts

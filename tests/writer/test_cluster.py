@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from kubenetmon.shared import cli
+from kubenetmon.cli import main as cli
 from kubenetmon.shared.errors import ConfigError
 from kubenetmon.shared.schema import COLUMN_NAMES
 from kubenetmon.writer import cli as writer_cli

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from kubenetmon.shared import cli
+from kubenetmon.cli import main as cli
 from kubenetmon.writer import pricebook
 from kubenetmon.writer.cost import CostSpec, build_query, parse_report
 from kubenetmon.writer.cost_tables import PRICES_TABLE, cost_view

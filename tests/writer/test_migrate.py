@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from kubenetmon.shared import cli
+from kubenetmon.cli import main as cli
 from kubenetmon.shared.schema import COLUMN_INDEX, COLUMN_NAMES
 from kubenetmon.writer.batcher import Batch
 from kubenetmon.writer.migrate import LATEST, current_version, migrate

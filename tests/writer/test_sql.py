@@ -107,7 +107,7 @@ def test_a_dead_owner_is_ignored(tmp_path: Path) -> None:
 def test_missing_data_dir_is_a_clear_error_and_creates_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from kubenetmon.shared.cli import main
+    from kubenetmon.cli.main import main
 
     missing = tmp_path / "nothing-here"
     assert main(["sql", "--data-dir", str(missing), "SELECT 1"]) == 2

@@ -44,10 +44,10 @@ from kubenetmon.enricher.worker import Enricher
 from kubenetmon.shared import runtime, schema, topology
 from kubenetmon.shared.broker import Broker, Delivery, PublishResult
 from kubenetmon.shared.errors import ConfigError, DecodeError, PoisonError, TransientError
-from kubenetmon.shared.replay import add_run_arguments, connect, exit_code, guarded, run_id, setup_logging
-from kubenetmon.shared.replay_progress import Progress, closing_title, human_bytes, summary
-from kubenetmon.shared.replay_scan import Range, scan
-from kubenetmon.shared.replay_window import Window, add_window_arguments, window_from
+from kubenetmon.shared.replay.progress import Progress, closing_title, human_bytes, summary
+from kubenetmon.shared.replay.run import add_run_arguments, connect, exit_code, guarded, run_id, setup_logging
+from kubenetmon.shared.replay.scan import Range, scan
+from kubenetmon.shared.replay.window import Window, add_window_arguments, window_from
 from kubenetmon.shared.settings import (
     NatsSettings,
     add_log_arguments,

@@ -11,7 +11,9 @@ This module must not import any client library: it describes configuration, noth
 from __future__ import annotations
 
 import argparse
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -21,6 +23,12 @@ _STREAM_TOKEN: Final = re.compile(r"^[A-Za-z0-9_-]+$")
 _SUBJECT: Final = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 _URL: Final = re.compile(r"^(nats|tls|ws|wss)://[^\s/]+/?$")
 _DAY: Final = 86400.0
+
+
+def default_data_dir(environ: Mapping[str, str]) -> str:
+    """``$XDG_DATA_HOME/kubenetmon``, else ``~/.local/share/kubenetmon``."""
+    base = environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "kubenetmon")
 
 
 @dataclass(frozen=True)

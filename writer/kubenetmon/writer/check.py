@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Final, TextIO
 
 from kubenetmon.shared.errors import ConfigError, KubenetmonError
+from kubenetmon.shared.settings import default_data_dir
 from kubenetmon.shared.timespec import format_time, parse_duration, parse_time
-from kubenetmon.shared.up.settings import default_data_dir
 from kubenetmon.writer import completeness as c
 from kubenetmon.writer.sink import QueryResult
 from kubenetmon.writer.sql import Reader, add_target_arguments, target_settings

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from typing import Any, Final, TextIO
 
 from kubenetmon.shared.errors import ConfigError, KubenetmonError
+from kubenetmon.shared.settings import default_data_dir
 from kubenetmon.shared.timespec import parse_duration
-from kubenetmon.shared.up.settings import default_data_dir
 from kubenetmon.writer.cost_tables import cost_view
 from kubenetmon.writer.dsn import parse_dsn
 from kubenetmon.writer.sink import DEFAULT_DATABASE, QueryResult

@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from kubenetmon.shared import runtime, topology
 from kubenetmon.shared.broker import Delivery
 from kubenetmon.shared.errors import DecodeError, TransientError
-from kubenetmon.shared.replay import add_run_arguments, connect, exit_code, guarded, setup_logging
-from kubenetmon.shared.replay_progress import Progress, closing_title, human_bytes, summary
-from kubenetmon.shared.replay_scan import Range, scan
-from kubenetmon.shared.replay_window import Window, add_window_arguments, window_from
+from kubenetmon.shared.replay.progress import Progress, closing_title, human_bytes, summary
+from kubenetmon.shared.replay.run import add_run_arguments, connect, exit_code, guarded, setup_logging
+from kubenetmon.shared.replay.scan import Range, scan
+from kubenetmon.shared.replay.window import Window, add_window_arguments, window_from
 from kubenetmon.shared.schema import decode_enriched
 from kubenetmon.shared.settings import (
     NatsSettings,

@@ -26,8 +26,8 @@ from typing import TextIO
 
 from kubenetmon.shared import runtime
 from kubenetmon.shared.errors import ConfigError, KubenetmonError
+from kubenetmon.shared.settings import default_data_dir
 from kubenetmon.shared.timespec import parse_duration
-from kubenetmon.shared.up.settings import default_data_dir
 from kubenetmon.writer.check import header_text
 from kubenetmon.writer.cost_tables import cost_view
 from kubenetmon.writer.dsn import parse_dsn

@@ -16,12 +16,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Final
 
+from kubenetmon.cli.up import hostinventory, preflight
+from kubenetmon.cli.up.children import child_environment
+from kubenetmon.cli.up.pipeline import AgentSpec, Plan, run
+from kubenetmon.cli.up.settings import UpSettings, up_settings
 from kubenetmon.shared import logs, runtime
 from kubenetmon.shared.settings import LogSettings
-from kubenetmon.shared.up import hostinventory, preflight
-from kubenetmon.shared.up.children import child_environment
-from kubenetmon.shared.up.pipeline import AgentSpec, Plan, run
-from kubenetmon.shared.up.settings import UpSettings, up_settings
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def check(settings: UpSettings) -> None:
     preflight.check_port(settings.nats_port)
     preflight.check_files(inventory=settings.inventory, kubeconfig=settings.kubeconfig)
     if settings.demo:
-        from kubenetmon.shared.lab import demo  # only a demo run needs the lab
+        from kubenetmon.cli.lab import demo  # only a demo run needs the lab
 
         demo.check()
         return
@@ -63,7 +63,7 @@ def make_plan(settings: UpSettings, *, interactive: bool) -> Plan:
     env = child_environment(os.environ)
     base = Plan(settings=settings, env=env, interactive=interactive)
     if settings.demo:
-        from kubenetmon.shared.lab import demo
+        from kubenetmon.cli.lab import demo
 
         return replace(
             base, lab_command=tuple(demo.command(settings.root / "demo")), description="the demo lab"

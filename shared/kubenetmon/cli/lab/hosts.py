@@ -19,11 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from kubenetmon.shared.lab.kernel import CtEntry, DestroyWatch, list_table
-from kubenetmon.shared.lab.traffic import Flow, Server, TcpClient, UdpClient
+from kubenetmon.cli.lab.kernel import CtEntry, DestroyWatch, list_table
+from kubenetmon.cli.lab.traffic import Flow, Server, TcpClient, UdpClient
 
 if TYPE_CHECKING:
-    from kubenetmon.shared.lab.network import Lab
+    from kubenetmon.cli.lab.network import Lab
 
 NETNS_DIR: Final = Path("/run/netns")
 _CLONE_NEWNET: Final = 0x40000000

@@ -7,7 +7,7 @@ range file names ``aws s3`` in the local region. Pods reach the outside through 
 as in a real cluster. Traffic: TCP and UDP, IPv4 and IPv6, pod to pod on one node, across nodes and zones,
 through the Service, to the internet and to the cloud service, every second until stopped.
 
-Run as ``python -m kubenetmon.shared.lab.demo --out DIR``: it builds the lab, writes ``DIR/inventory.json``
+Run as ``python -m kubenetmon.cli.lab.demo --out DIR``: it builds the lab, writes ``DIR/inventory.json``
 (a Kubernetes List) and ``DIR/ranges.json``, prints one JSON line saying where the agents must read, then
 generates traffic until SIGTERM or SIGINT, and removes every namespace it made before it exits.
 Everything stays inside the lab's namespaces; nothing is configured on the host.
@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from kubenetmon.cli.lab.network import Host, Lab, Node, Pod, sweep
+from kubenetmon.cli.lab.traffic import Server
 from kubenetmon.shared.errors import ConfigError
-from kubenetmon.shared.lab.network import Host, Lab, Node, Pod, sweep
-from kubenetmon.shared.lab.traffic import Server
 
 PREFIX: Final = "kd"
 CLOUD: Final = ("aws", "us-east-1")
@@ -59,7 +59,7 @@ PODS: Final = (
 
 
 def command(out_dir: Path) -> list[str]:
-    return [sys.executable, "-m", "kubenetmon.shared.lab.demo", "--out", str(out_dir)]
+    return [sys.executable, "-m", "kubenetmon.cli.lab.demo", "--out", str(out_dir)]
 
 
 def check() -> None:

@@ -12,7 +12,7 @@ The truth: counters in the client namespace's ``output`` hook (packets to the se
 hook (packets from it), per protocol and family; they see the same packets conntrack accounts, whatever
 conntrack does with them.
 
-Processes (run inside a namespace with ``ip netns exec``): ``python -m kubenetmon.shared.lab.churn serve
+Processes (run inside a namespace with ``ip netns exec``): ``python -m kubenetmon.cli.lab.churn serve
 --port P --ipv4 A --ipv6 B`` serves TCP and UDP on both addresses until killed; ``... run --ipv4 A --ipv6 B
 --port P --seconds S --udp-ports FIRST:COUNT`` drives churn for S seconds and prints one JSON object of what
 it did. This module must not talk to any address outside the lab's namespaces.
@@ -199,7 +199,7 @@ def _udp(family: int, server: tuple[str, int], sport: int, datagram: bytes) -> N
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kubenetmon.shared.lab.churn", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m kubenetmon.cli.lab.churn", description=__doc__)
     parser.add_argument("role", choices=("serve", "run"))
     parser.add_argument("--ipv4", required=True, help="the server's IPv4 address")
     parser.add_argument("--ipv6", required=True, help="the server's IPv6 address")

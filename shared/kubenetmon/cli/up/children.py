@@ -31,7 +31,7 @@ _KILL_WAIT_S: Final = 5.0
 
 def kubenetmon_command(*args: str) -> list[str]:
     """``kubenetmon ARGS`` run with this interpreter, exactly as a container would run it."""
-    return [sys.executable, "-m", "kubenetmon.shared.cli", *args]
+    return [sys.executable, "-m", "kubenetmon.cli.main", *args]
 
 
 def die_with_parent() -> Callable[[], None]:

@@ -39,9 +39,9 @@ from kubenetmon.shared.consumer import (
     H_STREAM_SEQ,
 )
 from kubenetmon.shared.errors import PoisonError, TransientError
-from kubenetmon.shared.replay import add_run_arguments, connect, exit_code, guarded, setup_logging
-from kubenetmon.shared.replay_progress import Progress, closing_title, human_bytes, summary
-from kubenetmon.shared.replay_scan import Range, scan
+from kubenetmon.shared.replay.progress import Progress, closing_title, human_bytes, summary
+from kubenetmon.shared.replay.run import add_run_arguments, connect, exit_code, guarded, setup_logging
+from kubenetmon.shared.replay.scan import Range, scan
 from kubenetmon.shared.settings import (
     NatsSettings,
     add_log_arguments,

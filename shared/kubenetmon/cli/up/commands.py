@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Final
 
+from kubenetmon.cli.up.children import kubenetmon_command
+from kubenetmon.cli.up.settings import UpSettings
 from kubenetmon.shared.options import format_duration
-from kubenetmon.shared.up.children import kubenetmon_command
-from kubenetmon.shared.up.settings import UpSettings
 
 AGENT_DRAIN: Final = "15s"
 SERVICE_DRAIN: Final = "20s"

@@ -43,7 +43,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Final
 
-from kubenetmon.shared.lab.hosts import NETNS_DIR, Host, Node, Pod, run
+from kubenetmon.cli.lab.hosts import NETNS_DIR, Host, Node, Pod, run
 
 PREFIX: Final = "kl"
 __all__ = ["NETNS_DIR", "PREFIX", "Host", "Lab", "Node", "Pod", "sweep"]

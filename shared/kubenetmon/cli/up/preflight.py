@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from kubenetmon.shared import natsserver
+from kubenetmon.cli import natsserver
 from kubenetmon.shared.errors import ConfigError
 
 CAP_NET_ADMIN: Final = 12

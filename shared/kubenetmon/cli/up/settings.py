@@ -25,12 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kubenetmon.shared.options import add_arguments, from_args, option, require
-
-
-def default_data_dir(environ: Mapping[str, str]) -> str:
-    """``$XDG_DATA_HOME/kubenetmon``, else ``~/.local/share/kubenetmon``."""
-    base = environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return os.path.join(base, "kubenetmon")
+from kubenetmon.shared.settings import default_data_dir
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Final, TextIO
 
+from kubenetmon.cli.natsserver import NatsServer
+from kubenetmon.cli.up import commands
+from kubenetmon.cli.up.children import Child, die_with_parent
+from kubenetmon.cli.up.settings import UpSettings
 from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.errors import ConfigError, KubenetmonError, TransientError
-from kubenetmon.shared.natsserver import NatsServer
 from kubenetmon.shared.settings import NatsSettings
-from kubenetmon.shared.up import commands
-from kubenetmon.shared.up.children import Child, die_with_parent
-from kubenetmon.shared.up.settings import UpSettings
 
 log = logging.getLogger(__name__)
 

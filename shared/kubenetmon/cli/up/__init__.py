@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from kubenetmon.shared.up.settings import add_up_arguments
+from kubenetmon.cli.up.settings import add_up_arguments
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +22,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from kubenetmon.shared.up.command import main as run_up
+    from kubenetmon.cli.up.command import main as run_up
 
     return run_up(args)

@@ -1,0 +1,7 @@
+"""``python -m kubenetmon.cli``: the ``kubenetmon`` command without its console script."""
+
+import sys
+
+from kubenetmon.cli.main import main
+
+sys.exit(main())
