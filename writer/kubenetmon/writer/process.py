@@ -21,8 +21,8 @@ from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.errors import TransientError
 from kubenetmon.shared.pool import Ready
 from kubenetmon.shared.settings import HttpSettings, NatsSettings, RuntimeSettings
-from kubenetmon.writer.endpoint import QueryServer
 from kubenetmon.writer.migrate import migrate
+from kubenetmon.writer.query.endpoint import QueryServer
 from kubenetmon.writer.settings import ClickHouseSettings, WriterSettings
 from kubenetmon.writer.sink import Sink, SinkUnavailable
 from kubenetmon.writer.worker import Writer
