@@ -26,9 +26,9 @@ from typing import Any, Final, Protocol, TypeVar
 from kubenetmon.shared import runtime
 from kubenetmon.shared.schema import COLUMN_NAMES
 from kubenetmon.writer.batcher import Batch, Part
+from kubenetmon.writer.flow_tables import INSERT_TYPES, REPORT_COLUMNS, REPORT_INSERT_TYPES, REPORTS_TABLE
 from kubenetmon.writer.settings import WriterSettings
 from kubenetmon.writer.sink import InvalidBatch, Sink, SinkUnavailable
-from kubenetmon.writer.tables import INSERT_TYPES, REPORT_COLUMNS, REPORT_INSERT_TYPES, REPORTS_TABLE
 
 log = logging.getLogger(__name__)
 

@@ -6,5 +6,5 @@ data is whole (its pure core: ``completeness``); ``cost`` prices the traffic. ``
 reach a chDB directory that a running writer owns: the writer serves read-only queries there and they ask.
 
 Nothing here writes rows or changes the schema: the tables and views are defined and migrated by the
-write side (``tables``, ``cost_tables``, ``migrate``), which this package only reads from.
+write side (``flow_tables``, ``cost_tables``, ``migrate``), which this package only reads from.
 """

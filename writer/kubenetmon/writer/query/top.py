@@ -30,6 +30,7 @@ from kubenetmon.shared.settings import default_data_dir
 from kubenetmon.shared.timespec import parse_duration
 from kubenetmon.writer.cost_tables import cost_view
 from kubenetmon.writer.dsn import parse_dsn
+from kubenetmon.writer.flow_tables import exact_view
 from kubenetmon.writer.query.check import header_text
 from kubenetmon.writer.query.endpoint import ask, live_endpoint
 from kubenetmon.writer.query.sql import Reader, add_target_arguments, target_settings
@@ -47,7 +48,6 @@ from kubenetmon.writer.query.top_report import (
 )
 from kubenetmon.writer.settings import ClickHouseSettings
 from kubenetmon.writer.sink import DEFAULT_DATABASE, QueryResult
-from kubenetmon.writer.tables import exact_view
 
 _DRAIN_S = 5.0
 
