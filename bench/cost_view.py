@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from kubenetmon.writer.cost import CostSpec, build_query
 from kubenetmon.writer.migrate import migrate
+from kubenetmon.writer.query.cost import CostSpec, build_query
 from kubenetmon.writer.settings import ClickHouseSettings
 from kubenetmon.writer.sink import Sink
 

@@ -30,10 +30,10 @@ import msgpack
 
 from kubenetmon.shared.schema import COLUMN_NAMES, COLUMNS, EnrichedMessage, decode_enriched, encode_enriched
 from kubenetmon.writer.batcher import Batch
+from kubenetmon.writer.flow_tables import INSERT_TYPES
 from kubenetmon.writer.migrate import migrate
 from kubenetmon.writer.settings import ClickHouseSettings
 from kubenetmon.writer.sink import Sink
-from kubenetmon.writer.tables import INSERT_TYPES
 
 _PODS = [f"web-{i:03d}-7f9c{i:04x}" for i in range(200)]
 _APPS = ["web", "api", "db", "cache", "queue", "auth", ""]

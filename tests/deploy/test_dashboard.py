@@ -22,9 +22,9 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from kubenetmon.writer.cost_tables import cost_view
+from kubenetmon.writer.flow_tables import REPORTS_TABLE, exact_view
 from kubenetmon.writer.settings import ClickHouseSettings
 from kubenetmon.writer.sink import DEFAULT_DATABASE
-from kubenetmon.writer.tables import REPORTS_TABLE, exact_view
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "k8s/base/grafana/kubenetmon-dashboard.json"

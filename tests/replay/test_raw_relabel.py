@@ -11,10 +11,10 @@ from typing import Any
 
 from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.settings import NatsSettings
-from kubenetmon.writer.endpoint import live_endpoint
+from kubenetmon.writer.query.endpoint import live_endpoint
+from kubenetmon.writer.query.sql import run_query
 from kubenetmon.writer.settings import ClickHouseSettings
 from kubenetmon.writer.sink import Sink
-from kubenetmon.writer.sql import run_query
 from tests.replay.conftest import (
     INTERVAL,
     KUBENETMON,

@@ -7,8 +7,8 @@ import itertools
 from typing import Any
 
 from kubenetmon.shared.schema import COLUMN_NAMES, COLUMNS
+from kubenetmon.writer.flow_tables import INSERT_TYPES
 from kubenetmon.writer.sink import Sink
-from kubenetmon.writer.tables import INSERT_TYPES
 
 _ZERO = {"int": 0, "str": "", "bool": False, "bytes16": bytes(16), "map": {}}
 _ids = itertools.count(1)

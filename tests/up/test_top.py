@@ -12,9 +12,7 @@ from typing import Any
 import pytest
 
 from kubenetmon.cli import main as cli
-from kubenetmon.writer.settings import ClickHouseSettings
-from kubenetmon.writer.sink import QueryResult, Sink
-from kubenetmon.writer.top_report import (
+from kubenetmon.writer.query.top_report import (
     Report,
     Talker,
     TopSpec,
@@ -27,6 +25,8 @@ from kubenetmon.writer.top_report import (
     title,
     zones_text,
 )
+from kubenetmon.writer.settings import ClickHouseSettings
+from kubenetmon.writer.sink import QueryResult, Sink
 from tests.up.rows import flow, insert
 
 NOW = 1_800_000_000

@@ -31,10 +31,10 @@ from kubenetmon.writer import pricebook
 from kubenetmon.writer import sink as sink_module
 from kubenetmon.writer.batcher import Batch
 from kubenetmon.writer.cost_tables import PRICES_TABLE, cost_view
+from kubenetmon.writer.flow_tables import INSERT_TYPES
 from kubenetmon.writer.migrate import migrate
 from kubenetmon.writer.settings import ClickHouseSettings
 from kubenetmon.writer.sink import Sink
-from kubenetmon.writer.tables import INSERT_TYPES
 from tests.writer.messages import interval_start, message, row
 
 CLUSTER, DB, TABLE = "metering", "kubenetmon", "network_flows_0"

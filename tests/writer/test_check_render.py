@@ -9,8 +9,8 @@ import json
 import pytest
 
 from kubenetmon.shared.errors import ConfigError
-from kubenetmon.writer import check
-from kubenetmon.writer import completeness as c
+from kubenetmon.writer.query import check
+from kubenetmon.writer.query import completeness as c
 
 T0 = 1_800_000_000 // 60 * 60
 SPEC = check.CheckSpec(T0, T0 + 180, (), 3600, "network_flows_0_exact")

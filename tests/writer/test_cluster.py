@@ -23,7 +23,8 @@ from kubenetmon.cli import main as cli
 from kubenetmon.shared.errors import ConfigError
 from kubenetmon.shared.schema import COLUMN_NAMES
 from kubenetmon.writer import cli as writer_cli
-from kubenetmon.writer import cost_tables, pricebook, replay, tables
+from kubenetmon.writer import cost_tables, pricebook, replay
+from kubenetmon.writer import flow_tables as tables
 from kubenetmon.writer.cluster import REPLICATED_EVERYWHERE, data_table, literal, place
 from kubenetmon.writer.cost_tables import PRICES_TABLE
 from kubenetmon.writer.migrate import LATEST, MIGRATIONS, MIGRATIONS_TABLE, migrate

@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from kubenetmon.writer.completeness import (
+from kubenetmon.writer.query.completeness import (
     COMPLETE,
     COVERED_LATER,
     LOSSY,

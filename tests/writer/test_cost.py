@@ -16,14 +16,14 @@ import pytest
 
 from kubenetmon.cli import main as cli
 from kubenetmon.writer import pricebook
-from kubenetmon.writer.cost import CostSpec, build_query, parse_report
 from kubenetmon.writer.cost_tables import PRICES_TABLE, cost_view
 from kubenetmon.writer.migrate import migrate
+from kubenetmon.writer.query.cost import CostSpec, build_query, parse_report
+from kubenetmon.writer.query.top_report import TopSpec
+from kubenetmon.writer.query.top_report import build_query as build_top
+from kubenetmon.writer.query.top_report import parse_report as parse_report_top
 from kubenetmon.writer.settings import ClickHouseSettings
 from kubenetmon.writer.sink import Sink
-from kubenetmon.writer.top_report import TopSpec
-from kubenetmon.writer.top_report import build_query as build_top
-from kubenetmon.writer.top_report import parse_report as parse_report_top
 from tests.support import KUBENETMON
 
 GIB = 1 << 30

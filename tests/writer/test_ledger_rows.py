@@ -10,11 +10,11 @@ from typing import Any
 from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.ledger import Ledger, ReportRow
 from kubenetmon.shared.schema import COLUMN_NAMES, EnrichedMessage
-from kubenetmon.writer import check
-from kubenetmon.writer import completeness as c
+from kubenetmon.writer.query import check
+from kubenetmon.writer.query import completeness as c
+from kubenetmon.writer.query.sql import Reader
 from kubenetmon.writer.settings import ClickHouseSettings
 from kubenetmon.writer.sink import Sink
-from kubenetmon.writer.sql import Reader
 from tests.writer.conftest import Running, eventually, publish, settled
 from tests.writer.messages import message, row
 

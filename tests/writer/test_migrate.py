@@ -10,9 +10,9 @@ import pytest
 from kubenetmon.cli import main as cli
 from kubenetmon.shared.schema import COLUMN_INDEX, COLUMN_NAMES
 from kubenetmon.writer.batcher import Batch
+from kubenetmon.writer.flow_tables import BASE_COLUMNS, INSERT_TYPES, exact_view
 from kubenetmon.writer.migrate import LATEST, current_version, migrate
 from kubenetmon.writer.sink import Sink
-from kubenetmon.writer.tables import BASE_COLUMNS, INSERT_TYPES, exact_view
 from tests.fixtures.clickhouse import chdb_settings_for
 from tests.writer.messages import message, row
 

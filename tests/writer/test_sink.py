@@ -12,10 +12,10 @@ from kubenetmon.shared.errors import ConfigError
 from kubenetmon.shared.schema import COLUMN_NAMES
 from kubenetmon.writer.batcher import Batch
 from kubenetmon.writer.dsn import parse_dsn, redact
+from kubenetmon.writer.flow_tables import INSERT_TYPES
 from kubenetmon.writer.migrate import migrate
 from kubenetmon.writer.settings import ClickHouseSettings
 from kubenetmon.writer.sink import InvalidBatch, QueryFailed, Sink, SinkUnavailable
-from kubenetmon.writer.tables import INSERT_TYPES
 from tests.fixtures.clickhouse import chdb_settings_for
 from tests.writer.holder import Holder
 from tests.writer.messages import message, messages, row, total_bytes

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from kubenetmon.shared.errors import ConfigError
-from kubenetmon.writer.endpoint import Endpoint, QueryServer, ask, endpoint_file, live_endpoint
 from kubenetmon.writer.migrate import LATEST
+from kubenetmon.writer.query.endpoint import Endpoint, QueryServer, ask, endpoint_file, live_endpoint
+from kubenetmon.writer.query.sql import configure, render, run_query, target_settings
 from kubenetmon.writer.settings import ClickHouseSettings
 from kubenetmon.writer.sink import QueryFailed, QueryResult, Sink, SinkUnavailable
-from kubenetmon.writer.sql import configure, render, run_query, target_settings
 
 
 def _args(*argv: str) -> argparse.Namespace:

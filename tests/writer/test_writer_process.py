@@ -12,9 +12,9 @@ from pathlib import Path
 
 from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.settings import NatsSettings
-from kubenetmon.writer.endpoint import live_endpoint
+from kubenetmon.writer.query.endpoint import live_endpoint
+from kubenetmon.writer.query.sql import run_query
 from kubenetmon.writer.settings import ClickHouseSettings
-from kubenetmon.writer.sql import run_query
 from tests.writer.conftest import KUBENETMON, Process, eventually, flags, publish, settled, writer_stats
 from tests.writer.holder import Holder
 from tests.writer.messages import messages, total_bytes

@@ -82,25 +82,25 @@ def _up() -> ModuleType:
 
 
 def _top() -> ModuleType:
-    from kubenetmon.writer import top
+    from kubenetmon.writer.query import top
 
     return top
 
 
 def _check() -> ModuleType:
-    from kubenetmon.writer import check
+    from kubenetmon.writer.query import check
 
     return check
 
 
 def _cost() -> ModuleType:
-    from kubenetmon.writer import cost
+    from kubenetmon.writer.query import cost
 
     return cost
 
 
 def _sql() -> ModuleType:
-    from kubenetmon.writer import sql
+    from kubenetmon.writer.query import sql
 
     return sql
 

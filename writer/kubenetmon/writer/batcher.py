@@ -38,7 +38,7 @@ class Part(Generic[T]):
     size: int
     """Payload size of the message, bytes (for metrics)."""
     report: tuple[Any, ...] | None = None
-    """The message's ``agent_reports`` row (``tables.REPORT_COLUMNS`` order), if it carries one."""
+    """The message's ``agent_reports`` row (``flow_tables.REPORT_COLUMNS`` order), if it carries one."""
 
     @property
     def rows(self) -> int:
@@ -106,7 +106,7 @@ class Batch(Generic[T]):
 
 
 def report_values(message: EnrichedMessage) -> tuple[Any, ...] | None:
-    """``message``'s ledger row in ``tables.REPORT_COLUMNS`` order, or None."""
+    """``message``'s ledger row in ``flow_tables.REPORT_COLUMNS`` order, or None."""
     r = message.report
     if r is None:
         return None

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from kubenetmon.writer.flow_tables import exact_view, fqn, q
 from kubenetmon.writer.pricebook import CHARGES, GIB, PRICE_COLUMNS, SURCHARGES
-from kubenetmon.writer.tables import exact_view, fqn, q
 
 PRICES_TABLE: Final = "kubenetmon_prices"
 COST_COLUMNS: Final = ("costCharge", "costEntry", "costUSDPerGiB", "costUSD")

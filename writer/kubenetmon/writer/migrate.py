@@ -28,12 +28,12 @@ from dataclasses import dataclass
 from typing import Final
 
 from kubenetmon.shared.errors import ConfigError, TransientError
-from kubenetmon.writer import cost_tables, pricebook, tables
+from kubenetmon.writer import cost_tables, flow_tables, pricebook
 from kubenetmon.writer.cluster import data_table, place
+from kubenetmon.writer.flow_tables import MIGRATIONS_TABLE
 from kubenetmon.writer.prices import load_prices
 from kubenetmon.writer.settings import add_clickhouse_arguments, clickhouse_settings
 from kubenetmon.writer.sink import Sink
-from kubenetmon.writer.tables import MIGRATIONS_TABLE
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +48,19 @@ class Migration:
 
 MIGRATIONS: Final = (
     Migration(
-        1, "flows table: kubenetmon's columns and the row identity", lambda d, t: [tables.create_table(d, t)]
+        1,
+        "flows table: kubenetmon's columns and the row identity",
+        lambda d, t: [flow_tables.create_table(d, t)],
     ),
-    Migration(2, "workload, service and cross-zone columns", lambda d, t: [tables.add_label_columns(d, t)]),
     Migration(
-        3, "skipping indexes for app, pod, namespace, class and zone", lambda d, t: [tables.add_indexes(d, t)]
+        2, "workload, service and cross-zone columns", lambda d, t: [flow_tables.add_label_columns(d, t)]
     ),
-    Migration(4, "exact read view <table>_exact (FINAL)", lambda d, t: [tables.create_exact_view(d, t)]),
+    Migration(
+        3,
+        "skipping indexes for app, pod, namespace, class and zone",
+        lambda d, t: [flow_tables.add_indexes(d, t)],
+    ),
+    Migration(4, "exact read view <table>_exact (FINAL)", lambda d, t: [flow_tables.create_exact_view(d, t)]),
     Migration(
         5,
         "price book table and cost view <table>_cost",
@@ -63,7 +69,7 @@ MIGRATIONS: Final = (
     Migration(
         6,
         "ledger of reports: agent_reports and agent_reports_exact",
-        lambda d, t: [tables.create_reports_table(d), tables.create_reports_exact_view(d)],
+        lambda d, t: [flow_tables.create_reports_table(d), flow_tables.create_reports_exact_view(d)],
     ),
 )
 PRICES_VERSION: Final = 5
@@ -80,7 +86,7 @@ class Outcome:
 
 
 def _record_table(database: str) -> str:
-    return f"""CREATE TABLE IF NOT EXISTS {tables.fqn(database, MIGRATIONS_TABLE)} (
+    return f"""CREATE TABLE IF NOT EXISTS {flow_tables.fqn(database, MIGRATIONS_TABLE)} (
     `table` String,
     `version` UInt32,
     `name` String,
@@ -94,11 +100,11 @@ def _literal(text: str) -> str:
 
 def applied_versions(sink: Sink, *, database: str, table: str) -> set[int]:
     """Versions recorded for ``table`` (empty if nothing was ever migrated)."""
-    exists = sink.query(f"EXISTS TABLE {tables.fqn(database, MIGRATIONS_TABLE)}").rows[0][0]
+    exists = sink.query(f"EXISTS TABLE {flow_tables.fqn(database, MIGRATIONS_TABLE)}").rows[0][0]
     if not exists:
         return set()
     rows = sink.query(
-        f"SELECT version FROM {tables.fqn(database, MIGRATIONS_TABLE)} FINAL "
+        f"SELECT version FROM {flow_tables.fqn(database, MIGRATIONS_TABLE)} FINAL "
         f"WHERE `table` = {_literal(table)}"
     ).rows
     return {int(r[0]) for r in rows}
@@ -122,7 +128,7 @@ def migrate(
     ``cluster`` if one is named; load ``price_book``, or the shipped books if no book was ever loaded."""
     if not 0 <= to_version <= LATEST:
         raise ConfigError(f"--to-version: expected 0 to {LATEST}, got {to_version}")
-    for statement in (f"CREATE DATABASE IF NOT EXISTS {tables.q(database)}", _record_table(database)):
+    for statement in (f"CREATE DATABASE IF NOT EXISTS {flow_tables.q(database)}", _record_table(database)):
         for placed in place(statement, cluster=cluster):
             sink.command(placed)
     done = applied_versions(sink, database=database, table=table)
@@ -139,7 +145,7 @@ def migrate(
             for placed in place(statement, cluster=cluster):
                 sink.command(placed)
         sink.command(
-            f"INSERT INTO {tables.fqn(database, MIGRATIONS_TABLE)} (`table`, `version`, `name`) "
+            f"INSERT INTO {flow_tables.fqn(database, MIGRATIONS_TABLE)} (`table`, `version`, `name`) "
             f"VALUES ({_literal(table)}, {step.version}, {_literal(step.name)})"
         )
         applied.append(step.version)
@@ -171,7 +177,7 @@ def migrate(
 def _exists(sink: Sink, *, database: str, table: str, cluster: str) -> bool:
     """Whether the flows table (and, on a cluster, its local table on this server) exists."""
     names = {table, data_table(table, cluster=cluster)}
-    return all(sink.query(f"EXISTS TABLE {tables.fqn(database, name)}").rows[0][0] for name in names)
+    return all(sink.query(f"EXISTS TABLE {flow_tables.fqn(database, name)}").rows[0][0] for name in names)
 
 
 def _reconcile_ttl(sink: Sink, *, database: str, table: str, days: int, cluster: str) -> bool:
@@ -186,7 +192,7 @@ def _reconcile_ttl(sink: Sink, *, database: str, table: str, days: int, cluster:
     has_ttl = " TTL " in f" {current} "
     if (days > 0 and wanted in current) or (days <= 0 and not has_ttl):
         return False
-    for statement in place(tables.modify_ttl(database, table, days), cluster=cluster):
+    for statement in place(flow_tables.modify_ttl(database, table, days), cluster=cluster):
         sink.command(statement)
     log.info("table TTL changed", extra={"table": table, "ttl_days": days})
     return True

@@ -24,9 +24,9 @@ from typing import Any
 
 from kubenetmon.writer.cluster import place
 from kubenetmon.writer.cost_tables import PRICES_TABLE
+from kubenetmon.writer.flow_tables import fqn
 from kubenetmon.writer.pricebook import PRICE_COLUMNS, PriceBook, table_rows
 from kubenetmon.writer.sink import Sink
-from kubenetmon.writer.tables import fqn
 
 log = logging.getLogger(__name__)
 

@@ -3,16 +3,18 @@
 Why it exists: the ENRICHED stream keeps every row the writers inserted, for its retention period. If
 the table was dropped, truncated or restored from an old backup, this verb brings the window back:
 it migrates the schema first (so a dropped table is created again), reads the window's messages
-(see ``replay_window``: selected by the rows' interval start, which all rows of one message share),
-and inserts them exactly as the writer does: the writer's ``Batch`` puts the columns in table order and
-``Sink.insert`` sends them with the writer's types. It is idempotent: every row lands on its own row
-identity (``intervalStartTime``, ``observerNode``, ``flowId``) with its own ``enrichedAt``, so rows
-already present, or inserted twice, collapse; if the window holds both a row and its re-enrichment by
-``replay raw``, the newer version wins, as it did before.
+(see ``shared.replay.window``: selected by the rows' interval start, which all rows of one message
+share), and inserts them exactly as the writer does: the writer's ``Batch`` puts the columns in table
+order and the writer's insert loop (``insert``) sends them with the writer's types, retrying while
+ClickHouse is unavailable. It is idempotent: every row lands on its own row identity
+(``intervalStartTime``, ``observerNode``, ``flowId``) with its own ``enrichedAt``, so rows already
+present, or inserted twice, collapse; if the window holds both a row and its re-enrichment by ``replay
+raw``, the newer version wins, as it did before.
 
-A message ClickHouse refuses is isolated by splitting the batch, counted and reported (it was refused
-live too and is in the DLQ); the replay does not dead-letter it again. With a ``chdb://`` target the
-directory must not be held by a running writer (chDB allows one process per directory).
+A message ClickHouse refuses is isolated by splitting the batch (the same loop), counted and reported
+(it was refused live too and is in the DLQ); the replay does not dead-letter it again. With a
+``chdb://`` target the directory must not be held by a running writer (chDB allows one process per
+directory).
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ from kubenetmon.shared.settings import (
     nats_settings,
     runtime_settings,
 )
-from kubenetmon.writer.batcher import Batch
+from kubenetmon.writer.batcher import Batch, Part
+from kubenetmon.writer.insert import insert_all, insert_batch
 from kubenetmon.writer.migrate import migrate
 from kubenetmon.writer.settings import (
     ClickHouseSettings,
@@ -53,7 +56,6 @@ from kubenetmon.writer.settings import (
     writer_settings,
 )
 from kubenetmon.writer.sink import InvalidBatch, Sink, SinkUnavailable
-from kubenetmon.writer.worker import insert_batch
 
 log = logging.getLogger(__name__)
 
@@ -186,33 +188,28 @@ class _Loader:
         batch, self.batch = self.batch, Batch(opened_at=0.0)
         if self.sink is None or (batch.rows == 0 and not batch.report_columns()):
             return
-        work = [batch]
-        failures = 0
-        while work:
-            part = work.pop()
-            try:
-                await asyncio.to_thread(insert_batch, self.sink, part, part.report_columns())
-            except InvalidBatch as exc:
-                if part.messages == 1:
-                    self.tally["rejected"] += 1
-                    log.error("ClickHouse refused ENRICHED #%d: %s", part.parts[0].owner, exc.detail[:300])
-                else:
-                    work += list(reversed(part.split()))
-                continue
-            except SinkUnavailable as exc:
-                failures += 1
-                if self.stop.is_set():
-                    self.tally["unwritten"] += sum(p.rows for p in (part, *work))
-                    log.error("ClickHouse unavailable while stopping; %s", exc)
-                    return
-                if failures == 1 or failures % 10 == 0:
-                    log.warning("ClickHouse unavailable (attempt %d), retrying: %s", failures, exc)
-                work.append(part)
-                delay = min(self.settings.retry_max_s, self.settings.retry_min_s * 2 ** min(failures - 1, 30))
-                await runtime.sleep_or_stop(self.stop, delay)
-                continue
-            self.tally["inserted"] += part.rows
-            log.debug("inserted %d rows of %d messages", part.rows, part.messages)
+        await insert_all(batch, outcomes=self, settings=self.settings, stop=self.stop, drain_s=0.0)
+
+    # the insert loop's outcomes (``insert.Outcomes``): counted, never dead-lettered again
+
+    async def insert(self, batch: Batch[int]) -> None:
+        assert self.sink is not None  # a dry run inserts nothing
+        await asyncio.to_thread(insert_batch, self.sink, batch, batch.report_columns())
+
+    async def written(self, batch: Batch[int]) -> None:
+        self.tally["inserted"] += batch.rows
+        log.debug("inserted %d rows of %d messages", batch.rows, batch.messages)
+
+    async def refused(self, part: Part[int], exc: InvalidBatch) -> None:
+        self.tally["rejected"] += 1
+        log.error("ClickHouse refused ENRICHED #%d: %s", part.owner, exc.detail[:300])
+
+    async def unwritten(self, batches: list[Batch[int]], exc: SinkUnavailable) -> None:
+        self.tally["unwritten"] += sum(b.rows for b in batches)
+        log.error("ClickHouse unavailable while stopping; %s", exc)
+
+    def retrying(self, reason: str) -> None:
+        """Not counted: the summary reports outcomes, not attempts."""
 
 
 def _report(config: EnrichedReplay, tally: Counter[str], *, interrupted: bool, seconds: float) -> str:

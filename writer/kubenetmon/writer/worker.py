@@ -11,8 +11,10 @@ The order is the whole point (the design notes: conservation, idempotent storage
 - a message that does not decode goes to the DLQ at once; on stop the open batch is flushed, and what
   cannot be written before the drain deadline is handed back (nak) for another worker.
 
-Acks, naks and the DLQ all go through ``consumer.settle``. This module owns no connection: the caller
-passes a pull source, a broker and a sink.
+The splitting and the retries are the insert loop (``insert.insert_all``, shared with ``replay
+enriched``); this module says what its outcomes mean for a delivery. Acks, naks and the DLQ all go
+through ``consumer.settle``. This module owns no connection: the caller passes a pull source, a broker
+and a sink.
 """
 
 from __future__ import annotations
@@ -22,25 +24,25 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
+from kubenetmon.shared import runtime
 from kubenetmon.shared.broker import Broker, PullSource
 from kubenetmon.shared.consumer import ACK, Poison, Retry, settle
 from kubenetmon.shared.deliveries import Delivery
 from kubenetmon.shared.errors import DecodeError, TransientError
-from kubenetmon.shared.schema import COLUMN_NAMES, decode_enriched
+from kubenetmon.shared.schema import decode_enriched
 from kubenetmon.writer import metrics as m
 from kubenetmon.writer.batcher import Batch, Batcher, Part
+from kubenetmon.writer.insert import insert_all, insert_batch
 from kubenetmon.writer.settings import WriterSettings
 from kubenetmon.writer.sink import InvalidBatch, Sink, SinkUnavailable
-from kubenetmon.writer.tables import INSERT_TYPES, REPORT_COLUMNS, REPORT_INSERT_TYPES, REPORTS_TABLE
 
 log = logging.getLogger(__name__)
 
 STAGE: Final = "writer"
 _IDLE_FETCH_S: Final = 1.0
 _MIN_FETCH_S: Final = 0.05
-_LOG_EVERY_FAILURES: Final = 10
 
 
 class Writer:
@@ -98,7 +100,7 @@ class Writer:
             deliveries = await self.source.fetch(self.fetch_count(), max(_MIN_FETCH_S, wait_s))
         except TransientError as exc:
             log.warning("fetch from ENRICHED failed; retrying: %s", exc)
-            await _pause(stop, self.settings.retry_min_s)
+            await runtime.sleep_or_stop(stop, self.settings.retry_min_s)
             return
         for delivery in deliveries:
             await self.admit(delivery)
@@ -125,46 +127,19 @@ class Writer:
         Retries while ClickHouse is unavailable; once ``stop`` is set, only until the drain deadline,
         after which the unwritten messages are handed back. Returns False if that happened.
         """
-        work = [batch]
-        failures = 0
-        while work:
-            part = work.pop()
-            try:
-                await self._insert(part)
-            except InvalidBatch as exc:
-                if part.messages == 1:
-                    await self._poison_part(part.parts[0], exc)
-                else:
-                    m.RETRIES.labels("split").inc()
-                    left, right = part.split()
-                    work += [right, left]
-                continue
-            except SinkUnavailable as exc:
-                failures += 1
-                m.RETRIES.labels("unavailable").inc()
-                work.append(part)
-                delay = min(self.settings.retry_max_s, self.settings.retry_min_s * 2 ** min(failures - 1, 30))
-                if deadline is None and stop.is_set():
-                    deadline = self.clock() + self.drain_s
-                if deadline is not None and self.clock() + delay > deadline:
-                    log.error(
-                        "ClickHouse still unavailable at the drain deadline; handing messages back: %s", exc
-                    )
-                    await self._hand_back(work)
-                    return False
-                if failures == 1 or failures % _LOG_EVERY_FAILURES == 0:
-                    log.warning(
-                        "ClickHouse unavailable (attempt %d), retrying in %.1fs: %s", failures, delay, exc
-                    )
-                await _pause(stop if deadline is None else None, delay)
-                continue
-            if failures:
-                log.info("ClickHouse is back after %d failed attempts", failures)
-                failures = 0
-            await self._ack(part)
-        return True
+        return await insert_all(
+            batch,
+            outcomes=self,
+            settings=self.settings,
+            stop=stop,
+            drain_s=self.drain_s,
+            deadline=deadline,
+            clock=self.clock,
+        )
 
-    async def _insert(self, batch: Batch[Delivery]) -> None:
+    # the insert loop's outcomes (``insert.Outcomes``) ---------------------------------------------
+
+    async def insert(self, batch: Batch[Delivery]) -> None:
         ledger = batch.report_columns()
         if batch.rows == 0 and not ledger:
             return
@@ -189,17 +164,27 @@ class Writer:
             },
         )
 
+    async def written(self, batch: Batch[Delivery]) -> None:
+        await self._ack(batch)
+
+    async def refused(self, part: Part[Delivery], exc: InvalidBatch) -> None:
+        m.REJECTED.inc()
+        await self._poison(part.owner, exc.reason, exc.detail)
+        self._release(part)
+
+    async def unwritten(self, batches: list[Batch[Delivery]], exc: SinkUnavailable) -> None:
+        log.error("ClickHouse still unavailable at the drain deadline; handing messages back: %s", exc)
+        await self._hand_back(batches)
+
+    def retrying(self, reason: str) -> None:
+        m.RETRIES.labels(reason).inc()
+
     # settling ---------------------------------------------------------------------------------------
 
     async def _ack(self, batch: Batch[Delivery]) -> None:
         for part in batch.parts:
             await settle(self.broker, part.owner, ACK, stage=STAGE)
             self._release(part)
-
-    async def _poison_part(self, part: Part[Delivery], exc: InvalidBatch) -> None:
-        m.REJECTED.inc()
-        await self._poison(part.owner, exc.reason, exc.detail)
-        self._release(part)
 
     async def _poison(self, delivery: Delivery, reason: str, detail: str) -> None:
         await settle(self.broker, delivery, Poison(reason, detail), stage=STAGE)
@@ -225,22 +210,3 @@ class Writer:
                     await delivery.in_progress()
                 except TransientError as exc:
                     log.debug("in-progress signal failed: %s", exc)
-
-
-def insert_batch(sink: Sink, batch: Batch[Any], ledger: list[list[Any]]) -> None:
-    """The flows, then the ledger rows of the same messages (both idempotent: a retry of both is safe)."""
-    if batch.rows:
-        sink.insert(sink.table, batch.columns, names=COLUMN_NAMES, types=INSERT_TYPES)
-    if ledger:
-        sink.insert(REPORTS_TABLE, ledger, names=REPORT_COLUMNS, types=REPORT_INSERT_TYPES)
-
-
-async def _pause(stop: asyncio.Event | None, seconds: float) -> None:
-    """Wait ``seconds``, or less if ``stop`` gets set meanwhile."""
-    if stop is None:
-        await asyncio.sleep(seconds)
-        return
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        pass

@@ -28,15 +28,13 @@ from kubenetmon.shared import runtime
 from kubenetmon.shared.errors import ConfigError, KubenetmonError
 from kubenetmon.shared.settings import default_data_dir
 from kubenetmon.shared.timespec import parse_duration
-from kubenetmon.writer.check import header_text
 from kubenetmon.writer.cost_tables import cost_view
 from kubenetmon.writer.dsn import parse_dsn
-from kubenetmon.writer.endpoint import ask, live_endpoint
-from kubenetmon.writer.settings import ClickHouseSettings
-from kubenetmon.writer.sink import DEFAULT_DATABASE, QueryResult
-from kubenetmon.writer.sql import Reader, add_target_arguments, target_settings
-from kubenetmon.writer.tables import exact_view
-from kubenetmon.writer.top_report import (
+from kubenetmon.writer.flow_tables import exact_view
+from kubenetmon.writer.query.check import header_text
+from kubenetmon.writer.query.endpoint import ask, live_endpoint
+from kubenetmon.writer.query.sql import Reader, add_target_arguments, target_settings
+from kubenetmon.writer.query.top_report import (
     BY,
     DIRECTIONS,
     FORMATS,
@@ -48,6 +46,8 @@ from kubenetmon.writer.top_report import (
     rich_table,
     summary_line,
 )
+from kubenetmon.writer.settings import ClickHouseSettings
+from kubenetmon.writer.sink import DEFAULT_DATABASE, QueryResult
 
 _DRAIN_S = 5.0
 

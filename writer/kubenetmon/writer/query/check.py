@@ -20,10 +20,10 @@ from typing import Any, Final, TextIO
 from kubenetmon.shared.errors import ConfigError, KubenetmonError
 from kubenetmon.shared.settings import default_data_dir
 from kubenetmon.shared.timespec import format_time, parse_duration, parse_time
-from kubenetmon.writer import completeness as c
+from kubenetmon.writer.flow_tables import REPORTS_TABLE, exact_view, fqn, q
+from kubenetmon.writer.query import completeness as c
+from kubenetmon.writer.query.sql import Reader, add_target_arguments, target_settings
 from kubenetmon.writer.sink import QueryResult
-from kubenetmon.writer.sql import Reader, add_target_arguments, target_settings
-from kubenetmon.writer.tables import REPORTS_TABLE, exact_view, fqn, q
 
 FORMATS: Final = ("table", "json")
 DEFAULT_STEP_S: Final = 60

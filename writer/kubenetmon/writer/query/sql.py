@@ -21,7 +21,7 @@ from typing import Any, Final, TextIO
 
 from kubenetmon.shared.errors import ConfigError, KubenetmonError
 from kubenetmon.shared.options import from_args
-from kubenetmon.writer.endpoint import EndpointUnreachable, ask, live_endpoint, plain_result
+from kubenetmon.writer.query.endpoint import EndpointUnreachable, ask, live_endpoint, plain_result
 from kubenetmon.writer.settings import ClickHouseSettings, add_clickhouse_arguments
 from kubenetmon.writer.sink import QueryResult, Sink
 

@@ -21,8 +21,8 @@ from rich.table import Table
 from rich.text import Text
 
 from kubenetmon.shared.timespec import format_time
+from kubenetmon.writer.flow_tables import fqn
 from kubenetmon.writer.sink import QueryResult
-from kubenetmon.writer.tables import fqn
 
 BY: Final = ("app", "pod", "namespace", "class", "zone", "service")
 DIRECTIONS: Final = ("out", "in")

@@ -24,10 +24,10 @@ from kubenetmon.shared.settings import default_data_dir
 from kubenetmon.shared.timespec import parse_duration
 from kubenetmon.writer.cost_tables import cost_view
 from kubenetmon.writer.dsn import parse_dsn
+from kubenetmon.writer.flow_tables import fqn
+from kubenetmon.writer.query.sql import add_target_arguments, run_query, target_settings
+from kubenetmon.writer.query.top_report import human_bytes
 from kubenetmon.writer.sink import DEFAULT_DATABASE, QueryResult
-from kubenetmon.writer.sql import add_target_arguments, run_query, target_settings
-from kubenetmon.writer.tables import fqn
-from kubenetmon.writer.top_report import human_bytes
 
 FORMATS: Final = ("table", "json", "csv")
 _POD: Final = "concat(localNamespace, '/', localPod)"
