@@ -38,7 +38,7 @@ from kubenetmon.shared import logs, runtime
 from kubenetmon.shared.broker import Broker, KeyValue, Lease, PublishResult, preflight
 from kubenetmon.shared.errors import ConfigError, TransientError
 from kubenetmon.shared.options import env_var
-from kubenetmon.shared.pool import Ready, supervise
+from kubenetmon.shared.pool import Ready, run_worker, supervise_role
 from kubenetmon.shared.settings import (
     HttpSettings,
     NatsSettings,
@@ -89,12 +89,10 @@ def main(args: argparse.Namespace) -> int:
     if path and not os.access(path, os.R_OK):
         raise ConfigError(f"--kubeconfig ({env_var('--kubeconfig')}): cannot read {path!r}")
     logs.setup(log_settings(args), process="metadata")
-    return supervise(
+    return supervise_role(
         "kubenetmon.enricher.metadata:work",
-        settings=config,
+        config=config,
         pool=PoolSettings(workers=1),
-        runtime=config.runtime,
-        http=config.http,
         logs=log_settings(args),
         name="metadata",
     )
@@ -102,9 +100,7 @@ def main(args: argparse.Namespace) -> int:
 
 def work(config: MetadataConfig, ready: Ready) -> int:
     """The one worker process (the pool's target)."""
-    return runtime.run(
-        lambda stop: serve(config, ready=ready, stop=stop), drain_timeout_s=config.runtime.drain_timeout_s
-    )
+    return run_worker(serve, config, ready)
 
 
 async def serve(config: MetadataConfig, *, ready: Ready, stop: asyncio.Event) -> int:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from kubenetmon.shared import logs, runtime
 from kubenetmon.shared.broker import Broker, preflight
 from kubenetmon.shared.errors import TransientError
-from kubenetmon.shared.pool import Ready, supervise
+from kubenetmon.shared.pool import Ready, run_worker, supervise_role
 from kubenetmon.shared.settings import (
     HttpSettings,
     NatsSettings,
@@ -109,22 +109,14 @@ def main(args: argparse.Namespace) -> int:
             extra={"clickhouse": target.display},
         )
         pool = replace(pool, workers=1)
-    return supervise(
-        "kubenetmon.writer.cli:work",
-        settings=config,
-        pool=pool,
-        runtime=config.runtime,
-        http=config.http,
-        logs=log_settings(args),
-        name="writer",
+    return supervise_role(
+        "kubenetmon.writer.cli:work", config=config, pool=pool, logs=log_settings(args), name="writer"
     )
 
 
 def work(config: WriterConfig, ready: Ready) -> int:
     """A worker process (the pool's target)."""
-    return runtime.run(
-        lambda stop: serve(config, ready=ready, stop=stop), drain_timeout_s=config.runtime.drain_timeout_s
-    )
+    return run_worker(serve, config, ready)
 
 
 async def serve(config: WriterConfig, *, ready: Ready, stop: asyncio.Event) -> int:
