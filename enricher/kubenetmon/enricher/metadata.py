@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from typing import Final
 
 from kubenetmon.enricher import metrics as m
-from kubenetmon.enricher.cli import connect_broker
 from kubenetmon.enricher.history import Record, Recorder
 from kubenetmon.enricher.index import KINDS
 from kubenetmon.enricher.metafeed import BUCKET, LEASE_KEY, SNAPSHOT_KEY
 from kubenetmon.enricher.recording import MetaPublisher
+from kubenetmon.enricher.service import connect_broker
 from kubenetmon.enricher.settings import MetadataOptions, add_metadata_arguments, metadata_options
 from kubenetmon.enricher.watch import LISTED, KubeWatch, Update
 from kubenetmon.shared import logs, runtime

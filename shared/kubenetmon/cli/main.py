@@ -52,9 +52,9 @@ def _agent() -> ModuleType:
 
 
 def _enricher() -> ModuleType:
-    from kubenetmon.enricher import cli
+    from kubenetmon.enricher import service
 
-    return cli
+    return service
 
 
 def _metadata() -> ModuleType:

@@ -126,7 +126,7 @@ def main(args: argparse.Namespace) -> int:
     config = config_from(args)
     logs.setup(log_settings(args), process="enricher")
     return supervise(
-        "kubenetmon.enricher.cli:work",
+        "kubenetmon.enricher.service:work",
         settings=config,
         pool=pool_settings(args),
         runtime=config.runtime,
