@@ -52,9 +52,9 @@ def _agent() -> ModuleType:
 
 
 def _enricher() -> ModuleType:
-    from kubenetmon.enricher import service
+    from kubenetmon.enricher import cli
 
-    return service
+    return cli
 
 
 def _metadata() -> ModuleType:
