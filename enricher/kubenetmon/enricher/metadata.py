@@ -264,10 +264,5 @@ class Term:
 
 async def _wait(event: asyncio.Event, ended: asyncio.Event) -> bool:
     """Wait for ``event``; False if ``ended`` came first."""
-    waiters = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(ended.wait())]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
+    await runtime.wait_any(event, ended)
     return event.is_set() and not ended.is_set()

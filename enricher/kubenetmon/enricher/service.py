@@ -125,15 +125,10 @@ async def _load_ranges(options: LabelOptions) -> PrefixTable[Range]:
 
 async def _wait_ready(listed: asyncio.Event, stop: asyncio.Event) -> bool:
     """Wait until every kind was listed; False if stopped first."""
-    waiting = [asyncio.ensure_future(listed.wait()), asyncio.ensure_future(stop.wait())]
-    try:
-        done, _ = await asyncio.wait(waiting, timeout=30.0, return_when=asyncio.FIRST_COMPLETED)
-        if not done:
-            log.warning("still waiting for the first list of every kind")
-            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for future in waiting:
-            future.cancel()
+    await runtime.wait_any(listed, stop, within=30.0)
+    if not (listed.is_set() or stop.is_set()):
+        log.warning("still waiting for the first list of every kind")
+        await runtime.wait_any(listed, stop)
     if not listed.is_set():
         return False
     m.INDEX_READY.set(1)
