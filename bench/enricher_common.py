@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.enricher.builders import T0, node, pod, service
 
 from kubenetmon.enricher import sources
-from kubenetmon.enricher.classes import LabelSettings
+from kubenetmon.enricher.connclass import LabelSettings
 from kubenetmon.enricher.index import Index
 from kubenetmon.enricher.prefixes import PrefixTable
 from kubenetmon.enricher.ranges import Range

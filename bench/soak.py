@@ -41,7 +41,7 @@ from enricher_common import cluster_objects, traffic  # type: ignore[import-not-
 
 from kubenetmon.cli.natsserver import NatsServer, free_port
 from kubenetmon.enricher import sources
-from kubenetmon.enricher.classes import LabelSettings
+from kubenetmon.enricher.connclass import LabelSettings
 from kubenetmon.shared import schema
 from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.options import parse_duration

@@ -116,7 +116,7 @@ def run_minutes(agent: Agent, kernel: Kernel, clock: Clock, minutes: int) -> Non
 
 def publish_all(agent: Agent) -> None:
     while agent.pending:
-        assert asyncio.run(agent._send_head())
+        assert asyncio.run(agent.backlog.send_head())
 
 
 def test_one_report_per_interval_aligned(tmp_path: Path) -> None:
@@ -141,7 +141,7 @@ def test_backlog_is_bounded_by_merging_and_loses_nothing(tmp_path: Path) -> None
     agent = make(tmp_path, kernel, broker, clock, max_backlog_reports=4)
     broker.down = True
     run_minutes(agent, kernel, clock, 2)
-    assert not asyncio.run(agent._send_head())
+    assert not asyncio.run(agent.backlog.send_head())
     run_minutes(agent, kernel, clock, 10)
     assert len(agent.pending) == 4
     assert agent.pending[0].seconds == 60 and agent.pending[-1].seconds > 60
@@ -223,7 +223,7 @@ def test_oversized_chunks_are_split_under_new_seqs(tmp_path: Path) -> None:
     [head] = agent.pending
     assert len(head.chunks) >= 3
     broker.oversized = [1]
-    assert asyncio.run(agent._send_head())
+    assert asyncio.run(agent.backlog.send_head())
     assert agent.pending[0].seq > head.seq and len(agent.pending[0].chunks) >= 2
     publish_all(agent)
     assert broker.total() + agent_open_bytes(agent) == sum(c[1] for c in kernel.counters.values())
@@ -271,11 +271,11 @@ def test_report_whose_state_was_not_saved_is_never_published(tmp_path: Path) -> 
     clock.now += 5
     with pytest.raises(OSError):
         agent.tick()  # the interval is cut, but the state that lists its report is not saved
-    assert agent.pending and agent.pending[0].seq not in agent._durable
+    assert agent.pending and agent.pending[0].seq not in agent.backlog.durable
 
     async def publish_briefly() -> None:
         stop = asyncio.Event()
-        task = asyncio.ensure_future(agent._publish(stop))
+        task = asyncio.ensure_future(agent.backlog.publish(stop))
         await asyncio.sleep(0.05)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -298,7 +298,7 @@ def test_crash_after_publish_before_checkpoint_republishes_identical_messages(tm
     agent.state_dir = failing
     head = agent.pending[0]
     with pytest.raises(OSError):
-        asyncio.run(agent._send_head())  # acknowledged, then the process dies before saving
+        asyncio.run(agent.backlog.send_head())  # acknowledged, then the process dies before saving
     published = dict(broker.got)
     assert len(published) > len(first)
     again = make(tmp_path, kernel, broker, clock)

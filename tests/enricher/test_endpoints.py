@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubenetmon.enricher import ranges
-from kubenetmon.enricher.classes import LabelSettings
+from kubenetmon.enricher.connclass import LabelSettings
 from kubenetmon.enricher.index import Index
 from kubenetmon.enricher.labeler import Labeler
 from kubenetmon.shared import schema

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from kubenetmon.enricher import inventory, sources
-from kubenetmon.enricher.classes import LabelSettings
+from kubenetmon.enricher.connclass import LabelSettings
 from kubenetmon.enricher.index import Index
-from kubenetmon.enricher.label import parse_record
+from kubenetmon.enricher.label_tool import parse_record
 from kubenetmon.enricher.labeler import Labeler
 from kubenetmon.shared import schema
 from tests.enricher.builders import T0

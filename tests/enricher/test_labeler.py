@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from kubenetmon.enricher import ranges, sources
-from kubenetmon.enricher.classes import LabelSettings
+from kubenetmon.enricher.connclass import LabelSettings
 from kubenetmon.enricher.index import Index
 from kubenetmon.enricher.labeler import FlowIds, Labeler
 from kubenetmon.enricher.prefixes import PrefixTable

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kubenetmon.enricher import ranges
-from kubenetmon.enricher.classes import DEFAULT_PRIVATE
+from kubenetmon.enricher.connclass import DEFAULT_PRIVATE
 from kubenetmon.enricher.prefixes import PrefixTable, parse_network
 from kubenetmon.enricher.ranges import Range
 from kubenetmon.enricher.sources import read_document

@@ -11,7 +11,7 @@ from typing import ClassVar
 import pytest
 
 from kubenetmon.enricher import sources
-from kubenetmon.enricher.classes import DEFAULT_PRIVATE
+from kubenetmon.enricher.connclass import DEFAULT_PRIVATE
 from kubenetmon.enricher.ranges import Range
 from kubenetmon.shared.errors import ConfigError
 

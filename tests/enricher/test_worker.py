@@ -15,7 +15,7 @@ import msgpack
 import pytest
 
 from kubenetmon.enricher import inventory, sources
-from kubenetmon.enricher.classes import LabelSettings
+from kubenetmon.enricher.connclass import LabelSettings
 from kubenetmon.enricher.index import Index
 from kubenetmon.enricher.labeler import Labeler
 from kubenetmon.enricher.worker import STAGE, Enricher, part_id

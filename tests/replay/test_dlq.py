@@ -10,7 +10,7 @@ from pathlib import Path
 import nats
 
 from kubenetmon.enricher import inventory, sources
-from kubenetmon.enricher.classes import LabelSettings
+from kubenetmon.enricher.connclass import LabelSettings
 from kubenetmon.enricher.index import Index
 from kubenetmon.enricher.labeler import Labeler
 from kubenetmon.enricher.worker import Enricher

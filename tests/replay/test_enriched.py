@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from kubenetmon.enricher import inventory, sources
-from kubenetmon.enricher.classes import LabelSettings
+from kubenetmon.enricher.connclass import LabelSettings
 from kubenetmon.enricher.index import Index
 from kubenetmon.enricher.labeler import Labeler
 from kubenetmon.enricher.worker import Enricher

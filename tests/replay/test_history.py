@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from kubenetmon.enricher import sources
-from kubenetmon.enricher.classes import LabelSettings
+from kubenetmon.enricher.connclass import LabelSettings
 from kubenetmon.enricher.history import HistoryIndex, Record, Recorder, compact, decode, encode
 from kubenetmon.enricher.labeler import Labeler
 from kubenetmon.enricher.objects import Pod, node_info, service_ips

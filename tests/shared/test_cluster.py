@@ -19,9 +19,9 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
+from kubenetmon.agent.backlog import RETRY_S
 from kubenetmon.agent.publisher import Publisher
 from kubenetmon.agent.reports import Report, build
-from kubenetmon.agent.service import RETRY_S
 from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.errors import TransientError
 from kubenetmon.shared.settings import NatsSettings

@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from kubenetmon.shared.pool import Ready
-from kubenetmon.writer import cli, process
+from kubenetmon.writer import cli, service
 from kubenetmon.writer.worker import Writer
 
 
@@ -28,7 +28,7 @@ def main() -> int:
     cli.configure(parser)
     config = cli.config_from(parser.parse_args())
     Writer._ack = _die_instead_of_acking  # type: ignore[method-assign]
-    return process.work(config, Ready([0], 0, "writer-crash"))
+    return service.work(config, Ready([0], 0, "writer-crash"))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Order matters: the sanity check first (refuse a table without counters), then the conntrack sockets, so
 the DESTROY subscription exists before the first dump, then the event loop. This module only wires; the
-work is in ``service``.
+work is in ``service`` (polls, reports, checkpoints) and its ``backlog`` (publishing).
 """
 
 from __future__ import annotations

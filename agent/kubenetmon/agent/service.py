@@ -1,15 +1,14 @@
-"""The agent process: poll conntrack, cut a report per interval, checkpoint, publish oldest first.
+"""The agent process: poll conntrack, cut a report per interval, checkpoint; the backlog publishes.
 
 One event loop thread does everything that touches the delta table (DESTROY events through a socket
 reader, and the synchronous dump of each poll), so a dump and an event never interleave. Per tick:
 events, dump, events; if the interval ended, its deltas become a report (persisted before the state that
-lists it); then the state is saved. The publisher task sends pending reports oldest first and forgets a
-report only after the broker acknowledged every chunk and the state without it is saved.
+lists it); then the state is saved. Publishing is ``backlog``'s: it sends pending reports oldest first
+and forgets a report only after the broker acknowledged every chunk and the state without it is saved.
 
-Broker down: ticks go on (deltas accumulate in reports on disk); the backlog is bounded by merging the
-newest reports when there are more than ``--max-backlog-reports``. SIGTERM: a last tick cuts the partial
-interval (it gets its own ``seq``), the backlog is published within the drain budget, and the process
-exits 0; what could not be sent stays on disk for the next start.
+Broker down: ticks go on (deltas accumulate in reports on disk, bounded by the backlog). SIGTERM: a last
+tick cuts the partial interval (it gets its own ``seq``), the backlog is published within the drain
+budget, and the process exits 0; what could not be sent stays on disk for the next start.
 
 The ledger: every poll also reads conntrack's own statistics (``ctstats``). Each report states the span
 its deltas cover, from the poll its predecessor ended with to its own last poll (both in the checkpoint,
@@ -24,22 +23,20 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
 
 from kubenetmon.agent import ctstats, metrics, reports
+from kubenetmon.agent.backlog import Backlog
 from kubenetmon.agent.checkpoint import State, StateDir
 from kubenetmon.agent.conntrack import Conntrack
 from kubenetmon.agent.flows import REPORTED_PROTOCOLS, WITH_SCTP, FlowTable, report
-from kubenetmon.agent.publisher import Oversized, Publisher
+from kubenetmon.agent.publisher import Publisher
 from kubenetmon.agent.reports import Coverage, Report
 from kubenetmon.agent.settings import AgentSettings
-from kubenetmon.shared.errors import TransientError
 from kubenetmon.shared.metrics import serve
-from kubenetmon.shared.runtime import RootTasks, sleep_or_stop
+from kubenetmon.shared.runtime import RootTasks, wait_any
 
 log = logging.getLogger(__name__)
 
-RETRY_S = (0.2, 0.5, 1.0, 2.0, 5.0)
 FULL_TABLE = 0.9
 """Fill ratio of the conntrack table above which the agent warns: new connections will soon be refused."""
 
@@ -64,22 +61,24 @@ class Agent:
             state_dir,
             publisher,
         )
-        self.boot, self.drain_s, self.clock = boot, drain_s, clock
+        self.boot, self.clock = boot, clock
         self.table = FlowTable(max_flows=settings.max_flows)
         self.protocols = WITH_SCTP if settings.report_sctp else REPORTED_PROTOCOLS
-        self.pending: list[Report] = []
+        self.backlog = Backlog(
+            store=state_dir,
+            publisher=publisher,
+            max_reports=settings.max_backlog_reports,
+            max_message_bytes=settings.max_message_bytes,
+            seq=self._seq,
+            checkpoint=self.checkpoint,
+            drain_s=drain_s,
+        )
         self.next_seq = 0
         self.interval_start = 0
         self.polls = 0
         self.last_poll = time.monotonic()
-        self._obsolete: list[int] = []
-        self._durable: set[int] = set()
-        """Seqs of the reports the saved state lists: only those may be published."""
         self._overruns = self._dying = 0
-        self._failure = ""
-        self._work = asyncio.Event()
         self._resync = asyncio.Event()
-        self._final = False
         self.span_from_ms = self.last_poll_ms = 0
         """The open span: the poll the last report ended with, and the latest poll (Unix ms; 0: none)."""
         self.events_lost = self.table_drops = 0
@@ -89,6 +88,11 @@ class Agent:
         self._stats: ctstats.Stats | None = None
         self._full = False
 
+    @property
+    def pending(self) -> list[Report]:
+        """Reports cut and not yet acknowledged, oldest first (the backlog's)."""
+        return self.backlog.pending
+
     # -- start --------------------------------------------------------------------------------------
 
     def resume(self) -> None:
@@ -97,13 +101,13 @@ class Agent:
         now = self.clock()
         if state is None:
             stored = self.state_dir.stored_reports()
-            self.pending = [r for r in map(self._load_report, stored) if r is not None]
+            self.backlog.adopt(stored)
             # a fresh seq space: never reuse an id a lost state may have published (ids hold the interval too)
             self.next_seq = max([int(now * 1000), *(s + 1 for s in stored)])
             log.info("no usable state: starting fresh", extra={"pending_reports": len(self.pending)})
         else:
             self.state_dir.sweep(state.pending)
-            self.pending = [r for r in map(self._load_report, state.pending) if r is not None]
+            self.backlog.adopt(state.pending)
             self.next_seq, self.interval_start = state.next_seq, state.interval_start
             self._resume_ledger(state.ledger, same_boot=state.boot == self.boot)
             if state.boot == self.boot:
@@ -144,13 +148,6 @@ class Agent:
             "drops": self.table_drops,
             "seen": self.drops_seen,
         }
-
-    def _load_report(self, seq: int) -> Report | None:
-        try:
-            return self.state_dir.load_report(seq)
-        except (OSError, ValueError) as exc:
-            log.error("pending report %d cannot be read (%s): its rows are lost", seq, exc)
-            return None
 
     # -- ticks --------------------------------------------------------------------------------------
 
@@ -262,12 +259,8 @@ class Agent:
             max_bytes=self.settings.max_message_bytes,
             coverage=coverage,
         )
-        self.state_dir.save_report(new)
-        self.pending.append(new)
+        self.backlog.add(new)
         metrics.REPORTS.inc()
-        if len(self.pending) > self.settings.max_backlog_reports:
-            self._merge_newest()
-        metrics.BACKLOG.set(len(self.pending))
         log.info(
             "interval cut",
             extra={
@@ -283,21 +276,6 @@ class Agent:
                 **dropped,
             },
         )
-        self._work.set()
-
-    def _merge_newest(self) -> None:
-        """Bound the backlog: merge the two newest reports (never pending[0], which may be in flight;
-        cap >= 2, so len >= 3 here). A record spans at most ``MAX_INTERVAL_SECONDS`` (every consumer
-        rejects more), so once the newest covers that long the backlog grows by one report instead:
-        one per 18 hours of outage."""
-        older, newer = self.pending[-2], self.pending[-1]
-        if not reports.mergeable(older, newer):
-            return
-        merged = reports.merge(older, newer, seq=self._seq(), max_bytes=self.settings.max_message_bytes)
-        self.state_dir.save_report(merged)
-        self.pending[-2:] = [merged]
-        self._obsolete += [older.seq, newer.seq]
-        metrics.BACKLOG_MERGES.inc()
 
     def _seq(self) -> int:
         self.next_seq += 1
@@ -320,11 +298,7 @@ class Agent:
                 ledger=self._ledger_state(),
             )
         )
-        self._durable = {r.seq for r in self.pending}
-        for seq in self._obsolete:
-            self.state_dir.delete_report(seq)
-        self._obsolete.clear()
-        self._work.set()
+        self.backlog.saved()
         metrics.CHECKPOINT_SECONDS.observe(time.monotonic() - started)
 
     # -- loops --------------------------------------------------------------------------------------
@@ -337,87 +311,12 @@ class Agent:
             delay = max(0.0, min((now // period + 1) * period, max(boundary, now)) - now)
             if self.polls and delay > 0:
                 self._resync.clear()
-                await _first(self._resync, stop, within=delay)
+                await wait_any(self._resync, stop, within=delay)
                 if stop.is_set():
                     break
             self.tick()
         self.tick(final=True)
-        self._final = True
-        self._work.set()
-
-    async def publish_loop(self, stop: asyncio.Event) -> None:
-        """Publish until stopped; then drain what is pending within ``drain_s``, the rest stays on disk."""
-        worker = asyncio.ensure_future(self._publish(stop))
-        try:
-            await _first_done(worker, stop)
-            if not worker.done():
-                await asyncio.wait({worker}, timeout=self.drain_s)
-        finally:
-            if not worker.done():
-                worker.cancel()  # safe: a publish repeated later carries the same message ids
-                await asyncio.gather(worker, return_exceptions=True)
-                log.warning(
-                    "drain budget spent: %d reports stay on disk for the next start", len(self.pending)
-                )
-        if not worker.cancelled():
-            worker.result()
-
-    async def _publish(self, stop: asyncio.Event) -> None:
-        failures = 0
-        while True:
-            if not self.pending or self.pending[0].seq not in self._durable:
-                if self._final and not self.pending:
-                    return
-                self._work.clear()
-                await (self._work.wait() if stop.is_set() else _first(self._work, stop))
-                continue
-            if await self._send_head():
-                if failures:
-                    log.info("publishing again", extra={"failures": failures, "backlog": len(self.pending)})
-                failures = 0
-                continue
-            failures += 1
-            metrics.PUBLISH_RETRIES.inc()
-            if failures == 1 or failures % 20 == 0:  # not one line per retry during an outage
-                log.warning(
-                    "cannot publish yet, will retry",
-                    extra={"failures": failures, "backlog": len(self.pending), "error": self._failure},
-                )
-            delay = RETRY_S[min(failures, len(RETRY_S)) - 1]
-            await (asyncio.sleep(delay) if stop.is_set() else sleep_or_stop(stop, delay))
-
-    async def _send_head(self) -> bool:
-        head = self.pending[0]
-        try:
-            sent = await self.publisher.send(head)
-        except TransientError as exc:
-            self._failure = str(exc)
-            return False
-        except Oversized as exc:
-            self._split(head, exc.chunks)
-            return True
-        self.pending.pop(0)
-        self._obsolete.append(head.seq)
-        self.checkpoint()
-        metrics.MESSAGES.inc(sent.messages)
-        metrics.DUPLICATES.inc(sent.duplicates)
-        metrics.PUBLISHED_BYTES.inc(sent.bytes)
-        metrics.RECORDS.inc(head.rows)
-        metrics.BACKLOG.set(len(self.pending))
-        return True
-
-    def _split(self, head: Report, chunks: list[int]) -> None:
-        """Re-cut the rows of refused chunks into smaller messages (new seqs); the rest was acknowledged."""
-        log.error("report %d: chunks %s exceed the server's max payload; splitting them", head.seq, chunks)
-        parts = [
-            reports.split(head, i, seq=self._seq(), max_bytes=max(len(head.chunks[i]) // 2, 4096))
-            for i in chunks
-        ]
-        for part in parts:
-            self.state_dir.save_report(part)
-        self.pending[0:1] = parts
-        self._obsolete.append(head.seq)
-        self.checkpoint()
+        self.backlog.finish()
 
     def healthy(self) -> bool:
         return time.monotonic() - self.last_poll < self.settings.stall_after_s
@@ -441,7 +340,7 @@ class Agent:
         try:
             async with RootTasks(stop) as tasks:
                 tasks.start("poll", self.poll_loop(stop))
-                tasks.start("publish", self.publish_loop(stop))
+                tasks.start("publish", self.backlog.run(stop))
         finally:
             if fd >= 0:
                 loop.remove_reader(fd)
@@ -449,22 +348,3 @@ class Agent:
             if server is not None:
                 server.close()
         return tasks.exit_code
-
-
-async def _first_done(task: asyncio.Future[None], event: asyncio.Event) -> None:
-    """Wait until ``task`` is done or ``event`` is set."""
-    waiter: asyncio.Future[Any] = asyncio.ensure_future(event.wait())
-    try:
-        await asyncio.wait([task, waiter], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
-
-
-async def _first(*events: asyncio.Event, within: float | None = None) -> None:
-    """Wait until one of ``events`` is set (or ``within`` seconds passed)."""
-    waiters = [asyncio.ensure_future(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waiters, timeout=within, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()

@@ -24,7 +24,7 @@ from itertools import compress
 from operator import not_
 from typing import Any, Final
 
-from kubenetmon.enricher.classes import LabelSettings, Remote
+from kubenetmon.enricher.connclass import LabelSettings, Remote
 from kubenetmon.enricher.index import Index
 from kubenetmon.enricher.objects import Pod
 from kubenetmon.enricher.prefixes import PrefixTable

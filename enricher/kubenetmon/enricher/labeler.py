@@ -27,7 +27,7 @@ from operator import eq, getitem, itemgetter, xor
 from typing import Any, Final
 
 from kubenetmon.enricher import endpoints as ep
-from kubenetmon.enricher.classes import INTRA_VPC, UNKNOWN, LabelSettings, Remote, remote_table
+from kubenetmon.enricher.connclass import INTRA_VPC, UNKNOWN, LabelSettings, Remote, remote_table
 from kubenetmon.enricher.index import Index
 from kubenetmon.enricher.prefixes import PrefixTable
 from kubenetmon.enricher.ranges import Range

@@ -27,18 +27,18 @@ from dataclasses import dataclass
 from typing import Final
 
 from kubenetmon.enricher import metrics as m
-from kubenetmon.enricher.cli import connect_broker
 from kubenetmon.enricher.history import Record, Recorder
 from kubenetmon.enricher.index import KINDS
 from kubenetmon.enricher.metafeed import BUCKET, LEASE_KEY, SNAPSHOT_KEY
 from kubenetmon.enricher.recording import MetaPublisher
+from kubenetmon.enricher.service import connect_broker
 from kubenetmon.enricher.settings import MetadataOptions, add_metadata_arguments, metadata_options
 from kubenetmon.enricher.watch import LISTED, KubeWatch, Update
 from kubenetmon.shared import logs, runtime
 from kubenetmon.shared.broker import Broker, KeyValue, Lease, PublishResult, preflight
 from kubenetmon.shared.errors import ConfigError, TransientError
 from kubenetmon.shared.options import env_var
-from kubenetmon.shared.pool import Ready, supervise
+from kubenetmon.shared.pool import Ready, run_worker, supervise_role
 from kubenetmon.shared.settings import (
     HttpSettings,
     NatsSettings,
@@ -89,12 +89,10 @@ def main(args: argparse.Namespace) -> int:
     if path and not os.access(path, os.R_OK):
         raise ConfigError(f"--kubeconfig ({env_var('--kubeconfig')}): cannot read {path!r}")
     logs.setup(log_settings(args), process="metadata")
-    return supervise(
+    return supervise_role(
         "kubenetmon.enricher.metadata:work",
-        settings=config,
+        config=config,
         pool=PoolSettings(workers=1),
-        runtime=config.runtime,
-        http=config.http,
         logs=log_settings(args),
         name="metadata",
     )
@@ -102,9 +100,7 @@ def main(args: argparse.Namespace) -> int:
 
 def work(config: MetadataConfig, ready: Ready) -> int:
     """The one worker process (the pool's target)."""
-    return runtime.run(
-        lambda stop: serve(config, ready=ready, stop=stop), drain_timeout_s=config.runtime.drain_timeout_s
-    )
+    return run_worker(serve, config, ready)
 
 
 async def serve(config: MetadataConfig, *, ready: Ready, stop: asyncio.Event) -> int:
@@ -268,10 +264,5 @@ class Term:
 
 async def _wait(event: asyncio.Event, ended: asyncio.Event) -> bool:
     """Wait for ``event``; False if ``ended`` came first."""
-    waiters = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(ended.wait())]
-    try:
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
+    await runtime.wait_any(event, ended)
     return event.is_set() and not ended.is_set()

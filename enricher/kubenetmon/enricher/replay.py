@@ -27,7 +27,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Final
 
-from kubenetmon.enricher import inventory, sources
+from kubenetmon.enricher import sources
+from kubenetmon.enricher.fill import IndexFill
 from kubenetmon.enricher.history import HistoryIndex, decode
 from kubenetmon.enricher.index import Index
 from kubenetmon.enricher.labeler import Labeler, Stats
@@ -39,7 +40,6 @@ from kubenetmon.enricher.settings import (
     enricher_options,
     label_options,
 )
-from kubenetmon.enricher.watch import KubeWatch, Update, apply
 from kubenetmon.enricher.worker import Enricher
 from kubenetmon.shared import runtime, schema, topology
 from kubenetmon.shared.broker import Broker, Delivery, PublishResult
@@ -270,30 +270,18 @@ async def _enricher(
 async def _current(config: RawReplay) -> Index:
     """Today's metadata: the inventory file, or one full list of every kind from the API server."""
     index = Index(grace_seconds=config.label.pod_grace_s)
-    if config.label.inventory:
-        await asyncio.to_thread(inventory.load, index, config.label.inventory)
-        return index
-    loop = asyncio.get_running_loop()
-    listed = asyncio.Event()
-
-    def on_loop(update: Update) -> None:
-        apply(index, update)
-        if index.ready:
-            listed.set()
-
-    def deliver(update: Update) -> None:  # in the watcher threads: hand over to the loop
-        loop.call_soon_threadsafe(on_loop, update)
-
-    kube = KubeWatch(config.enricher.watch(), deliver).start()
+    fill = IndexFill(index, inventory=config.label.inventory, watch=config.enricher.watch())
+    await fill.start()
     try:
-        await asyncio.wait_for(listed.wait(), _LIST_WAIT_S)
+        await asyncio.wait_for(fill.listed.wait(), _LIST_WAIT_S)  # at once for an inventory
     except TimeoutError:
         raise ConfigError(
             f"the Kubernetes API did not list pods, nodes and services within {_LIST_WAIT_S:.0f}s"
         ) from None
     finally:
-        await asyncio.to_thread(kube.close)
-    log.info("metadata: current cluster state", extra=index.sizes())
+        await fill.close()
+    if not config.label.inventory:
+        log.info("metadata: current cluster state", extra=index.sizes())
     return index
 
 

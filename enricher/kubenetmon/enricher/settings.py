@@ -14,7 +14,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Final
 
-from kubenetmon.enricher.classes import CLOUDS, LabelSettings
+from kubenetmon.enricher.connclass import CLOUDS, LabelSettings
 from kubenetmon.enricher.sources import RangeSettings
 from kubenetmon.enricher.watch import WatchSettings
 from kubenetmon.shared.options import add_arguments, from_args, option, require

@@ -106,9 +106,9 @@ def _sql() -> ModuleType:
 
 
 def _label() -> ModuleType:
-    from kubenetmon.enricher import label
+    from kubenetmon.enricher import label_tool
 
-    return label
+    return label_tool
 
 
 def _nats() -> ModuleType:

@@ -13,7 +13,9 @@ context: a fresh interpreter each, nothing inherited by fork) and then only watc
   ``/metrics`` (all children's Prometheus samples, multiprocess mode, plus the supervisor's own).
 
 A child target is ``def work(settings, ready: Ready) -> int`` that calls ``runtime.run``; it calls
-``ready()`` once it can do its job (``ready(False)`` if it no longer can). Children start with SIGTERM and
+``ready()`` once it can do its job (``ready(False)`` if it no longer can). A role whose config carries its
+``runtime`` and ``http`` settings (``WorkerConfig``) wires both ends in one line each: ``supervise_role``
+in its ``main``, ``run_worker(serve, config, ready)`` as its ``work``. Children start with SIGTERM and
 SIGINT blocked; ``runtime.run`` unblocks them once its handlers are in place, so an early SIGTERM is
 never lost. Children live in their own process group (a terminal's Ctrl-C reaches only the supervisor,
 which forwards one SIGTERM) and get SIGTERM if the supervisor dies.
@@ -23,6 +25,7 @@ This module must not know any service: the target is a string, the settings an o
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import multiprocessing
@@ -32,13 +35,14 @@ import signal
 import tempfile
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from multiprocessing import connection
-from typing import Any, Final
+from typing import Any, Final, Protocol, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from kubenetmon.shared.pool_child import EXIT_CONFIG, Ready, child_main
+from kubenetmon.shared.runtime import run as run_process
 from kubenetmon.shared.settings import HttpSettings, LogSettings, PoolSettings, RuntimeSettings
 
 log = logging.getLogger(__name__)
@@ -46,7 +50,27 @@ log = logging.getLogger(__name__)
 SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
 EXIT_GAVE_UP: Final = 1
 _KILL_GRACE_S: Final = 5.0
-__all__ = ["Ready", "Supervisor", "supervise"]
+__all__ = ["Ready", "Supervisor", "WorkerConfig", "run_worker", "supervise", "supervise_role"]
+
+
+class WorkerConfig(Protocol):
+    """A role's worker config, as far as the pool is concerned (a frozen dataclass with these fields)."""
+
+    @property
+    def runtime(self) -> RuntimeSettings: ...
+
+    @property
+    def http(self) -> HttpSettings: ...
+
+
+C = TypeVar("C", bound=WorkerConfig)
+C_contra = TypeVar("C_contra", bound=WorkerConfig, contravariant=True)
+
+
+class Serve(Protocol[C_contra]):
+    """A worker process's main coroutine: runs until ``stop`` (and a drain); returns the exit code."""
+
+    def __call__(self, config: C_contra, /, *, ready: Ready, stop: asyncio.Event) -> Awaitable[int]: ...
 
 
 def supervise(
@@ -62,6 +86,22 @@ def supervise(
     """Run the pool until a signal or a crash loop; returns the process exit code."""
     resolve(target)  # fail fast, in the supervisor, on a wrong target
     return Supervisor(target, settings, pool=pool, runtime=runtime, http=http, logs=logs, name=name).run()
+
+
+def supervise_role(
+    target: str, *, config: WorkerConfig, pool: PoolSettings, logs: LogSettings, name: str
+) -> int:
+    """``supervise`` a role's workers with the runtime and HTTP settings its ``config`` carries."""
+    return supervise(
+        target, settings=config, pool=pool, runtime=config.runtime, http=config.http, logs=logs, name=name
+    )
+
+
+def run_worker(serve: Serve[C], config: C, ready: Ready) -> int:
+    """A worker process (a pool's target): ``serve`` on the runtime, drained within the config's deadline."""
+    return run_process(
+        lambda stop: serve(config, ready=ready, stop=stop), drain_timeout_s=config.runtime.drain_timeout_s
+    )
 
 
 def resolve(target: str) -> Any:

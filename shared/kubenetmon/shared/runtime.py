@@ -103,6 +103,16 @@ async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
     return stop.is_set()
 
 
+async def wait_any(*events: asyncio.Event, within: float | None = None) -> None:
+    """Wait until one of ``events`` is set (or ``within`` seconds passed)."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
 class RootTasks:
     """Named long-lived tasks of one process; any failure stops them all and is logged at once.
 

@@ -6,7 +6,7 @@ ensure the topology, report ready, then run the ``Writer`` loop until SIGTERM, f
 
 chDB allows one process per data directory, so with a ``chdb://`` DSN the pool runs exactly one worker
 (and says so when more were asked for). This module parses flags into a ``WriterConfig`` and starts the
-pool; what each worker process runs is in ``process``, the loop itself in ``worker``.
+pool; what each worker process runs is in ``service``, the loop itself in ``worker``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from kubenetmon.shared import logs
 from kubenetmon.shared.broker import preflight
-from kubenetmon.shared.pool import supervise
+from kubenetmon.shared.pool import supervise_role
 from kubenetmon.shared.settings import (
     add_http_arguments,
     add_log_arguments,
@@ -31,7 +31,7 @@ from kubenetmon.shared.settings import (
     runtime_settings,
 )
 from kubenetmon.writer.dsn import parse_dsn
-from kubenetmon.writer.process import WriterConfig
+from kubenetmon.writer.service import WriterConfig
 from kubenetmon.writer.settings import (
     add_clickhouse_arguments,
     add_writer_arguments,
@@ -76,12 +76,6 @@ def main(args: argparse.Namespace) -> int:
             extra={"clickhouse": target.display},
         )
         pool = replace(pool, workers=1)
-    return supervise(
-        "kubenetmon.writer.process:work",
-        settings=config,
-        pool=pool,
-        runtime=config.runtime,
-        http=config.http,
-        logs=log_settings(args),
-        name="writer",
+    return supervise_role(
+        "kubenetmon.writer.service:work", config=config, pool=pool, logs=log_settings(args), name="writer"
     )

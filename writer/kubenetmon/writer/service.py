@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from kubenetmon.shared import runtime
 from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.errors import TransientError
-from kubenetmon.shared.pool import Ready
+from kubenetmon.shared.pool import Ready, run_worker
 from kubenetmon.shared.settings import HttpSettings, NatsSettings, RuntimeSettings
 from kubenetmon.writer.migrate import migrate
 from kubenetmon.writer.query.endpoint import QueryServer
@@ -55,9 +55,7 @@ class WriterConfig:
 
 def work(config: WriterConfig, ready: Ready) -> int:
     """A worker process (the pool's target)."""
-    return runtime.run(
-        lambda stop: serve(config, ready=ready, stop=stop), drain_timeout_s=config.runtime.drain_timeout_s
-    )
+    return run_worker(serve, config, ready)
 
 
 async def serve(config: WriterConfig, *, ready: Ready, stop: asyncio.Event) -> int:
