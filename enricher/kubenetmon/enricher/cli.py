@@ -43,9 +43,9 @@ from kubenetmon.enricher.settings import (
 from kubenetmon.enricher.watch import LISTED, KubeWatch, Update, apply
 from kubenetmon.enricher.worker import STAGE, Enricher
 from kubenetmon.shared import logs, runtime
-from kubenetmon.shared.broker import Broker, preflight
+from kubenetmon.shared.broker import Broker, connect_ready_or_stop, preflight
 from kubenetmon.shared.consumer import consume
-from kubenetmon.shared.errors import ConfigError, TransientError
+from kubenetmon.shared.errors import ConfigError
 from kubenetmon.shared.options import env_var
 from kubenetmon.shared.pool import Ready, supervise
 from kubenetmon.shared.settings import (
@@ -257,23 +257,9 @@ async def _wait_ready(listed: asyncio.Event, stop: asyncio.Event) -> bool:
 
 async def connect_broker(settings: NatsSettings, *, name: str, stop: asyncio.Event) -> Broker | None:
     """Connect to NATS and ensure the topology, retrying until it works or ``stop`` is set."""
-    attempt = 0
-    while not stop.is_set():
-        try:
-            broker = await Broker.connect(settings, name=name, wait_s=_CONNECT_ATTEMPT_S)
-        except TransientError as exc:
-            attempt += 1
-            if attempt == 1 or attempt % 10 == 0:
-                log.warning("NATS unavailable (attempt %d): %s", attempt, exc)
-            await runtime.sleep_or_stop(stop, _RETRY_S)
-            continue
-        try:
-            (await broker.ensure_topology()).raise_for_conflicts()
-        except BaseException:
-            await broker.close()
-            raise
-        return broker
-    return None
+    return await connect_ready_or_stop(
+        settings, name=name, stop=stop, wait_s=_CONNECT_ATTEMPT_S, retry_s=_RETRY_S, log=log
+    )
 
 
 async def _housekeeping(index: Index, kube: KubeWatch | None, *, stop: asyncio.Event) -> None:

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import Final
 
 from kubenetmon.enricher import metrics as m
-from kubenetmon.enricher.cli import connect_broker
 from kubenetmon.enricher.history import Record, Recorder
 from kubenetmon.enricher.index import KINDS
 from kubenetmon.enricher.metafeed import BUCKET, LEASE_KEY, SNAPSHOT_KEY
@@ -35,7 +34,7 @@ from kubenetmon.enricher.recording import MetaPublisher
 from kubenetmon.enricher.settings import MetadataOptions, add_metadata_arguments, metadata_options
 from kubenetmon.enricher.watch import LISTED, KubeWatch, Update
 from kubenetmon.shared import logs, runtime
-from kubenetmon.shared.broker import Broker, KeyValue, Lease, PublishResult, preflight
+from kubenetmon.shared.broker import Broker, KeyValue, Lease, PublishResult, connect_ready_or_stop, preflight
 from kubenetmon.shared.errors import ConfigError, TransientError
 from kubenetmon.shared.options import env_var
 from kubenetmon.shared.pool import Ready, supervise
@@ -56,6 +55,7 @@ from kubenetmon.shared.settings import (
 
 log = logging.getLogger(__name__)
 
+_CONNECT_ATTEMPT_S: Final = 5.0
 _RETRY_S: Final = 1.0
 
 
@@ -109,7 +109,9 @@ def work(config: MetadataConfig, ready: Ready) -> int:
 
 async def serve(config: MetadataConfig, *, ready: Ready, stop: asyncio.Event) -> int:
     """Hold the lease or stand by until ``stop``; while holding it, watch and record (``Term``)."""
-    broker = await connect_broker(config.nats, name=ready.name, stop=stop)
+    broker = await connect_ready_or_stop(
+        config.nats, name=ready.name, stop=stop, wait_s=_CONNECT_ATTEMPT_S, retry_s=_RETRY_S, log=log
+    )
     if broker is None:
         return 0
     lease: Lease | None = None

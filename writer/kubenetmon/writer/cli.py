@@ -17,8 +17,7 @@ import os
 from dataclasses import dataclass, replace
 
 from kubenetmon.shared import logs, runtime
-from kubenetmon.shared.broker import Broker, preflight
-from kubenetmon.shared.errors import TransientError
+from kubenetmon.shared.broker import Broker, connect_ready_or_stop, preflight
 from kubenetmon.shared.pool import Ready, supervise
 from kubenetmon.shared.settings import (
     HttpSettings,
@@ -201,20 +200,11 @@ async def _prepare(sink: Sink, config: WriterConfig, *, stop: asyncio.Event) -> 
 
 async def _connect(config: WriterConfig, *, name: str, stop: asyncio.Event) -> Broker | None:
     """Connect to NATS and ensure the topology, retrying until it works or ``stop`` is set."""
-    attempt = 0
-    while not stop.is_set():
-        try:
-            broker = await Broker.connect(config.nats, name=name, wait_s=_CONNECT_ATTEMPT_S)
-        except TransientError as exc:
-            attempt += 1
-            if attempt == 1 or attempt % 10 == 0:
-                log.warning("NATS unavailable (attempt %d): %s", attempt, exc)
-            await runtime.sleep_or_stop(stop, config.writer.retry_min_s)
-            continue
-        try:
-            (await broker.ensure_topology()).raise_for_conflicts()
-        except BaseException:
-            await broker.close()
-            raise
-        return broker
-    return None
+    return await connect_ready_or_stop(
+        config.nats,
+        name=name,
+        stop=stop,
+        wait_s=_CONNECT_ATTEMPT_S,
+        retry_s=config.writer.retry_min_s,
+        log=log,
+    )
