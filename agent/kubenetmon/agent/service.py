@@ -33,6 +33,7 @@ from kubenetmon.agent.flows import REPORTED_PROTOCOLS, WITH_SCTP, FlowTable, rep
 from kubenetmon.agent.publisher import Oversized, Publisher
 from kubenetmon.agent.reports import Coverage, Report
 from kubenetmon.agent.settings import AgentSettings
+from kubenetmon.shared import backoff
 from kubenetmon.shared.errors import TransientError
 from kubenetmon.shared.metrics import serve
 from kubenetmon.shared.runtime import RootTasks, sleep_or_stop
@@ -378,12 +379,12 @@ class Agent:
                 continue
             failures += 1
             metrics.PUBLISH_RETRIES.inc()
-            if failures == 1 or failures % 20 == 0:  # not one line per retry during an outage
+            if backoff.now_and_then(failures, every=20):  # not one line per retry during an outage
                 log.warning(
                     "cannot publish yet, will retry",
                     extra={"failures": failures, "backlog": len(self.pending), "error": self._failure},
                 )
-            delay = RETRY_S[min(failures, len(RETRY_S)) - 1]
+            delay = backoff.from_table(RETRY_S, failures)
             await (asyncio.sleep(delay) if stop.is_set() else sleep_or_stop(stop, delay))
 
     async def _send_head(self) -> bool:

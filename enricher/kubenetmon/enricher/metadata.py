@@ -33,7 +33,7 @@ from kubenetmon.enricher.metafeed import BUCKET, LEASE_KEY, SNAPSHOT_KEY
 from kubenetmon.enricher.recording import MetaPublisher
 from kubenetmon.enricher.settings import MetadataOptions, add_metadata_arguments, metadata_options
 from kubenetmon.enricher.watch import LISTED, KubeWatch, Update
-from kubenetmon.shared import logs, runtime
+from kubenetmon.shared import backoff, logs, runtime
 from kubenetmon.shared.broker import Broker, KeyValue, Lease, PublishResult, connect_ready_or_stop, preflight
 from kubenetmon.shared.errors import ConfigError, TransientError
 from kubenetmon.shared.options import env_var
@@ -263,7 +263,7 @@ class Term:
                 return
             except TransientError as exc:
                 failures += 1
-                if failures == 1 or failures % 10 == 0:
+                if backoff.now_and_then(failures, every=10):
                     log.warning("snapshot position not written (%d in a row): %s", failures, exc)
                 await runtime.sleep_or_stop(ended, _RETRY_S)
 

@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from kubenetmon.shared import runtime, topology
+from kubenetmon.shared import backoff, runtime, topology
 from kubenetmon.shared.broker import Delivery
 from kubenetmon.shared.errors import DecodeError, TransientError
 from kubenetmon.shared.replay.progress import Progress, closing_title, human_bytes, summary
@@ -205,10 +205,15 @@ class _Loader:
                     self.tally["unwritten"] += sum(p.rows for p in (part, *work))
                     log.error("ClickHouse unavailable while stopping; %s", exc)
                     return
-                if failures == 1 or failures % 10 == 0:
+                if backoff.now_and_then(failures, every=10):
                     log.warning("ClickHouse unavailable (attempt %d), retrying: %s", failures, exc)
                 work.append(part)
-                delay = min(self.settings.retry_max_s, self.settings.retry_min_s * 2 ** min(failures - 1, 30))
+                delay = backoff.exponential(
+                    failures - 1,
+                    base_s=self.settings.retry_min_s,
+                    max_s=self.settings.retry_max_s,
+                    max_exponent=30,
+                )
                 await runtime.sleep_or_stop(self.stop, delay)
                 continue
             self.tally["inserted"] += part.rows

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
+from kubenetmon.shared import backoff
 from kubenetmon.shared.broker import Broker, PullSource
 from kubenetmon.shared.consumer import ACK, Poison, Retry, settle
 from kubenetmon.shared.deliveries import Delivery
@@ -143,7 +144,12 @@ class Writer:
                 failures += 1
                 m.RETRIES.labels("unavailable").inc()
                 work.append(part)
-                delay = min(self.settings.retry_max_s, self.settings.retry_min_s * 2 ** min(failures - 1, 30))
+                delay = backoff.exponential(
+                    failures - 1,
+                    base_s=self.settings.retry_min_s,
+                    max_s=self.settings.retry_max_s,
+                    max_exponent=30,
+                )
                 if deadline is None and stop.is_set():
                     deadline = self.clock() + self.drain_s
                 if deadline is not None and self.clock() + delay > deadline:
@@ -152,7 +158,7 @@ class Writer:
                     )
                     await self._hand_back(work)
                     return False
-                if failures == 1 or failures % _LOG_EVERY_FAILURES == 0:
+                if backoff.now_and_then(failures, every=_LOG_EVERY_FAILURES):
                     log.warning(
                         "ClickHouse unavailable (attempt %d), retrying in %.1fs: %s", failures, delay, exc
                     )

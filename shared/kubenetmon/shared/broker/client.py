@@ -26,7 +26,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 
-from kubenetmon.shared import metrics
+from kubenetmon.shared import backoff, metrics
 from kubenetmon.shared import topology as topo
 from kubenetmon.shared.broker import reconcile
 from kubenetmon.shared.broker.connection import (
@@ -175,7 +175,9 @@ class Broker:
             try:
                 return await self._js.publish(subject, payload, timeout=budget_s, headers=headers)
             except nats.js.errors.NoStreamResponseError:
-                pause = min(_LEADERLESS_RETRY_S * 2**attempt, _LEADERLESS_RETRY_MAX_S)
+                pause = backoff.exponential(
+                    attempt, base_s=_LEADERLESS_RETRY_S, max_s=_LEADERLESS_RETRY_MAX_S
+                )
                 budget_s = deadline - loop.time() - pause
                 if budget_s <= 0:
                     raise
