@@ -273,6 +273,12 @@ class Broker:
         self._sources.add(source)
         return source
 
+    async def release(self, source: PullSource) -> None:
+        """Forget a closed pull source, deleting its consumer if ephemeral (``PullSource.close`` calls it)."""
+        if source.ephemeral:
+            await self._delete_consumer(source.stream, source.consumer)
+        self._sources.discard(source)
+
     async def stream_info(self, kind: str) -> StreamStats:
         name = self.stream_name(kind)
         try:
