@@ -23,6 +23,7 @@ from kubenetmon.agent import metrics, reports
 from kubenetmon.agent.checkpoint import StateDir
 from kubenetmon.agent.publisher import Oversized, Publisher
 from kubenetmon.agent.reports import Report
+from kubenetmon.shared import backoff
 from kubenetmon.shared.errors import TransientError
 from kubenetmon.shared.runtime import sleep_or_stop, wait_any
 
@@ -138,12 +139,12 @@ class Backlog:
                 continue
             failures += 1
             metrics.PUBLISH_RETRIES.inc()
-            if failures == 1 or failures % 20 == 0:  # not one line per retry during an outage
+            if backoff.now_and_then(failures, every=20):  # not one line per retry during an outage
                 log.warning(
                     "cannot publish yet, will retry",
                     extra={"failures": failures, "backlog": len(self.pending), "error": self._failure},
                 )
-            delay = RETRY_S[min(failures, len(RETRY_S)) - 1]
+            delay = backoff.from_table(RETRY_S, failures)
             await (asyncio.sleep(delay) if stop.is_set() else sleep_or_stop(stop, delay))
 
     async def send_head(self) -> bool:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from kubenetmon.agent import metrics
 from kubenetmon.agent.reports import Report
-from kubenetmon.shared.broker import Broker
+from kubenetmon.shared.broker import Broker, connect_ready
 from kubenetmon.shared.errors import PoisonError, TransientError
 from kubenetmon.shared.settings import NatsSettings
 
@@ -56,17 +56,14 @@ class Publisher:
     async def connect(self) -> Broker:
         """The connection, made on first use (one attempt; ``TransientError`` if the broker is down)."""
         if self._broker is None:
-            broker = await Broker.connect(
-                self.settings, name=f"agent-{self.node}", wait_s=self.settings.connect_timeout_s
+            # a conflict is logged, not raised: the agent keeps publishing
+            self._broker = await connect_ready(
+                self.settings,
+                name=f"agent-{self.node}",
+                wait_s=self.settings.connect_timeout_s,
+                strict=False,
+                log=log,
             )
-            try:
-                report = await broker.ensure_topology()
-            except TransientError:
-                await broker.close()
-                raise
-            for change in report.conflicts:  # the reconciler logs what it did; conflicts need a human
-                log.warning("JetStream topology conflict: %s", change.line())
-            self._broker = broker
         return self._broker
 
     async def send(self, report: Report) -> Sent:

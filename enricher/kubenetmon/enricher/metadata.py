@@ -31,11 +31,10 @@ from kubenetmon.enricher.history import Record, Recorder
 from kubenetmon.enricher.index import KINDS
 from kubenetmon.enricher.metafeed import BUCKET, LEASE_KEY, SNAPSHOT_KEY
 from kubenetmon.enricher.recording import MetaPublisher
-from kubenetmon.enricher.service import connect_broker
 from kubenetmon.enricher.settings import MetadataOptions, add_metadata_arguments, metadata_options
 from kubenetmon.enricher.watch import LISTED, KubeWatch, Update
-from kubenetmon.shared import logs, runtime
-from kubenetmon.shared.broker import Broker, KeyValue, Lease, PublishResult, preflight
+from kubenetmon.shared import backoff, logs, runtime
+from kubenetmon.shared.broker import Broker, KeyValue, Lease, PublishResult, connect_ready_or_stop, preflight
 from kubenetmon.shared.errors import ConfigError, TransientError
 from kubenetmon.shared.options import env_var
 from kubenetmon.shared.pool import Ready, run_worker, supervise_role
@@ -56,6 +55,7 @@ from kubenetmon.shared.settings import (
 
 log = logging.getLogger(__name__)
 
+_CONNECT_ATTEMPT_S: Final = 5.0
 _RETRY_S: Final = 1.0
 
 
@@ -105,7 +105,9 @@ def work(config: MetadataConfig, ready: Ready) -> int:
 
 async def serve(config: MetadataConfig, *, ready: Ready, stop: asyncio.Event) -> int:
     """Hold the lease or stand by until ``stop``; while holding it, watch and record (``Term``)."""
-    broker = await connect_broker(config.nats, name=ready.name, stop=stop)
+    broker = await connect_ready_or_stop(
+        config.nats, name=ready.name, stop=stop, wait_s=_CONNECT_ATTEMPT_S, retry_s=_RETRY_S, log=log
+    )
     if broker is None:
         return 0
     lease: Lease | None = None
@@ -257,7 +259,7 @@ class Term:
                 return
             except TransientError as exc:
                 failures += 1
-                if failures == 1 or failures % 10 == 0:
+                if backoff.now_and_then(failures, every=10):
                     log.warning("snapshot position not written (%d in a row): %s", failures, exc)
                 await runtime.sleep_or_stop(ended, _RETRY_S)
 

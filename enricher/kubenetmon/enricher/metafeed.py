@@ -22,7 +22,7 @@ from typing import Final
 from kubenetmon.enricher import metrics as m
 from kubenetmon.enricher.history import LISTED, Record, decode, object_key
 from kubenetmon.enricher.index import KINDS, Index
-from kubenetmon.shared import runtime, topology
+from kubenetmon.shared import backoff, runtime, topology
 from kubenetmon.shared.broker import Broker, Delivery, KeyValue, PullSource
 from kubenetmon.shared.errors import DecodeError, TransientError
 
@@ -135,13 +135,13 @@ async def wait_for_snapshot(broker: Broker, *, stop: asyncio.Event) -> int | Non
             except (ValueError, KeyError, TypeError):
                 log.warning("snapshot position unreadable: %r", entry.value[:100])
         waited += 1
-        if waited == 1 or waited % 30 == 0:
+        if backoff.now_and_then(waited, every=30):
             log.warning("no META snapshot yet: is a `kubenetmon metadata` replica running?")
         await runtime.sleep_or_stop(stop, 1.0)
     return None
 
 
 async def _back_off(exc: TransientError, failures: int, *, stop: asyncio.Event) -> None:
-    if failures == 1 or failures % 10 == 0:
+    if backoff.now_and_then(failures, every=10):
         log.warning("reading META failed (%d in a row): %s; reopening", failures, exc)
-    await runtime.sleep_or_stop(stop, min(_RETRY_MAX_S, 0.2 * 2 ** min(failures, 5)))
+    await runtime.sleep_or_stop(stop, backoff.exponential(failures, base_s=0.2, max_s=_RETRY_MAX_S))

@@ -23,7 +23,7 @@ from typing import Final
 
 from kubenetmon.enricher.history import Record, Recorder, encode
 from kubenetmon.enricher.objects import Obj
-from kubenetmon.shared import runtime
+from kubenetmon.shared import backoff, runtime
 from kubenetmon.shared.broker import Broker, PublishResult
 from kubenetmon.shared.errors import PoisonError, TransientError
 
@@ -106,9 +106,9 @@ class MetaPublisher:
                 failures = 0
                 continue
             failures += 1
-            if failures == 1 or failures % 10 == 0:
+            if backoff.now_and_then(failures, every=10):
                 log.warning("metadata history publish failed (%d in a row); retrying", failures)
-            await runtime.sleep_or_stop(stop, min(_RETRY_MAX_S, 0.2 * 2 ** min(failures, 6)))
+            await runtime.sleep_or_stop(stop, backoff.exponential(failures, base_s=0.2, max_s=_RETRY_MAX_S))
 
     async def _publish(self, broker: Broker, chunk: list[Record]) -> bool:
         """True once every record of ``chunk`` is stored (or refused for good); False to retry all."""

@@ -41,7 +41,7 @@ from kubenetmon.enricher.settings import (
     label_options,
 )
 from kubenetmon.enricher.worker import Enricher
-from kubenetmon.shared import runtime, schema, topology
+from kubenetmon.shared import backoff, runtime, schema, topology
 from kubenetmon.shared.broker import Broker, Delivery, PublishResult
 from kubenetmon.shared.errors import ConfigError, DecodeError, PoisonError, TransientError
 from kubenetmon.shared.replay.progress import Progress, closing_title, human_bytes, summary
@@ -234,9 +234,9 @@ async def _republish(
         parts = retry
         if parts:
             failures += 1
-            if failures == 1 or failures % 10 == 0:
+            if backoff.now_and_then(failures, every=10):
                 log.warning("replay: %d publishes failed (%d in a row); retrying", len(parts), failures)
-            await runtime.sleep_or_stop(stop, min(_RETRY_MAX_S, 0.2 * 2**failures))
+            await runtime.sleep_or_stop(stop, backoff.exponential(failures, base_s=0.2, max_s=_RETRY_MAX_S))
     tally["unsent"] += len(parts)
 
 

@@ -29,9 +29,8 @@ from kubenetmon.enricher.recording import MetaPublisher
 from kubenetmon.enricher.settings import EnricherOptions, HistoryOptions, LabelOptions, SourceOptions
 from kubenetmon.enricher.worker import STAGE, Enricher
 from kubenetmon.shared import runtime
-from kubenetmon.shared.broker import Broker
+from kubenetmon.shared.broker import Broker, connect_ready_or_stop
 from kubenetmon.shared.consumer import consume
-from kubenetmon.shared.errors import TransientError
 from kubenetmon.shared.pool import Ready, run_worker
 from kubenetmon.shared.settings import HttpSettings, NatsSettings, RuntimeSettings
 
@@ -137,23 +136,9 @@ async def _wait_ready(listed: asyncio.Event, stop: asyncio.Event) -> bool:
 
 async def connect_broker(settings: NatsSettings, *, name: str, stop: asyncio.Event) -> Broker | None:
     """Connect to NATS and ensure the topology, retrying until it works or ``stop`` is set."""
-    attempt = 0
-    while not stop.is_set():
-        try:
-            broker = await Broker.connect(settings, name=name, wait_s=_CONNECT_ATTEMPT_S)
-        except TransientError as exc:
-            attempt += 1
-            if attempt == 1 or attempt % 10 == 0:
-                log.warning("NATS unavailable (attempt %d): %s", attempt, exc)
-            await runtime.sleep_or_stop(stop, _RETRY_S)
-            continue
-        try:
-            (await broker.ensure_topology()).raise_for_conflicts()
-        except BaseException:
-            await broker.close()
-            raise
-        return broker
-    return None
+    return await connect_ready_or_stop(
+        settings, name=name, stop=stop, wait_s=_CONNECT_ATTEMPT_S, retry_s=_RETRY_S, log=log
+    )
 
 
 async def _housekeeping(index: Index, fill: IndexFill, *, stop: asyncio.Event) -> None:

@@ -26,6 +26,7 @@ from kubernetes.config.config_exception import ConfigException
 from kubernetes.watch.watch import iter_resp_lines
 
 from kubenetmon.enricher.index import KINDS, Index
+from kubenetmon.shared import backoff
 from kubenetmon.shared.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -142,7 +143,9 @@ class Watcher:
                     break
                 failures += 1
                 self.failures += 1
-                delay = min(self.settings.backoff_max_s, self.settings.backoff_s * 2 ** (failures - 1))
+                delay = backoff.exponential(
+                    failures - 1, base_s=self.settings.backoff_s, max_s=self.settings.backoff_max_s
+                )
                 if isinstance(exc, ApiException) and exc.status == GONE:
                     version, delay = None, 0.0
                 log.warning(

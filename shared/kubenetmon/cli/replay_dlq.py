@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from kubenetmon.shared import runtime, topology
+from kubenetmon.shared import backoff, runtime, topology
 from kubenetmon.shared.broker import Broker, Delivery
 from kubenetmon.shared.consumer import (
     H_OMITTED_BYTES,
@@ -208,9 +208,9 @@ async def _publish(
             return (await broker.publish(subject, data, msg_id=msg_id, headers=headers)).duplicate
         except TransientError as exc:
             failures += 1
-            if failures == 1 or failures % 10 == 0:
+            if backoff.now_and_then(failures, every=10):
                 log.warning("re-drive to %s failed (%d in a row), retrying: %s", subject, failures, exc)
-            await runtime.sleep_or_stop(stop, min(_RETRY_MAX_S, 0.2 * 2**failures))
+            await runtime.sleep_or_stop(stop, backoff.exponential(failures, base_s=0.2, max_s=_RETRY_MAX_S))
     return None
 
 

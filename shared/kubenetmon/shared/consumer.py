@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from kubenetmon.shared import metrics
+from kubenetmon.shared import backoff, metrics
 from kubenetmon.shared.broker import Broker, PullSource
 from kubenetmon.shared.deliveries import Delivery
 from kubenetmon.shared.errors import PoisonError, TransientError
@@ -224,7 +224,7 @@ async def _back_off(
 ) -> None:
     """After the ``failures``-th failure in a row to reach the consumer: count, log now and then, wait."""
     FETCH_ERRORS.labels(stage).inc()
-    if failures == 1 or failures % 30 == 0:
+    if backoff.now_and_then(failures, every=30):
         log.warning("%s failed (%d in a row): %s", what, failures, exc)
     await sleep_or_stop(stop, broker.settings.backoff_delay(failures))
 

@@ -41,6 +41,7 @@ from typing import Any, Final, Protocol, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from kubenetmon.shared import backoff
 from kubenetmon.shared.pool_child import EXIT_CONFIG, Ready, child_main
 from kubenetmon.shared.runtime import run as run_process
 from kubenetmon.shared.settings import HttpSettings, LogSettings, PoolSettings, RuntimeSettings
@@ -279,8 +280,8 @@ class Supervisor:
             self.gave_up = True
             self._begin_stop("crash loop")
             return
-        delay = min(
-            self.pool.respawn_backoff_max_s, self.pool.respawn_backoff_s * 2 ** (len(slot.crashes) - 1)
+        delay = backoff.exponential(
+            len(slot.crashes) - 1, base_s=self.pool.respawn_backoff_s, max_s=self.pool.respawn_backoff_max_s
         )
         slot.respawn_at = now + delay
         self.restarts += 1

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from kubenetmon.shared import backoff
 from kubenetmon.shared.options import add_arguments, from_args, option, require
 
 _STREAM_TOKEN: Final = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -191,7 +192,7 @@ class NatsSettings:
 
     def backoff_delay(self, num_delivered: int) -> float:
         """Redelivery delay in seconds after delivery number ``num_delivered`` (1-based) failed."""
-        return self.backoff_s[min(max(num_delivered, 1), len(self.backoff_s)) - 1]
+        return backoff.from_table(self.backoff_s, num_delivered)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from kubenetmon.shared import backoff
 from kubenetmon.shared.errors import ConfigError
 from kubenetmon.shared.settings import NatsSettings
 
@@ -158,7 +159,7 @@ def server_backoff(settings: NatsSettings) -> tuple[float, ...]:
     The server takes the first entry as the ack wait, so no entry may be shorter than ``ack_wait_s``:
     a slow but live worker keeps its full ack wait, and a dead one's messages come back later and later.
     """
-    return tuple(max(settings.ack_wait_s, b) for b in settings.backoff_s)
+    return backoff.at_least(settings.backoff_s, floor_s=settings.ack_wait_s)
 
 
 def consumer_spec(settings: NatsSettings, durable: str) -> ConsumerSpec:

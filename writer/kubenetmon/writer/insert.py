@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, Protocol, TypeVar
 
-from kubenetmon.shared import runtime
+from kubenetmon.shared import backoff, runtime
 from kubenetmon.shared.schema import COLUMN_NAMES
 from kubenetmon.writer.batcher import Batch, Part
 from kubenetmon.writer.flow_tables import INSERT_TYPES, REPORT_COLUMNS, REPORT_INSERT_TYPES, REPORTS_TABLE
@@ -66,8 +66,9 @@ def insert_batch(sink: Sink, batch: Batch[Any], ledger: list[list[Any]]) -> None
 
 def retry_delay(settings: WriterSettings, *, failures: int) -> float:
     """The pause after ``failures`` failed attempts in a row: doubling from the minimum, capped."""
-    delay: float = min(settings.retry_max_s, settings.retry_min_s * 2 ** min(failures - 1, 30))
-    return delay
+    return backoff.exponential(
+        failures - 1, base_s=settings.retry_min_s, max_s=settings.retry_max_s, max_exponent=30
+    )
 
 
 async def insert_all(
@@ -106,7 +107,7 @@ async def insert_all(
             if deadline is not None and clock() + delay > deadline:
                 await outcomes.unwritten(work, exc)
                 return False
-            if failures == 1 or failures % _LOG_EVERY_FAILURES == 0:
+            if backoff.now_and_then(failures, every=_LOG_EVERY_FAILURES):
                 log.warning(
                     "ClickHouse unavailable (attempt %d), retrying in %.1fs: %s", failures, delay, exc
                 )

@@ -16,9 +16,8 @@ import logging
 import os
 from dataclasses import dataclass
 
-from kubenetmon.shared import runtime
-from kubenetmon.shared.broker import Broker
-from kubenetmon.shared.errors import TransientError
+from kubenetmon.shared import backoff, runtime
+from kubenetmon.shared.broker import Broker, connect_ready_or_stop
 from kubenetmon.shared.pool import Ready, run_worker
 from kubenetmon.shared.settings import HttpSettings, NatsSettings, RuntimeSettings
 from kubenetmon.writer.migrate import migrate
@@ -106,7 +105,7 @@ async def serve(config: WriterConfig, *, ready: Ready, stop: asyncio.Event) -> i
 async def _prepare(sink: Sink, config: WriterConfig, *, stop: asyncio.Event) -> bool:
     """Open ClickHouse (a chDB directory is owned from here on) and migrate the schema unless told not
     to, retrying while ClickHouse is unavailable; False if stopped first."""
-    delay, attempt = config.writer.retry_min_s, 0
+    attempt = 0
     while not stop.is_set():
         try:
             await asyncio.to_thread(sink.connect)
@@ -123,29 +122,22 @@ async def _prepare(sink: Sink, config: WriterConfig, *, stop: asyncio.Event) -> 
             return True
         except SinkUnavailable as exc:
             attempt += 1
-            if attempt == 1 or attempt % 10 == 0:
+            if backoff.now_and_then(attempt, every=10):
                 log.warning("ClickHouse unavailable at start (attempt %d): %s", attempt, exc)
+            delay = backoff.exponential(
+                attempt - 1, base_s=config.writer.retry_min_s, max_s=config.writer.retry_max_s
+            )
             await runtime.sleep_or_stop(stop, delay)
-            delay = min(config.writer.retry_max_s, delay * 2)
     return False
 
 
 async def _connect(config: WriterConfig, *, name: str, stop: asyncio.Event) -> Broker | None:
     """Connect to NATS and ensure the topology, retrying until it works or ``stop`` is set."""
-    attempt = 0
-    while not stop.is_set():
-        try:
-            broker = await Broker.connect(config.nats, name=name, wait_s=_CONNECT_ATTEMPT_S)
-        except TransientError as exc:
-            attempt += 1
-            if attempt == 1 or attempt % 10 == 0:
-                log.warning("NATS unavailable (attempt %d): %s", attempt, exc)
-            await runtime.sleep_or_stop(stop, config.writer.retry_min_s)
-            continue
-        try:
-            (await broker.ensure_topology()).raise_for_conflicts()
-        except BaseException:
-            await broker.close()
-            raise
-        return broker
-    return None
+    return await connect_ready_or_stop(
+        config.nats,
+        name=name,
+        stop=stop,
+        wait_s=_CONNECT_ATTEMPT_S,
+        retry_s=config.writer.retry_min_s,
+        log=log,
+    )

@@ -3,7 +3,9 @@
 A ``Host`` owns one network namespace and a thread that lives inside it: sockets are created there (a
 socket stays in the namespace it was made in, whichever thread uses it) and sysctls are read and written
 there. A ``Node`` routes its pods' traffic and tracks it with conntrack (accounting and events on, an
-nftables table of the lab's own); it is where an agent reads. The ``Lab`` (``network``) wires them.
+nftables table of the lab's own); it is where an agent reads. The ``Lab`` (``network``) wires them; a
+host sees it only as an ``Owner`` (its tag, fabric, and the lists it registers in), so this module does
+not import ``network``.
 
 Standard library only; ``ip``, ``nft`` and ``conntrack`` run inside the lab's namespaces, never on the host.
 """
@@ -17,17 +19,27 @@ import socket
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Any, Final, Protocol
 
 from kubenetmon.cli.lab.kernel import CtEntry, DestroyWatch, list_table
 from kubenetmon.cli.lab.traffic import Flow, Server, TcpClient, UdpClient
 
-if TYPE_CHECKING:
-    from kubenetmon.cli.lab.network import Lab
-
 NETNS_DIR: Final = Path("/run/netns")
 _CLONE_NEWNET: Final = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+class Owner(Protocol):
+    """What a host needs of the lab it belongs to (``network.Lab`` is one)."""
+
+    tag: str
+    """Prefix of every namespace name of the lab."""
+    fabric: str
+    """The namespace of the fabric bridge nodes attach to."""
+    namespaces: list[str]
+    """Namespaces to delete when the lab closes."""
+    closers: list[Any]
+    """Callables to run when the lab closes (sockets, servers, watches)."""
 
 
 def enter_netns(netns: str) -> None:
@@ -54,7 +66,7 @@ def run(*cmd: str, stdin: str | None = None) -> str:
 class Host:
     """A network namespace with addresses; makes sockets inside it and runs commands in it."""
 
-    def __init__(self, lab: Lab, name: str, *, ipv4: str, ipv6: str) -> None:
+    def __init__(self, lab: Owner, name: str, *, ipv4: str, ipv6: str) -> None:
         self.lab, self.name, self.ipv4, self.ipv6 = lab, name, ipv4, ipv6
         self.netns = f"{lab.tag}-{name}"
         run("ip", "netns", "add", self.netns)
@@ -107,7 +119,7 @@ class Host:
 class Node(Host):
     """A router namespace with conntrack: the observer the agent reads."""
 
-    def __init__(self, lab: Lab, name: str, *, index: int, zone: str, masquerade: bool) -> None:
+    def __init__(self, lab: Owner, name: str, *, index: int, zone: str, masquerade: bool) -> None:
         super().__init__(lab, name, ipv4=f"10.0.0.{index}", ipv6=f"fd00::{index:x}")
         self.index, self.zone, self.pods = index, zone, list[Pod]()
         self.pod_cidr4, self.pod_cidr6 = f"10.{index}.0.0/16", f"fd00:1:{index:x}::/64"
@@ -158,7 +170,7 @@ class Node(Host):
 class Pod(Host):
     """A pod: a namespace behind its node, default route via the node."""
 
-    def __init__(self, lab: Lab, name: str, *, node: Node, index: int) -> None:
+    def __init__(self, lab: Owner, name: str, *, node: Node, index: int) -> None:
         super().__init__(
             lab, name, ipv4=f"10.{node.index}.0.{index}", ipv6=f"fd00:1:{node.index:x}::{index:x}"
         )

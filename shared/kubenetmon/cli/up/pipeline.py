@@ -26,7 +26,7 @@ from kubenetmon.cli.natsserver import NatsServer
 from kubenetmon.cli.up import commands
 from kubenetmon.cli.up.children import Child, die_with_parent
 from kubenetmon.cli.up.settings import UpSettings
-from kubenetmon.shared.broker import Broker
+from kubenetmon.shared.broker import Broker, connect_ready
 from kubenetmon.shared.errors import ConfigError, KubenetmonError, TransientError
 from kubenetmon.shared.settings import NatsSettings
 
@@ -100,8 +100,7 @@ class Pipeline:
             raise ConfigError(f"nats-server did not start; see {self._nats.log_path}: {exc}") from None
         nats = NatsSettings(urls=(self._nats.url,))
         try:
-            self._broker = await Broker.connect(nats, name="up", wait_s=10.0)
-            (await self._broker.ensure_topology()).raise_for_conflicts()
+            self._broker = await connect_ready(nats, name="up", wait_s=10.0)
         except TransientError as exc:
             raise ConfigError(f"NATS at {self._nats.url} does not answer: {exc}") from None
         url = self._nats.url

@@ -4,8 +4,7 @@ Everything else in kubenetmon sees plain types (``PublishResult``, ``Delivery``,
 ``StreamStats``, ``ConsumerStats``, ``TopologyReport``) and our own errors; nats types never leak out,
 and no other module imports the nats client (import-linter checks it).
 
-    async with await Broker.connect(settings, name="enricher-0") as broker:
-        (await broker.ensure_topology()).raise_for_conflicts()
+    async with await connect_ready(settings, name="enricher-0", wait_s=5.0) as broker:
         await broker.publish(broker.raw_subject(node), payload, msg_id=msg.msg_id)
         source = await broker.pull("enricher")
         deliveries = await source.fetch(100, 1.0)
@@ -18,6 +17,7 @@ from kubenetmon.shared.broker.client import Broker
 from kubenetmon.shared.broker.connection import MSG_ID_HEADER, preflight
 from kubenetmon.shared.broker.kv import Entry, KeyValue, Lease
 from kubenetmon.shared.broker.pulling import PullSource
+from kubenetmon.shared.broker.ready import connect_ready, connect_ready_or_stop
 from kubenetmon.shared.deliveries import ConsumerStats, Delivery, PublishResult, StreamStats
 from kubenetmon.shared.topology import Change, TopologyReport
 
@@ -34,5 +34,7 @@ __all__ = [
     "PullSource",
     "StreamStats",
     "TopologyReport",
+    "connect_ready",
+    "connect_ready_or_stop",
     "preflight",
 ]

@@ -26,7 +26,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 
-from kubenetmon.shared import metrics
+from kubenetmon.shared import backoff, metrics
 from kubenetmon.shared import topology as topo
 from kubenetmon.shared.broker import reconcile
 from kubenetmon.shared.broker.connection import (
@@ -175,7 +175,9 @@ class Broker:
             try:
                 return await self._js.publish(subject, payload, timeout=budget_s, headers=headers)
             except nats.js.errors.NoStreamResponseError:
-                pause = min(_LEADERLESS_RETRY_S * 2**attempt, _LEADERLESS_RETRY_MAX_S)
+                pause = backoff.exponential(
+                    attempt, base_s=_LEADERLESS_RETRY_S, max_s=_LEADERLESS_RETRY_MAX_S
+                )
                 budget_s = deadline - loop.time() - pause
                 if budget_s <= 0:
                     raise
@@ -270,6 +272,12 @@ class Broker:
     def _track(self, source: PullSource) -> PullSource:
         self._sources.add(source)
         return source
+
+    async def release(self, source: PullSource) -> None:
+        """Forget a closed pull source, deleting its consumer if ephemeral (``PullSource.close`` calls it)."""
+        if source.ephemeral:
+            await self._delete_consumer(source.stream, source.consumer)
+        self._sources.discard(source)
 
     async def stream_info(self, kind: str) -> StreamStats:
         name = self.stream_name(kind)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import ssl
 from collections.abc import Mapping
 from typing import Any, Final
@@ -19,7 +18,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
 
-from kubenetmon.shared import topology
+from kubenetmon.shared import backoff, topology
 from kubenetmon.shared.errors import ConfigError
 from kubenetmon.shared.options import env_var
 from kubenetmon.shared.settings import NatsSettings
@@ -141,10 +140,13 @@ def _backoff_handler(settings: NatsSettings) -> Any:
         server = min(servers, key=lambda s: s.reconnects)
         if server.reconnects == 0:
             return server, 0.0
-        delay = min(
-            settings.reconnect_max_wait_s, settings.reconnect_wait_s * 2 ** min(server.reconnects, 16)
+        delay = backoff.exponential(
+            server.reconnects,
+            base_s=settings.reconnect_wait_s,
+            max_s=settings.reconnect_max_wait_s,
+            max_exponent=16,
         )
-        return server, delay * random.uniform(0.8, 1.2)
+        return server, backoff.jittered(delay, spread=0.2)
 
     return choose
 

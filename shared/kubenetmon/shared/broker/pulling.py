@@ -4,13 +4,15 @@ A fetch that gets nothing in time returns ``[]`` (the client raises either its o
 asyncio's; both are caught here); a broken connection raises ``TransientError``, one the client closed
 for good ``FatalError`` (the process must restart). Acknowledgements of a
 delivery go through ``_Settler``, which turns client errors into ``TransientError`` too.
-This module must not decide how a delivery is settled: that is ``consumer``'s job.
+A source knows the connection that made it only as an ``Owner`` (``client.Broker`` is one), so this
+module does not import the client. It must not decide how a delivery is settled: that is ``consumer``'s
+job.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -20,16 +22,28 @@ from kubenetmon.shared.broker.connection import CLIENT_ERRORS, MSG_ID_HEADER, de
 from kubenetmon.shared.deliveries import ConsumerStats, Delivery
 from kubenetmon.shared.errors import FatalError, TransientError
 
-if TYPE_CHECKING:
-    from kubenetmon.shared.broker.client import Broker
-
 log = logging.getLogger(__name__)
+
+
+class Owner(Protocol):
+    """What a pull source needs of the connection that made it."""
+
+    @property
+    def lost(self) -> bool:
+        """The connection is closed for good (it will not reconnect)."""
+        ...
+
+    async def consumer_info(self, consumer: str, *, stream: str | None = None) -> ConsumerStats: ...
+
+    async def release(self, source: PullSource) -> None:
+        """Forget a closed source (deleting its consumer if it was ephemeral)."""
+        ...
 
 
 class PullSource:
     """Fetches batches from one pull consumer. ``fetch`` returns ``[]`` when nothing came in time."""
 
-    def __init__(self, broker: Broker, sub: Any, *, stream: str, consumer: str, ephemeral: bool) -> None:
+    def __init__(self, broker: Owner, sub: Any, *, stream: str, consumer: str, ephemeral: bool) -> None:
         self.broker = broker
         self.stream = stream
         self.consumer = consumer
@@ -57,9 +71,7 @@ class PullSource:
             await self._sub.unsubscribe()
         except CLIENT_ERRORS as exc:
             log.debug("unsubscribe failed: %s", describe(exc))
-        if self.ephemeral:
-            await self.broker._delete_consumer(self.stream, self.consumer)
-        self.broker._sources.discard(self)
+        await self.broker.release(self)
 
 
 def _delivery(msg: Msg) -> Delivery:

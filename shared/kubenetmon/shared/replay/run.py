@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
 from kubenetmon.shared import exits, logs
-from kubenetmon.shared.broker import Broker
+from kubenetmon.shared.broker import Broker, connect_ready
 from kubenetmon.shared.errors import ConfigError
 from kubenetmon.shared.options import from_args
 from kubenetmon.shared.settings import LogSettings, NatsSettings
@@ -60,14 +60,7 @@ async def connect(settings: NatsSettings, *, name: str, streams: Sequence[str]) 
     A replay never creates or reconciles the topology: its flags may not carry the deployment's
     retention settings, and reconciling with the defaults would shorten the very history it reads.
     """
-    broker = await Broker.connect(settings, name=name, wait_s=_CONNECT_WAIT_S)
-    try:
-        for kind in streams:
-            await broker.stream_info(kind)
-    except BaseException:
-        await broker.close()
-        raise
-    return broker
+    return await connect_ready(settings, name=name, wait_s=_CONNECT_WAIT_S, ensure=False, streams=streams)
 
 
 def guarded(

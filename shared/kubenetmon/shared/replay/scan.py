@@ -21,6 +21,7 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Final
 
+from kubenetmon.shared import backoff
 from kubenetmon.shared.broker import Broker, Delivery, PullSource
 from kubenetmon.shared.errors import TransientError
 from kubenetmon.shared.runtime import sleep_or_stop
@@ -116,11 +117,11 @@ class _Reader:
             deliveries = await self.source.fetch(batch, wait_s)
         except TransientError as exc:
             self.failures += 1
-            if self.failures == 1 or self.failures % 10 == 0:
+            if backoff.now_and_then(self.failures, every=10):
                 log.warning("replay fetch failed (%d in a row): %s", self.failures, exc)
             if self.failures % _REOPEN_AFTER == 0:  # the server may have dropped an idle consumer
                 await self.close()
-            await sleep_or_stop(stop, min(5.0, 0.2 * 2 ** min(self.failures, 5)))
+            await sleep_or_stop(stop, backoff.exponential(self.failures, base_s=0.2, max_s=5.0))
             return []
         self.failures = 0
         if not deliveries:
