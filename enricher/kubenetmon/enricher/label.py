@@ -27,7 +27,7 @@ from kubenetmon.enricher import inventory, sources
 from kubenetmon.enricher.index import Index
 from kubenetmon.enricher.labeler import Labeler
 from kubenetmon.enricher.settings import add_label_arguments, label_options
-from kubenetmon.shared import schema
+from kubenetmon.shared import exits, schema
 from kubenetmon.shared.errors import ConfigError
 
 BATCH: Final = 1000
@@ -86,7 +86,7 @@ def run(
                 json.dumps({c: _render(c, v[j]) for c, v in zip(result.columns, result.data, strict=True)})
             )
             out.write("\n")
-    return 1 if invalid else 0
+    return exits.FAILED if invalid else exits.DONE
 
 
 def _messages(

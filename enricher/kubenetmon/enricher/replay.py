@@ -41,7 +41,7 @@ from kubenetmon.enricher.settings import (
 )
 from kubenetmon.enricher.watch import KubeWatch, Update, apply
 from kubenetmon.enricher.worker import Enricher
-from kubenetmon.shared import runtime, schema, topology
+from kubenetmon.shared import exits, runtime, schema, topology
 from kubenetmon.shared.broker import Broker, Delivery, PublishResult
 from kubenetmon.shared.errors import ConfigError, DecodeError, PoisonError, TransientError
 from kubenetmon.shared.replay.progress import Progress, closing_title, human_bytes, summary
@@ -141,7 +141,7 @@ async def replay_raw(config: RawReplay, *, stop: asyncio.Event, tty: bool = Fals
         broker = await connect(config.nats, name=f"kubenetmon-replay-raw-{config.run_id}", streams=streams)
     except TransientError as exc:
         print(f"kubenetmon replay raw: {exc}", file=sys.stderr)
-        return 1
+        return exits.FAILED
     progress = Progress(
         f"replay raw {config.run_id}", tty=tty, describe=lambda: _brief(tally, dry_run=config.dry_run)
     )

@@ -1,8 +1,9 @@
 """How a command line becomes settings: ``KUBENETMON_*`` defaults, secrets kept out of ``--help``, and
 relative times (``--from -6h``) that argparse would take for options.
 
-Used at the command edge only (``kubenetmon.cli.main`` and the replay registry): library code never reads
-the environment.
+The names themselves (``env_var``, ``is_secret``, ``ENV_PREFIX``) are ``kubenetmon.shared.options``'s, the
+one definition the settings use too. Used at the command edge only (``kubenetmon.cli.main`` and the replay
+registry): library code never reads the environment.
 """
 
 from __future__ import annotations
@@ -12,10 +13,16 @@ import re
 from collections.abc import Sequence
 from typing import Final
 
-from kubenetmon.shared.options import redact_userinfo
+from kubenetmon.shared.options import ENV_PREFIX, env_var, is_secret, redact_userinfo
 
-ENV_PREFIX: Final = "KUBENETMON_"
-_SECRET_WORDS: Final = ("password", "token", "secret", "nkey")
+__all__ = [
+    "ENV_PREFIX",
+    "HelpFormatter",
+    "apply_env_defaults",
+    "attach_relative_times",
+    "env_name",
+    "is_secret",
+]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -31,16 +38,12 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return redact_userinfo(super()._expand_help(action))
 
 
-def is_secret(dest: str) -> bool:
-    return any(word in dest.lower() for word in _SECRET_WORDS)
-
-
 def env_name(action: argparse.Action) -> str | None:
     """``--nats-url`` -> ``KUBENETMON_NATS_URL``; positionals and help/version have none."""
     longs = [s for s in action.option_strings if s.startswith("--")]
     if not longs or isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
         return None
-    return ENV_PREFIX + longs[0][2:].upper().replace("-", "_")
+    return env_var(longs[0])
 
 
 def apply_env_defaults(parser: argparse.ArgumentParser, environ: dict[str, str]) -> None:

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from kubenetmon.shared import runtime, topology
+from kubenetmon.shared import exits, runtime, topology
 from kubenetmon.shared.broker import Broker, Delivery
 from kubenetmon.shared.consumer import (
     H_OMITTED_BYTES,
@@ -119,7 +119,7 @@ async def redrive(
         broker = await connect(settings, name="kubenetmon-replay-dlq", streams=(topology.DLQ,))
     except TransientError as exc:
         print(f"kubenetmon replay dlq: {exc}", file=sys.stderr)
-        return 1
+        return exits.FAILED
     tally: Counter[str] = Counter()
     progress = Progress("replay dlq", tty=tty, describe=lambda: _brief(tally, dry_run=dry_run))
     stage = next(iter(selection.stages)) if len(selection.stages) == 1 else None

@@ -46,17 +46,27 @@ _SIZE_UNITS: Final = {
 _USERINFO: Final = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:@/\s]*:)[^@/\s]*@")
 """The password of a URL's user information (URLs may carry credentials: never show them)."""
 _NUMBER_UNIT: Final = re.compile(r"^\s*(-?[0-9]+(?:\.[0-9]*)?)\s*([a-zA-Z]*)\s*$")
+DURATION_EXPECTED: Final = "a duration such as 500ms, 30s, 15m, 2h or 7d"
+ENV_PREFIX: Final = "KUBENETMON_"
+"""Every ``--some-flag`` may also come from ``KUBENETMON_SOME_FLAG``."""
+_SECRET_WORDS: Final = ("password", "token", "secret", "nkey")
 
 
-def parse_duration(text: str) -> float:
-    """``"1.5"``, ``"500ms"``, ``"30s"``, ``"15m"``, ``"2h"``, ``"7d"`` -> seconds."""
+def parse_duration(text: str, *, positive: bool = False) -> float:
+    """``"1.5"``, ``"500ms"``, ``"30s"``, ``"15m"``, ``"2h"``, ``"7d"`` -> seconds.
+
+    The one duration parser: a ``ValueError`` says what was expected (``"a duration such as ..."``), for the
+    caller to frame with the flag (``invalid``) or the value (``timespec.parse_duration``).
+    """
     m = _NUMBER_UNIT.match(text)
     unit = m.group(2).lower() if m else ""
     if not m or (unit not in _DURATION_UNITS and unit != ""):
-        raise ValueError("a duration such as 500ms, 30s, 15m, 2h or 7d")
+        raise ValueError(DURATION_EXPECTED)
     value = float(m.group(1)) * _DURATION_UNITS.get(unit, 1.0)
     if not math.isfinite(value):
         raise ValueError("a finite duration")
+    if positive and value <= 0:
+        raise ValueError("a positive duration")
     return value
 
 
@@ -151,17 +161,27 @@ def option(
     help: str,
     kind: str = "str",
     choices: tuple[str, ...] = (),
-    secret: bool = False,
+    secret: bool | None = None,
 ) -> T:
-    """A settings field bound to ``flag``; ``kind`` picks the parser (see ``PARSERS``)."""
+    """A settings field bound to ``flag``; ``kind`` picks the parser (see ``PARSERS``).
+
+    ``secret`` (default: ``is_secret(flag)``) keeps the value out of ``--help``, messages and the README.
+    """
     if kind not in PARSERS:
         raise ValueError(f"unknown option kind {kind!r}")
-    meta = {"flag": flag, "help": help, "kind": kind, "choices": choices, "secret": secret}
+    hidden = is_secret(flag) if secret is None else secret
+    meta = {"flag": flag, "help": help, "kind": kind, "choices": choices, "secret": hidden}
     return dataclasses.field(default=default, metadata=meta)
 
 
 def env_var(flag: str) -> str:
-    return "KUBENETMON_" + flag.lstrip("-").upper().replace("-", "_")
+    """``--nats-url`` -> ``KUBENETMON_NATS_URL``: the one way a flag names its environment variable."""
+    return ENV_PREFIX + flag.lstrip("-").upper().replace("-", "_")
+
+
+def is_secret(name: str) -> bool:
+    """Whether a flag or its destination (``--nats-password``, ``nats_token``) names a secret."""
+    return any(word in name.lower() for word in _SECRET_WORDS)
 
 
 def flag_of(cls: type, name: str) -> str:

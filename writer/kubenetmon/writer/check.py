@@ -17,6 +17,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Final, TextIO
 
+from kubenetmon.shared import exits
 from kubenetmon.shared.errors import ConfigError, KubenetmonError
 from kubenetmon.shared.settings import default_data_dir
 from kubenetmon.shared.timespec import format_time, parse_duration, parse_time
@@ -197,8 +198,8 @@ def main(args: argparse.Namespace) -> int:
         step, found = judge(reader, spec)
     except KubenetmonError as exc:
         print(f"kubenetmon check: {exc}", file=sys.stderr)
-        return 1
+        return exits.FAILED
     finally:
         reader.close()
     render(spec, step, found, fmt=args.format, out=sys.stdout)
-    return 0 if c.whole(found) else 1
+    return exits.DONE if c.whole(found) else exits.FAILED

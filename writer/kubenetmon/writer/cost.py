@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Final, TextIO
 
+from kubenetmon.shared import exits
 from kubenetmon.shared.errors import ConfigError, KubenetmonError
 from kubenetmon.shared.settings import default_data_dir
 from kubenetmon.shared.timespec import parse_duration
@@ -202,6 +203,6 @@ def main(args: argparse.Namespace) -> int:
         if isinstance(exc, ConfigError):
             raise
         print(f"kubenetmon cost: {exc}", file=sys.stderr)
-        return 1
+        return exits.FAILED
     render(parse_report(result, spec=spec), fmt=args.format, out=sys.stdout)
-    return 0
+    return exits.DONE

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from kubenetmon.shared import exits
 from kubenetmon.shared.errors import ConfigError, TransientError
 from kubenetmon.writer import cost_tables, pricebook, tables
 from kubenetmon.writer.cluster import data_table, place
@@ -226,7 +227,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if getattr(args, "clickhouse_command", None) != "migrate":
         print("kubenetmon clickhouse: choose an action: migrate", file=sys.stderr)
-        return 2
+        return exits.USAGE
     settings = clickhouse_settings(args)
     book = pricebook.load(args.price_book)  # a bad file fails here, before touching ClickHouse
     sink = Sink(settings)
@@ -242,7 +243,7 @@ def main(args: argparse.Namespace) -> int:
         )
     except TransientError as exc:
         print(f"kubenetmon clickhouse migrate: {exc}", file=sys.stderr)
-        return 1
+        return exits.FAILED
     finally:
         sink.close()
     steps = ", ".join(map(str, out.applied)) or "none (already up to date)"

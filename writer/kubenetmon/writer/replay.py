@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from kubenetmon.shared import runtime, topology
+from kubenetmon.shared import exits, runtime, topology
 from kubenetmon.shared.broker import Delivery
 from kubenetmon.shared.errors import DecodeError, TransientError
 from kubenetmon.shared.replay.progress import Progress, closing_title, human_bytes, summary
@@ -107,7 +107,7 @@ async def replay_enriched(config: EnrichedReplay, *, stop: asyncio.Event, tty: b
         print(f"kubenetmon replay enriched: {exc}{hint}", file=sys.stderr)
         if sink is not None:
             await asyncio.to_thread(sink.close)
-        return 1
+        return exits.FAILED
     tally: Counter[str] = Counter()
     loader = _Loader(sink, config.writer, tally, stop=stop)
     progress = Progress("replay enriched", tty=tty, describe=lambda: f"{tally['inserted']} rows inserted")

@@ -19,6 +19,7 @@ import os
 import sys
 from typing import Any, Final, TextIO
 
+from kubenetmon.shared import exits
 from kubenetmon.shared.errors import ConfigError, KubenetmonError
 from kubenetmon.shared.options import from_args
 from kubenetmon.writer.endpoint import EndpointUnreachable, ask, live_endpoint, plain_result
@@ -140,6 +141,6 @@ def main(args: argparse.Namespace) -> int:
         raise
     except KubenetmonError as exc:
         print(f"kubenetmon sql: {exc}", file=sys.stderr)
-        return 1
+        return exits.FAILED
     render(result, fmt=args.format, out=sys.stdout)
-    return 0
+    return exits.DONE

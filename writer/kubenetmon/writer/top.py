@@ -24,7 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TextIO
 
-from kubenetmon.shared import runtime
+from kubenetmon.shared import exits, runtime
 from kubenetmon.shared.errors import ConfigError, KubenetmonError
 from kubenetmon.shared.settings import default_data_dir
 from kubenetmon.shared.timespec import parse_duration
@@ -166,7 +166,7 @@ def once(source: Source, spec: TopSpec, *, fmt: str, out: TextIO) -> int:
         raise
     except KubenetmonError as exc:
         print(f"kubenetmon top: {exc}", file=sys.stderr)
-        return 1
+        return exits.FAILED
     report = with_completeness(parse_report(result, spec=spec, now=now), source)
     render(report, fmt=fmt, out=out, color=fmt == "table" and out.isatty())
     return 0
