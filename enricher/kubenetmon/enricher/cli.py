@@ -46,7 +46,7 @@ from kubenetmon.shared import logs, runtime
 from kubenetmon.shared.broker import Broker, preflight
 from kubenetmon.shared.consumer import consume
 from kubenetmon.shared.errors import ConfigError, TransientError
-from kubenetmon.shared.options import env_var
+from kubenetmon.shared.options import require_readable
 from kubenetmon.shared.pool import Ready, supervise
 from kubenetmon.shared.settings import (
     HttpSettings,
@@ -116,9 +116,7 @@ def config_from(args: argparse.Namespace) -> EnricherConfig:
         raise ConfigError("--inventory and --metadata-source meta exclude each other: choose one source")
     files = [("--inventory", config.label.inventory), ("--kubeconfig", config.enricher.kubeconfig)]
     files += [("--custom-ranges", path) for path in config.label.custom_ranges]
-    for flag, path in files:
-        if path and not os.access(path, os.R_OK):
-            raise ConfigError(f"{flag} ({env_var(flag)}): cannot read {path!r}")
+    require_readable(files)
     return config
 
 

@@ -44,7 +44,7 @@ from kubenetmon.enricher.worker import Enricher
 from kubenetmon.shared import exits, runtime, schema, topology
 from kubenetmon.shared.broker import Broker, Delivery, PublishResult
 from kubenetmon.shared.errors import ConfigError, DecodeError, PoisonError, TransientError
-from kubenetmon.shared.replay.progress import Progress, closing_title, human_bytes, summary
+from kubenetmon.shared.replay.progress import Progress, closing_title, summary
 from kubenetmon.shared.replay.run import add_run_arguments, connect, exit_code, guarded, run_id, setup_logging
 from kubenetmon.shared.replay.scan import Range, scan
 from kubenetmon.shared.replay.window import Window, add_window_arguments, window_from
@@ -57,6 +57,7 @@ from kubenetmon.shared.settings import (
     runtime_settings,
 )
 from kubenetmon.shared.timespec import format_time
+from kubenetmon.shared.units import human_bytes
 
 log = logging.getLogger(__name__)
 
@@ -347,8 +348,9 @@ def _report(config: RawReplay, tally: Counter[str], *, interrupted: bool, second
         ("read", f"{tally['read']} RAW messages"),
         (
             "would replay" if config.dry_run else "selected",
-            f"{tally['selected']} messages, {tally['records']} records, {human_bytes(tally['payload'])} "
-            f"payload, {human_bytes(tally['traffic'])} of traffic",
+            f"{tally['selected']} messages, {tally['records']} records, "
+            f"{human_bytes(tally['payload'], grouped=True)} payload, "
+            f"{human_bytes(tally['traffic'], grouped=True)} of traffic",
         ),
         ("skipped", f"{tally['outside']} outside the window, {tally['undecodable']} undecodable"),
     ]

@@ -39,7 +39,7 @@ from kubenetmon.shared.consumer import (
     H_STREAM_SEQ,
 )
 from kubenetmon.shared.errors import PoisonError, TransientError
-from kubenetmon.shared.replay.progress import Progress, closing_title, human_bytes, summary
+from kubenetmon.shared.replay.progress import Progress, closing_title, summary
 from kubenetmon.shared.replay.run import add_run_arguments, connect, exit_code, guarded, setup_logging
 from kubenetmon.shared.replay.scan import Range, scan
 from kubenetmon.shared.settings import (
@@ -50,6 +50,7 @@ from kubenetmon.shared.settings import (
     nats_settings,
     runtime_settings,
 )
+from kubenetmon.shared.units import human_bytes
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +222,7 @@ def _brief(tally: Counter[str], *, dry_run: bool) -> str:
 
 def _report(tally: Counter[str], *, dry_run: bool, interrupted: bool, seconds: float) -> str:
     lines = [("read", f"{tally['read']} DLQ entries")]
-    selected = f"{tally['selected']} entries, {human_bytes(tally['bytes'])}"
+    selected = f"{tally['selected']} entries, {human_bytes(tally['bytes'], grouped=True)}"
     if dry_run:
         lines.append(("would re-drive", selected))
     else:

@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final, TypeVar
 
 from kubenetmon.shared.errors import ConfigError
@@ -202,6 +203,13 @@ def invalid(cls: type, name: str, value: object, expected: str) -> ConfigError:
     flag = flag_of(cls, name)
     shown = "***" if _is_secret(cls, name) else redact_userinfo(repr(value))
     return ConfigError(f"{flag} ({env_var(flag)}): expected {expected}, got {shown}")
+
+
+def require_readable(files: Iterable[tuple[str, str]]) -> None:
+    """Raise ``ConfigError`` for the first ``(flag, path)`` whose path is set but cannot be read."""
+    for flag, path in files:
+        if path and not os.access(path, os.R_OK):
+            raise ConfigError(f"{flag} ({env_var(flag)}): cannot read {path!r}")
 
 
 def require(obj: object, name: str, ok: bool, expected: str) -> None:

@@ -23,12 +23,12 @@ from kubenetmon.shared import exits
 from kubenetmon.shared.errors import ConfigError, KubenetmonError
 from kubenetmon.shared.settings import default_data_dir
 from kubenetmon.shared.timespec import parse_duration
+from kubenetmon.shared.units import human_bytes
 from kubenetmon.writer.cost_tables import cost_view
 from kubenetmon.writer.dsn import parse_dsn
 from kubenetmon.writer.sink import DEFAULT_DATABASE, QueryResult
 from kubenetmon.writer.sql import add_target_arguments, run_query, target_settings
 from kubenetmon.writer.tables import fqn
-from kubenetmon.writer.top_report import human_bytes
 
 FORMATS: Final = ("table", "json", "csv")
 _POD: Final = "concat(localNamespace, '/', localPod)"

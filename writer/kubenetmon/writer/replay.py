@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from kubenetmon.shared import exits, runtime, topology
 from kubenetmon.shared.broker import Delivery
 from kubenetmon.shared.errors import DecodeError, TransientError
-from kubenetmon.shared.replay.progress import Progress, closing_title, human_bytes, summary
+from kubenetmon.shared.replay.progress import Progress, closing_title, summary
 from kubenetmon.shared.replay.run import add_run_arguments, connect, exit_code, guarded, setup_logging
 from kubenetmon.shared.replay.scan import Range, scan
 from kubenetmon.shared.replay.window import Window, add_window_arguments, window_from
@@ -42,6 +42,7 @@ from kubenetmon.shared.settings import (
     nats_settings,
     runtime_settings,
 )
+from kubenetmon.shared.units import human_bytes
 from kubenetmon.writer.batcher import Batch
 from kubenetmon.writer.migrate import migrate
 from kubenetmon.writer.settings import (
@@ -222,8 +223,9 @@ def _report(config: EnrichedReplay, tally: Counter[str], *, interrupted: bool, s
         ("read", f"{tally['read']} ENRICHED messages"),
         (
             "would insert" if config.dry_run else "selected",
-            f"{tally['selected']} messages, {tally['rows']} rows, {human_bytes(tally['payload'])} payload, "
-            f"{human_bytes(tally['traffic'])} of traffic",
+            f"{tally['selected']} messages, {tally['rows']} rows, "
+            f"{human_bytes(tally['payload'], grouped=True)} payload, "
+            f"{human_bytes(tally['traffic'], grouped=True)} of traffic",
         ),
         ("skipped", f"{tally['outside']} outside the window, {tally['undecodable']} undecodable"),
     ]

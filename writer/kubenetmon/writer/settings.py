@@ -10,14 +10,13 @@ This module must not import clickhouse_connect (only the sink does) nor open any
 from __future__ import annotations
 
 import argparse
-import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
 
 from kubenetmon.shared.errors import ConfigError
-from kubenetmon.shared.options import add_arguments, env_var, from_args, option, require
+from kubenetmon.shared.options import add_arguments, from_args, option, require, require_readable
 
 _IDENT: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _CLUSTER: Final = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -119,13 +118,13 @@ class ClickHouseSettings:
         A missing CA or certificate is a configuration error, which retrying the connection (as for
         an unreachable server) could never fix.
         """
-        for flag, path in (
-            ("--clickhouse-ca-cert", self.ca_cert),
-            ("--clickhouse-client-cert", self.client_cert),
-            ("--clickhouse-client-key", self.client_key),
-        ):
-            if path and not os.access(path, os.R_OK):
-                raise ConfigError(f"{flag} ({env_var(flag)}): cannot read {path!r}")
+        require_readable(
+            [
+                ("--clickhouse-ca-cert", self.ca_cert),
+                ("--clickhouse-client-cert", self.client_cert),
+                ("--clickhouse-client-key", self.client_key),
+            ]
+        )
         return self
 
 
