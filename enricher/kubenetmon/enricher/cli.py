@@ -14,7 +14,7 @@ import asyncio
 import logging
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Final
 
 from kubenetmon.enricher import inventory, sources
@@ -89,7 +89,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_enricher_arguments(parser)
     add_source_arguments(parser)
     add_history_arguments(parser)
-    parser.add_argument("--metrics-port", type=int, default=None, help="alias of --http-port")
     add_nats_arguments(parser)
     add_pool_arguments(parser)
     add_runtime_arguments(parser)
@@ -98,9 +97,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from(args: argparse.Namespace) -> EnricherConfig:
-    http = http_settings(args)
-    if args.metrics_port is not None:
-        http = replace(http, port=args.metrics_port)
     config = EnricherConfig(
         nats=nats_settings(args),
         label=label_options(args),
@@ -108,7 +104,7 @@ def config_from(args: argparse.Namespace) -> EnricherConfig:
         history=history_options(args),
         source=source_options(args),
         runtime=runtime_settings(args),
-        http=http,
+        http=http_settings(args),
     )
     config.label.label()  # validate now, in the supervisor, so a bad flag fails before any spawn
     preflight(config.nats)

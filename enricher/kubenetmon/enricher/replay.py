@@ -44,6 +44,7 @@ from kubenetmon.enricher.worker import Enricher
 from kubenetmon.shared import exits, runtime, schema, topology
 from kubenetmon.shared.broker import Broker, Delivery, PublishResult
 from kubenetmon.shared.errors import ConfigError, DecodeError, PoisonError, TransientError
+from kubenetmon.shared.options import add_arguments, option
 from kubenetmon.shared.replay.progress import Progress, closing_title, summary
 from kubenetmon.shared.replay.run import add_run_arguments, connect, exit_code, guarded, run_id, setup_logging
 from kubenetmon.shared.replay.scan import Range, scan
@@ -80,32 +81,40 @@ class RawReplay:
     dry_run: bool = False
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    add_window_arguments(parser)
-    group = parser.add_argument_group("replay")
-    group.add_argument(
-        "--node",
-        action="append",
-        default=None,
+@dataclass(frozen=True)
+class RawReplayFlags:
+    """The flags of ``replay raw`` besides the window and the labeling."""
+
+    nodes: tuple[str, ...] = option(
+        (),
+        flag="--node",
+        kind="append",
         metavar="NODE",
         help="only the RAW records of this observer node (repeatable, or comma-separated)",
     )
-    group.add_argument(
-        "--metadata",
+    metadata: str = option(
+        "current",
+        flag="--metadata",
+        native=True,
         choices=METADATA,
-        default="current",
         help="current: label with the cluster as it is now (--inventory, or one list from the API; "
         "pods gone since are unknown). as-of: label each interval with the metadata of its time, "
         "rebuilt from the META stream the enrichers record (pods by IP over time, their labels and "
         "owners as they were; nodes and Services as last recorded)",
     )
-    group.add_argument(
-        "--run-id",
-        default=None,
+    run_id: str | None = option(
+        None,
+        flag="--run-id",
+        native=True,
         metavar="ID",
         help="tag of this run in the ENRICHED ids (default: a new one); rerun an interrupted replay "
         "with the same id so that what it already sent is dropped as a duplicate",
     )
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_window_arguments(parser)
+    add_arguments(parser, RawReplayFlags, title="replay")
     add_run_arguments(parser)
     add_label_arguments(parser)
     add_enricher_arguments(parser)

@@ -40,10 +40,15 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def env_name(action: argparse.Action) -> str | None:
     """``--nats-url`` -> ``KUBENETMON_NATS_URL``; positionals and help/version have none."""
-    longs = [s for s in action.option_strings if s.startswith("--")]
-    if not longs or isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
-        return None
-    return env_var(longs[0])
+    names = env_names(action)
+    return names[0] if names else None
+
+
+def env_names(action: argparse.Action) -> list[str]:
+    """The variables of every long name of ``action``, the flag's first, then its aliases'."""
+    if isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+        return []
+    return [env_var(s) for s in action.option_strings if s.startswith("--")]
 
 
 def apply_env_defaults(parser: argparse.ArgumentParser, environ: dict[str, str]) -> None:
@@ -53,8 +58,8 @@ def apply_env_defaults(parser: argparse.ArgumentParser, environ: dict[str, str])
             for sub in action.choices.values():
                 apply_env_defaults(sub, environ)
             continue
-        name = env_name(action)
-        if name is None or name not in environ:
+        name = next((n for n in env_names(action) if n in environ), None)
+        if name is None:
             continue
         raw = environ[name]
         if action.nargs == 0:  # store_true / store_false flags

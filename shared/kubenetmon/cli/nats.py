@@ -15,16 +15,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from dataclasses import dataclass
 from typing import Final
 
 from kubenetmon.shared import exits, logs, runtime, topology
 from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.errors import ConfigError, TransientError
-from kubenetmon.shared.options import from_args, parse_duration
+from kubenetmon.shared.options import add_arguments, from_args, option, parse_duration
 from kubenetmon.shared.settings import LogSettings, NatsSettings, add_log_arguments, add_nats_arguments
 
 EXIT_CONFLICT: Final = exits.FAILED
 EXIT_UNREACHABLE: Final = exits.FAILED
+
+
+@dataclass(frozen=True)
+class AdminFlags:
+    """The flags of the ``nats`` verbs besides the NATS and logging ones (as typed)."""
+
+    connect_wait: str = option(
+        "10s",
+        flag="--connect-wait",
+        native=True,
+        metavar="DURATION",
+        help="give up if no NATS server answers within this time",
+    )
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -36,12 +50,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         sub = verbs.add_parser(verb, help=text, description=text, formatter_class=parser.formatter_class)
         add_nats_arguments(sub)
         add_log_arguments(sub)
-        sub.add_argument(
-            "--connect-wait",
-            default="10s",
-            metavar="DURATION",
-            help="give up if no NATS server answers within this time",
-        )
+        add_arguments(sub, AdminFlags, title=None)
     parser.set_defaults(nats_parser=parser)
 
 

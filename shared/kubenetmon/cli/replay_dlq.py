@@ -39,6 +39,7 @@ from kubenetmon.shared.consumer import (
     H_STREAM_SEQ,
 )
 from kubenetmon.shared.errors import PoisonError, TransientError
+from kubenetmon.shared.options import add_arguments, option
 from kubenetmon.shared.replay.progress import Progress, closing_title, summary
 from kubenetmon.shared.replay.run import add_run_arguments, connect, exit_code, guarded, setup_logging
 from kubenetmon.shared.replay.scan import Range, scan
@@ -73,23 +74,29 @@ class Selection:
         )
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("selection")
-    group.add_argument(
-        "--reason",
-        action="append",
-        default=None,
+@dataclass(frozen=True)
+class SelectionFlags:
+    """The flags that choose DLQ entries (as typed; ``Selection`` is what they mean)."""
+
+    reasons: tuple[str, ...] = option(
+        (),
+        flag="--reason",
+        kind="append",
         metavar="REASON",
         help="only entries dead-lettered for this reason, e.g. max_deliver, label, invalid_batch "
         "(repeatable, or comma-separated)",
     )
-    group.add_argument(
-        "--stage",
-        action="append",
-        default=None,
+    stages: tuple[str, ...] = option(
+        (),
+        flag="--stage",
+        kind="append",
         metavar="STAGE",
         help="only entries of this stage: enricher, writer, ... (repeatable, or comma-separated)",
     )
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_arguments(parser, SelectionFlags, title="selection")
     add_run_arguments(parser)
     add_nats_arguments(parser)
     add_runtime_arguments(parser)

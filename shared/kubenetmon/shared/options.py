@@ -16,6 +16,7 @@ import dataclasses
 import math
 import os
 import re
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, Final, TypeVar
 
@@ -121,6 +122,8 @@ def parse_durations(text: str) -> tuple[float, ...]:
 
 
 PARSERS: Final[dict[str, Callable[[str], Any]]] = {
+    "switch": parse_bool,
+    "append": parse_list,
     "str": str,
     "int": parse_int,
     "float": parse_float,
@@ -130,6 +133,22 @@ PARSERS: Final[dict[str, Callable[[str], Any]]] = {
     "list": parse_list,
     "durations": parse_durations,
 }
+
+
+_NATIVE_TYPES: Final[dict[str, Callable[[str], Any] | None]] = {
+    "str": None,
+    "int": int,
+    "float": float,
+    "switch": None,
+    "append": None,
+}
+"""Kinds of a ``native`` option, with the converter argparse applies (its own messages, as today)."""
+_NATIVE_ONLY: Final = ("switch", "append")
+TOP_LEVEL: Final = ""
+"""``option(group=TOP_LEVEL)``: a flag among the parser's own options, in no group."""
+_DECLARED: Final[weakref.WeakKeyDictionary[argparse.Action, dataclasses.Field[Any]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def format_duration(seconds: float) -> str:
@@ -163,16 +182,42 @@ def option(
     kind: str = "str",
     choices: tuple[str, ...] = (),
     secret: bool | None = None,
+    aliases: tuple[str, ...] = (),
+    native: bool = False,
+    metavar: str | None = None,
+    dest: str | None = None,
+    required: bool = False,
+    group: str | None = None,
+    repr: bool = True,
 ) -> T:
     """A settings field bound to ``flag``; ``kind`` picks the parser (see ``PARSERS``).
 
-    ``secret`` (default: ``is_secret(flag)``) keeps the value out of ``--help``, messages and the README.
+    ``secret`` (default: ``is_secret(flag)``) keeps the value out of ``--help``, messages and the README
+    (``repr=False`` out of the dataclass's ``repr`` too).
+    ``aliases`` are other names of the flag, each with its own ``KUBENETMON_*`` variable (the flag's wins).
+    A ``native`` option is a command's own flag that argparse converts and holds the default of (shown
+    as ``(default: X)``; kinds ``str``, ``int``, ``float``, ``switch``, ``append``), with an optional
+    ``metavar``, ``dest`` and ``required`` (``switch`` and ``append`` are always native); the others are
+    parsed and validated by ``from_args``; an ``append`` value is split at commas too. ``group`` puts
+    the flag in another ``--help`` section than its class's (``TOP_LEVEL``: the parser's own options).
     """
-    if kind not in PARSERS:
-        raise ValueError(f"unknown option kind {kind!r}")
-    hidden = is_secret(flag) if secret is None else secret
-    meta = {"flag": flag, "help": help, "kind": kind, "choices": choices, "secret": hidden}
-    return dataclasses.field(default=default, metadata=meta)
+    native = native or kind in _NATIVE_ONLY
+    if kind not in PARSERS or (native and kind not in _NATIVE_TYPES):
+        raise ValueError(f"unknown option kind {kind!r}{' (native)' if native else ''}")
+    meta = {
+        "flag": flag,
+        "help": help,
+        "kind": kind,
+        "choices": choices,
+        "secret": is_secret(flag) if secret is None else secret,
+        "aliases": aliases,
+        "native": native,
+        "metavar": metavar,
+        "dest": dest or _dest(flag),
+        "required": required,
+        "group": group,
+    }
+    return dataclasses.field(default=default, repr=repr, metadata=meta)
 
 
 def env_var(flag: str) -> str:
@@ -230,30 +275,61 @@ def _dest(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_")
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, *, title: str) -> None:
-    """Add one flag per option of settings class ``cls`` to ``parser``, under an argument group."""
-    group = parser.add_argument_group(title)
+def add_arguments(parser: argparse.ArgumentParser, cls: type, *, title: str | None) -> None:
+    """Add one flag per option of settings class ``cls`` to ``parser``, under an argument group
+    (``title``) or, with ``title=None``, among the parser's own options (see ``option(group=...)``)."""
+    groups: dict[str, Any] = {TOP_LEVEL: parser}
     for f in _options(cls):
         meta = f.metadata
-        text = meta["help"]
-        if meta["choices"]:
-            text += f" (one of {', '.join(meta['choices'])})"
-        shown = "" if meta["secret"] else format_value(meta["kind"], f.default)
-        if shown:
-            text += f" [default: {shown}]"
-        group.add_argument(
-            meta["flag"], dest=_dest(meta["flag"]), default=None, metavar=meta["kind"].upper(), help=text
-        )
+        names = (meta["flag"], *meta["aliases"])
+        name = meta["group"] if meta["group"] is not None else title or TOP_LEVEL
+        target = groups.get(name) or groups.setdefault(name, parser.add_argument_group(name))
+        action = target.add_argument(*names, **(_native_kwargs(f) if meta["native"] else _settings_kwargs(f)))
+        _DECLARED[action] = f
+
+
+def _settings_kwargs(f: dataclasses.Field[Any]) -> dict[str, Any]:
+    meta = f.metadata
+    text = meta["help"]
+    if meta["choices"]:
+        text += f" (one of {', '.join(meta['choices'])})"
+    shown = "" if meta["secret"] else format_value(meta["kind"], f.default)
+    if shown:
+        text += f" [default: {shown}]"
+    return {"dest": meta["dest"], "default": None, "metavar": meta["kind"].upper(), "help": text}
+
+
+def _native_kwargs(f: dataclasses.Field[Any]) -> dict[str, Any]:
+    meta = f.metadata
+    kwargs: dict[str, Any] = {"dest": meta["dest"], "help": meta["help"]}
+    if meta["kind"] == "switch":
+        return kwargs | {"action": "store_true", "default": bool(f.default)}
+    kwargs |= {"metavar": meta["metavar"], "required": meta["required"]}
+    if meta["kind"] == "append":
+        values: Any = f.default
+        return kwargs | {"action": "append", "default": list(values or ())}
+    kwargs |= {"default": f.default, "type": _NATIVE_TYPES[meta["kind"]]}
+    return kwargs | ({"choices": meta["choices"]} if meta["choices"] else {})
+
+
+def declaration(action: argparse.Action) -> dataclasses.Field[Any] | None:
+    """The settings field that declared ``action`` through ``add_arguments`` (None: declared otherwise)."""
+    return _DECLARED.get(action)
 
 
 def from_args(cls: type[T], args: argparse.Namespace, **overrides: Any) -> T:
     """Build settings ``cls`` from parsed flags (missing flags keep their defaults), then validate."""
     values: dict[str, Any] = {}
     for f in _options(cls):
-        raw = getattr(args, _dest(f.metadata["flag"]), None)
+        raw = getattr(args, f.metadata["dest"], None)
         if raw is None:
             continue
-        values[f.name] = parse_value(cls, f, raw) if isinstance(raw, str) else raw
+        if f.metadata["kind"] == "append":
+            values[f.name] = tuple(part.strip() for v in raw for part in v.split(",") if part.strip())
+        elif f.metadata["native"] or not isinstance(raw, str):
+            values[f.name] = raw
+        else:
+            values[f.name] = parse_value(cls, f, raw)
     values.update(overrides)
     return cls(**values)
 
@@ -269,13 +345,34 @@ def parse_value(cls: type, f: dataclasses.Field[Any], raw: str) -> Any:
     return value
 
 
+def describe(f: dataclasses.Field[Any], *, one_of: str = "one of ") -> tuple[str, str, str, str]:
+    """A flag as the README lists it, from its declaration: flag, environment variable, default, meaning."""
+    meta = f.metadata
+    if meta["secret"]:
+        default = "(secret)"
+    elif meta["native"]:
+        default = _native_default(meta["kind"], f.default)
+    else:
+        default = format_value(meta["kind"], f.default)
+    text = meta["help"]
+    if meta["choices"] and not meta["native"]:
+        text += f" ({one_of}{', '.join(meta['choices'])})"
+    for alias in meta["aliases"]:
+        text += f"; alias `{alias}` (`{env_var(alias)}`)"
+    return meta["flag"], env_var(meta["flag"]), default or "-", text
+
+
+def _native_default(kind: str, value: Any) -> str:
+    if kind in _NATIVE_ONLY or value is None:
+        return ""
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
 def reference(*classes: type) -> str:
     """The configuration reference as a Markdown table (flag, environment variable, default, meaning)."""
     lines = ["| flag | environment | default | meaning |", "|---|---|---|---|"]
     for cls in classes:
         for f in _options(cls):
-            meta = f.metadata
-            default = "(secret)" if meta["secret"] else format_value(meta["kind"], f.default)
-            text = meta["help"] + (f" ({', '.join(meta['choices'])})" if meta["choices"] else "")
-            lines.append(f"| `{meta['flag']}` | `{env_var(meta['flag'])}` | `{default or '-'}` | {text} |")
+            flag, env, default, text = describe(f, one_of="")
+            lines.append(f"| `{flag}` | `{env}` | `{default}` | {text} |")
     return "\n".join(lines) + "\n"

@@ -208,8 +208,19 @@ class LogSettings:
 class HttpSettings:
     """The metrics/health endpoint: ``/metrics``, ``/healthz``, ``/readyz``."""
 
-    host: str = option("0.0.0.0", flag="--http-host", help="address the metrics/health server listens on")
-    port: int = option(9090, flag="--http-port", kind="int", help="its TCP port (0: any free port, -1: off)")
+    host: str = option(
+        "0.0.0.0",
+        flag="--http-host",
+        aliases=("--metrics-host",),
+        help="address the metrics/health server listens on",
+    )
+    port: int = option(
+        9090,
+        flag="--http-port",
+        aliases=("--metrics-port",),
+        kind="int",
+        help="its TCP port (0: any free port, -1: off)",
+    )
 
     def __post_init__(self) -> None:
         require(self, "port", -1 <= self.port <= 65535, "a port from 0 to 65535, or -1")

@@ -29,6 +29,7 @@ from typing import Final
 
 from kubenetmon.shared import exits
 from kubenetmon.shared.errors import ConfigError, TransientError
+from kubenetmon.shared.options import add_arguments, option
 from kubenetmon.writer import cost_tables, pricebook, tables
 from kubenetmon.writer.cluster import data_table, place
 from kubenetmon.writer.prices import load_prices
@@ -197,6 +198,28 @@ def _reconcile_ttl(sink: Sink, *, database: str, table: str, days: int, cluster:
 # kubenetmon clickhouse migrate
 
 
+@dataclass(frozen=True)
+class MigrateFlags:
+    """The flags of ``clickhouse migrate`` besides the ClickHouse ones."""
+
+    to_version: int = option(
+        LATEST,
+        flag="--to-version",
+        kind="int",
+        native=True,
+        metavar="N",
+        help=f"stop at schema version N (staged upgrades; latest is {LATEST})",
+    )
+    price_books: tuple[str, ...] = option(
+        (),
+        flag="--price-book",
+        kind="append",
+        metavar="FILE",
+        help="YAML price book adding or overriding entries of the shipped AWS, GCP and Azure list prices "
+        "(by id; repeatable, later files win); the result replaces the book in force, re-pricing the past",
+    )
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     subs = parser.add_subparsers(dest="clickhouse_command", metavar="ACTION")
     sub = subs.add_parser(
@@ -207,21 +230,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         formatter_class=parser.formatter_class,
     )
     add_clickhouse_arguments(sub)
-    sub.add_argument(
-        "--to-version",
-        type=int,
-        default=LATEST,
-        metavar="N",
-        help=f"stop at schema version N (staged upgrades; latest is {LATEST})",
-    )
-    sub.add_argument(
-        "--price-book",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="YAML price book adding or overriding entries of the shipped AWS, GCP and Azure list prices "
-        "(by id; repeatable, later files win); the result replaces the book in force, re-pricing the past",
-    )
+    add_arguments(sub, MigrateFlags, title=None)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
@@ -20,17 +20,6 @@ from kubenetmon.shared.options import add_arguments, from_args, option, require,
 
 _IDENT: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _CLUSTER: Final = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-
-
-def _secret_meta(flag: str) -> dict[str, object]:
-    """``option()`` metadata for a secret that must also stay out of ``repr``."""
-    return {
-        "flag": flag,
-        "help": "password (overrides the DSN's)",
-        "kind": "str",
-        "choices": (),
-        "secret": True,
-    }
 
 
 @dataclass(frozen=True)
@@ -49,7 +38,9 @@ class ClickHouseSettings:
         "network_flows_0", flag="--table", help="flows table; its exact view is <table>_exact"
     )
     user: str = option("", flag="--clickhouse-user", help="user name (overrides the DSN's)")
-    password: str = field(default="", repr=False, metadata=_secret_meta("--clickhouse-password"))
+    password: str = option(
+        "", flag="--clickhouse-password", help="password (overrides the DSN's)", secret=True, repr=False
+    )
     password_file: str = option(
         "", flag="--clickhouse-password-file", help="file holding the password (wins over the others)"
     )
