@@ -118,7 +118,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_run_arguments(parser)
     add_label_arguments(parser)
     add_enricher_arguments(parser)
-    add_nats_arguments(parser)
+    add_nats_arguments(parser, topology=False)
     add_runtime_arguments(parser)
     add_log_arguments(parser)
 

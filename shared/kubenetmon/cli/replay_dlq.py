@@ -98,7 +98,7 @@ class SelectionFlags:
 def configure(parser: argparse.ArgumentParser) -> None:
     add_arguments(parser, SelectionFlags, title="selection")
     add_run_arguments(parser)
-    add_nats_arguments(parser)
+    add_nats_arguments(parser, topology=False)
     add_runtime_arguments(parser)
     add_log_arguments(parser)
 

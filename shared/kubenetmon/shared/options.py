@@ -17,7 +17,7 @@ import math
 import os
 import re
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, Final, TypeVar
 
 from kubenetmon.shared.errors import ConfigError
@@ -275,16 +275,23 @@ def _dest(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_")
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, *, title: str | None) -> None:
+def add_arguments(
+    parser: argparse.ArgumentParser, cls: type, *, title: str | None, hidden: Collection[str] = ()
+) -> None:
     """Add one flag per option of settings class ``cls`` to ``parser``, under an argument group
-    (``title``) or, with ``title=None``, among the parser's own options (see ``option(group=...)``)."""
+    (``title``) or, with ``title=None``, among the parser's own options (see ``option(group=...)``).
+
+    The flags of the fields named in ``hidden`` are accepted (and validated) but not shown in ``--help``."""
     groups: dict[str, Any] = {TOP_LEVEL: parser}
     for f in _options(cls):
         meta = f.metadata
         names = (meta["flag"], *meta["aliases"])
         name = meta["group"] if meta["group"] is not None else title or TOP_LEVEL
         target = groups.get(name) or groups.setdefault(name, parser.add_argument_group(name))
-        action = target.add_argument(*names, **(_native_kwargs(f) if meta["native"] else _settings_kwargs(f)))
+        kwargs = _native_kwargs(f) if meta["native"] else _settings_kwargs(f)
+        if f.name in hidden:
+            kwargs["help"] = argparse.SUPPRESS
+        action = target.add_argument(*names, **kwargs)
         _DECLARED[action] = f
 
 

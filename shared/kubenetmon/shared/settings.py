@@ -282,8 +282,19 @@ class PoolSettings:
         )
 
 
-def add_nats_arguments(parser: argparse.ArgumentParser) -> None:
-    add_arguments(parser, NatsSettings, title="NATS")
+TOPOLOGY_ONLY: Final = (
+    *(f"{kind}_max_{limit}" for kind in ("raw", "enriched", "dlq", "meta") for limit in ("age_s", "bytes")),
+    "replicas",
+    "storage",
+    "duplicate_window_s",
+)
+"""``NatsSettings`` fields that only shape the streams ``nats init`` (or a service at start) creates."""
+
+
+def add_nats_arguments(parser: argparse.ArgumentParser, *, topology: bool = True) -> None:
+    """The NATS flags; ``topology=False``: ``--help`` shows only those a client of an existing topology
+    uses (replay), the others are still accepted, so a shared command line or environment works unchanged."""
+    add_arguments(parser, NatsSettings, title="NATS", hidden=() if topology else TOPOLOGY_ONLY)
 
 
 def nats_settings(args: argparse.Namespace) -> NatsSettings:
