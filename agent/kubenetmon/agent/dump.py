@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from kubenetmon.agent.ctnetlink import FlowKey, KeyReader, Message, counters, decode_key
+from kubenetmon.shared import exits
 from kubenetmon.shared.options import add_arguments, option
 
 _PROTOS: Final = {
@@ -183,4 +184,4 @@ def main(args: argparse.Namespace) -> int:
         sys.stdout = None  # no second failure at interpreter exit
     finally:
         conntrack.close()
-    return 0
+    return exits.DONE

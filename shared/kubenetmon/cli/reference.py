@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from kubenetmon.cli.main import COMMANDS, build_parser, load
-from kubenetmon.shared import options
+from kubenetmon.shared import exits, options
 from kubenetmon.shared.settings import ALL_SETTINGS
 
 BEGIN: Final = (
@@ -107,9 +107,9 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["--write"] and len(argv) == 2:
         path = Path(argv[1])
         path.write_text(rewrite(path.read_text()))
-        return 0
+        return exits.DONE
     sys.stdout.write(markdown())
-    return 0
+    return exits.DONE
 
 
 if __name__ == "__main__":

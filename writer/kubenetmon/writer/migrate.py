@@ -263,4 +263,4 @@ def main(args: argparse.Namespace) -> int:
         f"applied: {steps}; TTL {'changed' if out.ttl_changed else 'unchanged'}; "
         f"price book {book.digest} {'loaded' if out.prices_changed else 'unchanged'}"
     )
-    return 0
+    return exits.DONE

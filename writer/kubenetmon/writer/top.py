@@ -185,7 +185,7 @@ def once(source: Source, spec: TopSpec, *, fmt: str, out: TextIO) -> int:
         return exits.FAILED
     report = with_completeness(parse_report(result, spec=spec, now=now), source)
     render(report, fmt=fmt, out=out, color=fmt == "table" and out.isatty())
-    return 0
+    return exits.DONE
 
 
 def with_completeness(report: Report, source: Source) -> Report:
@@ -239,4 +239,4 @@ async def watch(source: Source, spec: TopSpec, *, every_s: float, fmt: str, stop
         finally:
             if live is not None:
                 live.stop()
-    return 0
+    return exits.DONE
