@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from typing import Final
 
-from kubenetmon.shared.options import ENV_PREFIX, env_var, is_secret, redact_userinfo
+from kubenetmon.shared.options import ENV_PREFIX, declaration, env_var, is_secret, redact_userinfo
 
 __all__ = [
     "ENV_PREFIX",
@@ -30,12 +30,17 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if is_secret(action.dest) or action.default in (None, "", [], False, argparse.SUPPRESS):
+        if _secret(action) or action.default in (None, "", [], False, argparse.SUPPRESS):
             return text
         return super()._get_help_string(action) or text
 
     def _expand_help(self, action: argparse.Action) -> str:
         return redact_userinfo(super()._expand_help(action))
+
+
+def _secret(action: argparse.Action) -> bool:
+    field = declaration(action)
+    return bool(field.metadata["secret"]) if field is not None else is_secret(action.dest)
 
 
 def env_name(action: argparse.Action) -> str | None:
