@@ -44,7 +44,7 @@ from kubenetmon.enricher.worker import Enricher
 from kubenetmon.shared import exits, runtime, schema, topology
 from kubenetmon.shared.broker import Broker, Delivery, PublishResult
 from kubenetmon.shared.errors import ConfigError, DecodeError, PoisonError, TransientError
-from kubenetmon.shared.options import add_arguments, option
+from kubenetmon.shared.options import add_arguments, from_args, option
 from kubenetmon.shared.replay.progress import Progress, closing_title, summary
 from kubenetmon.shared.replay.run import add_run_arguments, connect, exit_code, guarded, run_id, setup_logging
 from kubenetmon.shared.replay.scan import Range, scan
@@ -124,14 +124,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    flags = from_args(RawReplayFlags, args)
     config = RawReplay(
         window=window_from(args, now=time.time()),
-        run_id=run_id(args.run_id),
+        run_id=run_id(flags.run_id),
         nats=nats_settings(args),
         label=label_options(args),
         enricher=enricher_options(args),
-        nodes=tuple(p.strip() for v in args.node or () for p in v.split(",") if p.strip()),
-        metadata=args.metadata,
+        nodes=flags.nodes,
+        metadata=flags.metadata,
         dry_run=bool(args.dry_run),
     )
     config.label.label()  # validate before connecting

@@ -39,7 +39,7 @@ from kubenetmon.shared.consumer import (
     H_STREAM_SEQ,
 )
 from kubenetmon.shared.errors import PoisonError, TransientError
-from kubenetmon.shared.options import add_arguments, option
+from kubenetmon.shared.options import add_arguments, from_args, option
 from kubenetmon.shared.replay.progress import Progress, closing_title, summary
 from kubenetmon.shared.replay.run import add_run_arguments, connect, exit_code, guarded, setup_logging
 from kubenetmon.shared.replay.scan import Range, scan
@@ -105,17 +105,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     settings = nats_settings(args)
-    selection = Selection(reasons=_words(args.reason), stages=_words(args.stage))
+    flags = from_args(SelectionFlags, args)
+    selection = Selection(reasons=frozenset(flags.reasons), stages=frozenset(flags.stages))
     tty = setup_logging(args, process="replay-dlq")
     dry_run = bool(args.dry_run)
     return runtime.run(
         guarded("dlq", lambda stop: redrive(settings, selection, dry_run=dry_run, stop=stop, tty=tty)),
         drain_timeout_s=runtime_settings(args).drain_timeout_s,
     )
-
-
-def _words(values: list[str] | None) -> frozenset[str]:
-    return frozenset(p.strip() for v in values or () for p in v.split(",") if p.strip())
 
 
 async def redrive(
