@@ -231,3 +231,59 @@ def test_readme_configuration_reference_is_current() -> None:
         pytest.skip("README has no configuration reference yet")
     for line in options.reference(*ALL_SETTINGS).splitlines()[2:]:
         assert line in readme, f"README configuration reference is stale: missing {line}"
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "host", "port"),
+    [
+        (["--metrics-port=9811", "--metrics-host=127.0.0.1"], {}, "127.0.0.1", 9811),
+        ([], {"KUBENETMON_METRICS_PORT": "9812", "KUBENETMON_METRICS_HOST": "::1"}, "::1", 9812),
+        ([], {"KUBENETMON_METRICS_PORT": "9812", "KUBENETMON_HTTP_PORT": "9813"}, "0.0.0.0", 9813),
+        (["--http-port=9814"], {"KUBENETMON_METRICS_PORT": "9812"}, "0.0.0.0", 9814),
+    ],
+)
+def test_metrics_flags_are_aliases_of_the_http_flags(
+    argv: list[str], environ: dict[str, str], host: str, port: int
+) -> None:
+    assert http_settings(parse(argv, environ)) == HttpSettings(host=host, port=port)
+
+
+@pytest.mark.parametrize("role", ["agent", "enricher", "metadata", "writer"])
+def test_every_role_takes_both_names_of_its_http_flags(role: str) -> None:
+    """The agent's flag was --metrics-port, the pools' --http-port: each role takes either."""
+    _, subs = cli.build_parser()
+    cli.load(role).configure(subs.choices[role])
+    actions = {s: a for a in subs.choices[role]._actions for s in a.option_strings}
+    assert actions["--http-port"] is actions["--metrics-port"]
+    assert actions["--http-host"] is actions["--metrics-host"]
+
+
+def test_replay_help_shows_only_the_nats_flags_it_uses(capsys: pytest.CaptureFixture[str]) -> None:
+    for verb in ("raw", "enriched", "dlq"):
+        with pytest.raises(SystemExit):
+            cli.main(["replay", verb, "--help"])
+        shown = capsys.readouterr().out
+        assert "--nats-url" in shown and "--nats-ack-wait" in shown
+        assert "--nats-raw-max-age" not in shown and "--nats-replicas" not in shown
+        assert "--nats-storage" not in shown and "--nats-duplicate-window" not in shown
+
+
+def test_every_flag_is_declared_so_the_reference_reads_it() -> None:
+    from kubenetmon.cli import reference
+
+    for name, sub in reference._commands():
+        for action in sub._actions:
+            if action.option_strings and not isinstance(action, argparse._HelpAction):
+                assert options.declaration(action) is not None, f"{name}: {action.option_strings}"
+
+
+def test_one_duration_parser_with_two_framings() -> None:
+    from kubenetmon.shared import timespec
+
+    assert timespec.parse_duration("90s") == options.parse_duration("90s") == 90.0
+    with pytest.raises(ConfigError, match="'soon' is not a duration such as"):
+        timespec.parse_duration("soon")
+    with pytest.raises(ConfigError, match="'-5m' is not a positive duration"):
+        timespec.parse_duration("-5m")
+    with pytest.raises(ValueError, match="a duration such as"):
+        options.parse_duration("soon")

@@ -17,9 +17,12 @@ import json
 import socket
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 from kubenetmon.agent.ctnetlink import FlowKey, KeyReader, Message, counters, decode_key
+from kubenetmon.shared import exits
+from kubenetmon.shared.options import add_arguments, option
 
 _PROTOS: Final = {
     1: "icmp",
@@ -43,14 +46,25 @@ Entry = tuple[bytes, bytes, int, int]
 """``(key, counters, mark, state)`` as ``Decoder.entries`` makes them."""
 
 
+@dataclass(frozen=True)
+class DumpFlags:
+    """The flags of ``conntrack dump``."""
+
+    netns: str = option(
+        "", flag="--netns", native=True, help="named network namespace to read (default: own)"
+    )
+    format: str = option("text", flag="--format", native=True, choices=("text", "json"), help="output format")
+    summary: bool = option(
+        False, flag="--summary", kind="switch", help="print only totals, as one JSON object"
+    )
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     subs = parser.add_subparsers(dest="conntrack_command", metavar="COMMAND", required=True)
     dump = subs.add_parser(
         "dump", help="print the conntrack table as the agent reads it (counters untouched)"
     )
-    dump.add_argument("--netns", default="", help="named network namespace to read (default: own)")
-    dump.add_argument("--format", choices=("text", "json"), default="text", help="output format")
-    dump.add_argument("--summary", action="store_true", help="print only totals, as one JSON object")
+    add_arguments(dump, DumpFlags, title=None)
 
 
 def _state_name(proto: int, state: int) -> str:
@@ -170,4 +184,4 @@ def main(args: argparse.Namespace) -> int:
         sys.stdout = None  # no second failure at interpreter exit
     finally:
         conntrack.close()
-    return 0
+    return exits.DONE

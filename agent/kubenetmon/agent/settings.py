@@ -10,7 +10,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Final
 
-from kubenetmon.shared.options import add_arguments, from_args, option, require
+from kubenetmon.shared.options import TOP_LEVEL, add_arguments, from_args, option, require
 from kubenetmon.shared.schema import MAX_INTERVAL_SECONDS
 from kubenetmon.shared.settings import HttpSettings
 
@@ -38,11 +38,15 @@ class AgentSettings:
         "/run/kubenetmon", flag="--state-dir", help="directory of the checkpoint and pending reports"
     )
     metrics_port: int = option(
-        9810, flag="--metrics-port", kind="int", help="port of /metrics, /healthz, /readyz (-1: off)"
+        9810,
+        flag="--http-port",
+        aliases=("--metrics-port",),
+        kind="int",
+        help="port of /metrics, /healthz, /readyz (-1: off)",
     )
-    metrics_host: str = option("0.0.0.0", flag="--metrics-host", help="address of the metrics server")
-    skip_sanity_check: bool = False
-    """``--skip-sanity-check``: start even when conntrack accounting is off."""
+    metrics_host: str = option(
+        "0.0.0.0", flag="--http-host", aliases=("--metrics-host",), help="address of the metrics server"
+    )
     young_node_s: float = option(
         600.0,
         flag="--young-node",
@@ -76,8 +80,17 @@ class AgentSettings:
     publish_window: int = option(
         32, flag="--publish-window", kind="int", help="RAW messages awaiting their ack at once"
     )
-    report_sctp: bool = False
-    """``--report-sctp``: report SCTP flows too (TCP and UDP always)."""
+    skip_sanity_check: bool = option(
+        False,
+        flag="--skip-sanity-check",
+        kind="switch",
+        group=TOP_LEVEL,
+        help="start even if net.netfilter.nf_conntrack_acct is off (flows would have no counters)",
+    )
+    report_sctp: bool = option(
+        False, flag="--report-sctp", kind="switch", group=TOP_LEVEL, help="report SCTP flows too"
+    )
+    """Report SCTP flows too (TCP and UDP always)."""
 
     def __post_init__(self) -> None:
         require(self, "node_name", bool(self.node_name.strip()), "a node name")
@@ -113,18 +126,7 @@ class AgentSettings:
 
 def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
     add_arguments(parser, AgentSettings, title="agent")
-    parser.add_argument(
-        "--skip-sanity-check",
-        action="store_true",
-        help="start even if net.netfilter.nf_conntrack_acct is off (flows would have no counters)",
-    )
-    parser.add_argument("--report-sctp", action="store_true", help="report SCTP flows too")
 
 
 def agent_settings(args: argparse.Namespace) -> AgentSettings:
-    return from_args(
-        AgentSettings,
-        args,
-        skip_sanity_check=bool(args.skip_sanity_check),
-        report_sctp=bool(args.report_sctp),
-    )
+    return from_args(AgentSettings, args)

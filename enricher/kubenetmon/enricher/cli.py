@@ -8,8 +8,6 @@ pool runs ``service.work`` in each worker process. It must not do a worker's job
 from __future__ import annotations
 
 import argparse
-import os
-from dataclasses import replace
 
 from kubenetmon.enricher.service import EnricherConfig
 from kubenetmon.enricher.settings import (
@@ -25,7 +23,7 @@ from kubenetmon.enricher.settings import (
 from kubenetmon.shared import logs
 from kubenetmon.shared.broker import preflight
 from kubenetmon.shared.errors import ConfigError
-from kubenetmon.shared.options import env_var
+from kubenetmon.shared.options import require_readable
 from kubenetmon.shared.pool import supervise_role
 from kubenetmon.shared.settings import (
     add_http_arguments,
@@ -46,7 +44,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_enricher_arguments(parser)
     add_source_arguments(parser)
     add_history_arguments(parser)
-    parser.add_argument("--metrics-port", type=int, default=None, help="alias of --http-port")
     add_nats_arguments(parser)
     add_pool_arguments(parser)
     add_runtime_arguments(parser)
@@ -55,9 +52,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from(args: argparse.Namespace) -> EnricherConfig:
-    http = http_settings(args)
-    if args.metrics_port is not None:
-        http = replace(http, port=args.metrics_port)
     config = EnricherConfig(
         nats=nats_settings(args),
         label=label_options(args),
@@ -65,7 +59,7 @@ def config_from(args: argparse.Namespace) -> EnricherConfig:
         history=history_options(args),
         source=source_options(args),
         runtime=runtime_settings(args),
-        http=http,
+        http=http_settings(args),
     )
     config.label.label()  # validate now, in the supervisor, so a bad flag fails before any spawn
     preflight(config.nats)
@@ -73,9 +67,7 @@ def config_from(args: argparse.Namespace) -> EnricherConfig:
         raise ConfigError("--inventory and --metadata-source meta exclude each other: choose one source")
     files = [("--inventory", config.label.inventory), ("--kubeconfig", config.enricher.kubeconfig)]
     files += [("--custom-ranges", path) for path in config.label.custom_ranges]
-    for flag, path in files:
-        if path and not os.access(path, os.R_OK):
-            raise ConfigError(f"{flag} ({env_var(flag)}): cannot read {path!r}")
+    require_readable(files)
     return config
 
 

@@ -20,6 +20,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any, Final
 
@@ -27,8 +28,9 @@ from kubenetmon.enricher import inventory, sources
 from kubenetmon.enricher.index import Index
 from kubenetmon.enricher.labeler import Labeler
 from kubenetmon.enricher.settings import add_label_arguments, label_options
-from kubenetmon.shared import schema
+from kubenetmon.shared import exits, schema
 from kubenetmon.shared.errors import ConfigError
+from kubenetmon.shared.options import add_arguments, option
 
 BATCH: Final = 1000
 _PROTOS: Final = {"tcp": 6, "udp": 17, "sctp": 132}
@@ -37,14 +39,28 @@ _COUNTERS: Final = ("orig_packets", "orig_bytes", "reply_packets", "reply_bytes"
 _PORTS: Final = ("orig_sport", "orig_dport", "reply_sport", "reply_dport")
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--node", required=True, help="the observer: node whose agent saw the records")
-    parser.add_argument(
-        "--interval-seconds",
-        type=int,
-        default=60,
+@dataclass(frozen=True)
+class LabelToolFlags:
+    """The flags of ``label`` besides the labeling ones."""
+
+    node: str | None = option(
+        None,
+        flag="--node",
+        native=True,
+        required=True,
+        help="the observer: node whose agent saw the records",
+    )
+    interval_seconds: int = option(
+        60,
+        flag="--interval-seconds",
+        kind="int",
+        native=True,
         help="interval length for records without interval_seconds",
     )
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_arguments(parser, LabelToolFlags, title=None)
     add_label_arguments(parser)
 
 
@@ -86,7 +102,7 @@ def run(
                 json.dumps({c: _render(c, v[j]) for c, v in zip(result.columns, result.data, strict=True)})
             )
             out.write("\n")
-    return 1 if invalid else 0
+    return exits.FAILED if invalid else exits.DONE
 
 
 def _messages(

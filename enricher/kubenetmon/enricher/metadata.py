@@ -35,8 +35,8 @@ from kubenetmon.enricher.settings import MetadataOptions, add_metadata_arguments
 from kubenetmon.enricher.watch import LISTED, KubeWatch, Update
 from kubenetmon.shared import backoff, logs, runtime
 from kubenetmon.shared.broker import Broker, KeyValue, Lease, PublishResult, connect_ready_or_stop, preflight
-from kubenetmon.shared.errors import ConfigError, TransientError
-from kubenetmon.shared.options import env_var
+from kubenetmon.shared.errors import TransientError
+from kubenetmon.shared.options import require_readable
 from kubenetmon.shared.pool import Ready, run_worker, supervise_role
 from kubenetmon.shared.settings import (
     HttpSettings,
@@ -85,9 +85,7 @@ def main(args: argparse.Namespace) -> int:
         http=http_settings(args),
     )
     preflight(config.nats)
-    path = config.metadata.kubeconfig
-    if path and not os.access(path, os.R_OK):
-        raise ConfigError(f"--kubeconfig ({env_var('--kubeconfig')}): cannot read {path!r}")
+    require_readable([("--kubeconfig", config.metadata.kubeconfig)])
     logs.setup(log_settings(args), process="metadata")
     return supervise_role(
         "kubenetmon.enricher.metadata:work",

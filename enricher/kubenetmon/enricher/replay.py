@@ -41,10 +41,11 @@ from kubenetmon.enricher.settings import (
     label_options,
 )
 from kubenetmon.enricher.worker import Enricher
-from kubenetmon.shared import backoff, runtime, schema, topology
+from kubenetmon.shared import backoff, exits, runtime, schema, topology
 from kubenetmon.shared.broker import Broker, Delivery, PublishResult
 from kubenetmon.shared.errors import ConfigError, DecodeError, PoisonError, TransientError
-from kubenetmon.shared.replay.progress import Progress, closing_title, human_bytes, summary
+from kubenetmon.shared.options import add_arguments, from_args, option
+from kubenetmon.shared.replay.progress import Progress, closing_title, summary
 from kubenetmon.shared.replay.run import add_run_arguments, connect, exit_code, guarded, run_id, setup_logging
 from kubenetmon.shared.replay.scan import Range, scan
 from kubenetmon.shared.replay.window import Window, add_window_arguments, window_from
@@ -57,6 +58,7 @@ from kubenetmon.shared.settings import (
     runtime_settings,
 )
 from kubenetmon.shared.timespec import format_time
+from kubenetmon.shared.units import human_bytes
 
 log = logging.getLogger(__name__)
 
@@ -79,49 +81,58 @@ class RawReplay:
     dry_run: bool = False
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    add_window_arguments(parser)
-    group = parser.add_argument_group("replay")
-    group.add_argument(
-        "--node",
-        action="append",
-        default=None,
+@dataclass(frozen=True)
+class RawReplayFlags:
+    """The flags of ``replay raw`` besides the window and the labeling."""
+
+    nodes: tuple[str, ...] = option(
+        (),
+        flag="--node",
+        kind="append",
         metavar="NODE",
         help="only the RAW records of this observer node (repeatable, or comma-separated)",
     )
-    group.add_argument(
-        "--metadata",
+    metadata: str = option(
+        "current",
+        flag="--metadata",
+        native=True,
         choices=METADATA,
-        default="current",
         help="current: label with the cluster as it is now (--inventory, or one list from the API; "
         "pods gone since are unknown). as-of: label each interval with the metadata of its time, "
         "rebuilt from the META stream the enrichers record (pods by IP over time, their labels and "
         "owners as they were; nodes and Services as last recorded)",
     )
-    group.add_argument(
-        "--run-id",
-        default=None,
+    run_id: str | None = option(
+        None,
+        flag="--run-id",
+        native=True,
         metavar="ID",
         help="tag of this run in the ENRICHED ids (default: a new one); rerun an interrupted replay "
         "with the same id so that what it already sent is dropped as a duplicate",
     )
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_window_arguments(parser)
+    add_arguments(parser, RawReplayFlags, title="replay")
     add_run_arguments(parser)
     add_label_arguments(parser)
     add_enricher_arguments(parser)
-    add_nats_arguments(parser)
+    add_nats_arguments(parser, topology=False)
     add_runtime_arguments(parser)
     add_log_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
+    flags = from_args(RawReplayFlags, args)
     config = RawReplay(
         window=window_from(args, now=time.time()),
-        run_id=run_id(args.run_id),
+        run_id=run_id(flags.run_id),
         nats=nats_settings(args),
         label=label_options(args),
         enricher=enricher_options(args),
-        nodes=tuple(p.strip() for v in args.node or () for p in v.split(",") if p.strip()),
-        metadata=args.metadata,
+        nodes=flags.nodes,
+        metadata=flags.metadata,
         dry_run=bool(args.dry_run),
     )
     config.label.label()  # validate before connecting
@@ -141,7 +152,7 @@ async def replay_raw(config: RawReplay, *, stop: asyncio.Event, tty: bool = Fals
         broker = await connect(config.nats, name=f"kubenetmon-replay-raw-{config.run_id}", streams=streams)
     except TransientError as exc:
         print(f"kubenetmon replay raw: {exc}", file=sys.stderr)
-        return 1
+        return exits.FAILED
     progress = Progress(
         f"replay raw {config.run_id}", tty=tty, describe=lambda: _brief(tally, dry_run=config.dry_run)
     )
@@ -335,8 +346,9 @@ def _report(config: RawReplay, tally: Counter[str], *, interrupted: bool, second
         ("read", f"{tally['read']} RAW messages"),
         (
             "would replay" if config.dry_run else "selected",
-            f"{tally['selected']} messages, {tally['records']} records, {human_bytes(tally['payload'])} "
-            f"payload, {human_bytes(tally['traffic'])} of traffic",
+            f"{tally['selected']} messages, {tally['records']} records, "
+            f"{human_bytes(tally['payload'], grouped=True)} payload, "
+            f"{human_bytes(tally['traffic'], grouped=True)} of traffic",
         ),
         ("skipped", f"{tally['outside']} outside the window, {tally['undecodable']} undecodable"),
     ]

@@ -20,6 +20,7 @@ from kubenetmon.enricher.watch import WatchSettings
 from kubenetmon.shared.options import add_arguments, from_args, option, require
 
 _DAY: Final = 86400.0
+_LISTS: Final = "labeling: switches and lists"
 METADATA_SOURCES: Final = ("watch", "meta")
 
 
@@ -42,15 +43,35 @@ class LabelOptions:
     inventory: str = option(
         "", flag="--inventory", help="static Kubernetes List (YAML/JSON) instead of watching"
     )
-    # Switches and repeatable flags (added by ``add_label_arguments`` itself, see ``_MANUAL``):
-    ignore_udp: bool = False
-    """Drop UDP flows (``--ignore-udp``)."""
-    private_cidrs: tuple[str, ...] = ()
-    """Extra private CIDRs (``--private-cidr``, repeatable or comma-separated)."""
-    ranges: tuple[str, ...] = ()
-    """Cloud range files or URLs (``--ranges``)."""
-    custom_ranges: tuple[str, ...] = ()
-    """Files of user CIDR entries (``--custom-ranges``)."""
+    ignore_udp: bool = option(
+        False, flag="--ignore-udp", kind="switch", group=_LISTS, help="drop UDP flows (default: kept)"
+    )
+    private_cidrs: tuple[str, ...] = option(
+        (),
+        flag="--private-cidr",
+        dest="private_cidrs",
+        kind="append",
+        metavar="VALUE",
+        group=_LISTS,
+        help="extra private CIDR treated as INTRA_VPC (repeatable, or comma-separated)",
+    )
+    ranges: tuple[str, ...] = option(
+        (),
+        flag="--ranges",
+        kind="append",
+        metavar="VALUE",
+        group=_LISTS,
+        help="cloud range file or URL (repeatable, or comma-separated); aws=, gcp=, goog=, azure= name a "
+        "format",
+    )
+    custom_ranges: tuple[str, ...] = option(
+        (),
+        flag="--custom-ranges",
+        kind="append",
+        metavar="VALUE",
+        group=_LISTS,
+        help="YAML/JSON file of user CIDR entries: cidr, name, zone, service (repeatable)",
+    )
 
     def __post_init__(self) -> None:
         require(self, "pod_grace_s", self.pod_grace_s > 0, "a positive duration")
@@ -187,42 +208,12 @@ class MetadataOptions:
         )
 
 
-_MANUAL: Final = (
-    (
-        "--private-cidr",
-        "private_cidrs",
-        "extra private CIDR treated as INTRA_VPC (repeatable, or comma-separated)",
-    ),
-    (
-        "--ranges",
-        "ranges",
-        "cloud range file or URL (repeatable, or comma-separated); aws=, gcp=, goog=, azure= name a format",
-    ),
-    (
-        "--custom-ranges",
-        "custom_ranges",
-        "YAML/JSON file of user CIDR entries: cidr, name, zone, service (repeatable)",
-    ),
-)
-
-
 def add_label_arguments(parser: argparse.ArgumentParser) -> None:
     add_arguments(parser, LabelOptions, title="labeling")
-    group = parser.add_argument_group("labeling: switches and lists")
-    group.add_argument(
-        "--ignore-udp", action="store_true", default=False, help="drop UDP flows (default: kept)"
-    )
-    for flag, dest, text in _MANUAL:
-        group.add_argument(flag, dest=dest, action="append", default=None, metavar="VALUE", help=text)
 
 
 def label_options(args: argparse.Namespace) -> LabelOptions:
-    lists = {dest: _split(getattr(args, dest, None)) for _, dest, _ in _MANUAL}
-    return from_args(LabelOptions, args, ignore_udp=bool(getattr(args, "ignore_udp", False)), **lists)
-
-
-def _split(values: list[str] | None) -> tuple[str, ...]:
-    return tuple(part.strip() for value in values or () for part in value.split(",") if part.strip())
+    return from_args(LabelOptions, args)
 
 
 def add_enricher_arguments(parser: argparse.ArgumentParser) -> None:

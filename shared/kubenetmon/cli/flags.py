@@ -1,8 +1,9 @@
 """How a command line becomes settings: ``KUBENETMON_*`` defaults, secrets kept out of ``--help``, and
 relative times (``--from -6h``) that argparse would take for options.
 
-Used at the command edge only (``kubenetmon.cli.main`` and the replay registry): library code never reads
-the environment.
+The names themselves (``env_var``, ``is_secret``, ``ENV_PREFIX``) are ``kubenetmon.shared.options``'s, the
+one definition the settings use too. Used at the command edge only (``kubenetmon.cli.main`` and the replay
+registry): library code never reads the environment.
 """
 
 from __future__ import annotations
@@ -12,10 +13,16 @@ import re
 from collections.abc import Sequence
 from typing import Final
 
-from kubenetmon.shared.options import redact_userinfo
+from kubenetmon.shared.options import ENV_PREFIX, declaration, env_var, is_secret, redact_userinfo
 
-ENV_PREFIX: Final = "KUBENETMON_"
-_SECRET_WORDS: Final = ("password", "token", "secret", "nkey")
+__all__ = [
+    "ENV_PREFIX",
+    "HelpFormatter",
+    "apply_env_defaults",
+    "attach_relative_times",
+    "env_name",
+    "is_secret",
+]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -23,7 +30,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if is_secret(action.dest) or action.default in (None, "", [], False, argparse.SUPPRESS):
+        if _secret(action) or action.default in (None, "", [], False, argparse.SUPPRESS):
             return text
         return super()._get_help_string(action) or text
 
@@ -31,16 +38,22 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return redact_userinfo(super()._expand_help(action))
 
 
-def is_secret(dest: str) -> bool:
-    return any(word in dest.lower() for word in _SECRET_WORDS)
+def _secret(action: argparse.Action) -> bool:
+    field = declaration(action)
+    return bool(field.metadata["secret"]) if field is not None else is_secret(action.dest)
 
 
 def env_name(action: argparse.Action) -> str | None:
     """``--nats-url`` -> ``KUBENETMON_NATS_URL``; positionals and help/version have none."""
-    longs = [s for s in action.option_strings if s.startswith("--")]
-    if not longs or isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
-        return None
-    return ENV_PREFIX + longs[0][2:].upper().replace("-", "_")
+    names = env_names(action)
+    return names[0] if names else None
+
+
+def env_names(action: argparse.Action) -> list[str]:
+    """The variables of every long name of ``action``, the flag's first, then its aliases'."""
+    if isinstance(action, (argparse._HelpAction, argparse._VersionAction)):
+        return []
+    return [env_var(s) for s in action.option_strings if s.startswith("--")]
 
 
 def apply_env_defaults(parser: argparse.ArgumentParser, environ: dict[str, str]) -> None:
@@ -50,8 +63,8 @@ def apply_env_defaults(parser: argparse.ArgumentParser, environ: dict[str, str])
             for sub in action.choices.values():
                 apply_env_defaults(sub, environ)
             continue
-        name = env_name(action)
-        if name is None or name not in environ:
+        name = next((n for n in env_names(action) if n in environ), None)
+        if name is None:
             continue
         raw = environ[name]
         if action.nargs == 0:  # store_true / store_false flags

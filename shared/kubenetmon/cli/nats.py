@@ -15,15 +15,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from dataclasses import dataclass
+from typing import Final
 
-from kubenetmon.shared import logs, runtime, topology
+from kubenetmon.shared import exits, logs, runtime, topology
 from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.errors import ConfigError, TransientError
-from kubenetmon.shared.options import from_args, parse_duration
+from kubenetmon.shared.options import add_arguments, from_args, option, parse_duration
 from kubenetmon.shared.settings import LogSettings, NatsSettings, add_log_arguments, add_nats_arguments
 
-EXIT_CONFLICT = 1
-EXIT_UNREACHABLE = 1
+EXIT_CONFLICT: Final = exits.FAILED
+EXIT_UNREACHABLE: Final = exits.FAILED
+
+
+@dataclass(frozen=True)
+class AdminFlags:
+    """The flags of the ``nats`` verbs besides the NATS and logging ones (as typed)."""
+
+    connect_wait: str = option(
+        "10s",
+        flag="--connect-wait",
+        native=True,
+        metavar="DURATION",
+        help="give up if no NATS server answers within this time",
+    )
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -35,19 +50,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         sub = verbs.add_parser(verb, help=text, description=text, formatter_class=parser.formatter_class)
         add_nats_arguments(sub)
         add_log_arguments(sub)
-        sub.add_argument(
-            "--connect-wait",
-            default="10s",
-            metavar="DURATION",
-            help="give up if no NATS server answers within this time",
-        )
+        add_arguments(sub, AdminFlags, title=None)
     parser.set_defaults(nats_parser=parser)
 
 
 def main(args: argparse.Namespace) -> int:
     if args.verb is None:
         args.nats_parser.print_help()
-        return 2
+        return exits.USAGE
     settings = from_args(NatsSettings, args)
     # The printed lines are the report; logs are for problems unless asked otherwise.
     defaults = {"format": "text", "level": "warning"}
@@ -85,7 +95,7 @@ async def _init(broker: Broker) -> int:
     for change in report.changes:
         counts[change.action] = counts.get(change.action, 0) + 1
     print("topology: " + ", ".join(f"{n} {action}" for action, n in counts.items()))
-    return EXIT_CONFLICT if report.conflicts else 0
+    return EXIT_CONFLICT if report.conflicts else exits.DONE
 
 
 async def _status(broker: Broker) -> int:
@@ -102,4 +112,4 @@ async def _status(broker: Broker) -> int:
             f"consumer {c.stream}/{c.name}: {c.num_pending} pending, {c.num_ack_pending} in flight, "
             f"{c.num_redelivered} redelivered, acked up to {c.ack_floor_stream_seq}"
         )
-    return 0
+    return exits.DONE

@@ -4,19 +4,22 @@ Every flag of every subcommand, with its ``KUBENETMON_*`` variable and default, 
 ``configure(parser)`` the command runs, so the README cannot drift from the code: a test compares them,
 and ``python -m kubenetmon.cli.reference --write README.md`` rewrites the section between the markers.
 Flags shared by several commands (NATS, logging, HTTP, drain, pool) are listed once, in their own table.
+Every row comes from the flag's declaration (a settings field made with ``options.option``): its default,
+variable and meaning are read from there, never parsed back out of ``--help``; a flag declared any
+other way is an error here.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
-from kubenetmon.cli.flags import env_name, is_secret
 from kubenetmon.cli.main import COMMANDS, build_parser, load
-from kubenetmon.shared import options
+from kubenetmon.shared import exits, options
 from kubenetmon.shared.settings import ALL_SETTINGS
 
 BEGIN: Final = (
@@ -25,8 +28,9 @@ BEGIN: Final = (
 END: Final = "<!-- end of configuration reference -->"
 
 
-def _shared_flags() -> set[str]:
-    return {line.split("`")[1] for line in options.reference(*ALL_SETTINGS).splitlines()[2:]}
+def _shared_fields() -> set[int]:
+    """The declarations listed in the common table (by identity: a role may reuse a flag name)."""
+    return {id(f) for cls in ALL_SETTINGS for f in dataclasses.fields(cls)}
 
 
 def _commands() -> Iterator[tuple[str, argparse.ArgumentParser]]:
@@ -50,29 +54,20 @@ def _cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _row(action: argparse.Action) -> str:
-    flag = max(action.option_strings, key=len)
-    env = env_name(action) or "-"
-    if is_secret(action.dest):
-        default = "(secret)"
-    elif action.nargs == 0 or action.default in (None, "", [], argparse.SUPPRESS):
-        default = "-"
-    else:
-        default = (
-            action.default
-            if not isinstance(action.default, (list, tuple))
-            else ",".join(map(str, action.default))
-        )
-    helptext, _, shown = (action.help or "").partition(" [default: ")
-    if (
-        shown and default == "-"
-    ):  # options-built flags keep their default in the dataclass and show it in help
-        default = shown.rsplit("]", 1)[0] or "-"
-    return f"| `{flag}` | `{env}` | `{_cell(default)}` | {_cell(helptext)} |"
+def _declared(action: argparse.Action) -> dataclasses.Field[Any]:
+    field = options.declaration(action)
+    if field is None:
+        raise LookupError(f"{action.option_strings}: declare it as a settings field with options.option")
+    return field
+
+
+def _row(field: dataclasses.Field[Any]) -> str:
+    flag, env, default, text = options.describe(field)
+    return f"| `{flag}` | `{env}` | `{_cell(default)}` | {_cell(text)} |"
 
 
 def markdown() -> str:
-    shared = _shared_flags()
+    shared = _shared_fields()
     parts = [
         "Common to every service (NATS connection and topology, logging, metrics/health server, drain,"
         " worker pool):",
@@ -80,13 +75,12 @@ def markdown() -> str:
         options.reference(*ALL_SETTINGS).rstrip("\n"),
     ]
     for name, parser in _commands():
-        rows = [
-            _row(a)
+        declared = [
+            _declared(a)
             for a in parser._actions
-            if a.option_strings
-            and not isinstance(a, argparse._HelpAction)
-            and max(a.option_strings, key=len) not in shared
+            if a.option_strings and not isinstance(a, argparse._HelpAction)
         ]
+        rows = [_row(f) for f in declared if id(f) not in shared]
         positionals = [a.metavar or a.dest for a in parser._actions if not a.option_strings]
         head = f"`kubenetmon {name}`" + "".join(f" {p}" for p in positionals if isinstance(p, str))
         parts += ["", f"#### {head}", ""]
@@ -113,9 +107,9 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["--write"] and len(argv) == 2:
         path = Path(argv[1])
         path.write_text(rewrite(path.read_text()))
-        return 0
+        return exits.DONE
     sys.stdout.write(markdown())
-    return 0
+    return exits.DONE
 
 
 if __name__ == "__main__":

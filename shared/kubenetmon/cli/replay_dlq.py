@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from kubenetmon.shared import backoff, runtime, topology
+from kubenetmon.shared import backoff, exits, runtime, topology
 from kubenetmon.shared.broker import Broker, Delivery
 from kubenetmon.shared.consumer import (
     H_OMITTED_BYTES,
@@ -39,7 +39,8 @@ from kubenetmon.shared.consumer import (
     H_STREAM_SEQ,
 )
 from kubenetmon.shared.errors import PoisonError, TransientError
-from kubenetmon.shared.replay.progress import Progress, closing_title, human_bytes, summary
+from kubenetmon.shared.options import add_arguments, from_args, option
+from kubenetmon.shared.replay.progress import Progress, closing_title, summary
 from kubenetmon.shared.replay.run import add_run_arguments, connect, exit_code, guarded, setup_logging
 from kubenetmon.shared.replay.scan import Range, scan
 from kubenetmon.shared.settings import (
@@ -50,6 +51,7 @@ from kubenetmon.shared.settings import (
     nats_settings,
     runtime_settings,
 )
+from kubenetmon.shared.units import human_bytes
 
 log = logging.getLogger(__name__)
 
@@ -72,42 +74,45 @@ class Selection:
         )
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("selection")
-    group.add_argument(
-        "--reason",
-        action="append",
-        default=None,
+@dataclass(frozen=True)
+class SelectionFlags:
+    """The flags that choose DLQ entries (as typed; ``Selection`` is what they mean)."""
+
+    reasons: tuple[str, ...] = option(
+        (),
+        flag="--reason",
+        kind="append",
         metavar="REASON",
         help="only entries dead-lettered for this reason, e.g. max_deliver, label, invalid_batch "
         "(repeatable, or comma-separated)",
     )
-    group.add_argument(
-        "--stage",
-        action="append",
-        default=None,
+    stages: tuple[str, ...] = option(
+        (),
+        flag="--stage",
+        kind="append",
         metavar="STAGE",
         help="only entries of this stage: enricher, writer, ... (repeatable, or comma-separated)",
     )
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_arguments(parser, SelectionFlags, title="selection")
     add_run_arguments(parser)
-    add_nats_arguments(parser)
+    add_nats_arguments(parser, topology=False)
     add_runtime_arguments(parser)
     add_log_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     settings = nats_settings(args)
-    selection = Selection(reasons=_words(args.reason), stages=_words(args.stage))
+    flags = from_args(SelectionFlags, args)
+    selection = Selection(reasons=frozenset(flags.reasons), stages=frozenset(flags.stages))
     tty = setup_logging(args, process="replay-dlq")
     dry_run = bool(args.dry_run)
     return runtime.run(
         guarded("dlq", lambda stop: redrive(settings, selection, dry_run=dry_run, stop=stop, tty=tty)),
         drain_timeout_s=runtime_settings(args).drain_timeout_s,
     )
-
-
-def _words(values: list[str] | None) -> frozenset[str]:
-    return frozenset(p.strip() for v in values or () for p in v.split(",") if p.strip())
 
 
 async def redrive(
@@ -119,7 +124,7 @@ async def redrive(
         broker = await connect(settings, name="kubenetmon-replay-dlq", streams=(topology.DLQ,))
     except TransientError as exc:
         print(f"kubenetmon replay dlq: {exc}", file=sys.stderr)
-        return 1
+        return exits.FAILED
     tally: Counter[str] = Counter()
     progress = Progress("replay dlq", tty=tty, describe=lambda: _brief(tally, dry_run=dry_run))
     stage = next(iter(selection.stages)) if len(selection.stages) == 1 else None
@@ -221,7 +226,7 @@ def _brief(tally: Counter[str], *, dry_run: bool) -> str:
 
 def _report(tally: Counter[str], *, dry_run: bool, interrupted: bool, seconds: float) -> str:
     lines = [("read", f"{tally['read']} DLQ entries")]
-    selected = f"{tally['selected']} entries, {human_bytes(tally['bytes'])}"
+    selected = f"{tally['selected']} entries, {human_bytes(tally['bytes'], grouped=True)}"
     if dry_run:
         lines.append(("would re-drive", selected))
     else:

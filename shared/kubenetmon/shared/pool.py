@@ -41,7 +41,7 @@ from typing import Any, Final, Protocol, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from kubenetmon.shared import backoff
+from kubenetmon.shared import backoff, exits
 from kubenetmon.shared.pool_child import EXIT_CONFIG, Ready, child_main
 from kubenetmon.shared.runtime import run as run_process
 from kubenetmon.shared.settings import HttpSettings, LogSettings, PoolSettings, RuntimeSettings
@@ -49,7 +49,7 @@ from kubenetmon.shared.settings import HttpSettings, LogSettings, PoolSettings, 
 log = logging.getLogger(__name__)
 
 SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
-EXIT_GAVE_UP: Final = 1
+EXIT_GAVE_UP: Final = exits.FAILED
 _KILL_GRACE_S: Final = 5.0
 __all__ = ["Ready", "Supervisor", "WorkerConfig", "run_worker", "supervise", "supervise_role"]
 
@@ -185,7 +185,9 @@ class Supervisor:
                 server.close()
             if owned:
                 shutil.rmtree(metrics_dir, ignore_errors=True)
-        code = EXIT_CONFIG if self.config_error else EXIT_GAVE_UP if self.gave_up or self.failed else 0
+        code = (
+            EXIT_CONFIG if self.config_error else EXIT_GAVE_UP if self.gave_up or self.failed else exits.DONE
+        )
         log.info("%s pool exiting with %d", self.name, code)
         return code
 

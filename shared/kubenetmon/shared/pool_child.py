@@ -10,7 +10,6 @@ This module must stay light: a worker imports it before anything else, and it kn
 
 from __future__ import annotations
 
-import ctypes
 import importlib
 import logging
 import os
@@ -18,14 +17,14 @@ import signal
 import sys
 from typing import Any, Final
 
-from kubenetmon.shared import logs
+from kubenetmon.shared import exits, logs
 from kubenetmon.shared.errors import ConfigError
+from kubenetmon.shared.parentdeath import die_with
 from kubenetmon.shared.settings import LogSettings
 
 log = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG: Final = 1
-EXIT_CONFIG: Final = 2
+EXIT_CONFIG: Final = exits.USAGE
 """A worker's exit code for a ``ConfigError``: the supervisor stops the pool instead of respawning."""
 
 
@@ -51,7 +50,7 @@ def child_main(
     """Entry point of a spawned worker (``multiprocessing`` calls it; its exit code is the target's)."""
     name = f"{pool}-{index}"
     os.setpgid(0, 0)
-    _die_with(parent)
+    die_with(parent)()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor forwards one SIGTERM instead
     logs.setup(log_settings, process=name)
     module, _, attr = target.partition(":")
@@ -66,17 +65,6 @@ def child_main(
             code = EXIT_CONFIG
         else:
             log.critical("worker %s failed: %r", name, exc, exc_info=exc)
-            code = 1
+            code = exits.FAILED
     logging.shutdown()
     sys.exit(code)
-
-
-def _die_with(parent: int) -> None:
-    """SIGTERM this process when the supervisor dies (Linux); exit now if it already has."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-    except (OSError, AttributeError):
-        pass  # not Linux: a supervisor killed with SIGKILL leaves its workers to the container runtime
-    if os.getppid() != parent:
-        os._exit(1)

@@ -25,12 +25,13 @@ from typing import Any, Final, Self
 
 import uvloop
 
+from kubenetmon.shared import exits
 from kubenetmon.shared.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
-EXIT_FAILED: Final = 1
+EXIT_FAILED: Final = exits.FAILED
 
 Main = Callable[[asyncio.Event], Awaitable[int]]
 
@@ -151,7 +152,7 @@ class RootTasks:
 
     @property
     def exit_code(self) -> int:
-        return EXIT_FAILED if self.failed else 0
+        return EXIT_FAILED if self.failed else exits.DONE
 
     async def __aenter__(self) -> Self:
         return self

@@ -209,8 +209,19 @@ class LogSettings:
 class HttpSettings:
     """The metrics/health endpoint: ``/metrics``, ``/healthz``, ``/readyz``."""
 
-    host: str = option("0.0.0.0", flag="--http-host", help="address the metrics/health server listens on")
-    port: int = option(9090, flag="--http-port", kind="int", help="its TCP port (0: any free port, -1: off)")
+    host: str = option(
+        "0.0.0.0",
+        flag="--http-host",
+        aliases=("--metrics-host",),
+        help="address the metrics/health server listens on",
+    )
+    port: int = option(
+        9090,
+        flag="--http-port",
+        aliases=("--metrics-port",),
+        kind="int",
+        help="its TCP port (0: any free port, -1: off)",
+    )
 
     def __post_init__(self) -> None:
         require(self, "port", -1 <= self.port <= 65535, "a port from 0 to 65535, or -1")
@@ -272,8 +283,19 @@ class PoolSettings:
         )
 
 
-def add_nats_arguments(parser: argparse.ArgumentParser) -> None:
-    add_arguments(parser, NatsSettings, title="NATS")
+TOPOLOGY_ONLY: Final = (
+    *(f"{kind}_max_{limit}" for kind in ("raw", "enriched", "dlq", "meta") for limit in ("age_s", "bytes")),
+    "replicas",
+    "storage",
+    "duplicate_window_s",
+)
+"""``NatsSettings`` fields that only shape the streams ``nats init`` (or a service at start) creates."""
+
+
+def add_nats_arguments(parser: argparse.ArgumentParser, *, topology: bool = True) -> None:
+    """The NATS flags; ``topology=False``: ``--help`` shows only those a client of an existing topology
+    uses (replay), the others are still accepted, so a shared command line or environment works unchanged."""
+    add_arguments(parser, NatsSettings, title="NATS", hidden=() if topology else TOPOLOGY_ONLY)
 
 
 def nats_settings(args: argparse.Namespace) -> NatsSettings:

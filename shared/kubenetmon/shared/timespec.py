@@ -7,19 +7,20 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from kubenetmon.shared import options
+from kubenetmon.shared import values
 from kubenetmon.shared.errors import ConfigError
 
 
 def parse_duration(text: str) -> float:
-    """A positive duration (``90``, ``90s``, ``10m``, ``2h``, ``1d``) in seconds, or ``ConfigError``."""
+    """A positive duration (``90``, ``90s``, ``10m``, ``2h``, ``1d``) in seconds, or ``ConfigError``.
+
+    The parser is ``values.parse_duration``; this only frames its word for a value given without a
+    settings field: ``'soon' is not a duration such as ...``.
+    """
     try:
-        seconds = options.parse_duration(text.strip())
+        return values.parse_duration(text, positive=True)
     except ValueError as exc:
         raise ConfigError(f"{text!r} is not {exc}") from None
-    if seconds <= 0:
-        raise ConfigError(f"duration {text!r} must be positive")
-    return seconds
 
 
 def parse_time(text: str, *, now: float) -> float:

@@ -27,7 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from kubenetmon.shared import exits
 from kubenetmon.shared.errors import ConfigError, TransientError
+from kubenetmon.shared.options import add_arguments, option
 from kubenetmon.writer import cost_tables, flow_tables, pricebook
 from kubenetmon.writer.cluster import data_table, place
 from kubenetmon.writer.flow_tables import MIGRATIONS_TABLE
@@ -202,6 +204,28 @@ def _reconcile_ttl(sink: Sink, *, database: str, table: str, days: int, cluster:
 # kubenetmon clickhouse migrate
 
 
+@dataclass(frozen=True)
+class MigrateFlags:
+    """The flags of ``clickhouse migrate`` besides the ClickHouse ones."""
+
+    to_version: int = option(
+        LATEST,
+        flag="--to-version",
+        kind="int",
+        native=True,
+        metavar="N",
+        help=f"stop at schema version N (staged upgrades; latest is {LATEST})",
+    )
+    price_books: tuple[str, ...] = option(
+        (),
+        flag="--price-book",
+        kind="append",
+        metavar="FILE",
+        help="YAML price book adding or overriding entries of the shipped AWS, GCP and Azure list prices "
+        "(by id; repeatable, later files win); the result replaces the book in force, re-pricing the past",
+    )
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     subs = parser.add_subparsers(dest="clickhouse_command", metavar="ACTION")
     sub = subs.add_parser(
@@ -212,27 +236,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         formatter_class=parser.formatter_class,
     )
     add_clickhouse_arguments(sub)
-    sub.add_argument(
-        "--to-version",
-        type=int,
-        default=LATEST,
-        metavar="N",
-        help=f"stop at schema version N (staged upgrades; latest is {LATEST})",
-    )
-    sub.add_argument(
-        "--price-book",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="YAML price book adding or overriding entries of the shipped AWS, GCP and Azure list prices "
-        "(by id; repeatable, later files win); the result replaces the book in force, re-pricing the past",
-    )
+    add_arguments(sub, MigrateFlags, title=None)
 
 
 def main(args: argparse.Namespace) -> int:
     if getattr(args, "clickhouse_command", None) != "migrate":
         print("kubenetmon clickhouse: choose an action: migrate", file=sys.stderr)
-        return 2
+        return exits.USAGE
     settings = clickhouse_settings(args)
     book = pricebook.load(args.price_book)  # a bad file fails here, before touching ClickHouse
     sink = Sink(settings)
@@ -248,7 +258,7 @@ def main(args: argparse.Namespace) -> int:
         )
     except TransientError as exc:
         print(f"kubenetmon clickhouse migrate: {exc}", file=sys.stderr)
-        return 1
+        return exits.FAILED
     finally:
         sink.close()
     steps = ", ".join(map(str, out.applied)) or "none (already up to date)"
@@ -259,4 +269,4 @@ def main(args: argparse.Namespace) -> int:
         f"applied: {steps}; TTL {'changed' if out.ttl_changed else 'unchanged'}; "
         f"price book {book.digest} {'loaded' if out.prices_changed else 'unchanged'}"
     )
-    return 0
+    return exits.DONE

@@ -28,10 +28,10 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from kubenetmon.shared import runtime, topology
+from kubenetmon.shared import exits, runtime, topology
 from kubenetmon.shared.broker import Delivery
 from kubenetmon.shared.errors import DecodeError, TransientError
-from kubenetmon.shared.replay.progress import Progress, closing_title, human_bytes, summary
+from kubenetmon.shared.replay.progress import Progress, closing_title, summary
 from kubenetmon.shared.replay.run import add_run_arguments, connect, exit_code, guarded, setup_logging
 from kubenetmon.shared.replay.scan import Range, scan
 from kubenetmon.shared.replay.window import Window, add_window_arguments, window_from
@@ -44,6 +44,7 @@ from kubenetmon.shared.settings import (
     nats_settings,
     runtime_settings,
 )
+from kubenetmon.shared.units import human_bytes
 from kubenetmon.writer.batcher import Batch, Part
 from kubenetmon.writer.insert import insert_all, insert_batch
 from kubenetmon.writer.migrate import migrate
@@ -76,7 +77,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_run_arguments(parser)
     add_clickhouse_arguments(parser)
     add_writer_arguments(parser)
-    add_nats_arguments(parser)
+    add_nats_arguments(parser, topology=False)
     add_runtime_arguments(parser)
     add_log_arguments(parser)
 
@@ -109,7 +110,7 @@ async def replay_enriched(config: EnrichedReplay, *, stop: asyncio.Event, tty: b
         print(f"kubenetmon replay enriched: {exc}{hint}", file=sys.stderr)
         if sink is not None:
             await asyncio.to_thread(sink.close)
-        return 1
+        return exits.FAILED
     tally: Counter[str] = Counter()
     loader = _Loader(sink, config.writer, tally, stop=stop)
     progress = Progress("replay enriched", tty=tty, describe=lambda: f"{tally['inserted']} rows inserted")
@@ -219,8 +220,9 @@ def _report(config: EnrichedReplay, tally: Counter[str], *, interrupted: bool, s
         ("read", f"{tally['read']} ENRICHED messages"),
         (
             "would insert" if config.dry_run else "selected",
-            f"{tally['selected']} messages, {tally['rows']} rows, {human_bytes(tally['payload'])} payload, "
-            f"{human_bytes(tally['traffic'])} of traffic",
+            f"{tally['selected']} messages, {tally['rows']} rows, "
+            f"{human_bytes(tally['payload'], grouped=True)} payload, "
+            f"{human_bytes(tally['traffic'], grouped=True)} of traffic",
         ),
         ("skipped", f"{tally['outside']} outside the window, {tally['undecodable']} undecodable"),
     ]

@@ -10,28 +10,16 @@ This module must not import clickhouse_connect (only the sink does) nor open any
 from __future__ import annotations
 
 import argparse
-import os
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
 from kubenetmon.shared.errors import ConfigError
-from kubenetmon.shared.options import add_arguments, env_var, from_args, option, require
+from kubenetmon.shared.options import add_arguments, from_args, option, require, require_readable
 
 _IDENT: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 _CLUSTER: Final = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-
-
-def _secret_meta(flag: str) -> dict[str, object]:
-    """``option()`` metadata for a secret that must also stay out of ``repr``."""
-    return {
-        "flag": flag,
-        "help": "password (overrides the DSN's)",
-        "kind": "str",
-        "choices": (),
-        "secret": True,
-    }
 
 
 @dataclass(frozen=True)
@@ -50,7 +38,9 @@ class ClickHouseSettings:
         "network_flows_0", flag="--table", help="flows table; its exact view is <table>_exact"
     )
     user: str = option("", flag="--clickhouse-user", help="user name (overrides the DSN's)")
-    password: str = field(default="", repr=False, metadata=_secret_meta("--clickhouse-password"))
+    password: str = option(
+        "", flag="--clickhouse-password", help="password (overrides the DSN's)", secret=True, repr=False
+    )
     password_file: str = option(
         "", flag="--clickhouse-password-file", help="file holding the password (wins over the others)"
     )
@@ -119,13 +109,13 @@ class ClickHouseSettings:
         A missing CA or certificate is a configuration error, which retrying the connection (as for
         an unreachable server) could never fix.
         """
-        for flag, path in (
-            ("--clickhouse-ca-cert", self.ca_cert),
-            ("--clickhouse-client-cert", self.client_cert),
-            ("--clickhouse-client-key", self.client_key),
-        ):
-            if path and not os.access(path, os.R_OK):
-                raise ConfigError(f"{flag} ({env_var(flag)}): cannot read {path!r}")
+        require_readable(
+            [
+                ("--clickhouse-ca-cert", self.ca_cert),
+                ("--clickhouse-client-cert", self.client_cert),
+                ("--clickhouse-client-key", self.client_key),
+            ]
+        )
         return self
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import signal
@@ -23,9 +22,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Final
 
+from kubenetmon.shared.parentdeath import die_with
+
 log = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG: Final = 1
 _KILL_WAIT_S: Final = 5.0
 
 
@@ -39,14 +39,11 @@ def die_with_parent() -> Callable[[], None]:
 
     Built before the fork, so the child only makes two system calls and compares two integers.
     """
-    parent = os.getpid()
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    arm = die_with(os.getpid())
 
     def setup() -> None:
         os.setpgid(0, 0)
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-        if os.getppid() != parent:
-            os._exit(1)
+        arm()
 
     return setup
 

@@ -26,6 +26,7 @@ from kubenetmon.cli.natsserver import NatsServer
 from kubenetmon.cli.up import commands
 from kubenetmon.cli.up.children import Child, die_with_parent
 from kubenetmon.cli.up.settings import UpSettings
+from kubenetmon.shared import exits
 from kubenetmon.shared.broker import Broker, connect_ready
 from kubenetmon.shared.errors import ConfigError, KubenetmonError, TransientError
 from kubenetmon.shared.settings import NatsSettings
@@ -89,7 +90,7 @@ class Pipeline:
             self.failed.append("start")
         finally:
             await self._stop()
-        return 1 if self.failed else 0
+        return exits.FAILED if self.failed else exits.DONE
 
     async def _start(self, stop: asyncio.Event) -> Plan:
         s = self.settings

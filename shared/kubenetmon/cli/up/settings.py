@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubenetmon.shared.options import add_arguments, from_args, option, require
+from kubenetmon.shared.options import TOP_LEVEL, add_arguments, from_args, option, require
 from kubenetmon.shared.settings import default_data_dir
 
 
@@ -68,8 +68,15 @@ class UpSettings:
     ranges: tuple[str, ...] = option(
         (), flag="--ranges", kind="list", help="cloud range files or URLs for the enricher, comma-separated"
     )
-    demo: bool = False
-    """``--demo``: meter a lab of network namespaces with generated traffic instead of this machine."""
+    demo: bool = option(
+        False,
+        flag="--demo",
+        kind="switch",
+        group=TOP_LEVEL,
+        help="build a lab of network namespaces (pods on two nodes in two zones) with steady traffic, "
+        "meter it, and remove it on exit",
+    )
+    """Meter a lab of network namespaces with generated traffic instead of this machine."""
 
     def __post_init__(self) -> None:
         require(self, "data_dir", bool(self.data_dir), "a directory")
@@ -127,17 +134,11 @@ class UpSettings:
 
 def add_up_arguments(parser: argparse.ArgumentParser) -> None:
     add_arguments(parser, UpSettings, title="kubenetmon up")
-    parser.add_argument(
-        "--demo",
-        action="store_true",
-        help="build a lab of network namespaces (pods on two nodes in two zones) with steady traffic, "
-        "meter it, and remove it on exit",
-    )
 
 
 def up_settings(args: argparse.Namespace, *, environ: Mapping[str, str]) -> UpSettings:
     """Settings from flags; the data directory and node name defaults are resolved here, at the edge."""
-    overrides: dict[str, object] = {"demo": bool(args.demo)}
+    overrides: dict[str, object] = {}
     overrides["data_dir"] = os.path.abspath(args.data_dir or default_data_dir(environ))
     if not args.node_name:
         overrides["node_name"] = socket.gethostname()

@@ -20,7 +20,7 @@ from nats.aio.client import Client
 
 from kubenetmon.shared import backoff, topology
 from kubenetmon.shared.errors import ConfigError
-from kubenetmon.shared.options import env_var
+from kubenetmon.shared.options import require_readable
 from kubenetmon.shared.settings import NatsSettings
 
 log = logging.getLogger(__name__)
@@ -117,13 +117,13 @@ def preflight(settings: NatsSettings) -> None:
 
 
 def _tls_context(settings: NatsSettings) -> ssl.SSLContext:
-    for flag, path in (
-        ("--nats-tls-ca", settings.tls_ca),
-        ("--nats-tls-cert", settings.tls_cert),
-        ("--nats-tls-key", settings.tls_key),
-    ):
-        if path and not os.access(path, os.R_OK):
-            raise ConfigError(f"{flag} ({env_var(flag)}): cannot read {path!r}")
+    require_readable(
+        [
+            ("--nats-tls-ca", settings.tls_ca),
+            ("--nats-tls-cert", settings.tls_cert),
+            ("--nats-tls-key", settings.tls_key),
+        ]
+    )
     try:
         ctx = ssl.create_default_context(cafile=settings.tls_ca or None)
         if settings.tls_cert:

@@ -12,12 +12,13 @@ import re
 import secrets
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Final
 
 from kubenetmon.shared import exits, logs
 from kubenetmon.shared.broker import Broker, connect_ready
 from kubenetmon.shared.errors import ConfigError
-from kubenetmon.shared.options import from_args
+from kubenetmon.shared.options import add_arguments, from_args, option
 from kubenetmon.shared.settings import LogSettings, NatsSettings
 
 EXIT_DONE: Final = exits.DONE
@@ -27,14 +28,21 @@ _RUN_ID: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _CONNECT_WAIT_S: Final = 10.0
 
 
-def add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--dry-run`` (every verb)."""
-    parser.add_argument(
-        "--dry-run",
-        action="store_true",
-        default=False,
+@dataclass(frozen=True)
+class RunFlags:
+    """What every verb offers besides its window and selection."""
+
+    dry_run: bool = option(
+        False,
+        flag="--dry-run",
+        kind="switch",
         help="only count what would be replayed (messages, records, bytes); change nothing",
     )
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--dry-run`` (every verb), among the verb's own options."""
+    add_arguments(parser, RunFlags, title=None)
 
 
 def run_id(text: str | None) -> str:

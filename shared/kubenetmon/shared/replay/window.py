@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from kubenetmon.shared.errors import ConfigError
+from kubenetmon.shared.options import add_arguments, option
 from kubenetmon.shared.timespec import format_time, parse_duration, parse_time
 
 DEFAULT_LEAD: Final = "5m"
@@ -59,38 +60,48 @@ class Window:
         return f"{format_time(self.start)} .. {format_time(self.end)}"
 
 
-def add_window_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
-    group = parser.add_argument_group("window")
-    group.add_argument(
-        "--from",
+@dataclass(frozen=True)
+class WindowFlags:
+    """The window flags as typed: times and durations, read into a ``Window`` by ``window_from``."""
+
+    start: str | None = option(
+        None,
+        flag="--from",
         dest="window_from",
-        required=required,
-        default=None,
+        native=True,
+        required=True,
         metavar="TIME",
         help="first interval start replayed: RFC 3339 (2026-11-26T05:00:00Z), -2h, now, or Unix seconds",
     )
-    group.add_argument(
-        "--to",
+    end: str = option(
+        "now",
+        flag="--to",
         dest="window_to",
-        default="now",
+        native=True,
         metavar="TIME",
         help="end of the window (exclusive): intervals starting at or after it are not replayed",
     )
-    group.add_argument(
-        "--lead",
+    lead: str = option(
+        DEFAULT_LEAD,
+        flag="--lead",
         dest="window_lead",
-        default=DEFAULT_LEAD,
+        native=True,
         metavar="DURATION",
         help="read the stream from this long before --from (clock skew between nodes and NATS)",
     )
-    group.add_argument(
-        "--max-lateness",
+    max_lateness: str = option(
+        "0",
+        flag="--max-lateness",
         dest="window_max_lateness",
-        default="0",
+        native=True,
         metavar="DURATION",
         help="stop reading at messages stored this long after --to (0: read to the stream's end, "
         "so a late backlog is never missed)",
     )
+
+
+def add_window_arguments(parser: argparse.ArgumentParser) -> None:
+    add_arguments(parser, WindowFlags, title="window")
 
 
 def window_from(args: argparse.Namespace, *, now: float) -> Window:

@@ -17,7 +17,9 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Final, TextIO
 
+from kubenetmon.shared import exits
 from kubenetmon.shared.errors import ConfigError, KubenetmonError
+from kubenetmon.shared.options import add_arguments, option
 from kubenetmon.shared.settings import default_data_dir
 from kubenetmon.shared.timespec import format_time, parse_duration, parse_time
 from kubenetmon.writer.flow_tables import REPORTS_TABLE, exact_view, fqn, q
@@ -47,6 +49,42 @@ class CheckSpec:
         return fqn(self.database, name) if self.database else q(name)
 
 
+@dataclass(frozen=True)
+class CheckFlags:
+    """The flags of ``check`` besides its target (as typed; ``main`` reads times and durations)."""
+
+    start: str | None = option(
+        None,
+        flag="--from",
+        dest="start",
+        native=True,
+        required=True,
+        metavar="TIME",
+        help="window start: -2h, RFC 3339, Unix s",
+    )
+    end: str = option(
+        "now", flag="--to", dest="end", native=True, metavar="TIME", help="window end (exclusive)"
+    )
+    nodes: tuple[str, ...] = option(
+        (), flag="--node", kind="append", metavar="NAME", help="judge only this node (repeatable)"
+    )
+    settle: str = option(
+        "2m",
+        flag="--settle",
+        native=True,
+        metavar="DURATION",
+        help="intervals ending less than this before now are not judged yet (their reports may be in flight)",
+    )
+    reach: str = option(
+        "6h",
+        flag="--reach",
+        native=True,
+        metavar="DURATION",
+        help="read reports this far around the window (catch-ups that cover it, nodes silent all along)",
+    )
+    format: str = option("table", flag="--format", native=True, choices=FORMATS, help="output format")
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Judge every node and interval of a window from the agents' ledger (agent_reports): complete; "
@@ -57,27 +95,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "Exit 0 only when no node-interval is partial, lossy or silent; 1 otherwise; 2 on bad flags."
     )
     add_target_arguments(parser)
-    group = parser.add_argument_group("window")
-    group.add_argument(
-        "--from", dest="start", required=True, metavar="TIME", help="window start: -2h, RFC 3339, Unix s"
-    )
-    group.add_argument("--to", dest="end", default="now", metavar="TIME", help="window end (exclusive)")
-    group.add_argument(
-        "--node", action="append", default=[], metavar="NAME", help="judge only this node (repeatable)"
-    )
-    group.add_argument(
-        "--settle",
-        default="2m",
-        metavar="DURATION",
-        help="intervals ending less than this before now are not judged yet (their reports may be in flight)",
-    )
-    group.add_argument(
-        "--reach",
-        default="6h",
-        metavar="DURATION",
-        help="read reports this far around the window (catch-ups that cover it, nodes silent all along)",
-    )
-    group.add_argument("--format", choices=FORMATS, default="table", help="output format")
+    add_arguments(parser, CheckFlags, title="window")
 
 
 def spec_from(args: argparse.Namespace, *, now: float, flows_view: str) -> CheckSpec:
@@ -197,8 +215,8 @@ def main(args: argparse.Namespace) -> int:
         step, found = judge(reader, spec)
     except KubenetmonError as exc:
         print(f"kubenetmon check: {exc}", file=sys.stderr)
-        return 1
+        return exits.FAILED
     finally:
         reader.close()
     render(spec, step, found, fmt=args.format, out=sys.stdout)
-    return 0 if c.whole(found) else 1
+    return exits.DONE if c.whole(found) else exits.FAILED

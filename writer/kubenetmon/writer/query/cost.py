@@ -19,14 +19,16 @@ import time
 from dataclasses import dataclass
 from typing import Any, Final, TextIO
 
+from kubenetmon.shared import exits
 from kubenetmon.shared.errors import ConfigError, KubenetmonError
+from kubenetmon.shared.options import add_arguments, option
 from kubenetmon.shared.settings import default_data_dir
 from kubenetmon.shared.timespec import parse_duration
+from kubenetmon.shared.units import human_bytes
 from kubenetmon.writer.cost_tables import cost_view
 from kubenetmon.writer.dsn import parse_dsn
 from kubenetmon.writer.flow_tables import fqn
 from kubenetmon.writer.query.sql import add_target_arguments, run_query, target_settings
-from kubenetmon.writer.query.top_report import human_bytes
 from kubenetmon.writer.sink import DEFAULT_DATABASE, QueryResult
 
 FORMATS: Final = ("table", "json", "csv")
@@ -164,6 +166,28 @@ def render(report: CostReport, *, fmt: str, out: TextIO) -> None:
         out.write("  ".join(parts).rstrip() + "\n")
 
 
+@dataclass(frozen=True)
+class CostFlags:
+    """The flags of ``cost`` besides its target (as typed; ``main`` reads them)."""
+
+    since: str = option(
+        "30d",
+        flag="--since",
+        native=True,
+        metavar="DURATION",
+        help="window: intervals that started this long ago",
+    )
+    by: str = option(
+        "namespace",
+        flag="--by",
+        native=True,
+        choices=tuple(KEYS),
+        help="what a row is: the paying side's group",
+    )
+    format: str = option("table", flag="--format", native=True, choices=FORMATS, help="output format")
+    limit: int = option(20, flag="--limit", kind="int", native=True, metavar="N", help="rows shown")
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "What the metered traffic costs at the price book's list prices (see `clickhouse migrate "
@@ -171,15 +195,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "row's local side. Internet egress tiers are blended over the month's internet egress seen here."
     )
     add_target_arguments(parser)
-    group = parser.add_argument_group("report")
-    group.add_argument(
-        "--since", default="30d", metavar="DURATION", help="window: intervals that started this long ago"
-    )
-    group.add_argument(
-        "--by", choices=tuple(KEYS), default="namespace", help="what a row is: the paying side's group"
-    )
-    group.add_argument("--format", choices=FORMATS, default="table", help="output format")
-    group.add_argument("--limit", type=int, default=20, metavar="N", help="rows shown")
+    add_arguments(parser, CostFlags, title="report")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -202,6 +218,6 @@ def main(args: argparse.Namespace) -> int:
         if isinstance(exc, ConfigError):
             raise
         print(f"kubenetmon cost: {exc}", file=sys.stderr)
-        return 1
+        return exits.FAILED
     render(parse_report(result, spec=spec), fmt=args.format, out=sys.stdout)
-    return 0
+    return exits.DONE

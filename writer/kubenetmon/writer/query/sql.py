@@ -17,10 +17,12 @@ import csv
 import json
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any, Final, TextIO
 
+from kubenetmon.shared import exits
 from kubenetmon.shared.errors import ConfigError, KubenetmonError
-from kubenetmon.shared.options import from_args
+from kubenetmon.shared.options import add_arguments, from_args, option
 from kubenetmon.writer.query.endpoint import EndpointUnreachable, ask, live_endpoint, plain_result
 from kubenetmon.writer.settings import ClickHouseSettings, add_clickhouse_arguments
 from kubenetmon.writer.sink import QueryResult, Sink
@@ -33,15 +35,28 @@ def data_dir_dsn(data_dir: str) -> str:
     return "chdb://" + os.path.join(os.path.abspath(data_dir), "clickhouse")
 
 
-def add_target_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--clickhouse-dsn`` (and the other ClickHouse flags) or ``--data-dir``."""
-    add_clickhouse_arguments(parser)
-    parser.add_argument(
-        "--data-dir",
-        default=None,
+@dataclass(frozen=True)
+class TargetFlags:
+    """Where a read command looks, besides the ClickHouse flags."""
+
+    data_dir: str | None = option(
+        None,
+        flag="--data-dir",
+        native=True,
         metavar="DIR",
         help="local data directory: same as --clickhouse-dsn chdb://DIR/clickhouse",
     )
+
+
+@dataclass(frozen=True)
+class SqlFlags:
+    format: str = option("table", flag="--format", native=True, choices=FORMATS, help="output format")
+
+
+def add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--clickhouse-dsn`` (and the other ClickHouse flags) or ``--data-dir``."""
+    add_clickhouse_arguments(parser)
+    add_arguments(parser, TargetFlags, title=None)
 
 
 def target_settings(args: argparse.Namespace) -> ClickHouseSettings:
@@ -128,7 +143,7 @@ def _table(result: QueryResult, out: TextIO) -> None:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     add_target_arguments(parser)
-    parser.add_argument("--format", choices=FORMATS, default="table", help="output format")
+    add_arguments(parser, SqlFlags, title=None)
     parser.add_argument("query", metavar="QUERY", help="SQL; unqualified tables resolve in --database")
 
 
@@ -140,6 +155,6 @@ def main(args: argparse.Namespace) -> int:
         raise
     except KubenetmonError as exc:
         print(f"kubenetmon sql: {exc}", file=sys.stderr)
-        return 1
+        return exits.FAILED
     render(result, fmt=args.format, out=sys.stdout)
-    return 0
+    return exits.DONE

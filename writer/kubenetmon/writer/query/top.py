@@ -24,8 +24,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TextIO
 
-from kubenetmon.shared import runtime
+from kubenetmon.shared import exits, runtime
 from kubenetmon.shared.errors import ConfigError, KubenetmonError
+from kubenetmon.shared.options import add_arguments, option
 from kubenetmon.shared.settings import default_data_dir
 from kubenetmon.shared.timespec import parse_duration
 from kubenetmon.writer.cost_tables import cost_view
@@ -60,42 +61,57 @@ class NoOwner(KubenetmonError):
     """``--owner-only`` and no live writer serves the directory (yet)."""
 
 
-def configure(parser: argparse.ArgumentParser) -> None:
-    add_target_arguments(parser)
-    group = parser.add_argument_group("report")
-    group.add_argument(
-        "--since",
-        default="10m",
+@dataclasses.dataclass(frozen=True)
+class ReportFlags:
+    """The flags of ``top`` besides its target (as typed; durations are read by ``main``)."""
+
+    since: str = option(
+        "10m",
+        flag="--since",
+        native=True,
         metavar="DURATION",
         help="window: intervals that started this long ago or later",
     )
-    group.add_argument(
-        "--by",
+    by: str = option(
+        "app",
+        flag="--by",
+        native=True,
         choices=BY,
-        default="app",
         help="what a row is: endpoints' app, pod, namespace or service; class; zone pair",
     )
-    group.add_argument(
-        "--direction",
+    direction: str = option(
+        "out",
+        flag="--direction",
+        native=True,
         choices=DIRECTIONS,
-        default="out",
         help="out: bytes local endpoints sent; in: bytes they received",
     )
-    group.add_argument(
-        "--cost",
-        action="store_true",
+    cost: bool = option(
+        False,
+        flag="--cost",
+        kind="switch",
         help="add what each row costs at the price book's list prices (out: egress, in: ingress charges)",
     )
-    group.add_argument("--format", choices=FORMATS, default="table", help="output format")
-    group.add_argument("--limit", type=int, default=20, metavar="N", help="rows shown")
-    group.add_argument(
-        "--watch", default=None, metavar="DURATION", help="redraw every DURATION until Ctrl-C or SIGTERM"
+    format: str = option("table", flag="--format", native=True, choices=FORMATS, help="output format")
+    limit: int = option(20, flag="--limit", kind="int", native=True, metavar="N", help="rows shown")
+    watch: str | None = option(
+        None,
+        flag="--watch",
+        native=True,
+        metavar="DURATION",
+        help="redraw every DURATION until Ctrl-C or SIGTERM",
     )
-    group.add_argument(
-        "--owner-only",
-        action="store_true",
+    owner_only: bool = option(
+        False,
+        flag="--owner-only",
+        kind="switch",
         help="with a chDB directory: only ask the writer that owns it (wait for one), never open it",
     )
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    add_target_arguments(parser)
+    add_arguments(parser, ReportFlags, title="report")
 
 
 def spec_from(args: argparse.Namespace, settings: ClickHouseSettings) -> TopSpec:
@@ -166,10 +182,10 @@ def once(source: Source, spec: TopSpec, *, fmt: str, out: TextIO) -> int:
         raise
     except KubenetmonError as exc:
         print(f"kubenetmon top: {exc}", file=sys.stderr)
-        return 1
+        return exits.FAILED
     report = with_completeness(parse_report(result, spec=spec, now=now), source)
     render(report, fmt=fmt, out=out, color=fmt == "table" and out.isatty())
-    return 0
+    return exits.DONE
 
 
 def with_completeness(report: Report, source: Source) -> Report:
@@ -223,4 +239,4 @@ async def watch(source: Source, spec: TopSpec, *, every_s: float, fmt: str, stop
         finally:
             if live is not None:
                 live.stop()
-    return 0
+    return exits.DONE

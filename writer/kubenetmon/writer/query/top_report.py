@@ -21,13 +21,13 @@ from rich.table import Table
 from rich.text import Text
 
 from kubenetmon.shared.timespec import format_time
+from kubenetmon.shared.units import human_bytes
 from kubenetmon.writer.flow_tables import fqn
 from kubenetmon.writer.sink import QueryResult
 
 BY: Final = ("app", "pod", "namespace", "class", "zone", "service")
 DIRECTIONS: Final = ("out", "in")
 FORMATS: Final = ("table", "json", "csv")
-_UNITS: Final = ("B", "KB", "MB", "GB", "TB", "PB", "EB")
 _CLASS_STYLE: Final = {
     "PUBLIC_INTERNET": "bold red",
     "INTER_REGION": "magenta",
@@ -193,17 +193,6 @@ def parse_report(result: QueryResult, *, spec: TopSpec, now: float) -> Report:
 
 
 # -------------------------------------------------------------------------------------------- text
-
-
-def human_bytes(n: float) -> str:
-    """``999 B``, ``1.23 KB``, ``12.3 MB``, ``123 GB`` (powers of 1000, three significant digits)."""
-    value, unit = float(n), 0
-    while abs(value) >= 999.5 and unit < len(_UNITS) - 1:
-        value, unit = value / 1000.0, unit + 1
-    if unit == 0:
-        return f"{value:.0f} B"
-    digits = 2 if abs(value) < 9.995 else 1 if abs(value) < 99.95 else 0
-    return f"{value:.{digits}f} {_UNITS[unit]}"
 
 
 def human_rate(bytes_per_s: float) -> str:
