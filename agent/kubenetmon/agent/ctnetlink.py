@@ -28,6 +28,8 @@ import struct
 from collections.abc import Callable, Iterator
 from typing import Final, NamedTuple
 
+from kubenetmon.shared.schema.flow import FlowTuple
+
 NLMSG_ERROR: Final = 2
 NLMSG_DONE: Final = 3
 NLM_F_DUMP_INTR: Final = 0x10
@@ -390,20 +392,10 @@ def _raise_error(buf: bytes, off: int) -> None:
         raise OSError(code, f"ctnetlink: {os.strerror(code)}")
 
 
-class FlowKey(NamedTuple):
-    """The fields of a key. Addresses are raw 4- or 16-byte strings; ports are 0 for portless protocols."""
+class FlowKey(FlowTuple):
+    """The fields of a key: the flow tuple (``schema.FlowTuple``, RAW order), then the conntrack instance."""
 
-    family: int
-    proto: int
-    zone: int
-    orig_src: bytes
-    orig_dst: bytes
-    orig_sport: int
-    orig_dport: int
-    reply_src: bytes
-    reply_dst: bytes
-    reply_sport: int
-    reply_dport: int
+    __slots__ = ()
     id: int
     start: int
     """Creation time, ns since the epoch (CTA_TIMESTAMP_START); 0 when the kernel did not record it."""
