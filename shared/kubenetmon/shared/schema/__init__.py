@@ -29,7 +29,7 @@ from kubenetmon.shared.schema.enriched import (
     decode_enriched,
     encode_enriched,
 )
-from kubenetmon.shared.schema.flow import FLOW_FIELDS, FlowTuple, Record
+from kubenetmon.shared.schema.flow import FLOW_FIELDS, FlowTuple
 from kubenetmon.shared.schema.identity import (
     IN_FLIP,
     enriched_msg_id,
@@ -83,7 +83,6 @@ __all__ = [
     "FlowTuple",
     "RawMessage",
     "RawRow",
-    "Record",
     "_check_row",
     "_column_valid",
     "_rows_valid",

@@ -12,7 +12,7 @@ Values are what msgpack decodes: integers are exactly ``int`` (``bool`` is refus
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Final, Protocol
 
 from kubenetmon.shared.schema.limits import ADDRESS_LENGTH, U32, U64
@@ -34,12 +34,13 @@ class Domain(Protocol):
 class Ints:
     """Exact ``int`` (never ``bool``) in ``[lo, hi]``."""
 
-    __slots__ = ("code", "hi", "lo")
+    __slots__ = ("_high", "_low", "code", "hi", "lo")
 
     def __init__(self, lo: int, hi: int) -> None:
         self.lo, self.hi = lo, hi
         self.code = _CODES.get(hi, "") if lo == 0 else ""
         """The ``struct`` code of exactly this range (``B``, ``H``, ``I``, ``Q``), or empty."""
+        self._low, self._high = lo > MSGPACK_INT_MIN, hi < U64  # the bounds msgpack does not guarantee
 
     def admits(self, value: Any) -> bool:
         return type(value) is int and self.lo <= value <= self.hi
@@ -47,11 +48,15 @@ class Ints:
     def admits_all(self, values: Sequence[Any]) -> bool:
         return set(map(type, values)) == {int} and self.bounded(values)
 
-    def bounded(self, values: Sequence[int]) -> bool:
-        """Every value of ``values`` (all known to be ``int``, from msgpack) is in range."""
-        return (self.lo <= MSGPACK_INT_MIN or self.lo <= min(values)) and (
-            self.hi >= U64 or max(values) <= self.hi
-        )
+    def bounded(self, values: Iterable[int]) -> bool:
+        """Every one of ``values`` (at least one; all ``int``, from msgpack) is in range: one pass per
+        bound msgpack does not already guarantee."""
+        if self._low and self._high:
+            values = list(values)
+            return self.lo <= min(values) and max(values) <= self.hi
+        if self._low:
+            return self.lo <= min(values)
+        return max(values) <= self.hi if self._high else True
 
 
 class OneOf:

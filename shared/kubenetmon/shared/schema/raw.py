@@ -183,6 +183,7 @@ def encode_raw(msg: RawMessage) -> bytes:
     return packed
 
 
+# Each field's rule, read once from RawRow's declaration; both checkers below derive from these tables.
 _DOMAINS: Final = RawRow.domains()
 _INTS: Final = tuple(
     (at, name, domain)
@@ -195,6 +196,14 @@ _ADDRESSES: Final = tuple(
     if isinstance(domain, Address)
 )
 _FAMILY: Final = RawRow._fields.index("family")
+_INT_FIELDS: Final = tuple(at for at, _, _ in _INTS)
+_ADDRESS_FIELDS: Final = tuple(at for at, _ in _ADDRESSES)
+_UNPACKED: Final = tuple(
+    (domain, tuple(at for at, _, d in _INTS if d is domain and at >= FLOW_FIELDS))
+    for domain in dict.fromkeys(d for at, _, d in _INTS if at >= FLOW_FIELDS)
+)
+"""The integer fields outside the flow tuple (the counters), grouped by domain; the flow tuple's integer
+ranges are checked by packing the identity, whose widths are those same domains."""
 
 
 def _check_row(row: Any, i: int, *, subject: str, data: bytes) -> RawRow:
@@ -258,16 +267,6 @@ def decode_raw(data: bytes, *, subject: str = "", max_bytes: int = MAX_MESSAGE_B
     )
 
 
-_INT_FIELDS: Final = tuple(at for at, _, _ in _INTS)
-_ADDRESS_FIELDS: Final = tuple(at for at, _ in _ADDRESSES)
-_UNPACKED: Final = tuple(
-    (domain, tuple(at for at, _, d in _INTS if d is domain and at >= FLOW_FIELDS))
-    for domain in dict.fromkeys(d for at, _, d in _INTS if at >= FLOW_FIELDS)
-)
-"""The integer fields outside the flow tuple (the counters), grouped by domain; the flow tuple's integer
-ranges are checked by packing the identity, whose widths are those same domains."""
-
-
 def _columns_of(rows: list[Any]) -> tuple[list[Sequence[Any]], list[bytes] | None] | None:
     """The columns and ``identities`` of ``rows`` if every row is well formed (the rules of
     ``_check_row``), else None.
@@ -294,16 +293,16 @@ def _columns_of(rows: list[Any]) -> tuple[list[Sequence[Any]], list[bytes] | Non
     except struct.error:
         return None
     for domain, at in _UNPACKED:
-        if not domain.bounded(list(chain.from_iterable(columns[i] for i in at))):
+        if not domain.bounded(chain.from_iterable(columns[i] for i in at)):
             return None
-    families = set(columns[1])
+    families = set(columns[_FAMILY])
     if not families <= ADDRESS_LENGTH.keys():
         return None
     lengths = list(map(len, chain.from_iterable(columns[i] for i in _ADDRESS_FIELDS)))
     if len(families) == 1:
         valid = lengths.count(ADDRESS_LENGTH[families.pop()]) == len(lengths)
     else:
-        valid = lengths == list(map(ADDRESS_LENGTH.__getitem__, columns[1])) * len(_ADDRESS_FIELDS)
+        valid = lengths == list(map(ADDRESS_LENGTH.__getitem__, columns[_FAMILY])) * len(_ADDRESS_FIELDS)
     return (columns, packed) if valid else None
 
 
