@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import pickle
+import subprocess
+import sys
 from typing import Annotated
 
 import pytest
 
+from kubenetmon.shared import schema
 from kubenetmon.shared.schema import AF_INET, FLOW_FIELDS, FlowTuple, RawRow
 from kubenetmon.shared.schema.domains import ADDRESS, U8, U16, UINT64, Ints
 from kubenetmon.shared.schema.flow import Record
@@ -61,3 +65,18 @@ def test_domains_come_in_field_order_from_the_declarations() -> None:
     assert Keyed.domains()[FLOW_FIELDS:] == (None, U8)
     assert [d.code for d in FlowTuple.domains()] == ["B", "B", "H", *["16s", "16s", "H", "H"] * 2]
     assert Ints(1, 0xFFFF).code == "" and Ints(0, 0xFFFF).code == "H"
+
+
+def test_every_re_exported_name_resolves() -> None:
+    assert all(getattr(schema, name) is not None for name in schema.__all__)
+    assert schema.RawRow is RawRow and "decode_raw" in dir(schema)
+    with pytest.raises(AttributeError):
+        _ = schema.not_a_name
+
+
+def test_the_flow_tuple_loads_without_the_codecs() -> None:
+    # the conntrack dump tool imports the flow tuple; msgpack, xxhash and the codecs stay unloaded
+    code = "import sys, kubenetmon.shared.schema.flow; print(sorted(sys.modules))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "kubenetmon.shared.schema.flow" in loaded
+    assert not {"msgpack", "xxhash", "kubenetmon.shared.schema.raw"} & set(ast.literal_eval(loaded))

@@ -15,50 +15,58 @@ Its modules, from the bottom up:
 - ``envelope``: the msgpack map framing both messages share (size, kind and version checks);
 - ``raw`` and ``enriched``: each contract's message, its codec and its validation.
 
-Importers use the names re-exported here.
+Importers use the names re-exported here. They are loaded on first use (a module ``__getattr__``,
+PEP 562): the agent's conntrack decoder needs only ``flow``, and ``kubenetmon conntrack dump`` should not
+pay for msgpack, xxhash and the codecs at start-up. Type checkers read the plain imports below.
 """
 
-from kubenetmon.shared.schema.enriched import (
-    _COLUMN_CHECK,
-    COLUMN_INDEX,
-    COLUMN_NAMES,
-    COLUMNS,
-    Column,
-    EnrichedMessage,
-    _column_valid,
-    decode_enriched,
-    encode_enriched,
-)
-from kubenetmon.shared.schema.flow import FLOW_FIELDS, FlowTuple
-from kubenetmon.shared.schema.identity import (
-    IN_FLIP,
-    enriched_msg_id,
-    flow_id,
-    flow_ids,
-    identities,
-    raw_msg_id,
-)
-from kubenetmon.shared.schema.limits import (
-    ADDRESS_LENGTH,
-    AF_INET,
-    AF_INET6,
-    ENRICHED_VERSION,
-    MAX_BOOT_LENGTH,
-    MAX_INTERVAL_SECONDS,
-    MAX_MESSAGE_BYTES,
-    MAX_NODE_LENGTH,
-    PROTO_NAMES,
-    RAW_VERSION,
-)
-from kubenetmon.shared.schema.raw import (
-    RAW_ROW_FIELDS,
-    RawMessage,
-    RawRow,
-    _check_row,
-    _rows_valid,
-    decode_raw,
-    encode_raw,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from kubenetmon.shared.schema.enriched import (
+        _COLUMN_CHECK,
+        COLUMN_INDEX,
+        COLUMN_NAMES,
+        COLUMNS,
+        Column,
+        EnrichedMessage,
+        _column_valid,
+        decode_enriched,
+        encode_enriched,
+    )
+    from kubenetmon.shared.schema.flow import FLOW_FIELDS, FlowTuple
+    from kubenetmon.shared.schema.identity import (
+        IN_FLIP,
+        enriched_msg_id,
+        flow_id,
+        flow_ids,
+        identities,
+        raw_msg_id,
+    )
+    from kubenetmon.shared.schema.limits import (
+        ADDRESS_LENGTH,
+        AF_INET,
+        AF_INET6,
+        ENRICHED_VERSION,
+        MAX_BOOT_LENGTH,
+        MAX_INTERVAL_SECONDS,
+        MAX_MESSAGE_BYTES,
+        MAX_NODE_LENGTH,
+        PROTO_NAMES,
+        RAW_VERSION,
+    )
+    from kubenetmon.shared.schema.raw import (
+        RAW_ROW_FIELDS,
+        RawMessage,
+        RawRow,
+        _check_row,
+        _rows_valid,
+        decode_raw,
+        encode_raw,
+    )
 
 __all__ = [
     "ADDRESS_LENGTH",
@@ -96,3 +104,22 @@ __all__ = [
     "identities",
     "raw_msg_id",
 ]
+
+_MODULES: Final = ("limits", "flow", "identity", "raw", "enriched")
+"""Where the names of ``__all__`` live, cheapest first."""
+_MISSING: Final = object()
+
+
+def __getattr__(name: str) -> Any:
+    """A name of ``__all__``, from the first module of ``_MODULES`` that has it (then kept here)."""
+    if name in __all__:
+        for module in _MODULES:
+            value = getattr(importlib.import_module(f"{__name__}.{module}"), name, _MISSING)
+            if value is not _MISSING:
+                globals()[name] = value
+                return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
