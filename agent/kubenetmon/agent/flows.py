@@ -27,7 +27,7 @@ from collections import Counter, deque
 from typing import Final
 
 from kubenetmon.agent.ctnetlink import COUNTERS, INSTANCE, NO_START, ZERO_COUNTERS, decode_key
-from kubenetmon.shared.schema import RawRow
+from kubenetmon.shared.schema import FLOW_FIELDS, RawRow
 
 _M64: Final = (1 << 64) - 1
 REPORTED_PROTOCOLS: Final = frozenset({6, 17})
@@ -227,24 +227,5 @@ def report(
         if _loopback(f.orig_src) or _loopback(f.orig_dst) or _loopback(f.reply_src) or _loopback(f.reply_dst):
             dropped["loopback"] += 1
             continue
-        opk, oby, rpk, rby = unpack(value)
-        rows.append(
-            RawRow(
-                f.proto,
-                f.family,
-                f.zone,
-                f.orig_src,
-                f.orig_dst,
-                f.orig_sport,
-                f.orig_dport,
-                f.reply_src,
-                f.reply_dst,
-                f.reply_sport,
-                f.reply_dport,
-                opk,
-                oby,
-                rpk,
-                rby,
-            )
-        )
+        rows.append(RawRow._make((*f[:FLOW_FIELDS], *unpack(value))))  # the key's flow tuple, then deltas
     return rows, dropped
