@@ -122,7 +122,7 @@ def test_credentials_agree(compose: dict[str, Any]) -> None:
 
 
 def test_traffic_generator_agrees_with_the_inventory(compose: dict[str, Any]) -> None:
-    from tests.deploy.test_compose_e2e import traffic_plan
+    from tests.support.compose import traffic_plan
 
     plan = traffic_plan()
     source = services(compose)["traffic-source"]
@@ -144,7 +144,7 @@ def test_the_compose_flow_is_labelled_as_the_e2e_test_expects(compose: dict[str,
     import subprocess
     import sys
 
-    from tests.deploy.test_compose_e2e import traffic_plan
+    from tests.support.compose import traffic_plan
 
     plan = traffic_plan()
     enricher = services(compose)["enricher"]["command"]

@@ -35,7 +35,7 @@ from tests.deploy.render import (
     pod_spec,
     render,
 )
-from tests.deploy.test_nats_permissions import PASSWORDS, SERVER_ENV, ConfiguredNats
+from tests.support.natsconf import PASSWORDS, SERVER_ENV, ConfiguredNats
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET = "overlays/production-nats-cluster"

@@ -8,7 +8,7 @@ from __future__ import annotations
 from kubenetmon.enricher.history import Record, Recorder
 from kubenetmon.enricher.index import Index
 from kubenetmon.enricher.metafeed import MetaFeed
-from tests.enricher.builders import T0, node, pod, service
+from tests.support.builders import T0, node, pod, service
 
 
 def ip(text: str) -> bytes:

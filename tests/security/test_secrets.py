@@ -22,8 +22,9 @@ import yaml  # type: ignore[import-untyped]
 from kubenetmon.cli.main import COMMANDS
 from kubenetmon.cli.natsserver import NatsServer
 from tests.fixtures.chhttp import ClickHouseHttp
-from tests.security.conftest import KUBENETMON, Proc
-from tests.security.test_nats_tls import wait_for
+from tests.support.commands import KUBENETMON
+from tests.support.secure import DEADLINE_S, Proc
+from tests.support.waiting import wait_until
 
 NATS_USER, NATS_SECRET = "kubenetmon", "nats-S3cret-Zq9vX1"
 CH_USER, CH_SECRET = "kubenetmon", "ch-S3cret-Mw4pR8"
@@ -54,8 +55,11 @@ def observe(proc: Proc, *, ready: bool) -> str:
     """Everything the process shows: once ready, its probes and metrics; then its output after it stops."""
     shown = ""
     if ready:
-        wait_for(
-            lambda: proc.get("/readyz")[0] == 200 or proc.popen.poll() is not None, what=f"{proc.name} ready"
+        wait_until(
+            lambda: proc.get("/readyz")[0] == 200 or proc.popen.poll() is not None,
+            timeout=DEADLINE_S,
+            step=0.2,
+            what=f"{proc.name} ready",
         )
         assert proc.popen.poll() is None, proc.output[-3000:]
         for path in ("/metrics", "/healthz", "/readyz"):

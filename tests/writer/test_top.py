@@ -27,7 +27,7 @@ from kubenetmon.writer.top_report import (
     title,
     zones_text,
 )
-from tests.up.rows import flow, insert
+from tests.support.rows import flow, insert
 
 NOW = 1_800_000_000
 T0, T1, T2 = NOW - 300, NOW - 290, NOW - 20

@@ -12,7 +12,7 @@ import pytest
 from kubenetmon.cli.lab import demo
 from tests.fixtures.lab import NETNS_DIR, Host, Lab, Node
 from tests.fixtures.lab_kernel import wait_until
-from tests.up.proc import Up, alive, kubenetmon, sql
+from tests.support.up import Up, alive, kubenetmon, sql
 
 pytestmark = pytest.mark.netns
 

@@ -15,7 +15,7 @@ from kubenetmon.cli.up import hostinventory, preflight
 from kubenetmon.cli.up.children import child_environment
 from kubenetmon.shared.errors import ConfigError
 from tests.fixtures.lab import Lab
-from tests.up.proc import kubenetmon
+from tests.support.up import kubenetmon
 
 ROOT_STATUS = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n"
 USER_STATUS = "Name:\tx\nCapEff:\t0000000000000000\n"
