@@ -1,6 +1,6 @@
 """``MetaFeed.apply``: META records (as the metadata role's recorder makes them) into a live index.
 
-Pure: no servers. The reading loop is exercised end to end in ``test_metadata_role``.
+Pure: no servers. The reading loop is exercised end to end in ``test_metadata``.
 """
 
 from __future__ import annotations
