@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
@@ -23,6 +20,7 @@ from kubenetmon.cli.natsserver import NatsServer
 from kubenetmon.shared.broker import Broker, Delivery, Lease
 from kubenetmon.shared.errors import TransientError
 from kubenetmon.shared.settings import NatsSettings
+from tests.support.commands import kubenetmon
 from tests.support.natsconf import CONF, PASSWORDS, SERVER_ENV, ConfiguredNats
 
 DENIED_WAIT_S = 1.0
@@ -67,14 +65,7 @@ def initialised(server: ConfiguredNats) -> str:
         "KUBENETMON_NATS_USER": "kubenetmon-admin",
         "KUBENETMON_NATS_PASSWORD": PASSWORDS["kubenetmon-admin"],
     }
-    kubenetmon = str(Path(sys.executable).parent / "kubenetmon")
-    out = subprocess.run(
-        [kubenetmon, "nats", "init", "--connect-wait", "10s"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = kubenetmon("nats", "init", "--connect-wait", "10s", env=env, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout
 

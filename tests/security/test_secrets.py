@@ -10,7 +10,6 @@ and verb is rendered with the secrets in the environment (defaults come from the
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 from collections.abc import Callable
@@ -22,7 +21,7 @@ import yaml  # type: ignore[import-untyped]
 from kubenetmon.cli.main import COMMANDS
 from kubenetmon.cli.natsserver import NatsServer
 from tests.fixtures.chhttp import ClickHouseHttp
-from tests.support.commands import KUBENETMON
+from tests.support.commands import KUBENETMON, clean_env
 from tests.support.secure import DEADLINE_S, Proc
 from tests.support.waiting import wait_until
 
@@ -185,7 +184,7 @@ def test_no_process_shows_a_secret_however_it_was_given(
 
 
 def test_help_never_shows_a_secret_from_the_environment(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBENETMON_")} | {
+    env = clean_env() | {
         "KUBENETMON_NATS_PASSWORD": NATS_SECRET,
         "KUBENETMON_NATS_TOKEN": NATS_SECRET,
         "KUBENETMON_NATS_URL": f"nats://{NATS_USER}:{NATS_SECRET}@127.0.0.1:4222",

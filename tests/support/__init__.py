@@ -1,12 +1,18 @@
-"""What the tests share, one of each: starting ``kubenetmon`` commands, process wrappers, waiting on a
-condition, reading a role's HTTP endpoints, and the builders and helpers of each part's tests.
+"""What the tests share, one of each; nothing here is a fixture (those are in ``tests/fixtures`` and the
+conftest files), and no test imports a helper from a conftest or from another test module.
 
-- ``commands``: the ``kubenetmon`` argv (``KUBENETMON``), a scrubbed environment, flags from settings.
-- ``processes``: ``Process`` (a child with its output in files) and the process-tree helpers.
-- ``waiting``: ``eventually`` (async) and ``wait_until`` (blocking), both a condition with a deadline.
-- ``http``: GET a role's ``/metrics``, ``/healthz``, ``/readyz``; parse Prometheus samples.
+The basics, used everywhere:
 
-Fixtures live in ``tests/fixtures`` and the conftest files; nothing here is a fixture.
+- ``commands``: the ``kubenetmon`` argv (``KUBENETMON``), a scrubbed environment, ``kubenetmon(...)`` run
+  to completion, the flags that reproduce a settings object.
+- ``processes``: ``Process`` (a child with its output in files, its JSON log) and the process tree read
+  from ``/proc``; ``roles`` (restartable pipeline roles) and ``up`` (``kubenetmon up``) build on them.
+- ``waiting``: ``eventually`` (async) and ``wait_until`` (blocking), a condition with a deadline.
+- ``http``: GET a role's ``/metrics``, ``/healthz``, ``/readyz``; Prometheus samples.
+
+Then each part's helpers: ``agent``, ``agent_fakes``, ``ctmsg`` (ctnetlink messages), ``builders``
+(Kubernetes objects), ``enricher``, ``replay``, ``writer``, ``messages`` (ENRICHED), ``holder``, ``rows``
+(``top``), ``fuzz``, ``secure``, ``natsconf``, ``nats_jwt``, ``compose``.
 """
 
 from tests.support.commands import KUBENETMON, flags

@@ -20,11 +20,16 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def kubenetmon(
-    *args: str, timeout: float = 120, env: dict[str, str] | None = None, cwd: Path | None = None
+    *args: str,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    input: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``kubenetmon ARGS`` to completion in a clean environment plus ``env``, output captured as text."""
     return subprocess.run(
         [*KUBENETMON, *args],
+        input=input,
         capture_output=True,
         text=True,
         timeout=timeout,
