@@ -13,10 +13,10 @@ import pytest
 
 from kubenetmon.cli.natsserver import NatsServer
 from tests.fixtures.lab import Lab, Node, Pod
-from tests.fixtures.lab_kernel import wait_until
 from tests.fixtures.lab_traffic import Flow, TcpClient, UdpClient
 from tests.fixtures.nats import nats_settings_for
 from tests.support.agent import AgentProcess, identities, read_raw, totals, wait_exact
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.netns
 Start = Callable[..., AgentProcess]

@@ -12,9 +12,10 @@ from kubenetmon.agent.conntrack import Conntrack
 from kubenetmon.agent.ctnetlink import INSTANCE, counters, decode_key, row_key
 from kubenetmon.agent.flows import FlowTable, fold, unpack
 from tests.fixtures.lab import Lab, Node
-from tests.fixtures.lab_kernel import CtEntry, wait_until
+from tests.fixtures.lab_kernel import CtEntry
 from tests.fixtures.lab_traffic import Flow
 from tests.support import commands
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.netns
 

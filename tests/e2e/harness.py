@@ -34,10 +34,11 @@ from kubenetmon.shared.settings import NatsSettings
 from tests.e2e import chaos
 from tests.e2e.cluster import CLOUD, Cluster
 from tests.e2e.expect import STORED_QUERY, Totals, expected, stored
-from tests.fixtures.lab_kernel import CtEntry, DestroyWatch, wait_until
+from tests.fixtures.lab_kernel import CtEntry, DestroyWatch
 from tests.support import http
 from tests.support.commands import KUBENETMON, flags
 from tests.support.roles import Role
+from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
     from kubenetmon.cli.natsserver import NatsServer

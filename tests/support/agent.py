@@ -17,10 +17,11 @@ from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.schema import RawMessage, decode_raw
 from kubenetmon.shared.settings import NatsSettings
 from tests.fixtures.lab import Node
-from tests.fixtures.lab_kernel import CtEntry, wait_until
+from tests.fixtures.lab_kernel import CtEntry
 from tests.fixtures.lab_traffic import Flow
 from tests.support import http
 from tests.support.commands import KUBENETMON
+from tests.support.waiting import wait_until
 
 FlowId = tuple[str, str, str, int, int]
 
