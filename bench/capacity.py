@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import agent_scrape  # type: ignore[import-not-found]
 import soak  # type: ignore[import-not-found]

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tests.enricher.builders import T0, node, pod, service
+from k8s_objects import T0, node, pod, service  # type: ignore[import-not-found]
 
 from kubenetmon.enricher import sources
 from kubenetmon.enricher.connclass import LabelSettings

@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.clickhouse",
     "tests.fixtures.lab",
     "tests.fixtures.kube",
+    "tests.fixtures.processes",
 ]

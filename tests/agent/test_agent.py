@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from kubenetmon.cli.natsserver import NatsServer
-from tests.agent.conftest import AgentProcess, identities, read_raw, totals, wait_exact
 from tests.fixtures.lab import Lab, Node, Pod
-from tests.fixtures.lab_kernel import wait_until
 from tests.fixtures.lab_traffic import Flow, TcpClient, UdpClient
 from tests.fixtures.nats import nats_settings_for
+from tests.support.agent import AgentProcess, identities, read_raw, totals, wait_exact
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.netns
 Start = Callable[..., AgentProcess]

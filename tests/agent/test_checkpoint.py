@@ -91,7 +91,7 @@ def test_reports_are_stored_and_orphans_swept(tmp_path: Path) -> None:
 def test_format_1_keys_get_creation_time_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from kubenetmon.agent import checkpoint
     from kubenetmon.agent.ctnetlink import INSTANCE, decode_key
-    from tests.agent.ctmsg import Entry
+    from tests.support.ctmsg import Entry
 
     new = Entry(ident=9).key()  # no creation time: 8 zero bytes before the id
     old = new[:-INSTANCE] + new[-4:]  # the same conntrack's key as format 1 wrote it

@@ -17,10 +17,10 @@ import pytest
 
 from kubenetmon.cli.lab import churn
 from kubenetmon.cli.natsserver import NatsServer
-from tests.agent.conftest import AgentProcess, read_raw
 from tests.fixtures.lab import Lab, Node
-from tests.fixtures.lab_kernel import wait_until
 from tests.fixtures.nats import nats_settings_for
+from tests.support.agent import AgentProcess, read_raw
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.netns
 Start = Callable[..., AgentProcess]

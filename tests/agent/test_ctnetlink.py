@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kubenetmon.agent import ctnetlink as ct
-from tests.agent.ctmsg import Entry, done, error
+from tests.support.ctmsg import Entry, done, error
 
 SHAPES = [
     Entry(),

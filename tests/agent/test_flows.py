@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from kubenetmon.agent import ctnetlink as ct
 from kubenetmon.agent.flows import WITH_SCTP, FlowTable, fold, pack, report, unpack
-from tests.agent.ctmsg import Entry
+from tests.support.ctmsg import Entry
 
 
 def key(sport: int = 1000, ident: int = 1, **kw: object) -> bytes:

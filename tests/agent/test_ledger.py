@@ -13,7 +13,7 @@ from kubenetmon.agent import reports
 from kubenetmon.agent.service import Agent
 from kubenetmon.shared.ledger import Ledger
 from kubenetmon.shared.schema import decode_raw
-from tests.agent.test_service import Broker, Clock, Kernel, make, publish_all, run_minutes
+from tests.support.agent_fakes import Broker, Clock, Kernel, make, publish_all, run_minutes
 
 
 def ledgers(agent: Agent) -> list[tuple[int, Ledger]]:

@@ -16,14 +16,13 @@ outage to retry, so they fail at once instead of starting workers that crash in 
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-KUBENETMON = [sys.executable, "-m", "kubenetmon.cli.main"]
+from tests.support.commands import kubenetmon
+
 MISSING = "/nonexistent/kubenetmon-test-file"
 SECRET = "Sup3rS3cretPassw0rd"
 
@@ -170,11 +169,7 @@ CASES: dict[str, Case] = {
 
 
 def run(argv: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("KUBENETMON_")}
-    clean |= {"HOME": str(tmp_path), **env}
-    return subprocess.run(
-        [*KUBENETMON, *argv], env=clean, cwd=tmp_path, capture_output=True, text=True, timeout=60
-    )
+    return kubenetmon(*argv, env={"HOME": str(tmp_path), **env}, cwd=tmp_path, timeout=60)
 
 
 def error_lines(stderr: str) -> list[str]:

@@ -122,7 +122,7 @@ def test_credentials_agree(compose: dict[str, Any]) -> None:
 
 
 def test_traffic_generator_agrees_with_the_inventory(compose: dict[str, Any]) -> None:
-    from tests.deploy.test_compose_e2e import traffic_plan
+    from tests.support.compose import traffic_plan
 
     plan = traffic_plan()
     source = services(compose)["traffic-source"]
@@ -141,10 +141,8 @@ def test_traffic_generator_agrees_with_the_inventory(compose: dict[str, Any]) ->
 
 def test_the_compose_flow_is_labelled_as_the_e2e_test_expects(compose: dict[str, Any]) -> None:
     """``kubenetmon label`` (the enricher's own labeler) on the flow the generator makes, offline."""
-    import subprocess
-    import sys
-
-    from tests.deploy.test_compose_e2e import traffic_plan
+    from tests.support.commands import kubenetmon
+    from tests.support.compose import traffic_plan
 
     plan = traffic_plan()
     enricher = services(compose)["enricher"]["command"]
@@ -165,19 +163,14 @@ def test_the_compose_flow_is_labelled_as_the_e2e_test_expects(compose: dict[str,
         "reply_packets": 0,
         "reply_bytes": 0,
     }
-    out = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "kubenetmon"),
-            "label",
-            "--node",
-            "compose-node",
-            "--inventory",
-            str(ROOT / "tests/deploy/compose/inventory.yaml"),
-            *flags,
-        ],
+    out = kubenetmon(
+        "label",
+        "--node",
+        "compose-node",
+        "--inventory",
+        str(ROOT / "tests/deploy/compose/inventory.yaml"),
+        *flags,
         input=json.dumps(record) + "\n",
-        capture_output=True,
-        text=True,
         timeout=60,
     )
     assert out.returncode == 0 and not out.stderr.strip(), out.stderr

@@ -16,50 +16,16 @@ import os
 import time
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml  # type: ignore[import-untyped]
 
-from tests.deploy.compose.traffic import expected_bytes
+from tests.support.compose import TrafficPlan, traffic_plan
 
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE_S = 300.0
 VIEW = "kubenetmon.network_flows_0_exact"
-
-
-@dataclass(frozen=True)
-class TrafficPlan:
-    source_ip: str
-    source_port: int
-    sink_ip: str
-    sink_port: int
-    datagrams: int
-    size: int
-
-    @property
-    def bytes(self) -> int:
-        return expected_bytes(datagrams=self.datagrams, size=self.size)
-
-
-def traffic_plan() -> TrafficPlan:
-    """What the traffic-source service of compose.yaml sends."""
-    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
-    flags = dict(
-        a.removeprefix("--").split("=", 1) for a in compose["services"]["traffic-source"]["command"][1:]
-    )
-    source_ip, source_port = flags["source"].rsplit(":", 1)
-    sink_ip, sink_port = flags["to"].rsplit(":", 1)
-    return TrafficPlan(
-        source_ip=source_ip,
-        source_port=int(source_port),
-        sink_ip=sink_ip,
-        sink_port=int(sink_port),
-        datagrams=int(flags["datagrams"]),
-        size=int(flags["size"]),
-    )
 
 
 def query(url: str, sql: str) -> list[dict[str, Any]]:

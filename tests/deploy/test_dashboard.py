@@ -25,11 +25,11 @@ from kubenetmon.writer.cost_tables import cost_view
 from kubenetmon.writer.flow_tables import REPORTS_TABLE, exact_view
 from kubenetmon.writer.settings import ClickHouseSettings
 from kubenetmon.writer.sink import DEFAULT_DATABASE
+from tests.support.commands import kubenetmon
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "k8s/base/grafana/kubenetmon-dashboard.json"
 ALERTS = ROOT / "k8s/components/monitoring/alerts.yaml"
-KUBENETMON = str(Path(sys.executable).parent / "kubenetmon")
 CLICKHOUSE = "grafana-clickhouse-datasource"
 NOW = int(time.time())
 RANGE = (NOW - 6 * 3600, NOW)
@@ -136,7 +136,7 @@ def chdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def run(*argv: str) -> str:
-    out = subprocess.run([KUBENETMON, *argv], capture_output=True, text=True, timeout=120)
+    out = kubenetmon(*argv, timeout=120)
     assert out.returncode == 0, f"kubenetmon {argv[0]}: {out.stderr}"
     return out.stdout
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -35,7 +33,8 @@ from tests.deploy.render import (
     pod_spec,
     render,
 )
-from tests.deploy.test_nats_permissions import PASSWORDS, SERVER_ENV, ConfiguredNats
+from tests.support.commands import kubenetmon
+from tests.support.natsconf import PASSWORDS, SERVER_ENV, ConfiguredNats
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET = "overlays/production-nats-cluster"
@@ -188,14 +187,7 @@ def test_the_rendered_configuration_forms_a_cluster_with_per_role_users(
         "KUBENETMON_NATS_PASSWORD": PASSWORDS["kubenetmon-admin"],
         "KUBENETMON_NATS_REPLICAS": init_env["KUBENETMON_NATS_REPLICAS"],
     }
-    kubenetmon = str(Path(sys.executable).parent / "kubenetmon")
-    init = subprocess.run(
-        [kubenetmon, "nats", "init", "--connect-wait", "10s"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    init = kubenetmon("nats", "init", "--connect-wait", "10s", env=env, timeout=60)
     assert init.returncode == 0, init.stdout + init.stderr
     assert "topology: 6 created" in init.stdout
     asyncio.run(_roles_work_across_the_cluster(members))

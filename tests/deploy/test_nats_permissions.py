@@ -10,59 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 
-from kubenetmon.cli.natsserver import NatsServer, binary
+from kubenetmon.cli.natsserver import NatsServer
 from kubenetmon.shared.broker import Broker, Delivery, Lease
 from kubenetmon.shared.errors import TransientError
 from kubenetmon.shared.settings import NatsSettings
+from tests.support.commands import kubenetmon
+from tests.support.natsconf import CONF, PASSWORDS, SERVER_ENV, ConfiguredNats
 
-ROOT = Path(__file__).resolve().parents[2]
-CONF = ROOT / "k8s/components/nats-server/nats.conf"
-PASSWORDS = {
-    "kubenetmon-agent": "p-agent",
-    "kubenetmon-enricher": "p-enricher",
-    "kubenetmon-writer": "p-writer",
-    "kubenetmon-metadata": "p-metadata",
-    "kubenetmon-admin": "p-admin",
-}
-SERVER_ENV = {
-    "NATS_SERVER_NAME": "permissions",
-    "KUBENETMON_AGENT_PASSWORD": PASSWORDS["kubenetmon-agent"],
-    "KUBENETMON_ENRICHER_PASSWORD": PASSWORDS["kubenetmon-enricher"],
-    "KUBENETMON_WRITER_PASSWORD": PASSWORDS["kubenetmon-writer"],
-    "KUBENETMON_METADATA_PASSWORD": PASSWORDS["kubenetmon-metadata"],
-    "KUBENETMON_ADMIN_PASSWORD": PASSWORDS["kubenetmon-admin"],
-}
 DENIED_WAIT_S = 1.0
-
-
-class ConfiguredNats(NatsServer):
-    """A nats-server started from a configuration file (ports and address from the command line)."""
-
-    def __init__(self, store_dir: Path, conf: Path) -> None:
-        super().__init__(store_dir)
-        self.conf = conf
-
-    def command(self) -> list[str]:
-        return [
-            binary(),
-            "-c",
-            str(self.conf),
-            "-a",
-            self.host,
-            "-p",
-            str(self.port),
-            "-m",
-            str(self.monitor_port),
-        ]
 
 
 @pytest.fixture(scope="module")
@@ -104,14 +65,7 @@ def initialised(server: ConfiguredNats) -> str:
         "KUBENETMON_NATS_USER": "kubenetmon-admin",
         "KUBENETMON_NATS_PASSWORD": PASSWORDS["kubenetmon-admin"],
     }
-    kubenetmon = str(Path(sys.executable).parent / "kubenetmon")
-    out = subprocess.run(
-        [kubenetmon, "nats", "init", "--connect-wait", "10s"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = kubenetmon("nats", "init", "--connect-wait", "10s", env=env, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout
 

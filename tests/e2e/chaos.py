@@ -28,7 +28,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from kubenetmon.shared.broker import Broker
-from tests.fixtures.lab_kernel import wait_until
+from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
     from tests.e2e.harness import Pipeline

@@ -24,20 +24,21 @@ import json
 import os
 import signal
 import subprocess
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kubenetmon.cli.natsserver import free_port
 from kubenetmon.shared.broker import Broker
-from kubenetmon.shared.options import format_value
 from kubenetmon.shared.settings import NatsSettings
 from tests.e2e import chaos
 from tests.e2e.cluster import CLOUD, Cluster
 from tests.e2e.expect import STORED_QUERY, Totals, expected, stored
-from tests.e2e.procs import KUBENETMON, Role
-from tests.fixtures.lab_kernel import CtEntry, DestroyWatch, wait_until
+from tests.fixtures.lab_kernel import CtEntry, DestroyWatch
+from tests.support import http
+from tests.support.commands import KUBENETMON, flags
+from tests.support.roles import Role
+from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
     from kubenetmon.cli.natsserver import NatsServer
@@ -57,22 +58,9 @@ class Options:
     """``single``: one nats-server, streams R1; ``cluster``: three clustered servers, streams R3."""
 
 
-def flags(settings: object) -> list[str]:
-    """Command-line flags reproducing ``settings`` (the fields that differ from their defaults)."""
-    out: list[str] = []
-    for f in dataclasses.fields(settings):  # type: ignore[arg-type]
-        value = getattr(settings, f.name)
-        if "flag" in f.metadata and value != f.default:
-            out += [f.metadata["flag"], format_value(f.metadata["kind"], value)]
-    return out
-
-
 def _probe(port: int, path: str) -> int:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
+        return http.get(port, path, timeout=2)[0]
     except OSError:
         return 0
 
@@ -284,17 +272,10 @@ class Pipeline:
     def metrics(self, role: str) -> dict[str, float]:
         """A role's /metrics samples, summed over their labels, by name ({} if it does not answer)."""
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[role]}/metrics", timeout=5) as resp:
-                text = resp.read().decode()
+            status, text = http.get(self.ports[role], "/metrics", timeout=5)
         except OSError:
             return {}
-        out: dict[str, float] = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                sample, _, value = line.rpartition(" ")
-                name = sample.partition("{")[0]
-                out[name] = out.get(name, 0.0) + float(value)
-        return out
+        return http.by_name(text) if status == 200 else {}
 
     def broker_call(self, work: Any) -> Any:
         """Run ``await work(broker)`` on a fresh connection (the tests are synchronous)."""

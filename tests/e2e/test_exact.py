@@ -16,7 +16,7 @@ from tests.e2e.cluster import DB_CT_ZONE, SERVICE, Cluster, add_service
 from tests.e2e.expect import Totals, differences
 from tests.e2e.fixtures import BROKERS, MakePipeline
 from tests.e2e.harness import Options
-from tests.fixtures.lab_kernel import wait_until
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.netns
 

@@ -17,8 +17,8 @@ from kubenetmon.shared.schema import decode_raw
 from kubenetmon.shared.timespec import format_time
 from tests.e2e.fixtures import MakePipeline
 from tests.e2e.harness import Options, Pipeline
-from tests.e2e.procs import KUBENETMON
-from tests.fixtures.lab_kernel import wait_until
+from tests.support.commands import KUBENETMON
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.netns
 STEP = 2

@@ -17,9 +17,9 @@ from kubenetmon.shared import schema
 from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.consumer import consume
 from kubenetmon.shared.errors import TransientError
-from tests.enricher.conftest import DEADLINE_S, eventually, traffic
-from tests.enricher.test_worker import make_labeler
 from tests.fixtures.nats_cluster import NatsCluster, cluster_settings, stored_ids
+from tests.support import eventually
+from tests.support.enricher import DEADLINE_S, make_labeler, traffic
 
 COUNT = 40
 

@@ -9,7 +9,7 @@ from kubenetmon.enricher.connclass import LabelSettings
 from kubenetmon.enricher.index import Index
 from kubenetmon.enricher.labeler import Labeler
 from kubenetmon.shared import schema
-from tests.enricher.builders import T0, message, node, pod, raw_row
+from tests.support.builders import T0, message, node, pod, raw_row
 
 AWS = LabelSettings(cloud="aws", region="us-west-2", cluster="c")
 TABLE = ranges.build_table({}, private=AWS.private)

@@ -12,7 +12,7 @@ from kubenetmon.enricher import inventory
 from kubenetmon.enricher.index import Index
 from kubenetmon.enricher.objects import owner
 from kubenetmon.shared.errors import ConfigError
-from tests.enricher.builders import T0, node, pod, service
+from tests.support.builders import T0, node, pod, service
 
 
 def ip(text: str) -> bytes:

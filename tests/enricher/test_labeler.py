@@ -14,7 +14,7 @@ from kubenetmon.enricher.labeler import FlowIds, Labeler
 from kubenetmon.enricher.prefixes import PrefixTable
 from kubenetmon.shared import schema
 from kubenetmon.shared.errors import ConfigError
-from tests.enricher.builders import T0, message, node, pod, raw_row, service
+from tests.support.builders import T0, message, node, pod, raw_row, service
 
 DATA = Path(__file__).parent / "data"
 N = "n1"  # the observer

@@ -1,6 +1,6 @@
 """``MetaFeed.apply``: META records (as the metadata role's recorder makes them) into a live index.
 
-Pure: no servers. The reading loop is exercised end to end in ``test_metadata_role``.
+Pure: no servers. The reading loop is exercised end to end in ``test_metadata``.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from kubenetmon.enricher.history import Record, Recorder
 from kubenetmon.enricher.index import Index
 from kubenetmon.enricher.metafeed import MetaFeed
-from tests.enricher.builders import T0, node, pod, service
+from tests.support.builders import T0, node, pod, service
 
 
 def ip(text: str) -> bytes:

@@ -12,8 +12,8 @@ import pytest
 from kubenetmon.enricher import watch
 from kubenetmon.enricher.index import Index
 from kubenetmon.shared.errors import ConfigError
-from tests.enricher.builders import T0, node, pod, service
 from tests.fixtures.kube import KubeApi
+from tests.support.builders import T0, node, pod, service
 
 
 class Synced:

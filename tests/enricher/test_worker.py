@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -14,10 +13,6 @@ from typing import Any
 import msgpack
 import pytest
 
-from kubenetmon.enricher import inventory, sources
-from kubenetmon.enricher.connclass import LabelSettings
-from kubenetmon.enricher.index import Index
-from kubenetmon.enricher.labeler import Labeler
 from kubenetmon.enricher.worker import STAGE, Enricher, part_id
 from kubenetmon.shared import schema
 from kubenetmon.shared.broker import Broker
@@ -25,29 +20,13 @@ from kubenetmon.shared.consumer import H_REASON, consume
 from kubenetmon.shared.deliveries import Delivery
 from kubenetmon.shared.ledger import Ledger, ReportRow
 from kubenetmon.shared.settings import NatsSettings
-from tests.enricher.conftest import (
-    DEADLINE_S,
-    KUBENETMON,
-    NODES,
-    PODS,
-    RANGE_FILES,
-    SERVICES,
-    Process,
-    eventually,
-    flags,
-    traffic,
-)
 from tests.fixtures.kube import KubeApi
+from tests.support import KUBENETMON, Process, eventually, flags
+from tests.support.enricher import DEADLINE_S, NODES, PODS, RANGE_FILES, SERVICES, make_labeler, traffic
+from tests.support.http import get
+from tests.support.processes import http_port
 
-SETTINGS = LabelSettings(cloud="aws", region="us-west-2", cluster="test", environment="ci")
 Spawn = Callable[..., Process]
-
-
-def make_labeler(inventory_file: Path) -> Labeler:
-    index = Index()
-    inventory.load(index, inventory_file)
-    table = sources.load_table(sources.RangeSettings(sources=RANGE_FILES), private=SETTINGS.private)
-    return Labeler(SETTINGS, index=index, ranges=table)
 
 
 async def publish_raw(broker: Broker, msgs: list[schema.RawMessage]) -> None:
@@ -211,21 +190,6 @@ def enricher_argv(nats: NatsSettings, inventory_file: Path, *extra: str) -> list
         "--cloud", "aws", "--region", "us-west-2", "--cluster", "test", "--environment", "ci",
         "--http-host", "127.0.0.1", "--http-port", "0", "--batch", "4", "--fetch-timeout", "200ms", *extra,
     ]  # fmt: skip
-
-
-def http_port(proc: Process) -> int | None:
-    for record in proc.records():
-        if record.get("msg", "").startswith("serving /metrics"):
-            return int(record["port"])
-    return None
-
-
-def get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, ""
 
 
 def acked_by_worker(proc: Process) -> Counter[str]:

@@ -38,8 +38,8 @@ from tests.e2e.expect import by_direction, differences
 from tests.e2e.fixtures import MakePipeline
 from tests.e2e.harness import Options, Pipeline
 from tests.e2e.steady import Steady
-from tests.fixtures.lab_kernel import wait_until
 from tests.fixtures.nats_cluster import NatsCluster
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.netns
 

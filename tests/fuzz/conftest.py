@@ -7,12 +7,7 @@ refuse as ``oversized`` can still be published. The enricher and the writer are 
 
 from __future__ import annotations
 
-import json
-import re
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,58 +16,11 @@ import yaml  # type: ignore[import-untyped]
 from kubenetmon.cli.natsserver import NatsServer
 from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.settings import NatsSettings
-from kubenetmon.writer.settings import ClickHouseSettings
-from tests.enricher.conftest import KUBENETMON, NODES, PODS, RANGE_FILES, SERVICES, Process, flags
 from tests.fixtures.nats import nats_settings_for
-
-SERVER_MAX_PAYLOAD = 16 * 1024 * 1024
-
-
-@dataclass
-class Role:
-    """A running ``kubenetmon enricher|writer``: its process, log, and metrics port."""
-
-    name: str
-    proc: Process
-
-    def port(self) -> int | None:
-        for record in self.proc.records():
-            if str(record.get("msg", "")).startswith("serving /metrics"):
-                return int(record["port"])
-        return None
-
-    def get(self, path: str) -> tuple[int, str]:
-        port = self.port()
-        if port is None:
-            return 0, ""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
-                return int(response.status), response.read().decode()
-        except urllib.error.HTTPError as exc:
-            return exc.code, ""
-        except OSError:
-            return 0, ""
-
-    def metric(self, name: str) -> float:
-        _, text = self.get("/metrics")
-        total = 0.0
-        for line in text.splitlines():
-            if re.match(rf"^{re.escape(name)}(\{{| )", line):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
-
-    def pids(self) -> set[int]:
-        """The supervisor and every process below it."""
-        out, frontier = set(), [self.proc.proc.pid]
-        while frontier:
-            pid = frontier.pop()
-            out.add(pid)
-            try:
-                children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-            except OSError:
-                continue
-            frontier += [int(c) for c in children]
-        return out
+from tests.support.commands import KUBENETMON
+from tests.support.enricher import NODES, PODS, SERVICES
+from tests.support.fuzz import SERVER_MAX_PAYLOAD, Role
+from tests.support.processes import Process
 
 
 @pytest.fixture
@@ -114,33 +62,3 @@ def start_role(tmp_path: Path) -> Iterator[Callable[..., Role]]:
     yield start
     for role in roles:
         role.proc.kill()
-
-
-def enricher_args(nats: NatsSettings, inventory: Path) -> list[str]:
-    return [
-        *flags(nats),
-        "--inventory",
-        str(inventory),
-        "--ranges",
-        ",".join(RANGE_FILES),
-        "--cloud",
-        "aws",
-        "--region",
-        "us-west-2",
-        "--cluster",
-        "fuzz",
-        "--environment",
-        "ci",
-        "--batch",
-        "64",
-        "--fetch-timeout",
-        "200ms",
-    ]
-
-
-def writer_args(nats: NatsSettings, clickhouse: ClickHouseSettings) -> list[str]:
-    return [*flags(nats), *flags(clickhouse), "--batch-age", "300ms", "--fetch-size", "200"]
-
-
-def json_lines(text: str) -> list[dict[str, object]]:
-    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]

@@ -19,9 +19,8 @@ from hypothesis import strategies as st
 from kubenetmon.enricher.labeler import Labeler
 from kubenetmon.enricher.worker import parts
 from kubenetmon.shared import schema
-from tests.enricher.builders import T0
-from tests.enricher.conftest import NODES, PODS, SERVICES
-from tests.enricher.test_worker import make_labeler
+from tests.support.builders import T0
+from tests.support.enricher import NODES, PODS, SERVICES, make_labeler
 
 KNOWN_V4 = [
     ipaddress.IPv4Address(a).packed

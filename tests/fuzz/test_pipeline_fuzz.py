@@ -36,10 +36,10 @@ from kubenetmon.shared.consumer import H_ORIGINAL_MSG_ID, H_REASON, H_STAGE
 from kubenetmon.shared.schema import MAX_MESSAGE_BYTES
 from kubenetmon.shared.settings import NatsSettings
 from kubenetmon.writer.settings import ClickHouseSettings
-from tests.enricher.conftest import KUBENETMON, eventually
 from tests.fuzz import cases, cases_enriched, cases_raw
 from tests.fuzz.cases import Case
-from tests.fuzz.conftest import SERVER_MAX_PAYLOAD, Role, enricher_args, writer_args
+from tests.support import KUBENETMON, eventually
+from tests.support.fuzz import SERVER_MAX_PAYLOAD, Role, enricher_args, writer_args
 
 SEED = int(os.environ.get("KUBENETMON_FUZZ_SEED", "0")) or random.SystemRandom().randrange(1, 1 << 31)
 BAD_EXAMPLES = 1700

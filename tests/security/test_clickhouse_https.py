@@ -17,12 +17,13 @@ from pathlib import Path
 
 from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.settings import NatsSettings
-from tests.enricher.conftest import flags
 from tests.fixtures.chhttp import ClickHouseHttp
-from tests.security.conftest import KUBENETMON, Proc
-from tests.security.test_nats_tls import wait_for
-from tests.writer.conftest import eventually, publish, settled, writer_stats
-from tests.writer.messages import messages, total_bytes
+from tests.support import eventually, flags
+from tests.support.commands import KUBENETMON
+from tests.support.messages import messages, total_bytes
+from tests.support.secure import DEADLINE_S, Proc
+from tests.support.waiting import wait_until
+from tests.support.writer import publish, settled, writer_stats
 
 USER = "kubenetmon"
 PASSWORD = "ch-Pw-Wq71zB"
@@ -141,7 +142,7 @@ async def test_an_untrusted_server_certificate_is_reported_and_retried(
             for r in writer.records()
         )
 
-    wait_for(reported, what="the certificate failure reported")
+    wait_until(reported, timeout=DEADLINE_S, step=0.2, what="the certificate failure reported")
     assert writer.get("/readyz")[0] == 503 and writer.popen.poll() is None
     writer.popen.send_signal(signal.SIGTERM)
     assert writer.wait() == 0

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -25,9 +24,9 @@ import yaml  # type: ignore[import-untyped]
 from kubenetmon.cli.natsserver import free_port
 from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.errors import TransientError
-from tests.enricher.builders import node, pod
 from tests.fixtures.lab import Lab
-from tests.security.conftest import (
+from tests.support.builders import node, pod
+from tests.support.secure import (
     DEADLINE_S,
     KUBENETMON,
     PASSWORDS,
@@ -36,6 +35,7 @@ from tests.security.conftest import (
     role_settings,
     tls_flags,
 )
+from tests.support.waiting import wait_until
 
 Spawn = Callable[..., Proc]
 
@@ -53,13 +53,6 @@ def sql(dsn: str, query: str) -> list[dict[str, object]]:
 
 def is_ready(proc: Proc) -> bool:
     return proc.get("/readyz")[0] == 200
-
-
-def wait_for(check: Callable[[], bool], *, within: float = DEADLINE_S, what: str = "") -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, f"not within {within}s: {what}"
-        time.sleep(0.2)  # polling a condition, with a deadline
 
 
 @pytest.mark.netns
@@ -133,7 +126,7 @@ def test_every_role_runs_over_mutual_tls_as_its_own_user(
         env={"KUBENETMON_NATS_PASSWORD": PASSWORDS["kubenetmon-agent"]},
     )
     for role in (writer, enricher):
-        wait_for(partial(is_ready, role), what=f"{role.name} ready")
+        wait_until(partial(is_ready, role), timeout=DEADLINE_S, step=0.2, what=f"{role.name} ready")
 
     conn = a.tcp_connect(b.server("tcp"))
     conn.exchange(3000, 70_000)
@@ -144,7 +137,12 @@ def test_every_role_runs_over_mutual_tls_as_its_own_user(
         f"SELECT sum(bytes) AS b FROM network_flows_0_exact WHERE observerNode = 'n1' "
         f"AND localPort = {flow.sport} AND remotePort = {flow.dport}"
     )
-    wait_for(lambda: sql(dsn, query)[0]["b"] == want, what=f"{want} bytes of {flow} in ClickHouse")
+    wait_until(
+        lambda: sql(dsn, query)[0]["b"] == want,
+        timeout=DEADLINE_S,
+        step=0.2,
+        what=f"{want} bytes of {flow} in ClickHouse",
+    )
 
     for proc in (agent, enricher, writer):
         proc.popen.send_signal(signal.SIGTERM)
@@ -190,7 +188,7 @@ def test_a_process_that_distrusts_the_server_says_why_and_never_gets_ready(
     def said_why() -> bool:
         return any(m.startswith("NATS unavailable (attempt 1): cannot connect to tls://") for m in refused())
 
-    wait_for(said_why, what="the refusal logged, naming the certificate")
+    wait_until(said_why, timeout=DEADLINE_S, step=0.2, what="the refusal logged, naming the certificate")
     assert enricher.get("/readyz")[0] == 503
     enricher.popen.send_signal(signal.SIGTERM)
     assert enricher.wait() == 0

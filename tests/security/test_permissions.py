@@ -25,7 +25,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from kubenetmon.shared.broker import Broker
-from tests.security.conftest import PASSWORDS, SecureNats, role_settings
+from tests.support.secure import PASSWORDS, SecureNats, role_settings
 
 ACK = "1.1.1.1.0"
 """The tail of a JetStream ack subject (delivered, stream and consumer sequences, time, pending)."""

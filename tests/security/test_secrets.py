@@ -10,7 +10,6 @@ and verb is rendered with the secrets in the environment (defaults come from the
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 from collections.abc import Callable
@@ -22,8 +21,9 @@ import yaml  # type: ignore[import-untyped]
 from kubenetmon.cli.main import COMMANDS
 from kubenetmon.cli.natsserver import NatsServer
 from tests.fixtures.chhttp import ClickHouseHttp
-from tests.security.conftest import KUBENETMON, Proc
-from tests.security.test_nats_tls import wait_for
+from tests.support.commands import KUBENETMON, clean_env
+from tests.support.secure import DEADLINE_S, Proc
+from tests.support.waiting import wait_until
 
 NATS_USER, NATS_SECRET = "kubenetmon", "nats-S3cret-Zq9vX1"
 CH_USER, CH_SECRET = "kubenetmon", "ch-S3cret-Mw4pR8"
@@ -54,8 +54,11 @@ def observe(proc: Proc, *, ready: bool) -> str:
     """Everything the process shows: once ready, its probes and metrics; then its output after it stops."""
     shown = ""
     if ready:
-        wait_for(
-            lambda: proc.get("/readyz")[0] == 200 or proc.popen.poll() is not None, what=f"{proc.name} ready"
+        wait_until(
+            lambda: proc.get("/readyz")[0] == 200 or proc.popen.poll() is not None,
+            timeout=DEADLINE_S,
+            step=0.2,
+            what=f"{proc.name} ready",
         )
         assert proc.popen.poll() is None, proc.output[-3000:]
         for path in ("/metrics", "/healthz", "/readyz"):
@@ -181,7 +184,7 @@ def test_no_process_shows_a_secret_however_it_was_given(
 
 
 def test_help_never_shows_a_secret_from_the_environment(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBENETMON_")} | {
+    env = clean_env() | {
         "KUBENETMON_NATS_PASSWORD": NATS_SECRET,
         "KUBENETMON_NATS_TOKEN": NATS_SECRET,
         "KUBENETMON_NATS_URL": f"nats://{NATS_USER}:{NATS_SECRET}@127.0.0.1:4222",

@@ -196,7 +196,7 @@ async def test_mutual_tls(make_nats_server: Callable[..., NatsServer], certs: Pa
 
 
 async def test_credentials_file(make_nats_server: Callable[..., NatsServer], tmp_path: Path) -> None:
-    from tests.shared import nats_jwt
+    from tests.support import nats_jwt
 
     conf, creds = nats_jwt.setup(tmp_path)
     server = make_nats_server(extra_args=("-c", str(conf)))

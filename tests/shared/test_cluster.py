@@ -25,10 +25,9 @@ from kubenetmon.agent.reports import Report, build
 from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.errors import TransientError
 from kubenetmon.shared.settings import NatsSettings
-from tests.e2e.harness import flags
-from tests.e2e.procs import KUBENETMON
 from tests.fixtures.nats import NatsServer, nats_settings_for
 from tests.fixtures.nats_cluster import NatsCluster, cluster_settings, leader_name, stored_ids
+from tests.support.commands import KUBENETMON, flags
 
 BEFORE_KILL = 40
 AFTER_KILL = 40

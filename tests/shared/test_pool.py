@@ -6,27 +6,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from kubenetmon.cli.natsserver import free_port
+from tests.support import http
+from tests.support.waiting import wait_until
 
 DEADLINE_S = 30.0
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    """Poll ``condition`` until true or the deadline (a condition wait, not a sleep-for-sync)."""
-    deadline = time.monotonic() + DEADLINE_S
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 class Pool:
@@ -42,10 +32,7 @@ class Pool:
 
     def get(self, path: str) -> tuple[int, str]:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as resp:
-                return int(resp.status), resp.read().decode()
-        except urllib.error.HTTPError as exc:
-            return int(exc.code), ""
+            return http.get(self.port, path, timeout=2)
         except OSError:
             return 0, ""
 
@@ -86,12 +73,12 @@ def pools(tmp_path: Path) -> Iterator[Callable[..., Pool]]:
 
 def test_sigkilled_child_is_replaced_and_sigterm_drains(pools: Callable[..., Pool]) -> None:
     pool = pools("steady", workers=2)
-    wait_until(lambda: pool.get("/readyz")[0] == 200, "all workers ready")
+    wait_until(lambda: pool.get("/readyz")[0] == 200, timeout=DEADLINE_S, what="all workers ready")
     assert pool.get("/healthz")[0] == 200
     [victim] = pool.pids()[0]
     os.kill(victim, signal.SIGKILL)
-    wait_until(lambda: len(pool.pids().get(0, [])) == 2, "worker 0 respawned")
-    wait_until(lambda: pool.get("/readyz")[0] == 200, "ready again")
+    wait_until(lambda: len(pool.pids().get(0, [])) == 2, timeout=DEADLINE_S, what="worker 0 respawned")
+    wait_until(lambda: pool.get("/readyz")[0] == 200, timeout=DEADLINE_S, what="ready again")
     status, text = pool.get("/metrics")
     assert status == 200
     assert "kubenetmon_test_workers_started_total 3.0" in text  # two, then the replacement
@@ -107,16 +94,18 @@ def test_sigkilled_child_is_replaced_and_sigterm_drains(pools: Callable[..., Poo
 
 def test_readyz_waits_for_every_child(pools: Callable[..., Pool]) -> None:
     pool = pools("gated", workers=2)
-    wait_until(lambda: len(pool.pids()) == 2, "both workers started")
-    wait_until(lambda: pool.get("/healthz")[0] == 200, "server up")
+    wait_until(lambda: len(pool.pids()) == 2, timeout=DEADLINE_S, what="both workers started")
+    wait_until(lambda: pool.get("/healthz")[0] == 200, timeout=DEADLINE_S, what="server up")
     assert pool.get("/readyz")[0] == 503
     (pool.workdir / "go-0").touch()
     wait_until(
-        lambda: 'kubenetmon_pool_ready_workers{pool="test"} 1.0' in pool.get("/metrics")[1], "one ready"
+        lambda: 'kubenetmon_pool_ready_workers{pool="test"} 1.0' in pool.get("/metrics")[1],
+        timeout=DEADLINE_S,
+        what="one ready",
     )
     assert pool.get("/readyz")[0] == 503
     (pool.workdir / "go-1").touch()
-    wait_until(lambda: pool.get("/readyz")[0] == 200, "both ready")
+    wait_until(lambda: pool.get("/readyz")[0] == 200, timeout=DEADLINE_S, what="both ready")
     pool.proc.send_signal(signal.SIGTERM)
     assert pool.wait_exit() == 0
 
@@ -130,13 +119,13 @@ def test_crash_loop_exits_non_zero(pools: Callable[..., Pool]) -> None:
 
 def test_second_sigterm_exits_at_once(pools: Callable[..., Pool]) -> None:
     pool = pools("stubborn", workers=2)
-    wait_until(lambda: pool.get("/readyz")[0] == 200, "ready")
+    wait_until(lambda: pool.get("/readyz")[0] == 200, timeout=DEADLINE_S, what="ready")
     workers = [pids[0] for pids in pool.pids().values()]
     pool.proc.send_signal(signal.SIGTERM)
-    wait_until(lambda: len(pool.pids("draining")) == 2, "workers draining")
+    wait_until(lambda: len(pool.pids("draining")) == 2, timeout=DEADLINE_S, what="workers draining")
     pool.proc.send_signal(signal.SIGTERM)
     assert pool.wait_exit() == 128 + signal.SIGTERM
-    wait_until(lambda: not any(_alive(pid) for pid in workers), "workers gone")
+    wait_until(lambda: not any(_alive(pid) for pid in workers), timeout=DEADLINE_S, what="workers gone")
 
 
 def _alive(pid: int) -> bool:

@@ -8,14 +8,13 @@ import logging
 import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from kubenetmon.shared import logs, metrics
 from kubenetmon.shared.settings import HttpSettings, LogSettings
+from tests.support import http
 
 ROOT = Path(__file__).resolve().parents[2]
 DEADLINE_S = 30.0
@@ -129,11 +128,7 @@ def test_http_server_serves_probes_and_metrics() -> None:
     try:
 
         def get(path: str) -> tuple[int, str]:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{server.port}{path}", timeout=5) as resp:
-                    return int(resp.status), resp.read().decode()
-            except urllib.error.HTTPError as exc:
-                return int(exc.code), ""
+            return http.get(server.port, path, timeout=5)
 
         assert get("/healthz")[0] == 200
         assert get("/readyz")[0] == 503

@@ -35,7 +35,7 @@ from kubenetmon.writer.flow_tables import INSERT_TYPES
 from kubenetmon.writer.migrate import migrate
 from kubenetmon.writer.settings import ClickHouseSettings
 from kubenetmon.writer.sink import Sink
-from tests.writer.messages import interval_start, message, row
+from tests.support.messages import interval_start, message, row
 
 CLUSTER, DB, TABLE = "metering", "kubenetmon", "network_flows_0"
 # every row crosses zones within AWS us-east-1: list price 0.01 USD per GiB each way

@@ -6,7 +6,7 @@ import pytest
 
 from kubenetmon.shared.schema import COLUMN_INDEX, COLUMN_NAMES
 from kubenetmon.writer.batcher import Batch, Batcher
-from tests.writer.messages import message, messages, row
+from tests.support.messages import message, messages, row
 
 
 def _column(batch: Batch[str], name: str) -> list[object]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -30,7 +29,7 @@ from kubenetmon.writer.cost_tables import PRICES_TABLE
 from kubenetmon.writer.migrate import LATEST, MIGRATIONS, MIGRATIONS_TABLE, migrate
 from kubenetmon.writer.settings import ClickHouseSettings, clickhouse_settings
 from kubenetmon.writer.sink import QueryResult, Sink
-from tests.support import KUBENETMON
+from tests.support.commands import kubenetmon
 
 DB, TABLE, CLUSTER = "kubenetmon", "network_flows_0", "metering"
 LOCAL = f"{TABLE}_local"
@@ -414,11 +413,8 @@ def test_writer_and_replay_enriched_take_the_cluster(module: Any) -> None:
 
 @pytest.mark.parametrize("argv", [["writer"], ["replay", "enriched", "--from=-1h"]])
 def test_a_cluster_on_chdb_is_one_clear_line(argv: list[str], tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBENETMON_")}
-    env |= {"KUBENETMON_CLICKHOUSE_CLUSTER": CLUSTER, "KUBENETMON_CLICKHOUSE_DSN": f"chdb://{tmp_path}/ch"}
-    done = subprocess.run(
-        [*KUBENETMON, *argv], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
-    )
+    env = {"KUBENETMON_CLICKHOUSE_CLUSTER": CLUSTER, "KUBENETMON_CLICKHOUSE_DSN": f"chdb://{tmp_path}/ch"}
+    done = kubenetmon(*argv, env=env, cwd=tmp_path, timeout=60)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == [
         f"kubenetmon {argv[0]}: --clickhouse-cluster (KUBENETMON_CLICKHOUSE_CLUSTER): expected no cluster "

@@ -13,7 +13,7 @@ from kubenetmon.writer.batcher import Batch, Part
 from kubenetmon.writer.insert import insert_all, retry_delay
 from kubenetmon.writer.settings import WriterSettings
 from kubenetmon.writer.sink import InvalidBatch, SinkUnavailable
-from tests.writer.messages import messages
+from tests.support.messages import messages
 
 FAST = WriterSettings(retry_min_s=0.001, retry_max_s=0.004)
 

@@ -15,8 +15,9 @@ from kubenetmon.writer.query import completeness as c
 from kubenetmon.writer.query.sql import Reader
 from kubenetmon.writer.settings import ClickHouseSettings
 from kubenetmon.writer.sink import Sink
-from tests.writer.conftest import Running, eventually, publish, settled
-from tests.writer.messages import message, row
+from tests.support import eventually
+from tests.support.messages import message, row
+from tests.support.writer import Running, publish, settled
 
 Query = Callable[[str], list[tuple[Any, ...]]]
 Start = Callable[..., Awaitable[Running]]

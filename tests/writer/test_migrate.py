@@ -14,7 +14,7 @@ from kubenetmon.writer.flow_tables import BASE_COLUMNS, INSERT_TYPES, exact_view
 from kubenetmon.writer.migrate import LATEST, current_version, migrate
 from kubenetmon.writer.sink import Sink
 from tests.fixtures.clickhouse import chdb_settings_for
-from tests.writer.messages import message, row
+from tests.support.messages import message, row
 
 KUBENETMON_QUERY = (
     "SELECT localPod, remotePod, connectionClass, formatReadableSize(sum(bytes)) FROM {table} "

@@ -17,8 +17,8 @@ from kubenetmon.writer.migrate import migrate
 from kubenetmon.writer.settings import ClickHouseSettings
 from kubenetmon.writer.sink import InvalidBatch, QueryFailed, Sink, SinkUnavailable
 from tests.fixtures.clickhouse import chdb_settings_for
-from tests.writer.holder import Holder
-from tests.writer.messages import message, messages, row, total_bytes
+from tests.support.holder import Holder
+from tests.support.messages import message, messages, row, total_bytes
 
 
 def _closed_port() -> int:

@@ -15,9 +15,10 @@ from kubenetmon.shared.settings import NatsSettings
 from kubenetmon.writer.query.endpoint import live_endpoint
 from kubenetmon.writer.query.sql import run_query
 from kubenetmon.writer.settings import ClickHouseSettings
-from tests.writer.conftest import KUBENETMON, Process, eventually, flags, publish, settled, writer_stats
-from tests.writer.holder import Holder
-from tests.writer.messages import messages, total_bytes
+from tests.support import KUBENETMON, Process, eventually, flags
+from tests.support.holder import Holder
+from tests.support.messages import messages, total_bytes
+from tests.support.writer import publish, settled, writer_stats
 
 Spawn = Callable[..., Process]
 SUMS = "SELECT count(), sum(bytes) FROM network_flows_0_exact"

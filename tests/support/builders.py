@@ -1,4 +1,4 @@
-"""Kubernetes objects as the API serves them (plain dicts), for tests and benchmarks."""
+"""Kubernetes objects as the API serves them (plain dicts), for the tests (the benchmarks build their own)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from kubenetmon.enricher.labeler import Labeler
 from kubenetmon.enricher.objects import Pod, node_info, service_ips
 from kubenetmon.shared.errors import DecodeError
 from kubenetmon.shared.schema import COLUMN_NAMES
-from tests.enricher.builders import T0, message, node, pod, raw_row, service
+from tests.support.builders import T0, message, node, pod, raw_row, service
 
 X = "10.1.5.5"
 

@@ -28,14 +28,12 @@ from kubenetmon.shared.settings import NatsSettings
 from kubenetmon.writer.settings import WriterSettings
 from kubenetmon.writer.sink import Sink
 from kubenetmon.writer.worker import Writer
-from tests.replay.conftest import (
+from tests.support import Process, eventually, flags
+from tests.support.replay import (
     NODES,
     SERVICES,
-    Process,
     base_time,
     cluster_pods,
-    eventually,
-    flags,
     interval_messages,
     publish_raw,
     read_stream,

@@ -1,4 +1,4 @@
-"""Helpers for the replay tests: a small cluster, RAW traffic at real times, processes, stream readers."""
+"""The replay tests: a small cluster, RAW traffic at real times, stream readers, a command run to its end."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import yaml  # type: ignore[import-untyped]
 
 from kubenetmon.shared.broker import Broker, Delivery
 from kubenetmon.shared.schema import EnrichedMessage, RawMessage, RawRow, decode_enriched, encode_raw
-from tests.enricher.builders import message, node, pod, raw_row, service
-from tests.support import KUBENETMON, Process, eventually, flags, spawn  # noqa: F401 (re-exported)
+from tests.support.builders import message, node, pod, raw_row, service
+from tests.support.commands import KUBENETMON
+from tests.support.processes import Process
 
 DEADLINE_S = 45.0
 INTERVAL = 60

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -14,15 +12,16 @@ from kubenetmon.agent.conntrack import Conntrack
 from kubenetmon.agent.ctnetlink import INSTANCE, counters, decode_key, row_key
 from kubenetmon.agent.flows import FlowTable, fold, unpack
 from tests.fixtures.lab import Lab, Node
-from tests.fixtures.lab_kernel import CtEntry, wait_until
+from tests.fixtures.lab_kernel import CtEntry
 from tests.fixtures.lab_traffic import Flow
+from tests.support import commands
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.netns
-KUBENETMON = str(Path(sys.executable).parent / "kubenetmon")
 
 
 def kubenetmon(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([KUBENETMON, *args], capture_output=True, text=True, timeout=60)
+    return commands.kubenetmon(*args, timeout=60)
 
 
 def stable_table(node: Node) -> list[CtEntry]:

@@ -11,8 +11,8 @@ import pytest
 
 from kubenetmon.cli.lab import demo
 from tests.fixtures.lab import NETNS_DIR, Host, Lab, Node
-from tests.fixtures.lab_kernel import wait_until
-from tests.up.proc import Up, alive, kubenetmon, sql
+from tests.support.up import Up, alive, kubenetmon, sql
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.netns
 

@@ -19,17 +19,14 @@ from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.replay.window import Window
 from kubenetmon.shared.schema import RawRow
 from kubenetmon.shared.settings import NatsSettings
-from tests.enricher.builders import message, pod, raw_row
 from tests.fixtures.kube import KubeApi
-from tests.replay.conftest import (
-    KUBENETMON,
+from tests.support import KUBENETMON, Process, eventually, flags
+from tests.support.builders import message, pod, raw_row
+from tests.support.replay import (
     NODES,
     SERVICES,
-    Process,
     base_time,
     cluster_pods,
-    eventually,
-    flags,
     publish_raw,
     read_stream,
     replayed,

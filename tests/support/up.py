@@ -6,19 +6,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
 
-from tests.fixtures.lab_kernel import wait_until
+from tests.support.commands import KUBENETMON, clean_env, kubenetmon
+from tests.support.processes import alive, descendants
+from tests.support.waiting import wait_until
 
-KUBENETMON = [sys.executable, "-m", "kubenetmon.cli.main"]
-
-
-def kubenetmon(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBENETMON_")}
-    return subprocess.run([*KUBENETMON, *args], capture_output=True, text=True, timeout=timeout, env=env)
+__all__ = ["Up", "alive", "descendants", "kubenetmon", "sql"]
 
 
 def sql(data_dir: Path, query: str) -> list[dict[str, Any]]:
@@ -29,47 +25,16 @@ def sql(data_dir: Path, query: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _stat(pid: int) -> tuple[int, int] | None:
-    """(parent pid, start time) of a live, non-zombie process."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()
-    if fields[0] == "Z":
-        return None
-    return int(fields[1]), int(fields[19])
-
-
-def descendants(root: int) -> set[tuple[int, int]]:
-    """(pid, start time) of every live descendant of ``root``."""
-    parents: dict[int, list[tuple[int, int]]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (st := _stat(int(entry))) is not None:
-            parents.setdefault(st[0], []).append((int(entry), st[1]))
-    found, todo = set(), [root]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child[0])
-    return found
-
-
-def alive(procs: set[tuple[int, int]]) -> set[tuple[int, int]]:
-    return {(pid, start) for pid, start in procs if (st := _stat(pid)) is not None and st[1] == start}
-
-
 class Up:
     """``kubenetmon up ARGS`` with stdout/stderr collected (not a terminal: one line per interval)."""
 
     def __init__(self, *args: str) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KUBENETMON_")}
         self.proc = subprocess.Popen(
             [*KUBENETMON, "up", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=env,
+            env=clean_env(),
         )
         self.seen: set[tuple[int, int]] = set()
         self.out: list[str] = []

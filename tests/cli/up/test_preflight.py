@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ from kubenetmon.cli.up import hostinventory, preflight
 from kubenetmon.cli.up.children import child_environment
 from kubenetmon.shared.errors import ConfigError
 from tests.fixtures.lab import Lab
-from tests.up.proc import kubenetmon
+from tests.support.up import kubenetmon
 
 ROOT_STATUS = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n"
 USER_STATUS = "Name:\tx\nCapEff:\t0000000000000000\n"
@@ -113,20 +111,13 @@ def test_a_lone_machine_is_one_pod_on_an_addressless_node(tmp_path: Path) -> Non
          "reply_sport": 53, "reply_dport": 5353, "orig_packets": 1, "orig_bytes": 80,
          "reply_packets": 1, "reply_bytes": 120},
     ]  # fmt: skip
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kubenetmon.cli.main",
-            "label",
-            "--inventory",
-            str(path),
-            "--node",
-            "laptop",
-        ],
+    done = kubenetmon(
+        "label",
+        "--inventory",
+        str(path),
+        "--node",
+        "laptop",
         input="\n".join(map(json.dumps, records)) + "\n",
-        capture_output=True,
-        text=True,
     )
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in done.stdout.splitlines()]

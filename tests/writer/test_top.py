@@ -27,7 +27,7 @@ from kubenetmon.writer.query.top_report import (
 )
 from kubenetmon.writer.settings import ClickHouseSettings
 from kubenetmon.writer.sink import QueryResult, Sink
-from tests.up.rows import flow, insert
+from tests.support.rows import flow, insert
 
 NOW = 1_800_000_000
 T0, T1, T2 = NOW - 300, NOW - 290, NOW - 20

@@ -15,16 +15,13 @@ from kubenetmon.writer.query.endpoint import live_endpoint
 from kubenetmon.writer.query.sql import run_query
 from kubenetmon.writer.settings import ClickHouseSettings
 from kubenetmon.writer.sink import Sink
-from tests.replay.conftest import (
+from tests.support import KUBENETMON, Process, eventually, flags
+from tests.support.replay import (
     INTERVAL,
-    KUBENETMON,
     NODES,
     SERVICES,
-    Process,
     base_time,
     cluster_pods,
-    eventually,
-    flags,
     interval_messages,
     publish_raw,
     run_cli,

@@ -14,45 +14,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.fixtures.lab_kernel import wait_until
+from tests.support.commands import clean_env
+from tests.support.processes import children, cmdline, stat
+from tests.support.waiting import wait_until
 
-KUBENETMON = [sys.executable, "-m", "kubenetmon.cli.main"]
+__all__ = ["Role", "children"]
+
 _SPAWNED_WORKER = "spawn_main"
-
-
-def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("KUBENETMON_")}
-
-
-def _stat(pid: int) -> tuple[int, int] | None:
-    """(parent pid, start time) of a live, non-zombie process."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()
-    if fields[0] == "Z":
-        return None
-    return int(fields[1]), int(fields[19])
-
-
-def children(pid: int) -> list[int]:
-    """Live child processes of ``pid``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (st := _stat(int(entry))) is not None and st[0] == pid:
-            found.append(int(entry))
-    return sorted(found)
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 class Role:
@@ -79,14 +49,14 @@ class Role:
         with self.log_path.open("ab") as log:
             log.write(f"\n===== start #{self.starts} of {self.name}\n".encode())
             log.flush()
-            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=_env())
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT, env=clean_env())
         self.starts += 1
         self._remember(self.proc.pid)
         return self
 
     def workers(self) -> list[int]:
         """Pids of the pool's worker processes (spawned children of the supervisor)."""
-        found = [pid for pid in children(self.pid) if _SPAWNED_WORKER in _cmdline(pid)]
+        found = [pid for pid in children(self.pid) if _SPAWNED_WORKER in cmdline(pid)]
         for pid in found:
             self._remember(pid)
         return found
@@ -131,7 +101,7 @@ class Role:
             return
         self.workers()
         for pid, start in sorted(self.seen):
-            st = _stat(pid)
+            st = stat(pid)
             if st is not None and st[1] == start:
                 os.kill(pid, signal.SIGKILL)
         self.proc.wait(30)
@@ -155,6 +125,6 @@ class Role:
         return "\n".join(text[-lines:])
 
     def _remember(self, pid: int) -> None:
-        st = _stat(pid)
+        st = stat(pid)
         if st is not None:
             self.seen.add((pid, st[1]))

@@ -17,14 +17,14 @@ from kubenetmon.shared.errors import ConfigError
 from kubenetmon.shared.replay.window import Window
 from kubenetmon.shared.schema import RawRow
 from kubenetmon.shared.settings import NatsSettings
-from tests.enricher.builders import message, pod, raw_row
-from tests.replay.conftest import (
+from tests.support import eventually
+from tests.support.builders import message, pod, raw_row
+from tests.support.replay import (
     INTERVAL,
     NODES,
     SERVICES,
     base_time,
     cluster_pods,
-    eventually,
     interval_messages,
     publish_raw,
     replayed,

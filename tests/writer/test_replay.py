@@ -22,15 +22,13 @@ from kubenetmon.writer.replay import EnrichedReplay, replay_enriched
 from kubenetmon.writer.settings import ClickHouseSettings, WriterSettings
 from kubenetmon.writer.sink import Sink
 from kubenetmon.writer.worker import Writer
-from tests.replay.conftest import (
+from tests.support import Process, eventually, flags
+from tests.support.replay import (
     INTERVAL,
     NODES,
     SERVICES,
-    Process,
     base_time,
     cluster_pods,
-    eventually,
-    flags,
     interval_messages,
     run_cli,
     settled,

@@ -12,9 +12,10 @@ from kubenetmon.shared.schema import COLUMN_NAMES, EnrichedMessage, encode_enric
 from kubenetmon.writer.settings import ClickHouseSettings, WriterSettings
 from kubenetmon.writer.sink import Sink
 from kubenetmon.writer.worker import Writer
-from tests.writer.conftest import Running, dlq, eventually, metric, publish, reasons, settled, writer_stats
-from tests.writer.holder import Holder
-from tests.writer.messages import message, messages, row, total_bytes
+from tests.support import eventually
+from tests.support.holder import Holder
+from tests.support.messages import message, messages, row, total_bytes
+from tests.support.writer import Running, dlq, metric, publish, reasons, settled, writer_stats
 
 Query = Callable[[str], list[tuple[Any, ...]]]
 Start = Callable[..., Awaitable[Running]]

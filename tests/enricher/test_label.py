@@ -15,8 +15,9 @@ from kubenetmon.enricher.index import Index
 from kubenetmon.enricher.label_tool import parse_record
 from kubenetmon.enricher.labeler import Labeler
 from kubenetmon.shared import schema
-from tests.enricher.builders import T0
-from tests.enricher.conftest import KUBENETMON, RANGE_FILES, traffic_row
+from tests.support import KUBENETMON
+from tests.support.builders import T0
+from tests.support.enricher import RANGE_FILES, traffic_row
 
 FLAGS = ["--cloud", "aws", "--region", "us-west-2", "--cluster", "test", "--environment", "ci"]
 

@@ -1,4 +1,4 @@
-"""Builders of ENRICHED messages with known rows, for the writer's tests and benchmark."""
+"""Builders of ENRICHED messages with known rows, for the writer's tests."""
 
 from __future__ import annotations
 

@@ -19,16 +19,13 @@ from kubenetmon.shared.errors import ConfigError
 from kubenetmon.shared.replay.progress import Progress
 from kubenetmon.shared.replay.window import Window
 from kubenetmon.shared.settings import NatsSettings
-from tests.enricher.builders import message
-from tests.replay.conftest import (
-    KUBENETMON,
+from tests.support import KUBENETMON, Process, eventually, flags
+from tests.support.builders import message
+from tests.support.replay import (
     NODES,
     SERVICES,
-    Process,
     base_time,
     cluster_pods,
-    eventually,
-    flags,
     publish_raw,
     run_cli,
     traffic_rows,

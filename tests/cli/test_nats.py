@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 
 from kubenetmon.cli.natsserver import NatsServer, free_port
 from tests.fixtures.nats import nats_settings_for
+from tests.support import commands
 
 
 def kubenetmon(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "kubenetmon.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-    )
+    return commands.kubenetmon(*args, env=env, timeout=60)
 
 
 def test_nats_without_a_verb_prints_help() -> None:
