@@ -18,10 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from k8s_objects import T0, node, pod, service  # type: ignore[import-not-found]
-
+from kubenetmon.cli.lab.objects import T0, node, pod, service
 from kubenetmon.enricher import sources
 from kubenetmon.enricher.connclass import LabelSettings
 from kubenetmon.enricher.index import Index

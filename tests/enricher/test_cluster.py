@@ -47,7 +47,9 @@ async def test_enriched_publishes_cut_by_the_leaders_death_are_retried_under_the
     make_nats_cluster: Callable[..., NatsCluster], inventory_file: Path
 ) -> None:
     cluster = make_nats_cluster()
-    settings = cluster_settings(cluster)
+    # A bind or fetch that fails because the victim also led the RAW consumer, or held this connection,
+    # retries within 0.1 s (the default waits 1 s), so the first publishes still meet the election.
+    settings = cluster_settings(cluster, backoff_s=(0.1, 0.2, 0.5))
     msgs = [traffic(1, 6, seq=i)[0] for i in range(COUNT)]
     async with await Broker.connect(settings, name="test-enricher", wait_s=10.0) as broker:
         (await broker.ensure_topology()).raise_for_conflicts()

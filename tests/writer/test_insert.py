@@ -1,7 +1,7 @@
 """The insert loop without ClickHouse: bisection to the refused message, retries, the deadline when stopping.
 
 The writer's and ``replay enriched``'s own outcomes (ack, DLQ, hand back; counts) are tested against
-chDB in ``test_writer.py`` and ``tests/replay/test_enriched.py``.
+chDB in ``test_worker.py`` and ``test_replay.py``.
 """
 
 from __future__ import annotations

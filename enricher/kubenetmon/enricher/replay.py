@@ -1,9 +1,10 @@
 """``kubenetmon replay raw``: re-enrich the RAW records of a time window and republish them.
 
 Why it exists: after a metadata or rule fix, the rows already in ClickHouse must be corrected in place.
-The RAW stream keeps every record; this verb reads the window's records (see ``replay_window``: a
-record is replayed iff its interval starts in ``[--from, --to)``), labels them with the enricher's own
-``Labeler`` through the same ``Enricher.enrich_message`` the workers use, and publishes ENRICHED with
+The RAW stream keeps every record; this verb reads the window's records (see
+``kubenetmon.shared.replay.window``: a record is replayed iff its interval starts in ``[--from, --to)``),
+labels them with the enricher's own ``Labeler`` through the same ``Enricher.enrich_message`` the workers
+use, and publishes ENRICHED with
 ids ``enriched/<run id>/<raw id>[+k]``: never colliding with the live ids, the same on a rerun of the
 same ``--run-id`` (the duplicate window drops what an interrupted run already sent). The rows keep their
 flow ids (a hash of the RAW record, not of labels) and carry a newer ``enrichedAt``, so the live writer
