@@ -7,7 +7,8 @@
     natsserver   a local nats-server process (``up``, tests, benchmarks)
     replay       the registry of ``kubenetmon replay`` verbs; ``replay_dlq`` is the ``dlq`` verb
     up           the whole pipeline on one machine
-    lab          network namespaces with known traffic, for ``up --demo`` and the tests
+    lab          network namespaces with known traffic and synthetic Kubernetes objects, for
+                 ``up --demo``, the tests and the benchmarks
 
 Commands import the roles (``kubenetmon.agent``, ``.enricher``, ``.writer``) and ``kubenetmon.shared``;
 neither ever imports a command (an import-linter layers contract).

@@ -6,8 +6,8 @@
 
 Every role runs as a child process, as Kubernetes would run it (``pipeline``), until Ctrl-C or SIGTERM,
 and they stop in an order that stores every byte seen. This package must not import a service: roles
-are commands, not modules. This module stays light (``top`` imports the settings for the default data
-directory); the work is imported only when ``up`` runs.
+are commands, not modules. This module stays light: the work (``run``) is imported only when ``up`` runs;
+``argv`` writes each child's command line.
 """
 
 from __future__ import annotations
@@ -22,6 +22,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from kubenetmon.cli.up.command import main as run_up
+    from kubenetmon.cli.up.run import main as run_up
 
     return run_up(args)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Final, TextIO
 
 from kubenetmon.cli.natsserver import NatsServer
-from kubenetmon.cli.up import commands
+from kubenetmon.cli.up import argv
 from kubenetmon.cli.up.children import Child, die_with_parent
 from kubenetmon.cli.up.settings import UpSettings
 from kubenetmon.shared import exits
@@ -105,11 +105,11 @@ class Pipeline:
         except TransientError as exc:
             raise ConfigError(f"NATS at {self._nats.url} does not answer: {exc}") from None
         url = self._nats.url
-        self._spawn("writer", commands.writer(s, nats_url=url))
+        self._spawn("writer", argv.writer(s, nats_url=url))
         plan = await self._start_lab() if self.plan.lab_command else self.plan
         self._spawn(
             "enricher",
-            commands.enricher(
+            argv.enricher(
                 s,
                 nats_url=url,
                 inventory=plan.inventory,
@@ -118,9 +118,9 @@ class Pipeline:
             ),
         )
         for a in plan.agents:
-            self._spawn(f"agent-{a.node}", commands.agent(s, nats_url=url, node=a.node, netns=a.netns))
+            self._spawn(f"agent-{a.node}", argv.agent(s, nats_url=url, node=a.node, netns=a.netns))
         await self._consuming(stop)
-        self._spawn("view", commands.view(s, interactive=plan.interactive), stdout="inherit")
+        self._spawn("view", argv.view(s, interactive=plan.interactive), stdout="inherit")
         return plan
 
     async def _start_lab(self) -> Plan:
@@ -231,7 +231,7 @@ class Pipeline:
     async def _final_report(self) -> None:
         """What was stored, read from the directory now that nobody holds it, and where it is."""
         s = self.settings
-        report = self._spawn("report", commands.final_report(s), stdout="inherit")
+        report = self._spawn("report", argv.final_report(s), stdout="inherit")
         await report.finish(timeout_s=60.0)
         self.tell(f"stopped; the data is in {s.data_dir}. Query it with:")
         self.tell(f"  kubenetmon top --data-dir {s.data_dir} [--by pod|namespace|class|zone|service]")

@@ -8,16 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from kubenetmon.cli.up import commands
+from kubenetmon.cli.up import argv
 from kubenetmon.cli.up.settings import UpSettings, add_up_arguments, up_settings
 from kubenetmon.shared.errors import ConfigError
 from kubenetmon.shared.settings import default_data_dir
 
 
-def _settings(*argv: str) -> UpSettings:
+def _settings(*flags: str) -> UpSettings:
     parser = argparse.ArgumentParser()
     add_up_arguments(parser)
-    return up_settings(parser.parse_args(list(argv)), environ={"HOME": "/home/u"})
+    return up_settings(parser.parse_args(list(flags)), environ={"HOME": "/home/u"})
 
 
 def test_defaults_and_layout(tmp_path: Path) -> None:
@@ -36,20 +36,18 @@ def test_defaults_and_layout(tmp_path: Path) -> None:
 def test_every_role_gets_its_settings_as_flags(tmp_path: Path) -> None:
     s = _settings("--data-dir", str(tmp_path), "--interval", "4", "--by", "pod", "--cloud", "aws")
     url = "nats://127.0.0.1:4333"
-    writer = commands.writer(s, nats_url=url)
+    writer = argv.writer(s, nats_url=url)
     assert writer[:4] == [sys.executable, "-m", "kubenetmon.cli.main", "writer"]
     assert f"chdb://{tmp_path}/clickhouse" in writer and url in writer
-    agent = commands.agent(s, nats_url=url, node="n1", netns="ns1")
+    agent = argv.agent(s, nats_url=url, node="n1", netns="ns1")
     assert agent[agent.index("--netns") + 1] == "ns1" and agent[agent.index("--interval") + 1] == "4s"
     assert agent[agent.index("--state-dir") + 1] == str(tmp_path / "agent" / "n1")
-    enricher = commands.enricher(
-        s, nats_url=url, inventory="/i.json", kubeconfig="", extra=("--cloud", "gcp")
-    )
+    enricher = argv.enricher(s, nats_url=url, inventory="/i.json", kubeconfig="", extra=("--cloud", "gcp"))
     assert enricher[enricher.index("--inventory") + 1] == "/i.json"
     assert enricher.index("aws") < enricher.index(
         "gcp"
     )  # the metadata's own labeling flags come last: they win
-    view = commands.view(s, interactive=False)
+    view = argv.view(s, interactive=False)
     assert "--owner-only" in view and view[view.index("--watch") + 1] == "4s"
     assert view[view.index("--by") + 1] == "pod"
-    assert commands.view(s, interactive=True)[view.index("--watch") + 1] == "2s"
+    assert argv.view(s, interactive=True)[view.index("--watch") + 1] == "2s"
