@@ -45,9 +45,17 @@ def binary() -> str:
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port free right now on ``host`` (the server binds it right after; a race is unlikely)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1, host)[0]
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct TCP ports free right now on ``host``: all are held while they are chosen, so
+    the kernel cannot hand out one port twice (separate ``free_port`` calls may return the same port)."""
+    with contextlib.ExitStack() as held:
+        socks = [held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        for sock in socks:
+            sock.bind((host, 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 class NatsServer:
@@ -69,8 +77,9 @@ class NatsServer:
     ) -> None:
         self.store_dir = Path(store_dir)
         self.host = host
-        self.port = port or free_port(host)
-        self.monitor_port = monitor_port or free_port(host)
+        spare = iter(free_ports(2, host))
+        self.port = port or next(spare)
+        self.monitor_port = monitor_port or next(spare)
         self._auth: tuple[str, ...] = ()
         if user:
             self._auth = ("--user", user, "--pass", password)
