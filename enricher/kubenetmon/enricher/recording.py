@@ -97,7 +97,7 @@ class MetaPublisher:
             if not self._queue:
                 self._wake.clear()
                 wait = None if next_snapshot is None else max(0.0, next_snapshot - now)
-                await _wait_any(self._wake, stop, wait_s=wait)
+                await runtime.wait_any(self._wake, stop, within=wait)
                 continue
             chunk = [self._queue[i] for i in range(min(_CHUNK, len(self._queue)))]
             if await self._publish(broker, chunk):
@@ -135,12 +135,3 @@ class MetaPublisher:
         if self.snapshot_s <= 0:
             return None
         return (math.floor(now / self.snapshot_s) + 1) * self.snapshot_s
-
-
-async def _wait_any(event: asyncio.Event, stop: asyncio.Event, *, wait_s: float | None) -> None:
-    waiters = [asyncio.ensure_future(event.wait()), asyncio.ensure_future(stop.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()
