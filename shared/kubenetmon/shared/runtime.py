@@ -31,7 +31,6 @@ from kubenetmon.shared.errors import ConfigError
 log = logging.getLogger(__name__)
 
 SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
-EXIT_FAILED: Final = exits.FAILED
 
 Main = Callable[[asyncio.Event], Awaitable[int]]
 
@@ -62,7 +61,7 @@ async def _supervise(main: Main, *, drain_timeout_s: float) -> int:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-                return EXIT_FAILED
+                return exits.FAILED
         return _exit_code(task)
     finally:
         stopping.cancel()
@@ -72,13 +71,13 @@ async def _supervise(main: Main, *, drain_timeout_s: float) -> int:
 
 def _exit_code(task: asyncio.Future[int]) -> int:
     if task.cancelled():
-        return EXIT_FAILED
+        return exits.FAILED
     exc = task.exception()
     if isinstance(exc, ConfigError):
         raise exc  # the caller says it in one line (the CLI), or stops without respawning (a pool)
     if exc is not None:
         log.error("main failed: %r", exc, exc_info=exc)
-        return EXIT_FAILED
+        return exits.FAILED
     return int(task.result() or 0)
 
 
@@ -152,7 +151,7 @@ class RootTasks:
 
     @property
     def exit_code(self) -> int:
-        return EXIT_FAILED if self.failed else exits.DONE
+        return exits.FAILED if self.failed else exits.DONE
 
     async def __aenter__(self) -> Self:
         return self

@@ -21,9 +21,6 @@ from kubenetmon.shared.errors import ConfigError
 from kubenetmon.shared.options import add_arguments, from_args, option
 from kubenetmon.shared.settings import LogSettings, NatsSettings
 
-EXIT_DONE: Final = exits.DONE
-EXIT_FAILED: Final = exits.FAILED
-EXIT_INTERRUPTED: Final = exits.INTERRUPTED
 _RUN_ID: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _CONNECT_WAIT_S: Final = 10.0
 
@@ -88,5 +85,5 @@ def guarded(
 
 def exit_code(*, interrupted: bool, failed: int) -> int:
     if interrupted:
-        return EXIT_INTERRUPTED
-    return EXIT_FAILED if failed else EXIT_DONE
+        return exits.INTERRUPTED
+    return exits.FAILED if failed else exits.DONE
