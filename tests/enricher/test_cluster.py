@@ -1,13 +1,13 @@
-"""The enricher on a three-node JetStream cluster: its input arrives just after the ENRICHED stream's
-leader was SIGKILLed, so its publishes meet the election; they are sent again under the same derived
-message ids (by the broker while there is no leader, or after a nak and redelivery), and ENRICHED ends
-with every id exactly once, nothing dead-lettered.
+"""The enricher on a three-node JetStream cluster: the ENRICHED stream's leader is SIGKILLed while the
+enricher holds its first batch, so its publishes meet the election; they are sent again under the same
+derived message ids (by the broker while there is no leader, or after a nak and redelivery), and
+ENRICHED ends with every id exactly once, nothing dead-lettered.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from prometheus_client import REGISTRY
@@ -15,7 +15,8 @@ from prometheus_client import REGISTRY
 from kubenetmon.enricher.worker import STAGE, Enricher
 from kubenetmon.shared import schema
 from kubenetmon.shared.broker import Broker
-from kubenetmon.shared.consumer import consume
+from kubenetmon.shared.consumer import Outcome, consume
+from kubenetmon.shared.deliveries import Delivery
 from kubenetmon.shared.errors import TransientError
 from tests.fixtures.nats_cluster import NatsCluster, cluster_settings, stored_ids
 from tests.support import eventually
@@ -47,29 +48,37 @@ async def test_enriched_publishes_cut_by_the_leaders_death_are_retried_under_the
     make_nats_cluster: Callable[..., NatsCluster], inventory_file: Path
 ) -> None:
     cluster = make_nats_cluster()
-    # A bind or fetch that fails because the victim also led the RAW consumer, or held this connection,
-    # retries within 0.1 s (the default waits 1 s), so the first publishes still meet the election.
-    settings = cluster_settings(cluster, backoff_s=(0.1, 0.2, 0.5))
+    settings = cluster_settings(cluster)
     msgs = [traffic(1, 6, seq=i)[0] for i in range(COUNT)]
     async with await Broker.connect(settings, name="test-enricher", wait_s=10.0) as broker:
         (await broker.ensure_topology()).raise_for_conflicts()
         for msg in msgs:
             await broker.publish(broker.raw_subject(msg.node), schema.encode_raw(msg), msg_id=msg.msg_id)
-        victim = await asyncio.to_thread(cluster.kill_leader, settings, "enriched")
         retries = _retries()
-        # the enricher starts while ENRICHED elects a new leader: its first publishes meet no leader
-        stop = asyncio.Event()
+        # The first batch is held until the leader is dead: binding and fetching happen before the kill
+        # (a bind during the election could outlast it), publishing right after, within the election.
+        fetched, killed = asyncio.Event(), asyncio.Event()
         enricher = Enricher(make_labeler(inventory_file), broker=broker, max_rows=1000)
+
+        async def handle(deliveries: list[Delivery]) -> Sequence[Outcome]:
+            fetched.set()
+            await killed.wait()
+            return await enricher.handle(deliveries)
+
+        stop = asyncio.Event()
         work = consume(
             broker,
             consumer=STAGE,
-            handler=enricher.handle,
+            handler=handle,
             stop=stop,
             batch=8,
             fetch_timeout=0.2,
             stage=STAGE,
         )
         run = asyncio.create_task(work)
+        await asyncio.wait_for(fetched.wait(), DEADLINE_S)
+        victim = await asyncio.to_thread(cluster.kill_leader, settings, "enriched")
+        killed.set()
 
         last: list[object] = []
 
