@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from kubenetmon.cli.natsserver import free_port
 from kubenetmon.shared.broker import Broker
+from kubenetmon.shared.errors import TransientError
 from kubenetmon.shared.settings import NatsSettings
 from tests.e2e import chaos
 from tests.e2e.cluster import CLOUD, Cluster
@@ -306,7 +307,10 @@ class Pipeline:
         def settled() -> bool:
             for name in ("enricher", "writer"):
                 self.roles[name].check_alive()
-            backlog = self.backlog()
+            try:
+                backlog = self.backlog()
+            except TransientError:  # a cluster still electing after a fault: ask again
+                return False
             return backlog["enricher"] == 0 and backlog["writer"] == 0
 
         wait_until(settled, timeout=timeout, what="the pipeline to settle", step=0.3)

@@ -18,7 +18,7 @@ from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.consumer import Outcome, consume
 from kubenetmon.shared.deliveries import Delivery
 from kubenetmon.shared.errors import TransientError
-from tests.fixtures.nats_cluster import NatsCluster, cluster_settings, stored_ids
+from tests.fixtures.nats_cluster import NatsCluster, cluster_settings, stored_count, stored_ids
 from tests.support import eventually
 from tests.support.enricher import DEADLINE_S, make_labeler, traffic
 
@@ -100,7 +100,7 @@ async def test_enriched_publishes_cut_by_the_leaders_death_are_retried_under_the
         retried = _retries() - retries
         await asyncio.to_thread(cluster.start)  # the victim back and caught up: the cluster whole again
         ids = await stored_ids(broker, "enriched")
-        dead = (await broker.stream_info("dlq")).messages
+        dead = await stored_count(broker, "dlq")
     print(f"{COUNT} RAW messages; ENRICHED leader {victim.name} killed; publishes retried {retried:g}")
     assert set(ids) == {schema.enriched_msg_id(m.msg_id) for m in msgs}
     assert max(ids.values()) == 1
