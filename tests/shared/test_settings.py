@@ -277,6 +277,18 @@ def test_every_flag_is_declared_so_the_reference_reads_it() -> None:
                 assert options.declaration(action) is not None, f"{name}: {action.option_strings}"
 
 
+def test_every_value_in_help_says_what_it_is() -> None:
+    """``--help`` shows what a value is (``DIR``, ``FILE``, ``DURATION``, the choices), never ``STR``."""
+    from kubenetmon.cli import reference
+
+    for name, sub in reference._commands():
+        for action in sub._actions:
+            if action.option_strings and action.nargs != 0:
+                choices = ",".join(action.choices or ())
+                shown = action.metavar or (f"{{{choices}}}" if choices else None)
+                assert shown and shown != "STR", f"{name}: {action.option_strings} shows {shown!r}"
+
+
 def test_one_duration_parser_with_two_framings() -> None:
     from kubenetmon.shared import timespec
 

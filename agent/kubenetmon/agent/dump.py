@@ -51,7 +51,7 @@ class DumpFlags:
     """The flags of ``conntrack dump``."""
 
     netns: str = option(
-        "", flag="--netns", native=True, help="named network namespace to read (default: own)"
+        "", flag="--netns", metavar="NAME", native=True, help="named network namespace to read (default: own)"
     )
     format: str = option("text", flag="--format", native=True, choices=("text", "json"), help="output format")
     summary: bool = option(

@@ -21,9 +21,14 @@ MIB: Final = 1024 * 1024
 class AgentSettings:
     """What one node agent reads, how often, where it keeps state, and how it reports."""
 
-    node_name: str = option("", flag="--node-name", help="this node's name (Kubernetes: spec.nodeName)")
+    node_name: str = option(
+        "", flag="--node-name", metavar="NAME", help="this node's name (Kubernetes: spec.nodeName)"
+    )
     netns: str = option(
-        "", flag="--netns", help="read the conntrack table of this named network namespace (default: own)"
+        "",
+        flag="--netns",
+        metavar="NAME",
+        help="read the conntrack table of this named network namespace (default: own)",
     )
     poll_interval_s: float = option(
         5.0, flag="--poll-interval", kind="duration", help="time between two conntrack dumps"
@@ -35,7 +40,10 @@ class AgentSettings:
         help="report interval, whole seconds, aligned to wall-clock multiples of itself",
     )
     state_dir: str = option(
-        "/run/kubenetmon", flag="--state-dir", help="directory of the checkpoint and pending reports"
+        "/run/kubenetmon",
+        flag="--state-dir",
+        metavar="DIR",
+        help="directory of the checkpoint and pending reports",
     )
     metrics_port: int = option(
         9810,
@@ -45,7 +53,11 @@ class AgentSettings:
         help="port of /metrics, /healthz, /readyz (-1: off)",
     )
     metrics_host: str = option(
-        "0.0.0.0", flag="--http-host", aliases=("--metrics-host",), help="address of the metrics server"
+        "0.0.0.0",
+        flag="--http-host",
+        metavar="HOST",
+        aliases=("--metrics-host",),
+        help="address of the metrics server",
     )
     young_node_s: float = option(
         600.0,

@@ -46,6 +46,7 @@ class LabelToolFlags:
     node: str | None = option(
         None,
         flag="--node",
+        metavar="NAME",
         native=True,
         required=True,
         help="the observer: node whose agent saw the records",
@@ -53,6 +54,7 @@ class LabelToolFlags:
     interval_seconds: int = option(
         60,
         flag="--interval-seconds",
+        metavar="SECONDS",
         kind="int",
         native=True,
         help="interval length for records without interval_seconds",

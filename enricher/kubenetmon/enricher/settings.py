@@ -29,11 +29,17 @@ class LabelOptions:
     """Where this cluster runs and what the labeler keeps (shared by ``enricher`` and ``label``)."""
 
     cloud: str = option("other", flag="--cloud", choices=CLOUDS, help="local cloud")
-    region: str = option("", flag="--region", help="local region, as the cloud provider names it")
-    cluster: str = option("", flag="--cluster", help="this cluster's name (localCluster)")
-    environment: str = option("", flag="--environment", help="environment column (e.g. production)")
-    cell: str = option("", flag="--cell", help="cell column of local endpoints")
-    ranges_cache: str = option("", flag="--ranges-cache-dir", help="directory caching downloaded range files")
+    region: str = option(
+        "", flag="--region", metavar="NAME", help="local region, as the cloud provider names it"
+    )
+    cluster: str = option("", flag="--cluster", metavar="NAME", help="this cluster's name (localCluster)")
+    environment: str = option(
+        "", flag="--environment", metavar="NAME", help="environment column (e.g. production)"
+    )
+    cell: str = option("", flag="--cell", metavar="NAME", help="cell column of local endpoints")
+    ranges_cache: str = option(
+        "", flag="--ranges-cache-dir", metavar="DIR", help="directory caching downloaded range files"
+    )
     ranges_refresh_s: float = option(
         _DAY, flag="--ranges-refresh", kind="duration", help="refresh period of URL range sources (0: never)"
     )
@@ -41,7 +47,7 @@ class LabelOptions:
         900.0, flag="--pod-grace", kind="duration", help="how long a deleted pod's IP stays attributable"
     )
     inventory: str = option(
-        "", flag="--inventory", help="static Kubernetes List (YAML/JSON) instead of watching"
+        "", flag="--inventory", metavar="FILE", help="static Kubernetes List (YAML/JSON) instead of watching"
     )
     ignore_udp: bool = option(
         False, flag="--ignore-udp", kind="switch", group=_LISTS, help="drop UDP flows (default: kept)"
@@ -102,9 +108,11 @@ class EnricherOptions:
     """The enricher service: how it follows Kubernetes and consumes RAW."""
 
     kubeconfig: str = option(
-        "", flag="--kubeconfig", help="kubeconfig file (default: in-cluster, then ~/.kube)"
+        "", flag="--kubeconfig", metavar="FILE", help="kubeconfig file (default: in-cluster, then ~/.kube)"
     )
-    kube_context: str = option("", flag="--kube-context", help="kubeconfig context (default: current)")
+    kube_context: str = option(
+        "", flag="--kube-context", metavar="NAME", help="kubeconfig context (default: current)"
+    )
     watch_timeout_s: float = option(
         300.0, flag="--watch-timeout", kind="duration", help="server-side timeout of one watch request"
     )
@@ -173,9 +181,11 @@ class MetadataOptions:
     """The ``metadata`` role: one active replica lists and watches, and records META for the enrichers."""
 
     kubeconfig: str = option(
-        "", flag="--kubeconfig", help="kubeconfig file (default: in-cluster, then ~/.kube)"
+        "", flag="--kubeconfig", metavar="FILE", help="kubeconfig file (default: in-cluster, then ~/.kube)"
     )
-    kube_context: str = option("", flag="--kube-context", help="kubeconfig context (default: current)")
+    kube_context: str = option(
+        "", flag="--kube-context", metavar="NAME", help="kubeconfig context (default: current)"
+    )
     watch_timeout_s: float = option(
         300.0, flag="--watch-timeout", kind="duration", help="server-side timeout of one watch request"
     )
@@ -194,7 +204,10 @@ class MetadataOptions:
         "reads from the latest one",
     )
     holder: str = option(
-        "", flag="--lease-holder", help="this replica's name in the lease (default: host name/pid)"
+        "",
+        flag="--lease-holder",
+        metavar="NAME",
+        help="this replica's name in the lease (default: host name/pid)",
     )
 
     def __post_init__(self) -> None:

@@ -19,7 +19,7 @@ import dataclasses
 import os
 import re
 import weakref
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, Final, TypeVar
 
 from kubenetmon.shared.errors import ConfigError
@@ -215,13 +215,21 @@ def add_arguments(
 
 def _settings_kwargs(f: dataclasses.Field[Any]) -> dict[str, Any]:
     meta = f.metadata
-    text = meta["help"]
-    if meta["choices"]:
-        text += f" (one of {', '.join(meta['choices'])})"
+    text = meta["help"]  # the choices show in the metavar, as argparse shows a native flag's
     shown = "" if meta["secret"] else format_value(meta["kind"], f.default)
     if shown:
         text += f" [default: {shown}]"
-    return {"dest": meta["dest"], "default": None, "metavar": meta["kind"].upper(), "help": text}
+    return {"dest": meta["dest"], "default": None, "metavar": _metavar(meta), "help": text}
+
+
+def _metavar(meta: Mapping[str, Any]) -> str:
+    """What ``--help`` shows for a value: the declared word, the choices as argparse shows them, or the
+    kind (``DURATION``, ``SIZE``, ``INT``…)."""
+    if meta["metavar"]:
+        return str(meta["metavar"])
+    if meta["choices"]:
+        return "{" + ",".join(meta["choices"]) + "}"
+    return str(meta["kind"]).upper()
 
 
 def _native_kwargs(f: dataclasses.Field[Any]) -> dict[str, Any]:

@@ -37,20 +37,39 @@ class NatsSettings:
     """Connection to NATS and the JetStream topology (``{stream_prefix}_RAW|_ENRICHED|_DLQ|_META``)."""
 
     urls: tuple[str, ...] = option(
-        ("nats://127.0.0.1:4222",), flag="--nats-url", kind="list", help="NATS server URLs, comma-separated"
+        ("nats://127.0.0.1:4222",),
+        flag="--nats-url",
+        metavar="URL",
+        kind="list",
+        help="NATS server URLs, comma-separated",
     )
-    user: str = option("", flag="--nats-user", help="user name for user/password authentication")
-    password: str = option("", flag="--nats-password", help="password for --nats-user", secret=True)
-    token: str = option("", flag="--nats-token", help="authentication token", secret=True)
-    creds_file: str = option("", flag="--nats-creds", help="path of a NATS credentials (.creds) file")
+    user: str = option(
+        "", flag="--nats-user", metavar="USER", help="user name for user/password authentication"
+    )
+    password: str = option(
+        "", flag="--nats-password", metavar="PASSWORD", help="password for --nats-user", secret=True
+    )
+    token: str = option("", flag="--nats-token", metavar="TOKEN", help="authentication token", secret=True)
+    creds_file: str = option(
+        "", flag="--nats-creds", metavar="FILE", help="path of a NATS credentials (.creds) file"
+    )
     tls_ca: str = option(
-        "", flag="--nats-tls-ca", help="path of the CA bundle that signs the server certificate"
+        "",
+        flag="--nats-tls-ca",
+        metavar="FILE",
+        help="path of the CA bundle that signs the server certificate",
     )
-    tls_cert: str = option("", flag="--nats-tls-cert", help="path of the client certificate (mutual TLS)")
-    tls_key: str = option("", flag="--nats-tls-key", help="path of the client certificate's key")
-    stream_prefix: str = option("KUBENETMON", flag="--nats-stream-prefix", help="prefix of the stream names")
+    tls_cert: str = option(
+        "", flag="--nats-tls-cert", metavar="FILE", help="path of the client certificate (mutual TLS)"
+    )
+    tls_key: str = option(
+        "", flag="--nats-tls-key", metavar="FILE", help="path of the client certificate's key"
+    )
+    stream_prefix: str = option(
+        "KUBENETMON", flag="--nats-stream-prefix", metavar="PREFIX", help="prefix of the stream names"
+    )
     subject_prefix: str = option(
-        "kubenetmon", flag="--nats-subject-prefix", help="first token(s) of every subject"
+        "kubenetmon", flag="--nats-subject-prefix", metavar="PREFIX", help="first token(s) of every subject"
     )
     raw_max_age_s: float = option(
         7 * _DAY, flag="--nats-raw-max-age", kind="duration", help="RAW retention, age"
@@ -212,6 +231,7 @@ class HttpSettings:
     host: str = option(
         "0.0.0.0",
         flag="--http-host",
+        metavar="HOST",
         aliases=("--metrics-host",),
         help="address the metrics/health server listens on",
     )
@@ -267,6 +287,7 @@ class PoolSettings:
     metrics_dir: str = option(
         "",
         flag="--metrics-dir",
+        metavar="DIR",
         help="Prometheus multiprocess directory (default: a fresh temporary directory)",
     )
 

@@ -29,28 +29,42 @@ class ClickHouseSettings:
     dsn: str = option(
         "",
         flag="--clickhouse-dsn",
+        metavar="DSN",
         help="http(s)://user[:password]@host:port[/database] or chdb:///absolute/data/dir",
     )
     database: str = option(
-        "", flag="--database", help="database of the flows table (default: the DSN's, else kubenetmon)"
+        "",
+        flag="--database",
+        metavar="NAME",
+        help="database of the flows table (default: the DSN's, else kubenetmon)",
     )
     table: str = option(
-        "network_flows_0", flag="--table", help="flows table; its exact view is <table>_exact"
+        "network_flows_0", flag="--table", metavar="NAME", help="flows table; its exact view is <table>_exact"
     )
-    user: str = option("", flag="--clickhouse-user", help="user name (overrides the DSN's)")
+    user: str = option("", flag="--clickhouse-user", metavar="USER", help="user name (overrides the DSN's)")
     password: str = option(
-        "", flag="--clickhouse-password", help="password (overrides the DSN's)", secret=True, repr=False
+        "",
+        flag="--clickhouse-password",
+        metavar="PASSWORD",
+        help="password (overrides the DSN's)",
+        secret=True,
+        repr=False,
     )
     password_file: str = option(
-        "", flag="--clickhouse-password-file", help="file holding the password (wins over the others)"
+        "",
+        flag="--clickhouse-password-file",
+        metavar="FILE",
+        help="file holding the password (wins over the others)",
     )
     ca_cert: str = option(
-        "", flag="--clickhouse-ca-cert", help="CA bundle (PEM) that signs the server's cert"
+        "", flag="--clickhouse-ca-cert", metavar="FILE", help="CA bundle (PEM) that signs the server's cert"
     )
     client_cert: str = option(
-        "", flag="--clickhouse-client-cert", help="client certificate (PEM), mutual TLS"
+        "", flag="--clickhouse-client-cert", metavar="FILE", help="client certificate (PEM), mutual TLS"
     )
-    client_key: str = option("", flag="--clickhouse-client-key", help="key of --clickhouse-client-cert")
+    client_key: str = option(
+        "", flag="--clickhouse-client-key", metavar="FILE", help="key of --clickhouse-client-cert"
+    )
     verify: bool = option(
         True, flag="--clickhouse-verify", kind="bool", help="verify the server's certificate"
     )
@@ -66,6 +80,7 @@ class ClickHouseSettings:
     cluster: str = option(
         "",
         flag="--clickhouse-cluster",
+        metavar="NAME",
         help="self-managed ClickHouse cluster (its remote_servers name): migrations ON CLUSTER, replicated "
         "local tables behind Distributed ones (not for ClickHouse Cloud; see README)",
     )

@@ -32,8 +32,12 @@ from kubenetmon.shared.settings import default_data_dir
 class UpSettings:
     """One local run: where data goes, what is metered, how metadata is found, how often it reports."""
 
-    data_dir: str = option("", flag="--data-dir", help="data directory (default: ~/.local/share/kubenetmon)")
-    node_name: str = option("", flag="--node-name", help="this machine's node name (default: the hostname)")
+    data_dir: str = option(
+        "", flag="--data-dir", metavar="DIR", help="data directory (default: ~/.local/share/kubenetmon)"
+    )
+    node_name: str = option(
+        "", flag="--node-name", metavar="NAME", help="this machine's node name (default: the hostname)"
+    )
     interval_s: float = option(
         10.0,
         flag="--interval",
@@ -41,11 +45,19 @@ class UpSettings:
         help="report interval, whole seconds (the rows' granularity)",
     )
     inventory: str = option(
-        "", flag="--inventory", help="static Kubernetes List (YAML/JSON) of pods, nodes and services"
+        "",
+        flag="--inventory",
+        metavar="FILE",
+        help="static Kubernetes List (YAML/JSON) of pods, nodes and services",
     )
-    kubeconfig: str = option("", flag="--kubeconfig", help="watch the cluster of this kubeconfig instead")
+    kubeconfig: str = option(
+        "", flag="--kubeconfig", metavar="FILE", help="watch the cluster of this kubeconfig instead"
+    )
     netns: str = option(
-        "", flag="--netns", help="meter this named network namespace instead of this machine's own"
+        "",
+        flag="--netns",
+        metavar="NAME",
+        help="meter this named network namespace instead of this machine's own",
     )
     nats_port: int = option(0, flag="--nats-port", kind="int", help="loopback port of NATS (0: a free one)")
     since_s: float = option(600.0, flag="--since", kind="duration", help="window of the live table")
@@ -64,9 +76,13 @@ class UpSettings:
     cloud: str = option(
         "other", flag="--cloud", choices=("aws", "gcp", "azure", "other"), help="local cloud, for classes"
     )
-    region: str = option("", flag="--region", help="local region, for classes")
+    region: str = option("", flag="--region", metavar="NAME", help="local region, for classes")
     ranges: tuple[str, ...] = option(
-        (), flag="--ranges", kind="list", help="cloud range files or URLs for the enricher, comma-separated"
+        (),
+        flag="--ranges",
+        metavar="FILE|URL",
+        kind="list",
+        help="cloud range files or URLs for the enricher, comma-separated",
     )
     demo: bool = option(
         False,
