@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Callable, Sequence
 
+import nats
 import pytest
 from prometheus_client import REGISTRY
 
@@ -72,6 +73,10 @@ async def publish(broker: Broker) -> AsyncIterator[Callable[[bytes], asyncio.Fut
 
 def fetch_errors() -> float:
     return REGISTRY.get_sample_value("kubenetmon_fetch_errors_total", {"stage": "test"}) or 0.0
+
+
+def settle_errors() -> float:
+    return REGISTRY.get_sample_value("kubenetmon_settle_errors_total", {"stage": "test"}) or 0.0
 
 
 async def dlq_messages(broker: Broker, count: int) -> list[Delivery]:
@@ -204,3 +209,64 @@ async def test_binding_is_retried_while_the_broker_is_away(
         await run.wait_for(lambda seen: len(seen) == 3)
         await run.finish()
         assert sorted(run.seen) == [(f"m{i}".encode(), 1) for i in range(3)]
+
+
+async def test_a_last_delivery_the_dlq_cannot_take_comes_back_and_is_then_dead_lettered(
+    broker: Broker, publish: Callable[[bytes], asyncio.Future[object]]
+) -> None:
+    # The DLQ is gone when the last allowed delivery fails: it is nak'ed, and the server delivers it
+    # again (it never gives up on its own), so once the DLQ is back the message lands there, unhandled.
+    await publish(b"always-busy")
+    max_deliver = broker.settings.max_deliver
+    nc = await nats.connect(broker.settings.urls[0])
+    try:
+        await nc.jetstream().delete_stream(broker.stream_name("dlq"))
+    finally:
+        await nc.close()
+    failed = settle_errors()
+    run = Run(broker, lambda d: c.Retry("busy")).start()
+    try:
+        await run.wait_for(lambda seen: len(seen) == max_deliver)
+        await eventually(lambda: settle_errors() > failed)  # the DLQ publish of the last one failed
+        (await broker.ensure_topology()).raise_for_conflicts()  # the DLQ back
+        [dead] = await dlq_messages(broker, 1)
+    finally:
+        await run.finish()
+    assert [n for _, n in run.seen] == list(range(1, max_deliver + 1))  # never handled past the last
+    assert dead.data == b"always-busy" and dead.headers[c.H_REASON] == "max_deliver"
+    assert int(dead.headers[c.H_NUM_DELIVERED]) > max_deliver
+    info = await broker.consumer_info("enricher")
+    assert (info.num_pending, info.num_ack_pending) == (0, 0)
+
+
+async def test_a_message_never_settled_max_deliver_times_goes_to_the_dlq_unhandled(
+    nats_server: NatsServer,
+) -> None:
+    # Its workers were killed while holding it (no ack, no nak): the server delivers it again after each
+    # ack wait, past --nats-max-deliver, and the next worker dead-letters it without handling it.
+    settings = nats_settings_for(nats_server, ack_wait_s=1.0, backoff_s=(0.05,))
+    async with await Broker.connect(settings, name="test", wait_s=5.0) as broker:
+        try:
+            (await broker.ensure_topology()).raise_for_conflicts()
+            await broker.publish(broker.raw_subject("node-1"), b"kills-its-worker", msg_id="k")
+            source = await broker.pull("enricher")
+            held: list[int] = []
+            async with asyncio.timeout(DEADLINE_S):
+                while len(held) < settings.max_deliver:  # each worker vanishes holding it
+                    held += [d.num_delivered for d in await source.fetch(1, 1.0)]
+            await source.close()
+            await broker.publish(broker.raw_subject("node-1"), b"fine", msg_id="f")
+            run = Run(broker, lambda d: c.ACK).start()
+            try:
+                [dead] = await dlq_messages(broker, 1)
+                await run.wait_for(lambda seen: any(data == b"fine" for data, _ in seen))
+            finally:
+                await run.finish()
+            assert held == list(range(1, settings.max_deliver + 1))
+            assert b"kills-its-worker" not in {data for data, _ in run.seen}
+            assert dead.data == b"kills-its-worker" and dead.headers[c.H_REASON] == "max_deliver"
+            assert dead.headers[c.H_DETAIL] == f"not settled in {settings.max_deliver} deliveries"
+            info = await broker.consumer_info("enricher")
+            assert (info.num_pending, info.num_ack_pending) == (0, 0)
+        finally:
+            await broker.delete_topology()

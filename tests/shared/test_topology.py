@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import nats
 import pytest
 
 from kubenetmon.shared import topology
-from kubenetmon.shared.broker import Broker
+from kubenetmon.shared.broker import Broker, reconcile
 from kubenetmon.shared.errors import ConfigError
 from kubenetmon.shared.settings import NatsSettings
 
@@ -41,6 +42,33 @@ async def test_changed_max_age_and_ack_pending_are_applied(nats_settings: NatsSe
         again = await broker.ensure_topology()
         assert not again.changed
         assert (await broker.consumer_info("enricher")).num_pending == 0
+
+
+async def test_a_consumer_that_gives_up_is_updated_in_place_to_one_that_never_does(
+    nats_settings: NatsSettings,
+) -> None:
+    # Consumers created by an older release stopped delivering at --nats-max-deliver; the workers count
+    # deliveries now, and an upgrade lifts the server's limit in place, keeping the consumers' positions.
+    async with await Broker.connect(nats_settings, name="t", wait_s=5) as broker:
+        await broker.ensure_topology()
+        await broker.publish(broker.raw_subject("n1"), b"waiting", msg_id="w")
+    nc = await nats.connect(nats_settings.urls[0])
+    try:
+        js = nc.jetstream()
+        for spec in topology.consumer_specs(nats_settings):
+            old = dataclasses.replace(spec, max_deliver=nats_settings.max_deliver)
+            await js.add_consumer(spec.stream, config=reconcile._consumer_config(old))
+        async with await Broker.connect(nats_settings, name="t", wait_s=5) as broker:
+            report = await broker.ensure_topology()
+            consumers = [c for c in report.changes if c.kind == "consumer"]
+            assert [(c.action, c.details) for c in consumers] == [
+                ("updated", (f"max_deliver: {nats_settings.max_deliver} -> -1",))
+            ] * 2
+            assert (await broker.consumer_info("enricher")).num_pending == 1
+        for spec in topology.consumer_specs(nats_settings):
+            assert (await js.consumer_info(spec.stream, spec.durable)).config.max_deliver == -1
+    finally:
+        await nc.close()
 
 
 async def test_storage_change_is_reported_as_conflict(nats_settings: NatsSettings) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -214,3 +215,30 @@ async def test_fetches_only_what_the_open_batch_has_room_for(broker: Broker, cli
         )
         await writer.admit(delivery)
     assert writer.batcher.pending_rows == 800 and writer.fetch_count() <= 3
+
+
+async def test_a_message_past_max_deliver_goes_to_the_dlq_unwritten(
+    broker: Broker, clickhouse: Sink, start_writer: Start, query: Query
+) -> None:
+    # Delivered max_deliver times already and never settled by a writer (nak'ed at once here: writers
+    # killed while holding it leave it the same way, one ack wait later): the server delivers it once
+    # more, and the writer dead-letters it without writing it; its neighbour is written.
+    tired, fine = messages(2, 5)
+    await publish(broker, [tired])
+    source = await broker.pull("writer")
+    seen: list[int] = []
+    async with asyncio.timeout(20):
+        while len(seen) < broker.settings.max_deliver:
+            for delivery in await source.fetch(1, 1.0):
+                seen.append(delivery.num_delivered)
+                await delivery.nak(0)
+    await source.close()
+    await publish(broker, [fine])
+    run = await start_writer()
+    await eventually(lambda: settled(broker))
+    await run.stop()
+
+    [dead] = await dlq(broker, 1)
+    assert seen == list(range(1, broker.settings.max_deliver + 1))
+    assert reasons([dead]) == ["max_deliver"] and dead.headers["Kubenetmon-Original-Msg-Id"] == tired.msg_id
+    assert _sums(query) == _by_direction([fine])

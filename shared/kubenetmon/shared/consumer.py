@@ -3,6 +3,10 @@
 - ``Ack()``: the downstream effect succeeded; acknowledge.
 - ``Retry(reason)``: try again later: ``nak`` with the shared backoff (by delivery count); on the last
   allowed delivery (``max_deliver``) the message goes to the DLQ with reason ``max_deliver`` instead.
+- A delivery past ``max_deliver`` (``exhausted``: its worker was killed holding it, its settle was lost,
+  or the DLQ could not take it) goes to the DLQ unhandled. The server itself never gives up on a message
+  (``topology.SERVER_MAX_DELIVER``), so counting here is what bounds the deliveries, and nothing is
+  dropped when the last one cannot be dead-lettered.
 - ``Poison(reason, detail)``: it will never succeed: publish it to the DLQ with headers saying where it
   came from and why, then ``term`` it. If the DLQ publish fails it is nak'ed, never dropped.
 
@@ -104,6 +108,15 @@ async def settle(broker: Broker, delivery: Delivery, outcome: Outcome, *, stage:
     return done
 
 
+def exhausted(delivery: Delivery, max_deliver: int) -> Poison | None:
+    """The DLQ verdict on a delivery past ``max_deliver``, else None. Its earlier deliveries were never
+    settled, so it goes to the DLQ without being handled: a message that kills its worker must not kill
+    every worker in turn, forever."""
+    if delivery.num_delivered <= max_deliver:
+        return None
+    return Poison("max_deliver", f"not settled in {delivery.num_delivered - 1} deliveries")
+
+
 async def _retry(broker: Broker, delivery: Delivery, retry: Retry, *, stage: str) -> str:
     settings = broker.settings
     if delivery.num_delivered >= settings.max_deliver:
@@ -196,6 +209,13 @@ async def consume(
                 await _back_off(broker, stop, f"fetch from {source.consumer}", failures, exc, stage=stage)
                 continue
             failures = 0
+            fresh = []
+            for delivery in deliveries:
+                if (verdict := exhausted(delivery, broker.settings.max_deliver)) is None:
+                    fresh.append(delivery)
+                else:
+                    tally.add(await settle(broker, delivery, verdict, stage=stage))
+            deliveries = fresh
             if deliveries:
                 outcomes = await _handle(handler, deliveries, stage=stage)
                 for delivery, outcome in zip(deliveries, outcomes, strict=True):

@@ -9,7 +9,8 @@ Four streams, all with *limits* retention (never work-queue: replay needs the hi
   recorded by the enrichers, read by ``replay raw --metadata as-of``)
 
 and two durable pull consumers shared by every worker of every pod: ``enricher`` on RAW and ``writer``
-on ENRICHED, explicit ack, bounded ``max_ack_pending``, ``max_deliver`` and a redelivery backoff.
+on ENRICHED, explicit ack, bounded ``max_ack_pending`` and a redelivery backoff. The server never gives
+up on a message (``SERVER_MAX_DELIVER``): the workers count deliveries and dead-letter at ``max_deliver``.
 The ``metadata`` role adds a key-value bucket ``{stream_prefix}_metadata`` (its lease and the
 position of the latest META snapshot), created by that role itself.
 
@@ -104,6 +105,10 @@ class StreamSpec:
 
 
 STREAM_IMMUTABLE: Final = frozenset({"storage", "retention"})
+SERVER_MAX_DELIVER: Final = -1
+"""The server redelivers without limit; ``--nats-max-deliver`` is enforced by the workers (``consumer``).
+A server that gave up after N deliveries would silently drop a message whose last delivery could not be
+dead-lettered (the DLQ unavailable) or was never settled (its worker killed): it would never come back."""
 
 
 @dataclass(frozen=True)
@@ -171,7 +176,7 @@ def consumer_spec(settings: NatsSettings, durable: str) -> ConsumerSpec:
         durable=durable,
         filter_subject=stream_subjects(settings, kind),
         ack_wait_s=settings.ack_wait_s,
-        max_deliver=settings.max_deliver,
+        max_deliver=SERVER_MAX_DELIVER,
         max_ack_pending=settings.max_ack_pending,
         backoff_s=server_backoff(settings),
     )

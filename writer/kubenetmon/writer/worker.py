@@ -28,7 +28,7 @@ from typing import Final
 
 from kubenetmon.shared import runtime
 from kubenetmon.shared.broker import Broker, PullSource
-from kubenetmon.shared.consumer import ACK, Poison, Retry, settle
+from kubenetmon.shared.consumer import ACK, Poison, Retry, exhausted, settle
 from kubenetmon.shared.deliveries import Delivery
 from kubenetmon.shared.errors import DecodeError, TransientError
 from kubenetmon.shared.schema import decode_enriched
@@ -103,6 +103,9 @@ class Writer:
             await runtime.sleep_or_stop(stop, self.settings.retry_min_s)
             return
         for delivery in deliveries:
+            if (verdict := exhausted(delivery, self.broker.settings.max_deliver)) is not None:
+                await settle(self.broker, delivery, verdict, stage=STAGE)
+                continue
             await self.admit(delivery)
 
     async def admit(self, delivery: Delivery) -> None:

@@ -239,7 +239,7 @@ class Broker:
             deliver_policy=api.DeliverPolicy.ALL,
             ack_policy=api.AckPolicy.EXPLICIT,
             ack_wait=self.settings.ack_wait_s,
-            max_deliver=self.settings.max_deliver,
+            max_deliver=topo.SERVER_MAX_DELIVER,
             max_ack_pending=self.settings.max_ack_pending,
             filter_subject=filter_subject or topo.stream_subjects(self.settings, kind),
             inactive_threshold=inactive_s,
