@@ -18,7 +18,7 @@ from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.consumer import Outcome, consume
 from kubenetmon.shared.deliveries import Delivery
 from kubenetmon.shared.errors import TransientError
-from tests.fixtures.nats_cluster import NatsCluster, cluster_settings, stored_count, stored_ids
+from tests.fixtures.nats_cluster import NatsCluster, cluster_settings, settling, stored_count, stored_ids
 from tests.support import eventually
 from tests.support.enricher import DEADLINE_S, make_labeler, traffic
 
@@ -51,7 +51,8 @@ async def test_enriched_publishes_cut_by_the_leaders_death_are_retried_under_the
     settings = cluster_settings(cluster)
     msgs = [traffic(1, 6, seq=i)[0] for i in range(COUNT)]
     async with await Broker.connect(settings, name="test-enricher", wait_s=10.0) as broker:
-        (await broker.ensure_topology()).raise_for_conflicts()
+        # placing R3 streams and consumers on a fresh cluster can outlast one 5 s answer on a busy machine
+        (await settling(broker.ensure_topology)).raise_for_conflicts()
         for msg in msgs:
             await broker.publish(broker.raw_subject(msg.node), schema.encode_raw(msg), msg_id=msg.msg_id)
         retries = _retries()
