@@ -34,16 +34,6 @@ def _retries() -> float:
     return sum(REGISTRY.get_sample_value(name, labels) or 0.0 for name, labels in samples)
 
 
-async def _publish_raw(broker: Broker, msg: schema.RawMessage) -> None:
-    """The test's input, published until acknowledged (RAW's leader may have been the one killed)."""
-    while True:
-        try:
-            await broker.publish(broker.raw_subject(msg.node), schema.encode_raw(msg), msg_id=msg.msg_id)
-            return
-        except TransientError:
-            continue  # the broker waited out its publish timeout already
-
-
 async def test_enriched_publishes_cut_by_the_leaders_death_are_retried_under_their_ids(
     make_nats_cluster: Callable[..., NatsCluster], inventory_file: Path
 ) -> None:
