@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from kubenetmon.cli.natsserver import free_port
+from kubenetmon.cli.natsserver import free_ports
 from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.errors import TransientError
 from kubenetmon.shared.settings import NatsSettings
@@ -143,7 +143,7 @@ def _member_conf(directory: Path, index: int, route_ports: list[int]) -> Path:
 @pytest.fixture(scope="module")
 def members(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ConfiguredNats]]:
     root = tmp_path_factory.mktemp("nats-cluster-conf")
-    route_ports = [free_port() for _ in range(MEMBERS)]
+    route_ports = free_ports(MEMBERS)
     servers = [
         ConfiguredNats(root / f"nats-{i}", _member_conf(root / f"nats-{i}", i, route_ports))
         for i in range(MEMBERS)

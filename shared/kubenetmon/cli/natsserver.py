@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -43,19 +44,33 @@ def binary() -> str:
     return found
 
 
+_HANDED_OUT: set[int] = set()
+"""Every port this process has handed out: once released, the kernel may offer a port again to a later
+``bind(0)``, which two servers started from separate calls would then both try to listen on."""
+_HANDING_OUT: Final = threading.Lock()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free right now on ``host`` (the server binds it right after; a race is unlikely)."""
+    """A TCP port free right now on ``host`` and never handed out before by this process (the server
+    binds it right after; another process taking it in between is unlikely)."""
     return free_ports(1, host)[0]
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """``count`` distinct TCP ports free right now on ``host``: all are held while they are chosen, so
-    the kernel cannot hand out one port twice (separate ``free_port`` calls may return the same port)."""
-    with contextlib.ExitStack() as held:
-        socks = [held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
-        for sock in socks:
+    """``count`` distinct TCP ports free right now on ``host``, none handed out before by this process.
+
+    Every candidate stays bound until all are chosen, so one call cannot offer a port twice, and ports an
+    earlier call returned are passed over, so two calls cannot either."""
+    with _HANDING_OUT, contextlib.ExitStack() as held:
+        chosen: list[int] = []
+        while len(chosen) < count:
+            sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
             sock.bind((host, 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
+            port = int(sock.getsockname()[1])
+            if port not in _HANDED_OUT:
+                _HANDED_OUT.add(port)
+                chosen.append(port)
+        return chosen
 
 
 class NatsServer:
