@@ -152,7 +152,12 @@ def main(directory: Path) -> dict[str, Any]:
     found["again"] = {"applied": list(again.applied), "ttl": again.ttl_changed}
     found["again_sent"] = list(sink.sent)
     shorter = migrate(sink, database=DB, table=TABLE, ttl_days=7, cluster=CLUSTER)
-    found["ttl7"] = {"changed": shorter.ttl_changed, "full": tables(sink)[f"{TABLE}_local"]["full"]}
+    now = tables(sink)
+    found["ttl7"] = {
+        "changed": shorter.ttl_changed,
+        "full": now[f"{TABLE}_local"]["full"],
+        "ledger": now["agent_reports_local"]["full"],
+    }
     found["recorded"] = sink.query(
         f"SELECT version FROM {DB}.kubenetmon_migrations FINAL WHERE `table` = '{TABLE}' ORDER BY version"
     ).rows

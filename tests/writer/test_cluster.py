@@ -26,6 +26,7 @@ from kubenetmon.writer import cost_tables, pricebook, replay
 from kubenetmon.writer import flow_tables as tables
 from kubenetmon.writer.cluster import REPLICATED_EVERYWHERE, data_table, literal, place
 from kubenetmon.writer.cost_tables import PRICES_TABLE
+from kubenetmon.writer.flow_tables import REPORTS_TABLE, REPORTS_TTL_DATE
 from kubenetmon.writer.migrate import LATEST, MIGRATIONS, MIGRATIONS_TABLE, migrate
 from kubenetmon.writer.settings import ClickHouseSettings, clickhouse_settings
 from kubenetmon.writer.sink import QueryResult, Sink
@@ -89,6 +90,14 @@ def _price_delete(statement: str) -> bool:
     return statement.startswith(f"ALTER TABLE `{DB}`.`{PRICES_TABLE}` DELETE WHERE loadedAt < toDateTime64(")
 
 
+def _ttls(days: int) -> list[str]:
+    """The TTL statements a first migrate sends: the flows table's, then the ledger's."""
+    return [
+        tables.modify_ttl(DB, TABLE, days),
+        tables.modify_ttl(DB, REPORTS_TABLE, days, date=REPORTS_TTL_DATE),
+    ]
+
+
 def test_without_a_cluster_statements_pass_through_unchanged() -> None:
     plain = [s for step in MIGRATIONS for s in step.statements(DB, TABLE)]
     assert migration_statements("") == plain
@@ -103,7 +112,7 @@ def test_without_a_cluster_statements_pass_through_unchanged() -> None:
 ) ENGINE = ReplacingMergeTree ORDER BY (`table`, `version`)"""
     assert sent.statements[:2] == ["CREATE DATABASE IF NOT EXISTS `kubenetmon`", record]
     *ddl, delete = [s for s in sent.statements[2:] if not s.startswith("INSERT")]
-    assert ddl == [*plain, tables.modify_ttl(DB, TABLE, 90)]
+    assert ddl == [*plain, *_ttls(90)]
     # the shipped price book, loaded into the price table by name; older loads deleted
     assert _price_delete(delete) and place(delete, cluster="") == [delete]
     assert sent.inserts == [(PRICES_TABLE, len(pricebook.table_rows(pricebook.load())))]
@@ -308,8 +317,11 @@ def test_migrate_on_a_cluster(normalise: Callable[[str], str]) -> None:
         "ORDER BY (`table`, version)"
     ) in record
     *ddl, delete = [s for s in rest if not s.startswith("INSERT")]
+    # the TTL: on the tables holding the rows, the flows' and the ledger's
     assert ddl == [normalise(s) for s in migration_statements(CLUSTER)] + [
-        f"ALTER TABLE {DB}.{LOCAL} {ON} (MODIFY TTL date + toIntervalDay(30))"
+        f"ALTER TABLE {DB}.{LOCAL} {ON} (MODIFY TTL date + toIntervalDay(30))",
+        f"ALTER TABLE {DB}.{REPORTS_TABLE}_local {ON} "
+        "(MODIFY TTL toDate(intervalStartTime) + toIntervalDay(30))",
     ]
     inserts = [s for s in rest if s.startswith("INSERT")]
     assert len(inserts) == LATEST and all(f"INSERT INTO {DB}.kubenetmon_migrations" in s for s in inserts)
@@ -361,7 +373,7 @@ def test_rehearsal_on_a_one_server_cluster(tmp_path: Path) -> None:
     assert found["cluster"] == [[1]]
     assert found["first"] == {"applied": list(range(1, LATEST + 1)), "after": LATEST, "ttl": True}
     *ddl, delete = [s for s in found["sent"][2:] if not s.startswith("INSERT")]
-    assert ddl == [*migration_statements(CLUSTER), *place(tables.modify_ttl(DB, TABLE, 90), cluster=CLUSTER)]
+    assert ddl == [*migration_statements(CLUSTER), *(s for t in _ttls(90) for s in place(t, cluster=CLUSTER))]
     assert _price_delete(delete)
     tables_ = found["tables"]
     assert tables_[TABLE]["engine"] == "Distributed"
@@ -381,6 +393,7 @@ def test_rehearsal_on_a_one_server_cluster(tmp_path: Path) -> None:
     assert found["again"] == {"applied": [], "ttl": False}
     assert not [s for s in found["again_sent"] if "ALTER" in s or "INSERT" in s]
     assert found["ttl7"]["changed"] and "TTL date + toIntervalDay(7)" in found["ttl7"]["full"]
+    assert "TTL toDate(intervalStartTime) + toIntervalDay(7)" in found["ttl7"]["ledger"]
     assert found["recorded"] == [[v] for v in range(1, LATEST + 1)]
     # the price table: one table, no local one behind a Distributed one; the cost view reads through the
     # Distributed flows table and prices every row at the list price, then at the contract's

@@ -10,7 +10,7 @@ import pytest
 from kubenetmon.cli import main as cli
 from kubenetmon.shared.schema import COLUMN_INDEX, COLUMN_NAMES
 from kubenetmon.writer.batcher import Batch
-from kubenetmon.writer.flow_tables import BASE_COLUMNS, INSERT_TYPES, exact_view
+from kubenetmon.writer.flow_tables import BASE_COLUMNS, INSERT_TYPES, REPORTS_TABLE, exact_view
 from kubenetmon.writer.migrate import LATEST, current_version, migrate
 from kubenetmon.writer.sink import Sink
 from tests.fixtures.clickhouse import chdb_settings_for
@@ -107,21 +107,42 @@ def test_kubenetmon_readme_query_runs_unchanged(clickhouse: Sink, relation: str)
     assert result.rows == [("c", "d", "PUBLIC_INTERNET", "5.00 MiB"), ("a", "b", "INTRA_VPC", "2.93 KiB")]
 
 
-def test_ttl_follows_the_setting(clickhouse: Sink) -> None:
-    def ttl() -> str:
-        return str(
-            clickhouse.query(
-                f"SELECT engine_full FROM system.tables WHERE database = '{clickhouse.database}' "
-                f"AND name = '{clickhouse.table}'"
-            ).rows[0][0]
-        )
+def _engine(sink: Sink, name: str) -> str:
+    return str(
+        sink.query(
+            f"SELECT engine_full FROM system.tables WHERE database = '{sink.database}' AND name = '{name}'"
+        ).rows[0][0]
+    )
 
-    assert "TTL date + toIntervalDay(90)" in ttl()
+
+def test_ttl_follows_the_setting_on_the_flows_and_the_ledger(clickhouse: Sink) -> None:
+    def flows() -> str:
+        return _engine(clickhouse, clickhouse.table)
+
+    def ledger() -> str:
+        return _engine(clickhouse, REPORTS_TABLE)
+
+    assert "TTL date + toIntervalDay(90)" in flows()
+    assert "TTL toDate(intervalStartTime) + toIntervalDay(90)" in ledger()
     args: dict[str, Any] = {"database": clickhouse.database, "table": clickhouse.table}
-    assert migrate(clickhouse, **args, ttl_days=7).ttl_changed and "toIntervalDay(7)" in ttl()
+    assert migrate(clickhouse, **args, ttl_days=7).ttl_changed
+    assert "TTL date + toIntervalDay(7)" in flows()
+    assert "TTL toDate(intervalStartTime) + toIntervalDay(7)" in ledger()
     assert not migrate(clickhouse, **args, ttl_days=7).ttl_changed
-    assert migrate(clickhouse, **args, ttl_days=0).ttl_changed and " TTL " not in ttl()
+    assert migrate(clickhouse, **args, ttl_days=0).ttl_changed
+    assert " TTL " not in flows() and " TTL " not in ledger()
     assert not migrate(clickhouse, **args, ttl_days=0).ttl_changed
+
+
+def test_a_ledger_created_without_a_ttl_gets_one(clickhouse: Sink) -> None:
+    """A ledger made before it had a TTL (as every one was) is given one by the next migrate, and only
+    the ledger is altered: the flows table already has its TTL."""
+    clickhouse.command(f"ALTER TABLE `{clickhouse.database}`.`{REPORTS_TABLE}` REMOVE TTL")
+    flows_before = _engine(clickhouse, clickhouse.table)
+    args: dict[str, Any] = {"database": clickhouse.database, "table": clickhouse.table}
+    assert migrate(clickhouse, **args, ttl_days=90).ttl_changed
+    assert "TTL toDate(intervalStartTime) + toIntervalDay(90)" in _engine(clickhouse, REPORTS_TABLE)
+    assert _engine(clickhouse, clickhouse.table) == flows_before
 
 
 def test_migrate_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -136,3 +157,23 @@ def test_migrate_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert cli.main(["clickhouse", "migrate", "--clickhouse-dsn", dsn, "--table", "flows"]) == 0
     assert "applied: none (already up to date)" in capsys.readouterr().out
     assert cli.main(["clickhouse", "migrate", "--clickhouse-dsn", "chdb://relative", "--table", "flows"]) == 2
+
+
+def test_reports_past_the_ttl_are_deleted_with_their_flows(clickhouse: Sink) -> None:
+    """The engine itself expires the ledger on the flows' schedule: after a merge, the report of an
+    interval older than the TTL is gone, like the flows of that day, and today's stays."""
+    db = clickhouse.database
+    migrate(clickhouse, database=db, table=clickhouse.table, ttl_days=30)
+    old, new = "now() - INTERVAL 40 DAY", "now()"
+    clickhouse.command(
+        f"INSERT INTO `{db}`.`{REPORTS_TABLE}` (sourceId, node, intervalStartTime) "
+        f"VALUES ('old', 'node-a', {old}), ('new', 'node-a', {new})"
+    )
+    clickhouse.command(
+        f"INSERT INTO `{db}`.`{clickhouse.table}` (flowId, observerNode, intervalStartTime) "
+        f"VALUES (1, 'node-a', {old}), (2, 'node-a', {new})"
+    )
+    for name in (REPORTS_TABLE, clickhouse.table):
+        clickhouse.command(f"OPTIMIZE TABLE `{db}`.`{name}` FINAL")
+    assert clickhouse.query(f"SELECT sourceId FROM `{db}`.`{REPORTS_TABLE}`").rows == [("new",)]
+    assert clickhouse.query(f"SELECT flowId FROM `{db}`.`{clickhouse.table}`").rows == [(2,)]

@@ -179,13 +179,22 @@ def create_exact_view(database: str, table: str) -> str:
     )
 
 
-def modify_ttl(database: str, table: str, days: int) -> str:
+def ttl_clause(days: int, *, date: str = "date") -> str:
+    """The TTL expression keeping rows ``days`` after the day ``date`` (an expression) names, as ClickHouse
+    renders it back in ``system.tables.engine_full``."""
+    return f"TTL {date} + toIntervalDay({int(days)})"
+
+
+def modify_ttl(database: str, table: str, days: int, *, date: str = "date") -> str:
     if days <= 0:
         return f"ALTER TABLE {fqn(database, table)} REMOVE TTL"
-    return f"ALTER TABLE {fqn(database, table)} MODIFY TTL date + toIntervalDay({int(days)})"
+    return f"ALTER TABLE {fqn(database, table)} MODIFY {ttl_clause(days, date=date)}"
 
 
 REPORTS_TABLE: Final = "agent_reports"
+REPORTS_TTL_DATE: Final = "toDate(intervalStartTime)"
+"""The ledger keeps its rows as long as the flows table keeps the rows they account for (``--ttl-days``
+after the interval's day), so ``check`` never finds a report without its flows, nor flows without one."""
 REPORT_TYPES: Final[dict[str, str]] = {
     "sourceId": "String",
     "node": _LC,

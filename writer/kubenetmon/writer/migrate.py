@@ -4,7 +4,8 @@ Migrations are numbered and recorded per table in ``<database>.kubenetmon_migrat
 again is a no-op, and an older schema is brought forward one version at a time. Every statement is
 idempotent on its own (``IF NOT EXISTS``, ``CREATE OR REPLACE``), so a crash between applying a step
 and recording it, or several writers migrating at once, is harmless. The TTL is a setting, not a
-version: it is reconciled after the migrations, and only changed when it differs.
+version: it is reconciled after the migrations, on the flows table and on the ledger of reports alike,
+and only changed where it differs.
 
 A migration that adds or changes columns must be followed by one that re-creates the exact view and the
 cost view, whose column lists are fixed when they are created. After the migrations, the price book is
@@ -75,6 +76,7 @@ MIGRATIONS: Final = (
     ),
 )
 PRICES_VERSION: Final = 5
+REPORTS_VERSION: Final = 6
 LATEST: Final = MIGRATIONS[-1].version
 
 
@@ -155,9 +157,12 @@ def migrate(
             "schema migration applied",
             extra={"table": table, "version": step.version, "migration": step.name},
         )
-    ttl_changed = to_version >= 1 and _reconcile_ttl(
-        sink, database=database, table=table, days=ttl_days, cluster=cluster
-    )
+    ttl_changed = False
+    for holder, date in _ttl_tables(table, to_version):
+        changed = _reconcile_ttl(
+            sink, database=database, table=holder, date=date, days=ttl_days, cluster=cluster
+        )
+        ttl_changed = changed or ttl_changed
     prices_changed = False
     if to_version >= PRICES_VERSION:
         prices_changed = load_prices(
@@ -182,7 +187,16 @@ def _exists(sink: Sink, *, database: str, table: str, cluster: str) -> bool:
     return all(sink.query(f"EXISTS TABLE {flow_tables.fqn(database, name)}").rows[0][0] for name in names)
 
 
-def _reconcile_ttl(sink: Sink, *, database: str, table: str, days: int, cluster: str) -> bool:
+def _ttl_tables(table: str, version: int) -> list[tuple[str, str]]:
+    """The tables ``--ttl-days`` applies to at schema ``version``, each with the date its rows expire from:
+    the flows table and, from the migration that creates it, the ledger of reports."""
+    tables = [(table, "date")] if version >= 1 else []
+    if version >= REPORTS_VERSION:
+        tables.append((flow_tables.REPORTS_TABLE, flow_tables.REPORTS_TTL_DATE))
+    return tables
+
+
+def _reconcile_ttl(sink: Sink, *, database: str, table: str, date: str, days: int, cluster: str) -> bool:
     """Set the TTL of the table holding the rows (on a cluster: the local tables, read on this server)."""
     holder = data_table(table, cluster=cluster)
     engine = sink.query(
@@ -190,11 +204,11 @@ def _reconcile_ttl(sink: Sink, *, database: str, table: str, days: int, cluster:
         f"WHERE database = {_literal(database)} AND name = {_literal(holder)}"
     ).rows
     current = str(engine[0][0]) if engine else ""
-    wanted = f"TTL date + toIntervalDay({days})"
+    wanted = flow_tables.ttl_clause(days, date=date)
     has_ttl = " TTL " in f" {current} "
     if (days > 0 and wanted in current) or (days <= 0 and not has_ttl):
         return False
-    for statement in place(flow_tables.modify_ttl(database, table, days), cluster=cluster):
+    for statement in place(flow_tables.modify_ttl(database, table, days, date=date), cluster=cluster):
         sink.command(statement)
     log.info("table TTL changed", extra={"table": table, "ttl_days": days})
     return True

@@ -75,7 +75,10 @@ class ClickHouseSettings:
         300.0, flag="--clickhouse-timeout", kind="duration", help="one query or insert, send and receive"
     )
     ttl_days: int = option(
-        90, flag="--ttl-days", kind="int", help="days a row is kept (0: forever); applied by migrate"
+        90,
+        flag="--ttl-days",
+        kind="int",
+        help="days a flow row or report row is kept (0: forever); applied by migrate",
     )
     cluster: str = option(
         "",
