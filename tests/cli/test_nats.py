@@ -33,12 +33,12 @@ def test_init_creates_then_leaves_alone_then_updates(nats_server: NatsServer) ->
         f"stream {s.stream_prefix}_META: created",
         f"consumer {s.stream_prefix}_RAW/enricher: created",
         f"consumer {s.stream_prefix}_ENRICHED/writer: created",
-        f"bucket {s.stream_prefix}_metadata: ready",
-        "topology: 6 created",
+        f"bucket {s.stream_prefix}_metadata: created",
+        "topology: 7 created",
     ]
     again = kubenetmon("nats", "init", *flags, env=env)
     assert again.returncode == 0
-    assert again.stdout.splitlines()[-1] == "topology: 6 unchanged"
+    assert again.stdout.splitlines()[-1] == "topology: 7 unchanged"
 
     longer = kubenetmon("nats", "init", *flags, "--nats-enriched-max-age", "3d", env=env)
     assert longer.returncode == 0
@@ -51,6 +51,11 @@ def test_init_creates_then_leaves_alone_then_updates(nats_server: NatsServer) ->
     conflict = kubenetmon("nats", "init", *flags, "--nats-storage", "memory", env=env)
     assert conflict.returncode == 1
     assert "conflict" in conflict.stdout and "cannot change in place" in conflict.stdout
+    # the lease bucket is a stream too: its storage cannot change in place either
+    assert (
+        f"bucket {s.stream_prefix}_metadata: conflict (storage: 'file' -> 'memory'; storage cannot change in "
+        "place: delete and recreate the bucket)" in conflict.stdout.splitlines()
+    )
 
 
 def test_init_fails_clearly_when_nats_is_unreachable() -> None:

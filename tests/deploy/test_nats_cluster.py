@@ -189,7 +189,7 @@ def test_the_rendered_configuration_forms_a_cluster_with_per_role_users(
     }
     init = kubenetmon("nats", "init", "--connect-wait", "10s", env=env, timeout=60)
     assert init.returncode == 0, init.stdout + init.stderr
-    assert "topology: 6 created" in init.stdout
+    assert "topology: 7 created" in init.stdout
     asyncio.run(_roles_work_across_the_cluster(members))
 
 

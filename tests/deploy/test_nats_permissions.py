@@ -111,7 +111,7 @@ async def assert_cannot_consume(broker: Broker, consumer: str, admin: Broker) ->
 def test_admin_creates_the_topology(initialised: str) -> None:
     lines = [line for line in initialised.splitlines() if line.startswith(("stream ", "consumer "))]
     assert len(lines) == 6 and all(line.endswith(("created", "unchanged")) for line in lines), initialised
-    assert "bucket KUBENETMON_metadata: ready" in initialised.splitlines()
+    assert "bucket KUBENETMON_metadata: created" in initialised.splitlines()
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ or by the agent after a timeout, and the stream then holds every id exactly once
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 import urllib.request
@@ -17,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import nats
 from prometheus_client import REGISTRY
 
 from kubenetmon.agent.backlog import RETRY_S
@@ -28,6 +30,7 @@ from kubenetmon.shared.settings import NatsSettings
 from tests.fixtures.nats import NatsServer, nats_settings_for
 from tests.fixtures.nats_cluster import NatsCluster, cluster_settings, leader_name, stored_ids
 from tests.support.commands import KUBENETMON, flags
+from tests.support.waiting import wait_until
 
 BEFORE_KILL = 40
 AFTER_KILL = 40
@@ -61,7 +64,7 @@ def test_nats_init_creates_three_replicas_of_every_stream_and_consumer(
     settings = cluster_settings(cluster)
     init = _init(settings)
     assert init.returncode == 0, init.stderr
-    assert "topology: 6 created" in init.stdout
+    assert "topology: 7 created" in init.stdout
 
     async def streams() -> list[tuple[int, str]]:
         async with await Broker.connect(settings, name="test", wait_s=10.0) as broker:
@@ -79,7 +82,57 @@ def test_nats_init_creates_three_replicas_of_every_stream_and_consumer(
     )
     assert status.returncode == 0 and "3 replicas led by n" in status.stdout, status.stdout
     again = _init(settings)
-    assert again.returncode == 0 and "topology: 6 unchanged" in again.stdout, again.stdout
+    assert again.returncode == 0 and "topology: 7 unchanged" in again.stdout, again.stdout
+
+
+def test_a_single_replica_topology_moves_to_three_in_place_lease_bucket_included(
+    make_nats_cluster: Callable[..., NatsCluster],
+) -> None:
+    """Moving from one server's R1 to a cluster's R3: ``nats init`` scales every stream, and the metadata
+    role's lease bucket with them, in place, keeping what they hold (a lone-replica bucket would stop
+    the metadata role whenever its one server did)."""
+    cluster = make_nats_cluster()
+    settings = cluster_settings(cluster)
+    single = dataclasses.replace(settings, replicas=1)
+    first = _init(single)
+    assert first.returncode == 0 and "topology: 7 created" in first.stdout, first.stdout + first.stderr
+    bucket = f"{settings.stream_prefix}_metadata"
+
+    async def put_a_lease() -> None:
+        async with await Broker.connect(single, name="test", wait_s=10.0) as broker:
+            kv = await broker.bucket("metadata")
+            assert kv is not None
+            await kv.put("lease", b"holder-1")
+
+    asyncio.run(put_a_lease())
+    scaled = _init(settings)
+    assert scaled.returncode == 0, scaled.stdout + scaled.stderr
+    lines = scaled.stdout.splitlines()
+    for kind in ("RAW", "ENRICHED", "DLQ", "META"):
+        assert f"stream {settings.stream_prefix}_{kind}: updated (replicas: 1 -> 3)" in lines
+    assert f"bucket {bucket}: updated (replicas: 1 -> 3)" in lines
+    # the durable consumers follow their streams (the server scales them a moment later)
+    wait_until(
+        lambda: _consumer_replicas(cluster.leader(settings, "raw")) == {"enricher": 3, "writer": 3},
+        timeout=30,
+        what="the durable consumers to have three replicas",
+        step=0.2,
+    )
+
+    async def bucket_after() -> tuple[int, bytes | None]:
+        nc = await nats.connect(list(settings.urls))
+        try:
+            info = await nc.jetstream().stream_info(f"KV_{bucket}")
+        finally:
+            await nc.close()
+        async with await Broker.connect(settings, name="test", wait_s=10.0) as broker:
+            kv = await broker.bucket("metadata")
+            entry = await kv.get("lease") if kv is not None else None
+        return info.config.num_replicas or 1, entry.value if entry else None
+
+    assert asyncio.run(bucket_after()) == (3, b"holder-1")
+    again = _init(settings)
+    assert again.returncode == 0 and "topology: 7 unchanged" in again.stdout, again.stdout
 
 
 def test_more_replicas_than_servers_is_a_conflict_naming_it(nats_server: NatsServer) -> None:

@@ -3,9 +3,9 @@
     kubenetmon nats init --nats-url nats://nats:4222     # streams + durable consumers, idempotent
     kubenetmon nats status --nats-url nats://nats:4222   # messages, bytes and consumer lag
 
-``init`` prints one line per stream and consumer (created, updated with the changed fields, unchanged,
-or conflict with the reason), then one per key-value bucket (the ``metadata`` role's lease), and
-exits 1 on any conflict, so a deploy job fails loudly on a drift it cannot fix. The services run the
+``init`` prints one line per stream, consumer and key-value bucket (the ``metadata`` role's lease):
+created, updated with the changed fields, unchanged, or conflict with the reason; and exits 1 on any
+conflict, so a deploy job fails loudly on a drift it cannot fix. The services run the
 same reconciliation at start; this command lets an operator (or a Kubernetes Job) do it ahead of
 them. This module must only drive the broker, never reimplement it.
 """
@@ -85,12 +85,12 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def _init(broker: Broker) -> int:
-    report = await broker.ensure_topology()
+    streams = await broker.ensure_topology()
+    # the metadata role's lease: it creates a missing bucket itself, but only init reconciles one
+    buckets = [await broker.ensure_bucket(bucket) for bucket in topology.BUCKETS]
+    report = topology.TopologyReport((*streams.changes, *buckets))
     for line in report.lines():
         print(line)
-    for bucket in topology.BUCKETS:  # the metadata role's lease; services may not create it
-        await broker.bucket(bucket, create=True)
-        print(f"bucket {topology.bucket_name(broker.settings, bucket)}: ready")
     counts: dict[str, int] = {}
     for change in report.changes:
         counts[change.action] = counts.get(change.action, 0) + 1

@@ -58,6 +58,11 @@ def bucket_name(settings: NatsSettings, name: str) -> str:
     return f"{settings.stream_prefix}_{subject_token(name)}"
 
 
+def bucket_stream(settings: NatsSettings, name: str) -> str:
+    """The stream that holds key-value bucket ``name`` (JetStream's own naming)."""
+    return f"KV_{bucket_name(settings, name)}"
+
+
 def stream_subjects(settings: NatsSettings, kind: str) -> str:
     return f"{settings.subject_prefix}.{kind}.>"
 
@@ -199,16 +204,16 @@ def immutable_fields(
     desired: Mapping[str, object], actual: Mapping[str, object], *, kind: str
 ) -> tuple[str, ...]:
     """The differing fields that cannot be changed in place (the object must be recreated by hand)."""
-    frozen = STREAM_IMMUTABLE if kind == "stream" else CONSUMER_IMMUTABLE
+    frozen = CONSUMER_IMMUTABLE if kind == "consumer" else STREAM_IMMUTABLE  # a bucket is a stream
     return tuple(key for key in desired if key in frozen and actual.get(key) != desired[key])
 
 
 @dataclass(frozen=True)
 class Change:
-    """What ``ensure_topology`` did with one stream or consumer."""
+    """What ``ensure_topology`` (or ``ensure_bucket``) did with one stream, consumer or bucket."""
 
     kind: str
-    """``stream`` or ``consumer``."""
+    """``stream``, ``consumer`` or ``bucket``."""
     name: str
     action: str
     """``created``, ``updated``, ``unchanged`` or ``conflict`` (drifted and not reconcilable in place)."""

@@ -44,7 +44,7 @@ from kubenetmon.shared.deliveries import ConsumerStats, PublishResult, StreamSta
 from kubenetmon.shared.errors import ConfigError, FatalError, PoisonError, TransientError
 from kubenetmon.shared.options import redact_userinfo
 from kubenetmon.shared.settings import NatsSettings
-from kubenetmon.shared.topology import TopologyReport
+from kubenetmon.shared.topology import Change, TopologyReport
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +195,10 @@ class Broker:
     async def ensure_topology(self) -> TopologyReport:
         """Create or reconcile the three streams and two durable consumers; report what was done."""
         return await reconcile.ensure_topology(self._js, self.settings)
+
+    async def ensure_bucket(self, name: str) -> Change:
+        """Create key-value bucket ``name`` or reconcile its replicas in place; report what was done."""
+        return await reconcile.ensure_bucket(self._js, self.settings, name)
 
     async def delete_topology(self) -> None:
         """Delete the streams (with their consumers) and key-value buckets (tests, deliberate resets)."""

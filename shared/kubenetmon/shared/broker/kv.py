@@ -106,6 +106,16 @@ class KeyValue:
             raise TransientError(f"delete {self.bucket}/{key}: {describe(exc)}") from exc
 
 
+def bucket_config(bucket: str, *, replicas: int, storage: str) -> api.KeyValueConfig:
+    """A bucket as kubenetmon makes it: one value per key (no history), the streams' replicas and storage."""
+    return api.KeyValueConfig(
+        bucket=bucket,
+        history=1,
+        replicas=replicas,
+        storage=api.StorageType.MEMORY if storage == "memory" else api.StorageType.FILE,
+    )
+
+
 async def open_bucket(
     js: JetStreamContext, bucket: str, *, create: bool, replicas: int, storage: str
 ) -> KeyValue | None:
@@ -117,14 +127,8 @@ async def open_bucket(
             return None
     except CLIENT_ERRORS as exc:
         raise TransientError(f"bucket {bucket}: {describe(exc)}") from exc
-    config = api.KeyValueConfig(
-        bucket=bucket,
-        history=1,
-        replicas=replicas,
-        storage=api.StorageType.MEMORY if storage == "memory" else api.StorageType.FILE,
-    )
     try:
-        kv = await js.create_key_value(config)
+        kv = await js.create_key_value(bucket_config(bucket, replicas=replicas, storage=storage))
     except CLIENT_ERRORS as exc:
         raise TransientError(f"create bucket {bucket}: {describe(exc)}") from exc
     log.info("key-value bucket ready", extra={"bucket": bucket})

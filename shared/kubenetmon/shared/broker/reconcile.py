@@ -1,13 +1,15 @@
 """Create or reconcile the JetStream topology described by ``topology``, and say what was done.
 
-Each stream and durable consumer is looked up; missing ones are created, drifted ones updated in place,
-and a drift the server cannot apply in place (storage, retention, ack or deliver policy, or anything
-the server refuses, such as more replicas than it has peers) is reported as a ``conflict``, never
-silently ignored. This module must not delete anything except on an explicit ``delete_topology``.
+Each stream, durable consumer and key-value bucket is looked up; missing ones are created, drifted ones
+updated in place, and a drift the server cannot apply in place (storage, retention, ack or deliver
+policy, or anything the server refuses, such as more replicas than it has peers) is reported as a
+``conflict``, never silently ignored. This module must not delete anything except on an explicit
+``delete_topology``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -16,6 +18,7 @@ from nats.js import JetStreamContext, api
 
 from kubenetmon.shared import topology as topo
 from kubenetmon.shared.broker.connection import CLIENT_ERRORS, describe
+from kubenetmon.shared.broker.kv import bucket_config
 from kubenetmon.shared.errors import TransientError
 from kubenetmon.shared.settings import NatsSettings
 
@@ -32,9 +35,31 @@ async def ensure_topology(js: JetStreamContext, settings: NatsSettings) -> topo.
     return report
 
 
+async def ensure_bucket(js: JetStreamContext, settings: NatsSettings, name: str) -> topo.Change:
+    """Create key-value bucket ``name``, or bring its replicas in line in place (a single server's
+    bucket follows the streams to a cluster); a different storage is a conflict, as for a stream."""
+    bucket = topo.bucket_name(settings, name)
+    stream = topo.bucket_stream(settings, name)
+    desired: dict[str, object] = {"replicas": settings.replicas, "storage": settings.storage}
+    config = bucket_config(bucket, replicas=settings.replicas, storage=settings.storage)
+    try:
+        try:
+            info = await js.stream_info(stream)
+        except nats.js.errors.NotFoundError:
+            return await _create("bucket", bucket, lambda: js.create_key_value(config))
+        actual: dict[str, object] = {
+            "replicas": info.config.num_replicas,
+            "storage": _enum(info.config.storage),
+        }
+        scaled = dataclasses.replace(info.config, num_replicas=settings.replicas)
+        return await _reconcile("bucket", bucket, desired, actual, lambda: js.update_stream(config=scaled))
+    except CLIENT_ERRORS as exc:
+        raise TransientError(f"bucket {bucket}: {describe(exc)}") from exc
+
+
 async def delete_topology(js: JetStreamContext, settings: NatsSettings) -> None:
     names = [topo.stream_name(settings, kind) for kind in topo.KINDS]
-    names += [f"KV_{topo.bucket_name(settings, bucket)}" for bucket in topo.BUCKETS]
+    names += [topo.bucket_stream(settings, bucket) for bucket in topo.BUCKETS]
     for name in names:
         try:
             await js.delete_stream(name)
