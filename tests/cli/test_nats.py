@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 from kubenetmon.cli.natsserver import NatsServer, free_port
 from tests.fixtures.nats import nats_settings_for
+from tests.fixtures.nats_cluster import NatsCluster, cluster_settings
 from tests.support import commands
+from tests.support.waiting import wait_until
 
 
 def kubenetmon(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -64,3 +67,36 @@ def test_init_fails_clearly_when_nats_is_unreachable() -> None:
     )
     assert out.returncode == 1
     assert "kubenetmon nats init: cannot connect to nats://127.0.0.1:" in out.stderr
+
+
+def test_init_started_with_its_cluster_waits_for_a_jetstream_leader(tmp_path: Path) -> None:
+    """The deploy Job starts with the StatefulSet: its first member answers, but no JetStream leader exists
+    until a quorum runs. ``init`` says so, asks again, and creates the R3 topology once the others come."""
+    cluster = NatsCluster(tmp_path / "cluster")
+    settings = cluster_settings(cluster)
+    stderr = tmp_path / "init.stderr"
+    try:
+        cluster.servers[0].launch()
+        with stderr.open("w") as err:
+            init = subprocess.Popen(
+                [*commands.KUBENETMON, "nats", "init", *commands.flags(settings), "--settle-wait", "90s"],
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+            )
+        try:
+            wait_until(
+                lambda: "JetStream not ready, asking again" in stderr.read_text() or init.poll() is not None,
+                timeout=60,
+                what="init to meet a cluster without a JetStream leader",
+            )
+            assert init.poll() is None, stderr.read_text()
+            cluster.start()  # the other members: a quorum, a leader
+            out, _ = init.communicate(timeout=120)
+        finally:
+            if init.poll() is None:
+                init.kill()
+        assert init.returncode == 0, stderr.read_text()
+        assert "topology: 7 created" in out, out + stderr.read_text()
+    finally:
+        cluster.stop()

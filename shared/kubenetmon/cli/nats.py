@@ -3,7 +3,9 @@
     kubenetmon nats init --nats-url nats://nats:4222     # streams + durable consumers, idempotent
     kubenetmon nats status --nats-url nats://nats:4222   # messages, bytes and consumer lag
 
-``init`` prints one line per stream, consumer and key-value bucket (the ``metadata`` role's lease):
+Once connected, both ask again while JetStream cannot answer yet (``--settle-wait``): a deploy Job
+started with its cluster meets no JetStream leader for the first seconds. ``init`` prints one line per
+stream, consumer and key-value bucket (the ``metadata`` role's lease):
 created, updated with the changed fields, unchanged, or conflict with the reason; and exits 1 on any
 conflict, so a deploy job fails loudly on a drift it cannot fix. The services run the
 same reconciliation at start; this command lets an operator (or a Kubernetes Job) do it ahead of
@@ -15,10 +17,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
-from kubenetmon.shared import exits, logs, runtime, topology
+from kubenetmon.shared import backoff, exits, logs, runtime, topology
 from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.errors import ConfigError, TransientError
 from kubenetmon.shared.options import add_arguments, from_args, option, parse_duration
@@ -26,6 +29,10 @@ from kubenetmon.shared.settings import LogSettings, NatsSettings, add_log_argume
 
 EXIT_CONFLICT: Final = exits.FAILED
 EXIT_UNREACHABLE: Final = exits.FAILED
+_FIRST_RETRY_S: Final = 0.5
+_LAST_RETRY_S: Final = 5.0
+_SAY_EVERY: Final = 5
+"""While JetStream settles: the first failure is printed, then every fifth."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,14 @@ class AdminFlags:
         native=True,
         metavar="DURATION",
         help="give up if no NATS server answers within this time",
+    )
+    settle_wait: str = option(
+        "60s",
+        flag="--settle-wait",
+        native=True,
+        metavar="DURATION",
+        help="once connected, ask again while JetStream cannot answer yet (a cluster still electing its "
+        "leader or placing replicas), for up to this long",
     )
 
 
@@ -65,23 +80,53 @@ def main(args: argparse.Namespace) -> int:
         LogSettings, args, **{k: v for k, v in defaults.items() if not getattr(args, f"log_{k}")}
     )
     logs.setup(log_settings)
-    try:
-        wait_s = parse_duration(args.connect_wait)
-    except ValueError as exc:
-        raise ConfigError(f"--connect-wait: expected {exc}, got {args.connect_wait!r}") from None
+    wait_s = _duration(args.connect_wait, "--connect-wait")
+    settle_s = _duration(args.settle_wait, "--settle-wait")
     work = _init if args.verb == "init" else _status
+    command = f"kubenetmon nats {args.verb}"
 
     async def run(stop: asyncio.Event) -> int:
         try:
             async with await Broker.connect(
                 settings, name=f"kubenetmon-nats-{args.verb}", wait_s=wait_s
             ) as broker:
-                return await work(broker)
+                return await _settling(lambda: work(broker), stop=stop, within_s=settle_s, command=command)
         except TransientError as exc:
-            print(f"kubenetmon nats {args.verb}: {exc}", file=sys.stderr)
+            print(f"{command}: {exc}", file=sys.stderr)
             return EXIT_UNREACHABLE
 
     return runtime.run(run, drain_timeout_s=wait_s + 5)
+
+
+def _duration(text: str, flag: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise ConfigError(f"{flag}: expected {exc}, got {text!r}") from None
+
+
+async def _settling(
+    work: Callable[[], Awaitable[int]], *, stop: asyncio.Event, within_s: float, command: str
+) -> int:
+    """``work()``, asked again while it raises ``TransientError`` for up to ``within_s`` (then that error
+    is raised): an init Job started with its cluster finds no JetStream leader for the first seconds.
+    Every verb is safe to repeat: ``init`` reconciles, ``status`` reads."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    failures = 0
+    while True:
+        try:
+            return await work()
+        except TransientError as exc:
+            failures += 1
+            left = deadline - loop.time()
+            if left <= 0 or stop.is_set():
+                raise
+            if backoff.now_and_then(failures, every=_SAY_EVERY):
+                print(f"{command}: JetStream not ready, asking again: {exc}", file=sys.stderr)
+            delay = backoff.exponential(failures - 1, base_s=_FIRST_RETRY_S, max_s=_LAST_RETRY_S)
+            if await runtime.sleep_or_stop(stop, min(delay, left)):
+                raise
 
 
 async def _init(broker: Broker) -> int:
