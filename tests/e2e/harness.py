@@ -142,7 +142,7 @@ class Pipeline:
         """Watch DESTROY events (ground truth), create the topology, start every role, wait until ready."""
         self.watches = {name: node.destroy_watch() for name, node in self.cluster.nodes.items()}
         init = subprocess.run(
-            [*KUBENETMON, "nats", "init", *flags(self.settings)], capture_output=True, text=True, timeout=60
+            [*KUBENETMON, "nats", "init", *flags(self.settings)], capture_output=True, text=True, timeout=120
         )
         assert init.returncode == 0, init.stderr
         for role in self.roles.values():

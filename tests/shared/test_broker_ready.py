@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,8 @@ from kubenetmon.shared.broker import connect_ready, connect_ready_or_stop
 from kubenetmon.shared.errors import ConfigError, TransientError
 from kubenetmon.shared.settings import NatsSettings
 from tests.fixtures.nats import nats_settings_for
+from tests.fixtures.nats_cluster import NatsCluster, cluster_settings
+from tests.support.waiting import eventually
 
 
 async def test_ensure_creates_the_topology(nats_settings: NatsSettings) -> None:
@@ -87,3 +90,34 @@ async def test_retrying_connects_once_the_server_answers(nats_settings: NatsSett
         assert (await broker.stream_info("enriched")).messages == 0
     stop.set()
     assert await connect_ready_or_stop(nats_settings, name="t", stop=stop, wait_s=5.0, retry_s=0.1) is None
+
+
+async def test_a_service_starting_with_its_cluster_waits_for_a_jetstream_leader(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One member of three answers, so the connection is made, but JetStream has no leader until a quorum
+    runs: ensuring the topology is asked again (logged) instead of failing the service's start."""
+    cluster = NatsCluster(tmp_path / "cluster")
+    settings = cluster_settings(cluster)
+    mine = logging.getLogger("tests.ready.leader")
+    caplog.set_level(logging.WARNING, logger=mine.name)
+    stop = asyncio.Event()
+    try:
+        cluster.servers[0].launch()
+        starting = asyncio.create_task(
+            connect_ready_or_stop(settings, name="t", stop=stop, wait_s=5.0, retry_s=0.2, log=mine)
+        )
+
+        def not_ready() -> bool:
+            return any(r.getMessage().startswith("JetStream not ready (attempt 1)") for r in caplog.records)
+
+        await eventually(lambda: not_ready() or starting.done(), within=60)
+        assert not starting.done()
+        await asyncio.to_thread(cluster.start)  # the other members: a quorum, a leader
+        broker = await asyncio.wait_for(starting, 120)
+        assert broker is not None
+        async with broker:
+            assert (await broker.stream_info("raw")).replicas == 3
+    finally:
+        stop.set()
+        cluster.stop()

@@ -5,12 +5,15 @@ from __future__ import annotations
 import dataclasses
 
 import nats
+import nats.js.errors
 import pytest
 
 from kubenetmon.shared import topology
 from kubenetmon.shared.broker import Broker, reconcile
-from kubenetmon.shared.errors import ConfigError
+from kubenetmon.shared.errors import ConfigError, TransientError
 from kubenetmon.shared.settings import NatsSettings
+
+_NO_PEERS = "no suitable peers for placement"
 
 
 async def test_init_creates_everything_then_is_a_noop(nats_settings: NatsSettings) -> None:
@@ -129,3 +132,37 @@ def test_diff_reports_each_field() -> None:
     actual = {"a": 2, "b": "x", "storage": "memory"}
     assert topology.diff(desired, actual) == ("a: 2 -> 1", "storage: 'memory' -> 'file'")
     assert topology.immutable_fields(desired, actual, kind="stream") == ("storage",)
+
+
+def _bad_request(err_code: int, description: str) -> nats.js.errors.APIError:
+    return nats.js.errors.BadRequestError(code=400, err_code=err_code, description=description)
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        # a member restarting, not yet back in the meta leader's view: asking again succeeds
+        (_bad_request(10005, _NO_PEERS + ", peer offline"), True),
+        # JetStream itself not available right now
+        (nats.js.errors.ServiceUnavailableError(code=503, err_code=10008, description="unavailable"), True),
+        # the configuration: more replicas than servers, no storage, another stream's subjects
+        (_bad_request(10005, _NO_PEERS + ", insufficient resources"), False),
+        (_bad_request(10074, "replicas > 1 not supported in non-clustered mode"), False),
+        (_bad_request(10065, "subjects overlap with an existing stream"), False),
+    ],
+)
+async def test_a_refusal_for_now_is_transient_and_any_other_a_conflict(
+    error: nats.js.errors.APIError, transient: bool
+) -> None:
+    async def refuse() -> None:
+        raise error
+
+    if transient:
+        with pytest.raises(TransientError, match=r"^stream S: (BadRequest|ServiceUnavailable)Error"):
+            await reconcile._create("stream", "S", refuse)
+        with pytest.raises(TransientError):
+            await reconcile._reconcile("stream", "S", {"replicas": 3}, {"replicas": 1}, refuse)
+    else:
+        assert (await reconcile._create("stream", "S", refuse)).action == "conflict"
+        changed = await reconcile._reconcile("stream", "S", {"replicas": 3}, {"replicas": 1}, refuse)
+        assert changed.action == "conflict"

@@ -4,8 +4,9 @@
 reconciles the streams and durable consumers; a conflict raises ``ConfigError``, or is only logged for a
 caller that can run anyway) or, with ``ensure=False``, only checks that some streams exist: a replay
 must never create or reconcile, since its flags may not carry the deployment's retention settings.
-``connect_ready_or_stop`` is the services' start: connecting is retried while NATS is unreachable,
-until ``stop`` is set; what comes after the connection (the topology) is not retried.
+``connect_ready_or_stop`` is the services' start: connecting and ensuring the topology are retried
+while NATS is unreachable or JetStream cannot answer yet (a cluster electing its meta leader, a member
+restarting), until ``stop`` is set; a conflict is not retried.
 
 Whatever fails after the connection was made closes it before the error goes up. This module must not
 decide what a caller does with a ``TransientError`` of a single attempt.
@@ -54,19 +55,20 @@ async def connect_ready_or_stop(
     retry_s: float,
     log: logging.Logger = _log,
 ) -> Broker | None:
-    """Connect (attempts of ``wait_s``, ``retry_s`` apart) until it works or ``stop`` is set (None), then
-    ensure the topology, a conflict raising ``ConfigError``; unavailability is logged now and then."""
+    """Connect (attempts of ``wait_s``, ``retry_s`` apart) and ensure the topology until both work or
+    ``stop`` is set (None); a conflict raises ``ConfigError``; unavailability is logged now and then."""
     attempt = 0
     while not stop.is_set():
+        what = "NATS unavailable"
         try:
             broker = await Broker.connect(settings, name=name, wait_s=wait_s)
+            what = "JetStream not ready"
+            return await _prepare(broker, ensure=True, streams=(), strict=True, log=log)
         except TransientError as exc:
             attempt += 1
             if backoff.now_and_then(attempt, every=_LOG_EVERY_ATTEMPTS):
-                log.warning("NATS unavailable (attempt %d): %s", attempt, exc)
+                log.warning("%s (attempt %d): %s", what, attempt, exc)
             await runtime.sleep_or_stop(stop, retry_s)
-            continue
-        return await _prepare(broker, ensure=True, streams=(), strict=True, log=log)
     return None
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Final
 
 import nats.js.errors
 from nats.js import JetStreamContext, api
@@ -102,10 +103,25 @@ async def _ensure_consumer(js: JetStreamContext, spec: topo.ConsumerSpec) -> top
         raise TransientError(f"consumer {label}: {describe(exc)}") from exc
 
 
+_NO_PEERS: Final = 10005
+"""JetStream's "no suitable peers for placement": with "peer offline", a member is restarting or not yet
+known to the meta leader, and asking again succeeds; with any other reason (too few servers, storage,
+tags) it is the configuration."""
+
+
+def _refusal(exc: nats.js.errors.APIError, name: str) -> None:
+    """Raise ``TransientError`` if the server refused only for now: JetStream unavailable (503), or a
+    replica's peer offline; return if it refused the request itself (a conflict to report)."""
+    offline = exc.err_code == _NO_PEERS and "peer offline" in (exc.description or "")
+    if isinstance(exc, nats.js.errors.ServiceUnavailableError) or offline:
+        raise TransientError(f"{name}: {describe(exc)}") from exc
+
+
 async def _create(kind: str, name: str, call: Callable[[], Awaitable[object]]) -> topo.Change:
     try:
         await call()
     except nats.js.errors.APIError as exc:
+        _refusal(exc, f"{kind} {name}")
         return topo.Change(kind, name, "conflict", (f"server refused to create it: {describe(exc)}",))
     return topo.Change(kind, name, "created")
 
@@ -127,6 +143,7 @@ async def _reconcile(
     try:
         await update()
     except nats.js.errors.APIError as exc:
+        _refusal(exc, f"{kind} {name}")
         return topo.Change(kind, name, "conflict", (*changes, f"server refused: {describe(exc)}"))
     return topo.Change(kind, name, "updated", changes)
 
