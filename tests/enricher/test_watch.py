@@ -164,6 +164,7 @@ def test_a_cut_stream_resumes_from_the_last_version_without_relisting(
     populate(kube_api)
     start()
     state.wait(lambda ix: ix.ready)
+    kube_api.wait_watching("pods")  # ready once listed; cut the watch that follows, not before it opens
     kube_api.close_watches()
     kube_api.add("pods", pod("after", "10.1.3.3", node="n1", uid="u-after", created=T0))
     state.wait(lambda ix: "u-after" in ix.pods)
