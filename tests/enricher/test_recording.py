@@ -106,7 +106,10 @@ async def test_enrichers_record_changes_once_and_as_of_replays_them(
     def to_x(k: int) -> list[RawRow]:
         return [raw_row("tcp", ("10.1.0.10", 33000 + k, X, 9000), (X, 9000, "10.1.0.10", 33000 + k))]
 
-    later_start = b_created + 1
+    # as-of knows batch-b from when an enricher saw it, which a busy machine may put seconds after its
+    # creation time: the later flow starts after both
+    [seen] = await recorded("pods", "ADDED", "batch-b")
+    later_start = max(b_created, math.ceil(seen.at)) + 1
     await publish_raw(
         broker, [message(to_x(0), node="n1", start=base), message(to_x(1), node="n1", start=later_start)]
     )
