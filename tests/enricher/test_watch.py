@@ -93,6 +93,23 @@ def test_ready_only_after_every_kind_was_listed(
     assert state.index.nodes["n2"].zone == "z2"
 
 
+def test_a_list_is_stamped_when_asked_for_not_when_it_arrived(
+    kube_api: KubeApi, synced: tuple[Synced, Callable[..., watch.KubeWatch]]
+) -> None:
+    """The list shows the cluster as it was when asked; a pod another enricher saw appear while the answer
+    was in flight must not look ended by it in the recorded history (``replay raw --metadata as-of``)."""
+    state, start = synced
+    populate(kube_api)
+    kube_api.hold_lists()
+    start()
+    kube_api.wait_for(("pods", "list"), 1)
+    asked_by = time.time()  # the request is at the server, its answer held back
+    kube_api.release_lists()
+    state.wait(lambda ix: ix.ready)
+    [listed] = [u for u in state.updates if u.kind == "pods" and u.event == watch.LISTED]
+    assert listed.at <= asked_by
+
+
 def test_pagination_lists_everything(
     kube_api: KubeApi, synced: tuple[Synced, Callable[..., watch.KubeWatch]]
 ) -> None:

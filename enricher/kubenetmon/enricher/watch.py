@@ -164,6 +164,11 @@ class Watcher:
                 pass
 
     def _list(self) -> str:
+        # A list is the state at its first page (later pages continue that snapshot), so it is stamped
+        # when asked for, not when it arrived: an object missing from it was gone by then, and one another
+        # observer saw appear while the list was in flight is not ended by it (``history`` closes what a
+        # LISTED marker lacks unless it was seen after the marker's time).
+        asked_at = time.time()
         items: list[dict[str, Any]] = []
         token: str | None = None
         while True:
@@ -180,7 +185,7 @@ class Watcher:
             if not token:
                 break
         self.lists += 1
-        self.deliver(Update(self.kind, LISTED, items, time.time()))
+        self.deliver(Update(self.kind, LISTED, items, asked_at))
         log.info(
             "%s: listed %d", self.kind, len(items), extra={"resource_version": meta.get("resourceVersion")}
         )
