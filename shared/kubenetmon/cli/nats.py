@@ -5,11 +5,11 @@
 
 Once connected, both ask again while JetStream cannot answer yet (``--settle-wait``): a deploy Job
 started with its cluster meets no JetStream leader for the first seconds. ``init`` prints one line per
-stream, consumer and key-value bucket (the ``metadata`` role's lease):
-created, updated with the changed fields, unchanged, or conflict with the reason; and exits 1 on any
-conflict, so a deploy job fails loudly on a drift it cannot fix. The services run the
-same reconciliation at start; this command lets an operator (or a Kubernetes Job) do it ahead of
-them. This module must only drive the broker, never reimplement it.
+stream, consumer and key-value bucket (the ``metadata`` role's lease): created, updated with the changed
+fields, unchanged, or conflict with the reason; and exits 1 on any conflict, so a deploy job fails loudly
+on a drift it cannot fix. The services run the same reconciliation at start; this command lets an
+operator (or a Kubernetes Job) do it ahead of them. This module must only drive the broker, never
+reimplement it.
 """
 
 from __future__ import annotations
