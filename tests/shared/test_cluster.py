@@ -24,6 +24,7 @@ from prometheus_client import REGISTRY
 from kubenetmon.agent.backlog import RETRY_S
 from kubenetmon.agent.publisher import Publisher
 from kubenetmon.agent.reports import Report, build
+from kubenetmon.shared import topology
 from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.errors import TransientError
 from kubenetmon.shared.settings import NatsSettings
@@ -122,7 +123,7 @@ def test_a_single_replica_topology_moves_to_three_in_place_lease_bucket_included
     async def bucket_after() -> tuple[int, bytes | None]:
         nc = await nats.connect(list(settings.urls))
         try:
-            info = await nc.jetstream().stream_info(f"KV_{bucket}")
+            info = await nc.jetstream().stream_info(topology.bucket_stream(settings, "metadata"))
         finally:
             await nc.close()
         async with await Broker.connect(settings, name="test", wait_s=10.0) as broker:
