@@ -21,6 +21,7 @@ from kubenetmon.shared.errors import DecodeError
 
 _U64: Final = (1 << 64) - 1
 _U32: Final = (1 << 32) - 1
+_I63: Final = (1 << 63) - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +44,17 @@ class Ledger:
     """DESTROY events the kernel could not deliver (socket overruns) in the span."""
     table_drops: int
     """Connections conntrack dropped or could not insert (``drop``, ``early_drop``, ``insert_failed``)."""
+    # -- source coverage (optional on the wire: ``link`` and ``bound``; absent from older agents) --
+    link_bytes: int = -1
+    """Bytes that crossed the node's external interfaces in the span, received plus sent, as the
+    interfaces count them (link statistics); -1: not measured."""
+    boundary_bytes: int = 0
+    """Bytes (both directions) of the report's rows whose flow crosses the node boundary: what conntrack
+    metered of the traffic ``link_bytes`` counts."""
 
 
 LEDGER_KEYS: Final = ("from", "to", "rows", "bytes", "packets", "flows", "lost", "drops")
+COVERAGE_KEYS: Final = ("link", "bound")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +77,10 @@ REPORT_KEYS: Final = ("boot", "start", "secs", "seq", "chunk", "chunks", "chunk_
 
 
 def ledger_map(ledger: Ledger) -> dict[str, int]:
-    return dict(zip(LEDGER_KEYS, astuple(ledger), strict=True))
+    out = dict(zip(LEDGER_KEYS, astuple(ledger)[: len(LEDGER_KEYS)], strict=True))
+    if ledger.link_bytes >= 0:
+        out["link"], out["bound"] = ledger.link_bytes, ledger.boundary_bytes
+    return out
 
 
 def report_map(row: ReportRow) -> dict[str, Any]:
@@ -86,6 +98,12 @@ def decode_ledger(value: Any, *, subject: str, data: bytes) -> Ledger:
         raise DecodeError(
             "schema", f"ledger field {bad[0]!r} missing or out of range", subject=subject, data=data
         )
+    coverage: list[Any] = [value.get(k) for k in COVERAGE_KEYS]
+    if coverage != [None, None]:
+        if any(type(v) is not int or not 0 <= v <= _I63 for v in coverage):
+            reason = "ledger coverage fields link and bound must both be counts"
+            raise DecodeError("schema", reason, subject=subject, data=data)
+        ints += coverage
     ledger = Ledger(*ints)
     if ledger.span_from_ms > ledger.span_to_ms:
         raise DecodeError("schema", "ledger span ends before it starts", subject=subject, data=data)

@@ -74,9 +74,21 @@ MIGRATIONS: Final = (
         "ledger of reports: agent_reports and agent_reports_exact",
         lambda d, t: [flow_tables.create_reports_table(d), flow_tables.create_reports_exact_view(d)],
     ),
+    Migration(
+        7,
+        "node rows: <table>_node with its exact and cost views; source coverage in agent_reports",
+        lambda d, t: [
+            flow_tables.create_node_table(d, t),
+            flow_tables.create_exact_view(d, flow_tables.node_table(t)),
+            cost_tables.create_cost_view(d, flow_tables.node_table(t)),
+            flow_tables.add_coverage_columns(d),
+            flow_tables.create_reports_exact_view(d),
+        ],
+    ),
 )
 PRICES_VERSION: Final = 5
 REPORTS_VERSION: Final = 6
+NODE_VERSION: Final = 7
 LATEST: Final = MIGRATIONS[-1].version
 
 
@@ -193,6 +205,8 @@ def _ttl_tables(table: str, version: int) -> list[tuple[str, str]]:
     tables = [(table, "date")] if version >= 1 else []
     if version >= REPORTS_VERSION:
         tables.append((flow_tables.REPORTS_TABLE, flow_tables.REPORTS_TTL_DATE))
+    if version >= NODE_VERSION:
+        tables.append((flow_tables.node_table(table), "date"))
     return tables
 
 

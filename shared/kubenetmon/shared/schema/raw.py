@@ -72,8 +72,8 @@ class RawMessage:
     """
 
     __slots__ = (
-        "_columns", "_identities", "_rows", "boot", "chunk", "chunks", "ledger", "node", "seconds", "seq",
-        "start",
+        "_columns", "_identities", "_rows", "boot", "chunk", "chunks", "ledger", "node", "owners", "seconds",
+        "seq", "start",
     )  # fmt: skip
     node: str
     boot: str
@@ -86,6 +86,9 @@ class RawMessage:
     chunks: int
     ledger: Ledger | None
     """The report's span and totals (every chunk carries it); None from agents that predate it."""
+    owners: dict[int, str] | None
+    """Row index -> UID of the pod owning the node's socket of that row (hostNetwork pods), where the
+    agent could tell; None when it says nothing (optional ``owners`` map on the wire)."""
     _columns: list[Sequence[Any]] | None
     _identities: list[bytes] | None
     _rows: list[RawRow] | None
@@ -104,12 +107,14 @@ class RawMessage:
         columns: list[Sequence[Any]] | None = None,
         identities: list[bytes] | None = None,
         ledger: Ledger | None = None,
+        owners: dict[int, str] | None = None,
     ) -> None:
         """``columns`` (the rows transposed) replaces ``rows``; ``decode_raw`` also gives ``identities``."""
         for name, value in zip(_HEADER, (node, boot, start, seconds, seq, chunk, chunks), strict=True):
             object.__setattr__(self, name, value)
         object.__setattr__(self, "_columns", columns)
         object.__setattr__(self, "ledger", ledger)
+        object.__setattr__(self, "owners", owners or None)
         object.__setattr__(self, "_identities", identities)
         object.__setattr__(self, "_rows", ([] if rows is None else rows) if columns is None else None)
 
@@ -140,7 +145,7 @@ class RawMessage:
 
     def _key(self) -> tuple[Any, ...]:
         head = (self.node, self.boot, self.start, self.seconds, self.seq, self.chunk, self.chunks)
-        return (*head, self.ledger, self.rows)
+        return (*head, self.ledger, self.owners, self.rows)
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not RawMessage:
@@ -178,6 +183,8 @@ def encode_raw(msg: RawMessage) -> bytes:
     }
     if msg.ledger is not None:
         body["ledger"] = ledger_map(msg.ledger)
+    if msg.owners:
+        body["owners"] = [[i, uid] for i, uid in sorted(msg.owners.items())]
     body["rows"] = msg.rows
     packed: bytes = msgpack.packb(body, use_bin_type=True)
     return packed
@@ -253,6 +260,7 @@ def decode_raw(data: bytes, *, subject: str = "", max_bytes: int = MAX_MESSAGE_B
         valid = ([*zip(*checked, strict=True)] if checked else [()] * RAW_ROW_FIELDS), None
     columns, packed = valid
     ledger = obj.get("ledger")
+    owners = _owners(obj.get("owners"), len(columns[0]), kw=kw)
     return RawMessage(
         node,
         boot,
@@ -264,7 +272,28 @@ def decode_raw(data: bytes, *, subject: str = "", max_bytes: int = MAX_MESSAGE_B
         columns=columns,
         identities=packed,
         ledger=None if ledger is None else decode_ledger(ledger, **kw),
+        owners=owners,
     )
+
+
+MAX_UID_LENGTH: Final = 64
+
+
+def _owners(value: Any, rows: int, *, kw: dict[str, Any]) -> dict[int, str] | None:
+    """The optional ``owners`` (pairs of row index and pod UID) as a map; anything malformed is ``schema``."""
+    if value is None:
+        return None
+    if type(value) is not list or not all(
+        type(pair) is list
+        and len(pair) == 2
+        and type(pair[0]) is int
+        and 0 <= pair[0] < rows
+        and type(pair[1]) is str
+        and 0 < len(pair[1]) <= MAX_UID_LENGTH
+        for pair in value
+    ):
+        raise DecodeError("schema", "owners must be pairs of a row index and a pod UID", **kw)
+    return {i: uid for i, uid in value}
 
 
 def _columns_of(rows: list[Any]) -> tuple[list[Sequence[Any]], list[bytes] | None] | None:
