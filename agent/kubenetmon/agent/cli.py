@@ -12,6 +12,7 @@ import logging
 
 from kubenetmon.agent.checkpoint import StateDir, boot_id
 from kubenetmon.agent.conntrack import open_conntrack, read_sysctl, write_sysctl
+from kubenetmon.agent.links import Links
 from kubenetmon.agent.publisher import Publisher
 from kubenetmon.agent.sanity import check
 from kubenetmon.agent.service import Agent
@@ -68,6 +69,7 @@ def main(args: argparse.Namespace) -> int:
     except OSError as exc:
         conntrack.close()
         raise ConfigError(f"--state-dir {settings.state_dir}: cannot use it ({exc})") from None
+    links = None if settings.skip_link_stats else Links(netns=settings.netns or None)
     agent = Agent(
         settings,
         conntrack=conntrack,
@@ -75,8 +77,11 @@ def main(args: argparse.Namespace) -> int:
         publisher=Publisher(nats, node=settings.node_name, window=settings.publish_window),
         boot=boot_id(),
         drain_s=max(drain - 5.0, drain * 0.5),
+        links=links,
     )
     try:
         return runtime.run(agent.main, drain_timeout_s=drain)
     finally:
         conntrack.close()
+        if links is not None:
+            links.close()

@@ -63,3 +63,10 @@ TABLE_FILL: Final = gauge(
 STATS_FAILURES: Final = counter(
     "agent_conntrack_stats_failures_total", "polls whose conntrack statistics could not be read"
 )
+LINK_BYTES: Final = counter(
+    "agent_link_bytes_total",
+    "bytes received plus sent on the node's external interfaces (their own counters), since start",
+)
+LINK_FAILURES: Final = counter(
+    "agent_link_failures_total", "polls or cuts whose interface counters, addresses or routes were unreadable"
+)

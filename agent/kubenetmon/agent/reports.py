@@ -34,8 +34,8 @@ from kubenetmon.shared.schema import (
 _HEADER_BOUND: Final = 512
 """Upper bound of a RAW message's encoding without its rows (node name and boot id included)."""
 _ROW_BOUND: Final = {AF_INET: 1 + 3 * 2 + 4 * (2 + 4) + 4 * 3 + 4 * 9}
-_LEDGER_BOUND: Final = 10 + 8 * (8 + 9)
-"""Upper bound of the ``ledger`` map's encoding: eight short keys, eight 64-bit integers."""
+_LEDGER_BOUND: Final = 10 + 10 * (8 + 9)
+"""Upper bound of the ``ledger`` map's encoding: ten short keys, ten 64-bit integers."""
 _ROW_BOUND_V6: Final = 1 + 3 * 2 + 4 * (2 + 16) + 4 * 3 + 4 * 9
 FORMAT: Final = 1
 
@@ -73,6 +73,10 @@ class Coverage:
     flows: int = 0
     events_lost: int = 0
     table_drops: int = 0
+    link_bytes: int = -1
+    """Bytes on the node's external interfaces in the span (-1: not measured)."""
+    boundary_bytes: int = 0
+    """Bytes of the report's rows whose flow crosses the node boundary."""
 
 
 def ledger_of(rows: list[RawRow], coverage: Coverage) -> Ledger:
@@ -86,6 +90,8 @@ def ledger_of(rows: list[RawRow], coverage: Coverage) -> Ledger:
         flows=coverage.flows,
         events_lost=coverage.events_lost,
         table_drops=coverage.table_drops,
+        link_bytes=coverage.link_bytes,
+        boundary_bytes=coverage.boundary_bytes if coverage.link_bytes >= 0 else 0,
     )
 
 
@@ -95,7 +101,13 @@ def coverage_of(report: Report) -> Coverage | None:
     if ledger is None:
         return None
     return Coverage(
-        ledger.span_from_ms, ledger.span_to_ms, ledger.flows, ledger.events_lost, ledger.table_drops
+        ledger.span_from_ms,
+        ledger.span_to_ms,
+        ledger.flows,
+        ledger.events_lost,
+        ledger.table_drops,
+        ledger.link_bytes,
+        ledger.boundary_bytes,
     )
 
 
@@ -186,6 +198,10 @@ def _merged(older: Coverage | None, newer: Coverage | None) -> Coverage | None:
         flows=newer.flows,
         events_lost=older.events_lost + newer.events_lost,
         table_drops=older.table_drops + newer.table_drops,
+        link_bytes=older.link_bytes + newer.link_bytes
+        if min(older.link_bytes, newer.link_bytes) >= 0
+        else -1,
+        boundary_bytes=older.boundary_bytes + newer.boundary_bytes,
     )
 
 

@@ -14,6 +14,12 @@ The ledger: every poll also reads conntrack's own statistics (``ctstats``). Each
 its deltas cover, from the poll its predecessor ended with to its own last poll (both in the checkpoint,
 so the first report after a crash spans the outage: a catch-up), with the event-socket overruns and the
 table drops of that span. Every interval gets a report, with or without rows.
+
+Source coverage (``links``, ``coverage``): every poll also reads the byte counters of the node's
+external interfaces and adds their growth to the open span; each report carries that next to the bytes
+of its rows that cross the node boundary. The interfaces and the node's routes are read again at every
+cut (and at start), so a renamed or added interface is followed within one interval. A failed read
+leaves the span's link bytes unmeasured (-1), never guessed.
 """
 
 from __future__ import annotations
@@ -28,7 +34,9 @@ from kubenetmon.agent import ctstats, metrics, reports
 from kubenetmon.agent.backlog import Backlog
 from kubenetmon.agent.checkpoint import State, StateDir
 from kubenetmon.agent.conntrack import Conntrack
+from kubenetmon.agent.coverage import Boundary, LinkMeter
 from kubenetmon.agent.flows import REPORTED_PROTOCOLS, WITH_SCTP, FlowTable, report
+from kubenetmon.agent.links import Layout, Links
 from kubenetmon.agent.publisher import Publisher
 from kubenetmon.agent.reports import Coverage, Report
 from kubenetmon.agent.settings import AgentSettings
@@ -54,6 +62,7 @@ class Agent:
         boot: str,
         drain_s: float = 20.0,
         clock: Callable[[], float] = time.time,
+        links: Links | None = None,
     ) -> None:
         self.settings, self.conntrack, self.state_dir, self.publisher = (
             settings,
@@ -87,6 +96,12 @@ class Agent:
         """The kernel's cumulative table drops at the last statistics read (-1: unknown)."""
         self._stats: ctstats.Stats | None = None
         self._full = False
+        self.links = links
+        self.link_meter = LinkMeter()
+        self.link_bytes = 0 if links is not None else -1
+        """Bytes on the external interfaces in the open span; -1: not measured (off, or a read failed)."""
+        self.external: dict[int, str] = {}
+        self.boundary: Boundary | None = None
 
     @property
     def pending(self) -> list[Report]:
@@ -139,15 +154,26 @@ class Agent:
         self.events_lost, self.table_drops = saved.get("lost", 0), saved.get("drops", 0)
         # the kernel's counters belong to this boot: drops while the agent was down are counted then
         self.drops_seen = saved.get("seen", -1) if same_boot else -1
+        if self.links is not None:
+            # interface counters belong to this boot, like conntrack's: after a reboot (or from a state
+            # saved without them) the open span's link bytes are not known
+            measured = same_boot and "link" in saved
+            self.link_bytes = saved["link"] if measured else -1
+            if measured:
+                self.link_meter.last = {int(k[2:]): v for k, v in saved.items() if k.startswith("if")}
 
     def _ledger_state(self) -> dict[str, int]:
-        return {
+        state = {
             "from": self.span_from_ms,
             "to": self.last_poll_ms,
             "lost": self.events_lost,
             "drops": self.table_drops,
             "seen": self.drops_seen,
         }
+        if self.links is not None and self.link_bytes >= 0:
+            state["link"] = self.link_bytes
+            state.update((f"if{index}", value) for index, value in self.link_meter.last.items())
+        return state
 
     # -- ticks --------------------------------------------------------------------------------------
 
@@ -175,6 +201,7 @@ class Agent:
         self.last_poll_ms = int(self.clock() * 1000)
         self.span_from_ms = self.span_from_ms or self.last_poll_ms
         self.read_stats()
+        self.read_links()
         self.conntrack.resync_needed = False
         if self._overruns != before:
             self._resync.set()  # events were lost during this dump: dump again at once
@@ -218,6 +245,43 @@ class Agent:
             log.info("conntrack table below %d%% full again", int(FULL_TABLE * 100))
         self._full = full
 
+    def read_links(self) -> None:
+        """The external interfaces' byte counters: their growth since the last poll joins the open span."""
+        if self.links is None:
+            return
+        if self.boundary is None:
+            self.read_layout()
+        try:
+            counters = self.links.bytes_of(list(self.external))
+        except (OSError, ValueError) as exc:
+            metrics.LINK_FAILURES.inc()
+            log.warning("interface counters unreadable: this span's link bytes are not measured: %r", exc)
+            self.link_bytes = -1
+            self.link_meter.last = {}
+            return
+        grown = self.link_meter.observe(counters)
+        if self.link_bytes >= 0:
+            self.link_bytes += grown
+        metrics.LINK_BYTES.inc(grown)
+
+    def read_layout(self) -> None:
+        """The node's interfaces, addresses and routes: which interfaces are external, what is inside."""
+        if self.links is None:
+            return
+        try:
+            layout = self.links.layout()
+        except (OSError, ValueError) as exc:
+            metrics.LINK_FAILURES.inc()
+            log.warning("interfaces and routes unreadable: %r", exc)
+            layout = Layout()
+        external = layout.external(self.settings.external_interfaces)
+        if external != self.external:
+            log.info("external interfaces", extra={"interfaces": sorted(external.values())})
+            if not external:
+                log.warning("no external interface found: name them with --external-interfaces")
+        self.external = external
+        self.boundary = Boundary(layout, external=external)
+
     def tick(self, *, final: bool = False) -> None:
         """One poll, then a report if the interval is over (or ``final``), then a checkpoint."""
         now = self.clock()
@@ -241,14 +305,20 @@ class Agent:
         dropped["no_delta"] += sum(1 for key in self.table.last if key not in deltas)
         for reason, count in dropped.items():
             metrics.DROPPED.labels(reason).inc(count)
+        measured = self.links is not None and self.link_bytes >= 0 and self.boundary is not None
         coverage = Coverage(
             span_from_ms=self.span_from_ms or start * 1000,
             span_to_ms=self.last_poll_ms or (start + self.settings.interval) * 1000,
             flows=self.table.tracked,
             events_lost=self.events_lost,
             table_drops=self.table_drops,
+            link_bytes=self.link_bytes if measured else -1,
+            boundary_bytes=self.boundary.crossing_bytes(rows) if measured and self.boundary else 0,
         )
         self.span_from_ms, self.events_lost, self.table_drops = coverage.span_to_ms, 0, 0
+        if self.links is not None:
+            self.link_bytes = 0 if self.link_meter.last else -1  # no baseline: the next span is not measured
+            self.read_layout()
         new = reports.build(
             rows,
             node=self.settings.node_name,
@@ -271,6 +341,8 @@ class Agent:
                 "span_ms": coverage.span_to_ms - coverage.span_from_ms,
                 "events_lost": coverage.events_lost,
                 "table_drops": coverage.table_drops,
+                "link_bytes": coverage.link_bytes,
+                "boundary_bytes": coverage.boundary_bytes,
                 "backlog": len(self.pending),
                 "flows": self.table.tracked,
                 **dropped,

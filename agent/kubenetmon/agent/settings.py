@@ -103,6 +103,22 @@ class AgentSettings:
         False, flag="--report-sctp", kind="switch", group=TOP_LEVEL, help="report SCTP flows too"
     )
     """Report SCTP flows too (TCP and UDP always)."""
+    external_interfaces: tuple[str, ...] = option(
+        (),
+        flag="--external-interfaces",
+        kind="append",
+        metavar="NAME",
+        group=TOP_LEVEL,
+        help="the node's external interfaces, whose byte counters the ledger compares with what conntrack "
+        "metered (shell globs; repeatable, or comma-separated; default: those of the default routes)",
+    )
+    skip_link_stats: bool = option(
+        False,
+        flag="--skip-link-stats",
+        kind="switch",
+        group=TOP_LEVEL,
+        help="do not read the interfaces' byte counters (reports then say nothing of source coverage)",
+    )
 
     def __post_init__(self) -> None:
         require(self, "node_name", bool(self.node_name.strip()), "a node name")

@@ -56,6 +56,10 @@ class ChunkRow:
     span_to_ms: int
     events_lost: int = 0
     table_drops: int = 0
+    link_bytes: int = -1
+    """Bytes on the node's external interfaces in the span (-1: not measured)."""
+    boundary_bytes: int = 0
+    """Bytes the report metered for flows crossing the node boundary."""
 
 
 @dataclass(slots=True)
@@ -71,6 +75,8 @@ class Report:
     events_lost: int
     table_drops: int
     present: set[int] = field(default_factory=set)
+    link_bytes: int = -1
+    boundary_bytes: int = 0
 
     @property
     def missing(self) -> int:
@@ -91,6 +97,16 @@ class Verdict:
     missing_chunks: int = 0
     events_lost: int = 0
     table_drops: int = 0
+    link_bytes: int = -1
+    """Bytes its reports' spans saw on the node's external interfaces (-1: not measured)."""
+    boundary_bytes: int = 0
+    """Bytes its reports metered for flows crossing the node boundary."""
+
+    @property
+    def coverage(self) -> float | None:
+        """``boundary_bytes / link_bytes``: how much of the node's external traffic conntrack metered
+        (None when not measured or nothing crossed the interfaces)."""
+        return self.boundary_bytes / self.link_bytes if self.link_bytes > 0 else None
 
 
 def reports_of(rows: Iterable[ChunkRow]) -> dict[str, list[Report]]:
@@ -108,6 +124,8 @@ def reports_of(rows: Iterable[ChunkRow]) -> dict[str, list[Report]]:
                 r.span_to_ms,
                 r.events_lost,
                 r.table_drops,
+                link_bytes=r.link_bytes,
+                boundary_bytes=r.boundary_bytes,
             )
             found[(r.node, r.boot, r.seq)] = report
         report.present.add(r.chunk)
@@ -152,7 +170,9 @@ def judge(reports: Sequence[Report], *, node: str, start: int, step: int) -> Ver
         state = PARTIAL
     elif lost or drops:
         state = LOSSY
-    return Verdict(node, start, step, state, missing, lost, drops)
+    measured = all(r.link_bytes >= 0 for r in own)
+    link = sum(r.link_bytes for r in own) if measured else -1
+    return Verdict(node, start, step, state, missing, lost, drops, link, sum(r.boundary_bytes for r in own))
 
 
 def classify(
