@@ -8,61 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from kubenetmon.agent.checkpoint import StateDir
-from kubenetmon.agent.conntrack import Conntrack
-from kubenetmon.agent.links import Links
-from kubenetmon.agent.service import Agent
-from kubenetmon.agent.settings import AgentSettings
-from kubenetmon.shared.ledger import Ledger
 from kubenetmon.shared.schema import decode_raw
 from kubenetmon.writer.query import completeness as c
 from kubenetmon.writer.query import coverage as cov
-from tests.fixtures.lab import Lab, Node
-from tests.support.agent_fakes import Broker, Clock
+from tests.fixtures.lab import Lab
+from tests.support.agent_lab import Probe
 
 pytestmark = pytest.mark.netns
-
-
-class Probe:
-    """An agent in this process on a lab node, its clock in the test's hands."""
-
-    def __init__(self, node: Node, tmp_path: Path) -> None:
-        self.clock = Clock(1_800_000_000.0)
-        settings = AgentSettings(
-            node_name=node.name,
-            netns=node.netns,
-            interval_s=60,
-            poll_interval_s=5,
-            state_dir=str(tmp_path),
-            external_interfaces=("fab0",),
-        )
-        self.links = Links(netns=node.netns)
-        self.conntrack = Conntrack(netns=node.netns)
-        self.agent = Agent(
-            settings,
-            conntrack=self.conntrack,
-            state_dir=StateDir(tmp_path),
-            publisher=Broker(),  # type: ignore[arg-type]
-            boot="boot-lab",
-            clock=self.clock,
-            links=self.links,
-        )
-        self.agent.resume()
-        self.agent.tick()  # the first poll: baselines of flows and interface counters
-
-    def cut(self) -> Ledger:
-        """Poll, then poll past the interval's end: the report's ledger."""
-        self.clock.now += 5
-        self.agent.tick()
-        self.clock.now += 60
-        self.agent.tick()
-        ledger = decode_raw(self.agent.pending[-1].chunks[0]).ledger
-        assert ledger is not None
-        return ledger
-
-    def close(self) -> None:
-        self.conntrack.close()
-        self.links.close()
 
 
 def test_tracked_traffic_is_covered(lab: Lab, tmp_path: Path) -> None:
