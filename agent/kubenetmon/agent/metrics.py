@@ -70,3 +70,7 @@ LINK_BYTES: Final = counter(
 LINK_FAILURES: Final = counter(
     "agent_link_failures_total", "polls or cuts whose interface counters, addresses or routes were unreadable"
 )
+BOUNDARY_BYTES: Final = counter(
+    "agent_boundary_bytes_total",
+    "bytes of reported flows that cross the node boundary (compare with agent_link_bytes_total)",
+)

@@ -316,6 +316,7 @@ class Agent:
             boundary_bytes=self.boundary.crossing_bytes(rows) if measured and self.boundary else 0,
         )
         self.span_from_ms, self.events_lost, self.table_drops = coverage.span_to_ms, 0, 0
+        metrics.BOUNDARY_BYTES.inc(coverage.boundary_bytes)
         if self.links is not None:
             self.link_bytes = 0 if self.link_meter.last else -1  # no baseline: the next span is not measured
             self.read_layout()
