@@ -8,6 +8,7 @@ from pathlib import Path
 from kubenetmon.agent.checkpoint import StateDir
 from kubenetmon.agent.conntrack import Conntrack
 from kubenetmon.agent.links import Links
+from kubenetmon.agent.owners import Sockets
 from kubenetmon.agent.service import Agent
 from kubenetmon.agent.settings import AgentSettings
 from kubenetmon.shared.ledger import Ledger
@@ -19,7 +20,7 @@ from tests.support.agent_fakes import Broker, Clock
 class Probe:
     """An agent in this process on a lab node, its clock in the test's hands."""
 
-    def __init__(self, node: Node, tmp_path: Path) -> None:
+    def __init__(self, node: Node, tmp_path: Path, *, owners: bool = False) -> None:
         self.clock = Clock(1_800_000_000.0)
         settings = AgentSettings(
             node_name=node.name,
@@ -31,6 +32,7 @@ class Probe:
         )
         self.links = Links(netns=node.netns)
         self.conntrack = Conntrack(netns=node.netns)
+        self.sockets = Sockets(netns=node.netns) if owners else None
         self.agent = Agent(
             settings,
             conntrack=self.conntrack,
@@ -39,6 +41,7 @@ class Probe:
             boot="boot-lab",
             clock=self.clock,
             links=self.links,
+            sockets=self.sockets,
         )
         self.agent.resume()
         self.agent.tick()  # the first poll: baselines of flows and interface counters
@@ -56,6 +59,8 @@ class Probe:
     def close(self) -> None:
         self.conntrack.close()
         self.links.close()
+        if self.sockets is not None:
+            self.sockets.close()
 
     def messages(self) -> list[RawMessage]:
         """Every chunk of every report cut so far, decoded."""

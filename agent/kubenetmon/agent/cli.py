@@ -13,6 +13,7 @@ import logging
 from kubenetmon.agent.checkpoint import StateDir, boot_id
 from kubenetmon.agent.conntrack import open_conntrack, read_sysctl, write_sysctl
 from kubenetmon.agent.links import Links
+from kubenetmon.agent.owners import Sockets
 from kubenetmon.agent.publisher import Publisher
 from kubenetmon.agent.sanity import check
 from kubenetmon.agent.service import Agent
@@ -70,6 +71,11 @@ def main(args: argparse.Namespace) -> int:
         conntrack.close()
         raise ConfigError(f"--state-dir {settings.state_dir}: cannot use it ({exc})") from None
     links = None if settings.skip_link_stats else Links(netns=settings.netns or None)
+    sockets = (
+        Sockets(netns=settings.netns or None, proc_root=settings.proc_root)
+        if settings.socket_owners
+        else None
+    )
     agent = Agent(
         settings,
         conntrack=conntrack,
@@ -78,6 +84,7 @@ def main(args: argparse.Namespace) -> int:
         boot=boot_id(),
         drain_s=max(drain - 5.0, drain * 0.5),
         links=links,
+        sockets=sockets,
     )
     try:
         return runtime.run(agent.main, drain_timeout_s=drain)
@@ -85,3 +92,5 @@ def main(args: argparse.Namespace) -> int:
         conntrack.close()
         if links is not None:
             links.close()
+        if sockets is not None:
+            sockets.close()

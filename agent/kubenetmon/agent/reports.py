@@ -36,6 +36,9 @@ _HEADER_BOUND: Final = 512
 _ROW_BOUND: Final = {AF_INET: 1 + 3 * 2 + 4 * (2 + 4) + 4 * 3 + 4 * 9}
 _LEDGER_BOUND: Final = 10 + 10 * (8 + 9)
 """Upper bound of the ``ledger`` map's encoding: ten short keys, ten 64-bit integers."""
+_OWNER_BOUND: Final = 1 + 5 + 2 + 64 + 5
+"""Upper bound of one ``owners`` pair: array header, row index, string header, a UID (plus the list's
+header, counted once per row for simplicity)."""
 _ROW_BOUND_V6: Final = 1 + 3 * 2 + 4 * (2 + 16) + 4 * 3 + 4 * 9
 FORMAT: Final = 1
 
@@ -125,26 +128,36 @@ def build(
     seq: int,
     max_bytes: int,
     coverage: Coverage | None = None,
+    owners: dict[int, str] | None = None,
 ) -> Report:
     """Cut ``rows`` (already in a deterministic order) into messages of at most ``max_bytes`` each.
 
-    No rows still makes one (empty) chunk: the report of an idle interval.
+    No rows still makes one (empty) chunk: the report of an idle interval. ``owners``: index in ``rows``
+    -> UID of the pod owning the node's socket of that row (``owners`` module), carried by its chunk.
     """
     ledger = None if coverage is None else ledger_of(rows, coverage)
     budget = max_bytes - _HEADER_BOUND - _LEDGER_BOUND - len(node.encode()) - len(boot.encode())
     if budget < _ROW_BOUND_V6:
         raise ValueError(f"max message size {max_bytes} is too small for one row")
+    owners = owners or {}
     groups: list[list[RawRow]] = [[]]
+    owned: list[dict[int, str]] = [{}]
     used = 0
-    for row in rows:
-        size = _row_bound(row)
+    for j, row in enumerate(rows):
+        uid = owners.get(j)
+        size = _row_bound(row) + (_OWNER_BOUND if uid else 0)
         if used + size > budget and groups[-1]:
             groups.append([])
+            owned.append({})
             used = 0
+        if uid:
+            owned[-1][len(groups[-1])] = uid
         groups[-1].append(row)
         used += size
     chunks = tuple(
-        encode_raw(RawMessage(node, boot, start, seconds, seq, i, len(groups), group, ledger=ledger))
+        encode_raw(
+            RawMessage(node, boot, start, seconds, seq, i, len(groups), group, ledger=ledger, owners=owned[i])
+        )
         for i, group in enumerate(groups)
     )
     return Report(node, boot, start, seconds, seq, chunks, len(rows))
@@ -153,6 +166,23 @@ def build(
 def rows_of(report: Report) -> list[RawRow]:
     """Decode a report's rows back (for merging and tests)."""
     return [row for chunk in report.chunks for row in decode_raw(chunk).rows]
+
+
+def owners_of(report: Report) -> dict[tuple[object, ...], str]:
+    """The socket owners a report's chunks name, by flow tuple (``row[:11]``)."""
+    out: dict[tuple[object, ...], str] = {}
+    for chunk in report.chunks:
+        msg = decode_raw(chunk)
+        if msg.owners:
+            rows = msg.rows
+            out.update((tuple(rows[i][:11]), uid) for i, uid in msg.owners.items())
+    return out
+
+
+def _indexed(rows: list[RawRow], owners: dict[tuple[object, ...], str]) -> dict[int, str]:
+    if not owners:
+        return {}
+    return {j: owners[key] for j, row in enumerate(rows) if (key := tuple(row[:11])) in owners}
 
 
 def span(older: Report, newer: Report) -> int:
@@ -175,6 +205,7 @@ def merge(older: Report, newer: Report, *, seq: int, max_bytes: int) -> Report:
         for i, value in enumerate(row[11:]):
             acc[i] += value
     rows = sorted(RawRow._make((*key, *values)) for key, values in totals.items())
+    owners = {**owners_of(older), **owners_of(newer)}
     end = max(older.start + older.seconds, newer.start + newer.seconds)
     start = min(older.start, newer.start)
     return build(
@@ -186,6 +217,7 @@ def merge(older: Report, newer: Report, *, seq: int, max_bytes: int) -> Report:
         seq=seq,
         max_bytes=max_bytes,
         coverage=_merged(coverage_of(older), coverage_of(newer)),
+        owners=_indexed(rows, owners),
     )
 
 
@@ -207,7 +239,8 @@ def _merged(older: Coverage | None, newer: Coverage | None) -> Coverage | None:
 
 def split(report: Report, chunk: int, *, seq: int, max_bytes: int) -> Report:
     """A new report with the rows of one chunk the server refused as too large, in smaller messages."""
-    rows = decode_raw(report.chunks[chunk]).rows
+    msg = decode_raw(report.chunks[chunk])
+    rows = msg.rows
     return build(
         rows,
         node=report.node,
@@ -217,6 +250,7 @@ def split(report: Report, chunk: int, *, seq: int, max_bytes: int) -> Report:
         seq=seq,
         max_bytes=max_bytes,
         coverage=coverage_of(report),
+        owners=msg.owners,
     )
 
 

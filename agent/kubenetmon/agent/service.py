@@ -37,11 +37,13 @@ from kubenetmon.agent.conntrack import Conntrack
 from kubenetmon.agent.coverage import Boundary, LinkMeter
 from kubenetmon.agent.flows import REPORTED_PROTOCOLS, WITH_SCTP, FlowTable, report
 from kubenetmon.agent.links import Layout, Links
+from kubenetmon.agent.owners import Sockets
 from kubenetmon.agent.publisher import Publisher
 from kubenetmon.agent.reports import Coverage, Report
 from kubenetmon.agent.settings import AgentSettings
 from kubenetmon.shared.metrics import serve
 from kubenetmon.shared.runtime import RootTasks, wait_any
+from kubenetmon.shared.schema import RawRow
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,7 @@ class Agent:
         drain_s: float = 20.0,
         clock: Callable[[], float] = time.time,
         links: Links | None = None,
+        sockets: Sockets | None = None,
     ) -> None:
         self.settings, self.conntrack, self.state_dir, self.publisher = (
             settings,
@@ -97,6 +100,9 @@ class Agent:
         self._stats: ctstats.Stats | None = None
         self._full = False
         self.links = links
+        self.sockets = sockets
+        """Finds the pod owning a node socket (``--socket-owners``); None: rows name no owner."""
+        self.own_addresses: frozenset[bytes] = frozenset()
         self.link_meter = LinkMeter()
         self.link_bytes = 0 if links is not None else -1
         """Bytes on the external interfaces in the open span; -1: not measured (off, or a read failed)."""
@@ -281,6 +287,7 @@ class Agent:
                 log.warning("no external interface found: name them with --external-interfaces")
         self.external = external
         self.boundary = Boundary(layout, external=external)
+        self.own_addresses = layout.addresses
 
     def tick(self, *, final: bool = False) -> None:
         """One poll, then a report if the interval is over (or ``final``), then a checkpoint."""
@@ -329,6 +336,7 @@ class Agent:
             seq=self._seq(),
             max_bytes=self.settings.max_message_bytes,
             coverage=coverage,
+            owners=self._owners(rows),
         )
         self.backlog.add(new)
         metrics.REPORTS.inc()
@@ -349,6 +357,26 @@ class Agent:
                 **dropped,
             },
         )
+
+    def _owners(self, rows: list[RawRow]) -> dict[int, str]:
+        """The pods owning the node's sockets of ``rows`` (``owners``); none when off or unreadable."""
+        own = self.own_addresses
+        if self.sockets is None or not own or not rows:
+            return {}
+        candidates = []
+        for j, row in enumerate(rows):
+            if row[3] in own:
+                candidates.append((j, 0))
+            elif row[7] in own:
+                candidates.append((j, 1))
+        if not candidates:
+            return {}
+        try:
+            return self.sockets.owners(rows, candidates)
+        except (OSError, ValueError) as exc:
+            metrics.LINK_FAILURES.inc()
+            log.warning("socket owners unreadable: this report names none: %r", exc)
+            return {}
 
     def _seq(self) -> int:
         self.next_seq += 1

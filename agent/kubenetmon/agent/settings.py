@@ -112,6 +112,17 @@ class AgentSettings:
         help="the node's external interfaces, whose byte counters the ledger compares with what conntrack "
         "metered (shell globs; repeatable, or comma-separated; default: those of the default routes)",
     )
+    socket_owners: bool = option(
+        False,
+        flag="--socket-owners",
+        kind="switch",
+        group=TOP_LEVEL,
+        help="name the hostNetwork pod owning each node socket (socket -> process -> cgroup -> pod UID; "
+        "needs hostPID or the host's /proc at --proc-root)",
+    )
+    proc_root: str = option(
+        "/proc", flag="--proc-root", metavar="DIR", help="the node's /proc (for --socket-owners)"
+    )
     skip_link_stats: bool = option(
         False,
         flag="--skip-link-stats",
