@@ -281,10 +281,13 @@ class Agent:
             log.warning("interfaces and routes unreadable: %r", exc)
             layout = Layout()
         external = layout.external(self.settings.external_interfaces)
-        if external != self.external:
+        if external != self.external or self.boundary is None:
             log.info("external interfaces", extra={"interfaces": sorted(external.values())})
             if not external:
-                log.warning("no external interface found: name them with --external-interfaces")
+                log.warning(
+                    "no external interface found (name them with --external-interfaces): "
+                    "reports will not measure source coverage"
+                )
         self.external = external
         self.boundary = Boundary(layout, external=external)
         self.own_addresses = layout.addresses
