@@ -15,7 +15,9 @@ outside. Pure: no I/O, no clock.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import compress
+from operator import add, and_, itemgetter, not_
 from typing import Any
 
 from kubenetmon.agent.links import Layout
@@ -69,18 +71,18 @@ class Boundary:
                 return True
         return False
 
-    def crossing_bytes(self, rows: Iterable[Any]) -> int:
-        """Bytes (both directions) of the RAW rows whose flow crosses the node boundary."""
-        seen: dict[bytes, bool] = {}
-        total = 0
-        for row in rows:
-            a, b = row[3], row[7]  # original source, reply source
-            inside_a = seen.get(a)
-            if inside_a is None:
-                inside_a = seen[a] = self.inside(a)
-            inside_b = seen.get(b)
-            if inside_b is None:
-                inside_b = seen[b] = self.inside(b)
-            if not (inside_a and inside_b):
-                total += row[12] + row[14]
-        return total
+    def crossing_bytes(self, rows: Sequence[Any]) -> int:
+        """Bytes (both directions) of the RAW rows whose flow crosses the node boundary.
+
+        Column-wise, in C where it can be: each distinct address is judged once."""
+        if not rows:
+            return 0
+        first = list(map(_ORIG_SRC, rows))  # original source
+        second = list(map(_REPLY_SRC, rows))  # reply source
+        inside = {ip for ip in {*first, *second} if self.inside(ip)}
+        both = map(and_, map(inside.__contains__, first), map(inside.__contains__, second))
+        sizes = map(add, map(_ORIG_BYTES, rows), map(_REPLY_BYTES, rows))
+        return sum(compress(sizes, map(not_, both)))
+
+
+_ORIG_SRC, _REPLY_SRC, _ORIG_BYTES, _REPLY_BYTES = (itemgetter(i) for i in (3, 7, 12, 14))
