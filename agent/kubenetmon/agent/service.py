@@ -257,11 +257,15 @@ class Agent:
             return
         if self.boundary is None:
             self.read_layout()
+        if not self.external:  # nothing to compare with: this span is not measured
+            self.link_bytes, self.link_meter.last = -1, {}
+            return
         try:
             counters = self.links.bytes_of(list(self.external))
         except (OSError, ValueError) as exc:
             metrics.LINK_FAILURES.inc()
-            log.warning("interface counters unreadable: this span's link bytes are not measured: %r", exc)
+            if self.link_meter.last:  # once per failure, not once per poll
+                log.warning("interface counters unreadable: this span's link bytes are not measured: %r", exc)
             self.link_bytes = -1
             self.link_meter.last = {}
             return
