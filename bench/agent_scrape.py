@@ -116,7 +116,8 @@ def compare(netns: str, n: int, rounds: int) -> None:
             with_links.append(scrape(conntrack, table)[0])
         w, wo = statistics.median(with_links), statistics.median(without)
         print(
-            f"{entries:>7} entries | scrape cpu with link statistics {w:.4f}s, without {wo:.4f}s: {w / wo:.3f}x"
+            f"{entries:>7} entries | scrape cpu with link statistics {w:.4f}s, "
+            f"without {wo:.4f}s: {w / wo:.3f}x"
         )
     conntrack.close()
     c_cpu, c_wall = (statistics.median(x) for x in zip(*theirs, strict=True))
