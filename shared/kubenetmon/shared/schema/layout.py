@@ -1,0 +1,125 @@
+"""The ENRICHED v2 column layout: each distinct value once, each distinct run of values once.
+
+Why: an ENRICHED message repeats itself. Its constants (interval, observer, environment, source id)
+fill whole columns; a record's labels appear in its ``out`` row and again in its ``in`` row; one node's
+records name the same few pods, zones, workloads and addresses over and over. Plain msgpack arrays
+(v1) wrote every cell, 356 B a row. v2 writes:
+
+- ``dict``: every distinct value of the dictionary-coded columns (strings, addresses, flag maps), once
+  for the whole message, shared by all columns;
+- ``seqs``: sequences of values (dictionary indices for coded columns, the values themselves for the
+  others), each distinct sequence once: a record's labels, used by its ``out`` and ``in`` rows alike;
+- ``data``: per column a flat array ``[seq, times, seq, times, ...]``: the column is ``seqs[seq]``
+  repeated ``times`` times, then the next pair. A constant column is one sequence of one value.
+
+The encoder reads the runs straight from ``spans.Spans`` columns (the labeler builds them that way);
+a plain list is one run of one sequence. The decoder expands runs back into plain lists, so consumers
+see what v1 gave them. Which columns are coded is the caller's (``enriched``: by wire type); this
+module knows no column. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from kubenetmon.shared.spans import Spans
+
+Run = tuple[list[Any], int]
+"""Values, and how many times they follow each other (decoded)."""
+
+
+class LayoutError(ValueError):
+    """A v2 layout that does not hold together (the caller turns it into a ``DecodeError``)."""
+
+
+def _key(value: Any) -> Any:
+    """A dictionary key for ``value``: itself, or a map's items (a map is not hashable)."""
+    return tuple(sorted(value.items())) if type(value) is dict else value
+
+
+def pack(
+    columns: Sequence[Sequence[Any]], coded: Sequence[bool]
+) -> tuple[list[Any], list[Any], list[list[int]]]:
+    """``(dict, seqs, data)`` of the columns; ``coded[i]``: column ``i``'s values go through ``dict``."""
+    table: dict[Any, int] = {}
+    seqs: list[Any] = []
+    seen: dict[tuple[int, bool], int] = {}  # (id of a span's values, coded) -> its sequence
+    data: list[list[int]] = []
+    for column, code in zip(columns, coded, strict=True):
+        spans = column.spans if type(column) is Spans else ((column, 1),)
+        runs: list[int] = []
+        for values, times in spans:
+            # ids are stable: every ``values`` object lives in ``columns`` for the whole call
+            k = seen.get((id(values), code))
+            if k is None:
+                k = seen[id(values), code] = len(seqs)
+                seqs.append(_codes(values, table) if code else values)
+            runs += (k, times)
+        data.append(runs)
+    entries = [dict(k) if type(k) is tuple else k for k in table]
+    return entries, seqs, data
+
+
+def _codes(values: Sequence[Any], table: dict[Any, int]) -> list[int]:
+    """Each value's index in ``table``, adding the values it lacks in their order of appearance."""
+    if values and type(values[0]) is dict:
+        values = list(map(_key, values))
+    for value in dict.fromkeys(values):
+        if value not in table:
+            table[value] = len(table)
+    return list(map(table.__getitem__, values))
+
+
+def unpack(entries: Any, seqs: Any, data: Any, coded: Sequence[bool], *, max_cells: int) -> list[list[Run]]:
+    """Each column's runs with dictionary indices resolved; the rows are not expanded yet.
+
+    Checks the structure only: indices in range, runs of (sequence, count) pairs, the same number of
+    rows in every column, at most ``max_cells`` values once expanded (a few bytes of runs must not
+    unfold into gigabytes). Values are the caller's to check, one sequence at a time.
+    """
+    if type(entries) is not list or type(seqs) is not list or type(data) is not list:
+        raise LayoutError("dict, seqs and data must be arrays")
+    if not all(type(s) is list for s in seqs):
+        raise LayoutError("a sequence is not an array")
+    resolved: dict[int, list[Any]] = {}
+    columns: list[list[Run]] = []
+    rows: int | None = None
+    for i, (runs, code) in enumerate(zip(data, coded, strict=True)):
+        if type(runs) is not list or len(runs) % 2 or not all(type(x) is int for x in runs):
+            raise LayoutError(f"column {i}: runs must be an array of integer pairs")
+        if runs and (min(runs) < 0 or max(runs[::2]) >= len(seqs)):
+            raise LayoutError(f"column {i}: a sequence index or a count out of range")
+        column: list[Run] = []
+        n = 0
+        for k, times in zip(runs[::2], runs[1::2], strict=True):
+            values = seqs[k]
+            if code:
+                values = resolved.get(k) or resolved.setdefault(k, _resolve(values, entries, k))
+            column.append((values, times))
+            n += len(values) * times
+        if rows is None:
+            rows = n
+            if rows * len(data) > max_cells:
+                raise LayoutError(f"{rows} rows x {len(data)} columns exceed {max_cells} values")
+        elif n != rows:
+            raise LayoutError(f"column {i} has {n} values, expected {rows}")
+        columns.append(column)
+    return columns
+
+
+def _resolve(codes: list[Any], entries: list[Any], k: int) -> list[Any]:
+    if codes and not (all(type(c) is int for c in codes) and min(codes) >= 0 and max(codes) < len(entries)):
+        raise LayoutError(f"sequence {k}: dictionary index out of range")
+    return list(map(entries.__getitem__, codes))
+
+
+def expand(column: list[Run]) -> list[Any]:
+    """The plain values of a column's runs."""
+    if len(column) == 1:
+        values, times = column[0]
+        return values * times  # a new list even for one run: columns never share a list
+    out: list[Any] = []
+    for values, times in column:
+        out += values * times
+    return out
