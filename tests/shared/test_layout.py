@@ -43,7 +43,10 @@ def columns(draw: st.DrawFn) -> list[Any]:
     out: list[Any] = []
     for c in COLUMNS:
         value = NARROW.get(c.name, SAMPLES[c.wire])
-        shape = draw(st.sampled_from(["list", "repeated", "twice", "pair"]))
+        shapes = ["list", "repeated", "twice", "pair"]
+        shape = draw(
+            st.sampled_from([*shapes, "flipped"] if c.wire == "int" and c.name not in NARROW else shapes)
+        )
         if shape == "repeated":
             out.append(spans.repeated(draw(value), 2 * half))
         elif shape == "twice":
@@ -51,6 +54,11 @@ def columns(draw: st.DrawFn) -> list[Any]:
         elif shape == "pair":
             first, second = (draw(st.lists(value, min_size=half, max_size=half)) for _ in range(2))
             out.append(Spans((first, 1), (second, 1)))
+        elif (
+            shape == "flipped"
+        ):  # the labeler's flowId: the in rows' ids are the out rows' with a bit flipped
+            first = draw(st.lists(value, min_size=half, max_size=half))
+            out.append(Spans((first, 1), (spans.flipped(first, draw(st.integers(0, (1 << 64) - 1))), 1)))
         else:
             out.append(draw(st.lists(value, min_size=2 * half, max_size=2 * half)))
     return out
@@ -77,6 +85,23 @@ def test_a_column_shared_twice_and_across_columns_is_written_once() -> None:
     assert back.data[COLUMN_INDEX["remotePod"]] == pods[::-1] * 2
     # the decoded columns are lists of their own, even where the wire shares one sequence
     assert len({id(column) for column in back.data}) == len(COLUMNS)
+
+
+def test_a_flipped_column_is_sent_as_its_base_and_mask() -> None:
+    ids = [(1 << 64) - 1 - i for i in range(50)]
+    data: list[Any] = [spans.twice([4 if c.name == "ipFamily" else 7] * 50) if c.wire == "int" else None
+                       for c in COLUMNS]  # fmt: skip
+    samples = {"str": "x", "bool": True, "bytes16": b"\x01" * 16, "map": {"crossZone": False}}
+    data = [
+        d if d is not None else spans.repeated(samples[c.wire], 100)
+        for c, d in zip(COLUMNS, data, strict=True)
+    ]
+    data[COLUMN_INDEX["flowId"]] = Spans((ids, 1), (spans.flipped(ids, schema.IN_FLIP), 1))
+    encoded = schema.encode_enriched(message(data))
+    obj = msgpack.unpackb(encoded)
+    assert {"xor": [obj["seqs"].index(ids), schema.IN_FLIP]} in obj["seqs"]
+    flow_ids = schema.decode_enriched(encoded).data[COLUMN_INDEX["flowId"]]
+    assert flow_ids == ids + [i ^ 1 for i in ids]
 
 
 def _v2(rows: int = 2) -> dict[str, Any]:
@@ -116,6 +141,32 @@ PLAIN = COLUMN_INDEX["bytes"]  # a plain one
         lambda o: o["data"].__setitem__(CODED, [len(o["seqs"]), 1]) or o["seqs"].append(["x", "x"]),
         lambda o: o["data"].__setitem__(CODED, [len(o["seqs"]), 1]) or o["seqs"].append([0.0, 0]),
         lambda o: o["dict"].__setitem__(0, 17),  # a str column's value is no str
+        *(
+            (
+                lambda o, forged=forged: (
+                    o["data"].__setitem__(PLAIN, [len(o["seqs"]), 1]) or o["seqs"].append(forged)
+                )
+            )
+            for forged in (
+                {"xor": [0, 1], "and": 1},
+                {"xor": [0]},
+                {"xor": [0, -1]},
+                {"xor": [99, 1]},
+                {"xor": [-1, 1]},
+                {"xor": "0"},
+                {"xor": [True, 1]},
+                {"not": [0, 1]},
+            )
+        ),
+        # derived from a derived sequence, or from one that is not of integers
+        lambda o: (
+            o["data"].__setitem__(PLAIN, [len(o["seqs"]) + 1, 1])
+            or o["seqs"].extend([{"xor": [0, 1]}, {"xor": [len(o["seqs"]), 1]}])
+        ),
+        lambda o: (
+            o["data"].__setitem__(PLAIN, [len(o["seqs"]) + 1, 1])
+            or o["seqs"].extend([["a", "b"], {"xor": [len(o["seqs"]), 1]}])
+        ),
     ],
 )
 def test_forged_layouts_are_refused(forge: Any) -> None:

@@ -8,7 +8,9 @@ records name the same few pods, zones, workloads and addresses over and over. Pl
 - ``dict``: every distinct value of the dictionary-coded columns (strings, addresses, flag maps), once
   for the whole message, shared by all columns;
 - ``seqs``: sequences of values (dictionary indices for coded columns, the values themselves for the
-  others), each distinct sequence once: a record's labels, used by its ``out`` and ``in`` rows alike;
+  others), each distinct sequence once: a record's labels, used by its ``out`` and ``in`` rows alike.
+  A sequence of integers derived from another (``spans.Flipped``: the ``in`` rows' ``flowId`` is the
+  ``out`` rows' with one bit flipped) is the map ``{"xor": [seq, mask]}``, not its values;
 - ``data``: per column a flat array ``[seq, times, seq, times, ...]``: the column is ``seqs[seq]``
   repeated ``times`` times, then the next pair. A constant column is one sequence of one value.
 
@@ -21,9 +23,11 @@ module knows no column. Pure: no I/O.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import repeat
+from operator import xor
 from typing import Any
 
-from kubenetmon.shared.spans import Spans
+from kubenetmon.shared.spans import Flipped, Spans
 
 Run = tuple[list[Any], int]
 """Values, and how many times they follow each other (decoded)."""
@@ -51,14 +55,30 @@ def pack(
         runs: list[int] = []
         for values, times in spans:
             # ids are stable: every ``values`` object lives in ``columns`` for the whole call
-            k = seen.get((id(values), code))
-            if k is None:
-                k = seen[id(values), code] = len(seqs)
-                seqs.append(_codes(values, table) if code else values)
+            k = _sequence(values, code, table, seqs, seen)
             runs += (k, times)
         data.append(runs)
     entries = [dict(k) if type(k) is tuple else k for k in table]
     return entries, seqs, data
+
+
+def _sequence(
+    values: Sequence[Any],
+    code: bool,
+    table: dict[Any, int],
+    seqs: list[Any],
+    seen: dict[tuple[int, bool], int],
+) -> int:
+    """The index in ``seqs`` of ``values`` (coded or not), added on first sight."""
+    k = seen.get((id(values), code))
+    if k is None:
+        if type(values) is Flipped and not code:
+            entry: Any = {"xor": [_sequence(values.base, code, table, seqs, seen), values.mask]}
+        else:
+            entry = _codes(values, table) if code else values
+        k = seen[id(values), code] = len(seqs)
+        seqs.append(entry)
+    return k
 
 
 def _codes(values: Sequence[Any], table: dict[Any, int]) -> list[int]:
@@ -80,8 +100,8 @@ def unpack(entries: Any, seqs: Any, data: Any, coded: Sequence[bool], *, max_cel
     """
     if type(entries) is not list or type(seqs) is not list or type(data) is not list:
         raise LayoutError("dict, seqs and data must be arrays")
-    if not all(type(s) is list for s in seqs):
-        raise LayoutError("a sequence is not an array")
+    if not all(type(s) is list or type(s) is dict for s in seqs):
+        raise LayoutError("a sequence is neither an array nor a derived sequence")
     resolved: dict[int, list[Any]] = {}
     columns: list[list[Run]] = []
     rows: int | None = None
@@ -94,7 +114,9 @@ def unpack(entries: Any, seqs: Any, data: Any, coded: Sequence[bool], *, max_cel
         n = 0
         for k, times in zip(runs[::2], runs[1::2], strict=True):
             values = seqs[k]
-            if code:
+            if type(values) is dict:
+                values = resolved.get(k) or resolved.setdefault(k, _derive(values, seqs, k))
+            elif code:
                 values = resolved.get(k) or resolved.setdefault(k, _resolve(values, entries, k))
             column.append((values, times))
             n += len(values) * times
@@ -112,6 +134,20 @@ def _resolve(codes: list[Any], entries: list[Any], k: int) -> list[Any]:
     if codes and not (all(type(c) is int for c in codes) and min(codes) >= 0 and max(codes) < len(entries)):
         raise LayoutError(f"sequence {k}: dictionary index out of range")
     return list(map(entries.__getitem__, codes))
+
+
+def _derive(entry: dict[Any, Any], seqs: list[Any], k: int) -> list[Any]:
+    """The values of a derived sequence: ``{"xor": [seq, mask]}``, over a plain sequence of integers."""
+    spec = entry.get("xor")
+    if len(entry) != 1 or type(spec) is not list or len(spec) != 2 or not all(type(x) is int for x in spec):
+        raise LayoutError(f"sequence {k}: not a derived sequence")
+    base, mask = spec
+    if not (0 <= base < len(seqs) and type(seqs[base]) is list and 0 <= mask < 1 << 64):
+        raise LayoutError(f"sequence {k}: derived from no plain sequence, or a mask out of range")
+    values = seqs[base]
+    if not all(type(v) is int for v in values):
+        raise LayoutError(f"sequence {k}: derived from a sequence that is not of integers")
+    return list(map(xor, values, repeat(mask)))
 
 
 def expand(column: list[Run]) -> list[Any]:
