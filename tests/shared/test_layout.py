@@ -78,11 +78,16 @@ def test_a_column_shared_twice_and_across_columns_is_written_once() -> None:
     samples = {"int": 7, "str": "x", "bool": True, "bytes16": b"\x01" * 16, "map": {"crossZone": False}}
     data: list[Any] = [spans.twice([4 if c.name == "ipFamily" else samples[c.wire]] * 100) for c in COLUMNS]
     data[COLUMN_INDEX["localPod"]] = spans.twice(pods)
-    data[COLUMN_INDEX["remotePod"]] = spans.twice(pods[::-1])
+    data[COLUMN_INDEX["remotePod"]] = spans.twice(pods)
+    data[COLUMN_INDEX["connectionFlags"]] = spans.twice([{"crossZone": i % 2 == 0} for i in range(100)])
     encoded = schema.encode_enriched(message(data))
-    assert encoded.count(b"pod-0042") == 1
+    assert (
+        encoded.count(b"pod-0042") == 1 and encoded.count(b"crossZone") == 1 + 2
+    )  # the column's name, two maps
     back = schema.decode_enriched(encoded)
-    assert back.data[COLUMN_INDEX["remotePod"]] == pods[::-1] * 2
+    assert back.data[COLUMN_INDEX["remotePod"]] == pods * 2
+    flags = back.data[COLUMN_INDEX["connectionFlags"]]
+    assert flags[:3] == [{"crossZone": True}, {"crossZone": False}, {"crossZone": True}]
     # the decoded columns are lists of their own, even where the wire shares one sequence
     assert len({id(column) for column in back.data}) == len(COLUMNS)
 
@@ -118,7 +123,7 @@ def _refused(obj: dict[str, Any], reason: str = "schema") -> DecodeError:
     return err.value
 
 
-CODED = COLUMN_INDEX["localPod"]  # a coded column
+CODED = COLUMN_INDEX["connectionFlags"]  # a coded column
 PLAIN = COLUMN_INDEX["bytes"]  # a plain one
 
 
@@ -140,7 +145,7 @@ PLAIN = COLUMN_INDEX["bytes"]  # a plain one
         lambda o: o["data"].__setitem__(CODED, [len(o["seqs"]), 1]) or o["seqs"].append([-1, 0]),
         lambda o: o["data"].__setitem__(CODED, [len(o["seqs"]), 1]) or o["seqs"].append(["x", "x"]),
         lambda o: o["data"].__setitem__(CODED, [len(o["seqs"]), 1]) or o["seqs"].append([0.0, 0]),
-        lambda o: o["dict"].__setitem__(0, 17),  # a str column's value is no str
+        lambda o: o["dict"].__setitem__(0, 17),  # a map column's value is no map
         *(
             (
                 lambda o, forged=forged: (
@@ -175,9 +180,9 @@ def test_forged_layouts_are_refused(forge: Any) -> None:
     _refused(obj)
 
 
-def test_a_bad_address_in_the_dictionary_is_an_address_problem() -> None:
+def test_a_bad_address_is_an_address_problem() -> None:
     obj = _v2()
-    obj["dict"] = [b"\x01" * 15 if type(v) is bytes else v for v in obj["dict"]]
+    obj["seqs"][obj["data"][COLUMN_INDEX["remoteIP"]][0]] = [b"\x01" * 15] * 2
     _refused(obj, "address")
 
 
