@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kubenetmon.agent import metrics
 from kubenetmon.agent.reports import Report
@@ -27,6 +27,7 @@ from kubenetmon.shared.broker import Broker, connect_ready
 from kubenetmon.shared.errors import PoisonError, TransientError
 from kubenetmon.shared.schema import record_of
 from kubenetmon.shared.settings import NatsSettings
+from kubenetmon.shared.topology import agent_inbox
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,10 @@ class Publisher:
     """One NATS connection used to publish reports of one node."""
 
     def __init__(self, settings: NatsSettings, *, node: str, window: int) -> None:
-        self.settings = settings
+        # A token file holds a per-node identity (auth callout): replies come to this node's own
+        # inbox, and the identity may publish this node's reports and nothing else (no stream INFO).
+        self.identity = bool(settings.token_file)
+        self.settings = replace(settings, inbox=agent_inbox(node)) if self.identity else settings
         self.node = node
         self.window = window
         self._broker: Broker | None = None
@@ -69,6 +73,7 @@ class Publisher:
                 self.settings,
                 name=f"agent-{self.node}",
                 wait_s=self.settings.connect_timeout_s,
+                ensure=not self.identity,
                 strict=False,
                 log=log,
             )

@@ -6,8 +6,9 @@ HTTP status) means the history is gone: relist at once. Any other failure reconn
 backoff, resuming from the last version seen. The client is synchronous, so it runs in threads and
 never blocks an event loop; updates leave through ``deliver`` (the caller moves them onto its loop).
 
-This is the only module that imports ``kubernetes``. It must not touch the index itself: it hands
-plain dicts (the API's JSON, never the client's models) to ``deliver``.
+This module and ``kubeauth`` (the auth service's two API calls) are the only ones that import
+``kubernetes``. It must not touch the index itself: it hands plain dicts (the API's JSON, never the
+client's models) to ``deliver``.
 """
 
 from __future__ import annotations
