@@ -34,7 +34,7 @@ from tests.deploy.render import (
     render,
 )
 from tests.support.commands import kubenetmon
-from tests.support.natsconf import PASSWORDS, SERVER_ENV, ConfiguredNats
+from tests.support.natsconf import PASSWORDS, SERVER_ENV, ConfiguredNats, write_conf
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET = "overlays/production-nats-cluster"
@@ -98,6 +98,8 @@ def test_routes_name_every_member_behind_the_headless_service() -> None:
 def test_the_members_keep_the_single_servers_users_and_permissions() -> None:
     single = (ROOT / "k8s/components/nats-server/nats.conf").read_text()
     assert _config()["nats.conf"] == single
+    identity = (ROOT / "k8s/components/nats-server/identity.conf").read_text()
+    assert _config()["identity.conf"] == identity and "auth_callout" in identity
     users = re.findall(r"\{ user: (\S+),", single)
     assert sorted(users) == sorted(PASSWORDS)
 
@@ -131,9 +133,9 @@ def _member_conf(directory: Path, index: int, route_ports: list[int]) -> Path:
     """The rendered files for member ``index``: store, name, route port and peers moved to loopback."""
     config = _config()
     directory.mkdir(parents=True)
-    single = config["nats.conf"].replace("store_dir: /data\n", f"store_dir: {directory / 'js'}\n")
-    single = single.replace("server_name: $NATS_SERVER_NAME", f"server_name: nats-{index}")
-    (directory / "nats.conf").write_text(single)
+    single = config["nats.conf"].replace("server_name: $NATS_SERVER_NAME", f"server_name: nats-{index}")
+    # the shared agent user: these tests are about the cluster; the callout has tests of its own
+    write_conf(directory, text=single)
     cluster = ROUTE.sub(lambda m: f"nats://127.0.0.1:{route_ports[int(m[1][5:])]}", config["cluster.conf"])
     cluster = re.sub(r"^(\s+)port: 6222$", rf"\g<1>port: {route_ports[index]}", cluster, flags=re.M)
     (directory / "cluster.conf").write_text(cluster)
