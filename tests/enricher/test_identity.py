@@ -1,0 +1,88 @@
+"""Which node a reviewed ServiceAccount token speaks for, and the grant its agent gets (pure)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kubenetmon.enricher import identity
+from kubenetmon.enricher.identity import PodRef, Refused
+from kubenetmon.shared.settings import NatsSettings
+
+SA = "kubenetmon:kubenetmon-agent"
+WRONG_AUDIENCE = "token audiences [x] is invalid for the target audiences [kubenetmon]"
+WRITER = "system:serviceaccount:kubenetmon:kubenetmon-writer"
+
+
+def review(**status: Any) -> dict[str, Any]:
+    user = {
+        "username": "system:serviceaccount:kubenetmon:kubenetmon-agent",
+        "extra": {
+            identity.POD_NAME: ["kubenetmon-agent-x7k2p"],
+            identity.POD_UID: ["uid-1"],
+        },
+    }
+    return {"status": {"authenticated": True, "audiences": ["kubenetmon"], "user": user, **status}}
+
+
+def pod(node: str | None = "node-a", uid: str = "uid-1") -> dict[str, Any]:
+    return {"metadata": {"name": "kubenetmon-agent-x7k2p", "uid": uid}, "spec": {"nodeName": node}}
+
+
+def test_an_agents_token_names_its_pod_and_the_pod_its_node() -> None:
+    ref = identity.pod_of(review(), audience="kubenetmon", service_account=SA)
+    assert ref == PodRef("kubenetmon", "kubenetmon-agent-x7k2p", "uid-1")
+    assert identity.node_of(ref, pod()) == "node-a"
+
+
+@pytest.mark.parametrize(
+    ("status", "reason"),
+    [
+        ({"authenticated": False, "error": "token lookup failed"}, "invalid_token"),
+        ({"authenticated": False}, "invalid_token"),
+        ({"authenticated": False, "error": WRONG_AUDIENCE}, "wrong_audience"),
+        ({"audiences": ["https://kubernetes.default.svc"]}, "wrong_audience"),
+        ({"user": {"username": WRITER}}, "wrong_service_account"),
+        ({"user": {"username": "system:serviceaccount:other:kubenetmon-agent"}}, "wrong_service_account"),
+        ({"user": {"username": "admin"}}, "wrong_service_account"),
+        ({"user": {"username": "system:serviceaccount:kubenetmon:kubenetmon-agent"}}, "no_pod_binding"),
+    ],
+)  # fmt: skip
+def test_reviews_that_are_not_an_agent_pods_are_refused(status: dict[str, Any], reason: str) -> None:
+    with pytest.raises(Refused) as refused:
+        identity.pod_of(review(**status), audience="kubenetmon", service_account=SA)
+    assert refused.value.reason == reason and reason in identity.REASONS and refused.value.detail
+
+
+@pytest.mark.parametrize(
+    ("found", "reason"),
+    [
+        (None, "pod_not_found"),
+        (pod(uid="uid-2"), "pod_uid_mismatch"),
+        (pod(node=None), "no_node"),
+        (pod(node=""), "no_node"),
+    ],
+)
+def test_a_pod_gone_replaced_or_unscheduled_is_refused(found: dict[str, Any] | None, reason: str) -> None:
+    ref = PodRef("kubenetmon", "kubenetmon-agent-x7k2p", "uid-1")
+    with pytest.raises(Refused) as refused:
+        identity.node_of(ref, found)
+    assert refused.value.reason == reason
+
+
+def test_a_node_named_in_the_token_must_be_the_pods() -> None:
+    ref = PodRef("kubenetmon", "kubenetmon-agent-x7k2p", "uid-1", node="node-b")
+    with pytest.raises(Refused, match="node_mismatch"):
+        identity.node_of(ref, pod())
+    assert identity.node_of(PodRef("kubenetmon", "p", "uid-1", node="node-a"), pod()) == "node-a"
+
+
+def test_the_grant_is_the_nodes_raw_subject_and_its_own_inbox_only() -> None:
+    settings = NatsSettings(subject_prefix="metering.prod")
+    grant = identity.grant("ip-10-0-0-1.ec2.internal", settings=settings, account="$G")
+    node = "ip-10-0-0-1_ec2_internal"  # a node name's dots cannot make it a subject hierarchy
+    assert list(grant.publish) == [f"metering.prod.raw.{node}", f"metering.prod.raw.{node}.>"]
+    assert list(grant.subscribe) == [f"_INBOX_kubenetmon-agent.{node}.>"]
+    assert grant.name == "kubenetmon-agent/ip-10-0-0-1.ec2.internal" and grant.account == "$G"
+    assert not any("$JS" in s or "*" in s for s in (*grant.publish, *grant.subscribe))
