@@ -75,9 +75,9 @@ class Cluster:
         )
 
     def identity(self, pod_name: str, node: str) -> NatsSettings:
-        """Settings of an agent pod ``pod_name`` on ``node``: its token file and its node's inbox."""
+        """Settings of an agent pod ``pod_name`` on ``node``: its token file."""
         token = self.kube.issue_token(self.pod(pod_name, node))
-        return self.settings(self.token_file(token), inbox=agent_inbox(node))
+        return self.settings(self.token_file(token))
 
     def metric(self, result: str) -> float:
         _, text = http.get(self.metrics_port, "/metrics")
@@ -227,8 +227,9 @@ async def test_an_agent_publishes_its_own_nodes_reports_and_no_other(
 
     # the same identity claiming another node: the server refuses the publish itself
     caplog.set_level(logging.WARNING, logger="kubenetmon.shared.broker.connection")
-    settings = cluster.settings(token, inbox=agent_inbox("node-own"))
-    async with await Broker.connect(settings, name="forger", wait_s=5.0) as forger:
+    settings = cluster.settings(token)
+    inbox = agent_inbox("node-own")
+    async with await Broker.connect(settings, name="forger", wait_s=5.0, inbox=inbox) as forger:
         with pytest.raises(TransientError):
             await forger.publish(forger.raw_subject("node-other"), b"forged", msg_id="forged/1")
         with pytest.raises(TransientError):  # nor any other subject, JetStream's API included
@@ -245,8 +246,9 @@ async def test_an_agent_cannot_read_raw_or_other_inboxes(cluster: Cluster) -> No
     """No subscription but its own inbox: it cannot learn another agent's message ids or acks."""
     pod = cluster.pod("agent-reader", "node-reader")
     token = cluster.token_file(cluster.kube.issue_token(pod))
-    settings = cluster.settings(token, inbox=agent_inbox("node-reader"))
-    async with await Broker.connect(settings, name="reader", wait_s=5.0) as reader:
+    settings = cluster.settings(token)
+    inbox = agent_inbox("node-reader")
+    async with await Broker.connect(settings, name="reader", wait_s=5.0, inbox=inbox) as reader:
         with pytest.raises(TransientError):  # a stream read is a JetStream API request: refused
             await reader.stream_info("raw")
         with pytest.raises(TransientError):
@@ -318,7 +320,8 @@ async def test_a_report_cannot_be_pre_empted_by_a_predicted_id(cluster: Cluster,
     # status), interval start, seq and chunk; the key it cannot know
     predicted = real.msg_id(0).rpartition("/")[0]
     assert predicted == record_of(real.msg_id(0))
-    async with await Broker.connect(attacker, name="attacker", wait_s=5.0) as forger:
+    inbox = agent_inbox("node-att")
+    async with await Broker.connect(attacker, name="attacker", wait_s=5.0, inbox=inbox) as forger:
         forged = report("node-att", start=1_800_000_100, seq=7).chunks[0]
         result = await forger.publish(forger.raw_subject("node-att"), forged, msg_id=predicted)
         assert not result.duplicate
@@ -341,7 +344,8 @@ async def test_a_taken_id_is_reported(
     victim = Publisher(cluster.identity("agent-v2", "node-v2"), node="node-v2", window=4)
     attacker = cluster.identity("agent-a2", "node-a2")
     real = report("node-v2", start=1_800_000_200, seq=3, key=reports.new_key())
-    async with await Broker.connect(attacker, name="attacker-2", wait_s=5.0) as forger:
+    inbox = agent_inbox("node-a2")
+    async with await Broker.connect(attacker, name="attacker-2", wait_s=5.0, inbox=inbox) as forger:
         forged = report("node-a2", start=1_800_000_200, seq=3).chunks[0]
         await forger.publish(forger.raw_subject("node-a2"), forged, msg_id=real.msg_id(0))
     caplog.set_level(logging.ERROR, logger="kubenetmon.agent.publisher")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from kubenetmon.agent import metrics
 from kubenetmon.agent.reports import Report
@@ -56,7 +56,7 @@ class Publisher:
         # A token file holds a per-node identity (auth callout): replies come to this node's own
         # inbox, and the identity may publish this node's reports and nothing else (no stream INFO).
         self.identity = bool(settings.token_file)
-        self.settings = replace(settings, inbox=agent_inbox(node)) if self.identity else settings
+        self.settings = settings
         self.node = node
         self.window = window
         self._broker: Broker | None = None
@@ -76,6 +76,7 @@ class Publisher:
                 ensure=not self.identity,
                 strict=False,
                 log=log,
+                inbox=agent_inbox(self.node) if self.identity else "",
             )
         return self._broker
 

@@ -286,7 +286,11 @@ class AuthOptions:
         "server's auth_callout issuer",
     )
     audience: str = option(
-        "kubenetmon", flag="--token-audience", metavar="NAME", help="audience the agents' tokens must have"
+        "kubenetmon",
+        flag="--token-audience",
+        metavar="NAME",
+        help="audience the agents' tokens must have",
+        secret=False,  # a name, not a token
     )
     agent_service_account: str = option(
         "kubenetmon:kubenetmon-agent",

@@ -56,6 +56,7 @@ class NatsSettings:
         metavar="FILE",
         help="path of a file holding the authentication token, read again at every (re)connect "
         "(a projected ServiceAccount token, which the kubelet rotates)",
+        secret=False,  # a path; the token itself is never shown
     )
     creds_file: str = option(
         "", flag="--nats-creds", metavar="FILE", help="path of a NATS credentials (.creds) file"
@@ -151,10 +152,6 @@ class NatsSettings:
         kind="duration",
         help="ping the server this often; two unanswered pings mean it hangs: reconnect to another",
     )
-
-    inbox: str = ""
-    """Prefix of this connection's reply subjects; empty: from the user (``connection.inbox_prefix``).
-    Not a flag: a role that knows its grant sets it (an agent: ``topology.agent_inbox``)."""
 
     def __post_init__(self) -> None:
         require(self, "token_file", not (self.token and self.token_file), "--nats-token or a token file")

@@ -71,11 +71,15 @@ class Broker:
         self._js: JetStreamContext = nc.jetstream(timeout=settings.publish_timeout_s)
 
     @classmethod
-    async def connect(cls, settings: NatsSettings, *, name: str, wait_s: float | None = None) -> Broker:
-        """Connect, retrying forever (``wait_s=None``) or for ``wait_s`` seconds, then ``TransientError``."""
+    async def connect(
+        cls, settings: NatsSettings, *, name: str, wait_s: float | None = None, inbox: str = ""
+    ) -> Broker:
+        """Connect, retrying forever (``wait_s=None``) or for ``wait_s`` seconds, then ``TransientError``.
+
+        ``inbox``: the reply subject prefix, if not the user's (``connection.connect_options``)."""
         nc = Client()
         events = ConnectionEvents(name)
-        options = connect_options(settings, name=name, events=events)
+        options = connect_options(settings, name=name, events=events, inbox=inbox)
         connecting = asyncio.ensure_future(nc.connect(**options))
         try:
             # not wait_for: the client's retry loop can swallow a cancellation (an inner wait_for that

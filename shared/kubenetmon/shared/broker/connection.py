@@ -64,7 +64,11 @@ class ConnectionEvents:
         log.info("NATS connection closed", extra={"connection": self.name})
 
 
-def connect_options(settings: NatsSettings, *, name: str, events: ConnectionEvents) -> dict[str, Any]:
+def connect_options(
+    settings: NatsSettings, *, name: str, events: ConnectionEvents, inbox: str = ""
+) -> dict[str, Any]:
+    """The client's options; ``inbox``: the reply prefix this connection's grant allows (default: the
+    user's, ``inbox_prefix``), as an agent's per-node identity does (``topology.agent_inbox``)."""
     options: dict[str, Any] = {
         "servers": list(settings.urls),
         "name": name,
@@ -85,7 +89,7 @@ def connect_options(settings: NatsSettings, *, name: str, events: ConnectionEven
     }
     if settings.user:
         options["user"], options["password"] = settings.user, settings.password
-    options["inbox_prefix"] = settings.inbox or inbox_prefix(settings)
+    options["inbox_prefix"] = inbox or inbox_prefix(settings)
     if settings.token:
         options["token"] = settings.token
     if settings.token_file:
