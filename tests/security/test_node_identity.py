@@ -361,3 +361,22 @@ async def test_a_taken_id_is_reported(
     (line,) = [r for r in caplog.records if r.getMessage().startswith("report id already taken")]
     assert line.ids == [record_of(real.msg_id(0))]  # type: ignore[attr-defined]
     assert real.key not in line.getMessage() + json.dumps(line.ids)  # type: ignore[attr-defined]
+
+
+async def test_an_agent_cannot_roll_up_or_purge_raw_through_headers(cluster: Cluster, admin: Broker) -> None:
+    """Its grant lets it publish on its own subject only, and RAW takes no rollup header: a message
+    asking to purge the stream (``Nats-Rollup: all``) or its own subject is refused, RAW untouched."""
+    settings = cluster.identity("agent-rollup", "node-rollup")
+    own = Publisher(settings, node="node-rollup", window=4)
+    try:
+        await own.send(report("node-rollup", start=1_800_000_300, key=reports.new_key()), fresh=True)
+    finally:
+        await own.close()
+    before = (await admin.stream_info("raw")).messages
+    inbox = agent_inbox("node-rollup")
+    async with await Broker.connect(settings, name="roller", wait_s=5.0, inbox=inbox) as roller:
+        subject = roller.raw_subject("node-rollup")
+        for rollup in ("all", "sub"):
+            with pytest.raises(TransientError, match=r"(?i)rollup"):
+                await roller.publish(subject, b"x", msg_id="", headers={"Nats-Rollup": rollup})
+    assert (await admin.stream_info("raw")).messages == before
