@@ -380,3 +380,40 @@ async def test_an_agent_cannot_roll_up_or_purge_raw_through_headers(cluster: Clu
             with pytest.raises(TransientError, match=r"(?i)rollup"):
                 await roller.publish(subject, b"x", msg_id="", headers={"Nats-Rollup": rollup})
     assert (await admin.stream_info("raw")).messages == before
+
+
+# -- last: restarts the module's server ---------------------------------------------------------------
+
+
+async def test_a_rotated_token_is_read_again_when_the_agent_reconnects(
+    cluster: Cluster, admin: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kubelet rewrites a projected token in place; the old one stops working. An agent connected
+    with the old token reconnects (here: its server restarts) with the new one."""
+    pod = cluster.pod("agent-rotating", "node-rotating")
+    old = cluster.kube.issue_token(pod)
+    path = Path(cluster.token_file(old))
+    agent = Publisher(cluster.settings(str(path)), node="node-rotating", window=4)
+    try:
+        first = report("node-rotating", start=1_800_000_400, key=reports.new_key())
+        assert (await agent.send(first, fresh=True)).messages == 1
+        await asyncio.to_thread(path.write_text, cluster.kube.issue_token(pod))
+        del cluster.kube.service_tokens[old]  # expired
+        for key, value in SERVER_ENV.items():
+            monkeypatch.setenv(key, value)
+        cluster.nats.restart()
+        rotated = report("node-rotating", start=1_800_000_410, seq=1, key=reports.new_key())
+
+        async def delivered() -> bool:
+            try:
+                return (await agent.send(rotated, fresh=False)).messages == 1
+            except TransientError:
+                return False
+
+        # the agent may come back before the auth service: refused once, the client gives up on that
+        # connection, and the agent connects anew (``Publisher.connect``), again with the file's token
+        await eventually(delivered)
+    finally:
+        await agent.close()
+    stored = {d.msg_id for d in await raw_messages(admin)}
+    assert rotated.msg_id(0) in stored

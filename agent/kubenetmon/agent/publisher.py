@@ -66,7 +66,15 @@ class Publisher:
         return self._broker is not None and self._broker.connected
 
     async def connect(self) -> Broker:
-        """The connection, made on first use (one attempt; ``TransientError`` if the broker is down)."""
+        """The connection, made on first use (one attempt; ``TransientError`` if the broker is down).
+
+        A connection the client closed for good is replaced: it gives up reconnecting when the server
+        refuses it, e.g. a per-node identity offered before the auth service was back after a restart.
+        """
+        if self._broker is not None and self._broker.lost:
+            log.warning("the NATS connection was closed for good; connecting again")
+            broker, self._broker = self._broker, None
+            await broker.close()
         if self._broker is None:
             # a conflict is logged, not raised: the agent keeps publishing
             self._broker = await connect_ready(
