@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from kubenetmon.enricher import identity
 from kubenetmon.enricher.identity import PodRef, Refused
+from kubenetmon.shared import natsjwt
 from kubenetmon.shared.settings import NatsSettings
 
 SA = "kubenetmon:kubenetmon-agent"
@@ -86,3 +88,15 @@ def test_the_grant_is_the_nodes_raw_subject_and_its_own_inbox_only() -> None:
     assert list(grant.subscribe) == [f"_INBOX_kubenetmon-agent.{node}.>"]
     assert grant.name == "kubenetmon-agent/ip-10-0-0-1.ec2.internal" and grant.account == "$G"
     assert not any("$JS" in s or "*" in s for s in (*grant.publish, *grant.subscribe))
+
+
+def test_a_user_lives_no_longer_than_its_token() -> None:
+    def jwt(claims: dict[str, Any]) -> str:
+        return "e30." + natsjwt.b64(json.dumps(claims).encode()) + ".sig"
+
+    assert identity.expiry_of(jwt({"exp": 1_800_003_600, "aud": ["kubenetmon"]})) == 1_800_003_600
+    odd = [jwt({}), jwt({"exp": "soon"}), jwt({"exp": True}), jwt({"exp": -1}), jwt({"exp": 1.5})]
+    for token in ("opaque-token", "a.!!.c", "a.bm90IGpzb24.c", *odd):
+        assert identity.expiry_of(token) == 0
+    grant = identity.grant("n", settings=NatsSettings(), account="$G", expires=1_800_003_600)
+    assert grant.expires == 1_800_003_600

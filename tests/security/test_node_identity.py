@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -380,6 +381,34 @@ async def test_an_agent_cannot_roll_up_or_purge_raw_through_headers(cluster: Clu
             with pytest.raises(TransientError, match=r"(?i)rollup"):
                 await roller.publish(subject, b"x", msg_id="", headers={"Nats-Rollup": rollup})
     assert (await admin.stream_info("raw")).messages == before
+
+
+async def test_a_user_ends_with_its_token_and_the_agent_returns_with_the_next(cluster: Cluster) -> None:
+    """The user lives no longer than the token it was issued for (its ``exp``): the server then ends the
+    connection, and the agent connects again with the token the kubelet has rotated in meanwhile."""
+    pod = cluster.pod("agent-expiring", "node-expiring")
+    soon = int(time.time()) + 8  # the token's lifetime, not a wait: the test waits on the disconnect
+    path = Path(cluster.token_file(cluster.kube.issue_token(pod, expires_at=soon)))
+    agent = Publisher(cluster.settings(str(path)), node="node-expiring", window=4)
+
+    def grants() -> list[dict[str, object]]:
+        return [
+            r
+            for r in cluster.auth.records()
+            if r.get("msg") == "agent authorized" and r.get("node") == "node-expiring"
+        ]
+
+    try:
+        first = report("node-expiring", start=1_800_000_500, key=reports.new_key())
+        assert (await agent.send(first, fresh=True)).messages == 1
+        later = cluster.kube.issue_token(pod, expires_at=soon + 3600)
+        await asyncio.to_thread(path.write_text, later)
+        await eventually(lambda: not agent.connected or len(grants()) > 1)
+        second = report("node-expiring", start=1_800_000_510, seq=1, key=reports.new_key())
+        assert (await agent.send(second, fresh=True)).messages == 1
+    finally:
+        await agent.close()
+    assert [g["expires"] for g in grants()] == [soon, soon + 3600]
 
 
 # -- last: restarts the module's server ---------------------------------------------------------------

@@ -84,11 +84,12 @@ class Authorizer:
         except Refused as exc:
             self._refused(exc.reason, exc.detail, client=_who(request))
             return natsjwt.response(request, self.signer, now=now, error=f"kubenetmon: {exc.reason}")
-        grant = identity.grant(node, settings=self.nats, account=self.options.account)
+        expires = identity.expiry_of(request.token)
+        grant = identity.grant(node, settings=self.nats, account=self.options.account, expires=expires)
         jwt = natsjwt.user_jwt(request, grant, self.signer, now=now)
         m.AUTH_REQUESTS.labels("granted").inc()
         m.AUTH_SECONDS.observe(time.monotonic() - started)
-        log.info("agent authorized", extra={"node": node, "client": _who(request)})
+        log.info("agent authorized", extra={"node": node, "client": _who(request), "expires": expires})
         return natsjwt.response(request, self.signer, now=now, jwt=jwt)
 
     def _node(self, token: str) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+from kubenetmon.shared import natsjwt
 from kubenetmon.shared.natsjwt import UserGrant
 from kubenetmon.shared.settings import NatsSettings
 from kubenetmon.shared.topology import agent_inbox, raw_subject
@@ -99,15 +100,30 @@ def node_of(ref: PodRef, pod: dict[str, Any] | None) -> str:
     return node
 
 
-def grant(node: str, *, settings: NatsSettings, account: str) -> UserGrant:
-    """Node ``node``'s agent: publish its reports (acknowledged: replies to its own inbox), nothing else."""
+def grant(node: str, *, settings: NatsSettings, account: str, expires: int = 0) -> UserGrant:
+    """Node ``node``'s agent: publish its reports (acknowledged: replies to its own inbox), nothing else,
+    until ``expires`` (Unix seconds, 0: no end): then the server disconnects it and it must present a
+    current token again."""
     subject = raw_subject(settings, node)
     return UserGrant(
         name=f"kubenetmon-agent/{node}",
         publish=[subject, f"{subject}.>"],
         subscribe=[f"{agent_inbox(node)}.>"],
         account=account,
+        expires=expires,
     )
+
+
+def expiry_of(token: str) -> int:
+    """The ``exp`` claim of a ServiceAccount token (a JWT the TokenReview has just accepted), else 0.
+
+    A projected token lives an hour or so; a user issued for it lives no longer, so a deleted pod's
+    identity (or a stolen token's) ends with the token, not with the connection."""
+    try:
+        exp = natsjwt.claims_of(token).get("exp")
+    except natsjwt.JwtError:
+        return 0
+    return exp if isinstance(exp, int) and not isinstance(exp, bool) and exp > 0 else 0
 
 
 def _first(value: object) -> str:
