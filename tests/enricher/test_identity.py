@@ -96,6 +96,8 @@ def test_a_user_lives_no_longer_than_its_token() -> None:
 
     assert identity.expiry_of(jwt({"exp": 1_800_003_600, "aud": ["kubenetmon"]})) == 1_800_003_600
     odd = [jwt({}), jwt({"exp": "soon"}), jwt({"exp": True}), jwt({"exp": -1}), jwt({"exp": 1.5})]
+    odd += [jwt({"exp": 2**64 - 1}), jwt({"exp": 2**63})]
+    assert identity.expiry_of(jwt({"exp": 4_102_444_800})) == 4_102_444_800  # 2100: a long token, kept
     for token in ("opaque-token", "a.!!.c", "a.bm90IGpzb24.c", *odd):
         assert identity.expiry_of(token) == 0
     grant = identity.grant("n", settings=NatsSettings(), account="$G", expires=1_800_003_600)

@@ -296,6 +296,16 @@ async def test_anything_but_a_live_agent_pods_token_is_refused(cluster: Cluster,
     assert token not in cluster.auth.log  # a token is a credential: never logged
 
 
+async def test_absurd_tokens_are_refused_and_the_service_lives_on(cluster: Cluster) -> None:
+    absurd = ["x" * (1 << 20), "a.b.c" * 800, '{"exp": 1}\u0000', "e30." * 50, "\u00e9\u4e2d" * 100]
+    for token in absurd:
+        with pytest.raises(TransientError):
+            await Broker.connect(cluster.settings(cluster.token_file(token)), name="absurd", wait_s=2.0)
+    assert cluster.auth.proc.poll() is None
+    async with await Broker.connect(cluster.identity("agent-after", "node-after"), name="after", wait_s=5.0):
+        pass
+
+
 async def test_a_node_claim_in_the_token_must_match_the_pod(cluster: Cluster) -> None:
     """Kubernetes >= 1.30 binds the node into the token too: both must agree."""
     pod = cluster.pod("agent-claim", "node-claim")

@@ -25,6 +25,8 @@ POD_NAME: Final = "authentication.kubernetes.io/pod-name"
 POD_UID: Final = "authentication.kubernetes.io/pod-uid"
 NODE_NAME: Final = "authentication.kubernetes.io/node-name"
 SA_PREFIX: Final = "system:serviceaccount:"
+_MAX_EXP: Final = 1 << 62
+"""An ``exp`` past this (the server reads it as a signed 64-bit integer) is not a real token's."""
 REASONS: Final = (
     "malformed_request",
     "no_token",
@@ -123,7 +125,8 @@ def expiry_of(token: str) -> int:
         exp = natsjwt.claims_of(token).get("exp")
     except natsjwt.JwtError:
         return 0
-    return exp if isinstance(exp, int) and not isinstance(exp, bool) and exp > 0 else 0
+    valid = isinstance(exp, int) and not isinstance(exp, bool) and 0 < exp < _MAX_EXP
+    return exp if valid else 0
 
 
 def _first(value: object) -> str:
