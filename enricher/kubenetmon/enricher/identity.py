@@ -125,8 +125,9 @@ def expiry_of(token: str) -> int:
         exp = natsjwt.claims_of(token).get("exp")
     except natsjwt.JwtError:
         return 0
-    valid = isinstance(exp, int) and not isinstance(exp, bool) and 0 < exp < _MAX_EXP
-    return exp if valid else 0
+    if isinstance(exp, int) and not isinstance(exp, bool) and 0 < exp < _MAX_EXP:
+        return exp
+    return 0
 
 
 def _first(value: object) -> str:
