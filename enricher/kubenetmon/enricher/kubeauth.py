@@ -31,7 +31,9 @@ class KubeAuth:
 
     def __init__(self, settings: WatchSettings) -> None:
         self.settings = settings
-        self._api = api_client(settings)
+        # one retry (a kept-alive connection the server dropped); more would outlast the server's
+        # authorization timeout, which then refuses the agent without a reason counted here
+        self._api = api_client(settings, retries=1)
         self._auth = client.AuthenticationV1Api(self._api)
         self._core = client.CoreV1Api(self._api)
 

@@ -78,9 +78,12 @@ def apply(index: Index, update: Update) -> None:
             index.apply(update.kind, update.event, obj, now=update.at)
 
 
-def api_client(settings: WatchSettings) -> client.ApiClient:
-    """An API client from the kubeconfig, or in-cluster credentials, or the default kubeconfig."""
+def api_client(settings: WatchSettings, *, retries: int | None = None) -> client.ApiClient:
+    """An API client from the kubeconfig, or in-cluster credentials, or the default kubeconfig.
+
+    ``retries``: attempts again per request after a connection failure (None: urllib3's default, 3)."""
     cfg = client.Configuration()
+    cfg.retries = retries
     try:
         if settings.kubeconfig:
             config.load_kube_config(  # type: ignore[no-untyped-call]
