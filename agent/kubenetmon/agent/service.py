@@ -66,6 +66,7 @@ class Agent:
         clock: Callable[[], float] = time.time,
         links: Links | None = None,
         sockets: Sockets | None = None,
+        id_key: str = "",
     ) -> None:
         self.settings, self.conntrack, self.state_dir, self.publisher = (
             settings,
@@ -74,6 +75,8 @@ class Agent:
             publisher,
         )
         self.boot, self.clock = boot, clock
+        self.id_key = id_key or reports.new_key()
+        """Secret part of this process's message ids (``reports.Report.key``): never logged."""
         self.table = FlowTable(max_flows=settings.max_flows)
         self.protocols = WITH_SCTP if settings.report_sctp else REPORTED_PROTOCOLS
         self.backlog = Backlog(
@@ -344,6 +347,7 @@ class Agent:
             max_bytes=self.settings.max_message_bytes,
             coverage=coverage,
             owners=self._owners(rows),
+            key=self.id_key,
         )
         self.backlog.add(new)
         metrics.REPORTS.inc()
