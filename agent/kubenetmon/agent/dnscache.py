@@ -77,7 +77,8 @@ class DnsCache:
         entries = self._entries
         found: dict[bytes, str] = {}
         ambiguous = 0
-        for address in entries.keys() & set(addresses):
+        wanted = addresses if isinstance(addresses, (set, frozenset)) else set(addresses)
+        for address in entries.keys() & wanted if len(entries) < len(wanted) else wanted & entries.keys():
             entry = entries[address]
             if entry.until >= since:
                 if entry.name == AMBIGUOUS:

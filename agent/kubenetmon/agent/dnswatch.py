@@ -49,6 +49,8 @@ SOL_PACKET: Final = 263
 PACKET_STATISTICS: Final = 6
 RECV_SIZE: Final = 65535
 DEFAULT_BUFFER: Final = 4 * 1024 * 1024
+RECENT: Final = 512
+"""Payloads remembered to skip the copies of one answer crossing several interfaces (veth, bridge, uplink)."""
 MAX_CHAIN: Final = 8
 """CNAMEs followed from the question at most (resolvers stop at about as many)."""
 _DNS_HEADER: Final = struct.Struct("!HHHHHH")
@@ -177,13 +179,14 @@ class DnsWatch:
         """Usable answers read (each copy of a packet once per read)."""
         self.lost = 0
         """Packets the socket dropped (its receive buffer was full): answers never seen."""
+        self._recent: dict[bytes, None] = {}
 
     def fileno(self) -> int:
         return self.sock.fileno()
 
     def read(self, *, now: float, limit: int = 100_000) -> int:
         """Drain the socket (at most ``limit`` packets) into the cache; usable answers read."""
-        seen: set[bytes] = set()  # one answer crosses several interfaces (veth, bridge, uplink)
+        recent = self._recent  # one answer crosses several interfaces, maybe read by different calls
         recv, cache, read = self.sock.recv, self.cache, 0
         for _ in range(limit):
             try:
@@ -191,9 +194,11 @@ class DnsWatch:
             except (BlockingIOError, InterruptedError):
                 break
             payload = udp_payload(packet)
-            if payload is None or payload in seen:
+            if payload is None or payload in recent:
                 continue
-            seen.add(payload)
+            recent[payload] = None
+            if len(recent) > RECENT:
+                del recent[next(iter(recent))]
             answer = answers(payload)
             if answer is None:
                 continue

@@ -27,6 +27,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from operator import itemgetter
 
 from kubenetmon.agent import ctstats, metrics, reports
 from kubenetmon.agent.backlog import Backlog
@@ -43,6 +44,10 @@ from kubenetmon.shared.schema import RawRow
 
 log = logging.getLogger(__name__)
 
+_ORIG_SRC, _REPLY_SRC = (
+    itemgetter(RawRow._fields.index("orig_src")),
+    itemgetter(RawRow._fields.index("reply_src")),
+)
 FULL_TABLE = 0.9
 """Fill ratio of the conntrack table above which the agent warns: new connections will soon be refused."""
 
@@ -256,8 +261,8 @@ class Agent:
         self.read_dns()
         names: dict[bytes, str] = {}
         if rows and len(dns.cache):
-            addresses = {row.orig_src for row in rows}
-            addresses.update(row.reply_src for row in rows)
+            addresses = set(map(_ORIG_SRC, rows))
+            addresses.update(map(_REPLY_SRC, rows))
             names, ambiguous = dns.cache.names(addresses, since=since_ms / 1000)
             metrics.DNS_NAMED.inc(len(names))
             metrics.DNS_AMBIGUOUS.inc(ambiguous)
