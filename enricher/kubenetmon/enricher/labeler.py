@@ -13,6 +13,7 @@ column-oriented in ``schema.COLUMNS`` order: the ``out`` row of every kept recor
 is local, then those whose destination is local), then their ``in`` rows in the same order. Columns
 that repeat themselves are ``spans.Spans`` (constants; a record's values in its ``in`` row), which the
 ENRICHED encoder packs once per part. Every drop and every unknown is counted by reason in ``Stats``.
+``remoteDNSName`` is the RAW message's name for the remote address, for remotes outside the cluster only.
 
 It must not do I/O, read the clock except through ``enriched_at``, or mutate the index.
 """
