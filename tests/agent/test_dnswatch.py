@@ -191,3 +191,19 @@ def test_a_flood_of_answers_past_the_cap_stays_bounded_and_counts_evictions(lab:
     assert watch.cache.names([last, _ip("198.18.0.0")], since=0)[0] == {
         last: f"n{flood - 1}.flood.example.com"
     }
+
+
+def test_forged_and_absurd_answers_give_nothing_or_stay_bounded() -> None:
+    header = b"\x12\x34\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00"
+    loop = header + b"\xc0\x0c\x00\x01\x00\x01"  # the question's name points at itself
+    assert answers(loop) is None
+    claims_more = bytearray(_response("a.example.com", ("a.example.com.", 30, "A", "203.0.113.7")))
+    claims_more[6:8] = b"\xff\xff"  # 65535 answers claimed, one present
+    assert answers(bytes(claims_more)) is None
+    many = [("many.example.com.", 2**31 - 1, "A", f"198.18.{i >> 8}.{i & 255}") for i in range(1000)]
+    name, found = answers(_response("many.example.com", *many)) or ("", [])
+    assert name == "many.example.com" and len(found) == 1000 and {ttl for _, ttl in found} == {2**31 - 1}
+    cache = DnsCache(grace_s=0, max_entries=100)
+    for address, ttl in found:
+        cache.answer(name, address, ttl, now=0)
+    assert len(cache) == 100 and cache.evictions == 900
