@@ -9,6 +9,10 @@ real ``kubenetmon agent`` process on the 250k table for a while and reports its 
 second (UDP from port 53 on the namespace's loopback, each naming one of 10k addresses) while it runs,
 so the DNS watch has work; ``--agent-runs K`` runs the agent K times and prints the median CPU per poll.
 With ``--sizes 0`` the scrape comparison is skipped (the table is still filled for the agent).
+``--dns-watch-rate N`` (this branch's code only) measures in this process, alternating, the CPU of a steady
+poll's scrape of the 250k table and of the DNS watch's work for one poll's worth of N answers/s (read and
+parse the 5 s of answers queued on its socket), plus a report cut's name lookup for 250k rows' addresses
+spread over the 12 polls of an interval; prints medians and the watch's share of a poll.
 
 Then the dump tool: on a table of ``--dump-entries`` entries it alternates, several times, whole processes
 ``conntrack -L -o extended`` and ``kubenetmon conntrack dump`` (text, ``--format json``, ``--summary``),
@@ -165,18 +169,7 @@ def dns_answers(netns: str, rate: float, stop: threading.Event) -> None:
     the sender's own cost stays small)."""
     from kubenetmon.agent.conntrack import in_netns
 
-    def answer(i: int) -> bytes:
-        name = b"".join(bytes([len(label)]) + label for label in (f"h{i}".encode(), b"bench", b"example"))
-        question = name + b"\x00\x00\x01\x00\x01"
-        record = (
-            b"\xc0\x0c\x00\x01\x00\x01"
-            + (300).to_bytes(4, "big")
-            + b"\x00\x04"
-            + bytes([10, 9, i >> 8 & 255, i & 255])
-        )
-        return i.to_bytes(2, "big") + b"\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00" + question + record
-
-    packets = [answer(i) for i in range(10_000)]
+    packets = [_answer(i) for i in range(10_000)]
     sock = in_netns(netns, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
     sock.bind(("127.0.0.1", 53))
     i, start = 0, time.monotonic()
@@ -187,6 +180,57 @@ def dns_answers(netns: str, rate: float, stop: threading.Event) -> None:
             i += 1
         stop.wait(0.01)
     sock.close()
+
+
+def dns_compare(netns: str, rounds: int, rate: float) -> None:
+    """Scrape CPU per poll vs the DNS watch's CPU per poll at ``rate`` answers/s, alternating, in-process."""
+    from kubenetmon.agent.conntrack import in_netns
+    from kubenetmon.agent.dnscache import DnsCache
+    from kubenetmon.agent.dnswatch import DnsWatch
+
+    conntrack, table = Conntrack(netns=netns, events=False), FlowTable()
+    scrape(conntrack, table)
+    watch = DnsWatch(DnsCache(grace_s=120, max_entries=65536), netns=netns)
+    sender = in_netns(netns, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    sender.bind(("127.0.0.1", 53))
+    packets = [_answer(i) for i in range(10_000)]
+    rows = [(i.to_bytes(4, "big"), (i + 1).to_bytes(4, "big")) for i in range(250_000)]
+    per_poll, sent = int(rate * 5), 0
+    scrapes, dns, lookups = [], [], []
+    for _ in range(rounds):
+        scrapes.append(scrape(conntrack, table)[0])
+        for _ in range(per_poll):
+            sender.sendto(packets[sent % len(packets)], ("127.0.0.1", 40053))
+            sent += 1
+        cpu = time.process_time()
+        read = watch.read(now=time.time())
+        dns.append(time.process_time() - cpu)
+        cpu = time.process_time()
+        addresses = {a for a, _ in rows}
+        addresses.update(b for _, b in rows)
+        watch.cache.names(addresses, since=0)
+        lookups.append((time.process_time() - cpu) / 12)
+        assert read == per_poll and watch.lost == 0, (read, watch.lost)
+    watch.close()
+    sender.close()
+    conntrack.close()
+    s, d, lk = (statistics.median(x) for x in (scrapes, dns, lookups))
+    print(
+        f"DNS watch at {rate:g} answers/s, 5 s polls, 250k flows, median of {rounds}: "
+        f"scrape {s:.3f} s CPU per poll; watch {d * 1000:.1f} ms per poll ({d / per_poll * 1e6:.0f} us per "
+        f"answer); cut lookup {lk * 1000:.1f} ms per poll (250k rows, {len(watch.cache)} names); "
+        f"watch + lookup = {(d + lk) / s:.1%} of a poll",
+        flush=True,
+    )
+
+
+def _answer(i: int) -> bytes:
+    """``h<i>.bench.example A 10.9.x.y``, built by hand (the baseline's environment has no DNS library)."""
+    name = b"".join(bytes([len(label)]) + label for label in (f"h{i}".encode(), b"bench", b"example"))
+    question = name + b"\x00\x00\x01\x00\x01"
+    address = bytes([10, 9, i >> 8 & 255, i & 255])
+    record = b"\xc0\x0c\x00\x01\x00\x01" + (300).to_bytes(4, "big") + b"\x00\x04" + address
+    return i.to_bytes(2, "big") + b"\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00" + question + record
 
 
 def run_agent(netns: str, seconds: float, workdir: Path, *, extra: list[str], dns_rate: float) -> float:
@@ -240,6 +284,7 @@ def main() -> int:
         "--dns-rate", type=float, default=0.0, help="DNS answers a second during the agent run"
     )
     parser.add_argument("--agent-runs", type=int, default=1, help="agent runs (median CPU per poll)")
+    parser.add_argument("--dns-watch-rate", type=float, default=0.0, help="in-process DNS watch cost at N/s")
     args = parser.parse_args()
     netns = f"kb{os.getpid()}-{secrets.token_hex(3)}"
     sh("ip", "netns", "add", netns)
@@ -251,9 +296,12 @@ def main() -> int:
         sizes = [int(s) for s in args.sizes.split(",") if int(s) > 0]
         for n in sizes:
             compare(netns, n, args.rounds)
-        if args.agent_seconds > 0:
+        if args.agent_seconds > 0 or args.dns_watch_rate > 0:
             if not sizes or sizes[-1] != 250_000:
                 populate(netns, 250_000)
+        if args.dns_watch_rate > 0:
+            dns_compare(netns, args.rounds, args.dns_watch_rate)
+        if args.agent_seconds > 0:
             per_poll = []
             for _ in range(args.agent_runs):
                 with tempfile.TemporaryDirectory(prefix="kubenetmon-bench-") as tmp:
