@@ -48,7 +48,8 @@ SO_RCVBUFFORCE: Final = 33
 SOL_PACKET: Final = 263
 PACKET_STATISTICS: Final = 6
 RECV_SIZE: Final = 65535
-DEFAULT_BUFFER: Final = 4 * 1024 * 1024
+DEFAULT_BUFFER: Final = 8 * 1024 * 1024
+"""Receive buffer: the answers of one poll interval, with room (each packet costs about 1 KiB of it)."""
 RECENT: Final = 512
 """Payloads remembered to skip the copies of one answer crossing several interfaces (veth, bridge, uplink)."""
 MAX_CHAIN: Final = 8

@@ -15,9 +15,11 @@ its deltas cover, from the poll its predecessor ended with to its own last poll 
 so the first report after a crash spans the outage: a catch-up), with the event-socket overruns and the
 table drops of that span. Every interval gets a report, with or without rows.
 
-DNS names (``--dns-names``): the watch socket is read whenever it is readable and at the start of each
-poll, so every answer read before a report is cut is in the cache. A report names the addresses of its
-rows whose answer held at some moment of its span (``dnscache``); expired entries go after each cut.
+DNS names (``--dns-names``): the watch socket is drained at the start of each poll and before each cut,
+not on every readable event (that is a wake-up of the loop, and metrics, per packet), so every answer that
+arrived before a report is cut is in the cache; its buffer holds a poll's answers. A report names the
+addresses of its rows whose answer held at some moment of its span (``dnscache``); expired entries go
+after each cut.
 """
 
 from __future__ import annotations
@@ -391,8 +393,6 @@ class Agent:
         fd = self.conntrack.event_fd()
         if fd >= 0:
             loop.add_reader(fd, self.on_events)
-        if self.dns is not None:
-            loop.add_reader(self.dns.fileno(), self.read_dns)
         server = serve(self.settings.http, healthy=self.healthy, ready=self.ready)
         try:
             async with RootTasks(stop) as tasks:
@@ -401,8 +401,6 @@ class Agent:
         finally:
             if fd >= 0:
                 loop.remove_reader(fd)
-            if self.dns is not None:
-                loop.remove_reader(self.dns.fileno())
             await self.publisher.close()
             if server is not None:
                 server.close()
