@@ -68,6 +68,7 @@ class Agent:
         drain_s: float = 20.0,
         clock: Callable[[], float] = time.time,
         dns: DnsWatch | None = None,
+        id_key: str = "",
     ) -> None:
         self.settings, self.conntrack, self.state_dir, self.publisher = (
             settings,
@@ -79,6 +80,8 @@ class Agent:
         self.dns = dns
         self._dns_seen = (0, 0, 0)
         """The cache's conflicts and evictions and the socket's losses at the last metrics update."""
+        self.id_key = id_key or reports.new_key()
+        """Secret part of this process's message ids (``reports.Report.key``): never logged."""
         self.table = FlowTable(max_flows=settings.max_flows)
         self.protocols = WITH_SCTP if settings.report_sctp else REPORTED_PROTOCOLS
         self.backlog = Backlog(
@@ -314,6 +317,7 @@ class Agent:
             max_bytes=self.settings.max_message_bytes,
             coverage=coverage,
             names=names,
+            key=self.id_key,
         )
         self.backlog.add(new)
         metrics.REPORTS.inc()
