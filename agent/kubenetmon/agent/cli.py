@@ -12,6 +12,8 @@ import logging
 
 from kubenetmon.agent.checkpoint import StateDir, boot_id
 from kubenetmon.agent.conntrack import open_conntrack, read_sysctl, write_sysctl
+from kubenetmon.agent.dnscache import DnsCache
+from kubenetmon.agent.dnswatch import DnsWatch
 from kubenetmon.agent.links import Links
 from kubenetmon.agent.owners import Sockets
 from kubenetmon.agent.publisher import Publisher
@@ -76,6 +78,14 @@ def main(args: argparse.Namespace) -> int:
         if settings.socket_owners
         else None
     )
+    dns = None
+    if settings.dns_names:
+        try:
+            cache = DnsCache(grace_s=settings.dns_grace_s, max_entries=settings.dns_max_entries)
+            dns = DnsWatch(cache, netns=settings.netns or None)
+        except OSError as exc:
+            conntrack.close()
+            raise ConfigError(f"--dns-names: cannot open the DNS watch socket ({exc})") from None
     agent = Agent(
         settings,
         conntrack=conntrack,
@@ -85,6 +95,7 @@ def main(args: argparse.Namespace) -> int:
         drain_s=max(drain - 5.0, drain * 0.5),
         links=links,
         sockets=sockets,
+        dns=dns,
     )
     try:
         return runtime.run(agent.main, drain_timeout_s=drain)
@@ -94,3 +105,5 @@ def main(args: argparse.Namespace) -> int:
             links.close()
         if sockets is not None:
             sockets.close()
+        if dns is not None:
+            dns.close()

@@ -14,6 +14,9 @@ Every chunk carries the report's ledger (``kubenetmon.shared.ledger``): the span
 totals, and what was lost in that span. An interval without traffic still gets a report (one chunk, no
 rows), so a node that sends nothing is silent, never merely idle.
 
+A report may name addresses of its rows (``names``: the DNS name each was answered for, from the agent's
+``dnscache``); each chunk carries the names of its own rows' addresses, counted in its size bound.
+
 ``merge`` folds two reports into one covering both intervals, for a backlog that exceeds its bound during
 a long broker outage. Only reports never offered to the broker may be merged (the caller's rule: only the
 oldest pending report is ever published), so no byte can be both in the stream and in a merged report.
@@ -37,6 +40,7 @@ from kubenetmon.shared.schema import (
     encode_raw,
     keyed_msg_id,
 )
+from kubenetmon.shared.schema.names import encoded_size
 
 _HEADER_BOUND: Final = 512
 """Upper bound of a RAW message's encoding without its rows (node name and boot id included)."""
@@ -47,6 +51,10 @@ _OWNER_BOUND: Final = 1 + 5 + 2 + 64 + 5
 """Upper bound of one ``owners`` pair: array header, row index, string header, a UID (plus the list's
 header, counted once per row for simplicity)."""
 _ROW_BOUND_V6: Final = 1 + 3 * 2 + 4 * (2 + 16) + 4 * 3 + 4 * 9
+_NAME_BOUND: Final = 2 + 16 + 3 + 253
+"""Upper bound of one ``names`` entry's encoding (a 16-byte address, a 253-character name)."""
+_NAMES_HEAD: Final = 6 + 5
+"""The ``names`` key and a map header."""
 FORMAT: Final = 2
 """2: the id key follows the chunks; 1 (no key) is read too."""
 
@@ -141,39 +149,82 @@ def build(
     max_bytes: int,
     coverage: Coverage | None = None,
     owners: dict[int, str] | None = None,
+    names: dict[bytes, str] | None = None,
     key: str = "",
 ) -> Report:
-    """Cut ``rows`` (already in a deterministic order) into messages of at most ``max_bytes`` each.
+    """Cut ``rows`` (already in a deterministic order) into messages of at most ``max_bytes`` each;
+    each message names those of its rows' addresses that ``names`` names.
 
     No rows still makes one (empty) chunk: the report of an idle interval. ``owners``: index in ``rows``
     -> UID of the pod owning the node's socket of that row (``owners`` module), carried by its chunk.
     """
     ledger = None if coverage is None else ledger_of(rows, coverage)
     budget = max_bytes - _HEADER_BOUND - _LEDGER_BOUND - len(node.encode()) - len(boot.encode())
-    if budget < _ROW_BOUND_V6:
+    budget -= _NAMES_HEAD if names else 0
+    if budget < _ROW_BOUND_V6 + (2 * _NAME_BOUND if names else 0):
         raise ValueError(f"max message size {max_bytes} is too small for one row")
     owners = owners or {}
     groups: list[list[RawRow]] = [[]]
+    named: list[dict[bytes, str]] = [{}]
     owned: list[dict[int, str]] = [{}]
     used = 0
     for j, row in enumerate(rows):
         uid = owners.get(j)
-        size = _row_bound(row) + (_OWNER_BOUND if uid else 0)
+        extra = _OWNER_BOUND if uid else 0
+        size = _row_bound(row) + extra
+        new = _new_names(row, names, named[-1]) if names else None
+        if new:
+            size += sum(map(encoded_size, new, new.values()))
         if used + size > budget and groups[-1]:
             groups.append([])
+            named.append({})
             owned.append({})
             used = 0
+            if new is not None:  # in a fresh chunk every name of the row is new
+                new = _new_names(row, names or {}, {})
+                size = _row_bound(row) + extra + sum(map(encoded_size, new, new.values()))
         if uid:
             owned[-1][len(groups[-1])] = uid
         groups[-1].append(row)
+        if new:
+            named[-1].update(new)
         used += size
     chunks = tuple(
         encode_raw(
-            RawMessage(node, boot, start, seconds, seq, i, len(groups), group, ledger=ledger, owners=owned[i])
+            RawMessage(
+                node,
+                boot,
+                start,
+                seconds,
+                seq,
+                i,
+                len(groups),
+                group,
+                ledger=ledger,
+                names=named[i],
+                owners=owned[i],
+            )
         )
         for i, group in enumerate(groups)
     )
     return Report(node, boot, start, seconds, seq, chunks, len(rows), key)
+
+
+def _new_names(row: RawRow, names: dict[bytes, str], chunk: dict[bytes, str]) -> dict[bytes, str]:
+    """The names of ``row``'s addresses (either end) that ``chunk`` does not hold yet."""
+    return {
+        address: names[address]
+        for address in (row.orig_src, row.reply_src)
+        if address in names and address not in chunk
+    }
+
+
+def names_of(report: Report) -> dict[bytes, str]:
+    """The names a report's chunks give (for merging and tests)."""
+    found: dict[bytes, str] = {}
+    for chunk in report.chunks:
+        found.update(decode_raw(chunk).names)
+    return found
 
 
 def rows_of(report: Report) -> list[RawRow]:
@@ -231,8 +282,18 @@ def merge(older: Report, newer: Report, *, seq: int, max_bytes: int) -> Report:
         max_bytes=max_bytes,
         coverage=_merged(coverage_of(older), coverage_of(newer)),
         owners=_indexed(rows, owners),
+        names=_merged_names(names_of(older), names_of(newer)),
         key=newer.key,
     )
+
+
+def _merged_names(older: dict[bytes, str], newer: dict[bytes, str]) -> dict[bytes, str]:
+    """Both reports' names; an address the two name differently has none (never a guess)."""
+    merged = {**older, **newer}
+    for address in older.keys() & newer.keys():
+        if older[address] != newer[address]:
+            del merged[address]
+    return merged
 
 
 def _merged(older: Coverage | None, newer: Coverage | None) -> Coverage | None:
@@ -253,8 +314,8 @@ def _merged(older: Coverage | None, newer: Coverage | None) -> Coverage | None:
 
 def split(report: Report, chunk: int, *, seq: int, max_bytes: int) -> Report:
     """A new report with the rows of one chunk the server refused as too large, in smaller messages."""
-    msg = decode_raw(report.chunks[chunk])
-    rows = msg.rows
+    message = decode_raw(report.chunks[chunk])
+    rows = message.rows
     return build(
         rows,
         node=report.node,
@@ -264,7 +325,8 @@ def split(report: Report, chunk: int, *, seq: int, max_bytes: int) -> Report:
         seq=seq,
         max_bytes=max_bytes,
         coverage=coverage_of(report),
-        owners=msg.owners,
+        owners=message.owners,
+        names=message.names,
         key=report.key,
     )
 

@@ -20,6 +20,11 @@ external interfaces and adds their growth to the open span; each report carries 
 of its rows that cross the node boundary. The interfaces and the node's routes are read again at every
 cut (and at start), so a renamed or added interface is followed within one interval. A failed read
 leaves the span's link bytes unmeasured (-1), never guessed.
+DNS names (``--dns-names``): the watch socket is drained at the start of each poll and before each cut,
+not on every readable event (that is a wake-up of the loop, and metrics, per packet), so every answer that
+arrived before a report is cut is in the cache; its buffer holds a poll's answers. A report names the
+addresses of its rows whose answer held at some moment of its span (``dnscache``); expired entries go
+after each cut.
 """
 
 from __future__ import annotations
@@ -29,12 +34,14 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from operator import itemgetter
 
 from kubenetmon.agent import ctstats, metrics, reports
 from kubenetmon.agent.backlog import Backlog
 from kubenetmon.agent.checkpoint import State, StateDir
 from kubenetmon.agent.conntrack import Conntrack
 from kubenetmon.agent.coverage import Boundary, LinkMeter
+from kubenetmon.agent.dnswatch import DnsWatch
 from kubenetmon.agent.flows import REPORTED_PROTOCOLS, WITH_SCTP, FlowTable, report
 from kubenetmon.agent.links import Layout, Links
 from kubenetmon.agent.owners import Sockets
@@ -47,6 +54,10 @@ from kubenetmon.shared.schema import RawRow
 
 log = logging.getLogger(__name__)
 
+_ORIG_SRC, _REPLY_SRC = (
+    itemgetter(RawRow._fields.index("orig_src")),
+    itemgetter(RawRow._fields.index("reply_src")),
+)
 FULL_TABLE = 0.9
 """Fill ratio of the conntrack table above which the agent warns: new connections will soon be refused."""
 
@@ -66,6 +77,7 @@ class Agent:
         clock: Callable[[], float] = time.time,
         links: Links | None = None,
         sockets: Sockets | None = None,
+        dns: DnsWatch | None = None,
         id_key: str = "",
     ) -> None:
         self.settings, self.conntrack, self.state_dir, self.publisher = (
@@ -75,6 +87,9 @@ class Agent:
             publisher,
         )
         self.boot, self.clock = boot, clock
+        self.dns = dns
+        self._dns_seen = (0, 0, 0)
+        """The cache's conflicts and evictions and the socket's losses at the last metrics update."""
         self.id_key = id_key or reports.new_key()
         """Secret part of this process's message ids (``reports.Report.key``): never logged."""
         self.table = FlowTable(max_flows=settings.max_flows)
@@ -189,6 +204,7 @@ class Agent:
     def poll(self) -> None:
         """DESTROY events, a full dump, events again; counts everything. A failed dump is logged."""
         started = time.monotonic()
+        self.read_dns()
         before = self.conntrack.overruns
         metrics.EVENTS.inc(self.conntrack.read_events(self.table.destroy))
         self.table.begin_dump()
@@ -299,6 +315,42 @@ class Agent:
         self.boundary = Boundary(layout, external=external)
         self.own_addresses = layout.addresses
 
+    def read_dns(self) -> None:
+        """Every DNS answer waiting on the watch socket, into the cache (no-op without ``--dns-names``)."""
+        dns = self.dns
+        if dns is None:
+            return
+        metrics.DNS_ANSWERS.inc(dns.read(now=self.clock()))
+        seen = (dns.cache.conflicts, dns.cache.evictions, dns.lost)
+        for metric, now, before in zip(
+            (metrics.DNS_CONFLICTS, metrics.DNS_EVICTIONS, metrics.DNS_LOST),
+            seen,
+            self._dns_seen,
+            strict=True,
+        ):
+            if now != before:
+                metric.inc(now - before)
+        self._dns_seen = seen
+        metrics.DNS_ENTRIES.set(len(dns.cache))
+
+    def _names(self, rows: list[RawRow], *, since_ms: int, until_ms: int) -> dict[bytes, str] | None:
+        """The DNS names of the rows' addresses (either end of each) valid in the span; then the
+        entries no later report can need are dropped."""
+        dns = self.dns
+        if dns is None:
+            return None
+        self.read_dns()
+        names: dict[bytes, str] = {}
+        if rows and len(dns.cache):
+            addresses = set(map(_ORIG_SRC, rows))
+            addresses.update(map(_REPLY_SRC, rows))
+            names, ambiguous = dns.cache.names(addresses, since=since_ms / 1000)
+            metrics.DNS_NAMED.inc(len(names))
+            metrics.DNS_AMBIGUOUS.inc(ambiguous)
+        dns.cache.expire(before=until_ms / 1000)
+        metrics.DNS_ENTRIES.set(len(dns.cache))
+        return names
+
     def tick(self, *, final: bool = False) -> None:
         """One poll, then a report if the interval is over (or ``final``), then a checkpoint."""
         now = self.clock()
@@ -337,6 +389,7 @@ class Agent:
         if self.links is not None:
             self.link_bytes = 0 if self.link_meter.last else -1  # no baseline: the next span is not measured
             self.read_layout()
+        names = self._names(rows, since_ms=coverage.span_from_ms, until_ms=coverage.span_to_ms)
         new = reports.build(
             rows,
             node=self.settings.node_name,
@@ -347,6 +400,7 @@ class Agent:
             max_bytes=self.settings.max_message_bytes,
             coverage=coverage,
             owners=self._owners(rows),
+            names=names,
             key=self.id_key,
         )
         self.backlog.add(new)
@@ -365,6 +419,7 @@ class Agent:
                 "boundary_bytes": coverage.boundary_bytes,
                 "backlog": len(self.pending),
                 "flows": self.table.tracked,
+                **({} if names is None else {"named": len(names)}),
                 **dropped,
             },
         )

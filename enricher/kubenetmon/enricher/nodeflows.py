@@ -93,6 +93,7 @@ def label_nodes(
             **local,
             **{k: v for k, v in far.items() if not k.startswith("_")},
             "connectionClass": far["_class"],
+            "remoteDNSName": msg.names.get(far_ip, "") if far["_outside"] else "",
             "remoteCloudService": far["_service"],
             "ipFamily": family,
             "crossZone": cross,
@@ -146,4 +147,5 @@ def _remote(endpoints: ep.Endpoints, index: Index, ip: bytes, *, start: int, end
         values, cls, service = far[: len(ep.REMOTE_FIELDS)], far[ep.CLASS], far[ep.SERVICE]
     out = {"remote" + name: value for name, value in zip(ep.REMOTE_FIELDS, values, strict=True)}
     out["_class"], out["_service"] = cls, service
+    out["_outside"] = endpoint[ep.KEY] == ep.NOT_A_POD  # outside the cluster: a DNS name may name it
     return out

@@ -71,6 +71,7 @@ TYPES: Final[dict[str, str]] = {
     "flowId": "UInt64",
     "enrichedAt": "UInt64 CODEC(Delta(8), ZSTD(1))",
     "sourceId": "String CODEC(ZSTD(1))",
+    "remoteDNSName": _LC,
     "localKind": _LC,
 }
 
@@ -104,7 +105,8 @@ LABEL_COLUMNS: Final = (
     "remoteService",
     "crossZone",
 )
-BASE_COLUMNS: Final = tuple(n for n in COLUMN_NAMES if n not in LABEL_COLUMNS)
+NAME_COLUMNS: Final = ("remoteDNSName",)
+BASE_COLUMNS: Final = tuple(n for n in COLUMN_NAMES if n not in LABEL_COLUMNS + NAME_COLUMNS)
 NODE_COLUMN_NAMES: Final = (*COLUMN_NAMES, *(c.name for c in NODE_COLUMNS))
 """The node table's columns (besides ``date``): the flows table's, then the node rows' own."""
 NODE_INSERT_TYPES: Final = (*INSERT_TYPES, *(_insert_type(c.name, c.wire) for c in NODE_COLUMNS))
@@ -186,6 +188,12 @@ def add_label_columns(database: str, table: str) -> str:
     for name in LABEL_COLUMNS:
         clauses.append(f"ADD COLUMN IF NOT EXISTS {q(name)} {TYPES[name]} AFTER {q(after)}")
         after = name
+    return f"ALTER TABLE {fqn(database, table)} " + ", ".join(clauses)
+
+
+def add_name_columns(database: str, table: str) -> str:
+    """Schema version 7: the DNS name of a remote outside the cluster ('' when unknown), last."""
+    clauses = [f"ADD COLUMN IF NOT EXISTS {q(name)} {TYPES[name]} DEFAULT ''" for name in NAME_COLUMNS]
     return f"ALTER TABLE {fqn(database, table)} " + ", ".join(clauses)
 
 

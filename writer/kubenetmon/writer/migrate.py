@@ -76,6 +76,15 @@ MIGRATIONS: Final = (
     ),
     Migration(
         7,
+        "remoteDNSName column; exact and cost views re-created",
+        lambda d, t: [
+            flow_tables.add_name_columns(d, t),
+            flow_tables.create_exact_view(d, t),
+            cost_tables.create_cost_view(d, t),
+        ],
+    ),
+    Migration(
+        8,
         "node rows: <table>_node with its exact and cost views; source coverage in agent_reports",
         lambda d, t: [
             flow_tables.create_node_table(d, t),
@@ -88,7 +97,7 @@ MIGRATIONS: Final = (
 )
 PRICES_VERSION: Final = 5
 REPORTS_VERSION: Final = 6
-NODE_VERSION: Final = 7
+NODE_VERSION: Final = 8
 LATEST: Final = MIGRATIONS[-1].version
 
 
