@@ -322,7 +322,8 @@ class Agent:
         return time.monotonic() - self.last_poll < self.settings.stall_after_s
 
     def ready(self) -> bool:
-        return self.polls > 0
+        """Polled at least once, and RAW takes its reports (a full store makes it not ready)."""
+        return self.polls > 0 and not self.publisher.store_full
 
     def on_events(self) -> None:
         metrics.EVENTS.inc(self.conntrack.read_events(self.table.destroy))
