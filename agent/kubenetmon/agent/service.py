@@ -13,7 +13,8 @@ budget, and the process exits 0; what could not be sent stays on disk for the ne
 The ledger: every poll also reads conntrack's own statistics (``ctstats``). Each report states the span
 its deltas cover, from the poll its predecessor ended with to its own last poll (both in the checkpoint,
 so the first report after a crash spans the outage: a catch-up), with the event-socket overruns and the
-table drops of that span. Every interval gets a report, with or without rows.
+table drops of that span, and whether conntrack stamped creation times at every poll of it (also the
+gauge ``kubenetmon_agent_conntrack_timestamps_enabled``). Every interval gets a report, with or without rows.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from kubenetmon.agent.flows import REPORTED_PROTOCOLS, WITH_SCTP, FlowTable, rep
 from kubenetmon.agent.publisher import Publisher
 from kubenetmon.agent.reports import Coverage, Report
 from kubenetmon.agent.settings import AgentSettings
+from kubenetmon.shared.ledger import TIMESTAMPS_UNKNOWN
 from kubenetmon.shared.metrics import serve
 from kubenetmon.shared.runtime import RootTasks, wait_any
 
@@ -85,6 +87,9 @@ class Agent:
         """Event-socket overruns and conntrack table drops in the open span."""
         self.drops_seen = -1
         """The kernel's cumulative table drops at the last statistics read (-1: unknown)."""
+        self.span_stamps: int | None = None
+        """Creation timestamps in the open span: 1 on at every poll, 0 off at one, -1 unreadable; None: no
+        poll yet."""
         self._stats: ctstats.Stats | None = None
         self._full = False
 
@@ -139,6 +144,7 @@ class Agent:
         self.events_lost, self.table_drops = saved.get("lost", 0), saved.get("drops", 0)
         # the kernel's counters belong to this boot: drops while the agent was down are counted then
         self.drops_seen = saved.get("seen", -1) if same_boot else -1
+        self.span_stamps = saved.get("ts")
 
     def _ledger_state(self) -> dict[str, int]:
         return {
@@ -147,6 +153,7 @@ class Agent:
             "lost": self.events_lost,
             "drops": self.table_drops,
             "seen": self.drops_seen,
+            **({"ts": self.span_stamps} if self.span_stamps is not None else {}),
         }
 
     # -- ticks --------------------------------------------------------------------------------------
@@ -175,6 +182,7 @@ class Agent:
         self.last_poll_ms = int(self.clock() * 1000)
         self.span_from_ms = self.span_from_ms or self.last_poll_ms
         self.read_stats()
+        self.read_timestamps()
         self.conntrack.resync_needed = False
         if self._overruns != before:
             self._resync.set()  # events were lost during this dump: dump again at once
@@ -218,6 +226,13 @@ class Agent:
             log.info("conntrack table below %d%% full again", int(FULL_TABLE * 100))
         self._full = full
 
+    def read_timestamps(self) -> None:
+        """Whether conntrack stamps creation times now: the gauge, and the open span's ledger state."""
+        on = self.conntrack.timestamps()
+        metrics.TIMESTAMPS.set(1 if on else 0)
+        now = TIMESTAMPS_UNKNOWN if on is None else int(on)
+        self.span_stamps = now if self.span_stamps is None else reports.stamps_of_both(self.span_stamps, now)
+
     def tick(self, *, final: bool = False) -> None:
         """One poll, then a report if the interval is over (or ``final``), then a checkpoint."""
         now = self.clock()
@@ -247,8 +262,10 @@ class Agent:
             flows=self.table.tracked,
             events_lost=self.events_lost,
             table_drops=self.table_drops,
+            timestamps=TIMESTAMPS_UNKNOWN if self.span_stamps is None else self.span_stamps,
         )
         self.span_from_ms, self.events_lost, self.table_drops = coverage.span_to_ms, 0, 0
+        self.span_stamps = None
         new = reports.build(
             rows,
             node=self.settings.node_name,

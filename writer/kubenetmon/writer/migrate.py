@@ -74,6 +74,11 @@ MIGRATIONS: Final = (
         "ledger of reports: agent_reports and agent_reports_exact",
         lambda d, t: [flow_tables.create_reports_table(d), flow_tables.create_reports_exact_view(d)],
     ),
+    Migration(
+        7,
+        "ledger: whether conntrack stamped creation times (agent_reports.conntrackTimestamps)",
+        lambda d, t: [flow_tables.add_reports_timestamps(d), flow_tables.create_reports_exact_view(d)],
+    ),
 )
 PRICES_VERSION: Final = 5
 REPORTS_VERSION: Final = 6
