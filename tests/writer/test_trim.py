@@ -18,7 +18,7 @@ def _stats(*, messages: int, nbytes: int, first: int = 1, max_bytes: int = 1000)
 
 
 def test_nothing_goes_below_the_high_mark_or_without_a_limit() -> None:
-    assert trim_below(_stats(messages=89, nbytes=899), ack_floor=10_000) is None
+    assert trim_below(_stats(messages=74, nbytes=749), ack_floor=10_000) is None
     assert trim_below(_stats(messages=100, nbytes=10_000, max_bytes=-1), ack_floor=10_000) is None
     assert trim_below(_stats(messages=0, nbytes=0), ack_floor=10_000) is None
 

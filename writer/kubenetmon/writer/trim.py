@@ -4,8 +4,8 @@ Why it exists: every stream refuses new messages when full (``discard: new``) an
 until it ages out (limits retention: ``replay enriched`` reads that history). With the writers down for a
 while, ENRICHED fills up; the enrichers then hold their RAW messages, RAW fills up, and the agents keep
 accumulating. When the writers come back and drain ENRICHED, nothing would be freed before the oldest
-rows aged out (days). So each writer process checks the stream every few seconds, and when it holds more
-than ``HIGH`` of its ``max_bytes``, purges its oldest messages down to about ``LOW`` of it: never one
+rows aged out (days). So each writer process checks the stream every few seconds, and when it holds
+``HIGH`` of its ``max_bytes`` or more, purges its oldest messages down to about ``LOW`` of it: never one
 above the ``writer`` consumer's ack floor, so only rows that are already in ClickHouse go (``replay
 enriched`` loses them; ``replay raw`` can still make them again). Several writers doing it at once
 purge the same range.
@@ -26,8 +26,9 @@ from kubenetmon.shared.errors import TransientError
 
 log = logging.getLogger(__name__)
 
-HIGH: Final = 0.9
-"""Trim once ENRICHED holds this share of its ``max_bytes`` (below 1: before it refuses anything)."""
+HIGH: Final = 0.75
+"""Trim once ENRICHED holds this share of its ``max_bytes``: well below 1, so that a check every
+``EVERY_S`` comes before the stream is full and refuses anything (25% of 1 GiB is minutes of output)."""
 LOW: Final = 0.5
 """Trim down to about this share."""
 EVERY_S: Final = 5.0
