@@ -14,11 +14,13 @@ import dataclasses
 import logging
 
 import nats
+import nats.js.errors
 import pytest
 from nats.js import api
 from prometheus_client import REGISTRY
 
 from kubenetmon.shared.broker import Broker, Delivery
+from kubenetmon.shared.broker.capacity import Capacity, is_store_full
 from kubenetmon.shared.consumer import ACK, Outcome, consume
 from kubenetmon.shared.errors import StoreFullError
 from kubenetmon.shared.settings import NatsSettings
@@ -159,3 +161,39 @@ async def test_consume_holds_a_batch_whose_results_a_full_stream_refused_and_fin
         assert {n for _, n in handled} == {1}
         assert (await broker.stream_info("dlq")).messages == 0
         assert (await broker.stream_info("enriched")).messages == 3
+
+
+def test_a_stream_at_the_edge_of_its_limit_is_logged_once_a_minute_and_followed_at_every_change(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    capacity = Capacity(clock=lambda: now[0])
+    heard: list[bool] = []
+    capacity.listen(heard.append)
+    full = nats.js.errors.ServiceUnavailableError(503, "maximum bytes exceeded", 10077)
+    with caplog.at_level(logging.INFO, logger="kubenetmon.shared.broker.capacity"):
+        for _ in range(10):  # refused, taken, refused...: within a minute
+            capacity.refused("enriched", full, subject="k.enriched.n1")
+            capacity.accepted("enriched")
+            now[0] += 5.0
+        now[0] += 60.0
+        capacity.refused("enriched", full, subject="k.enriched.n1")
+    assert heard == [True, False] * 10 + [True]
+    lines = [r.message.split(":")[0] for r in caplog.records]
+    assert lines == ["store full", "stream ENRICHED takes new messages again", "store full"]
+
+
+@pytest.mark.parametrize(
+    ("err_code", "description", "full"),
+    [
+        (10077, "maximum bytes exceeded", True),
+        (10077, "maximum messages exceeded", True),
+        (10023, "insufficient resources", True),
+        (10077, "some other store failure", False),
+        (10071, "wrong last sequence: 4", False),
+        (10057, "maximum bytes exceeded", False),
+    ],
+)
+def test_only_a_full_store_is_store_full(err_code: int, description: str, full: bool) -> None:
+    assert is_store_full(nats.js.errors.APIError(503, description, err_code)) is full
+    assert not is_store_full(TimeoutError())

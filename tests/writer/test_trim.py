@@ -31,6 +31,14 @@ def test_the_oldest_go_down_to_about_half_but_never_one_not_acknowledged() -> No
     assert trim_below(full, ack_floor=0) is None
 
 
+def test_a_stream_too_small_for_the_largest_message_is_trimmed_to_leave_room_for_one() -> None:
+    half = _stats(messages=50, nbytes=500, first=1)  # 500 bytes free, a message may take 600
+    assert trim_below(half, ack_floor=10_000) is None
+    assert trim_below(half, ack_floor=10_000, reserve=600) == 11  # 400 bytes left: 600 free
+    assert trim_below(half, ack_floor=10_000, reserve=2000) == 51  # never enough: every stored one goes
+    assert trim_below(half, ack_floor=20, reserve=2000) == 21
+
+
 async def test_trim_frees_a_full_enriched_stream_of_what_the_writer_acknowledged(
     nats_settings: NatsSettings,
 ) -> None:

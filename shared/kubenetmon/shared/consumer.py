@@ -273,6 +273,10 @@ async def _hold(
         await sleep_or_stop(stop, min(settings.backoff_delay(attempt), settings.ack_wait_s / 3))
         if not stop.is_set():
             held = await _settle_all(broker, held, handler, tally, stage=stage)
+        if held and backoff.now_and_then(attempt, every=30):
+            log.warning(
+                "%s: holding %d deliveries until the stream has room (attempt %d)", stage, len(held), attempt
+            )
     for delivery in held:
         tally.add(await settle(broker, delivery, Retry(STORE_FULL), stage=stage))
 

@@ -5,10 +5,11 @@ until it ages out (limits retention: ``replay enriched`` reads that history). Wi
 while, ENRICHED fills up; the enrichers then hold their RAW messages, RAW fills up, and the agents keep
 accumulating. When the writers come back and drain ENRICHED, nothing would be freed before the oldest
 rows aged out (days). So each writer process checks the stream every few seconds, and when it holds
-``HIGH`` of its ``max_bytes`` or more, purges its oldest messages down to about ``LOW`` of it: never one
-above the ``writer`` consumer's ack floor, so only rows that are already in ClickHouse go (``replay
-enriched`` loses them; ``replay raw`` can still make them again). Several writers doing it at once
-purge the same range.
+``HIGH`` of its ``max_bytes`` or more (or has less room than the largest message the server takes: a
+message that does not fit would be refused for ever), purges its oldest messages down to about ``LOW``
+of it, leaving that room: never one above the ``writer`` consumer's ack floor, so only rows that are
+already in ClickHouse go (``replay enriched`` loses them; ``replay raw`` can still make them again).
+Several writers doing it at once purge the same range.
 
 This module must not touch RAW (replay needs its history: it frees up by age, or by a larger limit).
 """
@@ -38,16 +39,21 @@ TRIMMED = metrics.counter(
 )
 
 
-def trim_below(stream: StreamStats, *, ack_floor: int, high: float = HIGH, low: float = LOW) -> int | None:
+def trim_below(
+    stream: StreamStats, *, ack_floor: int, high: float = HIGH, low: float = LOW, reserve: int = 0
+) -> int | None:
     """The sequence to purge below (every message under it goes), or None when nothing should go.
 
-    Only when the stream holds at least ``high`` of its ``max_bytes``; as many of the oldest messages as
-    bring it to about ``low`` of it (by their mean size), but never one above ``ack_floor``.
+    Only when the stream holds at least ``high`` of its ``max_bytes``, or has less than ``reserve`` bytes
+    free (the largest message a publisher may send: one that does not fit would be refused for ever); as
+    many of the oldest messages as bring it to about ``low`` of it, and below ``max_bytes - reserve``
+    (by their mean size), but never one above ``ack_floor``.
     """
-    if stream.max_bytes <= 0 or stream.messages <= 0 or stream.bytes < high * stream.max_bytes:
+    limit = stream.max_bytes
+    if limit <= 0 or stream.messages <= 0 or stream.bytes < min(high * limit, limit - reserve):
         return None
-    excess = stream.bytes - low * stream.max_bytes
-    drop = math.ceil(stream.messages * excess / stream.bytes)
+    target = max(0.0, min(low * limit, limit - reserve))
+    drop = math.ceil(stream.messages * (stream.bytes - target) / stream.bytes)
     below = min(stream.first_seq + drop, ack_floor + 1)
     return below if below > stream.first_seq else None
 
@@ -56,7 +62,9 @@ async def trim_once(broker: Broker, *, high: float = HIGH, low: float = LOW) -> 
     """Purge ENRICHED's oldest stored messages if it is nearly full; the first sequence kept (0: none)."""
     stream = await broker.stream_info(topology.ENRICHED)
     consumer = await broker.consumer_info("writer")
-    below = trim_below(stream, ack_floor=consumer.ack_floor_stream_seq, high=high, low=low)
+    below = trim_below(
+        stream, ack_floor=consumer.ack_floor_stream_seq, high=high, low=low, reserve=broker.max_payload
+    )
     if below is None:
         return 0
     await broker.purge_below(topology.ENRICHED, below)

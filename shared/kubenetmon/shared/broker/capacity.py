@@ -5,7 +5,8 @@ server refuses a publish with "maximum bytes exceeded" (or, when the server's ow
 ``max_file_store`` is reached first, "insufficient resources") instead of deleting the oldest messages,
 which may not have been consumed yet. ``Capacity`` turns such a refusal into ``StoreFullError``, sets the
 ``kubenetmon_nats_store_full{stream}`` gauge, logs one line when a stream starts refusing and one when it
-takes a message again, and tells listeners (readiness) about both transitions.
+takes a message again (at most once a minute: a stream at the edge of its limit flaps), and tells
+listeners (readiness) about both transitions.
 
 What a filesystem that fills up under the server does is different, and is not seen here: nats-server
 2.15 marks the stream's store with a sticky write error ("no space left on device") and no longer
@@ -19,6 +20,7 @@ This module must not decide what a caller does with a refused message: it only n
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Final
 
@@ -47,6 +49,7 @@ STORE_FULL_REFUSALS = metrics.counter(
     ["stream"],
 )
 
+LOG_EVERY_S: Final = 60.0
 Listener = Callable[[bool], None]
 """Called with True when some stream starts refusing, False when none refuses any more."""
 
@@ -63,10 +66,13 @@ def is_store_full(exc: BaseException) -> bool:
 class Capacity:
     """Which of one connection's streams refuse new messages; listeners hear the transitions."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.full: dict[str, str] = {}
         """Stream kind -> the server's reason, for each stream refusing right now."""
         self._listeners: list[Listener] = []
+        self._clock = clock
+        self._logged_at: dict[str, float] = {}
+        self._announced: dict[str, bool] = {}
 
     def listen(self, listener: Listener) -> None:
         """Call ``listener(True/False)`` whenever the store-full state of the whole connection changes."""
@@ -79,13 +85,7 @@ class Capacity:
         reason = exc.description or "store full"
         STORE_FULL_REFUSALS.labels(kind).inc()
         if kind not in self.full:
-            log.error(
-                "store full: stream %s refuses new messages (%s); they are kept and sent again until it "
-                "has room (the consumers draining it, its messages ageing out, or a larger limit)",
-                kind.upper(),
-                reason,
-                extra={"stream": kind, "reason": reason},
-            )
+            self._announce(kind, reason)
             STORE_FULL.labels(kind).set(1)
             self.full[kind] = reason
             if len(self.full) == 1:
@@ -98,11 +98,25 @@ class Capacity:
             return
         del self.full[kind]
         STORE_FULL.labels(kind).set(0)
-        log.info(
-            "store full no more: stream %s takes new messages again", kind.upper(), extra={"stream": kind}
-        )
+        if self._announced.pop(kind, False):
+            log.info("stream %s takes new messages again", kind.upper(), extra={"stream": kind})
         if not self.full:
             self._tell(False)
+
+    def _announce(self, kind: str, reason: str) -> None:
+        """One line when a stream starts refusing, at most every ``LOG_EVERY_S`` (a stream at the edge of
+        its limit refuses one publish and takes the next; the gauge and readiness follow each change)."""
+        now = self._clock()
+        if now - self._logged_at.get(kind, -LOG_EVERY_S) < LOG_EVERY_S:
+            return
+        self._logged_at[kind], self._announced[kind] = now, True
+        log.error(
+            "store full: stream %s refuses new messages (%s); they are kept and sent again until it has room "
+            "(the consumers draining it, its messages ageing out, or a larger limit)",
+            kind.upper(),
+            reason,
+            extra={"stream": kind, "reason": reason},
+        )
 
     def _tell(self, full: bool) -> None:
         for listener in self._listeners:

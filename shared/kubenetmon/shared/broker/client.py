@@ -112,6 +112,11 @@ class Broker:
         return bool(self._nc.is_connected)
 
     @property
+    def max_payload(self) -> int:
+        """The largest message the server takes, bytes (its ``max_payload``)."""
+        return int(self._nc.max_payload)
+
+    @property
     def lost(self) -> bool:
         """The client closed the connection for good without being asked to (it will not reconnect)."""
         return bool(self._nc.is_closed) and not self._events.closing
