@@ -21,7 +21,7 @@ from prometheus_client import REGISTRY
 
 from kubenetmon.shared.broker import Broker, Delivery
 from kubenetmon.shared.broker.capacity import Capacity, is_store_full
-from kubenetmon.shared.consumer import ACK, Outcome, consume
+from kubenetmon.shared.consumer import ACK, Outcome, Poison, consume
 from kubenetmon.shared.errors import StoreFullError
 from kubenetmon.shared.settings import NatsSettings
 from kubenetmon.shared.topology import stream_specs
@@ -197,3 +197,44 @@ def test_a_stream_at_the_edge_of_its_limit_is_logged_once_a_minute_and_followed_
 def test_only_a_full_store_is_store_full(err_code: int, description: str, full: bool) -> None:
     assert is_store_full(nats.js.errors.APIError(503, description, err_code)) is full
     assert not is_store_full(TimeoutError())
+
+
+async def test_a_poison_message_waits_for_room_in_a_full_dlq_and_is_never_dropped(
+    nats_settings: NatsSettings,
+) -> None:
+    settings = dataclasses.replace(nats_settings, dlq_max_bytes=SMALL, max_deliver=2, backoff_s=(0.05,))
+    async with await Broker.connect(settings, name="test", wait_s=5.0) as broker:
+        (await broker.ensure_topology()).raise_for_conflicts()
+        for i in range(100):
+            try:
+                await broker.publish(broker.dlq_subject("other"), PAYLOAD, msg_id=f"old/{i}")
+            except StoreFullError:
+                break
+        await broker.publish(broker.raw_subject("n1"), b"not msgpack", msg_id="poison")
+
+        async def handler(deliveries: list[Delivery]) -> list[Outcome]:
+            return [Poison("malformed", "test")] * len(deliveries)
+
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            consume(
+                broker, consumer="enricher", handler=handler, stop=stop, batch=5, fetch_timeout=0.3, stage="t"
+            )
+        )
+
+        async def redelivered() -> bool:
+            return (await broker.consumer_info("enricher")).num_redelivered > 0
+
+        await eventually(redelivered)  # nak'ed, not termed: the DLQ refused it
+        assert broker.capacity.full == {"dlq": "maximum bytes exceeded"}
+        dlq = await broker.stream_info("dlq")
+        await broker.purge_below("dlq", dlq.last_seq + 1)  # room (re-driven, aged out)
+
+        async def dead_lettered() -> bool:
+            info = await broker.consumer_info("enricher")
+            return info.num_pending == 0 and info.num_ack_pending == 0 and not broker.capacity.full
+
+        await eventually(dead_lettered)
+        stop.set()
+        await task
+        assert (await broker.stream_info("dlq")).messages == 1

@@ -149,7 +149,9 @@ async def _dead_letter(broker: Broker, delivery: Delivery, reason: str, detail: 
     except (TransientError, PoisonError) as exc:
         # Never term what the DLQ did not take: nak it, so it is retried (and dead-lettered) later.
         SETTLE_ERRORS.labels(stage).inc()
-        log.error("DLQ publish failed for %r (%s): %s; nak'ed instead", delivery, reason, exc)
+        # a full DLQ was said once by the broker (store full): not one line per message
+        level = logging.DEBUG if isinstance(exc, StoreFullError) else logging.ERROR
+        log.log(level, "DLQ publish failed for %r (%s): %s; nak'ed instead", delivery, reason, exc)
         await delivery.nak(broker.settings.backoff_delay(delivery.num_delivered))
         return "nak"
     await delivery.term()
