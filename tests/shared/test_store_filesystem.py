@@ -27,6 +27,7 @@ from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.errors import StoreFullError, TransientError
 from kubenetmon.shared.settings import NatsSettings
 from tests.fixtures.nats import nats_settings_for
+from tests.support import http
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs (root only)")
 
@@ -119,6 +120,10 @@ async def test_a_filesystem_filled_by_something_else_wedges_the_stream_until_the
         with pytest.raises(TransientError):  # space is back, the stream's store is not
             await broker.publish(broker.raw_subject("n1"), PAYLOAD, msg_id="after-free")
     assert "no space left on device" in server.log_tail()
+    # the server's full health check says so (a liveness probe on it restarts a wedged server); the
+    # check of JetStream alone, the shipped probe's, does not
+    assert http.get(server.monitor_port, "/healthz", timeout=5)[0] == 503
+    assert http.get(server.monitor_port, "/healthz?js-enabled-only=true", timeout=5)[0] == 200
     server.restart()
     async with await Broker.connect(settings, name="test", wait_s=5.0) as broker:
         await broker.publish(broker.raw_subject("n1"), PAYLOAD, msg_id="after-restart")
