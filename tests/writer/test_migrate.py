@@ -193,7 +193,7 @@ def test_a_ledger_from_before_the_timestamps_column_reads_not_said_and_takes_the
         )
         sink.command(old + "chunk, chunks, enrichedAt) VALUES ('n/b/60/1/0', 'n', 'b', 60, 60, 1, 0, 1, 1)")
         up = migrate(sink, database="flows", table="net", ttl_days=0)
-        assert 7 in up.applied and up.after == LATEST
+        assert 8 in up.applied and up.after == LATEST
         sink.command(
             old
             + "chunk, chunks, enrichedAt, conntrackTimestamps) VALUES ('n/b/120/2/0', 'n', 'b', 120, 60, 2, "

@@ -76,6 +76,15 @@ MIGRATIONS: Final = (
     ),
     Migration(
         7,
+        "remoteDNSName column; exact and cost views re-created",
+        lambda d, t: [
+            flow_tables.add_name_columns(d, t),
+            flow_tables.create_exact_view(d, t),
+            cost_tables.create_cost_view(d, t),
+        ],
+    ),
+    Migration(
+        8,
         "ledger: whether conntrack stamped creation times (agent_reports.conntrackTimestamps)",
         lambda d, t: [flow_tables.add_reports_timestamps(d), flow_tables.create_reports_exact_view(d)],
     ),
