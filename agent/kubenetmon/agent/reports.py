@@ -30,7 +30,7 @@ from typing import Final
 
 import msgpack
 
-from kubenetmon.shared.ledger import Ledger
+from kubenetmon.shared.ledger import TIMESTAMPS_UNKNOWN, Ledger
 from kubenetmon.shared.schema import (
     AF_INET,
     MAX_INTERVAL_SECONDS,
@@ -45,8 +45,8 @@ from kubenetmon.shared.schema.names import encoded_size
 _HEADER_BOUND: Final = 512
 """Upper bound of a RAW message's encoding without its rows (node name and boot id included)."""
 _ROW_BOUND: Final = {AF_INET: 1 + 3 * 2 + 4 * (2 + 4) + 4 * 3 + 4 * 9}
-_LEDGER_BOUND: Final = 10 + 10 * (8 + 9)
-"""Upper bound of the ``ledger`` map's encoding: ten short keys, ten 64-bit integers."""
+_LEDGER_BOUND: Final = 10 + 10 * (8 + 9) + 4
+"""Upper bound of the ``ledger`` map's encoding: ten short keys, ten 64-bit integers, and ``ts``."""
 _OWNER_BOUND: Final = 1 + 5 + 2 + 64 + 5
 """Upper bound of one ``owners`` pair: array header, row index, string header, a UID (plus the list's
 header, counted once per row for simplicity)."""
@@ -100,6 +100,8 @@ class Coverage:
     """Bytes on the node's external interfaces in the span (-1: not measured)."""
     boundary_bytes: int = 0
     """Bytes of the report's rows whose flow crosses the node boundary."""
+    timestamps: int = TIMESTAMPS_UNKNOWN
+    """1: conntrack creation timestamps on at every poll of the span, 0: off at one (see ``Ledger``)."""
 
 
 def ledger_of(rows: list[RawRow], coverage: Coverage) -> Ledger:
@@ -115,6 +117,7 @@ def ledger_of(rows: list[RawRow], coverage: Coverage) -> Ledger:
         table_drops=coverage.table_drops,
         link_bytes=coverage.link_bytes,
         boundary_bytes=coverage.boundary_bytes if coverage.link_bytes >= 0 else 0,
+        timestamps=coverage.timestamps,
     )
 
 
@@ -131,6 +134,7 @@ def coverage_of(report: Report) -> Coverage | None:
         ledger.table_drops,
         ledger.link_bytes,
         ledger.boundary_bytes,
+        ledger.timestamps,
     )
 
 
@@ -309,7 +313,15 @@ def _merged(older: Coverage | None, newer: Coverage | None) -> Coverage | None:
         if min(older.link_bytes, newer.link_bytes) >= 0
         else -1,
         boundary_bytes=older.boundary_bytes + newer.boundary_bytes,
+        timestamps=stamps_of_both(older.timestamps, newer.timestamps),
     )
+
+
+def stamps_of_both(a: int, b: int) -> int:
+    """The timestamps state of a span made of two: off if either was off, on if both were, else unknown."""
+    if 0 in (a, b):
+        return 0
+    return 1 if a == b == 1 else TIMESTAMPS_UNKNOWN
 
 
 def split(report: Report, chunk: int, *, seq: int, max_bytes: int) -> Report:

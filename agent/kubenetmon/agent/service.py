@@ -13,7 +13,8 @@ budget, and the process exits 0; what could not be sent stays on disk for the ne
 The ledger: every poll also reads conntrack's own statistics (``ctstats``). Each report states the span
 its deltas cover, from the poll its predecessor ended with to its own last poll (both in the checkpoint,
 so the first report after a crash spans the outage: a catch-up), with the event-socket overruns and the
-table drops of that span. Every interval gets a report, with or without rows.
+table drops of that span, and whether conntrack stamped creation times at every poll of it (also the
+gauge ``kubenetmon_agent_conntrack_timestamps_enabled``). Every interval gets a report, with or without rows.
 
 Source coverage (``links``, ``coverage``): every poll also reads the byte counters of the node's
 external interfaces and adds their growth to the open span; each report carries that next to the bytes
@@ -48,6 +49,7 @@ from kubenetmon.agent.owners import Sockets
 from kubenetmon.agent.publisher import Publisher
 from kubenetmon.agent.reports import Coverage, Report
 from kubenetmon.agent.settings import AgentSettings
+from kubenetmon.shared.ledger import TIMESTAMPS_UNKNOWN
 from kubenetmon.shared.metrics import serve
 from kubenetmon.shared.runtime import RootTasks, wait_any
 from kubenetmon.shared.schema import RawRow
@@ -115,6 +117,9 @@ class Agent:
         """Event-socket overruns and conntrack table drops in the open span."""
         self.drops_seen = -1
         """The kernel's cumulative table drops at the last statistics read (-1: unknown)."""
+        self.span_stamps: int | None = None
+        """Creation timestamps in the open span: 1 on at every poll, 0 off at one, -1 unreadable; None: no
+        poll yet."""
         self._stats: ctstats.Stats | None = None
         self._full = False
         self.links = links
@@ -185,6 +190,7 @@ class Agent:
             self.link_bytes = saved["link"] if measured else -1
             if measured:
                 self.link_meter.last = {int(k[2:]): v for k, v in saved.items() if k.startswith("if")}
+        self.span_stamps = saved.get("ts")
 
     def _ledger_state(self) -> dict[str, int]:
         state = {
@@ -193,6 +199,7 @@ class Agent:
             "lost": self.events_lost,
             "drops": self.table_drops,
             "seen": self.drops_seen,
+            **({"ts": self.span_stamps} if self.span_stamps is not None else {}),
         }
         if self.links is not None and self.link_bytes >= 0:
             state["link"] = self.link_bytes
@@ -227,6 +234,7 @@ class Agent:
         self.span_from_ms = self.span_from_ms or self.last_poll_ms
         self.read_stats()
         self.read_links()
+        self.read_timestamps()
         self.conntrack.resync_needed = False
         if self._overruns != before:
             self._resync.set()  # events were lost during this dump: dump again at once
@@ -315,6 +323,13 @@ class Agent:
         self.boundary = Boundary(layout, external=external)
         self.own_addresses = layout.addresses
 
+    def read_timestamps(self) -> None:
+        """Whether conntrack stamps creation times now: the gauge, and the open span's ledger state."""
+        on = self.conntrack.timestamps()
+        metrics.TIMESTAMPS.set(1 if on else 0)
+        now = TIMESTAMPS_UNKNOWN if on is None else int(on)
+        self.span_stamps = now if self.span_stamps is None else reports.stamps_of_both(self.span_stamps, now)
+
     def read_dns(self) -> None:
         """Every DNS answer waiting on the watch socket, into the cache (no-op without ``--dns-names``)."""
         dns = self.dns
@@ -383,8 +398,10 @@ class Agent:
             table_drops=self.table_drops,
             link_bytes=self.link_bytes if measured else -1,
             boundary_bytes=self.boundary.crossing_bytes(rows) if measured and self.boundary else 0,
+            timestamps=TIMESTAMPS_UNKNOWN if self.span_stamps is None else self.span_stamps,
         )
         self.span_from_ms, self.events_lost, self.table_drops = coverage.span_to_ms, 0, 0
+        self.span_stamps = None
         metrics.BOUNDARY_BYTES.inc(coverage.boundary_bytes)
         if self.links is not None:
             self.link_bytes = 0 if self.link_meter.last else -1  # no baseline: the next span is not measured
@@ -489,7 +506,8 @@ class Agent:
         return time.monotonic() - self.last_poll < self.settings.stall_after_s
 
     def ready(self) -> bool:
-        return self.polls > 0
+        """Polled at least once, and RAW takes its reports (a full store makes it not ready)."""
+        return self.polls > 0 and not self.publisher.store_full
 
     def on_events(self) -> None:
         metrics.EVENTS.inc(self.conntrack.read_events(self.table.destroy))

@@ -249,9 +249,12 @@ REPORT_TYPES: Final[dict[str, str]] = {
     "eventsLost": "UInt64",
     "tableDrops": "UInt64",
     "enrichedAt": "UInt64",
+    "conntrackTimestamps": "Int8 DEFAULT -1",
     "linkBytes": "Int64 DEFAULT -1",
     "boundaryBytes": "UInt64",
 }
+"""``conntrackTimestamps``: 1 conntrack stamped creation times throughout the span, 0 it did not at one
+poll at least (``check``: at-risk), -1 not said (rows of agents before it, and of tables migrated to it)."""
 COVERAGE_COLUMNS: Final = ("linkBytes", "boundaryBytes")
 """Ledger columns added by the coverage migration: bytes on the node's external interfaces in the span
 (-1: not measured), and the bytes the report metered for flows crossing the node boundary."""
@@ -274,6 +277,14 @@ PARTITION BY toYYYYMM(intervalStartTime)
 ORDER BY (node, intervalStartTime, sourceId)"""
 
 
+def add_reports_timestamps(database: str) -> str:
+    """The ledger's ``conntrackTimestamps`` column on a table made before it: -1 (not said) in old rows."""
+    return (
+        f"ALTER TABLE {fqn(database, REPORTS_TABLE)} "
+        "ADD COLUMN IF NOT EXISTS `conntrackTimestamps` Int8 DEFAULT -1"
+    )
+
+
 def create_reports_exact_view(database: str) -> str:
     return (
         f"CREATE OR REPLACE VIEW {fqn(database, exact_view(REPORTS_TABLE))} AS "
@@ -283,7 +294,7 @@ def create_reports_exact_view(database: str) -> str:
 
 def add_coverage_columns(database: str) -> str:
     """The ledger's source coverage: link bytes and boundary bytes of each report (older rows: -1, 0)."""
-    clauses, after = [], "enrichedAt"
+    clauses, after = [], "conntrackTimestamps"
     for name in COVERAGE_COLUMNS:
         clauses.append(f"ADD COLUMN IF NOT EXISTS {q(name)} {REPORT_TYPES[name]} AFTER {q(after)}")
         after = name

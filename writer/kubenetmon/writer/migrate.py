@@ -85,6 +85,11 @@ MIGRATIONS: Final = (
     ),
     Migration(
         8,
+        "ledger: whether conntrack stamped creation times (agent_reports.conntrackTimestamps)",
+        lambda d, t: [flow_tables.add_reports_timestamps(d), flow_tables.create_reports_exact_view(d)],
+    ),
+    Migration(
+        9,
         "node rows: <table>_node with its exact and cost views; source coverage in agent_reports",
         lambda d, t: [
             flow_tables.create_node_table(d, t),
@@ -97,7 +102,7 @@ MIGRATIONS: Final = (
 )
 PRICES_VERSION: Final = 5
 REPORTS_VERSION: Final = 6
-NODE_VERSION: Final = 8
+NODE_VERSION: Final = 9
 LATEST: Final = MIGRATIONS[-1].version
 
 
