@@ -48,6 +48,9 @@ class Ledger:
     """DESTROY events the kernel could not deliver (socket overruns) in the span."""
     table_drops: int
     """Connections conntrack dropped or could not insert (``drop``, ``early_drop``, ``insert_failed``)."""
+    timestamps: int = TIMESTAMPS_UNKNOWN
+    """1: conntrack creation timestamps were on at every poll of the span; 0: off at one at least;
+    ``TIMESTAMPS_UNKNOWN`` (-1): not said (an agent from before this field)."""
     # -- source coverage (optional on the wire: ``link`` and ``bound``; absent from older agents) --
     link_bytes: int = -1
     """Bytes that crossed the node's external interfaces in the span, received plus sent, as the
@@ -55,9 +58,6 @@ class Ledger:
     boundary_bytes: int = 0
     """Bytes (both directions) of the report's rows whose flow crosses the node boundary: what conntrack
     metered of the traffic ``link_bytes`` counts."""
-    timestamps: int = TIMESTAMPS_UNKNOWN
-    """1: conntrack creation timestamps were on at every poll of the span; 0: off at one at least;
-    ``TIMESTAMPS_UNKNOWN`` (-1): not said (an agent from before this field)."""
 
 
 LEDGER_KEYS: Final = ("from", "to", "rows", "bytes", "packets", "flows", "lost", "drops")
@@ -114,11 +114,11 @@ def decode_ledger(value: Any, *, subject: str, data: bytes) -> Ledger:
         if any(type(v) is not int or not 0 <= v <= _I63 for v in coverage):
             reason = "ledger coverage fields link and bound must both be counts"
             raise DecodeError("schema", reason, subject=subject, data=data)
-        ints += coverage
     stamps = value.get(TIMESTAMPS_KEY, TIMESTAMPS_UNKNOWN)
     if TIMESTAMPS_KEY in value and (type(stamps) is not int or stamps not in (0, 1)):
         raise DecodeError("schema", "ledger field 'ts' must be 0 or 1", subject=subject, data=data)
-    ledger = replace(Ledger(*ints), timestamps=stamps)
+    link, bound = coverage if coverage != [None, None] else (-1, 0)
+    ledger = replace(Ledger(*ints), timestamps=stamps, link_bytes=link, boundary_bytes=bound)
     if ledger.span_from_ms > ledger.span_to_ms:
         raise DecodeError("schema", "ledger span ends before it starts", subject=subject, data=data)
     return ledger
