@@ -214,6 +214,7 @@ REPORT_TYPES: Final[dict[str, str]] = {
     "eventsLost": "UInt64",
     "tableDrops": "UInt64",
     "enrichedAt": "UInt64",
+    "rejected": _LC,
 }
 REPORT_COLUMNS: Final[tuple[str, ...]] = tuple(REPORT_TYPES)
 REPORT_INSERT_TYPES: Final[tuple[str, ...]] = tuple(
@@ -232,6 +233,14 @@ def create_reports_table(database: str) -> str:
 ENGINE = ReplacingMergeTree(enrichedAt)
 PARTITION BY toYYYYMM(intervalStartTime)
 ORDER BY (node, intervalStartTime, sourceId)"""
+
+
+def add_rejected_column(database: str) -> str:
+    """Schema version 7: why the enricher refused a chunk (``''``: accepted; see ``ledger.ReportRow``)."""
+    return (
+        f"ALTER TABLE {fqn(database, REPORTS_TABLE)} "
+        f"ADD COLUMN IF NOT EXISTS `rejected` {REPORT_TYPES['rejected']} DEFAULT '' AFTER `enrichedAt`"
+    )
 
 
 def create_reports_exact_view(database: str) -> str:

@@ -74,6 +74,11 @@ MIGRATIONS: Final = (
         "ledger of reports: agent_reports and agent_reports_exact",
         lambda d, t: [flow_tables.create_reports_table(d), flow_tables.create_reports_exact_view(d)],
     ),
+    Migration(
+        7,
+        "rejected reports: agent_reports.rejected",
+        lambda d, t: [flow_tables.add_rejected_column(d), flow_tables.create_reports_exact_view(d)],
+    ),
 )
 PRICES_VERSION: Final = 5
 REPORTS_VERSION: Final = 6

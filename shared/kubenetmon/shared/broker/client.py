@@ -113,6 +113,11 @@ class Broker:
         """The client closed the connection for good without being asked to (it will not reconnect)."""
         return bool(self._nc.is_closed) and not self._events.closing
 
+    @property
+    def max_payload(self) -> int:
+        """The largest message (payload plus headers) the server takes, bytes."""
+        return int(self._nc.max_payload)
+
     # subjects and names -----------------------------------------------------------------------------
 
     def raw_subject(self, node: str) -> str:
