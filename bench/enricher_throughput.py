@@ -86,7 +86,7 @@ def main() -> None:
     ]  # fmt: skip
     labeler = Labeler(SETTINGS, index=index, ranges=table)
     checks: dict[str, Any] = {} if Bounds is None else {"bounds": Bounds()}  # the plausibility checks on
-    clock = lambda: (T0 + 3600) * 10**9  # noqa: E731 (the messages' time: none is expired or in the future)
+    clock = lambda: (T0 + 86400) * 10**9  # noqa: E731 (a day after the messages: none expired or ahead)
     enricher = Enricher(labeler, broker=_Subjects(), max_rows=10**9, clock=clock, **checks)  # type: ignore[arg-type]
     print(f"plausibility checks: {'on' if checks else 'absent'}")
     outputs = [enricher.enrich(d) for d in deliveries]

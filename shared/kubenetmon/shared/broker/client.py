@@ -161,6 +161,8 @@ class Broker:
             raise PoisonError("oversized", f"{len(payload)} bytes: {exc}") from None
         except CLIENT_ERRORS as exc:
             raise TransientError(f"publish to {subject} failed: {describe(exc)}") from exc
+        except (TypeError, ValueError, KeyError) as exc:  # an answer that is no stream's acknowledgement
+            raise PoisonError("not_a_stream", f"{subject} answered with no JetStream ack: {exc}") from None
         return PublishResult(stream=ack.stream, seq=ack.seq, duplicate=bool(ack.duplicate))
 
     async def _publish_within(

@@ -8,6 +8,8 @@ and an interval ``[t, t + step)``:
 - **partial**: a report for the interval (its own, or the catch-up that covers it) lacks chunks;
 - **silent**: no report names the interval and the spans of the node's reports do not cover it;
 - **lossy**: its report(s) say events were lost or the table dropped connections in their span;
+- **rejected**: the enricher refused a report for the interval as implausible (``agent_reports.rejected``
+  names why: ``counter``, ``future``, ...): whatever else is stored for it, it is never complete;
 - **covered later**: no report of its own, but a later report's span covers it (a catch-up after an
   outage: its bytes are stored, under the catch-up's interval);
 - **complete**: otherwise.
@@ -36,8 +38,9 @@ LOSSY: Final = "lossy"
 PARTIAL: Final = "partial"
 SILENT: Final = "silent"
 NOT_YET: Final = "not yet metered"
-STATES: Final = (COMPLETE, COVERED_LATER, LOSSY, PARTIAL, SILENT, NOT_YET)
-BAD: Final = frozenset({LOSSY, PARTIAL, SILENT})
+REJECTED: Final = "rejected"
+STATES: Final = (COMPLETE, COVERED_LATER, LOSSY, PARTIAL, SILENT, REJECTED, NOT_YET)
+BAD: Final = frozenset({LOSSY, PARTIAL, SILENT, REJECTED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,8 @@ class ChunkRow:
     span_to_ms: int
     events_lost: int = 0
     table_drops: int = 0
+    rejected: str = ""
+    """Why the enricher refused this chunk (empty: accepted)."""
 
 
 @dataclass(slots=True)
@@ -71,6 +76,7 @@ class Report:
     events_lost: int
     table_drops: int
     present: set[int] = field(default_factory=set)
+    rejected: set[str] = field(default_factory=set)
 
     @property
     def missing(self) -> int:
@@ -91,6 +97,8 @@ class Verdict:
     missing_chunks: int = 0
     events_lost: int = 0
     table_drops: int = 0
+    reasons: tuple[str, ...] = ()
+    """Why its reports were rejected (``rejected`` only)."""
 
 
 def reports_of(rows: Iterable[ChunkRow]) -> dict[str, list[Report]]:
@@ -111,6 +119,8 @@ def reports_of(rows: Iterable[ChunkRow]) -> dict[str, list[Report]]:
             )
             found[(r.node, r.boot, r.seq)] = report
         report.present.add(r.chunk)
+        if r.rejected:
+            report.rejected.add(r.rejected)
     by_node: dict[str, list[Report]] = defaultdict(list)
     for report in found.values():
         by_node[report.node].append(report)
@@ -148,6 +158,9 @@ def judge(reports: Sequence[Report], *, node: str, start: int, step: int) -> Ver
         state = COVERED_LATER
     missing = sum(r.missing for r in own)
     lost, drops = sum(r.events_lost for r in own), sum(r.table_drops for r in own)
+    reasons = tuple(sorted({reason for r in own for reason in r.rejected}))
+    if reasons:
+        return Verdict(node, start, step, REJECTED, missing, lost, drops, reasons)
     if missing:
         state = PARTIAL
     elif lost or drops:
@@ -220,6 +233,9 @@ def summary(verdicts: Sequence[Verdict], *, shown: int = 5) -> str:
         parts = [
             f"{node} {state} {_hhmm(lo)}\N{EN DASH}{_hhmm(hi)}" for node, state, lo, hi in problems[:shown]
         ]
+        reasons = sorted({reason for v in verdicts for reason in v.reasons})
+        if reasons:
+            parts[-1] += f" (rejected: {', '.join(reasons)})"
         more = len(problems) - shown
         line += "; " + ", ".join(parts) + (f" and {more} more" if more > 0 else "")
     return line
