@@ -102,10 +102,11 @@ class Verdict:
 
 
 def reports_of(rows: Iterable[ChunkRow]) -> dict[str, list[Report]]:
-    """Chunks grouped into reports (by node, boot and seq), per node."""
-    found: dict[tuple[str, str, int], Report] = {}
+    """Chunks grouped into reports (by node, boot, seq and start: a row refused for its start stands
+    apart from a report of the same seq), per node."""
+    found: dict[tuple[str, str, int, int], Report] = {}
     for r in rows:
-        report = found.get((r.node, r.boot, r.seq))
+        report = found.get((r.node, r.boot, r.seq, r.start))
         if report is None:
             report = Report(
                 r.node,
@@ -117,7 +118,7 @@ def reports_of(rows: Iterable[ChunkRow]) -> dict[str, list[Report]]:
                 r.events_lost,
                 r.table_drops,
             )
-            found[(r.node, r.boot, r.seq)] = report
+            found[(r.node, r.boot, r.seq, r.start)] = report
         report.present.add(r.chunk)
         if r.rejected:
             report.rejected.add(r.rejected)
