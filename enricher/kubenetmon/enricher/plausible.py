@@ -91,6 +91,13 @@ def check(msg: RawMessage, *, bounds: Bounds, now_s: float, subject_node: str | 
     _check_ledger(msg, columns=columns, now_s=now_s, skew_s=bounds.max_clock_skew_s)
 
 
+def subject_node(subject: str, *, raw_prefix: str) -> str | None:
+    """The node token of RAW subject ``subject`` (``<raw_prefix><node>[.more]``); None for another subject."""
+    if not subject.startswith(raw_prefix):
+        return None
+    return subject[len(raw_prefix) :].partition(".")[0]
+
+
 def expired(start: int, *, now_s: float, ttl_days: int) -> bool:
     """Whether a row of interval ``start`` is past the table's TTL (``toDate(start) + ttl_days``) now."""
     return (start // _DAY_S + ttl_days) * _DAY_S <= now_s

@@ -111,11 +111,7 @@ class Enricher:
     def check(self, msg: schema.RawMessage, *, subject: str) -> None:
         """Raise ``Rejected`` (with its record) if ``msg`` is implausible (``plausible.check``)."""
         assert self.bounds is not None
-        node = (
-            subject[len(self._raw_prefix) :].partition(".")[0]
-            if subject.startswith(self._raw_prefix)
-            else None
-        )
+        node = plausible.subject_node(subject, raw_prefix=self._raw_prefix)
         try:
             plausible.check(msg, bounds=self.bounds, now_s=self.clock() / 1e9, subject_node=node)
         except plausible.Implausible as exc:
