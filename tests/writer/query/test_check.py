@@ -77,3 +77,22 @@ def test_queries_name_the_exact_views_and_filter_nodes() -> None:
     assert "`node` IN ('a', 'b\\'c')" in check.reports_query(spec)
     assert f"intervalStartTime >= toDateTime({T0 - 600})" in check.reports_query(spec)
     assert "FROM `kubenetmon`.`network_flows_0_exact`" in check.nodes_query(spec)
+
+
+def test_a_rejected_interval_is_counted_named_with_its_reasons_and_never_whole() -> None:
+    found = [
+        c.Verdict("n1", T0, 60, c.COMPLETE),
+        c.Verdict("n1", T0 + 60, 60, c.REJECTED, reasons=("counter",)),
+    ]
+    out = io.StringIO()
+    check.render(SPEC, 60, found, fmt="table", out=out)
+    lines = out.getvalue().splitlines()
+    assert lines[2].split() == ["n1", "1", "0", "0", "0", "0", "1", "0"]
+    assert lines[3] == "n1 2027-01-15T08:01:00Z rejected: counter"
+    assert lines[4] == "1 of 2 node-intervals complete; n1 rejected 08:01\N{EN DASH}08:02 (rejected: counter)"
+    assert not c.whole(found)
+    out = io.StringIO()
+    check.render(SPEC, 60, found, fmt="json", out=out)
+    doc = json.loads(out.getvalue())
+    assert doc["whole"] is False and doc["intervals"][1]["state"] == "rejected"
+    assert doc["intervals"][1]["reasons"] == ["counter"]
