@@ -76,6 +76,25 @@ def test_a_counter_over_the_bound_is_refused(counters: tuple[tuple[int, int], ..
     assert reason(report([row(), row(*counters)])) == expected
 
 
+def test_a_ledger_claiming_decades_does_not_lift_the_bound_past_a_day() -> None:
+    huge = row(orig=(1, (1 << 64) - 1))
+    ledger = Ledger(0, NOW * 1000, rows=1, bytes=U64, packets=1 + 8, flows=1, events_lost=0, table_drops=0)
+    msg = decode_raw(encode_raw(RawMessage("n1", "b", NOW - 120, 60, 0, 0, 1, [huge], ledger=ledger)))
+    assert reason(msg) == "counter"
+    day = int(400e9 / 8 * p.MAX_SPAN_S)  # the bound of a report spanning a day or more
+
+    def catch_up(nbytes: int) -> RawMessage:  # a report whose ledger reaches back two days (an outage)
+        rows = [row(orig=(1, nbytes))]
+        total = nbytes + 800
+        ledger = Ledger(
+            (NOW - 2 * 86400) * 1000, NOW * 1000, 1, total, 9, flows=1, events_lost=0, table_drops=0
+        )
+        return decode_raw(encode_raw(RawMessage("n1", "b", NOW - 60, 60, 0, 0, 1, rows, ledger=ledger)))
+
+    assert reason(catch_up(day)) == ""
+    assert reason(catch_up(day + 1)) == "counter"
+
+
 def test_the_bound_is_configurable() -> None:
     msg = report([row(orig=(1, 10 * 10**9))])  # 10 GB in 60 s: 1.33 Gbit/s
     assert reason(msg, bounds=p.Bounds(max_flow_gbps=1)) == "counter"

@@ -6,8 +6,9 @@ DLQ reason (``REASONS``), counted in ``kubenetmon_enricher_rejected_reports_tota
 
 - ``node_mismatch``: the report names another node than the RAW subject it was published on;
 - ``counter``: a row's byte counter over ``max_flow_gbps`` for the report's span (its ledger's span, at
-  least its interval), or a packet counter over that bound divided by the smallest IP header (20 bytes);
-  this keeps 2**63 and 2**64-1 out, so no sum over stored rows can wrap;
+  least its interval, at most a day), or a packet counter over that bound divided by the smallest IP
+  header (20 bytes); this keeps 2**63 and 2**64-1 out, and a ``sum(bytes)`` over stored rows needs
+  thousands of maximal rows before it could wrap;
 - ``unaligned``: a start or a length that is not a multiple of the agents' ``--interval``;
 - ``future``: a start more than ``max_clock_skew_s`` ahead of the enricher's clock;
 - ``expired``: an interval older than the flows table keeps rows (``--ttl-days``): stored, it would be
@@ -40,6 +41,9 @@ REASONS: Final = (NODE_MISMATCH, COUNTER, UNALIGNED, FUTURE, EXPIRED, LEDGER)
 MIN_PACKET_BYTES: Final = 20
 """The smallest IP packet conntrack can count (an IPv4 header alone): bounds packets by bytes."""
 _DAY_S: Final = 86400
+MAX_SPAN_S: Final = _DAY_S
+"""Longest span a ledger may lift the counter bound to: at 400 Gbit/s, 4.3 PB per flow and report, so
+thousands of maximal rows are needed before a ``sum(bytes)`` over stored rows could wrap."""
 _ORIG_PACKETS, _ORIG_BYTES, _REPLY_PACKETS, _REPLY_BYTES = 11, 12, 13, 14
 _COUNTERS: Final = (_ORIG_PACKETS, _ORIG_BYTES, _REPLY_PACKETS, _REPLY_BYTES)
 
@@ -108,11 +112,13 @@ def expired(start: int, *, now_s: float, ttl_days: int) -> bool:
 
 
 def _span_s(msg: RawMessage) -> float:
-    """Seconds the report's counters cover: its ledger's span, at least its interval."""
+    """Seconds the report's counters cover: its ledger's span, at least its interval, at most
+    ``MAX_SPAN_S`` (a ledger claiming decades would lift the bound past 2**64)."""
     ledger = msg.ledger
     if ledger is None:
         return float(msg.seconds)
-    return max(float(msg.seconds), (ledger.span_to_ms - ledger.span_from_ms) / 1000)
+    span_s = min((ledger.span_to_ms - ledger.span_from_ms) / 1000, MAX_SPAN_S)
+    return max(float(msg.seconds), span_s)
 
 
 def _check_ledger(msg: RawMessage, *, rows: int, sums: dict[int, int], now_s: float, skew_s: float) -> None:
