@@ -76,6 +76,15 @@ MIGRATIONS: Final = (
     ),
     Migration(
         7,
+        "remoteDNSName column; exact and cost views re-created",
+        lambda d, t: [
+            flow_tables.add_name_columns(d, t),
+            flow_tables.create_exact_view(d, t),
+            cost_tables.create_cost_view(d, t),
+        ],
+    ),
+    Migration(
+        8,
         "rejected reports: agent_reports.rejected",
         lambda d, t: [flow_tables.add_rejected_column(d), flow_tables.create_reports_exact_view(d)],
     ),
