@@ -222,11 +222,14 @@ REPORT_TYPES: Final[dict[str, str]] = {
     "eventsLost": "UInt64",
     "tableDrops": "UInt64",
     "enrichedAt": "UInt64",
+    "conntrackTimestamps": "Int8 DEFAULT -1",
     "rejected": _LC,
 }
+"""``conntrackTimestamps``: 1 conntrack stamped creation times throughout the span, 0 it did not at one
+poll at least (``check``: at-risk), -1 not said (rows of agents before it, and of tables migrated to it)."""
 REPORT_COLUMNS: Final[tuple[str, ...]] = tuple(REPORT_TYPES)
 REPORT_INSERT_TYPES: Final[tuple[str, ...]] = tuple(
-    "String" if t == _LC else t.split(" CODEC")[0] for t in REPORT_TYPES.values()
+    "String" if t == _LC else t.split(" CODEC")[0].split(" DEFAULT")[0] for t in REPORT_TYPES.values()
 )
 
 
@@ -243,11 +246,19 @@ PARTITION BY toYYYYMM(intervalStartTime)
 ORDER BY (node, intervalStartTime, sourceId)"""
 
 
-def add_rejected_column(database: str) -> str:
-    """Schema version 8: why the enricher refused a chunk (``''``: accepted; see ``ledger.ReportRow``)."""
+def add_reports_timestamps(database: str) -> str:
+    """The ledger's ``conntrackTimestamps`` column on a table made before it: -1 (not said) in old rows."""
     return (
         f"ALTER TABLE {fqn(database, REPORTS_TABLE)} "
-        f"ADD COLUMN IF NOT EXISTS `rejected` {REPORT_TYPES['rejected']} DEFAULT '' AFTER `enrichedAt`"
+        "ADD COLUMN IF NOT EXISTS `conntrackTimestamps` Int8 DEFAULT -1"
+    )
+
+
+def add_rejected_column(database: str) -> str:
+    """Schema version 9: why the enricher refused a chunk (``''``: accepted; see ``ledger.ReportRow``)."""
+    return (
+        f"ALTER TABLE {fqn(database, REPORTS_TABLE)} "
+        f"ADD COLUMN IF NOT EXISTS `rejected` {REPORT_TYPES['rejected']} DEFAULT ''"
     )
 
 
