@@ -30,6 +30,8 @@ pytestmark = pytest.mark.netns
 
 
 class _Subjects:
+    max_payload = 1 << 20
+
     def enriched_subject(self, node: str) -> str:
         return f"kubenetmon.enriched.{node}"
 

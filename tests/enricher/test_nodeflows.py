@@ -113,5 +113,7 @@ def test_the_enricher_publishes_node_rows_in_their_own_parts_which_decode() -> N
 
 
 class _Subjects:
+    max_payload = 1 << 20
+
     def enriched_subject(self, node: str) -> str:
         return f"kubenetmon.enriched.{node}"

@@ -4,6 +4,7 @@ chain or leave gaps, catch-ups, merged reports, window alignment and the summary
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import pytest
 
@@ -14,6 +15,7 @@ from kubenetmon.writer.query.completeness import (
     LOSSY,
     NOT_YET,
     PARTIAL,
+    REJECTED,
     SILENT,
     ChunkRow,
     classify,
@@ -206,6 +208,22 @@ def test_summary_of_a_whole_window_counts_catch_ups() -> None:
     verdicts = classify(rows, nodes=(), start=T0, end=T0 + 3 * STEP, step=STEP)
     assert summary(verdicts) == "3 of 3 node-intervals complete (1 covered later by a catch-up report)"
     assert whole(verdicts)
+
+
+def test_a_rejected_report_makes_its_interval_rejected_whatever_else_is_there() -> None:
+    refused = [
+        replace(r, rejected="counter") for r in report(T0 + STEP, seq=99, span=((T0 + STEP) * 1000,) * 2)
+    ]
+    rows = steady() + refused
+    verdicts = classify(rows, nodes=(), start=T0, end=T0 + 5 * STEP, step=STEP)
+    assert [v.state for v in verdicts] == [COMPLETE, REJECTED, COMPLETE, COMPLETE, COMPLETE]
+    assert verdicts[1].reasons == ("counter",) and not whole(verdicts)
+    assert "n1 rejected" in summary(verdicts) and "(rejected: counter)" in summary(verdicts)
+    # alone (the interval's own report never came), a refused row is still rejected, never silent
+    alone = [r for r in steady() if r.start != T0 + 2 * STEP] + [
+        replace(r, rejected="future", start=T0 + 2 * STEP) for r in refused
+    ]
+    assert states(alone) == [COMPLETE, COMPLETE, REJECTED, COMPLETE, COMPLETE]
 
 
 def test_timestamps_off_makes_an_interval_at_risk_unless_accepted() -> None:

@@ -250,6 +250,7 @@ REPORT_TYPES: Final[dict[str, str]] = {
     "tableDrops": "UInt64",
     "enrichedAt": "UInt64",
     "conntrackTimestamps": "Int8 DEFAULT -1",
+    "rejected": _LC,
     "linkBytes": "Int64 DEFAULT -1",
     "boundaryBytes": "UInt64",
 }
@@ -285,6 +286,14 @@ def add_reports_timestamps(database: str) -> str:
     )
 
 
+def add_rejected_column(database: str) -> str:
+    """Schema version 9: why the enricher refused a chunk (``''``: accepted; see ``ledger.ReportRow``)."""
+    return (
+        f"ALTER TABLE {fqn(database, REPORTS_TABLE)} "
+        f"ADD COLUMN IF NOT EXISTS `rejected` {REPORT_TYPES['rejected']} DEFAULT ''"
+    )
+
+
 def create_reports_exact_view(database: str) -> str:
     return (
         f"CREATE OR REPLACE VIEW {fqn(database, exact_view(REPORTS_TABLE))} AS "
@@ -294,7 +303,7 @@ def create_reports_exact_view(database: str) -> str:
 
 def add_coverage_columns(database: str) -> str:
     """The ledger's source coverage: link bytes and boundary bytes of each report (older rows: -1, 0)."""
-    clauses, after = [], "conntrackTimestamps"
+    clauses, after = [], "rejected"
     for name in COVERAGE_COLUMNS:
         clauses.append(f"ADD COLUMN IF NOT EXISTS {q(name)} {REPORT_TYPES[name]} AFTER {q(after)}")
         after = name

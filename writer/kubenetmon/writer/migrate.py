@@ -90,6 +90,11 @@ MIGRATIONS: Final = (
     ),
     Migration(
         9,
+        "rejected reports: agent_reports.rejected",
+        lambda d, t: [flow_tables.add_rejected_column(d), flow_tables.create_reports_exact_view(d)],
+    ),
+    Migration(
+        10,
         "node rows: <table>_node with its exact and cost views; source coverage in agent_reports",
         lambda d, t: [
             flow_tables.create_node_table(d, t),
@@ -102,7 +107,7 @@ MIGRATIONS: Final = (
 )
 PRICES_VERSION: Final = 5
 REPORTS_VERSION: Final = 6
-NODE_VERSION: Final = 9
+NODE_VERSION: Final = 10
 LATEST: Final = MIGRATIONS[-1].version
 
 

@@ -44,6 +44,7 @@ def enricher(
         *labels,
         *(ranges if settings.ranges else []),
         *extra,
+        "--interval", f"{settings.interval}s",  # the agents': their reports' starts are multiples of it
         "--http-port", "-1",
         "--drain-timeout", SERVICE_DRAIN,
     )  # fmt: skip
