@@ -19,6 +19,9 @@ Then the dump tool: on a table of ``--dump-entries`` entries it alternates, seve
 each run with ``ip netns exec`` and its output to /dev/null, and prints the median wall times and the
 speed ratio of each (conntrack's time / ours; >= 1 means at least as fast), measured in the same run.
 
+Each scrape also reads the byte counters of two interfaces over rtnetlink, as the agent's poll does for
+the node's external interfaces (``--no-link-stats``: the dump alone).
+
 Entries are inserted with ``conntrack -R``: their counters are zero, which is fine for a scrape benchmark
 (every entry is still decoded and looked up). Needs root. Everything it creates is removed at the end.
 
@@ -45,6 +48,7 @@ from pathlib import Path
 
 from kubenetmon.agent.conntrack import Conntrack
 from kubenetmon.agent.flows import FlowTable
+from kubenetmon.agent.links import Links
 
 KUBENETMON = str(Path(sys.executable).parent / "kubenetmon")
 RULES = (
@@ -90,11 +94,19 @@ def baseline(netns: str) -> tuple[float, float]:
     return children_cpu() - cpu, time.perf_counter() - wall
 
 
-def scrape(conntrack: Conntrack, table: FlowTable) -> tuple[float, float, int]:
+LINKS: list[tuple[Links, list[int]]] = []
+"""The agent's link statistics reader and its external interfaces, when ``--link-stats`` (the default)."""
+
+
+def scrape(conntrack: Conntrack, table: FlowTable, *, link_stats: bool = True) -> tuple[float, float, int]:
+    """What a poll reads: the dump into the delta table, and the external interfaces' byte counters."""
     cpu, wall = time.process_time(), time.perf_counter()
     table.begin_dump()
     result = conntrack.dump(table.observe)
     table.end_dump(consistent=result.consistent)
+    if link_stats:
+        for links, indexes in LINKS:
+            links.bytes_of(indexes)
     return time.process_time() - cpu, time.perf_counter() - wall, result.entries
 
 
@@ -108,6 +120,16 @@ def compare(netns: str, n: int, rounds: int) -> None:
         theirs.append(baseline(netns))
         cpu, wall, entries = scrape(conntrack, table)
         ours.append((cpu, wall))
+    if LINKS:  # the same scrape without the link statistics, alternating, in this process
+        with_links, without = [], []
+        for _ in range(rounds):
+            without.append(scrape(conntrack, table, link_stats=False)[0])
+            with_links.append(scrape(conntrack, table)[0])
+        w, wo = statistics.median(with_links), statistics.median(without)
+        print(
+            f"{entries:>7} entries | scrape cpu with link statistics {w:.4f}s, "
+            f"without {wo:.4f}s: {w / wo:.3f}x"
+        )
     conntrack.close()
     c_cpu, c_wall = (statistics.median(x) for x in zip(*theirs, strict=True))
     o_cpu, o_wall = (statistics.median(x) for x in zip(*ours, strict=True))
@@ -279,6 +301,12 @@ def main() -> int:
     parser.add_argument("--sizes", default="10000,100000,250000")
     parser.add_argument("--agent-seconds", type=float, default=30.0)
     parser.add_argument("--dump-entries", type=int, default=200_000, help="dump tool table size; 0: skip it")
+    parser.add_argument(
+        "--link-stats",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="each scrape also reads the external interfaces' counters, as the agent's poll does",
+    )
     parser.add_argument("--agent-args", default="", help="extra flags of the agent process")
     parser.add_argument(
         "--dns-rate", type=float, default=0.0, help="DNS answers a second during the agent run"
@@ -293,6 +321,12 @@ def main() -> int:
             sh("ip", "netns", "exec", netns, "sysctl", "-qw", f"net.netfilter.{path}={value}")
         sh("ip", "netns", "exec", netns, "nft", "-f", "-", stdin=RULES)
         sh("ip", "-n", netns, "link", "set", "lo", "up")
+        # two external interfaces (a bonded pair's members, say), as the agent would read
+        sh("ip", "-n", netns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")
+        if args.link_stats:
+            links = Links(netns=netns)
+            layout = links.layout()
+            LINKS.append((links, [i for i, name in layout.names.items() if name in ("eth0", "eth1")]))
         sizes = [int(s) for s in args.sizes.split(",") if int(s) > 0]
         for n in sizes:
             compare(netns, n, args.rounds)
@@ -319,6 +353,8 @@ def main() -> int:
         if args.dump_entries > 0:
             dump_tool(netns, args.dump_entries, args.rounds)
     finally:
+        for links, _ in LINKS:
+            links.close()
         subprocess.run(["ip", "netns", "exec", netns, "conntrack", "-F"], capture_output=True)
         subprocess.run(["ip", "netns", "del", netns], capture_output=True)
     return 0

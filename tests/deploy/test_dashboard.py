@@ -22,7 +22,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from kubenetmon.writer.cost_tables import cost_view
-from kubenetmon.writer.flow_tables import REPORTS_TABLE, exact_view
+from kubenetmon.writer.flow_tables import REPORTS_TABLE, exact_view, node_table
 from kubenetmon.writer.settings import ClickHouseSettings
 from kubenetmon.writer.sink import DEFAULT_DATABASE
 from tests.support.commands import kubenetmon
@@ -44,6 +44,9 @@ def table_default() -> str:
 VIEW = f"{DEFAULT_DATABASE}.{exact_view(table_default())}"
 LEDGER = f"{DEFAULT_DATABASE}.{exact_view(REPORTS_TABLE)}"
 COMPLETENESS = "Completeness (agents' ledger)"
+COVERAGE = "Source coverage (agents' ledger)"
+NODES = "Nodes' own traffic (not pods)"
+NODE_VIEW = f"{DEFAULT_DATABASE}.{exact_view(node_table(table_default()))}"
 TABLE = f"{DEFAULT_DATABASE}.{table_default()}"
 COST_VIEW = f"{DEFAULT_DATABASE}.{cost_view(table_default())}"
 GIB = 1 << 30
@@ -119,18 +122,33 @@ def chdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         f"packets, observerNode, ipFamily, flowId, enrichedAt, sourceId, localCloud) VALUES {values}",
     )
     # the ledger: node-a's report whole, node-b's missing one of two chunks, node-c's whole but lossy
-    reports = [("node-a", 0, 1, 0), ("node-b", 0, 2, 0), ("node-c", 0, 1, 3)]
+    # link and boundary bytes: node-a seen whole, node-b blind, node-c not measured (an older agent)
+    reports = [
+        ("node-a", 0, 1, 0, 1_000_000, 990_000),
+        ("node-b", 0, 2, 0, 4_000_000, 400_000),
+        ("node-c", 0, 1, 3, -1, 0),
+    ]
     run(
         "sql",
         "--clickhouse-dsn",
         dsn,
         f"INSERT INTO {DEFAULT_DATABASE}.{REPORTS_TABLE} (sourceId, node, boot, intervalStartTime, "
-        "intervalSeconds, seq, chunk, chunks, spanFromMs, spanToMs, eventsLost) VALUES "
+        "intervalSeconds, seq, chunk, chunks, spanFromMs, spanToMs, eventsLost, linkBytes, boundaryBytes) "
+        "VALUES "
         + ", ".join(
             f"('{node}/b/{START}/1/{chunk}', '{node}', 'b', {START}, {INTERVAL_S}, 1, {chunk}, {chunks}, "
-            f"{START * 1000}, {(START + INTERVAL_S) * 1000}, {lost})"
-            for node, chunk, chunks, lost in reports
+            f"{START * 1000}, {(START + INTERVAL_S) * 1000}, {lost}, {link}, {bound})"
+            for node, chunk, chunks, lost, link, bound in reports
         ),
+    )
+    run(
+        "sql",
+        "--clickhouse-dsn",
+        dsn,
+        f"INSERT INTO {NODE_VIEW.removesuffix('_exact')} (intervalStartTime, intervalSeconds, direction, "
+        "localNode, connectionClass, bytes, observerNode, flowId, enrichedAt, sourceId, localKind) VALUES "
+        f"({START}, {INTERVAL_S}, 'out', 'node-a', 'PUBLIC_INTERNET', 7000, 'node-a', 1, 1, 's', 'node'), "
+        f"({START}, {INTERVAL_S}, 'in', 'node-a', 'PUBLIC_INTERNET', 9000, 'node-a', 2, 1, 's', 'node')",
     )
     yield dsn
 
@@ -175,8 +193,10 @@ def test_clickhouse_panels_read_the_exact_view() -> None:
     assert len(targets) >= 10
     for title, sql in targets:
         tables = set(re.findall(r"\bFROM\s+([\w.]+)", sql))
-        if title == COMPLETENESS:
+        if title in (COMPLETENESS, COVERAGE):
             assert tables == {LEDGER}, f"{title}: reads {tables}"
+        elif title == NODES:
+            assert tables == {NODE_VIEW}, f"{title}: reads {tables}"
         else:
             assert tables in ({VIEW}, {COST_VIEW}), f"{title}: reads {tables}"
 
@@ -256,6 +276,13 @@ def test_pipeline_panels(chdb: str) -> None:
     (fresh,) = query(chdb, expand(panel_sql("Data freshness")))
     since_collection = time.time() - NOW  # NOW was taken when the module was imported, maybe minutes ago
     assert 1700 <= fresh["freshness"] <= 1800 + 120 + since_collection
+
+
+def test_coverage_and_node_panels(chdb: str) -> None:
+    rows = query(chdb, expand(panel_sql(COVERAGE)))
+    assert [(r["node"], round(r["coverage"], 2)) for r in rows] == [("node-a", 0.99), ("node-b", 0.1)]
+    rows = query(chdb, expand(panel_sql(NODES)))
+    assert [(r["line"], r["bytes"]) for r in rows] == [("node:node-a PUBLIC_INTERNET", 7000)]
 
 
 def test_completeness_panel(chdb: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -179,9 +180,24 @@ def test_example_4_unknown_direction_is_dropped(pods: list[dict[str, Any]], why:
         (("10.1.0.10", 5, "10.96.0.99", 9100), ("192.168.0.2", 9100, "10.1.0.10", 5)),  # hostNetwork pod peer
     ],
 )
-def test_example_5_node_flows_are_dropped(
+def test_example_5_node_flows_are_dropped_with_drop_node_flows(
     orig: tuple[str, int, str, int], reply: tuple[str, int, str, int]
 ) -> None:
+    settings = dataclasses.replace(AWS, node_flows=False)
+    assert label(cluster(ALL), raw_row("tcp", orig, reply), settings=settings) == "node"
+
+
+@pytest.mark.parametrize(
+    ("orig", "reply"),
+    [
+        (("10.1.0.10", 5, "192.168.0.2", 10250), ("192.168.0.2", 10250, "10.1.0.10", 5)),  # to a node
+        (("10.1.0.10", 5, "10.96.0.99", 9100), ("192.168.0.2", 9100, "10.1.0.10", 5)),  # hostNetwork pod peer
+    ],
+)
+def test_a_pod_and_another_nodes_address_stay_dropped(
+    orig: tuple[str, int, str, int], reply: tuple[str, int, str, int]
+) -> None:
+    """The other node's agent meters them as its node rows; pod rows stay as they were."""
     assert label(cluster(ALL), raw_row("tcp", orig, reply)) == "node"
 
 
@@ -330,7 +346,7 @@ def test_stats_count_every_drop_and_unknown() -> None:
     index = cluster(ALL)
     labeler = Labeler(AWS, index=index, ranges=TABLE)
     batch = [
-        raw_row("tcp", ("192.168.0.1", 5, "10.1.0.10", 80), ("10.1.0.10", 80, "192.168.0.1", 5)),  # node
+        raw_row("tcp", ("192.168.0.2", 5, "10.1.0.10", 80), ("10.1.0.10", 80, "192.168.0.2", 5)),  # node
         raw_row("tcp", ("10.9.0.1", 5, "10.9.0.2", 80), ("10.9.0.2", 80, "10.9.0.1", 5)),  # direction
         raw_row("tcp", ("10.1.0.10", 5, "1.2.3.4", 80), ("1.2.3.4", 80, "192.168.0.1", 5)),  # remote unknown
         raw_row("tcp", ("10.9.9.9", 7, "10.1.1.20", 80), ("10.1.1.20", 80, "10.9.9.9", 7)),  # local unknown

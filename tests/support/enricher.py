@@ -42,7 +42,8 @@ def make_labeler(inventory_file: Path) -> Labeler:
 
 
 def traffic_row(i: int) -> RawRow:
-    """A record seen on n1: web -> api (through the Service), to S3, or a node flow (dropped)."""
+    """A record seen on n1: web -> api (through the Service), to S3, or another node's flow to web
+    (dropped on n1: n2's agent meters it as a node row)."""
     web = f"10.1.0.{10 + i % 4}"
     kind = i % 3
     if kind == 0:
@@ -57,7 +58,7 @@ def traffic_row(i: int) -> RawRow:
         return raw_row(
             "tcp", (web, 30000 + i, "3.5.140.9", 443), ("3.5.140.9", 443, "192.168.0.1", 30000 + i)
         )
-    return raw_row("tcp", ("192.168.0.1", 30000 + i, web, 80), (web, 80, "192.168.0.1", 30000 + i))
+    return raw_row("tcp", ("192.168.0.2", 30000 + i, web, 80), (web, 80, "192.168.0.2", 30000 + i))
 
 
 def traffic(count: int, rows: int, *, node: str = "n1", seq: int = 0) -> list[RawMessage]:

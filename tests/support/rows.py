@@ -54,3 +54,11 @@ def flow(*, start: int, local: str, remote: str = "", bytes: int, **values: Any)
 def insert(sink: Sink, rows: list[dict[str, Any]]) -> None:
     columns = [[r[name] for r in rows] for name in COLUMN_NAMES]
     sink.insert(sink.table, columns, names=COLUMN_NAMES, types=INSERT_TYPES)
+
+
+def insert_nodes(sink: Sink, rows: list[dict[str, Any]]) -> None:
+    """Node rows (``localKind`` 'node') into the node table, as the writer inserts them."""
+    from kubenetmon.writer.flow_tables import NODE_COLUMN_NAMES, NODE_INSERT_TYPES, node_table
+
+    columns = [[r.get(name, "node") for r in rows] for name in NODE_COLUMN_NAMES]
+    sink.insert(node_table(sink.table), columns, names=NODE_COLUMN_NAMES, types=NODE_INSERT_TYPES)

@@ -91,10 +91,11 @@ def _price_delete(statement: str) -> bool:
 
 
 def _ttls(days: int) -> list[str]:
-    """The TTL statements a first migrate sends: the flows table's, then the ledger's."""
+    """The TTL statements a first migrate sends: the flows table's, the ledger's, the node table's."""
     return [
         tables.modify_ttl(DB, TABLE, days),
         tables.modify_ttl(DB, REPORTS_TABLE, days, date=REPORTS_TTL_DATE),
+        tables.modify_ttl(DB, tables.node_table(TABLE), days),
     ]
 
 
@@ -317,11 +318,12 @@ def test_migrate_on_a_cluster(normalise: Callable[[str], str]) -> None:
         "ORDER BY (`table`, version)"
     ) in record
     *ddl, delete = [s for s in rest if not s.startswith("INSERT")]
-    # the TTL: on the tables holding the rows, the flows' and the ledger's
+    # the TTL: on the tables holding the rows, the flows', the ledger's and the node rows'
     assert ddl == [normalise(s) for s in migration_statements(CLUSTER)] + [
         f"ALTER TABLE {DB}.{LOCAL} {ON} (MODIFY TTL date + toIntervalDay(30))",
         f"ALTER TABLE {DB}.{REPORTS_TABLE}_local {ON} "
         "(MODIFY TTL toDate(intervalStartTime) + toIntervalDay(30))",
+        f"ALTER TABLE {DB}.{tables.node_table(TABLE)}_local {ON} (MODIFY TTL date + toIntervalDay(30))",
     ]
     inserts = [s for s in rest if s.startswith("INSERT")]
     assert len(inserts) == LATEST and all(f"INSERT INTO {DB}.kubenetmon_migrations" in s for s in inserts)

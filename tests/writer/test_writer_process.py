@@ -115,6 +115,9 @@ async def test_sql_opens_an_unowned_directory_itself(
         "network_flows_0",
         "network_flows_0_cost",
         "network_flows_0_exact",
+        "network_flows_0_node",
+        "network_flows_0_node_cost",
+        "network_flows_0_node_exact",
     ]
 
 

@@ -14,6 +14,8 @@ from kubenetmon.agent.checkpoint import StateDir, boot_id
 from kubenetmon.agent.conntrack import open_conntrack, read_sysctl, write_sysctl
 from kubenetmon.agent.dnscache import DnsCache
 from kubenetmon.agent.dnswatch import DnsWatch
+from kubenetmon.agent.links import Links
+from kubenetmon.agent.owners import Sockets
 from kubenetmon.agent.publisher import Publisher
 from kubenetmon.agent.sanity import check
 from kubenetmon.agent.service import Agent
@@ -70,6 +72,12 @@ def main(args: argparse.Namespace) -> int:
     except OSError as exc:
         conntrack.close()
         raise ConfigError(f"--state-dir {settings.state_dir}: cannot use it ({exc})") from None
+    links = None if settings.skip_link_stats else Links(netns=settings.netns or None)
+    sockets = (
+        Sockets(netns=settings.netns or None, proc_root=settings.proc_root)
+        if settings.socket_owners
+        else None
+    )
     dns = None
     if settings.dns_names:
         try:
@@ -85,11 +93,17 @@ def main(args: argparse.Namespace) -> int:
         publisher=Publisher(nats, node=settings.node_name, window=settings.publish_window),
         boot=boot_id(),
         drain_s=max(drain - 5.0, drain * 0.5),
+        links=links,
+        sockets=sockets,
         dns=dns,
     )
     try:
         return runtime.run(agent.main, drain_timeout_s=drain)
     finally:
         conntrack.close()
+        if links is not None:
+            links.close()
+        if sockets is not None:
+            sockets.close()
         if dns is not None:
             dns.close()

@@ -72,6 +72,17 @@ TIMESTAMPS: Final = gauge(
 STATS_FAILURES: Final = counter(
     "agent_conntrack_stats_failures_total", "polls whose conntrack statistics could not be read"
 )
+LINK_BYTES: Final = counter(
+    "agent_link_bytes_total",
+    "bytes received plus sent on the node's external interfaces (their own counters), since start",
+)
+LINK_FAILURES: Final = counter(
+    "agent_link_failures_total", "polls or cuts whose interface counters, addresses or routes were unreadable"
+)
+BOUNDARY_BYTES: Final = counter(
+    "agent_boundary_bytes_total",
+    "bytes of reported flows that cross the node boundary (compare with agent_link_bytes_total)",
+)
 DNS_ANSWERS: Final = counter(
     "agent_dns_answers_total", "DNS answers read with at least one address (--dns-names)"
 )

@@ -45,8 +45,11 @@ from kubenetmon.shared.schema.names import encoded_size
 _HEADER_BOUND: Final = 512
 """Upper bound of a RAW message's encoding without its rows (node name and boot id included)."""
 _ROW_BOUND: Final = {AF_INET: 1 + 3 * 2 + 4 * (2 + 4) + 4 * 3 + 4 * 9}
-_LEDGER_BOUND: Final = 10 + 8 * (8 + 9) + 4
-"""Upper bound of the ``ledger`` map's encoding: eight short keys, eight 64-bit integers, and ``ts``."""
+_LEDGER_BOUND: Final = 10 + 10 * (8 + 9) + 4
+"""Upper bound of the ``ledger`` map's encoding: ten short keys, ten 64-bit integers, and ``ts``."""
+_OWNER_BOUND: Final = 1 + 5 + 2 + 64 + 5
+"""Upper bound of one ``owners`` pair: array header, row index, string header, a UID (plus the list's
+header, counted once per row for simplicity)."""
 _ROW_BOUND_V6: Final = 1 + 3 * 2 + 4 * (2 + 16) + 4 * 3 + 4 * 9
 _NAME_BOUND: Final = 2 + 16 + 3 + 253
 """Upper bound of one ``names`` entry's encoding (a 16-byte address, a 253-character name)."""
@@ -93,6 +96,10 @@ class Coverage:
     flows: int = 0
     events_lost: int = 0
     table_drops: int = 0
+    link_bytes: int = -1
+    """Bytes on the node's external interfaces in the span (-1: not measured)."""
+    boundary_bytes: int = 0
+    """Bytes of the report's rows whose flow crosses the node boundary."""
     timestamps: int = TIMESTAMPS_UNKNOWN
     """1: conntrack creation timestamps on at every poll of the span, 0: off at one (see ``Ledger``)."""
 
@@ -108,6 +115,8 @@ def ledger_of(rows: list[RawRow], coverage: Coverage) -> Ledger:
         flows=coverage.flows,
         events_lost=coverage.events_lost,
         table_drops=coverage.table_drops,
+        link_bytes=coverage.link_bytes,
+        boundary_bytes=coverage.boundary_bytes if coverage.link_bytes >= 0 else 0,
         timestamps=coverage.timestamps,
     )
 
@@ -123,6 +132,8 @@ def coverage_of(report: Report) -> Coverage | None:
         ledger.flows,
         ledger.events_lost,
         ledger.table_drops,
+        ledger.link_bytes,
+        ledger.boundary_bytes,
         ledger.timestamps,
     )
 
@@ -141,41 +152,62 @@ def build(
     seq: int,
     max_bytes: int,
     coverage: Coverage | None = None,
+    owners: dict[int, str] | None = None,
     names: dict[bytes, str] | None = None,
     key: str = "",
 ) -> Report:
     """Cut ``rows`` (already in a deterministic order) into messages of at most ``max_bytes`` each;
     each message names those of its rows' addresses that ``names`` names.
 
-    No rows still makes one (empty) chunk: the report of an idle interval.
+    No rows still makes one (empty) chunk: the report of an idle interval. ``owners``: index in ``rows``
+    -> UID of the pod owning the node's socket of that row (``owners`` module), carried by its chunk.
     """
     ledger = None if coverage is None else ledger_of(rows, coverage)
     budget = max_bytes - _HEADER_BOUND - _LEDGER_BOUND - len(node.encode()) - len(boot.encode())
     budget -= _NAMES_HEAD if names else 0
     if budget < _ROW_BOUND_V6 + (2 * _NAME_BOUND if names else 0):
         raise ValueError(f"max message size {max_bytes} is too small for one row")
+    owners = owners or {}
     groups: list[list[RawRow]] = [[]]
     named: list[dict[bytes, str]] = [{}]
+    owned: list[dict[int, str]] = [{}]
     used = 0
-    for row in rows:
-        size = _row_bound(row)
+    for j, row in enumerate(rows):
+        uid = owners.get(j)
+        extra = _OWNER_BOUND if uid else 0
+        size = _row_bound(row) + extra
         new = _new_names(row, names, named[-1]) if names else None
         if new:
             size += sum(map(encoded_size, new, new.values()))
         if used + size > budget and groups[-1]:
             groups.append([])
             named.append({})
+            owned.append({})
             used = 0
             if new is not None:  # in a fresh chunk every name of the row is new
                 new = _new_names(row, names or {}, {})
-                size = _row_bound(row) + sum(map(encoded_size, new, new.values()))
+                size = _row_bound(row) + extra + sum(map(encoded_size, new, new.values()))
+        if uid:
+            owned[-1][len(groups[-1])] = uid
         groups[-1].append(row)
         if new:
             named[-1].update(new)
         used += size
     chunks = tuple(
         encode_raw(
-            RawMessage(node, boot, start, seconds, seq, i, len(groups), group, ledger=ledger, names=named[i])
+            RawMessage(
+                node,
+                boot,
+                start,
+                seconds,
+                seq,
+                i,
+                len(groups),
+                group,
+                ledger=ledger,
+                names=named[i],
+                owners=owned[i],
+            )
         )
         for i, group in enumerate(groups)
     )
@@ -204,6 +236,23 @@ def rows_of(report: Report) -> list[RawRow]:
     return [row for chunk in report.chunks for row in decode_raw(chunk).rows]
 
 
+def owners_of(report: Report) -> dict[tuple[object, ...], str]:
+    """The socket owners a report's chunks name, by flow tuple (``row[:11]``)."""
+    out: dict[tuple[object, ...], str] = {}
+    for chunk in report.chunks:
+        msg = decode_raw(chunk)
+        if msg.owners:
+            rows = msg.rows
+            out.update((tuple(rows[i][:11]), uid) for i, uid in msg.owners.items())
+    return out
+
+
+def _indexed(rows: list[RawRow], owners: dict[tuple[object, ...], str]) -> dict[int, str]:
+    if not owners:
+        return {}
+    return {j: owners[key] for j, row in enumerate(rows) if (key := tuple(row[:11])) in owners}
+
+
 def span(older: Report, newer: Report) -> int:
     """Seconds a merge of the two reports would cover."""
     end = max(older.start + older.seconds, newer.start + newer.seconds)
@@ -224,6 +273,7 @@ def merge(older: Report, newer: Report, *, seq: int, max_bytes: int) -> Report:
         for i, value in enumerate(row[11:]):
             acc[i] += value
     rows = sorted(RawRow._make((*key, *values)) for key, values in totals.items())
+    owners = {**owners_of(older), **owners_of(newer)}
     end = max(older.start + older.seconds, newer.start + newer.seconds)
     start = min(older.start, newer.start)
     return build(
@@ -235,6 +285,7 @@ def merge(older: Report, newer: Report, *, seq: int, max_bytes: int) -> Report:
         seq=seq,
         max_bytes=max_bytes,
         coverage=_merged(coverage_of(older), coverage_of(newer)),
+        owners=_indexed(rows, owners),
         names=_merged_names(names_of(older), names_of(newer)),
         key=newer.key,
     )
@@ -258,6 +309,10 @@ def _merged(older: Coverage | None, newer: Coverage | None) -> Coverage | None:
         flows=newer.flows,
         events_lost=older.events_lost + newer.events_lost,
         table_drops=older.table_drops + newer.table_drops,
+        link_bytes=older.link_bytes + newer.link_bytes
+        if min(older.link_bytes, newer.link_bytes) >= 0
+        else -1,
+        boundary_bytes=older.boundary_bytes + newer.boundary_bytes,
         timestamps=stamps_of_both(older.timestamps, newer.timestamps),
     )
 
@@ -282,6 +337,7 @@ def split(report: Report, chunk: int, *, seq: int, max_bytes: int) -> Report:
         seq=seq,
         max_bytes=max_bytes,
         coverage=coverage_of(report),
+        owners=message.owners,
         names=message.names,
         key=report.key,
     )

@@ -16,6 +16,11 @@ so the first report after a crash spans the outage: a catch-up), with the event-
 table drops of that span, and whether conntrack stamped creation times at every poll of it (also the
 gauge ``kubenetmon_agent_conntrack_timestamps_enabled``). Every interval gets a report, with or without rows.
 
+Source coverage (``links``, ``coverage``): every poll also reads the byte counters of the node's
+external interfaces and adds their growth to the open span; each report carries that next to the bytes
+of its rows that cross the node boundary. The interfaces and the node's routes are read again at every
+cut (and at start), so a renamed or added interface is followed within one interval. A failed read
+leaves the span's link bytes unmeasured (-1), never guessed.
 DNS names (``--dns-names``): the watch socket is drained at the start of each poll and before each cut,
 not on every readable event (that is a wake-up of the loop, and metrics, per packet), so every answer that
 arrived before a report is cut is in the cache; its buffer holds a poll's answers. A report names the
@@ -36,8 +41,11 @@ from kubenetmon.agent import ctstats, metrics, reports
 from kubenetmon.agent.backlog import Backlog
 from kubenetmon.agent.checkpoint import State, StateDir
 from kubenetmon.agent.conntrack import Conntrack
+from kubenetmon.agent.coverage import Boundary, LinkMeter
 from kubenetmon.agent.dnswatch import DnsWatch
 from kubenetmon.agent.flows import REPORTED_PROTOCOLS, WITH_SCTP, FlowTable, report
+from kubenetmon.agent.links import Layout, Links
+from kubenetmon.agent.owners import Sockets
 from kubenetmon.agent.publisher import Publisher
 from kubenetmon.agent.reports import Coverage, Report
 from kubenetmon.agent.settings import AgentSettings
@@ -69,6 +77,8 @@ class Agent:
         boot: str,
         drain_s: float = 20.0,
         clock: Callable[[], float] = time.time,
+        links: Links | None = None,
+        sockets: Sockets | None = None,
         dns: DnsWatch | None = None,
         id_key: str = "",
     ) -> None:
@@ -112,6 +122,15 @@ class Agent:
         poll yet."""
         self._stats: ctstats.Stats | None = None
         self._full = False
+        self.links = links
+        self.sockets = sockets
+        """Finds the pod owning a node socket (``--socket-owners``); None: rows name no owner."""
+        self.own_addresses: frozenset[bytes] = frozenset()
+        self.link_meter = LinkMeter()
+        self.link_bytes = 0 if links is not None else -1
+        """Bytes on the external interfaces in the open span; -1: not measured (off, or a read failed)."""
+        self.external: dict[int, str] = {}
+        self.boundary: Boundary | None = None
 
     @property
     def pending(self) -> list[Report]:
@@ -164,10 +183,17 @@ class Agent:
         self.events_lost, self.table_drops = saved.get("lost", 0), saved.get("drops", 0)
         # the kernel's counters belong to this boot: drops while the agent was down are counted then
         self.drops_seen = saved.get("seen", -1) if same_boot else -1
+        if self.links is not None:
+            # interface counters belong to this boot, like conntrack's: after a reboot (or from a state
+            # saved without them) the open span's link bytes are not known
+            measured = same_boot and "link" in saved
+            self.link_bytes = saved["link"] if measured else -1
+            if measured:
+                self.link_meter.last = {int(k[2:]): v for k, v in saved.items() if k.startswith("if")}
         self.span_stamps = saved.get("ts")
 
     def _ledger_state(self) -> dict[str, int]:
-        return {
+        state = {
             "from": self.span_from_ms,
             "to": self.last_poll_ms,
             "lost": self.events_lost,
@@ -175,6 +201,10 @@ class Agent:
             "seen": self.drops_seen,
             **({"ts": self.span_stamps} if self.span_stamps is not None else {}),
         }
+        if self.links is not None and self.link_bytes >= 0:
+            state["link"] = self.link_bytes
+            state.update((f"if{index}", value) for index, value in self.link_meter.last.items())
+        return state
 
     # -- ticks --------------------------------------------------------------------------------------
 
@@ -203,6 +233,7 @@ class Agent:
         self.last_poll_ms = int(self.clock() * 1000)
         self.span_from_ms = self.span_from_ms or self.last_poll_ms
         self.read_stats()
+        self.read_links()
         self.read_timestamps()
         self.conntrack.resync_needed = False
         if self._overruns != before:
@@ -246,6 +277,51 @@ class Agent:
         elif self._full and not full:
             log.info("conntrack table below %d%% full again", int(FULL_TABLE * 100))
         self._full = full
+
+    def read_links(self) -> None:
+        """The external interfaces' byte counters: their growth since the last poll joins the open span."""
+        if self.links is None:
+            return
+        if self.boundary is None:
+            self.read_layout()
+        if not self.external:  # nothing to compare with: this span is not measured
+            self.link_bytes, self.link_meter.last = -1, {}
+            return
+        try:
+            counters = self.links.bytes_of(list(self.external))
+        except (OSError, ValueError) as exc:
+            metrics.LINK_FAILURES.inc()
+            if self.link_meter.last:  # once per failure, not once per poll
+                log.warning("interface counters unreadable: this span's link bytes are not measured: %r", exc)
+            self.link_bytes = -1
+            self.link_meter.last = {}
+            return
+        grown = self.link_meter.observe(counters)
+        if self.link_bytes >= 0:
+            self.link_bytes += grown
+        metrics.LINK_BYTES.inc(grown)
+
+    def read_layout(self) -> None:
+        """The node's interfaces, addresses and routes: which interfaces are external, what is inside."""
+        if self.links is None:
+            return
+        try:
+            layout = self.links.layout()
+        except (OSError, ValueError) as exc:
+            metrics.LINK_FAILURES.inc()
+            log.warning("interfaces and routes unreadable: %r", exc)
+            layout = Layout()
+        external = layout.external(self.settings.external_interfaces)
+        if external != self.external or self.boundary is None:
+            log.info("external interfaces", extra={"interfaces": sorted(external.values())})
+            if not external:
+                log.warning(
+                    "no external interface found (name them with --external-interfaces): "
+                    "reports will not measure source coverage"
+                )
+        self.external = external
+        self.boundary = Boundary(layout, external=external)
+        self.own_addresses = layout.addresses
 
     def read_timestamps(self) -> None:
         """Whether conntrack stamps creation times now: the gauge, and the open span's ledger state."""
@@ -313,16 +389,23 @@ class Agent:
         dropped["no_delta"] += sum(1 for key in self.table.last if key not in deltas)
         for reason, count in dropped.items():
             metrics.DROPPED.labels(reason).inc(count)
+        measured = self.links is not None and self.link_bytes >= 0 and self.boundary is not None
         coverage = Coverage(
             span_from_ms=self.span_from_ms or start * 1000,
             span_to_ms=self.last_poll_ms or (start + self.settings.interval) * 1000,
             flows=self.table.tracked,
             events_lost=self.events_lost,
             table_drops=self.table_drops,
+            link_bytes=self.link_bytes if measured else -1,
+            boundary_bytes=self.boundary.crossing_bytes(rows) if measured and self.boundary else 0,
             timestamps=TIMESTAMPS_UNKNOWN if self.span_stamps is None else self.span_stamps,
         )
         self.span_from_ms, self.events_lost, self.table_drops = coverage.span_to_ms, 0, 0
         self.span_stamps = None
+        metrics.BOUNDARY_BYTES.inc(coverage.boundary_bytes)
+        if self.links is not None:
+            self.link_bytes = 0 if self.link_meter.last else -1  # no baseline: the next span is not measured
+            self.read_layout()
         names = self._names(rows, since_ms=coverage.span_from_ms, until_ms=coverage.span_to_ms)
         new = reports.build(
             rows,
@@ -333,6 +416,7 @@ class Agent:
             seq=self._seq(),
             max_bytes=self.settings.max_message_bytes,
             coverage=coverage,
+            owners=self._owners(rows),
             names=names,
             key=self.id_key,
         )
@@ -348,12 +432,34 @@ class Agent:
                 "span_ms": coverage.span_to_ms - coverage.span_from_ms,
                 "events_lost": coverage.events_lost,
                 "table_drops": coverage.table_drops,
+                "link_bytes": coverage.link_bytes,
+                "boundary_bytes": coverage.boundary_bytes,
                 "backlog": len(self.pending),
                 "flows": self.table.tracked,
                 **({} if names is None else {"named": len(names)}),
                 **dropped,
             },
         )
+
+    def _owners(self, rows: list[RawRow]) -> dict[int, str]:
+        """The pods owning the node's sockets of ``rows`` (``owners``); none when off or unreadable."""
+        own = self.own_addresses
+        if self.sockets is None or not own or not rows:
+            return {}
+        candidates = []
+        for j, row in enumerate(rows):
+            if row[3] in own:
+                candidates.append((j, 0))
+            elif row[7] in own:
+                candidates.append((j, 1))
+        if not candidates:
+            return {}
+        try:
+            return self.sockets.owners(rows, candidates)
+        except (OSError, ValueError) as exc:
+            metrics.LINK_FAILURES.inc()
+            log.warning("socket owners unreadable: this report names none: %r", exc)
+            return {}
 
     def _seq(self) -> int:
         self.next_seq += 1

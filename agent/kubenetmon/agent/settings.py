@@ -103,6 +103,33 @@ class AgentSettings:
         False, flag="--report-sctp", kind="switch", group=TOP_LEVEL, help="report SCTP flows too"
     )
     """Report SCTP flows too (TCP and UDP always)."""
+    external_interfaces: tuple[str, ...] = option(
+        (),
+        flag="--external-interfaces",
+        kind="append",
+        metavar="NAME",
+        group=TOP_LEVEL,
+        help="the node's external interfaces, whose byte counters the ledger compares with what conntrack "
+        "metered (shell globs; repeatable, or comma-separated; default: those of the default routes)",
+    )
+    socket_owners: bool = option(
+        False,
+        flag="--socket-owners",
+        kind="switch",
+        group=TOP_LEVEL,
+        help="name the hostNetwork pod owning each node socket (socket -> process -> cgroup -> pod UID; "
+        "needs hostPID or the host's /proc at --proc-root)",
+    )
+    proc_root: str = option(
+        "/proc", flag="--proc-root", metavar="DIR", help="the node's /proc (for --socket-owners)"
+    )
+    skip_link_stats: bool = option(
+        False,
+        flag="--skip-link-stats",
+        kind="switch",
+        group=TOP_LEVEL,
+        help="do not read the interfaces' byte counters (reports then say nothing of source coverage)",
+    )
     dns_names: bool = option(
         False,
         flag="--dns-names",

@@ -56,6 +56,8 @@ class LabelSettings:
     cell: str = ""
     ignore_udp: bool = False
     """Drop UDP flows (kubenetmon's option; off by default: UDP bytes are kept)."""
+    node_flows: bool = True
+    """Meter the observer's own node's flows as node rows (``nodeflows``); off: drop them, as the spec did."""
     private_cidrs: tuple[str, ...] = ()
     """Extra ranges treated as private (INTRA_VPC), on top of ``DEFAULT_PRIVATE``."""
 

@@ -104,6 +104,10 @@ def run(
                 json.dumps({c: _render(c, v[j]) for c, v in zip(result.columns, result.data, strict=True)})
             )
             out.write("\n")
+        if result.nodes is not None:  # node rows: the observer's own node's flows, for the node table
+            names, data = result.nodes
+            for j in range(len(data[0])):
+                out.write(json.dumps({c: _render(c, v[j]) for c, v in zip(names, data, strict=True)}) + "\n")
     return exits.FAILED if invalid else exits.DONE
 
 

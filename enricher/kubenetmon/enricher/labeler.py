@@ -28,6 +28,7 @@ from operator import eq, getitem, itemgetter
 from typing import Any, Final
 
 from kubenetmon.enricher import endpoints as ep
+from kubenetmon.enricher import nodeflows
 from kubenetmon.enricher.connclass import INTRA_VPC, UNKNOWN, LabelSettings, Remote, remote_table
 from kubenetmon.enricher.index import Index
 from kubenetmon.enricher.prefixes import PrefixTable
@@ -44,7 +45,7 @@ _PROTO_NAMES: Final = tuple(schema.PROTO_NAMES.get(number, "") for number in ran
 DropHook = Callable[[int, RawRow, str], None]
 
 # What happens to a record: kept with its source (OUT) or destination (IN) as the local side, or dropped.
-OUT, IN, NODE, DIRECTION, PROTO, IGNORED_UDP = range(6)
+OUT, IN, NODE, DIRECTION, PROTO, IGNORED_UDP, NODE_ROW = range(7)
 REASONS: Final = {NODE: "node", DIRECTION: "direction", PROTO: "proto", IGNORED_UDP: "udp"}
 # An endpoint's role for the observer: a node's address, no pod, a pod with no node, a pod on the
 # observer, a pod on another node.
@@ -85,6 +86,8 @@ class Stats:
 
     records: int = 0
     rows: int = 0
+    node_rows: int = 0
+    """Rows of the observer's own node's flows (``nodeflows``), not in ``rows``."""
     dropped: Counter[str] = field(default_factory=Counter)
     """Drop reason -> records: ``udp``, ``node``, ``direction``, ``proto``."""
     unknown: Counter[str] = field(default_factory=Counter)
@@ -97,6 +100,8 @@ class Labelled:
     data: list[Sequence[Any]]
     """One column per name: a read-only ``spans.Spans`` (an empty list when no record was kept)."""
     stats: Stats
+    nodes: tuple[list[str], list[list[Any]]] | None = None
+    """The node rows (``nodeflows``): column names and columns, for the node table; None: none."""
 
 
 class Labeler:
@@ -120,13 +125,15 @@ class Labeler:
         self.endpoints.remotes = remote_table(ranges, self.settings)
 
     def label(self, msg: RawMessage, *, enriched_at: int, on_drop: DropHook | None = None) -> Labelled:
-        """Two rows per kept record (all ``out`` rows, then all ``in`` rows), in ``COLUMN_NAMES`` order."""
+        """Two rows per kept record (all ``out`` rows, then all ``in`` rows), in ``COLUMN_NAMES`` order;
+        the observer's own node's records as node rows in ``Labelled.nodes``."""
         columns = msg.columns()
         proto, _, _, osrc, _, _, _, rsrc, _, _, _, opk, oby, rpk, rby = columns
         stats = Stats(records=len(proto))
         ambiguous = self.index.ambiguous
         src, dst = self.endpoints.resolve(osrc, rsrc, start=msg.start, end=msg.start + msg.seconds)
         cases = self._cases(msg.node, proto, src, dst)
+        nodes = self._node_rows(msg, cases, osrc, rsrc, enriched_at=enriched_at, stats=stats)
         outs, ins = cases.count(OUT), cases.count(IN)
         if outs + ins < stats.records:
             _count_drops(msg, cases, stats, on_drop)
@@ -134,7 +141,7 @@ class Labeler:
             stats.unknown["ambiguous"] += self.index.ambiguous - ambiguous
         stats.rows = 2 * (outs + ins)
         if not stats.rows:
-            return Labelled(list(schema.COLUMN_NAMES), [[] for _ in schema.COLUMN_NAMES], stats)
+            return Labelled(list(schema.COLUMN_NAMES), [[] for _ in schema.COLUMN_NAMES], stats, nodes)
         o, i = _taker(cases, OUT, outs), _taker(cases, IN, ins)
         twice = self._sides(src, dst, o, i, stats)
         twice.update(self._flows(columns, o, i, outs=outs, ins=ins))
@@ -161,7 +168,45 @@ class Labeler:
             "sourceId": msg.msg_id,
             "remoteDNSName": "",
         }
-        return Labelled(list(schema.COLUMN_NAMES), _assemble(twice, pairs, constants, stats.rows), stats)
+        data = _assemble(twice, pairs, constants, stats.rows)
+        return Labelled(list(schema.COLUMN_NAMES), data, stats, nodes)
+
+    def _node_rows(
+        self,
+        msg: RawMessage,
+        cases: list[int],
+        osrc: Sequence[bytes],
+        rsrc: Sequence[bytes],
+        *,
+        enriched_at: int,
+        stats: Stats,
+    ) -> tuple[list[str], list[list[Any]]] | None:
+        """The node rows of the records whose local side is the observer's own node (their case becomes
+        ``NODE_ROW``: not a drop); None when there are none or node flows are dropped."""
+        if not self.settings.node_flows or NODE not in cases:
+            return None
+        own = nodeflows.observer_ips(self.index, msg.node)
+        if not own:
+            return None
+        picked = []
+        for j, case in enumerate(cases):
+            if case == NODE:
+                side = nodeflows.own_side(own, osrc[j], rsrc[j])
+                if side >= 0:
+                    picked.append((j, side))
+                    cases[j] = NODE_ROW
+        if not picked:
+            return None
+        stats.node_rows = 2 * len(picked)
+        return nodeflows.label_nodes(
+            msg,
+            picked,
+            endpoints=self.endpoints,
+            index=self.index,
+            settings=self.settings,
+            enriched_at=enriched_at,
+            owners=msg.owners,
+        )
 
     def _cases(
         self, observer: str, proto: Sequence[int], src: list[ep.Endpoint], dst: list[ep.Endpoint]

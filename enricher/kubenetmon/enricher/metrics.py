@@ -16,6 +16,10 @@ from kubenetmon.shared import metrics
 
 RECORDS_IN: Final = metrics.counter("enricher_records_total", "RAW records received")
 ROWS_OUT: Final = metrics.counter("enricher_rows_total", "ENRICHED rows published (two per kept record)")
+NODE_ROWS_OUT: Final = metrics.counter(
+    "enricher_node_rows_total",
+    "ENRICHED node rows published (the observer's own node's flows, two per record)",
+)
 MESSAGES_OUT: Final = metrics.counter("enricher_messages_published_total", "ENRICHED messages published")
 DROPPED: Final = metrics.counter(
     "enricher_dropped_records_total", "RAW records dropped, by reason", ["reason"]
@@ -87,6 +91,8 @@ def add(stats: Stats) -> None:
     RECORDS_IN.inc(stats.records)
     if stats.rows:
         ROWS_OUT.inc(stats.rows)
+    if stats.node_rows:
+        NODE_ROWS_OUT.inc(stats.node_rows)
     for reason, n in stats.dropped.items():
         DROPPED.labels(reason).inc(n)
     for reason, n in stats.unknown.items():

@@ -54,6 +54,14 @@ class LabelOptions:
     ignore_udp: bool = option(
         False, flag="--ignore-udp", kind="switch", group=_LISTS, help="drop UDP flows (default: kept)"
     )
+    drop_node_flows: bool = option(
+        False,
+        flag="--drop-node-flows",
+        kind="switch",
+        group=_LISTS,
+        help="drop the flows of the observer's own node addresses (kubelet, hostNetwork pods) instead of "
+        "storing them as node rows",
+    )
     private_cidrs: tuple[str, ...] = option(
         (),
         flag="--private-cidr",
@@ -93,6 +101,7 @@ class LabelOptions:
             environment=self.environment,
             cell=self.cell,
             ignore_udp=self.ignore_udp,
+            node_flows=not self.drop_node_flows,
             private_cidrs=self.private_cidrs,
         )
 

@@ -165,6 +165,14 @@ class Enricher:
                     )
                 continue
             out.append((subject, payload, part_id(msg.msg_id, k, replay=self.replay)))
+        if labelled.nodes is not None:  # the node rows: own parts, for the node table
+            names, columns = labelled.nodes
+            rows = len(columns[0])
+            for k, at in enumerate(range(0, rows, self.max_rows)):
+                data = [col[at : at + self.max_rows] for col in columns]
+                message = schema.EnrichedMessage(msg.msg_id, msg.node, enriched_at, names, data)
+                msg_id = f"{part_id(msg.msg_id, 0, replay=self.replay)}+node{k}"
+                out.append((subject, schema.encode_enriched(message), msg_id))
         return out
 
 

@@ -24,6 +24,7 @@ from kubenetmon.shared.errors import DecodeError
 
 _U64: Final = (1 << 64) - 1
 _U32: Final = (1 << 32) - 1
+_I63: Final = (1 << 63) - 1
 TIMESTAMPS_UNKNOWN: Final = -1
 
 
@@ -50,9 +51,17 @@ class Ledger:
     timestamps: int = TIMESTAMPS_UNKNOWN
     """1: conntrack creation timestamps were on at every poll of the span; 0: off at one at least;
     ``TIMESTAMPS_UNKNOWN`` (-1): not said (an agent from before this field)."""
+    # -- source coverage (optional on the wire: ``link`` and ``bound``; absent from older agents) --
+    link_bytes: int = -1
+    """Bytes that crossed the node's external interfaces in the span, received plus sent, as the
+    interfaces count them (link statistics); -1: not measured."""
+    boundary_bytes: int = 0
+    """Bytes (both directions) of the report's rows whose flow crosses the node boundary: what conntrack
+    metered of the traffic ``link_bytes`` counts."""
 
 
 LEDGER_KEYS: Final = ("from", "to", "rows", "bytes", "packets", "flows", "lost", "drops")
+COVERAGE_KEYS: Final = ("link", "bound")
 TIMESTAMPS_KEY: Final = "ts"
 """Optional ledger key of ``Ledger.timestamps`` (0 or 1), after the eight required ones."""
 
@@ -84,6 +93,8 @@ MAX_REJECTED_LENGTH: Final = 64
 
 def ledger_map(ledger: Ledger) -> dict[str, int]:
     out = dict(zip(LEDGER_KEYS, astuple(ledger)[: len(LEDGER_KEYS)], strict=True))
+    if ledger.link_bytes >= 0:
+        out["link"], out["bound"] = ledger.link_bytes, ledger.boundary_bytes
     if ledger.timestamps != TIMESTAMPS_UNKNOWN:
         out[TIMESTAMPS_KEY] = ledger.timestamps
     return out
@@ -107,10 +118,16 @@ def decode_ledger(value: Any, *, subject: str, data: bytes) -> Ledger:
         raise DecodeError(
             "schema", f"ledger field {bad[0]!r} missing or out of range", subject=subject, data=data
         )
+    coverage: list[Any] = [value.get(k) for k in COVERAGE_KEYS]
+    if coverage != [None, None]:
+        if any(type(v) is not int or not 0 <= v <= _I63 for v in coverage):
+            reason = "ledger coverage fields link and bound must both be counts"
+            raise DecodeError("schema", reason, subject=subject, data=data)
     stamps = value.get(TIMESTAMPS_KEY, TIMESTAMPS_UNKNOWN)
     if TIMESTAMPS_KEY in value and (type(stamps) is not int or stamps not in (0, 1)):
         raise DecodeError("schema", "ledger field 'ts' must be 0 or 1", subject=subject, data=data)
-    ledger = replace(Ledger(*ints), timestamps=stamps)
+    link, bound = coverage if coverage != [None, None] else (-1, 0)
+    ledger = replace(Ledger(*ints), timestamps=stamps, link_bytes=link, boundary_bytes=bound)
     if ledger.span_from_ms > ledger.span_to_ms:
         raise DecodeError("schema", "ledger span ends before it starts", subject=subject, data=data)
     return ledger

@@ -54,7 +54,43 @@ def test_json_has_every_interval_and_the_verdict() -> None:
     assert doc["intervals"][1] == {
         "node": "n1", "start": "2027-01-15T08:01:00Z", "seconds": 60, "state": "lossy",
         "missing_chunks": 0, "events_lost": 2, "table_drops": 1, "reasons": [],
+        "link_bytes": -1, "boundary_bytes": 0, "coverage": None, "blind": False,
     }  # fmt: skip
+
+
+COVERED = [
+    c.Verdict("n1", T0, 60, c.COMPLETE, link_bytes=10_000_000, boundary_bytes=9_800_000),
+    c.Verdict("n1", T0 + 60, 60, c.COMPLETE, link_bytes=2_000, boundary_bytes=0),  # too quiet to judge
+    c.Verdict("n2", T0, 60, c.COMPLETE, link_bytes=50_000_000, boundary_bytes=1_000_000),
+    c.Verdict("n2", T0 + 60, 60, c.COMPLETE, link_bytes=50_000_000, boundary_bytes=2_000_000),
+    c.Verdict("n3", T0, 60, c.COMPLETE),  # an agent without link statistics
+]
+
+
+def test_coverage_names_the_blind_node_and_its_ratio_per_interval() -> None:
+    out = io.StringIO()
+    cover = check.CoverageSpec(judged=True)
+    check.render(SPEC, 60, COVERED, fmt="table", out=out, coverage=cover)
+    lines = out.getvalue().splitlines()
+    assert lines[-5].split() == ["NODE", "MEASURED", "LINK", "BYTES", "METERED", "COVERAGE", "BLIND"]
+    assert lines[-4].split() == ["n1", "2", "10,002,000", "9,800,000", "0.98", "0"]
+    assert lines[-3].split() == ["n2", "2", "100,000,000", "3,000,000", "0.03", "2"]
+    assert lines[-2] == (
+        "coverage 0.12 over 4 node-intervals; n2 blind (coverage 0.03) 08:00\N{EN DASH}08:02"
+    )
+    assert [v.node for v in cover.blind(COVERED)] == ["n2", "n2"]
+    out = io.StringIO()
+    check.render(SPEC, 60, COVERED, fmt="json", out=out, coverage=cover)
+    doc = json.loads(out.getvalue())
+    assert [i["coverage"] for i in doc["intervals"]] == [0.98, 0.0, 0.02, 0.04, None]
+    assert [i["blind"] for i in doc["intervals"]] == [False, False, True, True, False] and doc["blind"] == 2
+
+
+def test_without_coverage_blind_intervals_change_nothing() -> None:
+    assert check.CoverageSpec().blind(COVERED) == []
+    out = io.StringIO()
+    check.render(SPEC, 60, COVERED, fmt="table", out=out)
+    assert "blind" not in out.getvalue()
 
 
 def _args(**kw: object) -> argparse.Namespace:

@@ -51,6 +51,8 @@ class Batch(Generic[T]):
 
     opened_at: float
     columns: list[list[Any]] = field(default_factory=lambda: [[] for _ in COLUMN_NAMES])
+    kinds: list[str] = field(default_factory=list)
+    """Each row's ``localKind``: '' for a pod row (flows table), 'node' for a node row (node table)."""
     parts: list[Part[T]] = field(default_factory=list)
     rows: int = 0
     size: int = 0
@@ -59,14 +61,19 @@ class Batch(Generic[T]):
         """Append ``message``'s rows, reordered to the table's columns, owned by ``owner``."""
         n = message.row_count
         present = [False] * len(COLUMN_NAMES)
+        kinds: Sequence[str] = [""] * n
         for name, values in zip(message.columns, message.data, strict=True):
-            i = COLUMN_INDEX[name]  # the decoder refused unknown columns
+            i = COLUMN_INDEX.get(name, -1)  # the decoder refused unknown columns
+            if i < 0:  # the node rows' own column
+                kinds = values
+                continue
             self.columns[i].extend(values)
             present[i] = True
         if n and not all(present):
             for i, seen in enumerate(present):
                 if not seen:
                     self.columns[i].extend([_DEFAULTS[i]] * n)
+        self.kinds.extend(kinds)
         self.parts.append(Part(owner, self.rows, self.rows + n, size, report_values(message)))
         self.rows += n
         self.size += size
@@ -97,7 +104,9 @@ class Batch(Generic[T]):
 
     def _slice(self, parts: Sequence[Part[T]]) -> Batch[T]:
         lo, hi = parts[0].start, parts[-1].stop
-        out: Batch[T] = Batch(opened_at=self.opened_at, columns=[col[lo:hi] for col in self.columns])
+        out: Batch[T] = Batch(
+            opened_at=self.opened_at, columns=[col[lo:hi] for col in self.columns], kinds=self.kinds[lo:hi]
+        )
         for p in parts:
             out.parts.append(Part(p.owner, p.start - lo, p.stop - lo, p.size, p.report))
         out.rows = hi - lo
@@ -117,6 +126,7 @@ def report_values(message: EnrichedMessage) -> tuple[Any, ...] | None:
         message.enriched_at,
         g.timestamps,
         r.rejected,
+        *(g.link_bytes, g.boundary_bytes),
     )
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from kubenetmon.shared.schema import COLUMN_NAMES, COLUMNS
+from kubenetmon.shared.schema import COLUMN_NAMES, COLUMNS, NODE_COLUMNS
 
 _LC: Final = "LowCardinality(String)"
 MIGRATIONS_TABLE: Final = "kubenetmon_migrations"
@@ -72,6 +72,7 @@ TYPES: Final[dict[str, str]] = {
     "enrichedAt": "UInt64 CODEC(Delta(8), ZSTD(1))",
     "sourceId": "String CODEC(ZSTD(1))",
     "remoteDNSName": _LC,
+    "localKind": _LC,
 }
 
 # The types rows are sent in: what the wire already holds, converted by the server on insert
@@ -106,6 +107,9 @@ LABEL_COLUMNS: Final = (
 )
 NAME_COLUMNS: Final = ("remoteDNSName",)
 BASE_COLUMNS: Final = tuple(n for n in COLUMN_NAMES if n not in LABEL_COLUMNS + NAME_COLUMNS)
+NODE_COLUMN_NAMES: Final = (*COLUMN_NAMES, *(c.name for c in NODE_COLUMNS))
+"""The node table's columns (besides ``date``): the flows table's, then the node rows' own."""
+NODE_INSERT_TYPES: Final = (*INSERT_TYPES, *(_insert_type(c.name, c.wire) for c in NODE_COLUMNS))
 
 # Skipping indexes for the users' filters; the sorting key already serves time ranges.
 INDEXES: Final = (
@@ -147,6 +151,29 @@ def create_table(database: str, table: str) -> str:
     return f"""CREATE TABLE IF NOT EXISTS {fqn(database, table)} (
     `date` Date DEFAULT toDate(intervalStartTime),
     {column_defs(BASE_COLUMNS)}
+)
+ENGINE = ReplacingMergeTree(enrichedAt)
+PARTITION BY date
+ORDER BY (intervalStartTime, observerNode, flowId)
+SETTINGS index_granularity = 8192"""
+
+
+def node_table(table: str) -> str:
+    """Name of the table holding the node rows of ``table``'s observers (``localKind`` = 'node')."""
+    return f"{table}_node"
+
+
+def create_node_table(database: str, table: str) -> str:
+    """The node rows: every column of the flows table plus ``localKind``, the same identity and indexes.
+
+    Their own table, so the flows table, its views and every query of pod rows are what they were."""
+    indexes = ",\n    ".join(
+        f"INDEX {name} {q(column)} TYPE {kind} GRANULARITY {gran}" for name, column, kind, gran in INDEXES
+    )
+    return f"""CREATE TABLE IF NOT EXISTS {fqn(database, node_table(table))} (
+    `date` Date DEFAULT toDate(intervalStartTime),
+    {column_defs(NODE_COLUMN_NAMES)},
+    {indexes}
 )
 ENGINE = ReplacingMergeTree(enrichedAt)
 PARTITION BY date
@@ -224,9 +251,14 @@ REPORT_TYPES: Final[dict[str, str]] = {
     "enrichedAt": "UInt64",
     "conntrackTimestamps": "Int8 DEFAULT -1",
     "rejected": _LC,
+    "linkBytes": "Int64 DEFAULT -1",
+    "boundaryBytes": "UInt64",
 }
 """``conntrackTimestamps``: 1 conntrack stamped creation times throughout the span, 0 it did not at one
 poll at least (``check``: at-risk), -1 not said (rows of agents before it, and of tables migrated to it)."""
+COVERAGE_COLUMNS: Final = ("linkBytes", "boundaryBytes")
+"""Ledger columns added by the coverage migration: bytes on the node's external interfaces in the span
+(-1: not measured), and the bytes the report metered for flows crossing the node boundary."""
 REPORT_COLUMNS: Final[tuple[str, ...]] = tuple(REPORT_TYPES)
 REPORT_INSERT_TYPES: Final[tuple[str, ...]] = tuple(
     "String" if t == _LC else t.split(" CODEC")[0].split(" DEFAULT")[0] for t in REPORT_TYPES.values()
@@ -235,7 +267,7 @@ REPORT_INSERT_TYPES: Final[tuple[str, ...]] = tuple(
 
 def create_reports_table(database: str) -> str:
     """The ledger of reports: one row per RAW chunk, identity = the RAW message id (``sourceId``)."""
-    defs = ",\n    ".join(f"{q(n)} {t}" for n, t in REPORT_TYPES.items())
+    defs = ",\n    ".join(f"{q(n)} {t}" for n, t in REPORT_TYPES.items() if n not in COVERAGE_COLUMNS)
     return f"""CREATE TABLE IF NOT EXISTS {fqn(database, REPORTS_TABLE)} (
     {defs},
     `spanFrom` DateTime64(3) ALIAS fromUnixTimestamp64Milli(toInt64(spanFromMs)),
@@ -267,3 +299,12 @@ def create_reports_exact_view(database: str) -> str:
         f"CREATE OR REPLACE VIEW {fqn(database, exact_view(REPORTS_TABLE))} AS "
         f"SELECT *, spanFrom, spanTo FROM {fqn(database, REPORTS_TABLE)} FINAL"  # aliases: not in *
     )
+
+
+def add_coverage_columns(database: str) -> str:
+    """The ledger's source coverage: link bytes and boundary bytes of each report (older rows: -1, 0)."""
+    clauses, after = [], "rejected"
+    for name in COVERAGE_COLUMNS:
+        clauses.append(f"ADD COLUMN IF NOT EXISTS {q(name)} {REPORT_TYPES[name]} AFTER {q(after)}")
+        after = name
+    return f"ALTER TABLE {fqn(database, REPORTS_TABLE)} " + ", ".join(clauses)

@@ -21,12 +21,21 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from itertools import compress
 from typing import Any, Final, Protocol, TypeVar
 
 from kubenetmon.shared import backoff, runtime
 from kubenetmon.shared.schema import COLUMN_NAMES
 from kubenetmon.writer.batcher import Batch, Part
-from kubenetmon.writer.flow_tables import INSERT_TYPES, REPORT_COLUMNS, REPORT_INSERT_TYPES, REPORTS_TABLE
+from kubenetmon.writer.flow_tables import (
+    INSERT_TYPES,
+    NODE_COLUMN_NAMES,
+    NODE_INSERT_TYPES,
+    REPORT_COLUMNS,
+    REPORT_INSERT_TYPES,
+    REPORTS_TABLE,
+    node_table,
+)
 from kubenetmon.writer.settings import WriterSettings
 from kubenetmon.writer.sink import InvalidBatch, Sink, SinkUnavailable
 
@@ -57,11 +66,26 @@ class Outcomes(Protocol[T]):
 
 
 def insert_batch(sink: Sink, batch: Batch[Any], ledger: list[list[Any]]) -> None:
-    """The flows, then the ledger rows of the same messages (both idempotent: a retry of both is safe)."""
+    """The pod rows into the flows table, the node rows (``localKind`` set) into the node table, then the
+    ledger rows of the same messages (all idempotent: a retry of all of them is safe)."""
     if batch.rows:
-        sink.insert(sink.table, batch.columns, names=COLUMN_NAMES, types=INSERT_TYPES)
+        columns, kinds = batch.columns, batch.kinds
+        nodes = batch.rows - kinds.count("")
+        if nodes < batch.rows:
+            pods = columns if not nodes else _where(columns, kinds, node=False)
+            sink.insert(sink.table, pods, names=COLUMN_NAMES, types=INSERT_TYPES)
+        if nodes:
+            rows = columns if nodes == batch.rows else _where(columns, kinds, node=True)
+            rows = [*rows, [kind for kind in kinds if kind]]
+            sink.insert(node_table(sink.table), rows, names=NODE_COLUMN_NAMES, types=NODE_INSERT_TYPES)
     if ledger:
         sink.insert(REPORTS_TABLE, ledger, names=REPORT_COLUMNS, types=REPORT_INSERT_TYPES)
+
+
+def _where(columns: list[list[Any]], kinds: list[Any], *, node: bool) -> list[list[Any]]:
+    """The rows of ``columns`` that are node rows (``node``) or pod rows."""
+    keep = [bool(kind) is node for kind in kinds]
+    return [list(compress(column, keep)) for column in columns]
 
 
 def retry_delay(settings: WriterSettings, *, failures: int) -> float:

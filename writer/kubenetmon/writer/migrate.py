@@ -93,9 +93,21 @@ MIGRATIONS: Final = (
         "rejected reports: agent_reports.rejected",
         lambda d, t: [flow_tables.add_rejected_column(d), flow_tables.create_reports_exact_view(d)],
     ),
+    Migration(
+        10,
+        "node rows: <table>_node with its exact and cost views; source coverage in agent_reports",
+        lambda d, t: [
+            flow_tables.create_node_table(d, t),
+            flow_tables.create_exact_view(d, flow_tables.node_table(t)),
+            cost_tables.create_cost_view(d, flow_tables.node_table(t)),
+            flow_tables.add_coverage_columns(d),
+            flow_tables.create_reports_exact_view(d),
+        ],
+    ),
 )
 PRICES_VERSION: Final = 5
 REPORTS_VERSION: Final = 6
+NODE_VERSION: Final = 10
 LATEST: Final = MIGRATIONS[-1].version
 
 
@@ -212,6 +224,8 @@ def _ttl_tables(table: str, version: int) -> list[tuple[str, str]]:
     tables = [(table, "date")] if version >= 1 else []
     if version >= REPORTS_VERSION:
         tables.append((flow_tables.REPORTS_TABLE, flow_tables.REPORTS_TTL_DATE))
+    if version >= NODE_VERSION:
+        tables.append((flow_tables.node_table(table), "date"))
     return tables
 
 

@@ -124,6 +124,10 @@ COLUMNS: Final[tuple[Column, ...]] = (
     ),
 )
 COLUMN_NAMES: Final[tuple[str, ...]] = tuple(c.name for c in COLUMNS)
+NODE_COLUMNS: Final[tuple[Column, ...]] = (
+    Column("localKind", "str", "'node': a row of the observer's own node's traffic (node table only)"),
+)
+"""Columns of node rows only, after ``COLUMNS``: a message without them holds pod rows."""
 COLUMN_INDEX: Final[dict[str, int]] = {name: i for i, name in enumerate(COLUMN_NAMES)}
 
 _WIRE_DOMAIN: Final[dict[str, Domain]] = {
@@ -142,17 +146,20 @@ _NARROWER: Final[dict[str, Domain]] = {
     "localPort": U16,
     "remotePort": U16,
     "ipFamily": OneOf(int, frozenset({4, 6})),
+    "localKind": OneOf(str, frozenset({"node"})),
 }
-DOMAINS: Final[dict[str, Domain]] = {c.name: _NARROWER.get(c.name, _WIRE_DOMAIN[c.wire]) for c in COLUMNS}
+DOMAINS: Final[dict[str, Domain]] = {
+    c.name: _NARROWER.get(c.name, _WIRE_DOMAIN[c.wire]) for c in (*COLUMNS, *NODE_COLUMNS)
+}
 """Each column's value domain: its wire type's, or a narrower one. The one statement of a column's rule."""
-_COLUMN_WIRE: Final[dict[str, str]] = {c.name: c.wire for c in COLUMNS}
+_COLUMN_WIRE: Final[dict[str, str]] = {c.name: c.wire for c in (*COLUMNS, *NODE_COLUMNS)}
 _COLUMN_CHECK: Final[dict[str, Any]] = {name: domain.admits for name, domain in DOMAINS.items()}
 CODED_WIRES: Final = frozenset({"map"})
 """Wire types whose values go through the v2 dictionary. Only maps (12 bytes a ``{"crossZone": ...}``,
 two distinct values): coding strings and addresses as well made a message 40 % smaller, but cost the
 enricher more CPU than the whole v1 encoding, and saved 5 % once the stream compresses its blocks
 (S2 finds a repeated string as well as a dictionary does)."""
-_CODED: Final[dict[str, bool]] = {c.name: c.wire in CODED_WIRES for c in COLUMNS}
+_CODED: Final[dict[str, bool]] = {c.name: c.wire in CODED_WIRES for c in (*COLUMNS, *NODE_COLUMNS)}
 
 
 def _column_valid(name: str, wire: str, values: list[Any]) -> bool:

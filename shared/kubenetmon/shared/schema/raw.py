@@ -76,8 +76,8 @@ class RawMessage:
     """
 
     __slots__ = (
-        "_columns", "_identities", "_rows", "boot", "chunk", "chunks", "ledger", "names", "node", "seconds",
-        "seq", "start",
+        "_columns", "_identities", "_rows", "boot", "chunk", "chunks", "ledger", "names", "node", "owners",
+        "seconds", "seq", "start",
     )  # fmt: skip
     node: str
     boot: str
@@ -90,6 +90,9 @@ class RawMessage:
     chunks: int
     ledger: Ledger | None
     """The report's span and totals (every chunk carries it); None from agents that predate it."""
+    owners: dict[int, str] | None
+    """Row index -> UID of the pod owning the node's socket of that row (hostNetwork pods), where the
+    agent could tell; None when it says nothing (optional ``owners`` map on the wire)."""
     names: dict[bytes, str]
     """DNS name of some addresses of the rows (empty: none known, or an agent that predates it)."""
     _columns: list[Sequence[Any]] | None
@@ -110,6 +113,7 @@ class RawMessage:
         columns: list[Sequence[Any]] | None = None,
         identities: list[bytes] | None = None,
         ledger: Ledger | None = None,
+        owners: dict[int, str] | None = None,
         names: dict[bytes, str] | None = None,
     ) -> None:
         """``columns`` (the rows transposed) replaces ``rows``; ``decode_raw`` also gives ``identities``."""
@@ -117,6 +121,7 @@ class RawMessage:
             object.__setattr__(self, name, value)
         object.__setattr__(self, "_columns", columns)
         object.__setattr__(self, "ledger", ledger)
+        object.__setattr__(self, "owners", owners or None)
         object.__setattr__(self, "names", names or {})
         object.__setattr__(self, "_identities", identities)
         object.__setattr__(self, "_rows", ([] if rows is None else rows) if columns is None else None)
@@ -148,7 +153,7 @@ class RawMessage:
 
     def _key(self) -> tuple[Any, ...]:
         head = (self.node, self.boot, self.start, self.seconds, self.seq, self.chunk, self.chunks)
-        return (*head, self.ledger, self.names, self.rows)
+        return (*head, self.ledger, self.names, self.owners, self.rows)
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not RawMessage:
@@ -187,6 +192,8 @@ def encode_raw(msg: RawMessage) -> bytes:
     }
     if msg.ledger is not None:
         body["ledger"] = ledger_map(msg.ledger)
+    if msg.owners:
+        body["owners"] = [[i, uid] for i, uid in sorted(msg.owners.items())]
     if msg.names:
         body["names"] = msg.names
     body["rows"] = msg.rows
@@ -264,6 +271,7 @@ def decode_raw(data: bytes, *, subject: str = "", max_bytes: int = MAX_MESSAGE_B
         valid = ([*zip(*checked, strict=True)] if checked else [()] * RAW_ROW_FIELDS), None
     columns, packed = valid
     ledger = obj.get("ledger")
+    owners = _owners(obj.get("owners"), len(columns[0]), kw=kw)
     names = obj.get("names")
     return RawMessage(
         node,
@@ -276,8 +284,29 @@ def decode_raw(data: bytes, *, subject: str = "", max_bytes: int = MAX_MESSAGE_B
         columns=columns,
         identities=packed,
         ledger=None if ledger is None else decode_ledger(ledger, **kw),
+        owners=owners,
         names=None if names is None else decode_names(names, **kw),
     )
+
+
+MAX_UID_LENGTH: Final = 64
+
+
+def _owners(value: Any, rows: int, *, kw: dict[str, Any]) -> dict[int, str] | None:
+    """The optional ``owners`` (pairs of row index and pod UID) as a map; anything malformed is ``schema``."""
+    if value is None:
+        return None
+    if type(value) is not list or not all(
+        type(pair) is list
+        and len(pair) == 2
+        and type(pair[0]) is int
+        and 0 <= pair[0] < rows
+        and type(pair[1]) is str
+        and 0 < len(pair[1]) <= MAX_UID_LENGTH
+        for pair in value
+    ):
+        raise DecodeError("schema", "owners must be pairs of a row index and a pod UID", **kw)
+    return {i: uid for i, uid in value}
 
 
 def _columns_of(rows: list[Any]) -> tuple[list[Sequence[Any]], list[bytes] | None] | None:

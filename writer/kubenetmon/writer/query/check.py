@@ -4,7 +4,9 @@ It reads the agents' ledger (``agent_reports_exact``) around the window and the 
 flows in it, hands them to ``completeness`` (the pure verdicts) and prints a table or JSON plus one
 summary line. Exit 0 only when no node-interval is partial, silent, lossy or at-risk; 1 otherwise (or when the
 database cannot be read). Intervals that end less than ``--settle`` before now are not judged yet: their
-reports may still be on their way. This module is a thin shell; it never writes.
+reports may still be on their way. ``--coverage`` also judges source coverage (``coverage``): a
+node-interval whose conntrack metered under a threshold of the bytes its external interfaces counted is
+blind, and fails the check. This module is a thin shell; it never writes.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from kubenetmon.shared.settings import default_data_dir
 from kubenetmon.shared.timespec import format_time, parse_duration, parse_time
 from kubenetmon.writer.flow_tables import REPORTS_TABLE, exact_view, fqn, q
 from kubenetmon.writer.query import completeness as c
+from kubenetmon.writer.query import coverage as cov
 from kubenetmon.writer.query.sql import Reader, add_target_arguments, target_settings
 from kubenetmon.writer.sink import QueryResult
 
@@ -85,6 +88,27 @@ class CheckFlags:
         help="read reports this far around the window (catch-ups that cover it, nodes silent all along)",
     )
     format: str = option("table", flag="--format", native=True, choices=FORMATS, help="output format")
+    coverage: bool = option(
+        False,
+        flag="--coverage",
+        kind="switch",
+        help="also judge source coverage: name node-intervals whose conntrack metered less than "
+        "--coverage-threshold of the bytes on their external interfaces (blind), and fail on them",
+    )
+    coverage_threshold: float = option(
+        cov.THRESHOLD,
+        flag="--coverage-threshold",
+        kind="float",
+        metavar="RATIO",
+        help="metered boundary bytes / interface bytes under which a node-interval is blind",
+    )
+    coverage_min_bytes: int = option(
+        cov.MIN_BYTES,
+        flag="--coverage-min-bytes",
+        kind="int",
+        metavar="BYTES",
+        help="interface bytes below which an interval is too quiet to be judged blind",
+    )
     accept_no_timestamps: bool = option(
         False,
         flag="--accept-no-timestamps",
@@ -136,7 +160,8 @@ def reports_query(spec: CheckSpec) -> str:
     lo, hi = spec.start - spec.reach_s, spec.end + spec.reach_s
     return (
         "SELECT node, boot, seq, toUInt32(intervalStartTime), intervalSeconds, chunk, chunks, "
-        "spanFromMs, spanToMs, eventsLost, tableDrops, conntrackTimestamps, rejected "
+        "spanFromMs, spanToMs, eventsLost, tableDrops, conntrackTimestamps, rejected, "
+        "linkBytes, boundaryBytes "
         f"FROM {spec.relation(exact_view(REPORTS_TABLE))} "
         f"WHERE intervalStartTime >= toDateTime({lo}) AND intervalStartTime < toDateTime({hi})"
         f"{_node_filter('node', spec.nodes)}"
@@ -160,7 +185,7 @@ def chunk_rows(result: QueryResult) -> list[c.ChunkRow]:
         out.append(
             c.ChunkRow(
                 str(r[0]), str(r[1]), seq, start, seconds, chunk, chunks, span_from, span_to, lost, drops,
-                stamps, rejected=str(r[12]),
+                stamps, rejected=str(r[12]), link_bytes=int(r[13]), boundary_bytes=int(r[14]),
             )
         )  # fmt: skip
     return out
@@ -202,8 +227,31 @@ def header_text(reader: Any, *, database: str, flows_view: str, since_s: float, 
     return c.summary(found, shown=2) if found else "no agent reports"
 
 
-def render(spec: CheckSpec, step: int, found: list[c.Verdict], *, fmt: str, out: TextIO) -> None:
+@dataclass(frozen=True)
+class CoverageSpec:
+    """``--coverage``: judge it, and where a node-interval is blind."""
+
+    judged: bool = False
+    threshold: float = cov.THRESHOLD
+    min_bytes: int = cov.MIN_BYTES
+
+    def blind(self, found: list[c.Verdict]) -> list[c.Verdict]:
+        return cov.blind(found, threshold=self.threshold, min_bytes=self.min_bytes) if self.judged else []
+
+
+def render(
+    spec: CheckSpec,
+    step: int,
+    found: list[c.Verdict],
+    *,
+    fmt: str,
+    out: TextIO,
+    coverage: CoverageSpec = CoverageSpec(),
+) -> None:
     line = c.summary(found)
+    blind = coverage.blind(found)
+    blind_set = set(blind)
+    coverage_line = cov.summary(found, threshold=coverage.threshold, min_bytes=coverage.min_bytes)
     if fmt == "json":
         doc = {
             "from": format_time(spec.start),
@@ -211,7 +259,12 @@ def render(spec: CheckSpec, step: int, found: list[c.Verdict], *, fmt: str, out:
             "step_s": step,
             "whole": c.whole(found),
             "summary": line,
-            "intervals": [{**asdict(v), "start": format_time(v.start)} for v in found],
+            "coverage": coverage_line,
+            "blind": len(blind),
+            "intervals": [
+                {**asdict(v), "coverage": v.coverage, "blind": v in blind_set, "start": format_time(v.start)}
+                for v in found
+            ],
         }
         out.write(json.dumps(doc, indent=1) + "\n")
         return
@@ -237,7 +290,23 @@ def render(spec: CheckSpec, step: int, found: list[c.Verdict], *, fmt: str, out:
                 f"{v.node} {format_time(v.start)} {v.state}: conntrack creation timestamps were off "
                 "(net.netfilter.nf_conntrack_timestamp); --accept-no-timestamps to accept it\n"
             )
+    if coverage.judged:
+        _coverage_table(found, blind, out=out)
+        out.write(coverage_line + "\n")
     out.write(line + "\n")
+
+
+def _coverage_table(found: list[c.Verdict], blind: list[c.Verdict], *, out: TextIO) -> None:
+    """Per node: intervals measured, interface and metered boundary bytes, coverage, blind intervals."""
+    rows = [("NODE", "MEASURED", "LINK BYTES", "METERED", "COVERAGE", "BLIND")]
+    for node, (n, link, bound) in sorted(cov.per_node(found).items()):
+        ratio = f"{bound / link:.2f}" if link else "-"
+        rows.append(
+            (node, str(n), f"{link:,}", f"{bound:,}", ratio, str(sum(1 for v in blind if v.node == node)))
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        out.write("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() + "\n")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -255,5 +324,6 @@ def main(args: argparse.Namespace) -> int:
         return exits.FAILED
     finally:
         reader.close()
-    render(spec, step, found, fmt=args.format, out=sys.stdout)
-    return exits.DONE if c.whole(found) else exits.FAILED
+    coverage = CoverageSpec(args.coverage, args.coverage_threshold, args.coverage_min_bytes)
+    render(spec, step, found, fmt=args.format, out=sys.stdout, coverage=coverage)
+    return exits.DONE if c.whole(found) and not coverage.blind(found) else exits.FAILED

@@ -71,6 +71,10 @@ class ChunkRow:
     """1: conntrack creation timestamps on throughout the span; 0: off at a poll; -1: not said."""
     rejected: str = ""
     """Why the enricher refused this chunk (empty: accepted)."""
+    link_bytes: int = -1
+    """Bytes on the node's external interfaces in the span (-1: not measured)."""
+    boundary_bytes: int = 0
+    """Bytes the report metered for flows crossing the node boundary."""
 
 
 @dataclass(slots=True)
@@ -88,6 +92,8 @@ class Report:
     timestamps: int = -1
     present: set[int] = field(default_factory=set)
     rejected: set[str] = field(default_factory=set)
+    link_bytes: int = -1
+    boundary_bytes: int = 0
 
     @property
     def missing(self) -> int:
@@ -110,6 +116,16 @@ class Verdict:
     table_drops: int = 0
     reasons: tuple[str, ...] = ()
     """Why its reports were rejected (``rejected`` only)."""
+    link_bytes: int = -1
+    """Bytes its reports' spans saw on the node's external interfaces (-1: not measured)."""
+    boundary_bytes: int = 0
+    """Bytes its reports metered for flows crossing the node boundary."""
+
+    @property
+    def coverage(self) -> float | None:
+        """``boundary_bytes / link_bytes``: how much of the node's external traffic conntrack metered
+        (None when not measured or nothing crossed the interfaces)."""
+        return self.boundary_bytes / self.link_bytes if self.link_bytes > 0 else None
 
 
 def reports_of(rows: Iterable[ChunkRow]) -> dict[str, list[Report]]:
@@ -129,6 +145,8 @@ def reports_of(rows: Iterable[ChunkRow]) -> dict[str, list[Report]]:
                 r.events_lost,
                 r.table_drops,
                 r.timestamps,
+                link_bytes=r.link_bytes,
+                boundary_bytes=r.boundary_bytes,
             )
             found[(r.node, r.boot, r.seq, r.start)] = report
         report.present.add(r.chunk)
@@ -182,7 +200,10 @@ def judge(
         state = LOSSY
     elif not accept_no_timestamps and any(r.timestamps == NO_TIMESTAMPS for r in own):
         state = AT_RISK
-    return Verdict(node, start, step, state, missing, lost, drops)
+    measured = all(r.link_bytes >= 0 for r in own)
+    link = sum(r.link_bytes for r in own) if measured else -1
+    bound = sum(r.boundary_bytes for r in own)
+    return Verdict(node, start, step, state, missing, lost, drops, link_bytes=link, boundary_bytes=bound)
 
 
 def classify(

@@ -28,7 +28,7 @@ from kubenetmon.shared.timespec import parse_duration
 from kubenetmon.shared.units import human_bytes
 from kubenetmon.writer.cost_tables import cost_view
 from kubenetmon.writer.dsn import parse_dsn
-from kubenetmon.writer.flow_tables import fqn
+from kubenetmon.writer.flow_tables import fqn, node_table
 from kubenetmon.writer.query.sql import add_target_arguments, run_query, target_settings
 from kubenetmon.writer.sink import DEFAULT_DATABASE, QueryResult
 
@@ -58,6 +58,38 @@ class CostSpec:
     limit: int = 20
     database: str = DEFAULT_DATABASE
     view: str = "network_flows_0_cost"
+    nodes_view: str = ""
+    """The node rows' cost view (over ``<table>_node``), summed with the pod rows: a node's own traffic
+    is its own line, ``node:<name>`` (the class and zone-pair keys keep a ``node:`` prefix too); empty:
+    pod rows only."""
+
+
+_COST_COLUMNS: Final = (
+    "date", "intervalStartTime", "direction", "bytes", "connectionClass", "costCharge", "costEntry",
+    "costUSD", "localNode", "localNamespace", "localPod", "localApp", "localWorkload", "localWorkloadKind",
+    "localAvailabilityZone", "remoteAvailabilityZone",
+)  # fmt: skip
+
+
+def _key(spec: CostSpec) -> str:
+    """The group of a row; with node rows, a node's own traffic keyed apart (never '(not a pod)')."""
+    key = KEYS[spec.by]
+    if not spec.nodes_view:
+        return key
+    if spec.by in ("class", "zone-pair"):
+        return f"if(localKind = 'node', concat('node: ', {key}), {key})"
+    owner = f"if(localPod != '', concat('/', {key}), '')"
+    return f"if(localKind = 'node', concat('node:', localNode, {owner}), {key})"
+
+
+def _source(spec: CostSpec) -> str:
+    if not spec.nodes_view:
+        return fqn(spec.database, spec.view)
+    columns = ", ".join(_COST_COLUMNS)
+    return (
+        f"(SELECT {columns}, '' AS localKind FROM {fqn(spec.database, spec.view)}\n"
+        f"    UNION ALL SELECT {columns}, localKind FROM {fqn(spec.database, spec.nodes_view)})"
+    )
 
 
 def build_query(spec: CostSpec, *, now: float) -> str:
@@ -66,7 +98,7 @@ def build_query(spec: CostSpec, *, now: float) -> str:
         raise ValueError(f"invalid cost spec {spec}")
     cutoff = int(now - spec.since_s)
     return f"""SELECT
-    {KEYS[spec.by]} AS key,
+    {_key(spec)} AS key,
     sum(costUSD) AS cost_usd,
     sumIf(bytes, direction = 'out') AS out_bytes,
     sumIf(bytes, direction = 'in') AS in_bytes,
@@ -74,7 +106,7 @@ def build_query(spec: CostSpec, *, now: float) -> str:
     sum(sum(costUSD)) OVER () AS total_usd,
     sum(sumIf(bytes, costEntry = '')) OVER () AS total_unpriced_bytes,
     count() OVER () AS groups
-FROM {fqn(spec.database, spec.view)}
+FROM {_source(spec)}
 WHERE intervalStartTime >= toDateTime({cutoff}) AND date >= toDate(toDateTime({cutoff}))
 GROUP BY key
 ORDER BY cost_usd DESC, key
@@ -214,6 +246,7 @@ def main(args: argparse.Namespace) -> int:
         limit=args.limit,
         database=settings.database or target.database or DEFAULT_DATABASE,
         view=cost_view(settings.table),
+        nodes_view=cost_view(node_table(settings.table)),
     )
     try:
         result = run_query(settings, build_query(spec, now=time.time()))

@@ -32,7 +32,7 @@ from kubenetmon.shared.settings import default_data_dir
 from kubenetmon.shared.timespec import parse_duration
 from kubenetmon.writer.cost_tables import cost_view
 from kubenetmon.writer.dsn import parse_dsn
-from kubenetmon.writer.flow_tables import exact_view
+from kubenetmon.writer.flow_tables import exact_view, node_table
 from kubenetmon.writer.query.check import header_text
 from kubenetmon.writer.query.endpoint import ask, live_endpoint
 from kubenetmon.writer.query.sql import Reader, add_target_arguments, target_settings
@@ -128,6 +128,9 @@ def spec_from(args: argparse.Namespace, settings: ClickHouseSettings) -> TopSpec
         database=settings.database or target.database or DEFAULT_DATABASE,
         view=cost_view(settings.table) if args.cost else exact_view(settings.table),
         cost=args.cost,
+        nodes_view=cost_view(node_table(settings.table))
+        if args.cost
+        else exact_view(node_table(settings.table)),
     )
 
 

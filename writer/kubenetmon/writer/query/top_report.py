@@ -49,6 +49,10 @@ class TopSpec:
     view: str = "network_flows_0_exact"
     cost: bool = False
     """Also sum ``costUSD``: then ``view`` must be the cost view (``<table>_cost``)."""
+    nodes_view: str = ""
+    """The node rows' view (the same kind as ``view``, over ``<table>_node``), read with the pod rows:
+    a node's own traffic is its own line, ``node:<name>`` (or ``node:<name>/<pod>`` when the pod owning
+    the socket is known); empty: pod rows only."""
 
 
 def _ip(side: str) -> str:
@@ -63,8 +67,38 @@ def _outside(side: str, *, collapse: bool) -> str:
     return f"if(remoteCloudService != '', concat(remoteCloud, ':', remoteCloudService), {last})"
 
 
-def _name(side: str, by: str) -> str:
-    """SQL naming one endpoint at the granularity of ``by``."""
+def _name(side: str, by: str, *, nodes: bool = False) -> str:
+    """SQL naming one endpoint at the granularity of ``by`` (with ``nodes``, a node row's local side is
+    its node)."""
+    name = _pod_name(side, by)
+    if side != "local" or not nodes:
+        return name
+    owner = f"if(localPod != '', concat('/', {name}), '')"
+    return f"if(localKind = 'node', concat('node:', localNode, {owner}), {name})"
+
+
+_COLUMNS: Final = (
+    "date", "intervalStartTime", "intervalSeconds", "direction", "bytes", "packets", "connectionClass",
+    "crossZone", "ipFamily", "localNode", "localAvailabilityZone", "remoteAvailabilityZone", "remoteCloud",
+    "remoteRegion", "remoteCloudService", "remoteService",
+    *(f"{side}{name}" for side in ("local", "remote")
+      for name in ("Namespace", "Pod", "App", "Workload", "IPv4", "IP")),
+)  # fmt: skip
+"""What the report reads of a row: the pod and node views are read as one through these."""
+
+
+def _source(spec: TopSpec) -> str:
+    """The rows read: the view, plus the node rows' view when there is one."""
+    if not spec.nodes_view:
+        return f"{fqn(spec.database, spec.view)}"
+    columns = ", ".join(dict.fromkeys((*_COLUMNS, *(("costUSD",) if spec.cost else ()))))
+    return (
+        f"(SELECT {columns}, '' AS localKind FROM {fqn(spec.database, spec.view)}\n"
+        f"    UNION ALL SELECT {columns}, localKind FROM {fqn(spec.database, spec.nodes_view)})"
+    )
+
+
+def _pod_name(side: str, by: str) -> str:
     pod = f"concat({side}Namespace, '/', {side}Pod)"
     if by == "pod":
         return f"if({side}Pod != '', {pod}, {_outside(side, collapse=False)})"
@@ -86,9 +120,12 @@ _CLOUD_PEER: Final = (
 )
 
 
-def _dimensions(by: str) -> dict[str, str]:
+def _dimensions(by: str, *, nodes: bool = False) -> dict[str, str]:
     """Grouping expressions by output name: local, peer, class, local_zone, remote_zone, cross_zone."""
-    local, peer = (_name("local", by), _name("remote", by)) if by not in ("class", "zone") else ("''", "''")
+    if by not in ("class", "zone"):
+        local, peer = _name("local", by, nodes=nodes), _name("remote", by)
+    else:  # one line per class or zone pair, and the nodes' own traffic on lines of its own
+        local, peer = ("if(localKind = 'node', 'nodes', '')" if nodes else "''"), "''"
     zones = ("localAvailabilityZone", "remoteAvailabilityZone") if by != "class" else ("''", "''")
     if by == "class":
         peer = _CLOUD_PEER
@@ -107,7 +144,7 @@ def build_query(spec: TopSpec, *, now: float) -> str:
     if spec.by not in BY or spec.direction not in DIRECTIONS or spec.limit < 1 or spec.since_s <= 0:
         raise ValueError(f"invalid report spec {spec}")
     cutoff = int(now - spec.since_s)
-    dims = _dimensions(spec.by)
+    dims = _dimensions(spec.by, nodes=bool(spec.nodes_view))
     select = ",\n    ".join(f"{expr} AS {name}" for name, expr in dims.items())
     cost = "\n    sum(costUSD) AS cost_usd," if spec.cost else ""
     return f"""SELECT
@@ -118,7 +155,7 @@ def build_query(spec: TopSpec, *, now: float) -> str:
     toUnixTimestamp(max(max(intervalStartTime + intervalSeconds)) OVER ()) AS window_end,
     sum(sum(bytes)) OVER () AS total_bytes,
     count() OVER () AS groups
-FROM {fqn(spec.database, spec.view)}
+FROM {_source(spec)}
 WHERE intervalStartTime >= toDateTime({cutoff}) AND date >= toDate(toDateTime({cutoff}))
     AND direction = '{spec.direction}'
 GROUP BY {", ".join(dims)}
