@@ -65,9 +65,12 @@ ENV PATH=/opt/kubenetmon/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 
+# /var/lib/kubenetmon: where a volume for the embedded engine's data (chdb:///var/lib/kubenetmon/...)
+# is mounted; a new volume takes this directory's owner.
 RUN groupadd --system --gid 10001 kubenetmon \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
-            --shell /usr/sbin/nologin kubenetmon
+            --shell /usr/sbin/nologin kubenetmon \
+ && install -d -o 10001 -g 10001 -m 0750 /var/lib/kubenetmon
 
 COPY --from=build /opt/kubenetmon /opt/kubenetmon
 

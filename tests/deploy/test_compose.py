@@ -5,6 +5,7 @@ starts it in order: servers healthy, then the one-shot init services, then the r
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import yaml  # type: ignore[import-untyped]
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = Path(__file__).parent / "data" / "compose-spec.json"
-ONE_SHOT = {"init-nats", "init-clickhouse", "traffic-source"}
+ONE_SHOT = {"node-sysctls", "init-nats", "init-clickhouse", "traffic-source"}
 ROLES = {"agent", "enricher", "writer"}
 
 
@@ -61,7 +62,7 @@ def test_start_order_uses_conditions(compose: dict[str, Any]) -> None:
             assert spec["condition"] == wanted, f"{name} -> {dependency}"
     assert set(all_services["writer"]["depends_on"]) == {"init-nats", "init-clickhouse"}
     assert set(all_services["enricher"]["depends_on"]) == {"init-nats"}
-    assert set(all_services["agent"]["depends_on"]) == {"init-nats"}
+    assert set(all_services["agent"]["depends_on"]) == {"node-sysctls", "init-nats"}
     assert ROLES <= set(all_services["traffic-source"]["depends_on"])
 
 
@@ -72,12 +73,36 @@ def test_agent_runs_like_the_daemonset(compose: dict[str, Any]) -> None:
     assert agent["user"] == "0:0"
     assert "privileged" not in agent
     host = {name for name, s in services(compose).items() if s.get("network_mode") == "host"}
-    assert host == {"agent", "traffic-sink"}
+    assert host == {"node-sysctls", "agent", "traffic-sink"}
+
+
+def test_only_the_sysctl_one_shot_is_privileged(compose: dict[str, Any]) -> None:
+    """It writes the host namespace's conntrack sysctls (all three) and exits; nothing else is privileged."""
+    privileged = {name for name, s in services(compose).items() if s.get("privileged")}
+    assert privileged == {"node-sysctls"}
+    sysctls = services(compose)["node-sysctls"]
+    assert sysctls["restart"] == "no" and sysctls["read_only"] is True
+    script = " ".join(sysctls["command"])
+    for name in ("nf_conntrack_acct", "nf_conntrack_events", "nf_conntrack_timestamp"):
+        assert name in script, name
+
+
+def test_runs_under_compose_v1(compose: dict[str, Any]) -> None:
+    """No top-level ``name:`` (Compose v1 rejects it; the project name comes from ``-p`` or the folder),
+    and no ``version:`` (obsolete in v2)."""
+    assert set(compose) <= {
+        "services",
+        "networks",
+        "volumes",
+        "x-kubenetmon",
+        "x-nats-env",
+        "x-clickhouse-env",
+    }
 
 
 def test_kubenetmon_services_are_locked_down(compose: dict[str, Any]) -> None:
     for name, service in services(compose).items():
-        if service["image"] != "kubenetmon:dev":
+        if service["image"] != "kubenetmon:dev" or name == "node-sysctls":
             continue
         assert service["read_only"] is True, name
         assert service["cap_drop"] == ["ALL"], name
@@ -88,7 +113,8 @@ def test_kubenetmon_services_are_locked_down(compose: dict[str, Any]) -> None:
 
 def test_third_party_images_are_pinned(compose: dict[str, Any]) -> None:
     for name, service in services(compose).items():
-        tag = service["image"].rpartition(":")[2]
+        image = re.sub(r"\$\{[A-Z_]+:-(.+)\}", r"\1", service["image"])  # an overridable default
+        tag = image.rpartition(":")[2]
         assert tag and tag != "latest" and "/" not in tag, name
 
 
