@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 
 from tests.support.compose import TrafficPlan, traffic_plan
-from tests.support.engine import Engine, base_image, ensure_engine, nats_image
+from tests.support.engine import Engine, base_image, conntrack_off, conntrack_on, ensure_engine, nats_image
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.docker
@@ -200,11 +200,14 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def host_sysctls() -> Iterator[dict[str, str]]:
-    """The host namespace's conntrack sysctls as found; put back when the suite ends."""
+    """The host namespace's conntrack sysctls as found, put back when the suite ends; and conntrack on
+    in that namespace meanwhile (tests/support/engine.py: this engine adds no iptables rules)."""
     found = {name: Path(f"/proc/sys/net/netfilter/{name}").read_text().strip() for name in SYSCTLS}
+    conntrack_on()
     try:
         yield found
     finally:
+        conntrack_off()
         for name, value in found.items():
             Path(f"/proc/sys/net/netfilter/{name}").write_text(value)
 

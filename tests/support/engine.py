@@ -12,6 +12,11 @@
 
 Containers that need connectivity use the host's network or a bridge network between containers; a
 bridge needs no iptables.
+
+- ``conntrack_on()``: conntrack tracks a network namespace's traffic only once some netfilter rule needs
+  it. An engine that manages iptables (the default) adds such rules to the host's namespace; this one
+  adds none, so the suite adds one table of its own for its duration: one IPv4 ``ct state`` rule that
+  only counts (policy accept: nothing is dropped or changed), deleted again by name.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ DAEMON_FLAGS = (
     "--ip-forward=false",
     "--bridge=none",
 )
-APT_PACKAGES = ("docker.io", "docker-compose", "debootstrap")
+APT_PACKAGES = ("docker.io", "docker-compose", "debootstrap", "nftables")
 
 
 @dataclass
@@ -85,7 +90,7 @@ class Engine:
 
 def install_packages() -> None:
     """Debian's engine (20.10, BuildKit included), Compose v1 and debootstrap, when missing."""
-    if all(shutil.which(tool) for tool in ("dockerd", "docker-compose", "debootstrap")):
+    if all(shutil.which(tool) for tool in ("dockerd", "docker-compose", "debootstrap", "nft")):
         return
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run(["apt-get", "update", "-q"], check=True, env=env, capture_output=True, timeout=600)
@@ -241,3 +246,22 @@ def nats_image(engine: Engine, base: str) -> str:
         (Path(tmp) / "Dockerfile").write_text(NATS_DOCKERFILE)
         engine.run("build", "--build-arg", f"BASE={base}", "-t", tag, tmp, timeout=600)
     return tag
+
+
+CONNTRACK_TABLE = "kubenetmon_docker_suite"
+
+
+def conntrack_on() -> None:
+    """Make the host namespace track IPv4 (as an engine's own iptables rules would): one counting rule."""
+    ruleset = (
+        f"table ip {CONNTRACK_TABLE} {{\n"
+        "  chain input { type filter hook input priority filter; policy accept; ct state new counter; }\n"
+        "}\n"
+    )
+    subprocess.run(["nft", "-f", "-"], input=ruleset, text=True, check=True, capture_output=True, timeout=30)
+
+
+def conntrack_off() -> None:
+    subprocess.run(
+        ["nft", "delete", "table", "ip", CONNTRACK_TABLE], capture_output=True, check=False, timeout=30
+    )
