@@ -76,15 +76,17 @@ def test_agent_runs_like_the_daemonset(compose: dict[str, Any]) -> None:
     assert host == {"node-sysctls", "agent", "traffic-sink"}
 
 
-def test_only_the_sysctl_one_shot_is_privileged(compose: dict[str, Any]) -> None:
-    """It writes the host namespace's conntrack sysctls (all three) and exits; nothing else is privileged."""
-    privileged = {name for name, s in services(compose).items() if s.get("privileged")}
-    assert privileged == {"node-sysctls"}
+def test_the_sysctl_one_shot_is_not_privileged(compose: dict[str, Any]) -> None:
+    """It writes the host namespace's three conntrack sysctls through a mounted directory, as root with
+    NET_ADMIN only, and exits. Nothing in the stack is privileged."""
+    assert not any(s.get("privileged") for s in services(compose).values())
     sysctls = services(compose)["node-sysctls"]
     assert sysctls["restart"] == "no" and sysctls["read_only"] is True
+    assert sysctls["cap_drop"] == ["ALL"] and sysctls["cap_add"] == ["NET_ADMIN"]
+    assert sysctls["volumes"] == ["/proc/sys/net/netfilter:/run/netfilter"]
     script = " ".join(sysctls["command"])
     for name in ("nf_conntrack_acct", "nf_conntrack_events", "nf_conntrack_timestamp"):
-        assert name in script, name
+        assert 'echo 1 > "/run/netfilter/$$name"' in script and name in script, name
 
 
 def test_runs_under_compose_v1(compose: dict[str, Any]) -> None:
@@ -102,12 +104,12 @@ def test_runs_under_compose_v1(compose: dict[str, Any]) -> None:
 
 def test_kubenetmon_services_are_locked_down(compose: dict[str, Any]) -> None:
     for name, service in services(compose).items():
-        if service["image"] != "kubenetmon:dev" or name == "node-sysctls":
+        if service["image"] != "kubenetmon:dev":
             continue
         assert service["read_only"] is True, name
         assert service["cap_drop"] == ["ALL"], name
         assert "no-new-privileges:true" in service["security_opt"], name
-        if name != "agent":
+        if name not in ("agent", "node-sysctls"):
             assert "user" not in service and "cap_add" not in service, name
 
 
@@ -216,3 +218,33 @@ def test_the_compose_flow_is_labelled_as_the_e2e_test_expects(compose: dict[str,
         "remotePort": plan.sink_port,
     }
     assert {k: sent[k] for k in expected} == expected
+
+
+def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``-f base -f override`` as Compose merges these keys: mappings merge, the rest is replaced."""
+    result = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merged(result[key], value)
+        elif key == "volumes" and isinstance(value, list):
+            result[key] = [*result.get(key, []), *value]
+        else:
+            result[key] = value
+    return result
+
+
+def test_the_chdb_override_runs_no_clickhouse_server(compose: dict[str, Any]) -> None:
+    override = yaml.safe_load((ROOT / "compose.chdb.yaml").read_text())
+    schema = json.loads(SCHEMA.read_text())
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(override))
+    assert not errors, [e.message for e in errors]
+    assert "name" not in override
+    stack = merged(compose, override)["services"]
+    images = {s["image"] for s in stack.values()}
+    assert not any("clickhouse" in image for image in images), images
+    writer = stack["writer"]
+    assert writer["environment"]["KUBENETMON_CLICKHOUSE_DSN"] == "chdb:///var/lib/kubenetmon/clickhouse"
+    assert "chdb-data:/var/lib/kubenetmon" in writer["volumes"]
+    assert "--workers=1" in writer["command"] and "--migrate=true" in writer["command"]
+    users = [name for name, s in stack.items() if "chdb-data:/var/lib/kubenetmon" in s.get("volumes", [])]
+    assert users == ["writer"], "chDB allows one process per data directory"

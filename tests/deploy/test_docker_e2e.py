@@ -38,7 +38,8 @@ from tests.support.compose import TrafficPlan, traffic_plan
 from tests.support.engine import Engine, base_image, conntrack_off, conntrack_on, ensure_engine, nats_image
 from tests.support.waiting import wait_until
 
-pytestmark = pytest.mark.docker
+# Each test's limit covers, for the first, making the base images and building the image from nothing.
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(3600)]
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "kubenetmon-e2e"
@@ -157,20 +158,17 @@ class Stack:
     def logs(self, service: str) -> str:
         return self.compose("logs", "--no-color", service).stdout
 
-    def send(self, *, port: int, datagrams: int, size: int, plan: TrafficPlan) -> int:
-        """One more run of the traffic-source service, from its pod address and ``port``: the bytes sent."""
-        self.compose(
-            "run",
-            "--rm",
-            "--no-deps",
-            "traffic-source",
-            "send",
-            f"--to={plan.sink_ip}:{plan.sink_port}",
-            f"--source={plan.source_ip}:{port}",
-            f"--datagrams={datagrams}",
-            f"--size={size}",
-        )
-        return datagrams * (size + 28)
+    def hold(self, *, port: int, datagrams: int, size: int, plan: TrafficPlan) -> Sender:
+        """A traffic-source container holding one flow open from the pod address and ``port``, one batch
+        sent already (``traffic.py hold``)."""
+        out = self.compose(
+            "run", "-d", "--no-deps", "traffic-source", "hold",
+            f"--to={plan.sink_ip}:{plan.sink_port}", f"--source={plan.source_ip}:{port}",
+            f"--datagrams={datagrams}", f"--size={size}",
+        )  # fmt: skip
+        sender = Sender(self.engine, out.stdout.split()[-1], datagrams=datagrams, size=size)
+        sender.wait_batches(1)
+        return sender
 
     def sql(self, query: str) -> list[dict[str, Any]]:
         """A read-only query, asked of the writer that owns the chDB directory (as the README shows)."""
@@ -196,6 +194,35 @@ class Stack:
                 GROUP BY localPort"""
         )
         return {int(r["port"]): {k: int(v) for k, v in r.items() if k != "port"} for r in rows}
+
+
+class Sender:
+    """One open flow of the traffic source: ``more()`` sends a batch (SIGUSR1), ``close()`` ends it
+    (SIGTERM: the container exits and the engine drops its conntrack entries, a DESTROY event)."""
+
+    def __init__(self, engine: Engine, container: str, *, datagrams: int, size: int) -> None:
+        self.engine, self.container, self.datagrams, self.size = engine, container, datagrams, size
+        self.batches = 1
+
+    def wait_batches(self, n: int) -> None:
+        def sent() -> bool:
+            return f"batch {n} sent" in self.engine.run("logs", self.container).stdout
+
+        wait_until(sent, timeout=60, what=f"batch {n} sent", step=0.2)
+
+    def more(self) -> None:
+        self.engine.run("kill", "--signal", "USR1", self.container)
+        self.batches += 1
+        self.wait_batches(self.batches)
+
+    def close(self) -> dict[str, int]:
+        """End the flow; what it sent."""
+        self.engine.run("stop", "-t", "30", self.container)
+        state = json.loads(self.engine.run("inspect", self.container).stdout)[0]["State"]
+        assert state["ExitCode"] == 0, state
+        self.engine.run("rm", self.container)
+        packets = self.batches * self.datagrams
+        return {"out_bytes": packets * (self.size + 28), "out_packets": packets}
 
 
 @pytest.fixture(scope="module")
@@ -355,33 +382,35 @@ def test_the_agent_runs_with_conntrack_timestamps(stack: Stack, host_sysctls: di
 def test_sigterm_drains_and_loses_nothing(
     stack: Stack, expected: dict[int, dict[str, int]], service: str
 ) -> None:
-    """Traffic in flight, then SIGTERM (``docker-compose stop``): the service exits 0 (an orderly drain),
-    is started again, and every byte sent before and after is stored exactly once."""
+    """A flow in flight, then SIGTERM (``docker-compose stop``): the service exits 0 (an orderly drain),
+    is started again, the flow goes on and ends, and every byte is stored exactly once."""
     plan = traffic_plan()
     port = {"agent": 40011, "enricher": 40012, "writer": 40013, "nats": 40014}[service]
-    sent = stack.send(port=port, datagrams=500, size=700, plan=plan)
+    sender = stack.hold(port=port, datagrams=500, size=700, plan=plan)
     stack.compose("stop", "-t", "60", service, timeout=120)
     state = stack.inspect(service)
     assert not state["Running"] and state["ExitCode"] == 0, (state, stack.logs(service)[-4000:])
+    sender.more()
     stack.compose("start", service)
     stack.wait_healthy(service)
-    sent += stack.send(port=port, datagrams=300, size=700, plan=plan)
-    expected[port] = {"out_bytes": sent, "out_packets": 800}
+    sender.more()
+    expected[port] = sender.close()
     assert_exact(wait_stored(stack, plan, expected), expected)
 
 
 def test_kill_of_the_agent_and_restart_is_exact(stack: Stack, expected: dict[int, dict[str, int]]) -> None:
-    """SIGKILL of the agent container between two halves of one flow, the second half sent while it is
-    down; started again, it resumes from its checkpoint: the flow is stored exactly."""
+    """SIGKILL of the agent container right after a flow's first batch, whatever it had read or
+    published by then; a second batch while it is down; started again, it resumes from its checkpoint
+    and the flow, ended, is stored exactly."""
     plan = traffic_plan()
     port = 40021
-    sent = stack.send(port=port, datagrams=400, size=900, plan=plan)
+    sender = stack.hold(port=port, datagrams=400, size=900, plan=plan)
     stack.engine.run("kill", stack.container("agent"))
     state = stack.inspect("agent")
     assert not state["Running"] and state["ExitCode"] == 137, state
-    sent += stack.send(port=port, datagrams=400, size=900, plan=plan)
+    sender.more()
     stack.compose("start", "agent")
     stack.wait_healthy("agent")
-    sent += stack.send(port=port, datagrams=200, size=900, plan=plan)
-    expected[port] = {"out_bytes": sent, "out_packets": 1000}
+    sender.more()
+    expected[port] = sender.close()
     assert_exact(wait_stored(stack, plan, expected), expected)

@@ -69,7 +69,10 @@ def compose_script() -> list[str]:
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
     service = compose["services"]["node-sysctls"]
     command: list[str] = [*service["entrypoint"], *service["command"]]
-    return [part.replace("$$", "$") for part in command]  # compose's escape for a literal $
+    # compose's escape for a literal $; the service writes the host's directory where it is mounted
+    return [
+        part.replace("$$", "$").replace("/run/netfilter/", "/proc/sys/net/netfilter/") for part in command
+    ]
 
 
 @pytest.mark.netns
