@@ -48,7 +48,7 @@ from tests.support.waiting import wait_until
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(3600)]
 
 ROOT = Path(__file__).resolve().parents[2]
-PROJECT = "kubenetmon-e2e"
+PROJECT = "kubenetmon-e2e"  # not the README's "kubenetmon": its `down -v` never touches a stack of yours
 COMPOSE_FILES = ("compose.yaml", "compose.chdb.yaml")
 IMAGE = "kubenetmon:dev"
 SYSCTLS = ("nf_conntrack_acct", "nf_conntrack_events", "nf_conntrack_timestamp")
@@ -250,7 +250,7 @@ def stack(engine: Engine, images: Images, host_sysctls: dict[str, str]) -> Itera
     stack = Stack(engine, images)
     stack.compose("down", "-v", "--remove-orphans", check=False)  # a previous run's leftovers, if any
     try:
-        stack.compose("up", "-d", "--no-build", timeout=900)
+        stack.compose("up", "-d", timeout=900)  # the image is built: compose builds nothing
         stack.wait_healthy("nats", "agent", "enricher", "writer")
         yield stack
     finally:
