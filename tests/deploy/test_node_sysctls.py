@@ -10,10 +10,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml  # type: ignore[import-untyped]
 
 from tests.deploy.render import K8S, kubectl, named, pod_spec
+from tests.deploy.test_kustomize import KUBERNETES_VERSION
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSCTLS = ("nf_conntrack_acct", "nf_conntrack_events", "nf_conntrack_timestamp")
@@ -37,6 +39,7 @@ def render_with_component(tmp_path: Path, overlay: str) -> list[dict[str, Any]]:
 def test_init_container_is_privileged_and_the_agent_is_not(tmp_path: Path, overlay: str) -> None:
     objects = render_with_component(tmp_path, overlay)
     agent_set = named(tuple(objects), "DaemonSet", "kubenetmon-agent")
+    kubernetes_validate.validate(agent_set, KUBERNETES_VERSION, strict=True)
     spec = pod_spec(agent_set)
     assert spec["hostNetwork"] is True, "the init container writes the node's network namespace"
     (init,) = spec["initContainers"]
