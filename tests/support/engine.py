@@ -86,6 +86,8 @@ class Engine:
             self.process.kill()
             self.process.wait(timeout=30)
         self.process = None
+        # the engine's handle on the host's network namespace, left mounted under its exec root
+        subprocess.run(["umount", str(RUN_DIR / "exec/netns/default")], capture_output=True, check=False)
 
 
 def install_packages() -> None:
