@@ -14,6 +14,9 @@ Every chunk carries the report's ledger (``kubenetmon.shared.ledger``): the span
 totals, and what was lost in that span. An interval without traffic still gets a report (one chunk, no
 rows), so a node that sends nothing is silent, never merely idle.
 
+A report may name addresses of its rows (``names``: the DNS name each was answered for, from the agent's
+``dnscache``); each chunk carries the names of its own rows' addresses, counted in its size bound.
+
 ``merge`` folds two reports into one covering both intervals, for a backlog that exceeds its bound during
 a long broker outage. Only reports never offered to the broker may be merged (the caller's rule: only the
 oldest pending report is ever published), so no byte can be both in the stream and in a merged report.
@@ -37,6 +40,7 @@ from kubenetmon.shared.schema import (
     encode_raw,
     keyed_msg_id,
 )
+from kubenetmon.shared.schema.names import encoded_size
 
 _HEADER_BOUND: Final = 512
 """Upper bound of a RAW message's encoding without its rows (node name and boot id included)."""
@@ -44,6 +48,10 @@ _ROW_BOUND: Final = {AF_INET: 1 + 3 * 2 + 4 * (2 + 4) + 4 * 3 + 4 * 9}
 _LEDGER_BOUND: Final = 10 + 8 * (8 + 9)
 """Upper bound of the ``ledger`` map's encoding: eight short keys, eight 64-bit integers."""
 _ROW_BOUND_V6: Final = 1 + 3 * 2 + 4 * (2 + 16) + 4 * 3 + 4 * 9
+_NAME_BOUND: Final = 2 + 16 + 3 + 253
+"""Upper bound of one ``names`` entry's encoding (a 16-byte address, a 253-character name)."""
+_NAMES_HEAD: Final = 6 + 5
+"""The ``names`` key and a map header."""
 FORMAT: Final = 2
 """2: the id key follows the chunks; 1 (no key) is read too."""
 
@@ -125,30 +133,62 @@ def build(
     seq: int,
     max_bytes: int,
     coverage: Coverage | None = None,
+    names: dict[bytes, str] | None = None,
     key: str = "",
 ) -> Report:
-    """Cut ``rows`` (already in a deterministic order) into messages of at most ``max_bytes`` each.
+    """Cut ``rows`` (already in a deterministic order) into messages of at most ``max_bytes`` each;
+    each message names those of its rows' addresses that ``names`` names.
 
     No rows still makes one (empty) chunk: the report of an idle interval.
     """
     ledger = None if coverage is None else ledger_of(rows, coverage)
     budget = max_bytes - _HEADER_BOUND - _LEDGER_BOUND - len(node.encode()) - len(boot.encode())
-    if budget < _ROW_BOUND_V6:
+    budget -= _NAMES_HEAD if names else 0
+    if budget < _ROW_BOUND_V6 + (2 * _NAME_BOUND if names else 0):
         raise ValueError(f"max message size {max_bytes} is too small for one row")
     groups: list[list[RawRow]] = [[]]
+    named: list[dict[bytes, str]] = [{}]
     used = 0
     for row in rows:
         size = _row_bound(row)
+        new = _new_names(row, names, named[-1]) if names else None
+        if new:
+            size += sum(map(encoded_size, new, new.values()))
         if used + size > budget and groups[-1]:
             groups.append([])
+            named.append({})
             used = 0
+            if new is not None:  # in a fresh chunk every name of the row is new
+                new = _new_names(row, names or {}, {})
+                size = _row_bound(row) + sum(map(encoded_size, new, new.values()))
         groups[-1].append(row)
+        if new:
+            named[-1].update(new)
         used += size
     chunks = tuple(
-        encode_raw(RawMessage(node, boot, start, seconds, seq, i, len(groups), group, ledger=ledger))
+        encode_raw(
+            RawMessage(node, boot, start, seconds, seq, i, len(groups), group, ledger=ledger, names=named[i])
+        )
         for i, group in enumerate(groups)
     )
     return Report(node, boot, start, seconds, seq, chunks, len(rows), key)
+
+
+def _new_names(row: RawRow, names: dict[bytes, str], chunk: dict[bytes, str]) -> dict[bytes, str]:
+    """The names of ``row``'s addresses (either end) that ``chunk`` does not hold yet."""
+    return {
+        address: names[address]
+        for address in (row.orig_src, row.reply_src)
+        if address in names and address not in chunk
+    }
+
+
+def names_of(report: Report) -> dict[bytes, str]:
+    """The names a report's chunks give (for merging and tests)."""
+    found: dict[bytes, str] = {}
+    for chunk in report.chunks:
+        found.update(decode_raw(chunk).names)
+    return found
 
 
 def rows_of(report: Report) -> list[RawRow]:
@@ -187,8 +227,18 @@ def merge(older: Report, newer: Report, *, seq: int, max_bytes: int) -> Report:
         seq=seq,
         max_bytes=max_bytes,
         coverage=_merged(coverage_of(older), coverage_of(newer)),
+        names=_merged_names(names_of(older), names_of(newer)),
         key=newer.key,
     )
+
+
+def _merged_names(older: dict[bytes, str], newer: dict[bytes, str]) -> dict[bytes, str]:
+    """Both reports' names; an address the two name differently has none (never a guess)."""
+    merged = {**older, **newer}
+    for address in older.keys() & newer.keys():
+        if older[address] != newer[address]:
+            del merged[address]
+    return merged
 
 
 def _merged(older: Coverage | None, newer: Coverage | None) -> Coverage | None:
@@ -205,7 +255,8 @@ def _merged(older: Coverage | None, newer: Coverage | None) -> Coverage | None:
 
 def split(report: Report, chunk: int, *, seq: int, max_bytes: int) -> Report:
     """A new report with the rows of one chunk the server refused as too large, in smaller messages."""
-    rows = decode_raw(report.chunks[chunk]).rows
+    message = decode_raw(report.chunks[chunk])
+    rows = message.rows
     return build(
         rows,
         node=report.node,
@@ -215,6 +266,7 @@ def split(report: Report, chunk: int, *, seq: int, max_bytes: int) -> Report:
         seq=seq,
         max_bytes=max_bytes,
         coverage=coverage_of(report),
+        names=message.names,
         key=report.key,
     )
 

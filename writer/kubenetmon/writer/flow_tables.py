@@ -71,6 +71,7 @@ TYPES: Final[dict[str, str]] = {
     "flowId": "UInt64",
     "enrichedAt": "UInt64 CODEC(Delta(8), ZSTD(1))",
     "sourceId": "String CODEC(ZSTD(1))",
+    "remoteDNSName": _LC,
 }
 
 # The types rows are sent in: what the wire already holds, converted by the server on insert
@@ -103,7 +104,8 @@ LABEL_COLUMNS: Final = (
     "remoteService",
     "crossZone",
 )
-BASE_COLUMNS: Final = tuple(n for n in COLUMN_NAMES if n not in LABEL_COLUMNS)
+NAME_COLUMNS: Final = ("remoteDNSName",)
+BASE_COLUMNS: Final = tuple(n for n in COLUMN_NAMES if n not in LABEL_COLUMNS + NAME_COLUMNS)
 
 # Skipping indexes for the users' filters; the sorting key already serves time ranges.
 INDEXES: Final = (
@@ -159,6 +161,12 @@ def add_label_columns(database: str, table: str) -> str:
     for name in LABEL_COLUMNS:
         clauses.append(f"ADD COLUMN IF NOT EXISTS {q(name)} {TYPES[name]} AFTER {q(after)}")
         after = name
+    return f"ALTER TABLE {fqn(database, table)} " + ", ".join(clauses)
+
+
+def add_name_columns(database: str, table: str) -> str:
+    """Schema version 7: the DNS name of a remote outside the cluster ('' when unknown), last."""
+    clauses = [f"ADD COLUMN IF NOT EXISTS {q(name)} {TYPES[name]} DEFAULT ''" for name in NAME_COLUMNS]
     return f"ALTER TABLE {fqn(database, table)} " + ", ".join(clauses)
 
 
