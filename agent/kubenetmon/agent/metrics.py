@@ -65,6 +65,10 @@ TABLE_MAX: Final = gauge(
 TABLE_FILL: Final = gauge(
     "agent_conntrack_table_fill_ratio", "conntrack entries / nf_conntrack_max, from the kernel's statistics"
 )
+TIMESTAMPS: Final = gauge(
+    "agent_conntrack_timestamps_enabled",
+    "1 while conntrack stamps new entries with their creation time (nf_conntrack_timestamp), else 0",
+)
 STATS_FAILURES: Final = counter(
     "agent_conntrack_stats_failures_total", "polls whose conntrack statistics could not be read"
 )

@@ -30,7 +30,7 @@ from typing import Final
 
 import msgpack
 
-from kubenetmon.shared.ledger import Ledger
+from kubenetmon.shared.ledger import TIMESTAMPS_UNKNOWN, Ledger
 from kubenetmon.shared.schema import (
     AF_INET,
     MAX_INTERVAL_SECONDS,
@@ -45,8 +45,8 @@ from kubenetmon.shared.schema.names import encoded_size
 _HEADER_BOUND: Final = 512
 """Upper bound of a RAW message's encoding without its rows (node name and boot id included)."""
 _ROW_BOUND: Final = {AF_INET: 1 + 3 * 2 + 4 * (2 + 4) + 4 * 3 + 4 * 9}
-_LEDGER_BOUND: Final = 10 + 8 * (8 + 9)
-"""Upper bound of the ``ledger`` map's encoding: eight short keys, eight 64-bit integers."""
+_LEDGER_BOUND: Final = 10 + 8 * (8 + 9) + 4
+"""Upper bound of the ``ledger`` map's encoding: eight short keys, eight 64-bit integers, and ``ts``."""
 _ROW_BOUND_V6: Final = 1 + 3 * 2 + 4 * (2 + 16) + 4 * 3 + 4 * 9
 _NAME_BOUND: Final = 2 + 16 + 3 + 253
 """Upper bound of one ``names`` entry's encoding (a 16-byte address, a 253-character name)."""
@@ -93,6 +93,8 @@ class Coverage:
     flows: int = 0
     events_lost: int = 0
     table_drops: int = 0
+    timestamps: int = TIMESTAMPS_UNKNOWN
+    """1: conntrack creation timestamps on at every poll of the span, 0: off at one (see ``Ledger``)."""
 
 
 def ledger_of(rows: list[RawRow], coverage: Coverage) -> Ledger:
@@ -106,6 +108,7 @@ def ledger_of(rows: list[RawRow], coverage: Coverage) -> Ledger:
         flows=coverage.flows,
         events_lost=coverage.events_lost,
         table_drops=coverage.table_drops,
+        timestamps=coverage.timestamps,
     )
 
 
@@ -115,7 +118,12 @@ def coverage_of(report: Report) -> Coverage | None:
     if ledger is None:
         return None
     return Coverage(
-        ledger.span_from_ms, ledger.span_to_ms, ledger.flows, ledger.events_lost, ledger.table_drops
+        ledger.span_from_ms,
+        ledger.span_to_ms,
+        ledger.flows,
+        ledger.events_lost,
+        ledger.table_drops,
+        ledger.timestamps,
     )
 
 
@@ -250,7 +258,15 @@ def _merged(older: Coverage | None, newer: Coverage | None) -> Coverage | None:
         flows=newer.flows,
         events_lost=older.events_lost + newer.events_lost,
         table_drops=older.table_drops + newer.table_drops,
+        timestamps=stamps_of_both(older.timestamps, newer.timestamps),
     )
+
+
+def stamps_of_both(a: int, b: int) -> int:
+    """The timestamps state of a span made of two: off if either was off, on if both were, else unknown."""
+    if 0 in (a, b):
+        return 0
+    return 1 if a == b == 1 else TIMESTAMPS_UNKNOWN
 
 
 def split(report: Report, chunk: int, *, seq: int, max_bytes: int) -> Report:

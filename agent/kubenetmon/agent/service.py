@@ -13,7 +13,8 @@ budget, and the process exits 0; what could not be sent stays on disk for the ne
 The ledger: every poll also reads conntrack's own statistics (``ctstats``). Each report states the span
 its deltas cover, from the poll its predecessor ended with to its own last poll (both in the checkpoint,
 so the first report after a crash spans the outage: a catch-up), with the event-socket overruns and the
-table drops of that span. Every interval gets a report, with or without rows.
+table drops of that span, and whether conntrack stamped creation times at every poll of it (also the
+gauge ``kubenetmon_agent_conntrack_timestamps_enabled``). Every interval gets a report, with or without rows.
 
 DNS names (``--dns-names``): the watch socket is drained at the start of each poll and before each cut,
 not on every readable event (that is a wake-up of the loop, and metrics, per packet), so every answer that
@@ -40,6 +41,7 @@ from kubenetmon.agent.flows import REPORTED_PROTOCOLS, WITH_SCTP, FlowTable, rep
 from kubenetmon.agent.publisher import Publisher
 from kubenetmon.agent.reports import Coverage, Report
 from kubenetmon.agent.settings import AgentSettings
+from kubenetmon.shared.ledger import TIMESTAMPS_UNKNOWN
 from kubenetmon.shared.metrics import serve
 from kubenetmon.shared.runtime import RootTasks, wait_any
 from kubenetmon.shared.schema import RawRow
@@ -105,6 +107,9 @@ class Agent:
         """Event-socket overruns and conntrack table drops in the open span."""
         self.drops_seen = -1
         """The kernel's cumulative table drops at the last statistics read (-1: unknown)."""
+        self.span_stamps: int | None = None
+        """Creation timestamps in the open span: 1 on at every poll, 0 off at one, -1 unreadable; None: no
+        poll yet."""
         self._stats: ctstats.Stats | None = None
         self._full = False
 
@@ -159,6 +164,7 @@ class Agent:
         self.events_lost, self.table_drops = saved.get("lost", 0), saved.get("drops", 0)
         # the kernel's counters belong to this boot: drops while the agent was down are counted then
         self.drops_seen = saved.get("seen", -1) if same_boot else -1
+        self.span_stamps = saved.get("ts")
 
     def _ledger_state(self) -> dict[str, int]:
         return {
@@ -167,6 +173,7 @@ class Agent:
             "lost": self.events_lost,
             "drops": self.table_drops,
             "seen": self.drops_seen,
+            **({"ts": self.span_stamps} if self.span_stamps is not None else {}),
         }
 
     # -- ticks --------------------------------------------------------------------------------------
@@ -196,6 +203,7 @@ class Agent:
         self.last_poll_ms = int(self.clock() * 1000)
         self.span_from_ms = self.span_from_ms or self.last_poll_ms
         self.read_stats()
+        self.read_timestamps()
         self.conntrack.resync_needed = False
         if self._overruns != before:
             self._resync.set()  # events were lost during this dump: dump again at once
@@ -238,6 +246,13 @@ class Agent:
         elif self._full and not full:
             log.info("conntrack table below %d%% full again", int(FULL_TABLE * 100))
         self._full = full
+
+    def read_timestamps(self) -> None:
+        """Whether conntrack stamps creation times now: the gauge, and the open span's ledger state."""
+        on = self.conntrack.timestamps()
+        metrics.TIMESTAMPS.set(1 if on else 0)
+        now = TIMESTAMPS_UNKNOWN if on is None else int(on)
+        self.span_stamps = now if self.span_stamps is None else reports.stamps_of_both(self.span_stamps, now)
 
     def read_dns(self) -> None:
         """Every DNS answer waiting on the watch socket, into the cache (no-op without ``--dns-names``)."""
@@ -304,8 +319,10 @@ class Agent:
             flows=self.table.tracked,
             events_lost=self.events_lost,
             table_drops=self.table_drops,
+            timestamps=TIMESTAMPS_UNKNOWN if self.span_stamps is None else self.span_stamps,
         )
         self.span_from_ms, self.events_lost, self.table_drops = coverage.span_to_ms, 0, 0
+        self.span_stamps = None
         names = self._names(rows, since_ms=coverage.span_from_ms, until_ms=coverage.span_to_ms)
         new = reports.build(
             rows,
@@ -383,7 +400,8 @@ class Agent:
         return time.monotonic() - self.last_poll < self.settings.stall_after_s
 
     def ready(self) -> bool:
-        return self.polls > 0
+        """Polled at least once, and RAW takes its reports (a full store makes it not ready)."""
+        return self.polls > 0 and not self.publisher.store_full
 
     def on_events(self) -> None:
         metrics.EVENTS.inc(self.conntrack.read_events(self.table.destroy))

@@ -222,10 +222,13 @@ REPORT_TYPES: Final[dict[str, str]] = {
     "eventsLost": "UInt64",
     "tableDrops": "UInt64",
     "enrichedAt": "UInt64",
+    "conntrackTimestamps": "Int8 DEFAULT -1",
 }
+"""``conntrackTimestamps``: 1 conntrack stamped creation times throughout the span, 0 it did not at one
+poll at least (``check``: at-risk), -1 not said (rows of agents before it, and of tables migrated to it)."""
 REPORT_COLUMNS: Final[tuple[str, ...]] = tuple(REPORT_TYPES)
 REPORT_INSERT_TYPES: Final[tuple[str, ...]] = tuple(
-    "String" if t == _LC else t.split(" CODEC")[0] for t in REPORT_TYPES.values()
+    "String" if t == _LC else t.split(" CODEC")[0].split(" DEFAULT")[0] for t in REPORT_TYPES.values()
 )
 
 
@@ -240,6 +243,14 @@ def create_reports_table(database: str) -> str:
 ENGINE = ReplacingMergeTree(enrichedAt)
 PARTITION BY toYYYYMM(intervalStartTime)
 ORDER BY (node, intervalStartTime, sourceId)"""
+
+
+def add_reports_timestamps(database: str) -> str:
+    """The ledger's ``conntrackTimestamps`` column on a table made before it: -1 (not said) in old rows."""
+    return (
+        f"ALTER TABLE {fqn(database, REPORTS_TABLE)} "
+        "ADD COLUMN IF NOT EXISTS `conntrackTimestamps` Int8 DEFAULT -1"
+    )
 
 
 def create_reports_exact_view(database: str) -> str:

@@ -83,6 +83,11 @@ MIGRATIONS: Final = (
             cost_tables.create_cost_view(d, t),
         ],
     ),
+    Migration(
+        8,
+        "ledger: whether conntrack stamped creation times (agent_reports.conntrackTimestamps)",
+        lambda d, t: [flow_tables.add_reports_timestamps(d), flow_tables.create_reports_exact_view(d)],
+    ),
 )
 PRICES_VERSION: Final = 5
 REPORTS_VERSION: Final = 6

@@ -2,7 +2,7 @@
 
 It reads the agents' ledger (``agent_reports_exact``) around the window and the nodes that metered
 flows in it, hands them to ``completeness`` (the pure verdicts) and prints a table or JSON plus one
-summary line. Exit 0 only when no node-interval is partial, silent or lossy; 1 otherwise (or when the
+summary line. Exit 0 only when no node-interval is partial, silent, lossy or at-risk; 1 otherwise (or when the
 database cannot be read). Intervals that end less than ``--settle`` before now are not judged yet: their
 reports may still be on their way. This module is a thin shell; it never writes.
 """
@@ -44,6 +44,8 @@ class CheckSpec:
     flows_view: str
     database: str = ""
     """Qualifies the tables when set (a reader that does not default to the database)."""
+    accept_no_timestamps: bool = False
+    """Judge intervals metered without conntrack creation timestamps complete instead of at-risk."""
 
     def relation(self, name: str) -> str:
         return fqn(self.database, name) if self.database else q(name)
@@ -83,16 +85,23 @@ class CheckFlags:
         help="read reports this far around the window (catch-ups that cover it, nodes silent all along)",
     )
     format: str = option("table", flag="--format", native=True, choices=FORMATS, help="output format")
+    accept_no_timestamps: bool = option(
+        False,
+        flag="--accept-no-timestamps",
+        kind="switch",
+        help="judge intervals metered without conntrack creation timestamps complete, not at-risk",
+    )
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Judge every node and interval of a window from the agents' ledger (agent_reports): complete; "
         "covered later (a catch-up report after an outage covers it); partial (chunks missing); lossy "
-        "(DESTROY events lost or conntrack table drops in its span); silent (no report covers it)."
+        "(DESTROY events lost or conntrack table drops in its span); at-risk (conntrack creation timestamps "
+        "off in its span: net.netfilter.nf_conntrack_timestamp); silent (no report covers it)."
     )
     parser.epilog = (
-        "Exit 0 only when no node-interval is partial, lossy or silent; 1 otherwise; 2 on bad flags."
+        "Exit 0 only when no node-interval is partial, lossy, at-risk or silent; 1 otherwise; 2 on bad flags."
     )
     add_target_arguments(parser)
     add_arguments(parser, CheckFlags, title="window")
@@ -109,6 +118,7 @@ def spec_from(args: argparse.Namespace, *, now: float, flows_view: str) -> Check
         nodes=tuple(args.node),
         reach_s=int(parse_duration(args.reach)),
         flows_view=flows_view,
+        accept_no_timestamps=bool(args.accept_no_timestamps),
     )
 
 
@@ -124,7 +134,7 @@ def reports_query(spec: CheckSpec) -> str:
     lo, hi = spec.start - spec.reach_s, spec.end + spec.reach_s
     return (
         "SELECT node, boot, seq, toUInt32(intervalStartTime), intervalSeconds, chunk, chunks, "
-        "spanFromMs, spanToMs, eventsLost, tableDrops "
+        "spanFromMs, spanToMs, eventsLost, tableDrops, conntrackTimestamps "
         f"FROM {spec.relation(exact_view(REPORTS_TABLE))} "
         f"WHERE intervalStartTime >= toDateTime({lo}) AND intervalStartTime < toDateTime({hi})"
         f"{_node_filter('node', spec.nodes)}"
@@ -140,7 +150,7 @@ def nodes_query(spec: CheckSpec) -> str:
 
 
 def chunk_rows(result: QueryResult) -> list[c.ChunkRow]:
-    return [c.ChunkRow(str(r[0]), str(r[1]), *(int(v) for v in r[2:11])) for r in result.rows]
+    return [c.ChunkRow(str(r[0]), str(r[1]), *(int(v) for v in r[2:12])) for r in result.rows]
 
 
 def verdicts(
@@ -149,7 +159,14 @@ def verdicts(
     """The step and the verdicts for the window (``known``: nodes seen elsewhere)."""
     step = step or c.step_of(rows, default=DEFAULT_STEP_S)
     nodes = [n for n in known if not spec.nodes or n in spec.nodes] + list(spec.nodes)
-    return step, c.classify(rows, nodes=nodes, start=spec.start, end=spec.end, step=step)
+    return step, c.classify(
+        rows,
+        nodes=nodes,
+        start=spec.start,
+        end=spec.end,
+        step=step,
+        accept_no_timestamps=spec.accept_no_timestamps,
+    )
 
 
 def judge(reader: Any, spec: CheckSpec) -> tuple[int, list[c.Verdict]]:
@@ -199,6 +216,11 @@ def render(spec: CheckSpec, step: int, found: list[c.Verdict], *, fmt: str, out:
             out.write(
                 f"{v.node} {format_time(v.start)} {v.state}: {v.missing_chunks} chunks missing, "
                 f"{v.events_lost} event overruns, {v.table_drops} table drops\n"
+            )
+        elif v.state == c.AT_RISK:
+            out.write(
+                f"{v.node} {format_time(v.start)} {v.state}: conntrack creation timestamps were off "
+                "(net.netfilter.nf_conntrack_timestamp); --accept-no-timestamps to accept it\n"
             )
     out.write(line + "\n")
 

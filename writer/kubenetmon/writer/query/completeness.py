@@ -8,6 +8,10 @@ and an interval ``[t, t + step)``:
 - **partial**: a report for the interval (its own, or the catch-up that covers it) lacks chunks;
 - **silent**: no report names the interval and the spans of the node's reports do not cover it;
 - **lossy**: its report(s) say events were lost or the table dropped connections in their span;
+- **at-risk**: its report(s) say conntrack did not stamp creation times (``nf_conntrack_timestamp`` off)
+  at some poll of their span: a short flow that reused a closed one's tuples may have been taken for it
+  and lost. Accepted as complete with ``accept_no_timestamps`` (the operator's call); a report that does
+  not say (an agent from before the ledger carried it) is not at-risk;
 - **covered later**: no report of its own, but a later report's span covers it (a catch-up after an
   outage: its bytes are stored, under the catch-up's interval);
 - **complete**: otherwise.
@@ -19,7 +23,8 @@ An agent down longer than that reach and restarted without its state looks the s
 look further back. A node known only from elsewhere, with no report at all, is silent throughout.
 
 Those are checked in that order; the counts of a lossy interval are the sums over its reports. The window
-is *whole* when no node-interval is partial, silent or lossy. Pure: rows in, verdicts out; no I/O, no clock.
+is *whole* when no node-interval is partial, silent, lossy or at-risk. Pure: rows in, verdicts out; no
+I/O, no clock.
 """
 
 from __future__ import annotations
@@ -33,11 +38,14 @@ from typing import Final
 COMPLETE: Final = "complete"
 COVERED_LATER: Final = "covered later"
 LOSSY: Final = "lossy"
+AT_RISK: Final = "at-risk"
 PARTIAL: Final = "partial"
 SILENT: Final = "silent"
 NOT_YET: Final = "not yet metered"
-STATES: Final = (COMPLETE, COVERED_LATER, LOSSY, PARTIAL, SILENT, NOT_YET)
-BAD: Final = frozenset({LOSSY, PARTIAL, SILENT})
+STATES: Final = (COMPLETE, COVERED_LATER, AT_RISK, LOSSY, PARTIAL, SILENT, NOT_YET)
+BAD: Final = frozenset({AT_RISK, LOSSY, PARTIAL, SILENT})
+NO_TIMESTAMPS: Final = 0
+"""``ChunkRow.timestamps`` of a report whose span had creation timestamps off (1: on; -1: not said)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +64,8 @@ class ChunkRow:
     span_to_ms: int
     events_lost: int = 0
     table_drops: int = 0
+    timestamps: int = -1
+    """1: conntrack creation timestamps on throughout the span; 0: off at a poll; -1: not said."""
 
 
 @dataclass(slots=True)
@@ -70,6 +80,7 @@ class Report:
     span_to_ms: int
     events_lost: int
     table_drops: int
+    timestamps: int = -1
     present: set[int] = field(default_factory=set)
 
     @property
@@ -108,6 +119,7 @@ def reports_of(rows: Iterable[ChunkRow]) -> dict[str, list[Report]]:
                 r.span_to_ms,
                 r.events_lost,
                 r.table_drops,
+                r.timestamps,
             )
             found[(r.node, r.boot, r.seq)] = report
         report.present.add(r.chunk)
@@ -135,7 +147,9 @@ def _covered(start_ms: int, end_ms: int, spans: Sequence[tuple[int, int]]) -> bo
     return reach >= end_ms
 
 
-def judge(reports: Sequence[Report], *, node: str, start: int, step: int) -> Verdict:
+def judge(
+    reports: Sequence[Report], *, node: str, start: int, step: int, accept_no_timestamps: bool = False
+) -> Verdict:
     """The verdict on one node-interval ``[start, start + step)`` from that node's reports."""
     own = [r for r in reports if r.start <= start < r.end]
     state = COMPLETE
@@ -152,11 +166,19 @@ def judge(reports: Sequence[Report], *, node: str, start: int, step: int) -> Ver
         state = PARTIAL
     elif lost or drops:
         state = LOSSY
+    elif not accept_no_timestamps and any(r.timestamps == NO_TIMESTAMPS for r in own):
+        state = AT_RISK
     return Verdict(node, start, step, state, missing, lost, drops)
 
 
 def classify(
-    rows: Iterable[ChunkRow], *, nodes: Iterable[str], start: int, end: int, step: int
+    rows: Iterable[ChunkRow],
+    *,
+    nodes: Iterable[str],
+    start: int,
+    end: int,
+    step: int,
+    accept_no_timestamps: bool = False,
 ) -> list[Verdict]:
     """A verdict for every node (``nodes`` plus every node with a report) and interval of the window."""
     by_node = reports_of(rows)
@@ -167,7 +189,7 @@ def classify(
         out += [
             Verdict(node, t, step, NOT_YET)
             if first_ms is not None and (t + step) * 1000 <= first_ms
-            else judge(reports, node=node, start=t, step=step)
+            else judge(reports, node=node, start=t, step=step, accept_no_timestamps=accept_no_timestamps)
             for t in intervals(start, end, step=step)
         ]
     return out
