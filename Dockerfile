@@ -1,13 +1,16 @@
-# syntax=docker/dockerfile:1.7
-#
 # One image for every kubenetmon role: the command picks it
 #   kubenetmon agent | enricher | writer | nats init | clickhouse migrate | ...
 #
 # Build (both architectures; every compiled dependency ships wheels for amd64 and arm64):
 #   docker buildx build --platform linux/amd64,linux/arm64 -t kubenetmon:0.1.0 .
 #
+# Portable on purpose: no `# syntax=` line and no heredocs, so BuildKit's built-in frontend, the classic
+# builder, buildah/podman and kaniko all build it with no frontend fetched from a registry; nothing but
+# packages is fetched at build time. PYTHON_IMAGE is any Debian-like image with `python` 3.11 and `venv`.
+#
 # The image talks to ClickHouse servers over HTTP(S). The embedded engine (chdb:// DSNs, used by
-# `kubenetmon up` and the tests) adds about 0.5 GB and is left out unless --build-arg WITH_CHDB=true.
+# `kubenetmon up`, compose.chdb.yaml and the tests) adds about 0.5 GB and is left out unless
+# --build-arg WITH_CHDB=true.
 
 ARG PYTHON_IMAGE=python:3.11-slim-trixie
 
@@ -26,19 +29,8 @@ RUN python -m venv /opt/kubenetmon
 # Wheels are preferred, and every compiled dependency ships them for amd64 and arm64; the few
 # sdist-only packages are pure Python. This stage has no compiler: a dependency that would need one
 # fails the build here instead of being compiled.
-COPY pyproject.toml README.md ./
-RUN python - <<'EOF' > /tmp/requirements.txt
-import os, re, tomllib
-deps = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]
-with_chdb = os.environ.get("WITH_CHDB", "false") == "true"
-for dep in deps:
-    name = re.split(r"[\[=<>~! ]", dep, maxsplit=1)[0].lower()
-    if not with_chdb:
-        if name == "chdb":
-            continue
-        dep = dep.replace("[chdb]", "")
-    print(dep)
-EOF
+COPY pyproject.toml README.md docker/requirements.py ./
+RUN python requirements.py > /tmp/requirements.txt
 RUN /opt/kubenetmon/bin/pip install --prefer-binary -r /tmp/requirements.txt
 
 # The project itself: a pure-Python wheel built here (hatchling is fetched into an isolated build
@@ -73,9 +65,12 @@ ENV PATH=/opt/kubenetmon/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
 
+# /var/lib/kubenetmon: where a volume for the embedded engine's data (chdb:///var/lib/kubenetmon/...)
+# is mounted; a new volume takes this directory's owner.
 RUN groupadd --system --gid 10001 kubenetmon \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
-            --shell /usr/sbin/nologin kubenetmon
+            --shell /usr/sbin/nologin kubenetmon \
+ && install -d -o 10001 -g 10001 -m 0750 /var/lib/kubenetmon
 
 COPY --from=build /opt/kubenetmon /opt/kubenetmon
 

@@ -5,6 +5,7 @@ starts it in order: servers healthy, then the one-shot init services, then the r
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import yaml  # type: ignore[import-untyped]
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = Path(__file__).parent / "data" / "compose-spec.json"
-ONE_SHOT = {"init-nats", "init-clickhouse", "traffic-source"}
+ONE_SHOT = {"node-sysctls", "init-nats", "init-clickhouse", "traffic-source"}
 ROLES = {"agent", "enricher", "writer"}
 
 
@@ -61,7 +62,7 @@ def test_start_order_uses_conditions(compose: dict[str, Any]) -> None:
             assert spec["condition"] == wanted, f"{name} -> {dependency}"
     assert set(all_services["writer"]["depends_on"]) == {"init-nats", "init-clickhouse"}
     assert set(all_services["enricher"]["depends_on"]) == {"init-nats"}
-    assert set(all_services["agent"]["depends_on"]) == {"init-nats"}
+    assert set(all_services["agent"]["depends_on"]) == {"node-sysctls", "init-nats"}
     assert ROLES <= set(all_services["traffic-source"]["depends_on"])
 
 
@@ -72,7 +73,33 @@ def test_agent_runs_like_the_daemonset(compose: dict[str, Any]) -> None:
     assert agent["user"] == "0:0"
     assert "privileged" not in agent
     host = {name for name, s in services(compose).items() if s.get("network_mode") == "host"}
-    assert host == {"agent", "traffic-sink"}
+    assert host == {"node-sysctls", "agent", "traffic-sink"}
+
+
+def test_the_sysctl_one_shot_is_not_privileged(compose: dict[str, Any]) -> None:
+    """It writes the host namespace's three conntrack sysctls through a mounted directory, as root with
+    NET_ADMIN only, and exits. Nothing in the stack is privileged."""
+    assert not any(s.get("privileged") for s in services(compose).values())
+    sysctls = services(compose)["node-sysctls"]
+    assert sysctls["restart"] == "no" and sysctls["read_only"] is True
+    assert sysctls["cap_drop"] == ["ALL"] and sysctls["cap_add"] == ["NET_ADMIN"]
+    assert sysctls["volumes"] == ["/proc/sys/net/netfilter:/run/netfilter"]
+    script = " ".join(sysctls["command"])
+    for name in ("nf_conntrack_acct", "nf_conntrack_events", "nf_conntrack_timestamp"):
+        assert 'echo 1 > "/run/netfilter/$$name"' in script and name in script, name
+
+
+def test_runs_under_compose_v1(compose: dict[str, Any]) -> None:
+    """No top-level ``name:`` (Compose v1 rejects it; the project name comes from ``-p`` or the folder),
+    and no ``version:`` (obsolete in v2)."""
+    assert set(compose) <= {
+        "services",
+        "networks",
+        "volumes",
+        "x-kubenetmon",
+        "x-nats-env",
+        "x-clickhouse-env",
+    }
 
 
 def test_kubenetmon_services_are_locked_down(compose: dict[str, Any]) -> None:
@@ -82,13 +109,14 @@ def test_kubenetmon_services_are_locked_down(compose: dict[str, Any]) -> None:
         assert service["read_only"] is True, name
         assert service["cap_drop"] == ["ALL"], name
         assert "no-new-privileges:true" in service["security_opt"], name
-        if name != "agent":
+        if name not in ("agent", "node-sysctls"):
             assert "user" not in service and "cap_add" not in service, name
 
 
 def test_third_party_images_are_pinned(compose: dict[str, Any]) -> None:
     for name, service in services(compose).items():
-        tag = service["image"].rpartition(":")[2]
+        image = re.sub(r"\$\{[A-Z_]+:-(.+)\}", r"\1", service["image"])  # an overridable default
+        tag = image.rpartition(":")[2]
         assert tag and tag != "latest" and "/" not in tag, name
 
 
@@ -190,3 +218,33 @@ def test_the_compose_flow_is_labelled_as_the_e2e_test_expects(compose: dict[str,
         "remotePort": plan.sink_port,
     }
     assert {k: sent[k] for k in expected} == expected
+
+
+def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``-f base -f override`` as Compose merges these keys: mappings merge, the rest is replaced."""
+    result = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merged(result[key], value)
+        elif key == "volumes" and isinstance(value, list):
+            result[key] = [*result.get(key, []), *value]
+        else:
+            result[key] = value
+    return result
+
+
+def test_the_chdb_override_runs_no_clickhouse_server(compose: dict[str, Any]) -> None:
+    override = yaml.safe_load((ROOT / "compose.chdb.yaml").read_text())
+    schema = json.loads(SCHEMA.read_text())
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(override))
+    assert not errors, [e.message for e in errors]
+    assert "name" not in override
+    stack = merged(compose, override)["services"]
+    images = {s["image"] for s in stack.values()}
+    assert not any("clickhouse" in image for image in images), images
+    writer = stack["writer"]
+    assert writer["environment"]["KUBENETMON_CLICKHOUSE_DSN"] == "chdb:///var/lib/kubenetmon/clickhouse"
+    assert "chdb-data:/var/lib/kubenetmon" in writer["volumes"]
+    assert "--workers=1" in writer["command"] and "--migrate=true" in writer["command"]
+    users = [name for name, s in stack.items() if "chdb-data:/var/lib/kubenetmon" in s.get("volumes", [])]
+    assert users == ["writer"], "chDB allows one process per data directory"
