@@ -10,10 +10,25 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_configuration_reference_matches_the_parsers() -> None:
-    readme = (ROOT / "README.md").read_text()
-    assert reference.section() in readme, (
-        "README configuration reference is stale: run `python -m kubenetmon.cli.reference --write README.md`"
+    text = (ROOT / "docs" / "reference.md").read_text()
+    assert reference.section() in text, (
+        "docs/reference.md is stale: run `python -m kubenetmon.cli.reference --write docs/reference.md`"
     )
+
+
+def test_readme_links_the_reference_instead_of_holding_it() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert "](docs/reference.md)" in readme
+    assert reference.BEGIN not in readme and "| `--nats-url` |" not in readme
+
+
+def test_write_given_the_readme_rewrites_the_reference_beside_it(tmp_path: Path) -> None:
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "README.md").write_text("# readme\n")
+    (tmp_path / "docs" / "reference.md").write_text(f"# head\n\n{reference.BEGIN}\nold\n{reference.END}\ntail\n")
+    assert reference.main(["--write", str(tmp_path / "README.md")]) == 0
+    assert (tmp_path / "README.md").read_text() == "# readme\n"
+    assert (tmp_path / "docs" / "reference.md").read_text() == f"# head\n\n{reference.section()}\ntail\n"
 
 
 def test_ci_runs_the_readme_test_command() -> None:
