@@ -25,7 +25,8 @@ def test_readme_links_the_reference_instead_of_holding_it() -> None:
 def test_write_given_the_readme_rewrites_the_reference_beside_it(tmp_path: Path) -> None:
     (tmp_path / "docs").mkdir()
     (tmp_path / "README.md").write_text("# readme\n")
-    (tmp_path / "docs" / "reference.md").write_text(f"# head\n\n{reference.BEGIN}\nold\n{reference.END}\ntail\n")
+    stale = f"# head\n\n{reference.BEGIN}\nold\n{reference.END}\ntail\n"
+    (tmp_path / "docs" / "reference.md").write_text(stale)
     assert reference.main(["--write", str(tmp_path / "README.md")]) == 0
     assert (tmp_path / "README.md").read_text() == "# readme\n"
     assert (tmp_path / "docs" / "reference.md").read_text() == f"# head\n\n{reference.section()}\ntail\n"
