@@ -2,9 +2,10 @@
 
 It reads the agents' ledger (``agent_reports_exact``) around the window and the nodes that metered
 flows in it, hands them to ``completeness`` (the pure verdicts) and prints a table or JSON plus one
-summary line. Exit 0 only when no node-interval is partial, silent or lossy; 1 otherwise (or when the
-database cannot be read). Intervals that end less than ``--settle`` before now are not judged yet: their
-reports may still be on their way. This module is a thin shell; it never writes.
+summary line. Exit codes (``exit_code``, listed in ``--help``): 0 only when at least one node-interval was
+judged and all judged ones are complete; 1 incomplete (any other state); 3 nothing to judge; 4 the store
+cannot be read. Intervals that end less than ``--settle`` before now are judged only when complete
+(``completeness``: settled). This module is a thin shell; it never writes.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class CheckSpec:
     start: int
     """Window start, Unix seconds (intervals starting at or after it are judged)."""
     end: int
-    """Window end, Unix seconds (exclusive), already cut to what is settled."""
+    """Window end, Unix seconds (exclusive), as asked."""
     nodes: tuple[str, ...]
     """Only these nodes (empty: every node known in the window)."""
     reach_s: int
@@ -44,6 +45,8 @@ class CheckSpec:
     flows_view: str
     database: str = ""
     """Qualifies the tables when set (a reader that does not default to the database)."""
+    settled: int | None = None
+    """Intervals ending after this (Unix seconds) are judged only when complete (``completeness``)."""
 
     def relation(self, name: str) -> str:
         return fqn(self.database, name) if self.database else q(name)
@@ -69,11 +72,12 @@ class CheckFlags:
         (), flag="--node", kind="append", metavar="NAME", help="judge only this node (repeatable)"
     )
     settle: str = option(
-        "2m",
+        f"{c.SETTLE_S // 60}m",
         flag="--settle",
         native=True,
         metavar="DURATION",
-        help="intervals ending less than this before now are not judged yet (their reports may be in flight)",
+        help="an interval that ended less than this before now is judged only if complete"
+        " (its reports may be in flight)",
     )
     reach: str = option(
         "6h",
@@ -82,7 +86,24 @@ class CheckFlags:
         metavar="DURATION",
         help="read reports this far around the window (catch-ups that cover it, nodes silent all along)",
     )
-    format: str = option("table", flag="--format", native=True, choices=FORMATS, help="output format")
+    format: str = option(
+        "table", flag="--format", native=True, choices=FORMATS, help="a table per node, or JSON per interval"
+    )
+
+
+EXIT_CODES: Final = (
+    f"exit codes: {exits.DONE} complete (at least one node-interval judged, all complete or covered later); "
+    f"{exits.INCOMPLETE} incomplete (any other verdict); {exits.USAGE} bad flags; "
+    f"{exits.NOTHING_TO_JUDGE} nothing to judge (no node-interval in the window was judged); "
+    f"{exits.UNREADABLE} the store cannot be read"
+)
+
+
+def exit_code(found: list[c.Verdict]) -> int:
+    """The gate: complete only when something was judged and everything judged is complete."""
+    if not c.judged(found):
+        return exits.NOTHING_TO_JUDGE
+    return exits.DONE if c.whole(found) else exits.INCOMPLETE
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -91,9 +112,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "covered later (a catch-up report after an outage covers it); partial (chunks missing); lossy "
         "(DESTROY events lost or conntrack table drops in its span); silent (no report covers it)."
     )
-    parser.epilog = (
-        "Exit 0 only when no node-interval is partial, lossy or silent; 1 otherwise; 2 on bad flags."
-    )
+    parser.epilog = EXIT_CODES
     add_target_arguments(parser)
     add_arguments(parser, CheckFlags, title="window")
 
@@ -102,13 +121,13 @@ def spec_from(args: argparse.Namespace, *, now: float, flows_view: str) -> Check
     start, end = parse_time(args.start, now=now), parse_time(args.end, now=now)
     if end <= start:
         raise ConfigError(f"--to {args.end} is not after --from {args.start}")
-    settled = now - parse_duration(args.settle)
     return CheckSpec(
         start=int(start),
-        end=int(min(end, settled)),
+        end=int(end),
         nodes=tuple(args.node),
         reach_s=int(parse_duration(args.reach)),
         flows_view=flows_view,
+        settled=int(now - parse_duration(args.settle)),
     )
 
 
@@ -149,7 +168,8 @@ def verdicts(
     """The step and the verdicts for the window (``known``: nodes seen elsewhere)."""
     step = step or c.step_of(rows, default=DEFAULT_STEP_S)
     nodes = [n for n in known if not spec.nodes or n in spec.nodes] + list(spec.nodes)
-    return step, c.classify(rows, nodes=nodes, start=spec.start, end=spec.end, step=step)
+    found = c.classify(rows, nodes=nodes, start=spec.start, end=spec.end, step=step, settled=spec.settled)
+    return step, found
 
 
 def judge(reader: Any, spec: CheckSpec) -> tuple[int, list[c.Verdict]]:
@@ -161,10 +181,7 @@ def judge(reader: Any, spec: CheckSpec) -> tuple[int, list[c.Verdict]]:
 
 def header_text(reader: Any, *, database: str, flows_view: str, since_s: float, now: float) -> str:
     """The completeness of the last ``since_s`` seconds in a few words, for a report's header."""
-    settle = max(60, int(since_s) // 10)
-    spec = CheckSpec(int(now - since_s), int(now) - settle, (), 3600, flows_view, database)
-    if spec.end <= spec.start:
-        return ""
+    spec = CheckSpec(int(now - since_s), int(now), (), 3600, flows_view, database, int(now) - c.SETTLE_S)
     try:
         _step, found = judge(reader, spec)
     except KubenetmonError:
@@ -179,7 +196,9 @@ def render(spec: CheckSpec, step: int, found: list[c.Verdict], *, fmt: str, out:
             "from": format_time(spec.start),
             "to": format_time(spec.end),
             "step_s": step,
-            "whole": c.whole(found),
+            "settled": format_time(spec.settled) if spec.settled is not None else None,
+            "judged": c.judged(found),
+            "whole": c.whole(found) and c.judged(found) > 0,
             "summary": line,
             "intervals": [{**asdict(v), "start": format_time(v.start)} for v in found],
         }
@@ -191,7 +210,10 @@ def render(spec: CheckSpec, step: int, found: list[c.Verdict], *, fmt: str, out:
         mine = [v for v in found if v.node == node]
         table.append((node, *(str(sum(1 for v in mine if v.state == s)) for s in c.STATES)))
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    out.write(f"window {format_time(spec.start)} to {format_time(spec.end)}, {step}s intervals\n")
+    out.write(f"window {format_time(spec.start)} to {format_time(spec.end)}, {step}s intervals")
+    if any(v.state == c.NOT_SETTLED for v in found) and spec.settled is not None:
+        out.write(f"; intervals ending after {format_time(spec.settled)} not settled yet")
+    out.write("\n")
     for row in table:
         out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n")
     for v in found:
@@ -208,15 +230,13 @@ def main(args: argparse.Namespace) -> int:
         args.data_dir = default_data_dir(os.environ)
     settings = target_settings(args)
     spec = spec_from(args, now=time.time(), flows_view=exact_view(settings.table))
-    if spec.end <= spec.start:
-        raise ConfigError("the window has no settled interval yet (see --settle)")
     reader = Reader(settings)
     try:
         step, found = judge(reader, spec)
     except KubenetmonError as exc:
-        print(f"kubenetmon check: {exc}", file=sys.stderr)
-        return exits.FAILED
+        print(f"kubenetmon check: cannot read the store: {exc}", file=sys.stderr)
+        return exits.UNREADABLE
     finally:
         reader.close()
     render(spec, step, found, fmt=args.format, out=sys.stdout)
-    return exits.DONE if c.whole(found) else exits.FAILED
+    return exit_code(found)
