@@ -81,7 +81,9 @@ def markdown() -> str:
         declared = [
             _declared(a)
             for a in parser._actions
-            if a.option_strings and not isinstance(a, argparse._HelpAction)
+            if a.option_strings
+            and not isinstance(a, argparse._HelpAction)
+            and a.help != argparse.SUPPRESS  # accepted but not listed (a reader's writer-only flags)
         ]
         rows = [_row(f) for f in declared if id(f) not in shared]
         positionals = [a.metavar or a.dest for a in parser._actions if not a.option_strings]

@@ -47,13 +47,12 @@ from kubenetmon.shared.settings import (
 from kubenetmon.shared.units import human_bytes
 from kubenetmon.writer.batcher import Batch, Part
 from kubenetmon.writer.insert import insert_all, insert_batch
+from kubenetmon.writer.location import add_target_arguments, target_settings
 from kubenetmon.writer.migrate import migrate
 from kubenetmon.writer.settings import (
     ClickHouseSettings,
     WriterSettings,
-    add_clickhouse_arguments,
     add_writer_arguments,
-    clickhouse_settings,
     writer_settings,
 )
 from kubenetmon.writer.sink import InvalidBatch, Sink, SinkUnavailable
@@ -75,7 +74,7 @@ class EnrichedReplay:
 def configure(parser: argparse.ArgumentParser) -> None:
     add_window_arguments(parser)
     add_run_arguments(parser)
-    add_clickhouse_arguments(parser)
+    add_target_arguments(parser, writes=True)
     add_writer_arguments(parser)
     add_nats_arguments(parser, topology=False)
     add_runtime_arguments(parser)
@@ -86,7 +85,7 @@ def main(args: argparse.Namespace) -> int:
     config = EnrichedReplay(
         window=window_from(args, now=time.time()),
         nats=nats_settings(args),
-        clickhouse=clickhouse_settings(args),
+        clickhouse=target_settings(args, creates=True),
         writer=writer_settings(args),
         dry_run=bool(args.dry_run),
     )

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -21,7 +20,6 @@ from typing import Any, Final, TextIO
 from kubenetmon.shared import exits
 from kubenetmon.shared.errors import ConfigError, KubenetmonError
 from kubenetmon.shared.options import add_arguments, option
-from kubenetmon.shared.settings import default_data_dir
 from kubenetmon.shared.timespec import format_time, parse_duration, parse_time
 from kubenetmon.writer.flow_tables import REPORTS_TABLE, exact_view, fqn, q
 from kubenetmon.writer.query import completeness as c
@@ -226,8 +224,6 @@ def render(spec: CheckSpec, step: int, found: list[c.Verdict], *, fmt: str, out:
 
 
 def main(args: argparse.Namespace) -> int:
-    if not args.data_dir and not args.clickhouse_dsn:  # what `kubenetmon up` wrote by default
-        args.data_dir = default_data_dir(os.environ)
     settings = target_settings(args)
     spec = spec_from(args, now=time.time(), flows_view=exact_view(settings.table))
     reader = Reader(settings)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -22,7 +21,6 @@ from typing import Any, Final, TextIO
 from kubenetmon.shared import exits
 from kubenetmon.shared.errors import ConfigError, KubenetmonError
 from kubenetmon.shared.options import add_arguments, option
-from kubenetmon.shared.settings import default_data_dir
 from kubenetmon.shared.timespec import parse_duration
 from kubenetmon.shared.units import human_bytes
 from kubenetmon.writer.cost_tables import cost_view
@@ -199,8 +197,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    if not args.data_dir and not args.clickhouse_dsn:  # what `kubenetmon up` wrote by default
-        args.data_dir = default_data_dir(os.environ)
     if args.limit < 1:
         raise ConfigError(f"--limit: expected a positive number of rows, got {args.limit}")
     settings = target_settings(args)

@@ -27,7 +27,6 @@ from typing import TextIO
 from kubenetmon.shared import exits, runtime
 from kubenetmon.shared.errors import ConfigError, KubenetmonError
 from kubenetmon.shared.options import add_arguments, option
-from kubenetmon.shared.settings import default_data_dir
 from kubenetmon.shared.timespec import parse_duration
 from kubenetmon.writer.cost_tables import cost_view
 from kubenetmon.writer.dsn import parse_dsn
@@ -157,9 +156,7 @@ class Source:
 
 
 def main(args: argparse.Namespace) -> int:
-    if not args.data_dir and not args.clickhouse_dsn:  # what `kubenetmon up` wrote by default
-        args.data_dir = default_data_dir(os.environ)
-    settings = target_settings(args)
+    settings = target_settings(args, waits=args.owner_only)
     spec = spec_from(args, settings)
     source = Source(settings, owner_only=args.owner_only)
     try:
