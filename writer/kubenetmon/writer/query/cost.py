@@ -22,7 +22,7 @@ from kubenetmon.shared import exits
 from kubenetmon.shared.errors import ConfigError, KubenetmonError
 from kubenetmon.shared.options import add_arguments, option
 from kubenetmon.shared.timespec import parse_duration
-from kubenetmon.shared.units import human_bytes
+from kubenetmon.shared.units import csv_cell, human_bytes, usd
 from kubenetmon.writer.cost_tables import cost_view
 from kubenetmon.writer.dsn import parse_dsn
 from kubenetmon.writer.flow_tables import fqn
@@ -109,11 +109,6 @@ def parse_report(result: QueryResult, *, spec: CostSpec) -> CostReport:
     )
 
 
-def usd(value: float) -> str:
-    """``$1,234.56``; amounts under a cent keep four decimals (``$0.0042``) so they do not read as zero."""
-    return f"${value:,.2f}" if value >= 0.01 or value == 0 else f"${value:.4f}"
-
-
 def title(report: CostReport) -> str:
     days = report.spec.since_s / 86400
     window = f"{days:g}d" if days >= 1 else f"{report.spec.since_s:g}s"
@@ -141,7 +136,7 @@ def render(report: CostReport, *, fmt: str, out: TextIO) -> None:
     if fmt == "csv":
         writer = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(report.rows)
+        writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in report.rows)
         return
     out.write(title(report) + "\n")
     if not report.rows:
@@ -199,11 +194,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise ConfigError(f"--limit: expected a positive number of rows, got {args.limit}")
+    since_s = parse_duration(args.since)  # flags first, then where the data is
     settings = target_settings(args)
     target = parse_dsn(settings.dsn)
     spec = CostSpec(
         by=args.by,
-        since_s=parse_duration(args.since),
+        since_s=since_s,
         limit=args.limit,
         database=settings.database or target.database or DEFAULT_DATABASE,
         view=cost_view(settings.table),

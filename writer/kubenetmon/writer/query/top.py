@@ -226,7 +226,7 @@ async def watch(source: Source, spec: TopSpec, *, every_s: float, fmt: str, stop
                     report = parse_report(result, spec=spec, now=now)
                     report = await loop.run_in_executor(pool, with_completeness, report, source)
                     if live is not None:
-                        live.update(rich_table(report), refresh=True)
+                        live.update(rich_table(report, width=live.console.width), refresh=True)
                     elif fmt == "table":
                         print(summary_line(report), flush=True)
                     else:
