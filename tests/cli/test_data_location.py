@@ -77,6 +77,11 @@ def test_sql_is_read_only_unless_write_and_migrate_recreates_what_was_dropped(tm
     dropped = kubenetmon("sql", "--data-dir", data, "--write", "DROP TABLE agent_reports_exact")
     assert dropped.returncode == 0, dropped.stderr
 
+    for reader in (["top"], ["cost"], ["sql", "SELECT count() FROM network_flows_0_exact"]):
+        broken = kubenetmon(*reader, "--data-dir", data)
+        assert broken.returncode == 1, reader
+        assert "run `kubenetmon clickhouse migrate`" in _one_clean_line(broken.stderr), reader
+
     fixed = kubenetmon("clickhouse", "migrate", "--data-dir", data)
     assert fixed.returncode == 0, fixed.stderr
     assert "recreated missing: network_flows_0_exact, agent_reports_exact" in fixed.stdout

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from dataclasses import dataclass
 from typing import Final
 
@@ -88,3 +89,20 @@ def require_database(settings: ClickHouseSettings) -> None:
     if os.path.isdir(os.path.join(target.path, "clickhouse")):
         hint = f" (a kubenetmon data directory: use --data-dir {target.path})"
     raise ConfigError(f"{settings.dsn}: no database {database} there{hint}")
+
+
+_MISSING: Final = re.compile(r"\((UNKNOWN_TABLE|UNKNOWN_DATABASE)\)")
+_NAMED: Final = re.compile(r"(?:Table|table|identifier|Database)\s+[`']?([\w.]+)[`']?")
+
+
+def explain(error: Exception) -> str:
+    """An error for a person: a missing table, view or database says how to recreate it (the rest as is)."""
+    text = str(error)
+    if not _MISSING.search(text):
+        return text
+    named = _NAMED.search(text)
+    what = f" ({named.group(1)})" if named else ""
+    return (
+        f"a table or view of the schema is missing{what}: run `kubenetmon clickhouse migrate` with the same"
+        " --data-dir or --clickhouse-dsn to create it again"
+    )

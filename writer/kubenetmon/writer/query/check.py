@@ -22,6 +22,7 @@ from kubenetmon.shared.errors import ConfigError, KubenetmonError
 from kubenetmon.shared.options import add_arguments, option
 from kubenetmon.shared.timespec import format_time, parse_duration, parse_time
 from kubenetmon.writer.flow_tables import REPORTS_TABLE, exact_view, fqn, q
+from kubenetmon.writer.location import explain
 from kubenetmon.writer.query import completeness as c
 from kubenetmon.writer.query.sql import Reader, add_target_arguments, target_settings
 from kubenetmon.writer.sink import QueryResult
@@ -230,7 +231,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         step, found = judge(reader, spec)
     except KubenetmonError as exc:
-        print(f"kubenetmon check: cannot read the store: {exc}", file=sys.stderr)
+        print(f"kubenetmon check: cannot read the store: {explain(exc)}", file=sys.stderr)
         return exits.UNREADABLE
     finally:
         reader.close()

@@ -26,6 +26,7 @@ from kubenetmon.shared.units import csv_cell, human_bytes, usd
 from kubenetmon.writer.cost_tables import cost_view
 from kubenetmon.writer.dsn import parse_dsn
 from kubenetmon.writer.flow_tables import fqn
+from kubenetmon.writer.location import explain
 from kubenetmon.writer.query.sql import add_target_arguments, run_query, target_settings
 from kubenetmon.writer.sink import DEFAULT_DATABASE, QueryResult
 
@@ -209,7 +210,7 @@ def main(args: argparse.Namespace) -> int:
     except KubenetmonError as exc:
         if isinstance(exc, ConfigError):
             raise
-        print(f"kubenetmon cost: {exc}", file=sys.stderr)
+        print(f"kubenetmon cost: {explain(exc)}", file=sys.stderr)
         return exits.FAILED
     render(parse_report(result, spec=spec), fmt=args.format, out=sys.stdout)
     return exits.DONE

@@ -24,7 +24,7 @@ from typing import Any, Final, TextIO
 from kubenetmon.shared import exits
 from kubenetmon.shared.errors import ConfigError, KubenetmonError
 from kubenetmon.shared.options import add_arguments, option
-from kubenetmon.writer.location import add_target_arguments, target_settings
+from kubenetmon.writer.location import add_target_arguments, explain, target_settings
 from kubenetmon.writer.query.endpoint import (
     READ_ONLY,
     EndpointUnreachable,
@@ -152,7 +152,7 @@ def main(args: argparse.Namespace) -> int:
     except KubenetmonError as exc:
         if not args.write and "(READONLY)" in str(exc):
             exc = KubenetmonError("the session is read-only: add --write to change data or schema")
-        print(f"kubenetmon sql: {exc}", file=sys.stderr)
+        print(f"kubenetmon sql: {explain(exc)}", file=sys.stderr)
         return exits.FAILED
     render(result, fmt=args.format, out=sys.stdout)
     return exits.DONE

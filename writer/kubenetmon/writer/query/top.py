@@ -31,6 +31,7 @@ from kubenetmon.shared.timespec import parse_duration
 from kubenetmon.writer.cost_tables import cost_view
 from kubenetmon.writer.dsn import parse_dsn
 from kubenetmon.writer.flow_tables import exact_view
+from kubenetmon.writer.location import explain
 from kubenetmon.writer.query.check import header_text
 from kubenetmon.writer.query.endpoint import ask, live_endpoint
 from kubenetmon.writer.query.sql import Reader, add_target_arguments, target_settings
@@ -178,7 +179,7 @@ def once(source: Source, spec: TopSpec, *, fmt: str, out: TextIO) -> int:
     except ConfigError:
         raise
     except KubenetmonError as exc:
-        print(f"kubenetmon top: {exc}", file=sys.stderr)
+        print(f"kubenetmon top: {explain(exc)}", file=sys.stderr)
         return exits.FAILED
     report = with_completeness(parse_report(result, spec=spec, now=now), source)
     render(report, fmt=fmt, out=out, color=fmt == "table" and out.isatty())
@@ -215,7 +216,7 @@ async def watch(source: Source, spec: TopSpec, *, every_s: float, fmt: str, stop
                 except ConfigError:
                     raise
                 except KubenetmonError as exc:
-                    problem = str(exc)
+                    problem = explain(exc)
                     if live is not None:
                         live.update(f"[dim]{problem}[/dim]", refresh=True)
                     elif problem != last_problem:
