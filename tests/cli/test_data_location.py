@@ -4,6 +4,8 @@ unless ``--write``, and ``clickhouse migrate`` recreating what was dropped. Each
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,3 +103,33 @@ def test_readers_do_not_list_writer_only_flags() -> None:
         assert "[default:" not in shown
     for command in (["writer"], ["clickhouse", "migrate"]):
         assert "--ttl-days" in kubenetmon(*command, "--help").stdout
+
+
+HOLD = """
+import sys
+from kubenetmon.writer.sink import Sink
+from kubenetmon.writer.settings import ClickHouseSettings
+sink = Sink(ClickHouseSettings(dsn=sys.argv[1]))
+sink.query("SELECT 1")
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_directory_another_process_holds_is_one_line(tmp_path: Path) -> None:
+    data = _data_dir(tmp_path / "data")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, f"chdb://{data}/clickhouse"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        run = kubenetmon(
+            "replay", "enriched", "--data-dir", str(data), "--from", "-1h", "--nats-url", "nats://127.0.0.1:1"
+        )
+        assert run.returncode == 1
+        line = _one_clean_line(run.stderr)
+        assert f"held by another process (pid {holder.pid})" in line and "Cannot lock" not in line
+    finally:
+        holder.communicate(timeout=30)
