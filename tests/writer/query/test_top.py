@@ -296,7 +296,7 @@ def test_header_shows_the_windows_completeness(
     assert cli.main(argv) == 0
     head = capsys.readouterr().out.splitlines()[0]
     assert head.startswith("top talkers by app, out, last 10m [0 of ")
-    assert " node-intervals complete (" in head and " not settled yet" in head and " silent " in head
+    assert " node-intervals complete; " in head and " silent " in head and "not judged" not in head
     fixed = _fixed_report()
     assert title(dataclasses.replace(fixed, completeness="9 of 9 node-intervals complete")).startswith(
         "top talkers by app, out, last 10m [9 of 9 node-intervals complete]: 1.50 MB"

@@ -185,7 +185,7 @@ def header_text(reader: Any, *, database: str, flows_view: str, since_s: float, 
         _step, found = judge(reader, spec)
     except KubenetmonError:
         return "completeness unknown"
-    return c.summary(found, shown=2) if found else "no agent reports"
+    return c.summary(found, shown=2, unjudged=False) if found else "no agent reports"
 
 
 def render(spec: CheckSpec, step: int, found: list[c.Verdict], *, fmt: str, out: TextIO) -> None:

@@ -234,8 +234,10 @@ def _hhmm(ts: int) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%H:%M")
 
 
-def summary(verdicts: Sequence[Verdict], *, shown: int = 5) -> str:
-    """One line: "1,438 of 1,440 node-intervals complete; node-7 silent 04:10-04:12" (an en dash)."""
+def summary(verdicts: Sequence[Verdict], *, shown: int = 5, unjudged: bool = True) -> str:
+    """One line: "1,438 of 1,440 node-intervals complete; node-7 silent 04:10-04:12" (an en dash).
+
+    ``unjudged=False`` leaves out the counts of what was not judged (``top``'s header keeps it short)."""
     counts = {state: sum(1 for v in verdicts if v.state == state) for state in STATES}
     total = len(verdicts) - counts[NOT_YET] - counts[NOT_SETTLED]
     good = counts[COMPLETE] + counts[COVERED_LATER]
@@ -243,9 +245,9 @@ def summary(verdicts: Sequence[Verdict], *, shown: int = 5) -> str:
     notes = []
     if counts[COVERED_LATER]:
         notes.append(f"{counts[COVERED_LATER]:,} covered later by a catch-up report")
-    if counts[NOT_YET]:
+    if counts[NOT_YET] and unjudged:
         notes.append(f"{counts[NOT_YET]:,} before a node's first report, not judged")
-    if counts[NOT_SETTLED]:
+    if counts[NOT_SETTLED] and unjudged:
         notes.append(f"{counts[NOT_SETTLED]:,} not settled yet, not judged")
     if notes:
         line += f" ({'; '.join(notes)})"
