@@ -119,10 +119,32 @@ def cost_sample() -> str:
     return out.getvalue()
 
 
+def cost_section_sample() -> str:
+    """The Cost section's month of a larger cluster, with unpriced bytes."""
+    gb = 10**9
+    rows = [
+        ("cross-zone", 9.10, 489 * gb, 489 * gb, 0),
+        ("internet", 5.40, 172 * gb, 0, 0),
+        ("inter-region", 1.20, 64_400_000_000, 0, 0),
+        ("intra-region", 0.0, 966 * gb, 0, 0),
+        ("unpriced UNKNOWN", 0.0, 3_220_000_000, 0, 3_220_000_000),
+    ]
+    report = cost.CostReport(
+        spec=cost.CostSpec(by="class"),
+        rows=[dict(zip(cost.FIELDS, r, strict=True)) for r in rows],
+        total_usd=15.70,
+        unpriced_bytes=3_220_000_000,
+        groups=len(rows),
+    )
+    out = io.StringIO()
+    cost.render(report, fmt="table", out=out)
+    return out.getvalue()
+
+
 @pytest.mark.parametrize(
     ("command", "sample"),
     [("kubenetmon top", top_sample), ("kubenetmon check --from -10m", check_sample),
-     ("kubenetmon cost --by class", cost_sample)],
+     ("kubenetmon cost --by class", cost_sample), ("kubenetmon cost --by class", cost_section_sample)],
 )  # fmt: skip
 def test_sample_outputs_are_what_the_commands_print(command: str, sample: Callable[[], str]) -> None:
     readme = (ROOT / "README.md").read_text()
