@@ -60,10 +60,11 @@ def test_a_chdb_dsn_without_the_database_is_one_line_and_creates_nothing(tmp_pat
     run = kubenetmon("sql", "--clickhouse-dsn", f"chdb://{empty}", "SELECT 1")
     assert run.returncode == 2 and "no database kubenetmon there" in _one_clean_line(run.stderr)
     assert list(empty.iterdir()) == []
-    run = kubenetmon("top", "--clickhouse-dsn", f"chdb://{data}")  # the data dir, not its chDB directory
-    assert run.returncode == 2
-    assert f"use --data-dir {data}" in _one_clean_line(run.stderr)
-    assert sorted(p.name for p in data.iterdir()) == ["clickhouse"]
+    for command in (["top"], ["clickhouse", "migrate"]):  # the data dir, not its chDB directory
+        run = kubenetmon(*command, "--clickhouse-dsn", f"chdb://{data}")
+        assert run.returncode == 2
+        assert f"not its database: use --data-dir {data}" in _one_clean_line(run.stderr)
+        assert sorted(p.name for p in data.iterdir()) == ["clickhouse"]
 
 
 def test_sql_is_read_only_unless_write_and_migrate_recreates_what_was_dropped(tmp_path: Path) -> None:

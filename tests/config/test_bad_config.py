@@ -149,7 +149,7 @@ CASES: dict[str, Case] = {
     "nats init missing creds": (["nats", "init", "--nats-creds", MISSING], {}, "--nats-creds"),
     "nats init bad wait": (["nats", "init", "--connect-wait", "soon"], {}, "--connect-wait"),
     "nats init replicas": (["nats", "init", "--nats-replicas", "9"], {}, "--nats-replicas"),
-    "clickhouse migrate no DSN": (["clickhouse", "migrate"], {}, "--clickhouse-dsn"),
+    "clickhouse migrate no data": (["clickhouse", "migrate"], {}, "no kubenetmon data there"),
     "clickhouse migrate bad TTL": (
         ["clickhouse", "migrate", "--clickhouse-dsn", "chdb:///tmp/x", "--ttl-days", "-1"],
         {},

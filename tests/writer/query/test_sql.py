@@ -40,7 +40,7 @@ def test_targets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "xdg" / "kubenetmon" / "clickhouse" / "metadata" / "kubenetmon").mkdir(parents=True)
     assert target_settings(_args()).dsn == f"chdb://{tmp_path}/xdg/kubenetmon/clickhouse"
     # a chDB directory without the database, or the data directory itself as a DSN: one line, nothing made
-    with pytest.raises(ConfigError, match=r"no database kubenetmon there \(a kubenetmon data directory: use"):
+    with pytest.raises(ConfigError, match=r"a kubenetmon data directory, not its database: use --data-dir"):
         target_settings(_args("--clickhouse-dsn", f"chdb://{tmp_path}/xdg/kubenetmon"))
     with pytest.raises(ConfigError, match=r"no database kubenetmon there$"):
         target_settings(_args("--clickhouse-dsn", f"chdb://{tmp_path}/empty"))

@@ -72,23 +72,26 @@ def target_settings(
         raise ConfigError(f"--data-dir {data_dir}: no kubenetmon data there (run `kubenetmon up` first)")
     overrides = {"dsn": data_dir_dsn(data_dir)} if data_dir else {}
     settings = from_args(ClickHouseSettings, args, **overrides).with_secret().check_files()
-    if not waits and not creates:
-        require_database(settings)
+    if not waits:
+        require_database(settings, creates=creates)
     return settings
 
 
-def require_database(settings: ClickHouseSettings) -> None:
-    """A chDB directory must hold the database before a reader opens it (opening would create one)."""
+def require_database(settings: ClickHouseSettings, *, creates: bool = False) -> None:
+    """A chDB directory must hold the database before a reader opens it (opening would create one); a
+    data directory of ``up`` given as a chDB directory is refused even to a command that creates one."""
     target = parse_dsn(settings.dsn)
     if target.kind != "chdb":
         return
     database = settings.database or target.database or DEFAULT_DATABASE
     if os.path.isdir(os.path.join(target.path, "metadata", database)):
         return
-    hint = ""
     if os.path.isdir(os.path.join(target.path, "clickhouse")):
-        hint = f" (a kubenetmon data directory: use --data-dir {target.path})"
-    raise ConfigError(f"{settings.dsn}: no database {database} there{hint}")
+        raise ConfigError(
+            f"{settings.dsn}: a kubenetmon data directory, not its database: use --data-dir {target.path}"
+        )
+    if not creates:
+        raise ConfigError(f"{settings.dsn}: no database {database} there")
 
 
 _MISSING: Final = re.compile(r"\((UNKNOWN_TABLE|UNKNOWN_DATABASE)\)")
