@@ -128,7 +128,7 @@ CASES: dict[str, Case] = {
         "--nats-tls-ca",
     ),
     # sql, top, label
-    "sql no target": (["sql", "SELECT 1"], {}, "--clickhouse-dsn or --data-dir"),
+    "sql no target": (["sql", "SELECT 1"], {}, "no kubenetmon data there (run `kubenetmon up` first)"),
     "sql unknown scheme": (["sql", "--clickhouse-dsn", "mysql://x", "SELECT 1"], {}, "--clickhouse-dsn"),
     "sql unknown format": (["sql", "--data-dir", "/tmp", "--format", "xml", "SELECT 1"], {}, "--format"),
     "sql missing password file": (
