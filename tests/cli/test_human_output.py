@@ -89,6 +89,10 @@ def test_csv_booleans_are_true_and_false(tmp_path: Path) -> None:
         (0.00049, "$0.00049"),
         (0.005, "$0.01"),
         (1e-12, "$0.0000000000010"),
+        (1e-300, "$0.000000000000000"),
+        (-0.0042, "$-0.0042"),
+        (float(2**64 - 1), "$18,446,744,073,709,551,616.00"),
+        (float("inf"), "$inf"),
     ],
 )
 def test_costs_never_read_as_zero(value: float, shown: str) -> None:

@@ -40,9 +40,9 @@ def _grouped(n: float) -> str:
 def usd(value: float) -> str:
     """``$1,234.56``; an amount under a cent keeps two significant digits (``$0.0042``, ``$0.0000073``) so
     that a small cost never reads as zero; ``$0.00`` only for nothing."""
-    if value == 0 or abs(value) >= 0.005:
+    if value == 0 or abs(value) >= 0.005 or not math.isfinite(value):
         return f"${value:,.2f}"
-    digits = 1 - math.floor(math.log10(abs(value)))
+    digits = min(1 - math.floor(math.log10(abs(value))), 15)  # below 10^-14 USD: shown as zero
     return f"${value:.{digits}f}"
 
 
