@@ -5,11 +5,18 @@ every flag with defaults written one way, and one clean line instead of a traceb
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import pty
+import re
+import select
 import shutil
+import signal
+import struct
 import subprocess
+import termios
+import time
 import uuid
 from pathlib import Path
 
@@ -21,6 +28,7 @@ from kubenetmon.writer.migrate import migrate
 from kubenetmon.writer.sink import Sink
 from tests.fixtures.clickhouse import chdb_settings_for
 from tests.support.commands import KUBENETMON, clean_env, kubenetmon
+from tests.support.rows import flow, insert
 
 UNREACHABLE_NATS = ["nats", "status", "--nats-url", "nats://127.0.0.1:1", "--settle-wait", "1s"]
 
@@ -129,3 +137,47 @@ def test_an_agent_that_may_not_enter_its_namespace_says_so_in_one_line(tmp_path:
     assert done.returncode == 2
     assert done.stderr.startswith(f"kubenetmon agent: --netns {netns}: cannot enter the network namespace")
     assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1
+
+
+def test_the_live_view_fits_an_80_column_terminal(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    sink = Sink(chdb_settings_for(data / "clickhouse"))
+    try:
+        migrate(sink, database=sink.database, table=sink.table, ttl_days=0)
+        now = int(time.time()) // 10 * 10
+        rows = [
+            flow(
+                start=now - 60, local=f"shop/frontend-7d9c5b6f4-x{i}z@10.1.0.{i + 2}",
+                remote=f"shop/api-5f6d8c7b9-k{i}q@10.2.0.{i + 2}", bytes=780_000 - i * 1000,
+                localApp=f"frontend-{i}", remoteApp="api", localAvailabilityZone="us-east-1a",
+                remoteAvailabilityZone="us-east-1b", crossZone=True,
+            )
+            for i in range(9)
+        ]  # fmt: skip
+        insert(sink, rows)
+    finally:
+        sink.close()
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    proc = subprocess.Popen(
+        [*KUBENETMON, "top", "--data-dir", str(data), "--by", "pod", "--watch", "1s"],
+        stdin=follower, stdout=follower, stderr=follower, env=clean_env(TERM="xterm"),
+    )  # fmt: skip
+    os.close(follower)
+    shown = b""
+    try:
+        deadline = time.monotonic() + 60
+        while b"9 of 9 rows" not in shown and time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 1.0)
+            if ready:
+                shown += os.read(leader, 65536)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+        os.close(leader)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown.decode(errors="replace"))
+    lines = [line for line in text.replace("\r", "\n").splitlines() if line.strip()]
+    table = [line for line in lines if line.startswith("shop/frontend")]
+    assert len(table) >= 9, text  # one line per row
+    assert all(len(line) <= 80 for line in lines), text
+    assert any(line.split()[:4] == ["LOCAL", "PEER", "CLASS", "BYTES"] for line in lines), text
