@@ -3,6 +3,7 @@ and an unreadable store apart, and a window cut by settling says so."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from pathlib import Path
@@ -17,13 +18,16 @@ from tests.support.commands import kubenetmon
 STEP = 60
 
 
-def _store(path: Path, starts: list[int], *, node: str = "n1") -> str:
+def _store(path: Path, starts: list[int], *, node: str = "n1", cut_last_at: int = 0) -> str:
     """A migrated chDB directory whose ledger holds one whole report per interval start; its DSN."""
     settings = chdb_settings_for(path)
     sink = Sink(settings)
     try:
         migrate(sink, database=sink.database, table=sink.table, ttl_days=0)
         rows = [_report(node, t) for t in starts]
+        if cut_last_at:
+            last = max(rows, key=lambda r: int(str(r["intervalStartTime"])))
+            last["spanToMs"] = cut_last_at * 1000
         if rows:
             columns = [[r[c] for r in rows] for c in REPORT_COLUMNS]
             sink.insert(REPORTS_TABLE, columns, names=REPORT_COLUMNS, types=REPORT_INSERT_TYPES)
@@ -84,3 +88,15 @@ def test_a_window_reaching_now_is_cut_by_settling_and_says_so(tmp_path: Path) ->
     assert run.returncode == exits.DONE, run.stdout + run.stderr
     assert "not settled yet" in run.stdout.splitlines()[0]
     assert "not settled yet, not judged" in run.stdout.splitlines()[-1]
+
+
+def test_right_after_a_clean_stop_the_cut_interval_is_complete(tmp_path: Path) -> None:
+    """The agent stopped 25 s into the current interval and published that partial interval's report."""
+    now = _aligned_now()
+    dsn = _store(tmp_path / "ch", [now - i * STEP for i in range(1, 10)], cut_last_at=now - STEP + 25)
+    run = kubenetmon(
+        "check", "--clickhouse-dsn", dsn, "--from", str(now - 9 * STEP), "--to", str(now), "--format", "json"
+    )
+    assert run.returncode == exits.DONE, run.stdout + run.stderr
+    states = [v["state"] for v in json.loads(run.stdout)["intervals"]]
+    assert states == ["complete"] * 9  # the last one too, though it ended less than --settle ago
