@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 
 from kubenetmon.agent import reports
-from kubenetmon.shared.schema import RawRow, decode_raw
+from kubenetmon.shared.schema import RawRow, decode_raw, record_of
 
 
 def rows(n: int, *, v6: bool = False, salt: int = 0, big: int = 2**40) -> list[RawRow]:
@@ -65,3 +66,37 @@ def test_persisted_form_round_trips_and_refuses_garbage() -> None:
 def test_too_small_bound_is_refused() -> None:
     with pytest.raises(ValueError):
         reports.build(rows(1), node="n", boot="b", start=0, seconds=60, seq=0, max_bytes=300)
+
+
+def test_ids_carry_the_key_and_records_keep_their_own_id() -> None:
+    """The key is in the ``Nats-Msg-Id`` only: the record (and so its rows' identities) is unchanged."""
+    key = reports.new_key()
+    plain = reports.build(rows(300), node="node-a", boot="b", start=60, seconds=60, seq=4, max_bytes=4096)
+    keyed = reports.build(
+        rows(300), node="node-a", boot="b", start=60, seconds=60, seq=4, max_bytes=4096, key=key
+    )
+    assert keyed.chunks == plain.chunks and len(keyed.chunks) > 1
+    for i, chunk in enumerate(keyed.chunks):
+        record = decode_raw(chunk).msg_id
+        assert plain.msg_id(i) == record == f"node-a/b/60/4/{i}"
+        assert keyed.msg_id(i) == f"{record}/{key}" and record_of(keyed.msg_id(i)) == record
+        assert record_of(record) == record  # an older, unkeyed id reads as itself
+    assert key != reports.new_key() and int(key, 16) >= 0 and len(key) == 32
+    merged = reports.merge(keyed, keyed, seq=9, max_bytes=4096)
+    assert merged.key == key and reports.split(keyed, 0, seq=10, max_bytes=2048).key == key
+
+
+def test_stored_reports_keep_their_key_and_older_ones_load_without() -> None:
+    keyed = reports.build(rows(10), node="n", boot="b", start=60, seconds=60, seq=1, max_bytes=4096, key="k1")
+    assert reports.loads(reports.dumps(keyed)) == keyed
+    legacy = msgpack.packb([1, "n", "b", 60, 60, 1, 10, list(keyed.chunks)], use_bin_type=True)
+    old = reports.loads(legacy)
+    assert old.key == "" and old.chunks == keyed.chunks and old.msg_id(0) == "n/b/60/1/0"
+    for bad in (
+        [1, "n", "b", 60, 60, 1, 10, list(keyed.chunks), "k1"],  # format 1 has no key
+        [2, "n", "b", 60, 60, 1, 10, list(keyed.chunks)],  # format 2 has one
+        [2, "n", "b", 60, 60, 1, 10, list(keyed.chunks), 7],
+        [3, "n", "b", 60, 60, 1, 10, list(keyed.chunks), "k1"],
+    ):
+        with pytest.raises(ValueError):
+            reports.loads(msgpack.packb(bad, use_bin_type=True))

@@ -90,6 +90,31 @@ def test_restart_resumes_baselines_and_backlog(tmp_path: Path) -> None:
     assert broker.total() + agent_open_bytes(again) == sum(c[1] for c in kernel.counters.values())
 
 
+def test_ids_keep_their_key_across_restarts_and_only_a_first_offer_is_fresh(tmp_path: Path) -> None:
+    """A duplicate ack means "id taken" only on a report's first offer: a retry, or a report adopted
+    from disk (an earlier process may have sent it), may legitimately be a duplicate. A restarted agent
+    draws a new key, but its stored reports keep theirs, so their retries are deduplicated."""
+    kernel, broker, clock = Kernel(), Broker(), Clock()
+    broker.down = True
+    agent = make(tmp_path, kernel, broker, clock)
+    run_minutes(agent, kernel, clock, 2)
+    keys = {r.seq: r.key for r in agent.pending}
+    assert set(keys.values()) == {agent.id_key} and len(agent.id_key) == 32
+    head = agent.pending[0].seq
+    for _ in range(2):
+        assert not asyncio.run(agent.backlog.send_head())
+    assert broker.offers == [(head, True), (head, False)]
+    again = make(tmp_path, kernel, broker, clock)
+    assert again.id_key != agent.id_key
+    assert {r.seq: r.key for r in again.pending} == keys
+    assert all(r.msg_id(0).endswith("/" + r.key) for r in again.pending)
+    run_minutes(again, kernel, clock, 1)
+    broker.down, broker.offers = False, []
+    publish_all(again)
+    fresh = {seq: first for seq, first in broker.offers}
+    assert fresh == {r: r not in keys for r in fresh} and any(fresh.values())
+
+
 def test_reboot_drops_baselines_but_reports_old_deltas(tmp_path: Path) -> None:
     kernel, broker, clock = Kernel(), Broker(), Clock()
     agent = make(tmp_path, kernel, broker, clock)

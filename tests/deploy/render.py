@@ -37,6 +37,9 @@ EXTERNAL_SECRETS: dict[str, dict[str, str]] = {
         "writer-password": "stand-in",
         "metadata-password": "stand-in",
         "admin-password": "stand-in",
+        "auth-password": "stand-in",
+        "auth-issuer-seed": "SAAGX2GYMHI5R6MBEPPYPDOXANXI7S6YBXP32W6CBYUNRUKF2VO7FKPKFI",
+        "auth-issuer": "ACJ45BWP6QJZUVEYG42XLPG7ZUXX3T3N3LT5W7BWLBXC7E3VGAQXLKNU",
     },
     "kubenetmon-clickhouse": {
         "dsn": "https://clickhouse.example.internal:8443/kubenetmon",

@@ -5,6 +5,7 @@ agent as the only host-network pod, worker counts from CPU limits, grace periods
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import kubernetes_validate  # type: ignore[import-untyped]
@@ -33,7 +34,7 @@ from tests.deploy.render import (
 
 KUBERNETES_VERSION = "1.37"
 TARGETS = ("base", *(f"overlays/{o}" for o in OVERLAYS))
-ROLES = ("agent", "enricher", "metadata", "writer", "init")
+ROLES = ("agent", "auth", "enricher", "metadata", "writer", "init")
 POOLS = ("enricher", "writer")
 CLUSTER_SCOPED = {"Namespace", "PriorityClass", "ClusterRole", "ClusterRoleBinding"}
 
@@ -99,6 +100,7 @@ def test_one_kubenetmon_workload_per_role(target: str) -> None:
     roles = {component(o): o["kind"] for o, _ in kubenetmon_containers(objects)}
     assert roles == {
         "agent": "DaemonSet",
+        "auth": "Deployment",
         "enricher": "Deployment",
         "metadata": "Deployment",
         "writer": "Deployment",
@@ -188,6 +190,44 @@ def test_agent_runs_on_every_node_with_priority(target: str) -> None:
     assert cpu_cores(requests["cpu"]) <= 0.3 and cpu_cores(limits["cpu"]) >= 0.3
 
 
+def test_agents_authenticate_as_their_node(target: str) -> None:
+    """Each agent presents its own pod's token (audience kubenetmon), never a shared password; the auth
+    service accepts exactly the agent's ServiceAccount; a NATS server in the overlay asks it."""
+    objects = render(target)
+    agent = named(objects, "DaemonSet", "kubenetmon-agent")
+    spec = pod_spec(agent)
+    (c,) = spec["containers"]
+    env = {e["name"]: e for e in c["env"]}
+    assert "KUBENETMON_NATS_PASSWORD" not in env and "KUBENETMON_NATS_USER" not in env
+    token_file = env["KUBENETMON_NATS_TOKEN_FILE"]["value"]
+    mount = next(m for m in c["volumeMounts"] if token_file.startswith(m["mountPath"] + "/"))
+    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    (source,) = volume["projected"]["sources"]
+    token = source["serviceAccountToken"]
+    assert token["path"] == token_file.rpartition("/")[2] and token["audience"] == "kubenetmon"
+    assert token["expirationSeconds"] <= 3600
+    auth = named(objects, "Deployment", "kubenetmon-auth")
+    (a,) = pod_spec(auth)["containers"]
+    assert f"--agent-service-account={NAMESPACE}:{spec['serviceAccountName']}" in a["args"]
+    assert not any(arg.startswith("--token-audience") for arg in a["args"])  # default: kubenetmon
+    seed = next(arg for arg in a["args"] if arg.startswith("--auth-issuer-seed-file="))
+    assert any(seed.endswith(f"{m['mountPath']}/issuer-seed") for m in a["volumeMounts"])
+    servers = [o for o in workloads(objects) if component(o) == "nats"]
+    for server in servers:
+        (n,) = pod_spec(server)["containers"]
+        keys = {
+            e["name"]: e["valueFrom"]["secretKeyRef"]["key"]
+            for e in n["env"]
+            if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]
+        }
+        assert keys["KUBENETMON_AUTH_ISSUER"] == "auth-issuer"
+        identity = named(objects, "ConfigMap", "kubenetmon-nats-config")["data"]["identity.conf"]
+        assert "issuer: $KUBENETMON_AUTH_ISSUER" in identity
+        (users,) = re.findall(r"auth_users: \[([^\]]*)\]", identity)
+        bypass = {u.strip() for u in users.split(",")}
+        assert bypass == {f"kubenetmon-{r}" for r in ("enricher", "writer", "metadata", "admin", "auth")}
+
+
 def mebibytes(quantity: str) -> float:
     units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
     return float(quantity[:-2]) * units[quantity[-2:]]
@@ -243,15 +283,16 @@ def test_replica_counts_are_separate_per_overlay(target: str) -> None:
     objects = render(target)
     replicas = {
         role: named(objects, "Deployment", f"kubenetmon-{role}")["spec"]["replicas"]
-        for role in (*POOLS, "metadata")
+        for role in (*POOLS, "metadata", "auth")
     }
     expected = {
-        "overlays/dev": {"enricher": 1, "writer": 1, "metadata": 2},
-        "overlays/production": {"enricher": 4, "writer": 3, "metadata": 2},
-        "overlays/production-nats-cluster": {"enricher": 4, "writer": 3, "metadata": 2},
+        "overlays/dev": {"enricher": 1, "writer": 1, "metadata": 2, "auth": 2},
+        "overlays/production": {"enricher": 4, "writer": 3, "metadata": 2, "auth": 2},
+        "overlays/production-nats-cluster": {"enricher": 4, "writer": 3, "metadata": 2, "auth": 2},
     }
     assert replicas == expected.get(target, replicas)
     assert replicas["metadata"] == 2  # one active, one standing by on the lease
+    assert replicas["auth"] == 2  # either answers the server's authorization requests
 
 
 def api_readers(target: str) -> set[str]:
@@ -269,38 +310,49 @@ def test_rbac_is_least_privilege(target: str) -> None:
         role = component(obj)
         spec = pod_spec(obj)
         assert spec["serviceAccountName"] == f"kubenetmon-{role}"
-        needs_api = role in readers
+        needs_api = role in readers or role == "auth"
         assert spec["automountServiceAccountToken"] is needs_api, role
         assert accounts[f"kubenetmon-{role}"]["automountServiceAccountToken"] is needs_api, role
     for obj in workloads(objects):
         if not any(is_kubenetmon_image(c["image"]) for c in containers(obj)):
             assert pod_spec(obj).get("automountServiceAccountToken") is False, name(obj)
-    assert by_kind(objects, "Role") == [] and by_kind(objects, "RoleBinding") == []
     cluster_roles = {name(r): r for r in by_kind(objects, "ClusterRole")}
-    assert set(cluster_roles) == {f"kubenetmon-{role}" for role in readers}
+    assert set(cluster_roles) == {f"kubenetmon-{role}" for role in (*readers, "auth")}
     read = ["get", "list", "watch"]
-    for cluster_role in cluster_roles.values():
-        granted = {
-            (group, resource): sorted(rule["verbs"])
-            for rule in cluster_role["rules"]
-            for group in rule["apiGroups"]
-            for resource in rule["resources"]
-        }
-        assert granted == {("", "pods"): read, ("", "nodes"): read, ("", "services"): read}
-        for rule in cluster_role["rules"]:
-            assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
-            assert "resourceNames" not in rule and "nonResourceURLs" not in rule
-    bindings = {name(b): b for b in by_kind(objects, "ClusterRoleBinding")}
-    assert set(bindings) == set(cluster_roles)
-    for binding_name, binding in bindings.items():
-        assert binding["roleRef"] == {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "ClusterRole",
-            "name": binding_name,
-        }
-        assert binding["subjects"] == [
-            {"kind": "ServiceAccount", "name": binding_name, "namespace": NAMESPACE}
-        ]
+    for role_name, cluster_role in cluster_roles.items():
+        expected = {("", "pods"): read, ("", "nodes"): read, ("", "services"): read}
+        if role_name == "kubenetmon-auth":  # reviews the agents' tokens, cluster-scoped by nature
+            expected = {("authentication.k8s.io", "tokenreviews"): ["create"]}
+        assert _granted(cluster_role) == expected, role_name
+    # ...and reads the pod a token is bound to, in its own namespace only
+    (role,) = by_kind(objects, "Role")
+    assert name(role) == "kubenetmon-auth" and _granted(role) == {("", "pods"): ["get"]}
+    for kind in ("ClusterRole", "Role"):
+        binding_kind = f"{kind}Binding"
+        roles = {name(r) for r in by_kind(objects, kind)}
+        bindings = {name(b): b for b in by_kind(objects, binding_kind)}
+        assert set(bindings) == roles, kind
+        for binding_name, binding in bindings.items():
+            assert binding["roleRef"] == {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": kind,
+                "name": binding_name,
+            }
+            assert binding["subjects"] == [
+                {"kind": "ServiceAccount", "name": binding_name, "namespace": NAMESPACE}
+            ]
+
+
+def _granted(role: dict[str, Any]) -> dict[tuple[str, str], list[str]]:
+    for rule in role["rules"]:
+        assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
+        assert "resourceNames" not in rule and "nonResourceURLs" not in rule
+    return {
+        (group, resource): sorted(rule["verbs"])
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
 
 
 def test_production_enrichers_read_metadata_from_meta(target: str) -> None:
@@ -339,7 +391,7 @@ def test_network_policies(target: str) -> None:
         assert _allowed(objects, labels, direction="egress", port=53), f"{role}: DNS"
         assert _allowed(objects, labels, direction="egress", port=4222), f"{role}: NATS"
         assert _allowed(objects, labels, direction="egress", port=8123) is (role in ("writer", "init")), role
-        api = role in ("enricher", "metadata")  # enrichers also fetch cloud range lists over HTTPS
+        api = role in ("enricher", "metadata", "auth")  # enrichers also fetch cloud range lists over HTTPS
         assert _allowed(objects, labels, direction="egress", port=443) is api, role
         if role != "init":
             assert _allowed(objects, labels, direction="ingress", port="metrics"), f"{role}: metrics"

@@ -8,6 +8,7 @@ run as three real nats-servers (names and routes moved to loopback), which form 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -17,6 +18,9 @@ from typing import Any
 
 import pytest
 
+from kubenetmon.agent import reports
+from kubenetmon.agent.publisher import Publisher
+from kubenetmon.agent.reports import Coverage
 from kubenetmon.cli.natsserver import free_ports
 from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.errors import TransientError
@@ -33,8 +37,11 @@ from tests.deploy.render import (
     pod_spec,
     render,
 )
-from tests.support.commands import kubenetmon
-from tests.support.natsconf import PASSWORDS, SERVER_ENV, ConfiguredNats
+from tests.fixtures.kube import KubeApi
+from tests.support.commands import KUBENETMON, clean_env, kubenetmon
+from tests.support.natsconf import ISSUER_SEED, PASSWORDS, SERVER_ENV, ConfiguredNats, write_conf
+from tests.support.processes import Process
+from tests.support.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET = "overlays/production-nats-cluster"
@@ -98,6 +105,8 @@ def test_routes_name_every_member_behind_the_headless_service() -> None:
 def test_the_members_keep_the_single_servers_users_and_permissions() -> None:
     single = (ROOT / "k8s/components/nats-server/nats.conf").read_text()
     assert _config()["nats.conf"] == single
+    identity = (ROOT / "k8s/components/nats-server/identity.conf").read_text()
+    assert _config()["identity.conf"] == identity and "auth_callout" in identity
     users = re.findall(r"\{ user: (\S+),", single)
     assert sorted(users) == sorted(PASSWORDS)
 
@@ -127,13 +136,13 @@ def test_the_init_job_makes_every_stream_r3() -> None:
 # -- the rendered configuration, run --------------------------------------------------------------------
 
 
-def _member_conf(directory: Path, index: int, route_ports: list[int]) -> Path:
+def _member_conf(directory: Path, index: int, route_ports: list[int], *, callout: bool = False) -> Path:
     """The rendered files for member ``index``: store, name, route port and peers moved to loopback."""
     config = _config()
     directory.mkdir(parents=True)
-    single = config["nats.conf"].replace("store_dir: /data\n", f"store_dir: {directory / 'js'}\n")
-    single = single.replace("server_name: $NATS_SERVER_NAME", f"server_name: nats-{index}")
-    (directory / "nats.conf").write_text(single)
+    single = config["nats.conf"].replace("server_name: $NATS_SERVER_NAME", f"server_name: nats-{index}")
+    # the shared agent user unless ``callout``: most tests here are about the cluster
+    write_conf(directory, text=single, callout=callout)
     cluster = ROUTE.sub(lambda m: f"nats://127.0.0.1:{route_ports[int(m[1][5:])]}", config["cluster.conf"])
     cluster = re.sub(r"^(\s+)port: 6222$", rf"\g<1>port: {route_ports[index]}", cluster, flags=re.M)
     (directory / "cluster.conf").write_text(cluster)
@@ -219,3 +228,92 @@ async def _roles_work_across_the_cluster(members: list[ConfiguredNats]) -> None:
                 await delivery.ack()
             await enricher.publish(enricher.enriched_subject("node-a"), b"rows", msg_id="cluster-conf/e")
         assert (await admin.stream_info("enriched")).messages == 1
+
+
+def test_the_auth_callout_answers_agents_on_every_member(tmp_path: Path, kube_api: KubeApi) -> None:
+    """The rendered Kubernetes identity on the cluster: one auth service, connected to one member,
+    grants agents that connect to any member (requests and answers cross the routes)."""
+    route_ports = free_ports(MEMBERS)
+    servers = [
+        ConfiguredNats(
+            tmp_path / f"nats-{i}", _member_conf(tmp_path / f"nats-{i}", i, route_ports, callout=True)
+        )
+        for i in range(MEMBERS)
+    ]
+    auth: Process | None = None
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in SERVER_ENV.items():
+                mp.setenv(key, value)
+            for server in servers:
+                server.launch()
+        for server in servers:
+            server.wait_healthy()
+        admin = {**_env(servers, "kubenetmon-admin"), "KUBENETMON_NATS_REPLICAS": str(MEMBERS)}
+        init = kubenetmon("nats", "init", "--connect-wait", "20s", env=admin, timeout=90)
+        assert init.returncode == 0, init.stdout + init.stderr
+        auth = _start_auth(servers[0], kube_api, tmp_path)
+        asyncio.run(_agents_publish_through_every_member(servers, kube_api, tmp_path))
+    finally:
+        if auth is not None:
+            auth.kill()
+        for server in servers:
+            server.stop()
+
+
+def _env(servers: list[ConfiguredNats], user: str) -> dict[str, str]:
+    return {
+        "KUBENETMON_NATS_URL": ",".join(s.url for s in servers),
+        "KUBENETMON_NATS_USER": user,
+        "KUBENETMON_NATS_PASSWORD": PASSWORDS[user],
+    }
+
+
+def _start_auth(server: ConfiguredNats, kube: KubeApi, directory: Path) -> Process:
+    kubeconfig, seed = directory / "kubeconfig", directory / "issuer-seed"
+    kubeconfig.write_text(json.dumps(_kubeconfig(kube.url)))
+    seed.write_text(ISSUER_SEED)
+    argv = [*KUBENETMON, "auth", f"--kubeconfig={kubeconfig}", f"--auth-issuer-seed-file={seed}"]
+    env = clean_env(**_env([server], "kubenetmon-auth"))
+    return Process([*argv, "--http-port=0", "--log-format=json"], log_path=directory / "auth.log", env=env)
+
+
+def _kubeconfig(url: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "test", "cluster": {"server": url}}],
+        "users": [{"name": "auth", "user": {"token": "auth-service-token"}}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "auth"}}],
+        "current-context": "test",
+    }
+
+
+async def _agents_publish_through_every_member(
+    servers: list[ConfiguredNats], kube: KubeApi, directory: Path
+) -> None:
+    for i, server in enumerate(servers):
+        pod = kube.add("pods", {"metadata": {"namespace": "kubenetmon", "name": f"agent-{i}", "uid": f"u{i}"},
+                                "spec": {"nodeName": f"node-{i}"}})  # fmt: skip
+        token = directory / f"token-{i}"
+        token.write_text(kube.issue_token(pod))
+        settings = replace(NatsSettings(), urls=(server.url,), token_file=str(token), publish_timeout_s=2.0)
+        agent = Publisher(settings, node=f"node-{i}", window=4)
+        coverage = Coverage(span_from_ms=0, span_to_ms=10_000)
+        report = reports.build(
+            [], node=f"node-{i}", boot="b", start=0, seconds=10, seq=0, max_bytes=4096, coverage=coverage
+        )
+
+        async def delivered() -> bool:
+            try:
+                return (await agent.send(report, fresh=False)).messages == 1  # noqa: B023
+            except TransientError:  # the auth service may still be starting
+                return False
+
+        try:
+            await eventually(delivered)
+        finally:
+            await agent.close()
+    admin = replace(_settings(servers, "kubenetmon-admin"))
+    async with await Broker.connect(admin, name="t-admin", wait_s=5) as broker:
+        assert (await broker.stream_info("raw")).messages == MEMBERS

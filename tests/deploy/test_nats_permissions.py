@@ -21,7 +21,7 @@ from kubenetmon.shared.broker import Broker, Delivery, Lease
 from kubenetmon.shared.errors import TransientError
 from kubenetmon.shared.settings import NatsSettings
 from tests.support.commands import kubenetmon
-from tests.support.natsconf import CONF, PASSWORDS, SERVER_ENV, ConfiguredNats
+from tests.support.natsconf import PASSWORDS, SERVER_ENV, ConfiguredNats, write_conf
 
 DENIED_WAIT_S = 1.0
 
@@ -29,10 +29,7 @@ DENIED_WAIT_S = 1.0
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConfiguredNats]:
     store = tmp_path_factory.mktemp("nats-permissions")
-    text = CONF.read_text()
-    assert text.count("store_dir: /data\n") == 1
-    conf = store / "nats.conf"
-    conf.write_text(text.replace("store_dir: /data\n", f"store_dir: {store / 'js'}\n"))
+    conf = write_conf(store)  # single-tenant: the shared agent user (the callout: tests/security)
     with pytest.MonkeyPatch.context() as mp:
         for key, value in SERVER_ENV.items():
             mp.setenv(key, value)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.chhttp import clickhouse_http  # noqa: F401 (a fixture)
-from tests.support.natsconf import CONF
+from tests.support.natsconf import write_conf
 from tests.support.secure import PASSWORDS, Proc, SecureNats, make_certs, start
 
 
@@ -19,10 +19,8 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def secure_nats(tmp_path: Path, certs: Path) -> Iterator[SecureNats]:
-    text = CONF.read_text()
-    conf = tmp_path / "nats.conf"
-    conf.write_text(text.replace("store_dir: /data\n", f"store_dir: {tmp_path / 'js'}\n"))
-    env = {"NATS_SERVER_NAME": "secure"} | {
+    conf = write_conf(tmp_path)
+    env = {"NATS_SERVER_NAME": "secure", "KUBENETMON_AUTH_PASSWORD": "auth-Pw-unused"} | {
         f"KUBENETMON_{role.removeprefix('kubenetmon-').upper()}_PASSWORD": pw
         for role, pw in PASSWORDS.items()
     }

@@ -56,8 +56,11 @@ class Broker:
         self.down = False
         self.oversized: list[int] = []
         self.got: dict[str, bytes] = {}
+        self.offers: list[tuple[int, bool]] = []
+        """(seq, fresh) of every send: fresh only on a report's first offer since it was cut."""
 
-    async def send(self, report: Report) -> Sent:
+    async def send(self, report: Report, *, fresh: bool = False) -> Sent:
+        self.offers.append((report.seq, fresh))
         if self.down:
             raise TransientError("broker down")
         if self.oversized:

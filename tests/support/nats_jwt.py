@@ -6,9 +6,6 @@ into a memory resolver, JetStream enabled for the account) and a user ``.creds``
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 import os
 import time
 from pathlib import Path
@@ -16,23 +13,15 @@ from typing import Any
 
 import nkeys  # type: ignore[import-untyped]
 
+from kubenetmon.shared import natsjwt
+
 
 def _keypair(prefix: int) -> Any:
     return nkeys.from_seed(nkeys.encode_seed(os.urandom(32), prefix))
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
 def _jwt(claims: dict[str, Any], signer: Any) -> str:
-    claims = {"iat": int(time.time()), "iss": signer.public_key.decode(), **claims}
-    body = json.dumps({**claims, "jti": ""}, separators=(",", ":")).encode()
-    claims["jti"] = base64.b32encode(hashlib.sha512(body).digest()[:32]).decode().rstrip("=")
-    header = _b64(json.dumps({"typ": "JWT", "alg": "ed25519-nkey"}).encode())
-    payload = _b64(json.dumps(claims, separators=(",", ":")).encode())
-    signature = _b64(signer.sign(f"{header}.{payload}".encode()))
-    return f"{header}.{payload}.{signature}"
+    return natsjwt.encode(claims, signer, now=int(time.time()))  # the auth callout's own signing
 
 
 def _account(operator: Any, name: str, *, jetstream: bool) -> tuple[Any, str]:

@@ -17,10 +17,10 @@ from tests.support.waiting import DEADLINE_S
 class Process:
     """A subprocess with stdout and stderr in files."""
 
-    def __init__(self, argv: list[str], *, log_path: Path) -> None:
+    def __init__(self, argv: list[str], *, log_path: Path, env: dict[str, str] | None = None) -> None:
         self.log_path, self.out_path = log_path, log_path.with_suffix(".out")
         self._log, self._out = log_path.open("wb"), self.out_path.open("wb")
-        self.proc = subprocess.Popen(argv, stdout=self._out, stderr=self._log)
+        self.proc = subprocess.Popen(argv, stdout=self._out, stderr=self._log, env=env)
 
     @property
     def log(self) -> str:

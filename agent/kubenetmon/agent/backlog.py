@@ -53,6 +53,10 @@ class Backlog:
         self.pending: list[Report] = []
         self.durable: set[int] = set()
         """Seqs of the reports the saved state lists: only those may be published."""
+        self.offered: set[int] = set()
+        """Seqs of the pending reports that may have reached the broker: offered by this process, or
+        adopted from disk (an earlier process may have sent them). A duplicate ack for any other is
+        not a retry: someone else used the id (``Publisher.send``'s ``fresh``)."""
         self._obsolete: list[int] = []
         self._failure = ""
         self._work = asyncio.Event()
@@ -61,6 +65,7 @@ class Backlog:
     def adopt(self, seqs: Iterable[int]) -> None:
         """Take over the stored reports a saved state (or the directory) lists; an unreadable one is lost."""
         self.pending = [r for r in map(self._load, seqs) if r is not None]
+        self.offered = {r.seq for r in self.pending}
 
     def _load(self, seq: int) -> Report | None:
         try:
@@ -150,8 +155,10 @@ class Backlog:
     async def send_head(self) -> bool:
         """Send the oldest report; True if it is done with (acknowledged, or split), False to retry."""
         head = self.pending[0]
+        fresh = head.seq not in self.offered
+        self.offered.add(head.seq)
         try:
-            sent = await self.publisher.send(head)
+            sent = await self.publisher.send(head, fresh=fresh)
         except TransientError as exc:
             self._failure = str(exc)
             return False
@@ -159,6 +166,7 @@ class Backlog:
             self._split(head, exc.chunks)
             return True
         self.pending.pop(0)
+        self.offered.discard(head.seq)
         self._obsolete.append(head.seq)
         self.checkpoint()
         metrics.MESSAGES.inc(sent.messages)
@@ -178,6 +186,7 @@ class Backlog:
         for part in parts:
             self.store.save_report(part)
         self.pending[0:1] = parts
+        self.offered.discard(head.seq)
         self._obsolete.append(head.seq)
         self.checkpoint()
 

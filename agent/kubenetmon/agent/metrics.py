@@ -36,6 +36,11 @@ METERED_BYTES: Final = counter(
 DUPLICATES: Final = counter(
     "agent_publish_duplicates_total", "messages the broker already had (a retried publish)"
 )
+IDS_TAKEN: Final = counter(
+    "agent_report_id_taken_total",
+    "RAW messages of a report never sent before that the broker answered as duplicates: another "
+    "publisher had used this node's message id, and the report's bytes are not in the stream",
+)
 PUBLISH_FAILURES: Final = counter("agent_publish_failures_total", "RAW messages not acknowledged", ["reason"])
 PUBLISH_RETRIES: Final = counter("agent_publish_retries_total", "report sends retried after a failure")
 BACKLOG: Final = gauge("agent_backlog_reports", "reports waiting to be published")

@@ -2,8 +2,13 @@
 
 A report is encoded into its chunks once, when it is cut, and from then on only those bytes are stored and
 published: a retry after a crash or an outage sends byte-identical messages with the same ``Nats-Msg-Id``
-(node/boot/interval/seq/chunk), which JetStream's duplicate window drops. Chunking is deterministic: rows
-are sorted, and each chunk takes rows while their worst-case encoded size fits.
+(node/boot/interval/seq/chunk/key), which JetStream's duplicate window drops. The ``key`` is a secret the
+agent draws at start and stores with each report: JetStream's duplicate window spans the whole stream,
+so an id another node could predict (node/boot/interval/seq/chunk alone) would let it publish first under
+that id and turn this node's real report into a "duplicate". Agents cannot read RAW, so they cannot learn
+another agent's key. A report stored by an older agent has no key and keeps the id it was first sent with.
+Chunking is deterministic: rows are sorted, and each chunk takes rows while their worst-case encoded
+size fits.
 
 Every chunk carries the report's ledger (``kubenetmon.shared.ledger``): the span its deltas cover, its
 totals, and what was lost in that span. An interval without traffic still gets a report (one chunk, no
@@ -16,6 +21,7 @@ oldest pending report is ever published), so no byte can be both in the stream a
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from typing import Final
 
@@ -29,6 +35,7 @@ from kubenetmon.shared.schema import (
     RawRow,
     decode_raw,
     encode_raw,
+    keyed_msg_id,
 )
 
 _HEADER_BOUND: Final = 512
@@ -37,7 +44,8 @@ _ROW_BOUND: Final = {AF_INET: 1 + 3 * 2 + 4 * (2 + 4) + 4 * 3 + 4 * 9}
 _LEDGER_BOUND: Final = 10 + 8 * (8 + 9)
 """Upper bound of the ``ledger`` map's encoding: eight short keys, eight 64-bit integers."""
 _ROW_BOUND_V6: Final = 1 + 3 * 2 + 4 * (2 + 16) + 4 * 3 + 4 * 9
-FORMAT: Final = 1
+FORMAT: Final = 2
+"""2: the id key follows the chunks; 1 (no key) is read too."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +59,15 @@ class Report:
     seq: int
     chunks: tuple[bytes, ...]
     rows: int
+    key: str = ""
+    """The agent's secret id key when the report was cut (``""``: cut by an agent without one)."""
 
     def msg_id(self, chunk: int) -> str:
-        return RawMessage(
+        """The chunk's ``Nats-Msg-Id``: the record's own id (its row identity seed) plus the key."""
+        body = RawMessage(
             self.node, self.boot, self.start, self.seconds, self.seq, chunk, len(self.chunks)
         ).msg_id
+        return keyed_msg_id(body, self.key)
 
     @property
     def size(self) -> int:
@@ -113,6 +125,7 @@ def build(
     seq: int,
     max_bytes: int,
     coverage: Coverage | None = None,
+    key: str = "",
 ) -> Report:
     """Cut ``rows`` (already in a deterministic order) into messages of at most ``max_bytes`` each.
 
@@ -135,7 +148,7 @@ def build(
         encode_raw(RawMessage(node, boot, start, seconds, seq, i, len(groups), group, ledger=ledger))
         for i, group in enumerate(groups)
     )
-    return Report(node, boot, start, seconds, seq, chunks, len(rows))
+    return Report(node, boot, start, seconds, seq, chunks, len(rows), key)
 
 
 def rows_of(report: Report) -> list[RawRow]:
@@ -174,6 +187,7 @@ def merge(older: Report, newer: Report, *, seq: int, max_bytes: int) -> Report:
         seq=seq,
         max_bytes=max_bytes,
         coverage=_merged(coverage_of(older), coverage_of(newer)),
+        key=newer.key,
     )
 
 
@@ -201,6 +215,7 @@ def split(report: Report, chunk: int, *, seq: int, max_bytes: int) -> Report:
         seq=seq,
         max_bytes=max_bytes,
         coverage=coverage_of(report),
+        key=report.key,
     )
 
 
@@ -216,6 +231,7 @@ def dumps(report: Report) -> bytes:
             report.seq,
             report.rows,
             list(report.chunks),
+            report.key,
         ],
         use_bin_type=True,
     )
@@ -225,9 +241,17 @@ def dumps(report: Report) -> bytes:
 def loads(data: bytes) -> Report:
     """Inverse of ``dumps``; raises ValueError for anything else."""
     try:
-        fmt, node, boot, start, seconds, seq, nrows, chunks = msgpack.unpackb(data, raw=False)
+        fmt, node, boot, start, seconds, seq, nrows, chunks, *rest = msgpack.unpackb(data, raw=False)
     except Exception as exc:  # msgpack raises several types; all mean "not a report"
         raise ValueError(f"not a stored report: {exc}") from None
-    if fmt != FORMAT or not all(isinstance(c, bytes) for c in chunks) or not chunks:
+    if (fmt, len(rest)) not in ((1, 0), (FORMAT, 1)) or not chunks:
         raise ValueError("not a stored report of this version")
-    return Report(node, boot, int(start), int(seconds), int(seq), tuple(chunks), int(nrows))
+    key = rest[0] if rest else ""
+    if not all(isinstance(c, bytes) for c in chunks) or not isinstance(key, str):
+        raise ValueError("not a stored report of this version")
+    return Report(node, boot, int(start), int(seconds), int(seq), tuple(chunks), int(nrows), key)
+
+
+def new_key() -> str:
+    """A fresh secret id key: 128 random bits, as hex."""
+    return secrets.token_hex(16)

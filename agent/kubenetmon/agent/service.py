@@ -54,6 +54,7 @@ class Agent:
         boot: str,
         drain_s: float = 20.0,
         clock: Callable[[], float] = time.time,
+        id_key: str = "",
     ) -> None:
         self.settings, self.conntrack, self.state_dir, self.publisher = (
             settings,
@@ -62,6 +63,8 @@ class Agent:
             publisher,
         )
         self.boot, self.clock = boot, clock
+        self.id_key = id_key or reports.new_key()
+        """Secret part of this process's message ids (``reports.Report.key``): never logged."""
         self.table = FlowTable(max_flows=settings.max_flows)
         self.protocols = WITH_SCTP if settings.report_sctp else REPORTED_PROTOCOLS
         self.backlog = Backlog(
@@ -258,6 +261,7 @@ class Agent:
             seq=self._seq(),
             max_bytes=self.settings.max_message_bytes,
             coverage=coverage,
+            key=self.id_key,
         )
         self.backlog.add(new)
         metrics.REPORTS.inc()

@@ -80,3 +80,13 @@ def add(stats: Stats) -> None:
         DROPPED.labels(reason).inc(n)
     for reason, n in stats.unknown.items():
         UNKNOWN.labels(reason).inc(n)
+
+
+AUTH_REQUESTS: Final = metrics.counter(
+    "auth_requests_total",
+    "auth callout requests answered: granted, or the refusal's reason (identity.REASONS)",
+    ["result"],
+)
+AUTH_SECONDS: Final = metrics.histogram(
+    "auth_grant_seconds", "time to grant one agent its user (TokenReview, GET pod, signing)"
+)

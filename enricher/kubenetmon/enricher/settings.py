@@ -259,3 +259,72 @@ def add_history_arguments(parser: argparse.ArgumentParser) -> None:
 
 def history_options(args: argparse.Namespace) -> HistoryOptions:
     return from_args(HistoryOptions, args)
+
+
+@dataclass(frozen=True)
+class AuthOptions:
+    """The ``auth`` role: answers nats-server's auth callout for agents (one NATS user per node)."""
+
+    kubeconfig: str = option(
+        "", flag="--kubeconfig", metavar="FILE", help="kubeconfig file (default: in-cluster, then ~/.kube)"
+    )
+    kube_context: str = option(
+        "", flag="--kube-context", metavar="NAME", help="kubeconfig context (default: current)"
+    )
+    kube_timeout_s: float = option(
+        2.0,
+        flag="--kube-timeout",
+        kind="duration",
+        help="timeout of one API request (TokenReview, GET pod); keep both under the server's "
+        "authorization timeout",
+    )
+    issuer_seed_file: str = option(
+        "",
+        flag="--auth-issuer-seed-file",
+        metavar="FILE",
+        help="file holding the account nkey seed (SA...) that signs the users; its public key is the "
+        "server's auth_callout issuer",
+    )
+    audience: str = option(
+        "kubenetmon",
+        flag="--token-audience",
+        metavar="NAME",
+        help="audience the agents' tokens must have",
+        secret=False,  # a name, not a token
+    )
+    agent_service_account: str = option(
+        "kubenetmon:kubenetmon-agent",
+        flag="--agent-service-account",
+        metavar="NAMESPACE:NAME",
+        help="the only ServiceAccount whose tokens are accepted (any pod may mint a token for any audience)",
+    )
+    account: str = option(
+        "$G",
+        flag="--auth-account",
+        metavar="NAME",
+        help="account the agents' users are placed in ($G: a server without accounts)",
+    )
+    concurrency: int = option(
+        32, flag="--auth-concurrency", kind="int", help="authorization requests handled at once"
+    )
+
+    def __post_init__(self) -> None:
+        namespace, _, name = self.agent_service_account.partition(":")
+        require(self, "agent_service_account", bool(namespace and name), "NAMESPACE:NAME")
+        require(self, "audience", bool(self.audience), "an audience")
+        require(self, "kube_timeout_s", self.kube_timeout_s > 0, "a positive duration")
+        require(self, "concurrency", self.concurrency >= 1, "an integer >= 1")
+
+    @property
+    def watch(self) -> WatchSettings:
+        return WatchSettings(
+            kubeconfig=self.kubeconfig, context=self.kube_context, request_timeout_s=self.kube_timeout_s
+        )
+
+
+def add_auth_arguments(parser: argparse.ArgumentParser) -> None:
+    add_arguments(parser, AuthOptions, title="auth callout")
+
+
+def auth_options(args: argparse.Namespace) -> AuthOptions:
+    return from_args(AuthOptions, args)

@@ -6,8 +6,9 @@ HTTP status) means the history is gone: relist at once. Any other failure reconn
 backoff, resuming from the last version seen. The client is synchronous, so it runs in threads and
 never blocks an event loop; updates leave through ``deliver`` (the caller moves them onto its loop).
 
-This is the only module that imports ``kubernetes``. It must not touch the index itself: it hands
-plain dicts (the API's JSON, never the client's models) to ``deliver``.
+This module and ``kubeauth`` (the auth service's two API calls) are the only ones that import
+``kubernetes``. It must not touch the index itself: it hands plain dicts (the API's JSON, never the
+client's models) to ``deliver``.
 """
 
 from __future__ import annotations
@@ -77,9 +78,12 @@ def apply(index: Index, update: Update) -> None:
             index.apply(update.kind, update.event, obj, now=update.at)
 
 
-def api_client(settings: WatchSettings) -> client.ApiClient:
-    """An API client from the kubeconfig, or in-cluster credentials, or the default kubeconfig."""
+def api_client(settings: WatchSettings, *, retries: int | None = None) -> client.ApiClient:
+    """An API client from the kubeconfig, or in-cluster credentials, or the default kubeconfig.
+
+    ``retries``: attempts again per request after a connection failure (None: urllib3's default, 3)."""
     cfg = client.Configuration()
+    cfg.retries = retries
     try:
         if settings.kubeconfig:
             config.load_kube_config(  # type: ignore[no-untyped-call]

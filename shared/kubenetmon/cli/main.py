@@ -64,6 +64,12 @@ def _metadata() -> ModuleType:
     return metadata
 
 
+def _auth() -> ModuleType:
+    from kubenetmon.enricher import auth
+
+    return auth
+
+
 def _writer() -> ModuleType:
     from kubenetmon.writer import cli
 
@@ -140,6 +146,7 @@ COMMANDS: Final[dict[str, Command]] = {
     "agent": Command(_agent, "node agent: conntrack deltas -> RAW stream"),
     "enricher": Command(_enricher, "RAW -> labelled ENRICHED rows (pods, zones, clouds)"),
     "metadata": Command(_metadata, "one active watcher of the API server -> META, for the enrichers"),
+    "auth": Command(_auth, "NATS auth callout: one user per node for the agents (Kubernetes TokenReview)"),
     "writer": Command(_writer, "ENRICHED rows -> ClickHouse, batched and idempotent"),
     "replay": Command(_replay, "re-enrich RAW, re-load ENRICHED, re-drive the DLQ"),
     "up": Command(_up, "run the whole pipeline on this machine, with a live view"),

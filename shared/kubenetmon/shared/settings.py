@@ -50,6 +50,14 @@ class NatsSettings:
         "", flag="--nats-password", metavar="PASSWORD", help="password for --nats-user", secret=True
     )
     token: str = option("", flag="--nats-token", metavar="TOKEN", help="authentication token", secret=True)
+    token_file: str = option(
+        "",
+        flag="--nats-token-file",
+        metavar="FILE",
+        help="path of a file holding the authentication token, read again at every (re)connect "
+        "(a projected ServiceAccount token, which the kubelet rotates)",
+        secret=False,  # a path; the token itself is never shown
+    )
     creds_file: str = option(
         "", flag="--nats-creds", metavar="FILE", help="path of a NATS credentials (.creds) file"
     )
@@ -146,6 +154,7 @@ class NatsSettings:
     )
 
     def __post_init__(self) -> None:
+        require(self, "token_file", not (self.token and self.token_file), "--nats-token or a token file")
         require(
             self, "urls", bool(self.urls) and all(_URL.match(u) for u in self.urls), "nats://host:port[,...]"
         )

@@ -71,6 +71,13 @@ def raw_subject(settings: NatsSettings, node: str) -> str:
     return f"{settings.subject_prefix}.{RAW}.{subject_token(node)}"
 
 
+def agent_inbox(node: str) -> str:
+    """Reply subject prefix of ``node``'s agent under a per-node identity (auth callout): only it may
+    subscribe there, so no agent reads another's acknowledgements. Inside the shared agent user's
+    ``_INBOX_kubenetmon-agent.>``, so the same agent also works with that user."""
+    return f"_INBOX_kubenetmon-agent.{subject_token(node)}"
+
+
 def enriched_subject(settings: NatsSettings, node: str) -> str:
     return f"{settings.subject_prefix}.{ENRICHED}.{subject_token(node)}"
 

@@ -17,7 +17,7 @@ import datetime
 import itertools
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Self
 
@@ -28,7 +28,7 @@ from nats.js import JetStreamContext, api
 
 from kubenetmon.shared import backoff, metrics
 from kubenetmon.shared import topology as topo
-from kubenetmon.shared.broker import reconcile
+from kubenetmon.shared.broker import answering, reconcile
 from kubenetmon.shared.broker.connection import (
     CLIENT_ERRORS,
     MSG_ID_HEADER,
@@ -71,11 +71,15 @@ class Broker:
         self._js: JetStreamContext = nc.jetstream(timeout=settings.publish_timeout_s)
 
     @classmethod
-    async def connect(cls, settings: NatsSettings, *, name: str, wait_s: float | None = None) -> Broker:
-        """Connect, retrying forever (``wait_s=None``) or for ``wait_s`` seconds, then ``TransientError``."""
+    async def connect(
+        cls, settings: NatsSettings, *, name: str, wait_s: float | None = None, inbox: str = ""
+    ) -> Broker:
+        """Connect, retrying forever (``wait_s=None``) or for ``wait_s`` seconds, then ``TransientError``.
+
+        ``inbox``: the reply subject prefix, if not the user's (``connection.connect_options``)."""
         nc = Client()
         events = ConnectionEvents(name)
-        options = connect_options(settings, name=name, events=events)
+        options = connect_options(settings, name=name, events=events, inbox=inbox)
         connecting = asyncio.ensure_future(nc.connect(**options))
         try:
             # not wait_for: the client's retry loop can swallow a cancellation (an inner wait_for that
@@ -189,6 +193,17 @@ class Broker:
         """The stream kind (``raw``, ``enriched``, ...) of one of our subjects, else ``other``."""
         kind = subject.removeprefix(self.settings.subject_prefix + ".").partition(".")[0]
         return kind if kind in topo.KINDS else "other"
+
+    # answering requests -----------------------------------------------------------------------------
+
+    async def serve(
+        self, subject: str, handler: Callable[[bytes], Awaitable[bytes | None]], *, queue: str, limit: int
+    ) -> Callable[[], Awaitable[None]]:
+        """Answer core NATS requests on ``subject`` with ``handler`` (``None``: no answer); returns a stop.
+
+        Members of one ``queue`` group share the requests; up to ``limit`` are handled at once.
+        """
+        return await answering.serve(self._nc, self.settings, subject, handler, queue=queue, limit=limit)
 
     # topology ---------------------------------------------------------------------------------------
 

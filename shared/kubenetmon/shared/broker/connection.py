@@ -64,7 +64,11 @@ class ConnectionEvents:
         log.info("NATS connection closed", extra={"connection": self.name})
 
 
-def connect_options(settings: NatsSettings, *, name: str, events: ConnectionEvents) -> dict[str, Any]:
+def connect_options(
+    settings: NatsSettings, *, name: str, events: ConnectionEvents, inbox: str = ""
+) -> dict[str, Any]:
+    """The client's options; ``inbox``: the reply prefix this connection's grant allows (default: the
+    user's, ``inbox_prefix``), as an agent's per-node identity does (``topology.agent_inbox``)."""
     options: dict[str, Any] = {
         "servers": list(settings.urls),
         "name": name,
@@ -85,9 +89,12 @@ def connect_options(settings: NatsSettings, *, name: str, events: ConnectionEven
     }
     if settings.user:
         options["user"], options["password"] = settings.user, settings.password
-    options["inbox_prefix"] = inbox_prefix(settings)
+    options["inbox_prefix"] = inbox or inbox_prefix(settings)
     if settings.token:
         options["token"] = settings.token
+    if settings.token_file:
+        require_readable([("--nats-token-file", settings.token_file)])
+        options["token"] = _token_reader(settings.token_file)
     if settings.creds_file:
         if not os.access(settings.creds_file, os.R_OK):  # else the client would retry it forever
             raise ConfigError(f"--nats-creds (KUBENETMON_NATS_CREDS): cannot read {settings.creds_file!r}")
@@ -106,6 +113,20 @@ def inbox_prefix(settings: NatsSettings) -> str:
     """
     user = settings.user or next((urlsplit(u).username for u in settings.urls if urlsplit(u).username), "")
     return f"_INBOX_{topology.subject_token(unquote(user))}" if user else "_INBOX"
+
+
+def _token_reader(path: str) -> Any:
+    """The token in ``path``, read at each connect: a projected ServiceAccount token is rotated in place."""
+
+    def read() -> str:
+        try:
+            with open(path, encoding="utf-8") as f:
+                return f.read().strip()
+        except OSError as exc:  # the server refuses an empty token; the client retries with backoff
+            log.warning("cannot read the NATS token file: %s", exc, extra={"path": path})
+            return ""
+
+    return read
 
 
 def preflight(settings: NatsSettings) -> None:

@@ -36,13 +36,15 @@ async def connect_ready(
     streams: Sequence[str] = (),
     strict: bool = True,
     log: logging.Logger = _log,
+    inbox: str = "",
 ) -> Broker:
     """Connect within ``wait_s`` (else ``TransientError``), then ensure the topology or check ``streams``.
 
     ``ensure``: create or reconcile the topology; ``strict``: a conflict raises ``ConfigError``, else it
     is logged on ``log``. Without ``ensure``, only the stream kinds in ``streams`` are checked.
+    ``inbox``: see ``Broker.connect``.
     """
-    broker = await Broker.connect(settings, name=name, wait_s=wait_s)
+    broker = await Broker.connect(settings, name=name, wait_s=wait_s, inbox=inbox)
     return await _prepare(broker, ensure=ensure, streams=streams, strict=strict, log=log)
 
 

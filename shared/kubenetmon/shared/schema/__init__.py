@@ -44,7 +44,9 @@ if TYPE_CHECKING:
         flow_id,
         flow_ids,
         identities,
+        keyed_msg_id,
         raw_msg_id,
+        record_of,
     )
     from kubenetmon.shared.schema.limits import (
         ADDRESS_LENGTH,
@@ -102,7 +104,9 @@ __all__ = [
     "flow_id",
     "flow_ids",
     "identities",
+    "keyed_msg_id",
     "raw_msg_id",
+    "record_of",
 ]
 
 _MODULES: Final = ("limits", "flow", "identity", "raw", "enriched")

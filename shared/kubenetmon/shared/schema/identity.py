@@ -24,7 +24,23 @@ IN_FLIP: Final = 1
 
 
 def raw_msg_id(node: str, boot: str, start: int, seq: int, chunk: int) -> str:
+    """A RAW record's own id, from its fields: the seed of its rows' identities (``flow_id``)."""
     return f"{node}/{boot}/{start}/{seq}/{chunk}"
+
+
+def keyed_msg_id(record: str, key: str) -> str:
+    """The ``Nats-Msg-Id`` an agent publishes a RAW record under: its id plus the agent's secret key.
+
+    The duplicate window is stream-wide: without the key, any publisher could take a node's next id
+    first. Records from agents without a key keep their plain id (``record_of`` reads both).
+    """
+    return f"{record}/{key}" if key else record
+
+
+def record_of(msg_id: str) -> str:
+    """The record's own id in a RAW ``Nats-Msg-Id``, keyed (six parts) or plain (five)."""
+    parts = msg_id.split("/")
+    return "/".join(parts[:5]) if len(parts) == 6 else msg_id
 
 
 def enriched_msg_id(source: str, *, replay: str = "") -> str:
