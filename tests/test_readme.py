@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from kubenetmon.cli import reference
+from kubenetmon.shared import exits
 from kubenetmon.writer.query import check, cost, top_report
 from kubenetmon.writer.query import completeness as c
 
@@ -150,3 +151,16 @@ def test_sample_outputs_are_what_the_commands_print(command: str, sample: Callab
     readme = (ROOT / "README.md").read_text()
     block = f"```\n$ {command}\n{sample()}```\n"
     assert block in readme, f"README sample of `{command}` differs from what it prints; it prints:\n{block}"
+
+
+def test_the_exit_code_table_is_checks() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for code, word in [
+        (exits.DONE, "complete"),
+        (exits.INCOMPLETE, "incomplete"),
+        (exits.USAGE, "bad flags"),
+        (exits.NOTHING_TO_JUDGE, "nothing to judge"),
+        (exits.UNREADABLE, "the store cannot be read"),
+    ]:
+        assert f"| {code} | {word}" in readme
+        assert f"{code} {word}" in check.EXIT_CODES
