@@ -6,8 +6,10 @@ One process, one run, interleaved rounds:
   (10k-pod index, the real range table), metrics, ENRICHED encode (``Enricher.enrich``);
 - ``bare (RAW in, ENRICHED out)``: ``msgpack.unpackb`` of each RAW message plus ``msgpack.packb`` of the
   ENRICHED payload the enricher produced for it (unpacked, so plain lists): the same bytes, serialised
-  the plain way. (``encode_enriched`` writes exactly these bytes, checked below, but packs each
-  repeated part of a column once: a constant column, or a record's values repeated in its ``in`` row.)
+  the plain way (``encode_enriched`` writes exactly these bytes, checked below). The enricher writes
+  layout v2 (each distinct value and run once), whose plain map is much smaller than v1's;
+- ``bare (RAW in, ENRICHED v1 out)``: the same with the v1 payload of the same rows (one plain array
+  per column, every cell): the baseline as it was measured before v2.
 - ``bare (RAW in, RAW out)``: ``msgpack.unpackb`` + ``msgpack.packb`` of the RAW message itself.
 
 Ratios are baseline time / enricher time (1.0: as fast as the bare serialisation): the median over
@@ -77,13 +79,18 @@ def main() -> None:
     enricher = Enricher(labeler, broker=_Subjects(), max_rows=10**9)  # type: ignore[arg-type]
     outputs = [enricher.enrich(d) for d in deliveries]
     enriched_payloads = [msgpack.unpackb(payload) for out in outputs for _, payload, _ in out]
+    v1_payloads = [
+        msgpack.unpackb(schema.encode_enriched(schema.decode_enriched(payload), version=1))
+        for out in outputs
+        for _, payload, _ in out
+    ]
     same = all(
         msgpack.packb(plain) == payload
         for plain, payload in zip(enriched_payloads, (p for o in outputs for _, p, _ in o), strict=True)
     )
     print(f"ENRICHED payloads byte for byte what msgpack.packb writes for the same values: {same}")
     records = sum(len(m.rows) for m in msgs)
-    rows = sum(len(p["data"][0]) for p in enriched_payloads)
+    rows = sum(len(p["data"][0]) for p in v1_payloads)
     print(
         f"{len(msgs)} RAW messages, {records} records -> {rows} rows ({1 - rows / 2 / records:.0%} dropped)"
     )
@@ -99,15 +106,21 @@ def main() -> None:
             msgpack.unpackb(raw)
             msgpack.packb(payload)
 
+    def run_bare_v1() -> None:
+        for raw, payload in zip(raws, v1_payloads, strict=True):
+            msgpack.unpackb(raw)
+            msgpack.packb(payload)
+
     def run_bare_raw() -> None:
         for raw in raws:
             msgpack.packb(msgpack.unpackb(raw))
 
     gc.collect()  # no gc.freeze(): the workers do not freeze their index either
-    results: dict[str, list[float]] = {"enricher": [], "bare_out": [], "bare_raw": []}
+    results: dict[str, list[float]] = {"enricher": [], "bare_out": [], "bare_v1": [], "bare_raw": []}
     for _ in range(args.runs):
         results["enricher"].append(median_seconds(run_enricher, 1))
         results["bare_out"].append(median_seconds(run_bare_out, 1))
+        results["bare_v1"].append(median_seconds(run_bare_v1, 1))
         results["bare_raw"].append(median_seconds(run_bare_raw, 1))
     report(results, records)
 
@@ -116,7 +129,12 @@ def report(results: dict[str, list[float]], records: int) -> None:
     med = {k: statistics.median(v) for k, v in results.items()}
     us = med["enricher"] / records * 1e6
     print(f"{'enricher':<30}{records / med['enricher']:>12,.0f} records/s  ({us:.2f} us/record, CPU)")
-    for key, label in (("bare_out", "bare (RAW in, ENRICHED out)"), ("bare_raw", "bare (RAW in, RAW out)")):
+    labels = (
+        ("bare_out", "bare (RAW in, ENRICHED out)"),
+        ("bare_v1", "bare (RAW in, ENRICHED v1 out)"),
+        ("bare_raw", "bare (RAW in, RAW out)"),
+    )
+    for key, label in labels:
         paired = statistics.median(b / e for b, e in zip(results[key], results["enricher"], strict=True))
         print(
             f"{label:<30}{records / med[key]:>12,.0f} records/s  ratio {paired:.2f} "

@@ -62,9 +62,10 @@ def test_raw_round_trip_ipv4_and_ipv6() -> None:
     assert [len(r.orig_src) for r in back.rows] == [4, 16, 16]
 
 
-def test_enriched_round_trip() -> None:
+@pytest.mark.parametrize("version", [1, 2])
+def test_enriched_round_trip(version: int) -> None:
     msg = enriched_message()
-    back = decode_enriched(encode_enriched(msg))
+    back = decode_enriched(encode_enriched(msg, version=version))
     assert back == msg
     assert back.row_count == 2
     assert back.msg_id == "enriched/node-a/b00t/1/3/0"
@@ -137,15 +138,17 @@ def test_raw_headers_are_validated(header: dict[str, Any], reason: str) -> None:
         ("crossZone", 0, "schema"),
     ],
 )
-def test_enriched_columns_are_validated(column: str, value: object, reason: str) -> None:
+@pytest.mark.parametrize("version", [1, 2])
+def test_enriched_columns_are_validated(column: str, value: object, reason: str, version: int) -> None:
     msg = enriched_message(rows=1)
     msg.data[COLUMN_NAMES.index(column)][0] = value
     with pytest.raises(DecodeError) as err:
-        decode_enriched(encode_enriched(msg))
+        decode_enriched(encode_enriched(msg, version=version))
     assert err.value.reason == reason
 
 
-def test_enriched_structure_is_validated() -> None:
+@pytest.mark.parametrize("version", [1, 2])
+def test_enriched_structure_is_validated(version: int) -> None:
     msg = enriched_message()
     cases = [
         EnrichedMessage(msg.source, msg.node, msg.enriched_at, [*msg.columns, "extra"], [*msg.data, [1, 2]]),
@@ -158,7 +161,7 @@ def test_enriched_structure_is_validated() -> None:
     ]
     for bad in cases:
         with pytest.raises(DecodeError):
-            decode_enriched(encode_enriched(bad))
+            decode_enriched(encode_enriched(bad, version=version))
 
 
 def test_oversized_payload_is_refused_before_unpacking() -> None:
@@ -220,7 +223,8 @@ def test_mutated_raw_messages_only_raise_decode_error(data: st.DataObject) -> No
 @FUZZ
 @given(data=st.data())
 def test_mutated_enriched_messages_only_raise_decode_error(data: st.DataObject) -> None:
-    obj = msgpack.unpackb(encode_enriched(enriched_message()))
+    version = data.draw(st.sampled_from([1, 2]))
+    obj = msgpack.unpackb(encode_enriched(enriched_message(), version=version))
     _mutate(data, obj)
     _decode_or_decode_error(decode_enriched, msgpack.packb(obj, use_bin_type=True))
 

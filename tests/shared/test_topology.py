@@ -74,6 +74,38 @@ async def test_a_consumer_that_gives_up_is_updated_in_place_to_one_that_never_do
         await nc.close()
 
 
+async def test_streams_of_an_older_release_are_compressed_in_place_keeping_their_messages(
+    nats_settings: NatsSettings,
+) -> None:
+    # Streams created before compression was set: `nats init` (or a role's start) turns S2 on in place.
+    nc = await nats.connect(nats_settings.urls[0])
+    try:
+        js = nc.jetstream()
+        for spec in topology.stream_specs(nats_settings):
+            await js.add_stream(
+                config=reconcile._stream_config(dataclasses.replace(spec, compression="none"))
+            )
+        async with await Broker.connect(nats_settings, name="t", wait_s=5) as broker:
+            await broker.publish(broker.raw_subject("n1"), b"kept", msg_id="k")
+            report = await broker.ensure_topology()
+            streams = [c for c in report.changes if c.kind == "stream"]
+            assert [(c.action, c.details) for c in streams] == [
+                ("updated", ("compression: 'none' -> 's2'",))
+            ] * 4
+            assert not (await broker.ensure_topology()).changed
+            assert (await broker.stream_info(topology.RAW)).messages == 1
+        for spec in topology.stream_specs(nats_settings):
+            assert (await js.stream_info(spec.name)).config.compression == "s2"
+    finally:
+        await nc.close()
+
+
+def test_only_file_streams_are_compressed(nats_settings: NatsSettings) -> None:
+    assert {s.compression for s in topology.stream_specs(nats_settings)} == {"s2"}
+    in_memory = dataclasses.replace(nats_settings, storage="memory")
+    assert {s.compression for s in topology.stream_specs(in_memory)} == {"none"}
+
+
 async def test_storage_change_is_reported_as_conflict(nats_settings: NatsSettings) -> None:
     async with await Broker.connect(nats_settings, name="t", wait_s=5) as broker:
         await broker.ensure_topology()

@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, compress, repeat
-from operator import eq, getitem, itemgetter, xor
+from operator import eq, getitem, itemgetter
 from typing import Any, Final
 
 from kubenetmon.enricher import endpoints as ep
@@ -159,7 +159,7 @@ class Labeler:
         pairs: dict[str, tuple[Sequence[Any], Sequence[Any]]] = {
             "bytes": (o(oby) + i(rby), o(rby) + i(oby)),
             "packets": (o(opk) + i(rpk), o(rpk) + i(opk)),
-            "flowId": (out_ids, tuple(map(xor, out_ids, repeat(schema.IN_FLIP)))),
+            "flowId": (out_ids, spans.flipped(out_ids, schema.IN_FLIP)),
         }
         s = self.settings
         constants = {

@@ -15,6 +15,8 @@ must not change the wire format.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import repeat
+from operator import xor
 from typing import Any, overload
 
 import msgpack
@@ -79,6 +81,21 @@ def repeated(value: Any, times: int) -> Spans:
     """``value``, ``times`` over."""
     column: Spans = _new(Spans)
     column.spans, column._length, column._values = (((value,), times),), times, None
+    return column
+
+
+class Flipped(tuple[int, ...]):
+    """Integers that are ``base``'s with ``mask`` XORed in: a tuple of them, which remembers how it was
+    built, so the v2 layout sends ``base`` (which it sends anyway) and the mask instead of the values."""
+
+    base: Sequence[int]
+    mask: int
+
+
+def flipped(base: Sequence[int], mask: int) -> Flipped:
+    """``base``'s values, each XOR ``mask``."""
+    column = Flipped(map(xor, base, repeat(mask)))
+    column.base, column.mask = base, mask
     return column
 
 

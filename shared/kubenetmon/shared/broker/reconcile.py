@@ -160,6 +160,7 @@ def _stream_config(spec: topo.StreamSpec) -> api.StreamConfig:
         max_bytes=spec.max_bytes,
         num_replicas=spec.replicas,
         duplicate_window=spec.duplicate_window_s,
+        compression=api.StoreCompression(spec.compression),
     )
 
 
@@ -168,6 +169,7 @@ def _stream_comparable(config: api.StreamConfig) -> dict[str, object]:
         "subjects": tuple(sorted(config.subjects or ())),
         "retention": _enum(config.retention),
         "storage": _enum(config.storage),
+        "compression": _enum(config.compression) if config.compression else "none",
         "discard": _enum(config.discard),
         "max_age_s": round(config.max_age or 0.0, 3),
         "max_bytes": config.max_bytes,

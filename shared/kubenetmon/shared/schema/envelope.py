@@ -15,8 +15,11 @@ import msgpack
 from kubenetmon.shared.errors import DecodeError
 
 
-def unpack(data: bytes, *, subject: str, kind: str, version: int, max_bytes: int) -> dict[str, Any]:
-    """The top-level map of a ``kind`` message of major ``version``; else ``DecodeError``."""
+def unpack(
+    data: bytes, *, subject: str, kind: str, version: int | tuple[int, ...], max_bytes: int
+) -> dict[str, Any]:
+    """The top-level map of a ``kind`` message of major ``version`` (or one of them); else ``DecodeError``."""
+    versions = version if isinstance(version, tuple) else (version,)
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise DecodeError("malformed", "payload is not bytes", subject=subject, data=b"")
     data = bytes(data)
@@ -36,9 +39,10 @@ def unpack(data: bytes, *, subject: str, kind: str, version: int, max_bytes: int
     v = obj.get("v")
     if type(v) is not int:
         raise DecodeError("schema", "missing integer field 'v'", subject=subject, data=data)
-    if v != version:
+    if v not in versions:
+        want = " or ".join(map(str, versions))
         raise DecodeError(
-            "version", f"unsupported {kind} version {v} (want {version})", subject=subject, data=data
+            "version", f"unsupported {kind} version {v} (want {want})", subject=subject, data=data
         )
     if obj.get("t") != kind:
         raise DecodeError("schema", f"not a {kind} message (t={obj.get('t')!r})", subject=subject, data=data)

@@ -10,7 +10,10 @@ from __future__ import annotations
 from typing import Final
 
 RAW_VERSION: Final = 1
-ENRICHED_VERSION: Final = 1
+ENRICHED_VERSION: Final = 2
+"""What the enricher writes: v2 is the dictionary-coded layout (``layout``)."""
+ENRICHED_VERSIONS: Final = (1, 2)
+"""What the writer reads: v1 (plain arrays) still decodes, so a stream written before v2 replays."""
 MAX_MESSAGE_BYTES: Final = 8 * 1024 * 1024
 """Decoders refuse larger payloads outright (``oversized``) before unpacking anything."""
 MAX_NODE_LENGTH: Final = 253
