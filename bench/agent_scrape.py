@@ -5,6 +5,14 @@ baseline ``conntrack -L -o extended > /dev/null`` and the agent's scrape (a stea
 already has a baseline), measuring CPU time (user + system, which includes the kernel's dump work) and wall
 time, and prints medians and the entries/s ratio (ours / conntrack's; > 1 means faster). Then it runs the
 real ``kubenetmon agent`` process on the 250k table for a while and reports its RSS and CPU share.
+``--agent-args`` adds flags to that agent (e.g. ``--dns-names``); ``--dns-rate N`` sends N DNS answers a
+second (UDP from port 53 on the namespace's loopback, each naming one of 10k addresses) while it runs,
+so the DNS watch has work; ``--agent-runs K`` runs the agent K times and prints the median CPU per poll.
+With ``--sizes 0`` the scrape comparison is skipped (the table is still filled for the agent).
+``--dns-watch-rate N`` (this branch's code only) measures in this process, alternating, the CPU of a steady
+poll's scrape of the 250k table and of the DNS watch's work for one poll's worth of N answers/s (read and
+parse the 5 s of answers queued on its socket), plus a report cut's name lookup for 250k rows' addresses
+spread over the 12 polls of an interval; prints medians and the watch's share of a poll.
 
 Then the dump tool: on a table of ``--dump-entries`` entries it alternates, several times, whole processes
 ``conntrack -L -o extended`` and ``kubenetmon conntrack dump`` (text, ``--format json``, ``--summary``),
@@ -15,7 +23,7 @@ Entries are inserted with ``conntrack -R``: their counters are zero, which is fi
 (every entry is still decoded and looked up). Needs root. Everything it creates is removed at the end.
 
     .venv/bin/python bench/agent_scrape.py [--rounds 7] [--sizes 10000,100000,250000] [--agent-seconds 30]
-        [--dump-entries 200000]
+        [--dump-entries 200000] [--agent-args "--dns-names"] [--dns-rate 200] [--agent-runs 1]
 """
 
 from __future__ import annotations
@@ -24,11 +32,14 @@ import argparse
 import os
 import resource
 import secrets
+import shlex
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -153,17 +164,90 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_agent(netns: str, seconds: float, workdir: Path) -> None:
-    """The real agent process on the populated table: RSS and CPU share with 5 s polls."""
+def dns_answers(netns: str, rate: float, stop: threading.Event) -> None:
+    """Send ``rate`` DNS answers a second from 127.0.0.1:53 in ``netns`` until ``stop`` (pre-built:
+    the sender's own cost stays small)."""
+    from kubenetmon.agent.conntrack import in_netns
+
+    packets = [_answer(i) for i in range(10_000)]
+    sock = in_netns(netns, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    sock.bind(("127.0.0.1", 53))
+    i, start = 0, time.monotonic()
+    while not stop.is_set():
+        due = int((time.monotonic() - start) * rate)
+        while i < due:
+            sock.sendto(packets[i % len(packets)], ("127.0.0.1", 40053))
+            i += 1
+        stop.wait(0.01)
+    sock.close()
+
+
+def dns_compare(netns: str, rounds: int, rate: float) -> None:
+    """Scrape CPU per poll vs the DNS watch's CPU per poll at ``rate`` answers/s, alternating, in-process."""
+    from kubenetmon.agent.conntrack import in_netns
+    from kubenetmon.agent.dnscache import DnsCache
+    from kubenetmon.agent.dnswatch import DnsWatch
+
+    conntrack, table = Conntrack(netns=netns, events=False), FlowTable()
+    scrape(conntrack, table)
+    watch = DnsWatch(DnsCache(grace_s=120, max_entries=65536), netns=netns)
+    sender = in_netns(netns, lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+    sender.bind(("127.0.0.1", 53))
+    packets = [_answer(i) for i in range(10_000)]
+    rows = [(i.to_bytes(4, "big"), (i + 1).to_bytes(4, "big")) for i in range(250_000)]
+    per_poll, sent = int(rate * 5), 0
+    scrapes, dns, lookups = [], [], []
+    for _ in range(rounds):
+        scrapes.append(scrape(conntrack, table)[0])
+        for _ in range(per_poll):
+            sender.sendto(packets[sent % len(packets)], ("127.0.0.1", 40053))
+            sent += 1
+        cpu = time.process_time()
+        read = watch.read(now=time.time())
+        dns.append(time.process_time() - cpu)
+        cpu = time.process_time()
+        addresses = {a for a, _ in rows}
+        addresses.update(b for _, b in rows)
+        watch.cache.names(addresses, since=0)
+        lookups.append((time.process_time() - cpu) / 12)
+        assert read == per_poll and watch.lost == 0, (read, watch.lost)
+    watch.close()
+    sender.close()
+    conntrack.close()
+    s, d, lk = (statistics.median(x) for x in (scrapes, dns, lookups))
+    print(
+        f"DNS watch at {rate:g} answers/s, 5 s polls, 250k flows, median of {rounds}: "
+        f"scrape {s:.3f} s CPU per poll; watch {d * 1000:.1f} ms per poll ({d / per_poll * 1e6:.0f} us per "
+        f"answer); cut lookup {lk * 1000:.1f} ms per poll (250k rows, {len(watch.cache)} names); "
+        f"watch + lookup = {(d + lk) / s:.1%} of a poll",
+        flush=True,
+    )
+
+
+def _answer(i: int) -> bytes:
+    """``h<i>.bench.example A 10.9.x.y``, built by hand (the baseline's environment has no DNS library)."""
+    name = b"".join(bytes([len(label)]) + label for label in (f"h{i}".encode(), b"bench", b"example"))
+    question = name + b"\x00\x00\x01\x00\x01"
+    address = bytes([10, 9, i >> 8 & 255, i & 255])
+    record = b"\xc0\x0c\x00\x01\x00\x01" + (300).to_bytes(4, "big") + b"\x00\x04" + address
+    return i.to_bytes(2, "big") + b"\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00" + question + record
+
+
+def run_agent(netns: str, seconds: float, workdir: Path, *, extra: list[str], dns_rate: float) -> float:
+    """The real agent process on the populated table: RSS and CPU share with 5 s polls; CPU s per poll."""
     from kubenetmon.cli.natsserver import NatsServer
 
     with NatsServer(workdir / "nats") as server:
         proc = subprocess.Popen(
             [KUBENETMON, "agent", "--node-name", "bench", "--netns", netns, "--skip-sanity-check",
              "--state-dir", str(workdir / "state"), "--metrics-port", "-1", "--nats-url", server.url,
-             "--poll-interval", "5", "--interval", "60", "--log-level", "warning"],
+             "--poll-interval", "5", "--interval", "60", "--log-level", "warning", *extra],
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
+        stop = threading.Event()
+        sender = threading.Thread(target=dns_answers, args=(netns, dns_rate, stop), daemon=True)
+        if dns_rate > 0:
+            sender.start()
         try:
             time.sleep(7)  # start-up and the first (cold) poll are not part of the steady state
             start_cpu, start = cpu_seconds(proc.pid), time.monotonic()
@@ -174,12 +258,15 @@ def run_agent(netns: str, seconds: float, workdir: Path) -> None:
             share = (cpu_seconds(proc.pid) - start_cpu) / (time.monotonic() - start)
             status = proc_status(proc.pid)
             print(
-                f"agent process, 250k tracked flows, 5 s polls: RSS now {status['VmRSS'].strip()}, "
+                f"agent process, 250k tracked flows, 5 s polls{' ' + ' '.join(extra) if extra else ''}"
+                f"{f', {dns_rate:g} DNS answers/s' if dns_rate else ''}: RSS now {status['VmRSS'].strip()}, "
                 f"peak sampled {peak / 1024:.0f} MB, high-water {status['VmHWM'].strip()}, "
-                f"CPU {share:.2f} of a core",
+                f"CPU {share:.3f} of a core ({share * 5:.3f} s per poll)",
                 flush=True,
             )
+            return share * 5
         finally:
+            stop.set()
             proc.send_signal(signal.SIGTERM)
             proc.wait(60)
 
@@ -192,6 +279,12 @@ def main() -> int:
     parser.add_argument("--sizes", default="10000,100000,250000")
     parser.add_argument("--agent-seconds", type=float, default=30.0)
     parser.add_argument("--dump-entries", type=int, default=200_000, help="dump tool table size; 0: skip it")
+    parser.add_argument("--agent-args", default="", help="extra flags of the agent process")
+    parser.add_argument(
+        "--dns-rate", type=float, default=0.0, help="DNS answers a second during the agent run"
+    )
+    parser.add_argument("--agent-runs", type=int, default=1, help="agent runs (median CPU per poll)")
+    parser.add_argument("--dns-watch-rate", type=float, default=0.0, help="in-process DNS watch cost at N/s")
     args = parser.parse_args()
     netns = f"kb{os.getpid()}-{secrets.token_hex(3)}"
     sh("ip", "netns", "add", netns)
@@ -199,12 +292,30 @@ def main() -> int:
         for path, value in (("nf_conntrack_acct", "1"), ("nf_conntrack_events", "1")):
             sh("ip", "netns", "exec", netns, "sysctl", "-qw", f"net.netfilter.{path}={value}")
         sh("ip", "netns", "exec", netns, "nft", "-f", "-", stdin=RULES)
-        sizes = [int(s) for s in args.sizes.split(",")]
+        sh("ip", "-n", netns, "link", "set", "lo", "up")
+        sizes = [int(s) for s in args.sizes.split(",") if int(s) > 0]
         for n in sizes:
             compare(netns, n, args.rounds)
+        if args.agent_seconds > 0 or args.dns_watch_rate > 0:
+            if not sizes or sizes[-1] != 250_000:
+                populate(netns, 250_000)
+        if args.dns_watch_rate > 0:
+            dns_compare(netns, args.rounds, args.dns_watch_rate)
         if args.agent_seconds > 0:
-            with tempfile.TemporaryDirectory(prefix="kubenetmon-bench-") as tmp:
-                run_agent(netns, args.agent_seconds, Path(tmp))
+            per_poll = []
+            for _ in range(args.agent_runs):
+                with tempfile.TemporaryDirectory(prefix="kubenetmon-bench-") as tmp:
+                    per_poll.append(
+                        run_agent(
+                            netns,
+                            args.agent_seconds,
+                            Path(tmp),
+                            extra=shlex.split(args.agent_args),
+                            dns_rate=args.dns_rate,
+                        )
+                    )
+            if args.agent_runs > 1:
+                print(f"agent CPU per poll, median of {args.agent_runs}: {statistics.median(per_poll):.3f} s")
         if args.dump_entries > 0:
             dump_tool(netns, args.dump_entries, args.rounds)
     finally:

@@ -6,6 +6,7 @@ import msgpack
 import pytest
 
 from kubenetmon.agent import reports
+from kubenetmon.shared.ledger import TIMESTAMPS_UNKNOWN, Ledger, ledger_map
 from kubenetmon.shared.schema import RawRow, decode_raw, record_of
 
 
@@ -66,6 +67,13 @@ def test_persisted_form_round_trips_and_refuses_garbage() -> None:
 def test_too_small_bound_is_refused() -> None:
     with pytest.raises(ValueError):
         reports.build(rows(1), node="n", boot="b", start=0, seconds=60, seq=0, max_bytes=300)
+
+
+def test_the_largest_ledger_fits_its_bound() -> None:
+    top = 2**64 - 1
+    for stamps in (TIMESTAMPS_UNKNOWN, 0, 1):
+        ledger = Ledger(top - 1, top, top, top, top, top, top, top, stamps)
+        assert len(msgpack.packb(ledger_map(ledger), use_bin_type=True)) <= reports._LEDGER_BOUND
 
 
 def test_ids_carry_the_key_and_records_keep_their_own_id() -> None:

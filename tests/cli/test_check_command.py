@@ -40,7 +40,7 @@ def _report(node: str, t: int) -> dict[str, object]:
     """One whole report of an idle interval, as the writer stores it."""
     row: dict[str, object] = dict.fromkeys(REPORT_COLUMNS, 0)
     row.update(sourceId=f"{node}/b/{t}/{t}/0", node=node, boot="b", intervalStartTime=t)
-    row.update(intervalSeconds=STEP, seq=t, chunks=1, enrichedAt=1)
+    row.update(intervalSeconds=STEP, seq=t, chunks=1, enrichedAt=1, conntrackTimestamps=1)
     row.update(spanFromMs=t * 1000 + 500, spanToMs=(t + STEP) * 1000 + 500)
     return row
 

@@ -47,9 +47,17 @@ def test_init_creates_then_leaves_alone_then_updates(nats_server: NatsServer) ->
     assert longer.returncode == 0
     assert f"stream {s.stream_prefix}_ENRICHED: updated (max_age_s: 172800.0 -> 259200.0)" in longer.stdout
 
-    status = kubenetmon("nats", "status", *flags, env=env)
+    smaller = kubenetmon(
+        "nats", "init", *flags, "--nats-enriched-max-age", "3d", "--nats-raw-max-bytes", "512MiB", env=env
+    )
+    assert smaller.returncode == 0
+    assert smaller.stdout.splitlines()[-1] == "topology: 1 updated, 6 unchanged"
+    assert f"stream {s.stream_prefix}_RAW: updated (max_bytes: 2147483648 -> 536870912)" in smaller.stdout
+
+    status = kubenetmon("nats", "status", *flags, "--nats-raw-max-bytes", "512MiB", env=env)
     assert status.returncode == 0
     assert f"consumer {s.stream_prefix}_ENRICHED/writer: 0 pending" in status.stdout
+    assert f"stream {s.stream_prefix}_RAW: 0 messages, 0 bytes of 536870912 (0%), " in status.stdout
 
     conflict = kubenetmon("nats", "init", *flags, "--nats-storage", "memory", env=env)
     assert conflict.returncode == 1

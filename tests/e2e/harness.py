@@ -57,6 +57,8 @@ class Options:
     agent_args: tuple[str, ...] = ()
     broker: str = "single"
     """``single``: one nats-server, streams R1; ``cluster``: three clustered servers, streams R3."""
+    nats: tuple[tuple[str, Any], ...] = ()
+    """``NatsSettings`` fields to change for every role and ``nats init`` (e.g. a small ``raw_max_bytes``)."""
 
 
 def _probe(port: int, path: str) -> int:
@@ -85,6 +87,7 @@ class Pipeline:
             duplicate_window_s=options.duplicate_window_s,
             max_deliver=10,
             backoff_s=(0.2, 0.5, 1.0, 2.0),
+            **dict(options.nats),
         )
         self.clickhouse_dir = workdir / "clickhouse"
         self.ports: dict[str, int] = {}

@@ -7,7 +7,7 @@ import msgpack
 import pytest
 
 from kubenetmon.shared.errors import DecodeError
-from kubenetmon.shared.ledger import Ledger, ReportRow
+from kubenetmon.shared.ledger import TIMESTAMPS_UNKNOWN, Ledger, ReportRow
 from kubenetmon.shared.schema import (
     EnrichedMessage,
     RawMessage,
@@ -67,3 +67,30 @@ def test_a_malformed_report_is_a_decode_error(change: dict[str, object]) -> None
     body["report"].update(change)
     with pytest.raises(DecodeError):
         decode_enriched(bytes(msgpack.packb(body, use_bin_type=True)))
+
+
+@pytest.mark.parametrize("stamps", [0, 1])
+def test_the_timestamps_field_round_trips_and_a_ledger_without_it_is_unknown(stamps: int) -> None:
+    stamped = Ledger(1_800_000_000_000, 1_800_000_060_500, 3, 4096, 12, 40, 1, 2, stamps)
+    msg = RawMessage("n1", "boot-a", 1_800_000_000, 60, 7, 0, 1, [], ledger=stamped)
+    assert decode_raw(encode_raw(msg)).ledger == stamped
+    row = ReportRow("boot-a", 1_800_000_000, 60, 7, 0, 1, 0, stamped)
+    enriched = EnrichedMessage("n1/boot-a/1800000000/7/0", "n1", 5, ["bytes"], [[10]], report=row)
+    decoded = decode_enriched(encode_enriched(enriched)).report
+    assert decoded is not None and decoded.ledger.timestamps == stamps
+    # a ledger from an agent before the field (no "ts"): decodes, the state unknown
+    assert (
+        LEDGER.timestamps == TIMESTAMPS_UNKNOWN
+        and "ts"
+        not in msgpack.unpackb(encode_raw(RawMessage("n1", "b", 60, 60, 0, 0, 1, [], ledger=LEDGER)))[
+            "ledger"
+        ]
+    )
+
+
+@pytest.mark.parametrize("value", [2, -1, "1", True, 1.0, None, 2**64 - 1])
+def test_a_timestamps_field_other_than_0_or_1_is_a_decode_error(value: object) -> None:
+    good = msgpack.unpackb(encode_raw(RawMessage("n1", "b", 60, 60, 0, 0, 1, [], ledger=LEDGER)))["ledger"]
+    with pytest.raises(DecodeError) as caught:
+        decode_raw(_raw_with({**good, "ts": value}))
+    assert caught.value.reason == "schema"

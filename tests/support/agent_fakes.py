@@ -30,6 +30,11 @@ class Kernel:
         self.drops = 0
         """conntrack's cumulative table drops (``stats``)."""
         self.max_entries = 1000
+        self.stamps: bool | None = True
+        """What ``timestamps()`` says (``nf_conntrack_timestamp``)."""
+
+    def timestamps(self) -> bool | None:
+        return self.stamps
 
     def stats(self) -> ctstats.Stats:
         return ctstats.Stats(drop=self.drops, entries=len(self.counters), max_entries=self.max_entries)
@@ -54,6 +59,7 @@ class Broker:
 
     def __init__(self) -> None:
         self.down = False
+        self.store_full = False
         self.oversized: list[int] = []
         self.got: dict[str, bytes] = {}
         self.offers: list[tuple[int, bool]] = []

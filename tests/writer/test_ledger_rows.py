@@ -24,10 +24,12 @@ Start = Callable[..., Awaitable[Running]]
 T0 = 1_800_000_000 // 60 * 60
 
 
-def chunk(start: int, chunk: int, chunks: int, *, rows: int, seq: int, lost: int = 0) -> EnrichedMessage:
+def chunk(
+    start: int, chunk: int, chunks: int, *, rows: int, seq: int, lost: int = 0, stamps: int = 1
+) -> EnrichedMessage:
     src = f"node-a/boot/{start}/{seq}/{chunk}"
     n = rows * chunks
-    ledger = Ledger((start + 1) * 1000, (start + 61) * 1000, n, 150 * n, 0, 9, lost, 0)
+    ledger = Ledger((start + 1) * 1000, (start + 61) * 1000, n, 150 * n, 0, 9, lost, 0, stamps)
     report = ReportRow("boot", start, 60, seq, chunk, chunks, rows, ledger)
     if rows:
         msg = message(src, [row(src, i, start=start) for i in range(rows)])
@@ -44,6 +46,7 @@ async def test_reports_become_one_row_per_chunk_and_check_judges_them(
         chunk(T0 + 60, 0, 1, rows=0, seq=2),  # an idle interval: a report without rows
         chunk(T0 + 120, 0, 2, rows=2, seq=3),  # chunk 1 of this report never arrives
         chunk(T0 + 180, 0, 1, rows=1, seq=4, lost=2),
+        chunk(T0 + 240, 0, 1, rows=1, seq=5, stamps=0),  # conntrack stamped no creation times
     ]
     await publish(broker, msgs)
     await publish(broker, msgs[:2], msg_ids=["again-0", "again-1"])  # redelivered as new messages
@@ -61,13 +64,22 @@ async def test_reports_become_one_row_per_chunk_and_check_judges_them(
         for m in msgs
         if m.report is not None
     ]  # fmt: skip
-    assert query("SELECT count() FROM {x}") == [(6,)]
+    assert query("SELECT count() FROM {x}") == [(7,)]
+    assert query(
+        "SELECT seq, conntrackTimestamps FROM kubenetmon.agent_reports_exact WHERE seq >= 4 ORDER BY seq"
+    ) == [
+        (4, 1),
+        (5, 0),
+    ]
 
     reader = Reader(chdb_settings)
     try:
-        spec = check.CheckSpec(T0, T0 + 300, (), 3600, "network_flows_0_exact")
+        spec = check.CheckSpec(T0, T0 + 360, (), 3600, "network_flows_0_exact")
         step, verdicts = check.judge(reader, spec)
+        accepting = replace(spec, accept_no_timestamps=True)
+        _, accepted = check.judge(reader, accepting)
     finally:
         reader.close()
     assert step == 60
-    assert [v.state for v in verdicts] == [c.COMPLETE, c.COMPLETE, c.PARTIAL, c.LOSSY, c.SILENT]
+    assert [v.state for v in verdicts] == [c.COMPLETE, c.COMPLETE, c.PARTIAL, c.LOSSY, c.AT_RISK, c.SILENT]
+    assert [v.state for v in accepted][4] == c.COMPLETE

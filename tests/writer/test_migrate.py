@@ -177,3 +177,31 @@ def test_reports_past_the_ttl_are_deleted_with_their_flows(clickhouse: Sink) -> 
         clickhouse.command(f"OPTIMIZE TABLE `{db}`.`{name}` FINAL")
     assert clickhouse.query(f"SELECT sourceId FROM `{db}`.`{REPORTS_TABLE}`").rows == [("new",)]
     assert clickhouse.query(f"SELECT flowId FROM `{db}`.`{clickhouse.table}`").rows == [(2,)]
+
+
+def test_a_ledger_from_before_the_timestamps_column_reads_not_said_and_takes_the_new_rows(
+    tmp_path: Path,
+) -> None:
+    sink = Sink(chdb_settings_for(tmp_path / "ch", database="flows", table="net"))
+    try:
+        migrate(sink, database="flows", table="net", ttl_days=0, to_version=6)
+        sink.command(
+            "ALTER TABLE flows.agent_reports DROP COLUMN conntrackTimestamps"
+        )  # as version 6 made it
+        old = (
+            "INSERT INTO flows.agent_reports (sourceId, node, boot, intervalStartTime, intervalSeconds, seq, "
+        )
+        sink.command(old + "chunk, chunks, enrichedAt) VALUES ('n/b/60/1/0', 'n', 'b', 60, 60, 1, 0, 1, 1)")
+        up = migrate(sink, database="flows", table="net", ttl_days=0)
+        assert 8 in up.applied and up.after == LATEST
+        sink.command(
+            old
+            + "chunk, chunks, enrichedAt, conntrackTimestamps) VALUES ('n/b/120/2/0', 'n', 'b', 120, 60, 2, "
+            "0, 1, 1, 0)"
+        )
+        got = sink.query(
+            f"SELECT seq, conntrackTimestamps FROM flows.{exact_view(REPORTS_TABLE)} ORDER BY seq"
+        ).rows
+        assert got == [(1, -1), (2, 0)]
+    finally:
+        sink.close()

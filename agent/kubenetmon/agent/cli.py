@@ -12,6 +12,8 @@ import logging
 
 from kubenetmon.agent.checkpoint import StateDir, boot_id
 from kubenetmon.agent.conntrack import open_conntrack, read_sysctl, write_sysctl
+from kubenetmon.agent.dnscache import DnsCache
+from kubenetmon.agent.dnswatch import DnsWatch
 from kubenetmon.agent.publisher import Publisher
 from kubenetmon.agent.sanity import check, warn_if_skipped_and_off
 from kubenetmon.agent.service import Agent
@@ -79,6 +81,14 @@ def main(args: argparse.Namespace) -> int:
     except OSError as exc:
         conntrack.close()
         raise ConfigError(f"--state-dir {settings.state_dir}: cannot use it ({exc})") from None
+    dns = None
+    if settings.dns_names:
+        try:
+            cache = DnsCache(grace_s=settings.dns_grace_s, max_entries=settings.dns_max_entries)
+            dns = DnsWatch(cache, netns=settings.netns or None)
+        except OSError as exc:
+            conntrack.close()
+            raise ConfigError(f"--dns-names: cannot open the DNS watch socket ({exc})") from None
     agent = Agent(
         settings,
         conntrack=conntrack,
@@ -86,8 +96,11 @@ def main(args: argparse.Namespace) -> int:
         publisher=Publisher(nats, node=settings.node_name, window=settings.publish_window),
         boot=boot_id(),
         drain_s=max(drain - 5.0, drain * 0.5),
+        dns=dns,
     )
     try:
         return runtime.run(agent.main, drain_timeout_s=drain)
     finally:
         conntrack.close()
+        if dns is not None:
+            dns.close()

@@ -7,7 +7,9 @@ Dumps ask for both families and every zone in one request and never zero counter
 would lose data when a send fails and steal counters from anything else reading them). The event socket
 is subscribed to DESTROY only, with a receive buffer as large as the kernel allows; an overrun (ENOBUFS) is
 counted and flagged so the caller resyncs with a dump. Neither ever raises for an overrun. ``stats`` reads
-conntrack's own counters (what it could not track; decoded by ``ctstats``) on the dump socket.
+conntrack's own counters (what it could not track; decoded by ``ctstats``) on the dump socket, and
+``timestamps`` whether the namespace stamps new conntracks with a creation time (``nf_conntrack_timestamp``,
+read through a descriptor opened in the namespace: a sysctl file stays the namespace's it was opened in).
 
 Sockets are made inside ``netns`` (a name under /run/netns, or a path) by a short-lived thread that joins
 the namespace: a socket stays in the namespace it was created in, and the process itself never moves.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+import os
 import socket
 import struct
 import threading
@@ -37,6 +40,7 @@ NETLINK_NETFILTER: Final = 12
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 CT_GET: Final = 1 << 8 | 1  # NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_GET
 NFNLGRP_CONNTRACK_DESTROY: Final = 3
+TIMESTAMP_SYSCTL: Final = "/proc/sys/net/netfilter/nf_conntrack_timestamp"
 _REQUEST: Final = struct.Struct("=IHHIIBBH")
 """nlmsghdr (length, type, flags, seq, pid) and nfgenmsg (family, version, res_id)."""
 RECV_SIZE: Final = 1 << 16
@@ -123,6 +127,7 @@ class Conntrack:
         self._dump_decoder = Decoder()
         self._event_decoder = Decoder()
         self._events: socket.socket | None = None
+        self._timestamp_fd = in_netns(netns, _open_timestamp_sysctl)
         if events:
             self._events = _open(netns, groups=1 << (NFNLGRP_CONNTRACK_DESTROY - 1))
             self._events.setblocking(False)
@@ -229,10 +234,22 @@ class Conntrack:
         """Dump entries skipped because they were dying (their DESTROY event has their counters)."""
         return self._dump_decoder.dying
 
+    def timestamps(self) -> bool | None:
+        """Whether new conntracks get a creation time (``nf_conntrack_timestamp``); None if unreadable."""
+        if self._timestamp_fd < 0:
+            return None
+        try:
+            return os.pread(self._timestamp_fd, 16, 0).strip() != b"0"
+        except OSError:
+            return None
+
     def close(self) -> None:
         self._dump_sock.close()
         if self._events is not None:
             self._events.close()
+        if self._timestamp_fd >= 0:
+            os.close(self._timestamp_fd)
+            self._timestamp_fd = -1
 
 
 def open_conntrack(netns: str, *, events: bool = True, event_buffer: int = 1 << 20) -> Conntrack:
@@ -245,6 +262,14 @@ def open_conntrack(netns: str, *, events: bool = True, event_buffer: int = 1 << 
         raise ConfigError(
             f"cannot open conntrack netlink sockets ({exc}): run as root or with NET_ADMIN"
         ) from None
+
+
+def _open_timestamp_sysctl() -> int:
+    """A descriptor of this namespace's ``nf_conntrack_timestamp`` (-1 if it has none)."""
+    try:
+        return os.open(TIMESTAMP_SYSCTL, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
 
 
 def _grow_buffer(sock: socket.socket, size: int) -> int:

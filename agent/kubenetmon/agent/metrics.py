@@ -65,6 +65,28 @@ TABLE_MAX: Final = gauge(
 TABLE_FILL: Final = gauge(
     "agent_conntrack_table_fill_ratio", "conntrack entries / nf_conntrack_max, from the kernel's statistics"
 )
+TIMESTAMPS: Final = gauge(
+    "agent_conntrack_timestamps_enabled",
+    "1 while conntrack stamps new entries with their creation time (nf_conntrack_timestamp), else 0",
+)
 STATS_FAILURES: Final = counter(
     "agent_conntrack_stats_failures_total", "polls whose conntrack statistics could not be read"
+)
+DNS_ANSWERS: Final = counter(
+    "agent_dns_answers_total", "DNS answers read with at least one address (--dns-names)"
+)
+DNS_LOST: Final = counter(
+    "agent_dns_packets_lost_total", "DNS packets the watch socket dropped (receive buffer full): names unseen"
+)
+DNS_ENTRIES: Final = gauge("agent_dns_entries", "addresses with a remembered DNS name (<= --dns-max-entries)")
+DNS_EVICTIONS: Final = counter(
+    "agent_dns_evictions_total", "valid address -> name entries dropped to stay within --dns-max-entries"
+)
+DNS_CONFLICTS: Final = counter(
+    "agent_dns_conflicts_total", "DNS answers naming an address that held another valid name (now ambiguous)"
+)
+DNS_NAMED: Final = counter("agent_dns_named_addresses_total", "addresses named in reports, per report")
+DNS_AMBIGUOUS: Final = counter(
+    "agent_dns_ambiguous_addresses_total",
+    "addresses of reports left unnamed because two names answered them at once, per report",
 )

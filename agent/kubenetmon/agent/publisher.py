@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from kubenetmon.agent import metrics
 from kubenetmon.agent.reports import Report
 from kubenetmon.shared.broker import Broker, connect_ready
-from kubenetmon.shared.errors import PoisonError, TransientError
+from kubenetmon.shared.errors import PoisonError, StoreFullError, TransientError
 from kubenetmon.shared.schema import record_of
 from kubenetmon.shared.settings import NatsSettings
 from kubenetmon.shared.topology import agent_inbox
@@ -64,6 +64,11 @@ class Publisher:
     @property
     def connected(self) -> bool:
         return self._broker is not None and self._broker.connected
+
+    @property
+    def store_full(self) -> bool:
+        """RAW refused the last report for want of room (the agent keeps accumulating meanwhile)."""
+        return self._broker is not None and bool(self._broker.capacity.full)
 
     async def connect(self) -> Broker:
         """The connection, made on first use (one attempt; ``TransientError`` if the broker is down).
@@ -106,7 +111,7 @@ class Publisher:
                         raise
                     oversized.append(i)
                     return
-                except TransientError as exc:
+                except TransientError as exc:  # StoreFullError too: logged once by the broker
                     failures.append(exc)
                     return
                 if result.duplicate:
@@ -114,7 +119,9 @@ class Publisher:
 
         await asyncio.gather(*(one(i, c) for i, c in enumerate(report.chunks)))
         if failures:
-            metrics.PUBLISH_FAILURES.labels("unavailable").inc(len(failures))
+            full = sum(isinstance(f, StoreFullError) for f in failures)
+            metrics.PUBLISH_FAILURES.labels("store_full").inc(full)
+            metrics.PUBLISH_FAILURES.labels("unavailable").inc(len(failures) - full)
             raise TransientError(
                 f"{len(failures)} of {len(report.chunks)} chunks not acknowledged: {failures[0]}"
             )

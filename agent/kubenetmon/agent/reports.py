@@ -14,6 +14,9 @@ Every chunk carries the report's ledger (``kubenetmon.shared.ledger``): the span
 totals, and what was lost in that span. An interval without traffic still gets a report (one chunk, no
 rows), so a node that sends nothing is silent, never merely idle.
 
+A report may name addresses of its rows (``names``: the DNS name each was answered for, from the agent's
+``dnscache``); each chunk carries the names of its own rows' addresses, counted in its size bound.
+
 ``merge`` folds two reports into one covering both intervals, for a backlog that exceeds its bound during
 a long broker outage. Only reports never offered to the broker may be merged (the caller's rule: only the
 oldest pending report is ever published), so no byte can be both in the stream and in a merged report.
@@ -27,7 +30,7 @@ from typing import Final
 
 import msgpack
 
-from kubenetmon.shared.ledger import Ledger
+from kubenetmon.shared.ledger import TIMESTAMPS_UNKNOWN, Ledger
 from kubenetmon.shared.schema import (
     AF_INET,
     MAX_INTERVAL_SECONDS,
@@ -37,13 +40,18 @@ from kubenetmon.shared.schema import (
     encode_raw,
     keyed_msg_id,
 )
+from kubenetmon.shared.schema.names import encoded_size
 
 _HEADER_BOUND: Final = 512
 """Upper bound of a RAW message's encoding without its rows (node name and boot id included)."""
 _ROW_BOUND: Final = {AF_INET: 1 + 3 * 2 + 4 * (2 + 4) + 4 * 3 + 4 * 9}
-_LEDGER_BOUND: Final = 10 + 8 * (8 + 9)
-"""Upper bound of the ``ledger`` map's encoding: eight short keys, eight 64-bit integers."""
+_LEDGER_BOUND: Final = 10 + 8 * (8 + 9) + 4
+"""Upper bound of the ``ledger`` map's encoding: eight short keys, eight 64-bit integers, and ``ts``."""
 _ROW_BOUND_V6: Final = 1 + 3 * 2 + 4 * (2 + 16) + 4 * 3 + 4 * 9
+_NAME_BOUND: Final = 2 + 16 + 3 + 253
+"""Upper bound of one ``names`` entry's encoding (a 16-byte address, a 253-character name)."""
+_NAMES_HEAD: Final = 6 + 5
+"""The ``names`` key and a map header."""
 FORMAT: Final = 2
 """2: the id key follows the chunks; 1 (no key) is read too."""
 
@@ -85,6 +93,8 @@ class Coverage:
     flows: int = 0
     events_lost: int = 0
     table_drops: int = 0
+    timestamps: int = TIMESTAMPS_UNKNOWN
+    """1: conntrack creation timestamps on at every poll of the span, 0: off at one (see ``Ledger``)."""
 
 
 def ledger_of(rows: list[RawRow], coverage: Coverage) -> Ledger:
@@ -98,6 +108,7 @@ def ledger_of(rows: list[RawRow], coverage: Coverage) -> Ledger:
         flows=coverage.flows,
         events_lost=coverage.events_lost,
         table_drops=coverage.table_drops,
+        timestamps=coverage.timestamps,
     )
 
 
@@ -107,7 +118,12 @@ def coverage_of(report: Report) -> Coverage | None:
     if ledger is None:
         return None
     return Coverage(
-        ledger.span_from_ms, ledger.span_to_ms, ledger.flows, ledger.events_lost, ledger.table_drops
+        ledger.span_from_ms,
+        ledger.span_to_ms,
+        ledger.flows,
+        ledger.events_lost,
+        ledger.table_drops,
+        ledger.timestamps,
     )
 
 
@@ -125,30 +141,62 @@ def build(
     seq: int,
     max_bytes: int,
     coverage: Coverage | None = None,
+    names: dict[bytes, str] | None = None,
     key: str = "",
 ) -> Report:
-    """Cut ``rows`` (already in a deterministic order) into messages of at most ``max_bytes`` each.
+    """Cut ``rows`` (already in a deterministic order) into messages of at most ``max_bytes`` each;
+    each message names those of its rows' addresses that ``names`` names.
 
     No rows still makes one (empty) chunk: the report of an idle interval.
     """
     ledger = None if coverage is None else ledger_of(rows, coverage)
     budget = max_bytes - _HEADER_BOUND - _LEDGER_BOUND - len(node.encode()) - len(boot.encode())
-    if budget < _ROW_BOUND_V6:
+    budget -= _NAMES_HEAD if names else 0
+    if budget < _ROW_BOUND_V6 + (2 * _NAME_BOUND if names else 0):
         raise ValueError(f"max message size {max_bytes} is too small for one row")
     groups: list[list[RawRow]] = [[]]
+    named: list[dict[bytes, str]] = [{}]
     used = 0
     for row in rows:
         size = _row_bound(row)
+        new = _new_names(row, names, named[-1]) if names else None
+        if new:
+            size += sum(map(encoded_size, new, new.values()))
         if used + size > budget and groups[-1]:
             groups.append([])
+            named.append({})
             used = 0
+            if new is not None:  # in a fresh chunk every name of the row is new
+                new = _new_names(row, names or {}, {})
+                size = _row_bound(row) + sum(map(encoded_size, new, new.values()))
         groups[-1].append(row)
+        if new:
+            named[-1].update(new)
         used += size
     chunks = tuple(
-        encode_raw(RawMessage(node, boot, start, seconds, seq, i, len(groups), group, ledger=ledger))
+        encode_raw(
+            RawMessage(node, boot, start, seconds, seq, i, len(groups), group, ledger=ledger, names=named[i])
+        )
         for i, group in enumerate(groups)
     )
     return Report(node, boot, start, seconds, seq, chunks, len(rows), key)
+
+
+def _new_names(row: RawRow, names: dict[bytes, str], chunk: dict[bytes, str]) -> dict[bytes, str]:
+    """The names of ``row``'s addresses (either end) that ``chunk`` does not hold yet."""
+    return {
+        address: names[address]
+        for address in (row.orig_src, row.reply_src)
+        if address in names and address not in chunk
+    }
+
+
+def names_of(report: Report) -> dict[bytes, str]:
+    """The names a report's chunks give (for merging and tests)."""
+    found: dict[bytes, str] = {}
+    for chunk in report.chunks:
+        found.update(decode_raw(chunk).names)
+    return found
 
 
 def rows_of(report: Report) -> list[RawRow]:
@@ -187,8 +235,18 @@ def merge(older: Report, newer: Report, *, seq: int, max_bytes: int) -> Report:
         seq=seq,
         max_bytes=max_bytes,
         coverage=_merged(coverage_of(older), coverage_of(newer)),
+        names=_merged_names(names_of(older), names_of(newer)),
         key=newer.key,
     )
+
+
+def _merged_names(older: dict[bytes, str], newer: dict[bytes, str]) -> dict[bytes, str]:
+    """Both reports' names; an address the two name differently has none (never a guess)."""
+    merged = {**older, **newer}
+    for address in older.keys() & newer.keys():
+        if older[address] != newer[address]:
+            del merged[address]
+    return merged
 
 
 def _merged(older: Coverage | None, newer: Coverage | None) -> Coverage | None:
@@ -200,12 +258,21 @@ def _merged(older: Coverage | None, newer: Coverage | None) -> Coverage | None:
         flows=newer.flows,
         events_lost=older.events_lost + newer.events_lost,
         table_drops=older.table_drops + newer.table_drops,
+        timestamps=stamps_of_both(older.timestamps, newer.timestamps),
     )
+
+
+def stamps_of_both(a: int, b: int) -> int:
+    """The timestamps state of a span made of two: off if either was off, on if both were, else unknown."""
+    if 0 in (a, b):
+        return 0
+    return 1 if a == b == 1 else TIMESTAMPS_UNKNOWN
 
 
 def split(report: Report, chunk: int, *, seq: int, max_bytes: int) -> Report:
     """A new report with the rows of one chunk the server refused as too large, in smaller messages."""
-    rows = decode_raw(report.chunks[chunk]).rows
+    message = decode_raw(report.chunks[chunk])
+    rows = message.rows
     return build(
         rows,
         node=report.node,
@@ -215,6 +282,7 @@ def split(report: Report, chunk: int, *, seq: int, max_bytes: int) -> Report:
         seq=seq,
         max_bytes=max_bytes,
         coverage=coverage_of(report),
+        names=message.names,
         key=report.key,
     )
 

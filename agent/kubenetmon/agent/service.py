@@ -13,7 +13,14 @@ budget, and the process exits 0; what could not be sent stays on disk for the ne
 The ledger: every poll also reads conntrack's own statistics (``ctstats``). Each report states the span
 its deltas cover, from the poll its predecessor ended with to its own last poll (both in the checkpoint,
 so the first report after a crash spans the outage: a catch-up), with the event-socket overruns and the
-table drops of that span. Every interval gets a report, with or without rows.
+table drops of that span, and whether conntrack stamped creation times at every poll of it (also the
+gauge ``kubenetmon_agent_conntrack_timestamps_enabled``). Every interval gets a report, with or without rows.
+
+DNS names (``--dns-names``): the watch socket is drained at the start of each poll and before each cut,
+not on every readable event (that is a wake-up of the loop, and metrics, per packet), so every answer that
+arrived before a report is cut is in the cache; its buffer holds a poll's answers. A report names the
+addresses of its rows whose answer held at some moment of its span (``dnscache``); expired entries go
+after each cut.
 """
 
 from __future__ import annotations
@@ -23,20 +30,28 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from operator import itemgetter
 
 from kubenetmon.agent import ctstats, metrics, reports
 from kubenetmon.agent.backlog import Backlog
 from kubenetmon.agent.checkpoint import State, StateDir
 from kubenetmon.agent.conntrack import Conntrack
+from kubenetmon.agent.dnswatch import DnsWatch
 from kubenetmon.agent.flows import REPORTED_PROTOCOLS, WITH_SCTP, FlowTable, report
 from kubenetmon.agent.publisher import Publisher
 from kubenetmon.agent.reports import Coverage, Report
 from kubenetmon.agent.settings import AgentSettings
+from kubenetmon.shared.ledger import TIMESTAMPS_UNKNOWN
 from kubenetmon.shared.metrics import serve
 from kubenetmon.shared.runtime import RootTasks, wait_any
+from kubenetmon.shared.schema import RawRow
 
 log = logging.getLogger(__name__)
 
+_ORIG_SRC, _REPLY_SRC = (
+    itemgetter(RawRow._fields.index("orig_src")),
+    itemgetter(RawRow._fields.index("reply_src")),
+)
 FULL_TABLE = 0.9
 """Fill ratio of the conntrack table above which the agent warns: new connections will soon be refused."""
 
@@ -54,6 +69,7 @@ class Agent:
         boot: str,
         drain_s: float = 20.0,
         clock: Callable[[], float] = time.time,
+        dns: DnsWatch | None = None,
         id_key: str = "",
     ) -> None:
         self.settings, self.conntrack, self.state_dir, self.publisher = (
@@ -63,6 +79,9 @@ class Agent:
             publisher,
         )
         self.boot, self.clock = boot, clock
+        self.dns = dns
+        self._dns_seen = (0, 0, 0)
+        """The cache's conflicts and evictions and the socket's losses at the last metrics update."""
         self.id_key = id_key or reports.new_key()
         """Secret part of this process's message ids (``reports.Report.key``): never logged."""
         self.table = FlowTable(max_flows=settings.max_flows)
@@ -88,6 +107,9 @@ class Agent:
         """Event-socket overruns and conntrack table drops in the open span."""
         self.drops_seen = -1
         """The kernel's cumulative table drops at the last statistics read (-1: unknown)."""
+        self.span_stamps: int | None = None
+        """Creation timestamps in the open span: 1 on at every poll, 0 off at one, -1 unreadable; None: no
+        poll yet."""
         self._stats: ctstats.Stats | None = None
         self._full = False
 
@@ -142,6 +164,7 @@ class Agent:
         self.events_lost, self.table_drops = saved.get("lost", 0), saved.get("drops", 0)
         # the kernel's counters belong to this boot: drops while the agent was down are counted then
         self.drops_seen = saved.get("seen", -1) if same_boot else -1
+        self.span_stamps = saved.get("ts")
 
     def _ledger_state(self) -> dict[str, int]:
         return {
@@ -150,6 +173,7 @@ class Agent:
             "lost": self.events_lost,
             "drops": self.table_drops,
             "seen": self.drops_seen,
+            **({"ts": self.span_stamps} if self.span_stamps is not None else {}),
         }
 
     # -- ticks --------------------------------------------------------------------------------------
@@ -157,6 +181,7 @@ class Agent:
     def poll(self) -> None:
         """DESTROY events, a full dump, events again; counts everything. A failed dump is logged."""
         started = time.monotonic()
+        self.read_dns()
         before = self.conntrack.overruns
         metrics.EVENTS.inc(self.conntrack.read_events(self.table.destroy))
         self.table.begin_dump()
@@ -178,6 +203,7 @@ class Agent:
         self.last_poll_ms = int(self.clock() * 1000)
         self.span_from_ms = self.span_from_ms or self.last_poll_ms
         self.read_stats()
+        self.read_timestamps()
         self.conntrack.resync_needed = False
         if self._overruns != before:
             self._resync.set()  # events were lost during this dump: dump again at once
@@ -221,6 +247,49 @@ class Agent:
             log.info("conntrack table below %d%% full again", int(FULL_TABLE * 100))
         self._full = full
 
+    def read_timestamps(self) -> None:
+        """Whether conntrack stamps creation times now: the gauge, and the open span's ledger state."""
+        on = self.conntrack.timestamps()
+        metrics.TIMESTAMPS.set(1 if on else 0)
+        now = TIMESTAMPS_UNKNOWN if on is None else int(on)
+        self.span_stamps = now if self.span_stamps is None else reports.stamps_of_both(self.span_stamps, now)
+
+    def read_dns(self) -> None:
+        """Every DNS answer waiting on the watch socket, into the cache (no-op without ``--dns-names``)."""
+        dns = self.dns
+        if dns is None:
+            return
+        metrics.DNS_ANSWERS.inc(dns.read(now=self.clock()))
+        seen = (dns.cache.conflicts, dns.cache.evictions, dns.lost)
+        for metric, now, before in zip(
+            (metrics.DNS_CONFLICTS, metrics.DNS_EVICTIONS, metrics.DNS_LOST),
+            seen,
+            self._dns_seen,
+            strict=True,
+        ):
+            if now != before:
+                metric.inc(now - before)
+        self._dns_seen = seen
+        metrics.DNS_ENTRIES.set(len(dns.cache))
+
+    def _names(self, rows: list[RawRow], *, since_ms: int, until_ms: int) -> dict[bytes, str] | None:
+        """The DNS names of the rows' addresses (either end of each) valid in the span; then the
+        entries no later report can need are dropped."""
+        dns = self.dns
+        if dns is None:
+            return None
+        self.read_dns()
+        names: dict[bytes, str] = {}
+        if rows and len(dns.cache):
+            addresses = set(map(_ORIG_SRC, rows))
+            addresses.update(map(_REPLY_SRC, rows))
+            names, ambiguous = dns.cache.names(addresses, since=since_ms / 1000)
+            metrics.DNS_NAMED.inc(len(names))
+            metrics.DNS_AMBIGUOUS.inc(ambiguous)
+        dns.cache.expire(before=until_ms / 1000)
+        metrics.DNS_ENTRIES.set(len(dns.cache))
+        return names
+
     def tick(self, *, final: bool = False) -> None:
         """One poll, then a report if the interval is over (or ``final``), then a checkpoint."""
         now = self.clock()
@@ -250,8 +319,11 @@ class Agent:
             flows=self.table.tracked,
             events_lost=self.events_lost,
             table_drops=self.table_drops,
+            timestamps=TIMESTAMPS_UNKNOWN if self.span_stamps is None else self.span_stamps,
         )
         self.span_from_ms, self.events_lost, self.table_drops = coverage.span_to_ms, 0, 0
+        self.span_stamps = None
+        names = self._names(rows, since_ms=coverage.span_from_ms, until_ms=coverage.span_to_ms)
         new = reports.build(
             rows,
             node=self.settings.node_name,
@@ -261,6 +333,7 @@ class Agent:
             seq=self._seq(),
             max_bytes=self.settings.max_message_bytes,
             coverage=coverage,
+            names=names,
             key=self.id_key,
         )
         self.backlog.add(new)
@@ -277,6 +350,7 @@ class Agent:
                 "table_drops": coverage.table_drops,
                 "backlog": len(self.pending),
                 "flows": self.table.tracked,
+                **({} if names is None else {"named": len(names)}),
                 **dropped,
             },
         )
@@ -326,7 +400,8 @@ class Agent:
         return time.monotonic() - self.last_poll < self.settings.stall_after_s
 
     def ready(self) -> bool:
-        return self.polls > 0
+        """Polled at least once, and RAW takes its reports (a full store makes it not ready)."""
+        return self.polls > 0 and not self.publisher.store_full
 
     def on_events(self) -> None:
         metrics.EVENTS.inc(self.conntrack.read_events(self.table.destroy))

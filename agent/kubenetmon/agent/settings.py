@@ -103,6 +103,25 @@ class AgentSettings:
         False, flag="--report-sctp", kind="switch", group=TOP_LEVEL, help="report SCTP flows too"
     )
     """Report SCTP flows too (TCP and UDP always)."""
+    dns_names: bool = option(
+        False,
+        flag="--dns-names",
+        kind="switch",
+        group=TOP_LEVEL,
+        help="watch DNS answers on the node (UDP from port 53; needs CAP_NET_RAW) and name remote addresses",
+    )
+    dns_grace_s: float = option(
+        120.0,
+        flag="--dns-grace",
+        kind="duration",
+        help="how long past its TTL a DNS answer still names its addresses",
+    )
+    dns_max_entries: int = option(
+        65536,
+        flag="--dns-max-entries",
+        kind="int",
+        help="addresses with a remembered DNS name at most; beyond, the oldest answers are forgotten",
+    )
 
     def __post_init__(self) -> None:
         require(self, "node_name", bool(self.node_name.strip()), "a node name")
@@ -120,6 +139,8 @@ class AgentSettings:
         require(self, "max_backlog_reports", self.max_backlog_reports >= 2, "an integer >= 2")
         require(self, "event_buffer_bytes", self.event_buffer_bytes >= 65536, "at least 64KiB")
         require(self, "publish_window", 1 <= self.publish_window <= 1024, "1 to 1024")
+        require(self, "dns_grace_s", 0 <= self.dns_grace_s <= 86400, "0 to 24h")
+        require(self, "dns_max_entries", 1 <= self.dns_max_entries <= 10_000_000, "1 to 10000000")
 
     @property
     def interval(self) -> int:

@@ -13,6 +13,7 @@ column-oriented in ``schema.COLUMNS`` order: the ``out`` row of every kept recor
 is local, then those whose destination is local), then their ``in`` rows in the same order. Columns
 that repeat themselves are ``spans.Spans`` (constants; a record's values in its ``in`` row), which the
 ENRICHED encoder packs once per part. Every drop and every unknown is counted by reason in ``Stats``.
+``remoteDNSName`` is the RAW message's name for the remote address, for remotes outside the cluster only.
 
 It must not do I/O, read the clock except through ``enriched_at``, or mutate the index.
 """
@@ -154,6 +155,8 @@ class Labeler:
         o, i = _taker(cases, OUT, outs), _taker(cases, IN, ins)
         twice = self._sides(src, dst, o, i, stats)
         twice.update(self._flows(columns, o, i, outs=outs, ins=ins))
+        if msg.names:
+            twice["remoteDNSName"] = _remote_names(msg.names, o(rsrc) + i(osrc), chain(o(dst), i(src)))
         ids = schema.flow_ids(msg.msg_id, msg.identities())
         out_ids = o(ids) + i(ids)
         pairs: dict[str, tuple[Sequence[Any], Sequence[Any]]] = {
@@ -173,6 +176,7 @@ class Labeler:
             "observerNode": msg.node,
             "enrichedAt": enriched_at,
             "sourceId": msg.msg_id,
+            "remoteDNSName": "",
         }
         return Labelled(list(schema.COLUMN_NAMES), _assemble(twice, pairs, constants, stats.rows), stats)
 
@@ -284,6 +288,18 @@ def _assemble(
         else:
             data.append(spans.repeated(constants[name], rows))
     return data
+
+
+def _remote_names(
+    names: dict[bytes, str], addresses: Sequence[bytes], remotes: Iterable[ep.Endpoint]
+) -> list[str]:
+    """The DNS name of each remote address the agent named, for remotes outside the cluster only (no
+    pod held the address in the interval, and it is no node's): a pod's or a node's name is never a DNS
+    answer's, however the answer read."""
+    return [
+        names.get(address, "") if key == ep.NOT_A_POD else ""
+        for address, key in zip(addresses, map(_KEY, remotes), strict=True)
+    ]
 
 
 def _count_drops(msg: RawMessage, cases: list[int], stats: Stats, on_drop: DropHook | None) -> None:

@@ -30,7 +30,7 @@ from kubenetmon.enricher.settings import EnricherOptions, HistoryOptions, LabelO
 from kubenetmon.enricher.worker import STAGE, Enricher
 from kubenetmon.shared import runtime
 from kubenetmon.shared.broker import Broker, connect_ready_or_stop
-from kubenetmon.shared.consumer import consume
+from kubenetmon.shared.consumer import STORE_FULL, consume
 from kubenetmon.shared.pool import Ready, run_worker
 from kubenetmon.shared.settings import HttpSettings, NatsSettings, RuntimeSettings
 
@@ -76,6 +76,7 @@ async def serve(config: EnricherConfig, *, ready: Ready, stop: asyncio.Event) ->
         broker = await connect_broker(config.nats, name=ready.name, stop=stop)
         if broker is None:
             return 0
+        broker.capacity.listen(lambda full: ready.hold(STORE_FULL, full))
         async with runtime.RootTasks(stop) as tasks:
             if from_meta:
                 tasks.start("metadata-feed", fill.follow_meta(broker, stop=stop))

@@ -24,9 +24,9 @@ from kubenetmon.enricher import metrics as m
 from kubenetmon.enricher.labeler import Labeler, Labelled, Stats
 from kubenetmon.shared import schema
 from kubenetmon.shared.broker import Broker
-from kubenetmon.shared.consumer import ACK, Outcome, Poison, Retry
+from kubenetmon.shared.consumer import ACK, STORE_FULL, Outcome, Poison, Retry
 from kubenetmon.shared.deliveries import Delivery
-from kubenetmon.shared.errors import PoisonError, TransientError
+from kubenetmon.shared.errors import PoisonError, StoreFullError, TransientError
 from kubenetmon.shared.ledger import ReportRow
 
 log = logging.getLogger(__name__)
@@ -148,6 +148,9 @@ def _outcome(results: list[Any]) -> Outcome:
         m.MESSAGES_OUT.inc(len(results))
         return ACK
     first = failures[0]
+    full = next((f for f in failures if isinstance(f, StoreFullError)), None)
+    if full is not None:  # held and sent again until ENRICHED has room, never dead-lettered for it
+        return Retry(STORE_FULL, detail=str(full))
     if not isinstance(first, TransientError):
         log.error("unexpected publish failure: %r", first)
     return Retry("publish", detail=str(first))

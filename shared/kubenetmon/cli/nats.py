@@ -147,8 +147,9 @@ async def _status(broker: Broker) -> int:
     for kind in topology.KINDS:
         stats = await broker.stream_info(kind)
         placement = f", {stats.replicas} replicas led by {stats.leader}" if stats.leader else ""
+        limit = f" of {stats.max_bytes} ({stats.bytes / stats.max_bytes:.0%})" if stats.max_bytes > 0 else ""
         print(
-            f"stream {stats.name}: {stats.messages} messages, {stats.bytes} bytes, "
+            f"stream {stats.name}: {stats.messages} messages, {stats.bytes} bytes{limit}, "
             f"seq {stats.first_seq}..{stats.last_seq}{placement}"
         )
     for consumer in topology.CONSUMERS:

@@ -7,6 +7,10 @@
   or the DLQ could not take it) goes to the DLQ unhandled. The server itself never gives up on a message
   (``topology.SERVER_MAX_DELIVER``), so counting here is what bounds the deliveries, and nothing is
   dropped when the last one cannot be dead-lettered.
+- ``Retry(STORE_FULL)``: the stream the result goes to is full (``StoreFullError``). Never counted
+  towards ``max_deliver`` and never dead-lettered for it: ``consume`` holds such deliveries (in
+  progress, so the server neither redelivers them nor counts a delivery) and handles them again until
+  the stream takes the result; that also stops fetching, so the backlog stays where it is.
 - ``Poison(reason, detail)``: it will never succeed: publish it to the DLQ with headers saying where it
   came from and why, then ``term`` it. If the DLQ publish fails it is nak'ed, never dropped.
 
@@ -27,7 +31,7 @@ from typing import Final
 from kubenetmon.shared import backoff, metrics
 from kubenetmon.shared.broker import Broker, PullSource
 from kubenetmon.shared.deliveries import Delivery
-from kubenetmon.shared.errors import PoisonError, TransientError
+from kubenetmon.shared.errors import PoisonError, StoreFullError, TransientError
 from kubenetmon.shared.runtime import sleep_or_stop
 
 log = logging.getLogger(__name__)
@@ -42,6 +46,8 @@ H_STREAM_SEQ: Final = "Kubenetmon-Stream-Seq"
 H_NUM_DELIVERED: Final = "Kubenetmon-Num-Delivered"
 H_OMITTED_BYTES: Final = "Kubenetmon-Omitted-Bytes"
 """Set when the DLQ entry carries no body: the original's size; read it from its stream and sequence."""
+STORE_FULL: Final = "store_full"
+"""The ``Retry`` reason of a result a full stream refused."""
 _DETAIL_MAX: Final = 512
 _SUMMARY_EVERY_S: Final = 30.0
 
@@ -82,6 +88,8 @@ def classify(exc: BaseException) -> Outcome:
     """Poison (``DecodeError`` too) -> DLQ; transient -> retry; other -> retry, logged."""
     if isinstance(exc, PoisonError):
         return Poison(exc.reason, exc.detail)
+    if isinstance(exc, StoreFullError):
+        return Retry(STORE_FULL, detail=str(exc))
     if isinstance(exc, TransientError):
         return Retry("transient", detail=str(exc))
     log.error("unexpected error while handling a message: %r", exc, exc_info=exc)
@@ -119,7 +127,7 @@ def exhausted(delivery: Delivery, max_deliver: int) -> Poison | None:
 
 async def _retry(broker: Broker, delivery: Delivery, retry: Retry, *, stage: str) -> str:
     settings = broker.settings
-    if delivery.num_delivered >= settings.max_deliver:
+    if delivery.num_delivered >= settings.max_deliver and retry.reason != STORE_FULL:
         detail = f"{retry.reason} after {delivery.num_delivered} deliveries: {retry.detail}".rstrip(": ")
         return await _dead_letter(broker, delivery, "max_deliver", detail, stage=stage)
     delay = retry.delay if retry.delay is not None else settings.backoff_delay(delivery.num_delivered)
@@ -141,7 +149,9 @@ async def _dead_letter(broker: Broker, delivery: Delivery, reason: str, detail: 
     except (TransientError, PoisonError) as exc:
         # Never term what the DLQ did not take: nak it, so it is retried (and dead-lettered) later.
         SETTLE_ERRORS.labels(stage).inc()
-        log.error("DLQ publish failed for %r (%s): %s; nak'ed instead", delivery, reason, exc)
+        # a full DLQ was said once by the broker (store full): not one line per message
+        level = logging.DEBUG if isinstance(exc, StoreFullError) else logging.ERROR
+        log.log(level, "DLQ publish failed for %r (%s): %s; nak'ed instead", delivery, reason, exc)
         await delivery.nak(broker.settings.backoff_delay(delivery.num_delivered))
         return "nak"
     await delivery.term()
@@ -216,15 +226,61 @@ async def consume(
                 else:
                     tally.add(await settle(broker, delivery, verdict, stage=stage))
             deliveries = fresh
-            if deliveries:
-                outcomes = await _handle(handler, deliveries, stage=stage)
-                for delivery, outcome in zip(deliveries, outcomes, strict=True):
-                    tally.add(await settle(broker, delivery, outcome, stage=stage))
+            held = await _settle_all(broker, deliveries, handler, tally, stage=stage)
+            if held:
+                await _hold(broker, held, handler, tally, stop=stop, stage=stage)
             tally.maybe_log()
     finally:
         tally.maybe_log(force=True)
         if isinstance(consumer, str):
             await source.close()
+
+
+async def _settle_all(
+    broker: Broker, deliveries: list[Delivery], handler: Handler, tally: _Tally, *, stage: str
+) -> list[Delivery]:
+    """Handle and settle ``deliveries``; those whose result a full stream refused are returned unsettled."""
+    held: list[Delivery] = []
+    if not deliveries:
+        return held
+    outcomes = await _handle(handler, deliveries, stage=stage)
+    for delivery, outcome in zip(deliveries, outcomes, strict=True):
+        if isinstance(outcome, Retry) and outcome.reason == STORE_FULL:
+            held.append(delivery)
+        else:
+            tally.add(await settle(broker, delivery, outcome, stage=stage))
+    return held
+
+
+async def _hold(
+    broker: Broker,
+    held: list[Delivery],
+    handler: Handler,
+    tally: _Tally,
+    *,
+    stop: asyncio.Event,
+    stage: str,
+) -> None:
+    """Keep ``held`` in progress and handle them again, backing off, until the full stream takes their
+    results or ``stop`` is set (then they are nak'ed: redelivered later, never dead-lettered for it)."""
+    settings = broker.settings
+    attempt = 0
+    while held and not stop.is_set():
+        attempt += 1
+        for delivery in held:
+            try:
+                await delivery.in_progress()
+            except TransientError as exc:
+                log.debug("in-progress for %r failed: %s", delivery, exc)
+        await sleep_or_stop(stop, min(settings.backoff_delay(attempt), settings.ack_wait_s / 3))
+        if not stop.is_set():
+            held = await _settle_all(broker, held, handler, tally, stage=stage)
+        if held and backoff.now_and_then(attempt, every=30):
+            log.warning(
+                "%s: holding %d deliveries until the stream has room (attempt %d)", stage, len(held), attempt
+            )
+    for delivery in held:
+        tally.add(await settle(broker, delivery, Retry(STORE_FULL), stage=stage))
 
 
 async def _bind(broker: Broker, consumer: str, *, stop: asyncio.Event, stage: str) -> PullSource | None:

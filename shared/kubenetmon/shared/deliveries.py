@@ -115,6 +115,8 @@ class StreamStats:
     """Name of the server leading the stream in a JetStream cluster (``""`` on a single server)."""
     replicas: int = 1
     """Copies the cluster keeps (the stream's ``num_replicas``)."""
+    max_bytes: int = -1
+    """The stream's byte limit (-1: none)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,3 +46,15 @@ class DecodeError(PoisonError):
         super().__init__(reason, detail)
         self.subject = subject
         self.data = data
+
+
+class StoreFullError(TransientError):
+    """The stream refused a publish because its store is full (its ``max_bytes``, or the server's store).
+
+    Transient: the message must be kept and sent again once the stream has room; never dead-lettered
+    for it, never dropped. ``stream`` is the stream kind (``raw``, ``enriched``, ``dlq``, ``meta``).
+    """
+
+    def __init__(self, stream: str, detail: str) -> None:
+        super().__init__(detail)
+        self.stream = stream

@@ -5,22 +5,26 @@ time of the poll before its first one (``span_from``) to the time of its last po
 outage the agent's next report starts from its last checkpointed poll: its span reaches back over the
 gap, which is how a reader tells a *catch-up* from a silence. Next to the span, the totals (rows, bytes,
 packets), the flows the agent tracked, the DESTROY events the kernel could not deliver and the packets the
-conntrack table refused in that span: what the report is known to hold and known to lack.
+conntrack table refused in that span, and whether conntrack stamped creation times throughout it
+(``nf_conntrack_timestamp``; without them a short flow reusing a closed one's tuples can be lost): what
+the report is known to hold and known to lack.
 
 It travels as the optional ``ledger`` map of a RAW message (agents before it send none; decoders accept
-both) and as the optional ``report`` map of the ENRICHED message made from a RAW chunk, which the writer
-stores as one row of ``agent_reports``. Pure: encoding and strict decoding only, no I/O.
+both; its ``ts`` is optional too: unknown when absent) and as the optional ``report`` map of the ENRICHED
+message made from a RAW chunk, which the writer stores as one row of ``agent_reports``. Pure: encoding
+and strict decoding only, no I/O.
 """
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, replace
 from typing import Any, Final
 
 from kubenetmon.shared.errors import DecodeError
 
 _U64: Final = (1 << 64) - 1
 _U32: Final = (1 << 32) - 1
+TIMESTAMPS_UNKNOWN: Final = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +47,14 @@ class Ledger:
     """DESTROY events the kernel could not deliver (socket overruns) in the span."""
     table_drops: int
     """Connections conntrack dropped or could not insert (``drop``, ``early_drop``, ``insert_failed``)."""
+    timestamps: int = TIMESTAMPS_UNKNOWN
+    """1: conntrack creation timestamps were on at every poll of the span; 0: off at one at least;
+    ``TIMESTAMPS_UNKNOWN`` (-1): not said (an agent from before this field)."""
 
 
 LEDGER_KEYS: Final = ("from", "to", "rows", "bytes", "packets", "flows", "lost", "drops")
+TIMESTAMPS_KEY: Final = "ts"
+"""Optional ledger key of ``Ledger.timestamps`` (0 or 1), after the eight required ones."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +77,10 @@ REPORT_KEYS: Final = ("boot", "start", "secs", "seq", "chunk", "chunks", "chunk_
 
 
 def ledger_map(ledger: Ledger) -> dict[str, int]:
-    return dict(zip(LEDGER_KEYS, astuple(ledger), strict=True))
+    out = dict(zip(LEDGER_KEYS, astuple(ledger)[: len(LEDGER_KEYS)], strict=True))
+    if ledger.timestamps != TIMESTAMPS_UNKNOWN:
+        out[TIMESTAMPS_KEY] = ledger.timestamps
+    return out
 
 
 def report_map(row: ReportRow) -> dict[str, Any]:
@@ -86,7 +98,10 @@ def decode_ledger(value: Any, *, subject: str, data: bytes) -> Ledger:
         raise DecodeError(
             "schema", f"ledger field {bad[0]!r} missing or out of range", subject=subject, data=data
         )
-    ledger = Ledger(*ints)
+    stamps = value.get(TIMESTAMPS_KEY, TIMESTAMPS_UNKNOWN)
+    if TIMESTAMPS_KEY in value and (type(stamps) is not int or stamps not in (0, 1)):
+        raise DecodeError("schema", "ledger field 'ts' must be 0 or 1", subject=subject, data=data)
+    ledger = replace(Ledger(*ints), timestamps=stamps)
     if ledger.span_from_ms > ledger.span_to_ms:
         raise DecodeError("schema", "ledger span ends before it starts", subject=subject, data=data)
     return ledger

@@ -37,10 +37,27 @@ class Ready:
         """This worker's slot, 0 .. workers-1 (stable across respawns)."""
         self.name = name
         """``<pool>-<index>``, for logs and NATS connection names."""
+        self._ok = False
+        self._holds: set[str] = set()
 
     def __call__(self, ok: bool = True) -> None:
+        self._ok = ok
+        self._publish()
+
+    def hold(self, reason: str, held: bool = True) -> None:
+        """Not ready while ``reason`` holds (a full store), whatever ``ready()`` said; ``held=False``
+        lifts it."""
+        if held:
+            self._holds.add(reason)
+        else:
+            self._holds.discard(reason)
+        self._publish()
+
+    def _publish(self) -> None:
+        ok = self._ok and not self._holds
         if bool(self._flags[self.index]) != ok:
-            log.info("worker %s %s", self.name, "ready" if ok else "not ready")
+            why = f" ({', '.join(sorted(self._holds))})" if self._ok and self._holds else ""
+            log.info("worker %s %s%s", self.name, "ready" if ok else "not ready", why)
         self._flags[self.index] = 1 if ok else 0
 
 

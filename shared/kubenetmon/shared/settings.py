@@ -23,6 +23,8 @@ from kubenetmon.shared.options import add_arguments, from_args, option, require
 _STREAM_TOKEN: Final = re.compile(r"^[A-Za-z0-9_-]+$")
 _SUBJECT: Final = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 _URL: Final = re.compile(r"^(nats|tls|ws|wss)://[^\s/]+/?$")
+_MIB: Final = 1024**2
+_GIB: Final = 1024**3
 _DAY: Final = 86400.0
 
 
@@ -82,17 +84,24 @@ class NatsSettings:
     raw_max_age_s: float = option(
         7 * _DAY, flag="--nats-raw-max-age", kind="duration", help="RAW retention, age"
     )
-    raw_max_bytes: int = option(-1, flag="--nats-raw-max-bytes", kind="size", help="RAW retention, bytes")
+    raw_max_bytes: int = option(
+        2 * _GIB, flag="--nats-raw-max-bytes", kind="size", help="RAW retention, bytes (then refused)"
+    )
     enriched_max_age_s: float = option(
         2 * _DAY, flag="--nats-enriched-max-age", kind="duration", help="ENRICHED retention, age"
     )
     enriched_max_bytes: int = option(
-        -1, flag="--nats-enriched-max-bytes", kind="size", help="ENRICHED retention, bytes"
+        _GIB,
+        flag="--nats-enriched-max-bytes",
+        kind="size",
+        help="ENRICHED retention, bytes (then the writers trim what they stored, or refused)",
     )
     dlq_max_age_s: float = option(
         14 * _DAY, flag="--nats-dlq-max-age", kind="duration", help="DLQ retention, age"
     )
-    dlq_max_bytes: int = option(-1, flag="--nats-dlq-max-bytes", kind="size", help="DLQ retention, bytes")
+    dlq_max_bytes: int = option(
+        256 * _MIB, flag="--nats-dlq-max-bytes", kind="size", help="DLQ retention, bytes (then refused)"
+    )
     meta_max_age_s: float = option(
         8 * _DAY,
         flag="--nats-meta-max-age",
@@ -100,7 +109,10 @@ class NatsSettings:
         help="META (metadata history) retention, age: above the RAW retention plus a snapshot period",
     )
     meta_max_bytes: int = option(
-        -1, flag="--nats-meta-max-bytes", kind="size", help="META (metadata history) retention, bytes"
+        512 * _MIB,
+        flag="--nats-meta-max-bytes",
+        kind="size",
+        help="META (metadata history) retention, bytes (then refused)",
     )
     replicas: int = option(1, flag="--nats-replicas", kind="int", help="stream replicas (1 to 5)")
     storage: str = option("file", flag="--nats-storage", choices=("file", "memory"), help="stream storage")

@@ -8,6 +8,10 @@ Four streams, all with *limits* retention (never work-queue: replay needs the hi
 - ``{stream_prefix}_META``      subjects ``{subject_prefix}.meta.>``     (Kubernetes metadata history,
   recorded by the enrichers, read by ``replay raw --metadata as-of``)
 
+Each has a ``max_age`` and a ``max_bytes`` below the server's store, and the ``new`` discard policy: a
+full stream refuses a publish (the publisher keeps the message and sends it again) instead of deleting
+its oldest messages, which a consumer may not have read yet. Both limits change in place.
+
 and two durable pull consumers shared by every worker of every pod: ``enricher`` on RAW and ``writer``
 on ENRICHED, explicit ack, bounded ``max_ack_pending`` and a redelivery backoff. The server never gives
 up on a message (``SERVER_MAX_DELIVER``): the workers count deliveries and dead-letter at ``max_deliver``.
@@ -101,7 +105,8 @@ class StreamSpec:
     duplicate_window_s: float
     storage: str
     retention: str = "limits"
-    discard: str = "old"
+    discard: str = "new"
+    """A full stream refuses new messages: "old" would delete the oldest, consumed or not."""
     compression: str = "none"
     """``s2`` or ``none``: how the server stores message blocks (file storage only)."""
 

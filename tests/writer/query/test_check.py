@@ -31,11 +31,11 @@ def test_table_counts_states_per_node_and_explains_the_bad_ones() -> None:
     lines = out.getvalue().splitlines()
     assert lines[0] == "window 2027-01-15T08:00:00Z to 2027-01-15T08:03:00Z, 60s intervals"
     assert lines[1].split() == [
-        "NODE", "COMPLETE", "COVERED", "LATER", "LOSSY", "PARTIAL", "SILENT", "NOT", "YET", "METERED",
-        "NOT", "SETTLED", "YET",
+        "NODE", "COMPLETE", "COVERED", "LATER", "AT-RISK", "LOSSY", "PARTIAL", "SILENT", "NOT", "YET",
+        "METERED", "NOT", "SETTLED", "YET",
     ]  # fmt: skip
-    assert lines[2].split() == ["n1", "1", "1", "1", "0", "0", "0", "0"]
-    assert lines[3].split() == ["node-22", "0", "0", "0", "1", "2", "0", "0"]
+    assert lines[2].split() == ["n1", "1", "1", "0", "1", "0", "0", "0", "0"]
+    assert lines[3].split() == ["node-22", "0", "0", "0", "0", "1", "2", "0", "0"]
     assert lines[4] == "n1 2027-01-15T08:01:00Z lossy: 0 chunks missing, 2 event overruns, 1 table drops"
     assert (
         lines[5] == "node-22 2027-01-15T08:00:00Z partial: 3 chunks missing, 0 event overruns, 0 table drops"
@@ -59,7 +59,9 @@ def test_json_has_every_interval_and_the_verdict() -> None:
 
 
 def _args(**kw: object) -> argparse.Namespace:
-    base: dict[str, object] = {"start": "-1h", "end": "now", "node": [], "settle": "2m", "reach": "6h"}
+    base: dict[str, object] = {
+        "start": "-1h", "end": "now", "node": [], "settle": "2m", "reach": "6h", "accept_no_timestamps": False
+    }  # fmt: skip
     return argparse.Namespace(**{**base, **kw})
 
 

@@ -8,6 +8,7 @@ import itertools
 import pytest
 
 from kubenetmon.writer.query.completeness import (
+    AT_RISK,
     COMPLETE,
     COVERED_LATER,
     LOSSY,
@@ -42,10 +43,13 @@ def report(
     lost: int = 0,
     drops: int = 0,
     boot: str = "b",
+    stamps: int = 1,
 ) -> list[ChunkRow]:
     lo, hi = span if span else (start * 1000 + LAG_MS, (start + seconds) * 1000 + LAG_MS)
     return [
-        ChunkRow(node, boot, start if seq is None else seq, start, seconds, i, chunks, lo, hi, lost, drops)
+        ChunkRow(
+            node, boot, start if seq is None else seq, start, seconds, i, chunks, lo, hi, lost, drops, stamps
+        )
         for i in (range(chunks) if present is None else present)
     ]
 
@@ -230,3 +234,24 @@ def test_a_settled_interval_without_a_report_is_still_silent() -> None:
 
 def test_nothing_judged_says_so_instead_of_zero_of_zero() -> None:
     assert judged([]) == 0 and summary([]) == "no node-interval to judge"
+
+
+def test_timestamps_off_makes_an_interval_at_risk_unless_accepted() -> None:
+    rows = steady(2) + report(T0 + 2 * STEP, stamps=0) + report(T0 + 3 * STEP, stamps=-1) + steady(5)[4:]
+    assert states(rows) == [COMPLETE, COMPLETE, AT_RISK, COMPLETE, COMPLETE]  # -1: not said, not judged
+    accepted = classify(rows, nodes=(), start=T0, end=T0 + 5 * STEP, step=STEP, accept_no_timestamps=True)
+    assert [v.state for v in accepted] == [COMPLETE] * 5 and whole(accepted)
+    assert not whole(classify(rows, nodes=(), start=T0, end=T0 + 5 * STEP, step=STEP))
+
+
+def test_lossy_and_partial_win_over_at_risk_and_a_catch_up_without_timestamps_puts_its_span_at_risk() -> None:
+    assert states(
+        report(T0, stamps=0, lost=1) + report(T0 + STEP, stamps=0, chunks=2, present=(0,)), n=2
+    ) == [
+        LOSSY,
+        PARTIAL,
+    ]
+    catch_up = report(
+        T0 + 3 * STEP, seconds=STEP, span=((T0 + STEP) * 1000, (T0 + 4 * STEP) * 1000), stamps=0
+    )
+    assert states(report(T0) + catch_up, n=4) == [COMPLETE, AT_RISK, AT_RISK, AT_RISK]

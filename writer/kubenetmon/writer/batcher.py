@@ -115,6 +115,7 @@ def report_values(message: EnrichedMessage) -> tuple[Any, ...] | None:
         *(message.source, message.node, r.boot, r.start, r.seconds, r.seq, r.chunk, r.chunks, r.chunk_rows),
         *(g.span_from_ms, g.span_to_ms, g.rows, g.bytes, g.packets, g.flows, g.events_lost, g.table_drops),
         message.enriched_at,
+        g.timestamps,
     )
 
 

@@ -71,6 +71,7 @@ TYPES: Final[dict[str, str]] = {
     "flowId": "UInt64",
     "enrichedAt": "UInt64 CODEC(Delta(8), ZSTD(1))",
     "sourceId": "String CODEC(ZSTD(1))",
+    "remoteDNSName": _LC,
 }
 
 # The types rows are sent in: what the wire already holds, converted by the server on insert
@@ -103,7 +104,8 @@ LABEL_COLUMNS: Final = (
     "remoteService",
     "crossZone",
 )
-BASE_COLUMNS: Final = tuple(n for n in COLUMN_NAMES if n not in LABEL_COLUMNS)
+NAME_COLUMNS: Final = ("remoteDNSName",)
+BASE_COLUMNS: Final = tuple(n for n in COLUMN_NAMES if n not in LABEL_COLUMNS + NAME_COLUMNS)
 
 # Skipping indexes for the users' filters; the sorting key already serves time ranges.
 INDEXES: Final = (
@@ -162,6 +164,12 @@ def add_label_columns(database: str, table: str) -> str:
     return f"ALTER TABLE {fqn(database, table)} " + ", ".join(clauses)
 
 
+def add_name_columns(database: str, table: str) -> str:
+    """Schema version 7: the DNS name of a remote outside the cluster ('' when unknown), last."""
+    clauses = [f"ADD COLUMN IF NOT EXISTS {q(name)} {TYPES[name]} DEFAULT ''" for name in NAME_COLUMNS]
+    return f"ALTER TABLE {fqn(database, table)} " + ", ".join(clauses)
+
+
 def add_indexes(database: str, table: str) -> str:
     """Schema version 3: skipping indexes for app, pod, namespace, workload, class and zone filters."""
     clauses = [
@@ -214,10 +222,13 @@ REPORT_TYPES: Final[dict[str, str]] = {
     "eventsLost": "UInt64",
     "tableDrops": "UInt64",
     "enrichedAt": "UInt64",
+    "conntrackTimestamps": "Int8 DEFAULT -1",
 }
+"""``conntrackTimestamps``: 1 conntrack stamped creation times throughout the span, 0 it did not at one
+poll at least (``check``: at-risk), -1 not said (rows of agents before it, and of tables migrated to it)."""
 REPORT_COLUMNS: Final[tuple[str, ...]] = tuple(REPORT_TYPES)
 REPORT_INSERT_TYPES: Final[tuple[str, ...]] = tuple(
-    "String" if t == _LC else t.split(" CODEC")[0] for t in REPORT_TYPES.values()
+    "String" if t == _LC else t.split(" CODEC")[0].split(" DEFAULT")[0] for t in REPORT_TYPES.values()
 )
 
 
@@ -232,6 +243,14 @@ def create_reports_table(database: str) -> str:
 ENGINE = ReplacingMergeTree(enrichedAt)
 PARTITION BY toYYYYMM(intervalStartTime)
 ORDER BY (node, intervalStartTime, sourceId)"""
+
+
+def add_reports_timestamps(database: str) -> str:
+    """The ledger's ``conntrackTimestamps`` column on a table made before it: -1 (not said) in old rows."""
+    return (
+        f"ALTER TABLE {fqn(database, REPORTS_TABLE)} "
+        "ADD COLUMN IF NOT EXISTS `conntrackTimestamps` Int8 DEFAULT -1"
+    )
 
 
 def create_reports_exact_view(database: str) -> str:

@@ -76,6 +76,20 @@ MIGRATIONS: Final = (
         "ledger of reports: agent_reports and agent_reports_exact",
         lambda d, t: [flow_tables.create_reports_table(d), flow_tables.create_reports_exact_view(d)],
     ),
+    Migration(
+        7,
+        "remoteDNSName column; exact and cost views re-created",
+        lambda d, t: [
+            flow_tables.add_name_columns(d, t),
+            flow_tables.create_exact_view(d, t),
+            cost_tables.create_cost_view(d, t),
+        ],
+    ),
+    Migration(
+        8,
+        "ledger: whether conntrack stamped creation times (agent_reports.conntrackTimestamps)",
+        lambda d, t: [flow_tables.add_reports_timestamps(d), flow_tables.create_reports_exact_view(d)],
+    ),
 )
 PRICES_VERSION: Final = 5
 REPORTS_VERSION: Final = 6

@@ -2,7 +2,8 @@
 
 In order: open ClickHouse and migrate the schema (idempotent; retried while ClickHouse is unavailable),
 with a ``chdb://`` target serve read-only queries for ``sql``/``top`` (``query.endpoint``), connect to
-NATS and ensure the topology, report ready, then run the ``Writer`` loop until SIGTERM, flush and drain.
+NATS and ensure the topology, report ready, then run the ``Writer`` loop (and ``trim``, which makes room
+in ENRICHED) until SIGTERM, flush and drain. A full store makes the process not ready until it has room.
 
 ``WriterConfig`` is everything the process needs; ``cli`` builds it from flags in the supervisor and the
 pool hands it to ``work`` across the spawn. This module parses nothing and owns no policy of its own:
@@ -18,12 +19,14 @@ from dataclasses import dataclass
 
 from kubenetmon.shared import backoff, runtime
 from kubenetmon.shared.broker import Broker, connect_ready_or_stop
+from kubenetmon.shared.consumer import STORE_FULL
 from kubenetmon.shared.pool import Ready, run_worker
 from kubenetmon.shared.settings import HttpSettings, NatsSettings, RuntimeSettings
 from kubenetmon.writer.migrate import migrate
 from kubenetmon.writer.query.endpoint import QueryServer
 from kubenetmon.writer.settings import ClickHouseSettings, WriterSettings
 from kubenetmon.writer.sink import Sink, SinkUnavailable
+from kubenetmon.writer.trim import trim_loop
 from kubenetmon.writer.worker import Writer
 
 log = logging.getLogger(__name__)
@@ -70,6 +73,7 @@ async def serve(config: WriterConfig, *, ready: Ready, stop: asyncio.Event) -> i
         broker = await _connect(config, name=ready.name, stop=stop)
         if broker is None:
             return 0
+        broker.capacity.listen(lambda full: ready.hold(STORE_FULL, full))
         source = await broker.pull("writer")
         writer = Writer(
             source=source,
@@ -89,7 +93,9 @@ async def serve(config: WriterConfig, *, ready: Ready, stop: asyncio.Event) -> i
             },
         )
         try:
-            await writer.run(stop)
+            async with runtime.RootTasks(stop) as tasks:
+                tasks.start("trim-enriched", trim_loop(broker, stop=stop))
+                await writer.run(stop)
         finally:
             ready(False)
             await source.close()

@@ -29,6 +29,7 @@ from nats.js import JetStreamContext, api
 from kubenetmon.shared import backoff, metrics
 from kubenetmon.shared import topology as topo
 from kubenetmon.shared.broker import answering, reconcile
+from kubenetmon.shared.broker.capacity import Capacity, is_store_full
 from kubenetmon.shared.broker.connection import (
     CLIENT_ERRORS,
     MSG_ID_HEADER,
@@ -68,6 +69,8 @@ class Broker:
         self._nc = nc
         self._events = events
         self._sources: set[PullSource] = set()
+        self.capacity = Capacity()
+        """Which streams refuse new messages because their store is full (``listen`` for readiness)."""
         self._js: JetStreamContext = nc.jetstream(timeout=settings.publish_timeout_s)
 
     @classmethod
@@ -113,6 +116,11 @@ class Broker:
         return bool(self._nc.is_connected)
 
     @property
+    def max_payload(self) -> int:
+        """The largest message the server takes, bytes (its ``max_payload``)."""
+        return int(self._nc.max_payload)
+
+    @property
     def lost(self) -> bool:
         """The client closed the connection for good without being asked to (it will not reconnect)."""
         return bool(self._nc.is_closed) and not self._events.closing
@@ -145,7 +153,8 @@ class Broker:
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 (a deadline for the server's ack, not for the call)
     ) -> PublishResult:
-        """Publish to JetStream and wait for the server's ack; ``TransientError`` if it does not come."""
+        """Publish to JetStream and wait for the server's ack; ``TransientError`` if it does not come,
+        ``StoreFullError`` if the stream refused it for want of room."""
         hdrs = dict(headers) if headers else {}
         if msg_id:
             hdrs[MSG_ID_HEADER] = msg_id
@@ -158,8 +167,13 @@ class Broker:
             )
         except nats.errors.MaxPayloadError as exc:
             raise PoisonError("oversized", f"{len(payload)} bytes: {exc}") from None
+        except nats.js.errors.APIError as exc:
+            if is_store_full(exc):
+                raise self.capacity.refused(self._kind(subject), exc, subject=subject) from None
+            raise TransientError(f"publish to {subject} failed: {describe(exc)}") from exc
         except CLIENT_ERRORS as exc:
             raise TransientError(f"publish to {subject} failed: {describe(exc)}") from exc
+        self.capacity.accepted(self._kind(subject))
         return PublishResult(stream=ack.stream, seq=ack.seq, duplicate=bool(ack.duplicate))
 
     async def _publish_within(
@@ -315,7 +329,16 @@ class Broker:
             s.consumer_count,
             leader=leader,
             replicas=info.config.num_replicas or 1,
+            max_bytes=info.config.max_bytes if info.config.max_bytes is not None else -1,
         )
+
+    async def purge_below(self, kind: str, seq: int) -> bool:
+        """Remove every message of stream ``kind`` with a sequence below ``seq`` (True when done)."""
+        name = self.stream_name(kind)
+        try:
+            return await self._js.purge_stream(name, seq=seq)
+        except CLIENT_ERRORS as exc:
+            raise TransientError(f"purge {name} below #{seq}: {describe(exc)}") from exc
 
     async def delete_message(self, kind: str, seq: int) -> bool:
         """Remove message ``seq`` from stream ``kind`` (a re-driven DLQ entry); False if already gone."""

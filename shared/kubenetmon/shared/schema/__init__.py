@@ -13,6 +13,7 @@ Its modules, from the bottom up:
   agent's conntrack keys and ``RawRow`` extend;
 - ``identity``: message ids and row ids (``flow_id``), stable across processes and replays;
 - ``envelope``: the msgpack map framing both messages share (size, kind and version checks);
+- ``names``: what a DNS name of a remote address may look like (RAW's optional ``names`` map);
 - ``raw`` and ``enriched``: each contract's message, its codec and its validation.
 
 Importers use the names re-exported here. They are loaded on first use (a module ``__getattr__``,

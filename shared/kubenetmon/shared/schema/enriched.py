@@ -119,6 +119,9 @@ COLUMNS: Final[tuple[Column, ...]] = (
     Column("flowId", "int", "row identity: hash of the RAW record (never of labels) and direction"),
     Column("enrichedAt", "int", "enrichment time, Unix nanoseconds; the row version"),
     Column("sourceId", "str", "Nats-Msg-Id of the RAW message"),
+    Column(
+        "remoteDNSName", "str", "DNS name the observer's node saw answered for a remote outside the cluster"
+    ),
 )
 COLUMN_NAMES: Final[tuple[str, ...]] = tuple(c.name for c in COLUMNS)
 COLUMN_INDEX: Final[dict[str, int]] = {name: i for i, name in enumerate(COLUMN_NAMES)}

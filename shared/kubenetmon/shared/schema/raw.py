@@ -7,6 +7,9 @@ RAW row layout (a msgpack array, in this order; see ``RawRow``)::
     reply_src, reply_dst, reply_sport, reply_dport,
     orig_packets, orig_bytes, reply_packets, reply_bytes   # deltas for this interval
 
+Next to the rows, an optional ``names`` map (address bytes -> DNS name, ``kubenetmon.shared.schema.names``):
+the name the observer's node saw answered for an address of the rows. Agents before it send none.
+
 The first eleven fields are the flow tuple (``flow.FlowTuple``). Within one RAW message an agent emits
 at most one row per flow tuple: that tuple plus the message's identity is the row identity in ClickHouse
 (``identity.flow_id``).
@@ -44,6 +47,7 @@ from kubenetmon.shared.schema.limits import (
     RAW_VERSION,
     U32,
 )
+from kubenetmon.shared.schema.names import decode_names
 
 
 class RawRow(FlowTuple):
@@ -72,8 +76,8 @@ class RawMessage:
     """
 
     __slots__ = (
-        "_columns", "_identities", "_rows", "boot", "chunk", "chunks", "ledger", "node", "seconds", "seq",
-        "start",
+        "_columns", "_identities", "_rows", "boot", "chunk", "chunks", "ledger", "names", "node", "seconds",
+        "seq", "start",
     )  # fmt: skip
     node: str
     boot: str
@@ -86,6 +90,8 @@ class RawMessage:
     chunks: int
     ledger: Ledger | None
     """The report's span and totals (every chunk carries it); None from agents that predate it."""
+    names: dict[bytes, str]
+    """DNS name of some addresses of the rows (empty: none known, or an agent that predates it)."""
     _columns: list[Sequence[Any]] | None
     _identities: list[bytes] | None
     _rows: list[RawRow] | None
@@ -104,12 +110,14 @@ class RawMessage:
         columns: list[Sequence[Any]] | None = None,
         identities: list[bytes] | None = None,
         ledger: Ledger | None = None,
+        names: dict[bytes, str] | None = None,
     ) -> None:
         """``columns`` (the rows transposed) replaces ``rows``; ``decode_raw`` also gives ``identities``."""
         for name, value in zip(_HEADER, (node, boot, start, seconds, seq, chunk, chunks), strict=True):
             object.__setattr__(self, name, value)
         object.__setattr__(self, "_columns", columns)
         object.__setattr__(self, "ledger", ledger)
+        object.__setattr__(self, "names", names or {})
         object.__setattr__(self, "_identities", identities)
         object.__setattr__(self, "_rows", ([] if rows is None else rows) if columns is None else None)
 
@@ -140,7 +148,7 @@ class RawMessage:
 
     def _key(self) -> tuple[Any, ...]:
         head = (self.node, self.boot, self.start, self.seconds, self.seq, self.chunk, self.chunks)
-        return (*head, self.ledger, self.rows)
+        return (*head, self.ledger, self.names, self.rows)
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not RawMessage:
@@ -151,7 +159,8 @@ class RawMessage:
 
     def __repr__(self) -> str:
         head = ", ".join(f"{name}={getattr(self, name)!r}" for name in _HEADER)
-        return f"RawMessage({head}, ledger={self.ledger!r}, rows={self.rows!r})"
+        names = f", names={self.names!r}" if self.names else ""
+        return f"RawMessage({head}, ledger={self.ledger!r}{names}, rows={self.rows!r})"
 
     def __setattr__(self, name: str, value: object) -> None:
         raise FrozenInstanceError(f"cannot assign to field {name!r}")
@@ -178,6 +187,8 @@ def encode_raw(msg: RawMessage) -> bytes:
     }
     if msg.ledger is not None:
         body["ledger"] = ledger_map(msg.ledger)
+    if msg.names:
+        body["names"] = msg.names
     body["rows"] = msg.rows
     packed: bytes = msgpack.packb(body, use_bin_type=True)
     return packed
@@ -253,6 +264,7 @@ def decode_raw(data: bytes, *, subject: str = "", max_bytes: int = MAX_MESSAGE_B
         valid = ([*zip(*checked, strict=True)] if checked else [()] * RAW_ROW_FIELDS), None
     columns, packed = valid
     ledger = obj.get("ledger")
+    names = obj.get("names")
     return RawMessage(
         node,
         boot,
@@ -264,6 +276,7 @@ def decode_raw(data: bytes, *, subject: str = "", max_bytes: int = MAX_MESSAGE_B
         columns=columns,
         identities=packed,
         ledger=None if ledger is None else decode_ledger(ledger, **kw),
+        names=None if names is None else decode_names(names, **kw),
     )
 
 

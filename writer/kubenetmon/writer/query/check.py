@@ -3,9 +3,9 @@
 It reads the agents' ledger (``agent_reports_exact``) around the window and the nodes that metered
 flows in it, hands them to ``completeness`` (the pure verdicts) and prints a table or JSON plus one
 summary line. Exit codes (``exit_code``, listed in ``--help``): 0 only when at least one node-interval was
-judged and all judged ones are complete; 1 incomplete (any other state); 3 nothing to judge; 4 the store
-cannot be read. Intervals that end less than ``--settle`` before now are judged only when complete
-(``completeness``: settled). This module is a thin shell; it never writes.
+judged and all judged ones are complete; 1 incomplete (partial, silent, lossy, at-risk, any other state);
+3 nothing to judge; 4 the store cannot be read. Intervals that end less than ``--settle`` before now are
+judged only when complete (``completeness``: settled). This module is a thin shell; it never writes.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ class CheckSpec:
     """Qualifies the tables when set (a reader that does not default to the database)."""
     settled: int | None = None
     """Intervals ending after this (Unix seconds) are judged only when complete (``completeness``)."""
+    accept_no_timestamps: bool = False
+    """Judge intervals metered without conntrack creation timestamps complete instead of at-risk."""
 
     def relation(self, name: str) -> str:
         return fqn(self.database, name) if self.database else q(name)
@@ -88,6 +90,12 @@ class CheckFlags:
     format: str = option(
         "table", flag="--format", native=True, choices=FORMATS, help="a table per node, or JSON per interval"
     )
+    accept_no_timestamps: bool = option(
+        False,
+        flag="--accept-no-timestamps",
+        kind="switch",
+        help="judge intervals metered without conntrack creation timestamps complete, not at-risk",
+    )
 
 
 EXIT_CODES: Final = (
@@ -109,7 +117,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Judge every node and interval of a window from the agents' ledger (agent_reports): complete; "
         "covered later (a catch-up report after an outage covers it); partial (chunks missing); lossy "
-        "(DESTROY events lost or conntrack table drops in its span); silent (no report covers it)."
+        "(DESTROY events lost or conntrack table drops in its span); at-risk (conntrack creation timestamps "
+        "off in its span: net.netfilter.nf_conntrack_timestamp); silent (no report covers it)."
     )
     parser.epilog = EXIT_CODES
     add_target_arguments(parser)
@@ -127,6 +136,7 @@ def spec_from(args: argparse.Namespace, *, now: float, flows_view: str) -> Check
         reach_s=int(parse_duration(args.reach)),
         flows_view=flows_view,
         settled=int(now - parse_duration(args.settle)),
+        accept_no_timestamps=bool(args.accept_no_timestamps),
     )
 
 
@@ -142,7 +152,7 @@ def reports_query(spec: CheckSpec) -> str:
     lo, hi = spec.start - spec.reach_s, spec.end + spec.reach_s
     return (
         "SELECT node, boot, seq, toUInt32(intervalStartTime), intervalSeconds, chunk, chunks, "
-        "spanFromMs, spanToMs, eventsLost, tableDrops "
+        "spanFromMs, spanToMs, eventsLost, tableDrops, conntrackTimestamps "
         f"FROM {spec.relation(exact_view(REPORTS_TABLE))} "
         f"WHERE intervalStartTime >= toDateTime({lo}) AND intervalStartTime < toDateTime({hi})"
         f"{_node_filter('node', spec.nodes)}"
@@ -158,7 +168,7 @@ def nodes_query(spec: CheckSpec) -> str:
 
 
 def chunk_rows(result: QueryResult) -> list[c.ChunkRow]:
-    return [c.ChunkRow(str(r[0]), str(r[1]), *(int(v) for v in r[2:11])) for r in result.rows]
+    return [c.ChunkRow(str(r[0]), str(r[1]), *(int(v) for v in r[2:12])) for r in result.rows]
 
 
 def verdicts(
@@ -167,7 +177,15 @@ def verdicts(
     """The step and the verdicts for the window (``known``: nodes seen elsewhere)."""
     step = step or c.step_of(rows, default=DEFAULT_STEP_S)
     nodes = [n for n in known if not spec.nodes or n in spec.nodes] + list(spec.nodes)
-    found = c.classify(rows, nodes=nodes, start=spec.start, end=spec.end, step=step, settled=spec.settled)
+    found = c.classify(
+        rows,
+        nodes=nodes,
+        start=spec.start,
+        end=spec.end,
+        step=step,
+        settled=spec.settled,
+        accept_no_timestamps=spec.accept_no_timestamps,
+    )
     return step, found
 
 
@@ -180,7 +198,9 @@ def judge(reader: Any, spec: CheckSpec) -> tuple[int, list[c.Verdict]]:
 
 def header_text(reader: Any, *, database: str, flows_view: str, since_s: float, now: float) -> str:
     """The completeness of the last ``since_s`` seconds in a few words, for a report's header."""
-    spec = CheckSpec(int(now - since_s), int(now), (), 3600, flows_view, database, int(now) - c.SETTLE_S)
+    spec = CheckSpec(
+        int(now - since_s), int(now), (), 3600, flows_view, database, settled=int(now) - c.SETTLE_S
+    )
     try:
         _step, found = judge(reader, spec)
     except KubenetmonError:
@@ -220,6 +240,11 @@ def render(spec: CheckSpec, step: int, found: list[c.Verdict], *, fmt: str, out:
             out.write(
                 f"{v.node} {format_time(v.start)} {v.state}: {v.missing_chunks} chunks missing, "
                 f"{v.events_lost} event overruns, {v.table_drops} table drops\n"
+            )
+        elif v.state == c.AT_RISK:
+            out.write(
+                f"{v.node} {format_time(v.start)} {v.state}: conntrack creation timestamps were off "
+                "(net.netfilter.nf_conntrack_timestamp); --accept-no-timestamps to accept it\n"
             )
     out.write(line + "\n")
 

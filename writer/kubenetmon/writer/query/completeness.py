@@ -8,6 +8,10 @@ and an interval ``[t, t + step)``:
 - **partial**: a report for the interval (its own, or the catch-up that covers it) lacks chunks;
 - **silent**: no report names the interval and the spans of the node's reports do not cover it;
 - **lossy**: its report(s) say events were lost or the table dropped connections in their span;
+- **at-risk**: its report(s) say conntrack did not stamp creation times (``nf_conntrack_timestamp`` off)
+  at some poll of their span: a short flow that reused a closed one's tuples may have been taken for it
+  and lost. Accepted as complete with ``accept_no_timestamps`` (the operator's call); a report that does
+  not say (an agent from before the ledger carried it) is not at-risk;
 - **covered later**: no report of its own, but a later report's span covers it (a catch-up after an
   outage: its bytes are stored, under the catch-up's interval);
 - **complete**: otherwise.
@@ -25,8 +29,8 @@ once it ended ``SETTLE_S`` ago; before that its reports may still be on their wa
 settled is judged only if it is already complete (its report arrived whole: an interval cut short by a
 clean stop is complete as soon as its report is stored); otherwise it is **not settled yet**, listed and
 not judged. The window is *whole* when at least one node-interval was judged and every judged one is
-complete or covered later; any other state, present or future, makes it incomplete.
-Pure: rows in, verdicts out; no I/O, no clock.
+complete or covered later; any other state (partial, silent, lossy, at-risk, or one added later) makes it
+incomplete. Pure: rows in, verdicts out; no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -40,16 +44,19 @@ from typing import Final
 COMPLETE: Final = "complete"
 COVERED_LATER: Final = "covered later"
 LOSSY: Final = "lossy"
+AT_RISK: Final = "at-risk"
 PARTIAL: Final = "partial"
 SILENT: Final = "silent"
 NOT_YET: Final = "not yet metered"
 NOT_SETTLED: Final = "not settled yet"
-STATES: Final = (COMPLETE, COVERED_LATER, LOSSY, PARTIAL, SILENT, NOT_YET, NOT_SETTLED)
-BAD: Final = frozenset({LOSSY, PARTIAL, SILENT})
+STATES: Final = (COMPLETE, COVERED_LATER, AT_RISK, LOSSY, PARTIAL, SILENT, NOT_YET, NOT_SETTLED)
+BAD: Final = frozenset({AT_RISK, LOSSY, PARTIAL, SILENT})
 GOOD: Final = frozenset({COMPLETE, COVERED_LATER})
 """The judged states that count as complete; every other judged state is incomplete."""
 UNJUDGED: Final = frozenset({NOT_YET, NOT_SETTLED})
 """Listed, neither complete nor incomplete."""
+NO_TIMESTAMPS: Final = 0
+"""``ChunkRow.timestamps`` of a report whose span had creation timestamps off (1: on; -1: not said)."""
 
 SETTLE_S: Final = 120
 """Seconds after an interval's end before a missing or partial report counts against it."""
@@ -71,6 +78,8 @@ class ChunkRow:
     span_to_ms: int
     events_lost: int = 0
     table_drops: int = 0
+    timestamps: int = -1
+    """1: conntrack creation timestamps on throughout the span; 0: off at a poll; -1: not said."""
 
 
 @dataclass(slots=True)
@@ -85,6 +94,7 @@ class Report:
     span_to_ms: int
     events_lost: int
     table_drops: int
+    timestamps: int = -1
     present: set[int] = field(default_factory=set)
 
     @property
@@ -123,6 +133,7 @@ def reports_of(rows: Iterable[ChunkRow]) -> dict[str, list[Report]]:
                 r.span_to_ms,
                 r.events_lost,
                 r.table_drops,
+                r.timestamps,
             )
             found[(r.node, r.boot, r.seq)] = report
         report.present.add(r.chunk)
@@ -150,7 +161,9 @@ def _covered(start_ms: int, end_ms: int, spans: Sequence[tuple[int, int]]) -> bo
     return reach >= end_ms
 
 
-def judge(reports: Sequence[Report], *, node: str, start: int, step: int) -> Verdict:
+def judge(
+    reports: Sequence[Report], *, node: str, start: int, step: int, accept_no_timestamps: bool = False
+) -> Verdict:
     """The verdict on one node-interval ``[start, start + step)`` from that node's reports."""
     own = [r for r in reports if r.start <= start < r.end]
     state = COMPLETE
@@ -167,6 +180,8 @@ def judge(reports: Sequence[Report], *, node: str, start: int, step: int) -> Ver
         state = PARTIAL
     elif lost or drops:
         state = LOSSY
+    elif not accept_no_timestamps and any(r.timestamps == NO_TIMESTAMPS for r in own):
+        state = AT_RISK
     return Verdict(node, start, step, state, missing, lost, drops)
 
 
@@ -178,6 +193,7 @@ def classify(
     end: int,
     step: int,
     settled: int | None = None,
+    accept_no_timestamps: bool = False,
 ) -> list[Verdict]:
     """A verdict for every node (``nodes`` plus every node with a report) and interval of the window.
 
@@ -192,7 +208,7 @@ def classify(
             if first_ms is not None and (t + step) * 1000 <= first_ms:
                 out.append(Verdict(node, t, step, NOT_YET))
                 continue
-            verdict = judge(reports, node=node, start=t, step=step)
+            verdict = judge(reports, node=node, start=t, step=step, accept_no_timestamps=accept_no_timestamps)
             if settled is not None and t + step > settled and verdict.state != COMPLETE:
                 verdict = Verdict(node, t, step, NOT_SETTLED)
             out.append(verdict)

@@ -1,4 +1,5 @@
-"""``kubenetmon cost``: what the metered traffic costs, by namespace, app, workload, class or zone pair.
+"""``kubenetmon cost``: what the metered traffic costs, by namespace, app, workload, class, zone pair or
+domain (the DNS name of the peer outside the cluster, where the agent saw one: ``remoteDNSName``).
 
 One query over the cost view (``<table>_cost``: the exact rows priced by the price book in force) sums
 ``costUSD`` over both directions of the window's rows: each row is one side's charge (its egress or its
@@ -39,6 +40,8 @@ KEYS: Final[dict[str, str]] = {
     "workload": "multiIf(localWorkload != '', concat(localNamespace, '/', localWorkloadKind, '/', "
     f"localWorkload), localPod != '', {_POD}, '(not a pod)')",
     "class": "if(costCharge != '', costCharge, concat('unpriced ', toString(connectionClass)))",
+    "domain": "multiIf(remoteDNSName != '', toString(remoteDNSName), remotePod != '', '(in cluster)', "
+    "'(no name)')",
     "zone-pair": "concat(if(localAvailabilityZone != '', toString(localAvailabilityZone), '?'), ' -> ', "
     "if(remoteAvailabilityZone != '', toString(remoteAvailabilityZone), '?'))",
 }
@@ -176,7 +179,7 @@ class CostFlags:
         flag="--by",
         native=True,
         choices=tuple(KEYS),
-        help="what a row is: the paying side's group",
+        help="what a row is: the paying side's group, or the remote's DNS name (domain)",
     )
     format: str = option("table", flag="--format", native=True, choices=FORMATS, help="output format")
     limit: int = option(20, flag="--limit", kind="int", native=True, metavar="N", help="rows shown")

@@ -1,7 +1,8 @@
 """``kubenetmon top``: the top talkers of a recent time window, read exactly, for a person at a glance.
 
 One query against the exact view (``<table>_exact``, ``FINAL``) groups one direction's bytes by a pair of
-endpoints (``--by app|pod|namespace|service``), by class and cloud service (``class``) or by zone pair
+endpoints (``--by app|pod|namespace|service|domain``; ``domain`` names an outside peer by the DNS name its
+address was answered for, where the agent saw one), by class and cloud service (``class``) or by zone pair
 (``zone``), sorted by bytes. ``bytes/s`` divides by the span the rows cover (first interval start to last
 interval end), the same for every row, so rates compare like the bytes they come from. Values stay
 numbers in ``json``/``csv``; the table shows units (B, KB, MB: powers of 1000) and aligned columns.
@@ -77,7 +78,8 @@ class ReportFlags:
         flag="--by",
         native=True,
         choices=BY,
-        help="what a row is: endpoints' app, pod, namespace or service; class; zone pair",
+        help="what a row is: endpoints' app, pod, namespace or service; class; zone pair; "
+        "domain (the app, and an outside peer's DNS name where known)",
     )
     direction: str = option(
         "out",

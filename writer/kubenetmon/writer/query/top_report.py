@@ -25,7 +25,7 @@ from kubenetmon.shared.units import csv_cell, human_bytes, usd
 from kubenetmon.writer.flow_tables import fqn
 from kubenetmon.writer.sink import QueryResult
 
-BY: Final = ("app", "pod", "namespace", "class", "zone", "service")
+BY: Final = ("app", "pod", "namespace", "class", "zone", "service", "domain")
 DIRECTIONS: Final = ("out", "in")
 FORMATS: Final = ("table", "json", "csv")
 _CLASS_STYLE: Final = {
@@ -76,6 +76,8 @@ def _name(side: str, by: str) -> str:
     app += f"{_outside(side, collapse=False)})"
     if by == "service" and side == "remote":
         return f"if(remoteService != '', concat('svc ', remoteService), {app})"
+    if by == "domain" and side == "remote":  # the name a DNS answer gave the address, where there is one
+        return f"if(remoteDNSName != '', toString(remoteDNSName), {app})"
     return app
 
 
