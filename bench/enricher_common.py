@@ -161,7 +161,7 @@ def traffic(
             RawMessage(
                 node=OBSERVER,
                 boot="bench",
-                start=T0 + 60 * m,
+                start=T0 - T0 % 60 + 60 * m,  # aligned, as an agent's are
                 seconds=60,
                 seq=0,
                 chunk=0,

@@ -24,18 +24,29 @@ from __future__ import annotations
 import gc
 import statistics
 import time
+from typing import Any
 
 import msgpack
 from enricher_common import OBSERVER, SETTINGS, arguments, build_index, load_ranges, median_seconds, traffic
 
+from kubenetmon.cli.lab.objects import T0
 from kubenetmon.enricher.labeler import Labeler
 from kubenetmon.enricher.worker import Enricher
 from kubenetmon.shared import schema
 from kubenetmon.shared.deliveries import Delivery
+from kubenetmon.shared.settings import NatsSettings
+
+try:  # the checks cost is measured against the code before them (same script, older checkout)
+    from kubenetmon.enricher.plausible import Bounds
+except ImportError:
+    Bounds = None  # type: ignore[assignment,misc]
 
 
 class _Subjects:
-    """What ``Enricher.enrich`` asks of a broker: only the subject name (no connection)."""
+    """What ``Enricher.enrich`` asks of a broker: subject names and the payload bound (no connection)."""
+
+    settings = NatsSettings()
+    max_payload = 8 * 1024 * 1024
 
     def enriched_subject(self, node: str) -> str:
         return f"kubenetmon.enriched.{node}"
@@ -76,7 +87,10 @@ def main() -> None:
         for i, (m, raw) in enumerate(zip(msgs, raws, strict=True))
     ]  # fmt: skip
     labeler = Labeler(SETTINGS, index=index, ranges=table)
-    enricher = Enricher(labeler, broker=_Subjects(), max_rows=10**9)  # type: ignore[arg-type]
+    checks: dict[str, Any] = {} if Bounds is None else {"bounds": Bounds()}  # the plausibility checks on
+    clock = lambda: (T0 + 86400) * 10**9  # noqa: E731 (a day after the messages: none expired or ahead)
+    enricher = Enricher(labeler, broker=_Subjects(), max_rows=10**9, clock=clock, **checks)  # type: ignore[arg-type]
+    print(f"plausibility checks: {'on' if checks else 'absent'}")
     outputs = [enricher.enrich(d) for d in deliveries]
     enriched_payloads = [msgpack.unpackb(payload) for out in outputs for _, payload, _ in out]
     v1_payloads = [

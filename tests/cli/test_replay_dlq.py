@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import nats
+import pytest
 
 from kubenetmon.enricher import inventory, sources
 from kubenetmon.enricher.connclass import LabelSettings
@@ -24,6 +25,7 @@ from kubenetmon.shared.consumer import (
     H_STREAM_SEQ,
     consume,
 )
+from kubenetmon.shared.errors import PoisonError
 from kubenetmon.shared.settings import NatsSettings
 from kubenetmon.writer.settings import WriterSettings
 from kubenetmon.writer.sink import Sink
@@ -164,3 +166,40 @@ async def test_an_entry_stored_without_its_body_is_left_in_place(
     assert "1048000 bytes omitted" in err and "left in place" in err, err
     assert (await broker.stream_info("dlq")).messages == 1
     assert (await broker.stream_info("raw")).messages == 0
+
+
+async def test_forged_entries_are_refused_and_leave_raw_untouched(
+    broker: Broker, nats_settings: NatsSettings, spawn: Callable[..., Process]
+) -> None:
+    """A role may write any headers into a DLQ entry; ``replay dlq`` runs as admin. An entry re-drives only
+    into its stage's source stream, from its stage's own DLQ subject: each forgery is refused, counted,
+    named in one line and left in the DLQ, and RAW keeps every message."""
+    [msg] = interval_messages(base_time(), 1)
+    await publish_raw(broker, [msg])
+    prefix = broker.settings.subject_prefix
+    purge = f"$JS.API.STREAM.PURGE.{broker.stream_name('raw')}"
+    forgeries = [  # (stored under the DLQ subject of, stage header, original subject)
+        ("writer", "writer", f"{prefix}.raw.node-z"),  # a writer entry is not RAW's
+        ("writer", "enricher", f"{prefix}.raw.node-z"),  # the writer posing as the enricher
+        ("writer", "writer", purge),
+        ("enricher", "enricher", purge),
+        ("enricher", "enricher", f"{prefix}.raw.>"),
+        ("enricher", "enricher", "$SYS.REQ.SERVER.PING"),
+        ("enricher", "metadata", f"{prefix}.raw.n1"),
+    ]
+    for i, (dlq, stage, subject) in enumerate(forgeries):
+        headers = {H_REASON: "malformed", H_STAGE: stage, H_ORIGINAL_SUBJECT: subject}
+        await broker.publish(broker.dlq_subject(dlq), b"\x80", msg_id=f"forged/{i}", headers=headers)
+    code, out, err = await run_cli(spawn, "replay", "dlq", *flags(nats_settings), name="forged")
+    assert code == 1, out + err
+    assert "re-driven        0 (+0 already re-driven)" in out and "7 refused" in out, out
+    assert err.count("refused:") == 7 and "Traceback" not in err, err
+    assert (await broker.stream_info("dlq")).messages == 7
+    assert [d.msg_id for d in await read_stream(broker, "raw")] == [msg.msg_id]
+
+
+async def test_a_publish_to_a_subject_of_no_stream_is_poison_not_a_crash(broker: Broker) -> None:
+    """The JetStream API answers a publish with something that is no acknowledgement (the crash seen was
+    a ``PubAck`` missing ``stream`` and ``seq``): it surfaces as ``PoisonError``, nothing else."""
+    with pytest.raises(PoisonError, match="not_a_stream"):
+        await broker.publish("$JS.API.INFO", b"", msg_id="not-a-stream/1")

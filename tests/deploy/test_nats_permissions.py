@@ -167,8 +167,9 @@ async def test_enricher_consumes_raw_and_publishes_enriched(server: ConfiguredNa
         )
         await enricher.publish(enricher.dlq_subject("enricher"), b"poison", msg_id="dlq/enricher-test/1")
         await enricher.publish(enricher.meta_subject("pods"), b"history", msg_id="meta/enricher-test/1")
-        with pytest.raises(TransientError):
-            await enricher.publish(enricher.raw_subject("node-b"), b"x", msg_id="enricher-test/denied")
+        for subject in (enricher.raw_subject("node-b"), enricher.dlq_subject("writer")):
+            with pytest.raises(TransientError):  # the DLQ only under its own stage
+                await enricher.publish(subject, b"x", msg_id="enricher-test/denied")
         assert await counts(admin) == {**before, "enriched": before["enriched"] + 1, "dlq": before["dlq"] + 1}
         await assert_cannot_consume(enricher, "writer", admin)
     finally:
@@ -182,7 +183,12 @@ async def test_writer_consumes_enriched_only(server: ConfiguredNats, admin: Brok
         await consume(writer, "writer", admin, msg_id="writer-test/1")
         before = await counts(admin)
         await writer.publish(writer.dlq_subject("writer"), b"poison", msg_id="dlq/writer-test/1")
-        for subject in (writer.raw_subject("node-c"), writer.enriched_subject("node-c")):
+        denied = (
+            writer.raw_subject("node-c"),
+            writer.enriched_subject("node-c"),
+            writer.dlq_subject("enricher"),
+        )
+        for subject in denied:
             with pytest.raises(TransientError):
                 await writer.publish(subject, b"x", msg_id="writer-test/denied")
         assert await counts(admin) == {**before, "dlq": before["dlq"] + 1}

@@ -128,7 +128,7 @@ class Pipeline:
             "--cloud", CLOUD[0], "--region", CLOUD[1], "--cluster", "e2e", "--environment", "test",
             "--workers", str(self.options.enricher_workers), "--respawn-backoff", "0.2s",
             "--fetch-timeout", "2s", "--http-host", "127.0.0.1", "--http-port", str(self._port("enricher")),
-            "--drain-timeout", "15s", *self._common(),
+            "--drain-timeout", "15s", "--interval", str(self.options.interval_s), *self._common(),
         ]  # fmt: skip
 
     def _writer_argv(self) -> list[str]:

@@ -70,8 +70,8 @@ class Cluster:
     async def attributed(self, ip: str, name: str) -> bool:
         """Send one more interval of traffic to ``ip``; True once some ENRICHED row names pod ``name``."""
         self.sent += 1
-        start = int(time.time()) // 60 * 60 - 60 + self.sent  # distinct ids, a current interval
-        await publish_raw(self.broker, [message(to(ip, self.sent), node="n1", start=start)])
+        start = int(time.time()) // 60 * 60  # the current interval (the pod may be seconds old); ids by seq
+        await publish_raw(self.broker, [message(to(ip, self.sent), node="n1", start=start, seq=self.sent)])
         rows = rows_of([decode_enriched(d.data) for d in await read_stream(self.broker, "enriched")])
         return any(r["remotePod"] == name for r in rows)
 

@@ -15,7 +15,7 @@ from kubenetmon.enricher.settings import EnricherOptions, LabelOptions
 from kubenetmon.shared.broker import Broker
 from kubenetmon.shared.errors import ConfigError
 from kubenetmon.shared.replay.window import Window
-from kubenetmon.shared.schema import RawRow
+from kubenetmon.shared.schema import RawRow, encode_raw
 from kubenetmon.shared.settings import NatsSettings
 from tests.support import eventually
 from tests.support.builders import message, pod, raw_row
@@ -158,3 +158,26 @@ async def test_as_of_without_any_history_says_so(broker: Broker, nats_settings: 
     config = _config(nats_settings, Window(start=base, end=base + INTERVAL), run_id="x", metadata="as-of")
     with pytest.raises(ConfigError, match="holds no metadata history"):
         await replay_raw(config, stop=asyncio.Event())
+
+
+async def test_an_implausible_report_in_raw_is_skipped_as_the_live_enricher_refused_it(
+    broker: Broker, nats_settings: NatsSettings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = base_time()
+    inventory = write_inventory(
+        tmp_path / "inv.yaml", [*NODES, *cluster_pods(created=base - 7200), *SERVICES]
+    )
+    good = interval_messages(base, 2)
+    [huge] = interval_messages(base + 2 * INTERVAL, 1)
+    rows = huge.rows
+    huge = message([rows[0]._replace(orig_bytes=(1 << 64) - 1), *rows[1:]], start=huge.start)
+    [other] = interval_messages(base + 3 * INTERVAL, 1, node_name="n2")
+    await publish_raw(broker, [*good, huge])
+    await broker.publish(broker.raw_subject("n1"), encode_raw(other), msg_id=other.msg_id)  # n2's, on n1's
+    config = _config(
+        nats_settings, Window(start=base, end=base + 4 * INTERVAL), inventory=inventory, run_id="p1"
+    )
+    assert await replay_raw(config, stop=asyncio.Event()) == 0
+    summary = capsys.readouterr().out
+    assert "2 implausible" in summary and "selected   2 messages" in summary, summary
+    assert {m.source for m in await replayed(broker, "p1")} == {m.msg_id for m in good}

@@ -188,7 +188,9 @@ def enricher_argv(nats: NatsSettings, inventory_file: Path, *extra: str) -> list
     return [
         *KUBENETMON, "enricher", *flags(nats), "--inventory", str(inventory_file), "--ranges", ranges,
         "--cloud", "aws", "--region", "us-west-2", "--cluster", "test", "--environment", "ci",
-        "--http-host", "127.0.0.1", "--http-port", "0", "--batch", "4", "--fetch-timeout", "200ms", *extra,
+        "--http-host", "127.0.0.1", "--http-port", "0", "--batch", "4", "--fetch-timeout", "200ms",
+        "--interval", "0", "--ttl-days", "0",  # the traffic's fixed times (T0) are neither aligned nor recent
+        *extra,
     ]  # fmt: skip
 
 

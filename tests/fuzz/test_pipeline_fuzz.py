@@ -111,7 +111,8 @@ def expected_dlq(raw: list[Case], enriched: list[Case]) -> dict[str, tuple[str, 
 
 
 async def publish_all(broker: Broker, kind: str, group: list[Case]) -> None:
-    subject = broker.raw_subject("fuzz") if kind == "raw" else broker.enriched_subject("fuzz")
+    # RAW on its node's subject: a report on another node's subject is refused (node_mismatch)
+    subject = broker.raw_subject(cases.OBSERVER) if kind == "raw" else broker.enriched_subject("fuzz")
     for start in range(0, len(group), 200):
         await asyncio.gather(
             *(

@@ -101,6 +101,8 @@ def test_every_role_runs_over_mutual_tls_as_its_own_user(
         str(inventory),
         "--fetch-timeout",
         "200ms",
+        "--interval",
+        "1",  # the agent's
     )
     agent = spawn(
         "agent",

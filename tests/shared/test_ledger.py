@@ -19,6 +19,7 @@ from kubenetmon.shared.schema import (
 
 LEDGER = Ledger(1_800_000_000_000, 1_800_000_060_500, 3, 4096, 12, 40, 1, 2)
 REPORT = ReportRow("boot-a", 1_800_000_000, 60, 7, 1, 2, 3, LEDGER)
+REJECTED = ReportRow("boot-a", 1_800_000_000, 60, 7, 1, 2, 0, Ledger(0, 0, 0, 0, 0, 0, 0, 0), "counter")
 
 
 def test_raw_ledger_round_trips_and_the_old_form_still_decodes() -> None:
@@ -33,6 +34,9 @@ def test_enriched_report_round_trips_and_the_old_form_still_decodes() -> None:
     assert decode_enriched(encode_enriched(msg)) == msg
     old = EnrichedMessage("n1/boot-a/1800000000/7/1", "n1", 5, ["bytes"], [[10]])
     assert decode_enriched(encode_enriched(old)).report is None
+    rejected = EnrichedMessage("n1/boot-a/1800000000/7/1", "n1", 5, ["bytes"], [[]], report=REJECTED)
+    assert decode_enriched(encode_enriched(rejected)).report == REJECTED
+    assert "rejected" not in msgpack.unpackb(encode_enriched(msg))["report"]  # accepted: as before
 
 
 def _raw_with(ledger: object) -> bytes:
@@ -59,8 +63,12 @@ def test_a_malformed_ledger_is_a_decode_error(ledger: object) -> None:
 
 
 @pytest.mark.parametrize(
-    "change", [{"boot": ""}, {"chunk": 2}, {"secs": 0}, {"start": 1 << 40}, {"seq": -1}, {"chunks": "2"}]
-)
+    "change",
+    [
+        {"boot": ""}, {"chunk": 2}, {"secs": 0}, {"start": 1 << 40}, {"seq": -1}, {"chunks": "2"},
+        {"rejected": 1}, {"rejected": "x" * 65}, {"rejected": "a\nb"},
+    ],
+)  # fmt: skip
 def test_a_malformed_report_is_a_decode_error(change: dict[str, object]) -> None:
     msg = EnrichedMessage("src", "n1", 5, ["bytes"], [[10]], report=REPORT)
     body = msgpack.unpackb(encode_enriched(msg))

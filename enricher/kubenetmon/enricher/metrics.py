@@ -20,6 +20,17 @@ MESSAGES_OUT: Final = metrics.counter("enricher_messages_published_total", "ENRI
 DROPPED: Final = metrics.counter(
     "enricher_dropped_records_total", "RAW records dropped, by reason", ["reason"]
 )
+REJECTED: Final = metrics.counter(
+    "enricher_rejected_reports_total",
+    "Implausible RAW reports dead-lettered, by reason (node_mismatch, counter, unaligned, future, expired, "
+    "ledger)",
+    ["reason"],
+)
+CUT_VALUES: Final = metrics.counter(
+    "enricher_cut_values_total",
+    "Label values cut to fit an ENRICHED message in the server's max payload, by column",
+    ["column"],
+)
 UNKNOWN: Final = metrics.counter(
     "enricher_unknown_total",
     "Unknown endpoints and classes, by reason (local, remote, ambiguous, class)",

@@ -28,7 +28,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Final, TextIO
 
-from kubenetmon.enricher import sources
+from kubenetmon.enricher import plausible, sources
 from kubenetmon.enricher.fill import IndexFill
 from kubenetmon.enricher.history import HistoryIndex, decode
 from kubenetmon.enricher.index import Index
@@ -213,7 +213,9 @@ async def replay_raw(config: RawReplay, *, stop: asyncio.Event, tty: bool = Fals
                 scan(broker, rng, stop=stop, batch=config.enricher.batch, on_total=progress.add_total)
             ) as batches:
                 async for batch in batches:
-                    selected = _select(batch, config.window, tally)
+                    selected = _select(
+                        batch, config, tally, raw_prefix=f"{broker.settings.subject_prefix}.raw."
+                    )
                     if enricher is not None and selected:
                         await _republish(enricher, selected, tally, stop=stop)
                     progress.advance(len(batch))
@@ -231,8 +233,14 @@ def _ranges(config: RawReplay, broker: Broker) -> list[Range]:
     return [Range(topology.RAW, window.read_from, subject, window.read_until) for subject in subjects]
 
 
-def _select(batch: list[Delivery], window: Window, tally: Counter[str]) -> list[schema.RawMessage]:
-    """The decoded messages of ``batch`` whose interval starts in the window; counts the rest."""
+def _select(
+    batch: list[Delivery], config: RawReplay, tally: Counter[str], *, raw_prefix: str
+) -> list[schema.RawMessage]:
+    """The decoded, plausible messages of ``batch`` whose interval starts in the window; counts the rest.
+
+    An implausible report was dead-lettered by the live enricher: a replay must not store it either.
+    """
+    window, bounds, now_s = config.window, config.enricher.bounds(), time.time()
     out = []
     for delivery in batch:
         tally["read"] += 1
@@ -243,6 +251,13 @@ def _select(batch: list[Delivery], window: Window, tally: Counter[str]) -> list[
             continue
         if msg.start not in window:
             tally["outside"] += 1
+            continue
+        try:
+            node = plausible.subject_node(delivery.subject, raw_prefix=raw_prefix)
+            plausible.check(msg, bounds=bounds, now_s=now_s, subject_node=node)
+        except plausible.Implausible as exc:
+            tally["implausible"] += 1
+            log.warning("replay: %s skipped as implausible: %s", msg.msg_id, exc)
             continue
         columns = msg.columns()
         tally["selected"] += 1
@@ -390,7 +405,11 @@ def _report(config: RawReplay, tally: Counter[str], *, interrupted: bool, second
             f"{human_bytes(tally['payload'], grouped=True)} payload, "
             f"{human_bytes(tally['traffic'], grouped=True)} of traffic",
         ),
-        ("skipped", f"{tally['outside']} outside the window, {tally['undecodable']} undecodable"),
+        (
+            "skipped",
+            f"{tally['outside']} outside the window, {tally['undecodable']} undecodable, "
+            f"{tally['implausible']} implausible",
+        ),
     ]
     if not config.dry_run:
         dropped = ", ".join(f"{k[8:]} {n}" for k, n in sorted(tally.items()) if k.startswith("dropped "))

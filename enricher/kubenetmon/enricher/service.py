@@ -81,7 +81,9 @@ async def serve(config: EnricherConfig, *, ready: Ready, stop: asyncio.Event) ->
             if from_meta:
                 tasks.start("metadata-feed", fill.follow_meta(broker, stop=stop))
             if await _wait_ready(fill.listed, stop):
-                enricher = Enricher(labeler, broker=broker, max_rows=config.enricher.max_rows)
+                enricher = Enricher(
+                    labeler, broker=broker, max_rows=config.enricher.max_rows, bounds=config.enricher.bounds()
+                )
                 ready()
                 log.info("enriching", extra={"pid": os.getpid(), **index.sizes()})
                 tasks.start(

@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from typing import Final
 
 from kubenetmon.enricher.connclass import CLOUDS, LabelSettings
+from kubenetmon.enricher.plausible import Bounds
 from kubenetmon.enricher.sources import RangeSettings
 from kubenetmon.enricher.watch import WatchSettings
 from kubenetmon.shared.options import add_arguments, from_args, option, require
 
 _DAY: Final = 86400.0
 _LISTS: Final = "labeling: switches and lists"
+_PLAUSIBLE: Final = "plausibility (reports that cannot be true are dead-lettered, never stored)"
 METADATA_SOURCES: Final = ("watch", "meta")
 
 
@@ -126,8 +128,45 @@ class EnricherOptions:
         kind="int",
         help="rows per ENRICHED message (bigger outputs are split)",
     )
+    max_flow_gbps: float = option(
+        400.0,
+        flag="--max-flow-gbps",
+        kind="float",
+        group=_PLAUSIBLE,
+        help="largest rate one flow may count per direction, Gbit/s over its report's span; a report "
+        "with a larger counter is dead-lettered (counter)",
+    )
+    interval_s: float = option(
+        60.0,
+        flag="--interval",
+        kind="duration",
+        group=_PLAUSIBLE,
+        help="the agents' report interval: a report whose start or length is not a multiple of it is "
+        "dead-lettered (unaligned); 0: not checked",
+    )
+    max_clock_skew_s: float = option(
+        300.0,
+        flag="--max-clock-skew",
+        kind="duration",
+        group=_PLAUSIBLE,
+        help="a report starting further ahead of the enricher's clock is dead-lettered (future)",
+    )
+    ttl_days: int = option(
+        90,
+        flag="--ttl-days",
+        kind="int",
+        group=_PLAUSIBLE,
+        help="the writer's --ttl-days: a report older than the flows table keeps rows is dead-lettered "
+        "(expired) instead of stored and silently removed; 0: forever",
+    )
 
     def __post_init__(self) -> None:
+        require(self, "max_flow_gbps", self.max_flow_gbps >= 0, "a rate >= 0 (0: no bound)")
+        require(
+            self, "interval_s", 0 <= self.interval_s and float(self.interval_s).is_integer(), "whole seconds"
+        )
+        require(self, "max_clock_skew_s", self.max_clock_skew_s >= 0, "a duration")
+        require(self, "ttl_days", self.ttl_days >= 0, "a number of days (0: forever)")
         require(self, "batch", 1 <= self.batch <= 1000, "an integer from 1 to 1000")
         require(self, "fetch_timeout_s", self.fetch_timeout_s > 0, "a positive duration")
         require(self, "watch_timeout_s", self.watch_timeout_s >= 1, "a duration of at least 1s")
@@ -136,6 +175,14 @@ class EnricherOptions:
     def watch(self) -> WatchSettings:
         return WatchSettings(
             kubeconfig=self.kubeconfig, context=self.kube_context, watch_timeout_s=self.watch_timeout_s
+        )
+
+    def bounds(self) -> Bounds:
+        return Bounds(
+            max_flow_gbps=self.max_flow_gbps,
+            interval_s=int(self.interval_s),
+            max_clock_skew_s=self.max_clock_skew_s,
+            ttl_days=self.ttl_days,
         )
 
 

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from kubenetmon.enricher import fit, plausible
 from kubenetmon.enricher import metrics as m
 from kubenetmon.enricher.labeler import Labeler, Labelled, Stats
 from kubenetmon.shared import schema
@@ -60,6 +61,7 @@ class Enricher:
         clock: Callable[[], int] = time.time_ns,
         replay: str = "",
         on_labelled: Callable[[Stats], None] | None = None,
+        bounds: plausible.Bounds | None = None,
     ) -> None:
         self.labeler = labeler
         self.broker = broker
@@ -68,32 +70,68 @@ class Enricher:
         self.replay = replay
         """Replay run tag (``kubenetmon replay raw``): its ids must not collide with the live ones."""
         self.on_labelled = on_labelled
+        self.bounds = bounds
+        """What a report may claim (``plausible``); None: not checked (tests of labelling alone)."""
+        self._raw_prefix = f"{broker.settings.subject_prefix}.raw." if bounds is not None else ""
 
     async def handle(self, deliveries: list[Delivery]) -> Sequence[Outcome]:
         outcomes: list[Outcome | None] = [None] * len(deliveries)
         pending: list[tuple[int, asyncio.Future[list[Any]]]] = []
+        verdicts: dict[int, Poison] = {}
         for i, delivery in enumerate(deliveries):
             try:
                 messages = self.enrich(delivery)
+            except Rejected as exc:  # its record first (so `check` sees it), then the DLQ
+                messages, verdicts[i] = exc.messages, Poison(exc.reason, exc.detail)
             except PoisonError as exc:
                 outcomes[i] = Poison(exc.reason, exc.detail)
                 continue
             if not messages:
-                outcomes[i] = ACK
+                outcomes[i] = verdicts.get(i, ACK)
                 continue
             publishes = [
                 self.broker.publish(subject, payload, msg_id=msg_id) for subject, payload, msg_id in messages
             ]
             pending.append((i, asyncio.gather(*publishes, return_exceptions=True)))
         for i, future in pending:
-            outcomes[i] = _outcome(await future)
+            outcome = _outcome(await future)
+            outcomes[i] = verdicts.get(i, outcome) if outcome is ACK else outcome
         if deliveries:
             m.LAG.set(deliveries[-1].pending)
         return [o if o is not None else Retry("error") for o in outcomes]
 
     def enrich(self, delivery: Delivery) -> list[tuple[str, bytes, str]]:
-        """(subject, payload, msg id) of each ENRICHED message for one RAW delivery; raises PoisonError."""
-        return self.enrich_message(schema.decode_raw(delivery.data, subject=delivery.subject))
+        """(subject, payload, msg id) of each ENRICHED message for one RAW delivery; raises PoisonError
+        (``Rejected`` for an implausible report)."""
+        msg = schema.decode_raw(delivery.data, subject=delivery.subject)
+        if self.bounds is not None:
+            self.check(msg, subject=delivery.subject)
+        return self.enrich_message(msg)
+
+    def check(self, msg: schema.RawMessage, *, subject: str) -> None:
+        """Raise ``Rejected`` (with its record) if ``msg`` is implausible (``plausible.check``)."""
+        assert self.bounds is not None
+        node = plausible.subject_node(subject, raw_prefix=self._raw_prefix)
+        try:
+            plausible.check(msg, bounds=self.bounds, now_s=self.clock() / 1e9, subject_node=node)
+        except plausible.Implausible as exc:
+            m.REJECTED.labels(exc.reason).inc()
+            record = plausible.rejection(msg, exc.reason, bounds=self.bounds, now_s=self.clock() / 1e9)
+            messages = [] if record is None else [self._rejection_message(msg, record)]
+            raise Rejected(exc.reason, exc.detail, messages=messages) from None
+
+    def _rejection_message(self, msg: schema.RawMessage, record: ReportRow) -> tuple[str, bytes, str]:
+        """The ENRICHED message carrying a refused chunk's ``agent_reports`` row (no flows)."""
+        message = schema.EnrichedMessage(
+            msg.msg_id,
+            msg.node,
+            self.clock(),
+            list(schema.COLUMN_NAMES),
+            [[] for _ in schema.COLUMN_NAMES],
+            record,
+        )
+        msg_id = part_id(msg.msg_id, 0, replay=self.replay) + "/rejected"
+        return self.broker.enriched_subject(msg.node), schema.encode_enriched(message), msg_id
 
     def enrich_message(self, msg: schema.RawMessage) -> list[tuple[str, bytes, str]]:
         """(subject, payload, msg id) of each ENRICHED message for one decoded RAW message."""
@@ -114,12 +152,29 @@ class Enricher:
         if not chunks and report is not None:
             chunks = [[[] for _ in labelled.columns]]
         out = []
+        limit = self.broker.max_payload - fit.HEADROOM
         for k, data in enumerate(chunks):
             message = schema.EnrichedMessage(
                 msg.msg_id, msg.node, enriched_at, labelled.columns, data, report=report if k == 0 else None
             )
-            out.append((subject, schema.encode_enriched(message), part_id(msg.msg_id, k, replay=self.replay)))
+            payload = schema.encode_enriched(message)
+            if len(payload) > limit:  # rare: split it (and cut what alone cannot fit) to the server's bound
+                for j, part in enumerate(fit.fitted(message, limit=limit)):
+                    out.append(
+                        (subject, part, part_id(msg.msg_id, k, replay=self.replay) + (f"~{j}" if j else ""))
+                    )
+                continue
+            out.append((subject, payload, part_id(msg.msg_id, k, replay=self.replay)))
         return out
+
+
+class Rejected(PoisonError):
+    """An implausible report: its ``agent_reports`` record (``messages``: none or one) is published
+    before the report goes to the DLQ."""
+
+    def __init__(self, reason: str, detail: str, *, messages: list[tuple[str, bytes, str]]) -> None:
+        super().__init__(reason, detail)
+        self.messages = messages
 
 
 def report_row(msg: schema.RawMessage) -> ReportRow | None:

@@ -12,6 +12,13 @@ crash between publish and delete is deduplicated), and outside the window the ro
 idempotent anyway: the enricher derives ENRICHED ids and flow ids from the RAW content, and ENRICHED
 rows carry their flow ids.
 
+An entry is re-driven only back into its stage's source stream, as configured: an ``enricher`` entry to
+a RAW subject, a ``writer`` entry to an ENRICHED subject (``SOURCES``), and only if it came from that
+stage's own DLQ subject (each role may publish to the DLQ only there). A role's credentials can write
+any headers into a DLQ entry, and this verb runs as admin: anything else (another stage, a subject of
+another stream, ``$JS.``/``$SYS.`` API subjects, wildcards) is refused, counted and left in the DLQ, with
+one line naming the entry and why. No entry, whatever it holds, ends the run with a traceback.
+
 This verb must not decode payloads: it moves bytes, the stages judge them again.
 """
 
@@ -58,6 +65,8 @@ log = logging.getLogger(__name__)
 H_REDRIVEN_FROM: Final = "Kubenetmon-Redriven-From"
 """Set on a re-driven message: ``<DLQ stream>#<sequence>`` of the entry it came from."""
 _OWN_PREFIX: Final = "kubenetmon-"
+SOURCES: Final = {"enricher": topology.RAW, "writer": topology.ENRICHED}
+"""Stage -> the stream kind its consumer reads: the only place an entry of that stage may go back to."""
 _RETRY_MAX_S: Final = 5.0
 
 
@@ -134,14 +143,24 @@ async def redrive(
         async for batch in scan(broker, rng, stop=stop, on_total=progress.add_total):
             for delivery in batch:
                 if not stop.is_set():
-                    await _one(broker, delivery, selection, tally, dry_run=dry_run, stop=stop)
+                    try:
+                        await _one(broker, delivery, selection, tally, dry_run=dry_run, stop=stop)
+                    except Exception as exc:  # one entry must never end the run (nor print a traceback)
+                        tally["failed"] += 1
+                        log.error(
+                            "DLQ entry #%d could not be re-driven: %r; left in place",
+                            delivery.stream_seq,
+                            exc,
+                        )
             progress.advance(len(batch))
     finally:
         progress.close()
         await broker.drain()
     interrupted = stop.is_set()
     print(_report(tally, dry_run=dry_run, interrupted=interrupted, seconds=time.monotonic() - started))
-    return exit_code(interrupted=interrupted, failed=tally["failed"] + tally["not removed"])
+    return exit_code(
+        interrupted=interrupted, failed=tally["failed"] + tally["not removed"] + tally["refused"]
+    )
 
 
 async def _one(
@@ -162,6 +181,11 @@ async def _one(
     if not subject:
         tally["no origin"] += 1
         log.warning("DLQ entry #%d names no original subject; left in place", entry.stream_seq)
+        return
+    refusal = refused(broker.settings, entry.subject, headers.get(H_STAGE, ""), subject)
+    if refusal:
+        tally["refused"] += 1
+        log.error("DLQ entry #%d refused: %s; left in place", entry.stream_seq, refusal)
         return
     if H_OMITTED_BYTES in headers:
         # The verdict was stored without its body (too large to publish with the DLQ headers): there is
@@ -203,6 +227,29 @@ async def _one(
         )
 
 
+def refused(settings: NatsSettings, dlq_subject: str, stage: str, subject: str) -> str:
+    """Why an entry of ``stage`` stored under ``dlq_subject`` must not go back to ``subject`` ('': it may)."""
+    kind = SOURCES.get(stage)
+    if kind is None:
+        return f"stage {_shown(stage)} has no source stream to re-drive to (known: {', '.join(SOURCES)})"
+    if dlq_subject != topology.dlq_subject(settings, stage):
+        return f"an entry of stage {stage} stored under {_shown(dlq_subject)}, not that stage's DLQ subject"
+    prefix = f"{settings.subject_prefix}.{kind}."
+    tokens = subject.removeprefix(prefix).split(".")
+    if not subject.startswith(prefix) or not all(tokens) or any(_wild(t) for t in tokens):
+        return f"original subject {_shown(subject)} is not a {kind.upper()} subject ({prefix}<node>)"
+    return ""
+
+
+def _wild(token: str) -> bool:
+    return token in ("*", ">") or any(ch.isspace() or not ch.isprintable() for ch in token)
+
+
+def _shown(text: str) -> str:
+    """A header value in a log line: quoted, escaped, bounded."""
+    return repr(text[:120])
+
+
 async def _publish(
     broker: Broker, subject: str, data: bytes, *, msg_id: str, headers: dict[str, str], stop: asyncio.Event
 ) -> bool | None:
@@ -241,7 +288,8 @@ def _report(tally: Counter[str], *, dry_run: bool, interrupted: bool, seconds: f
         (
             "left in the DLQ",
             f"{tally['not selected']} not selected, {tally['no origin']} without origin, "
-            f"{tally['body omitted']} without body",
+            f"{tally['body omitted']} without body, {tally['refused']} refused (not their stage's "
+            "source stream)",
         )
     )
     if tally["failed"] or tally["not removed"]:

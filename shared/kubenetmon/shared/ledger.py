@@ -71,9 +71,15 @@ class ReportRow:
     chunk_rows: int
     """Rows in this chunk."""
     ledger: Ledger
+    rejected: str = ""
+    """Why the enricher refused this chunk (a DLQ reason such as ``counter``), empty when it was
+    accepted. A refused chunk's row stands for it in ``agent_reports`` (no flows, a zero ledger over an
+    empty span), so ``kubenetmon check`` shows its interval as rejected and never as complete."""
 
 
 REPORT_KEYS: Final = ("boot", "start", "secs", "seq", "chunk", "chunks", "chunk_rows")
+MAX_REJECTED_LENGTH: Final = 64
+"""A rejection reason is a short token: longer values are refused."""
 
 
 def ledger_map(ledger: Ledger) -> dict[str, int]:
@@ -85,7 +91,10 @@ def ledger_map(ledger: Ledger) -> dict[str, int]:
 
 def report_map(row: ReportRow) -> dict[str, Any]:
     head = (row.boot, row.start, row.seconds, row.seq, row.chunk, row.chunks, row.chunk_rows)
-    return {**dict(zip(REPORT_KEYS, head, strict=True)), **ledger_map(row.ledger)}
+    out: dict[str, Any] = {**dict(zip(REPORT_KEYS, head, strict=True)), **ledger_map(row.ledger)}
+    if row.rejected:
+        out["rejected"] = row.rejected  # only when set: accepted chunks encode as before
+    return out
 
 
 def decode_ledger(value: Any, *, subject: str, data: bytes) -> Ledger:
@@ -123,4 +132,7 @@ def decode_report(value: Any, *, subject: str, data: bytes) -> ReportRow:
     if start > _U32 or not 0 < seconds <= 0xFFFF or not chunk < chunks <= _U32:
         raise DecodeError("schema", f"inconsistent report header {head}", subject=subject, data=data)
     ledger = decode_ledger(value, subject=subject, data=data)
-    return ReportRow(boot, start, seconds, seq, chunk, chunks, chunk_rows, ledger)
+    rejected = value.get("rejected", "")
+    if type(rejected) is not str or len(rejected) > MAX_REJECTED_LENGTH or not rejected.isprintable():
+        raise DecodeError("schema", "report rejection must be a short string", subject=subject, data=data)
+    return ReportRow(boot, start, seconds, seq, chunk, chunks, chunk_rows, ledger, rejected)

@@ -31,11 +31,11 @@ def test_table_counts_states_per_node_and_explains_the_bad_ones() -> None:
     lines = out.getvalue().splitlines()
     assert lines[0] == "window 2027-01-15T08:00:00Z to 2027-01-15T08:03:00Z, 60s intervals"
     assert lines[1].split() == [
-        "NODE", "COMPLETE", "COVERED", "LATER", "AT-RISK", "LOSSY", "PARTIAL", "SILENT", "NOT", "YET",
-        "METERED", "NOT", "SETTLED", "YET",
+        "NODE", "COMPLETE", "COVERED", "LATER", "AT-RISK", "LOSSY", "PARTIAL", "SILENT", "REJECTED", "NOT",
+        "YET", "METERED", "NOT", "SETTLED", "YET",
     ]  # fmt: skip
-    assert lines[2].split() == ["n1", "1", "1", "0", "1", "0", "0", "0", "0"]
-    assert lines[3].split() == ["node-22", "0", "0", "0", "0", "1", "2", "0", "0"]
+    assert lines[2].split() == ["n1", "1", "1", "0", "1", "0", "0", "0", "0", "0"]
+    assert lines[3].split() == ["node-22", "0", "0", "0", "0", "1", "2", "0", "0", "0"]
     assert lines[4] == "n1 2027-01-15T08:01:00Z lossy: 0 chunks missing, 2 event overruns, 1 table drops"
     assert (
         lines[5] == "node-22 2027-01-15T08:00:00Z partial: 3 chunks missing, 0 event overruns, 0 table drops"
@@ -54,7 +54,7 @@ def test_json_has_every_interval_and_the_verdict() -> None:
     assert doc["whole"] is False and doc["step_s"] == 60 and len(doc["intervals"]) == 6
     assert doc["intervals"][1] == {
         "node": "n1", "start": "2027-01-15T08:01:00Z", "seconds": 60, "state": "lossy",
-        "missing_chunks": 0, "events_lost": 2, "table_drops": 1,
+        "missing_chunks": 0, "events_lost": 2, "table_drops": 1, "reasons": [],
     }  # fmt: skip
 
 
@@ -103,3 +103,22 @@ def test_a_window_cut_by_settling_says_so() -> None:
     lines = out.getvalue().splitlines()
     assert lines[0].endswith("; intervals ending after 2027-01-15T08:01:00Z not settled yet")
     assert lines[-1] == "1 of 1 node-intervals complete (1 not settled yet, not judged)"
+
+
+def test_a_rejected_interval_is_counted_named_with_its_reasons_and_never_whole() -> None:
+    found = [
+        c.Verdict("n1", T0, 60, c.COMPLETE),
+        c.Verdict("n1", T0 + 60, 60, c.REJECTED, reasons=("counter",)),
+    ]
+    out = io.StringIO()
+    check.render(SPEC, 60, found, fmt="table", out=out)
+    lines = out.getvalue().splitlines()
+    assert lines[2].split() == ["n1", "1", "0", "0", "0", "0", "0", "1", "0", "0"]
+    assert lines[3] == "n1 2027-01-15T08:01:00Z rejected: counter"
+    assert lines[4] == "1 of 2 node-intervals complete; n1 rejected 08:01\N{EN DASH}08:02 (rejected: counter)"
+    assert not c.whole(found)
+    out = io.StringIO()
+    check.render(SPEC, 60, found, fmt="json", out=out)
+    doc = json.loads(out.getvalue())
+    assert doc["whole"] is False and doc["intervals"][1]["state"] == "rejected"
+    assert doc["intervals"][1]["reasons"] == ["counter"]

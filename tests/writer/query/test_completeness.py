@@ -4,6 +4,7 @@ chain or leave gaps, catch-ups, merged reports, window alignment and the summary
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import pytest
 
@@ -15,6 +16,7 @@ from kubenetmon.writer.query.completeness import (
     NOT_SETTLED,
     NOT_YET,
     PARTIAL,
+    REJECTED,
     SILENT,
     ChunkRow,
     classify,
@@ -234,6 +236,22 @@ def test_a_settled_interval_without_a_report_is_still_silent() -> None:
 
 def test_nothing_judged_says_so_instead_of_zero_of_zero() -> None:
     assert judged([]) == 0 and summary([]) == "no node-interval to judge"
+
+
+def test_a_rejected_report_makes_its_interval_rejected_whatever_else_is_there() -> None:
+    refused = [
+        replace(r, rejected="counter") for r in report(T0 + STEP, seq=99, span=((T0 + STEP) * 1000,) * 2)
+    ]
+    rows = steady() + refused
+    verdicts = classify(rows, nodes=(), start=T0, end=T0 + 5 * STEP, step=STEP)
+    assert [v.state for v in verdicts] == [COMPLETE, REJECTED, COMPLETE, COMPLETE, COMPLETE]
+    assert verdicts[1].reasons == ("counter",) and not whole(verdicts)
+    assert "n1 rejected" in summary(verdicts) and "(rejected: counter)" in summary(verdicts)
+    # alone (the interval's own report never came), a refused row is still rejected, never silent
+    alone = [r for r in steady() if r.start != T0 + 2 * STEP] + [
+        replace(r, rejected="future", start=T0 + 2 * STEP) for r in refused
+    ]
+    assert states(alone) == [COMPLETE, COMPLETE, REJECTED, COMPLETE, COMPLETE]
 
 
 def test_timestamps_off_makes_an_interval_at_risk_unless_accepted() -> None:

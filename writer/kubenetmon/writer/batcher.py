@@ -116,6 +116,7 @@ def report_values(message: EnrichedMessage) -> tuple[Any, ...] | None:
         *(g.span_from_ms, g.span_to_ms, g.rows, g.bytes, g.packets, g.flows, g.events_lost, g.table_drops),
         message.enriched_at,
         g.timestamps,
+        r.rejected,
     )
 
 

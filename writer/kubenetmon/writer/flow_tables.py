@@ -223,6 +223,7 @@ REPORT_TYPES: Final[dict[str, str]] = {
     "tableDrops": "UInt64",
     "enrichedAt": "UInt64",
     "conntrackTimestamps": "Int8 DEFAULT -1",
+    "rejected": _LC,
 }
 """``conntrackTimestamps``: 1 conntrack stamped creation times throughout the span, 0 it did not at one
 poll at least (``check``: at-risk), -1 not said (rows of agents before it, and of tables migrated to it)."""
@@ -250,6 +251,14 @@ def add_reports_timestamps(database: str) -> str:
     return (
         f"ALTER TABLE {fqn(database, REPORTS_TABLE)} "
         "ADD COLUMN IF NOT EXISTS `conntrackTimestamps` Int8 DEFAULT -1"
+    )
+
+
+def add_rejected_column(database: str) -> str:
+    """Schema version 9: why the enricher refused a chunk (``''``: accepted; see ``ledger.ReportRow``)."""
+    return (
+        f"ALTER TABLE {fqn(database, REPORTS_TABLE)} "
+        f"ADD COLUMN IF NOT EXISTS `rejected` {REPORT_TYPES['rejected']} DEFAULT ''"
     )
 
 

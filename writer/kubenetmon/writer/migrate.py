@@ -90,6 +90,11 @@ MIGRATIONS: Final = (
         "ledger: whether conntrack stamped creation times (agent_reports.conntrackTimestamps)",
         lambda d, t: [flow_tables.add_reports_timestamps(d), flow_tables.create_reports_exact_view(d)],
     ),
+    Migration(
+        9,
+        "rejected reports: agent_reports.rejected",
+        lambda d, t: [flow_tables.add_rejected_column(d), flow_tables.create_reports_exact_view(d)],
+    ),
 )
 PRICES_VERSION: Final = 5
 REPORTS_VERSION: Final = 6

@@ -38,6 +38,7 @@ def enricher(
         "enricher",
         "--nats-url", nats_url,
         *labelling(settings, inventory=inventory, kubeconfig=kubeconfig, extra=extra),
+        "--interval", f"{settings.interval}s",  # the agents': their reports' starts are multiples of it
         "--http-port", "-1",
         "--drain-timeout", SERVICE_DRAIN,
     )  # fmt: skip

@@ -173,6 +173,8 @@ class Broker:
             raise TransientError(f"publish to {subject} failed: {describe(exc)}") from exc
         except CLIENT_ERRORS as exc:
             raise TransientError(f"publish to {subject} failed: {describe(exc)}") from exc
+        except (TypeError, ValueError, KeyError) as exc:  # an answer that is no stream's acknowledgement
+            raise PoisonError("not_a_stream", f"{subject} answered with no JetStream ack: {exc}") from None
         self.capacity.accepted(self._kind(subject))
         return PublishResult(stream=ack.stream, seq=ack.seq, duplicate=bool(ack.duplicate))
 

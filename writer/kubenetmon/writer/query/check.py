@@ -118,7 +118,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "Judge every node and interval of a window from the agents' ledger (agent_reports): complete; "
         "covered later (a catch-up report after an outage covers it); partial (chunks missing); lossy "
         "(DESTROY events lost or conntrack table drops in its span); at-risk (conntrack creation timestamps "
-        "off in its span: net.netfilter.nf_conntrack_timestamp); silent (no report covers it)."
+        "off in its span: net.netfilter.nf_conntrack_timestamp); silent (no report covers it); rejected "
+        "(the enricher refused a report for it as implausible, with the reason)."
     )
     parser.epilog = EXIT_CODES
     add_target_arguments(parser)
@@ -152,7 +153,7 @@ def reports_query(spec: CheckSpec) -> str:
     lo, hi = spec.start - spec.reach_s, spec.end + spec.reach_s
     return (
         "SELECT node, boot, seq, toUInt32(intervalStartTime), intervalSeconds, chunk, chunks, "
-        "spanFromMs, spanToMs, eventsLost, tableDrops, conntrackTimestamps "
+        "spanFromMs, spanToMs, eventsLost, tableDrops, conntrackTimestamps, rejected "
         f"FROM {spec.relation(exact_view(REPORTS_TABLE))} "
         f"WHERE intervalStartTime >= toDateTime({lo}) AND intervalStartTime < toDateTime({hi})"
         f"{_node_filter('node', spec.nodes)}"
@@ -168,7 +169,18 @@ def nodes_query(spec: CheckSpec) -> str:
 
 
 def chunk_rows(result: QueryResult) -> list[c.ChunkRow]:
-    return [c.ChunkRow(str(r[0]), str(r[1]), *(int(v) for v in r[2:12])) for r in result.rows]
+    out = []
+    for r in result.rows:
+        seq, start, seconds, chunk, chunks, span_from, span_to, lost, drops, stamps = (
+            int(v) for v in r[2:12]
+        )
+        out.append(
+            c.ChunkRow(
+                str(r[0]), str(r[1]), seq, start, seconds, chunk, chunks, span_from, span_to, lost, drops,
+                stamps, rejected=str(r[12]),
+            )
+        )  # fmt: skip
+    return out
 
 
 def verdicts(
@@ -236,6 +248,8 @@ def render(spec: CheckSpec, step: int, found: list[c.Verdict], *, fmt: str, out:
     for row in table:
         out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n")
     for v in found:
+        if v.state == c.REJECTED:
+            out.write(f"{v.node} {format_time(v.start)} rejected: {', '.join(v.reasons)}\n")
         if v.state in (c.LOSSY, c.PARTIAL):
             out.write(
                 f"{v.node} {format_time(v.start)} {v.state}: {v.missing_chunks} chunks missing, "

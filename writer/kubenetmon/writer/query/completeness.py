@@ -8,6 +8,8 @@ and an interval ``[t, t + step)``:
 - **partial**: a report for the interval (its own, or the catch-up that covers it) lacks chunks;
 - **silent**: no report names the interval and the spans of the node's reports do not cover it;
 - **lossy**: its report(s) say events were lost or the table dropped connections in their span;
+- **rejected**: the enricher refused a report for the interval as implausible (``agent_reports.rejected``
+  names why: ``counter``, ``future``, ...): whatever else is stored for it, it is never complete;
 - **at-risk**: its report(s) say conntrack did not stamp creation times (``nf_conntrack_timestamp`` off)
   at some poll of their span: a short flow that reused a closed one's tuples may have been taken for it
   and lost. Accepted as complete with ``accept_no_timestamps`` (the operator's call); a report that does
@@ -48,9 +50,10 @@ AT_RISK: Final = "at-risk"
 PARTIAL: Final = "partial"
 SILENT: Final = "silent"
 NOT_YET: Final = "not yet metered"
+REJECTED: Final = "rejected"
 NOT_SETTLED: Final = "not settled yet"
-STATES: Final = (COMPLETE, COVERED_LATER, AT_RISK, LOSSY, PARTIAL, SILENT, NOT_YET, NOT_SETTLED)
-BAD: Final = frozenset({AT_RISK, LOSSY, PARTIAL, SILENT})
+STATES: Final = (COMPLETE, COVERED_LATER, AT_RISK, LOSSY, PARTIAL, SILENT, REJECTED, NOT_YET, NOT_SETTLED)
+BAD: Final = frozenset({AT_RISK, LOSSY, PARTIAL, SILENT, REJECTED})
 GOOD: Final = frozenset({COMPLETE, COVERED_LATER})
 """The judged states that count as complete; every other judged state is incomplete."""
 UNJUDGED: Final = frozenset({NOT_YET, NOT_SETTLED})
@@ -80,6 +83,8 @@ class ChunkRow:
     table_drops: int = 0
     timestamps: int = -1
     """1: conntrack creation timestamps on throughout the span; 0: off at a poll; -1: not said."""
+    rejected: str = ""
+    """Why the enricher refused this chunk (empty: accepted)."""
 
 
 @dataclass(slots=True)
@@ -96,6 +101,7 @@ class Report:
     table_drops: int
     timestamps: int = -1
     present: set[int] = field(default_factory=set)
+    rejected: set[str] = field(default_factory=set)
 
     @property
     def missing(self) -> int:
@@ -116,13 +122,16 @@ class Verdict:
     missing_chunks: int = 0
     events_lost: int = 0
     table_drops: int = 0
+    reasons: tuple[str, ...] = ()
+    """Why its reports were rejected (``rejected`` only)."""
 
 
 def reports_of(rows: Iterable[ChunkRow]) -> dict[str, list[Report]]:
-    """Chunks grouped into reports (by node, boot and seq), per node."""
-    found: dict[tuple[str, str, int], Report] = {}
+    """Chunks grouped into reports (by node, boot, seq and start: a row refused for its start stands
+    apart from a report of the same seq), per node."""
+    found: dict[tuple[str, str, int, int], Report] = {}
     for r in rows:
-        report = found.get((r.node, r.boot, r.seq))
+        report = found.get((r.node, r.boot, r.seq, r.start))
         if report is None:
             report = Report(
                 r.node,
@@ -135,8 +144,10 @@ def reports_of(rows: Iterable[ChunkRow]) -> dict[str, list[Report]]:
                 r.table_drops,
                 r.timestamps,
             )
-            found[(r.node, r.boot, r.seq)] = report
+            found[(r.node, r.boot, r.seq, r.start)] = report
         report.present.add(r.chunk)
+        if r.rejected:
+            report.rejected.add(r.rejected)
     by_node: dict[str, list[Report]] = defaultdict(list)
     for report in found.values():
         by_node[report.node].append(report)
@@ -176,6 +187,9 @@ def judge(
         state = COVERED_LATER
     missing = sum(r.missing for r in own)
     lost, drops = sum(r.events_lost for r in own), sum(r.table_drops for r in own)
+    reasons = tuple(sorted({reason for r in own for reason in r.rejected}))
+    if reasons:
+        return Verdict(node, start, step, REJECTED, missing, lost, drops, reasons)
     if missing:
         state = PARTIAL
     elif lost or drops:
@@ -272,6 +286,9 @@ def summary(verdicts: Sequence[Verdict], *, shown: int = 5, unjudged: bool = Tru
         parts = [
             f"{node} {state} {_hhmm(lo)}\N{EN DASH}{_hhmm(hi)}" for node, state, lo, hi in problems[:shown]
         ]
+        reasons = sorted({reason for v in verdicts for reason in v.reasons})
+        if reasons:
+            parts[-1] += f" (rejected: {', '.join(reasons)})"
         more = len(problems) - shown
         line += "; " + ", ".join(parts) + (f" and {more} more" if more > 0 else "")
     return line
