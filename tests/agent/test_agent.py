@@ -188,8 +188,10 @@ def test_accounting_off_is_refused_with_how_to_fix_it(
     refused = start_agent(node, nats, extra=("--young-node", "0"))
     assert refused.proc is not None and refused.proc.wait(30) == 2
     out = refused.output()
-    assert "conntrack accounting is off" in out and "sysctl -w net.netfilter.nf_conntrack_acct=1" in out
-    assert "--skip-sanity-check" in out
+    assert "conntrack accounting is off" in out and "--skip-sanity-check" in out
+    # the fix for the namespace it meters, not a host-wide sysctl
+    assert f"`ip netns exec {node.netns} sysctl -w net.netfilter.nf_conntrack_acct=1`" in out
     forced = start_agent(node, nats, extra=("--young-node", "0", "--skip-sanity-check"))
     forced.polled_after(time.time())
     assert forced.stop() == 0
+    assert "--skip-sanity-check: conntrack accounting is off" in forced.output()

@@ -11,7 +11,7 @@ import pytest
 
 from kubenetmon.agent import reports
 from kubenetmon.agent.checkpoint import StateDir
-from kubenetmon.agent.sanity import ACCOUNTING_OFF, check
+from kubenetmon.agent.sanity import check, off_message
 from kubenetmon.agent.service import Agent
 from kubenetmon.agent.settings import AgentSettings
 from kubenetmon.shared.errors import ConfigError
@@ -167,7 +167,8 @@ def test_health_fails_when_polling_stalls(tmp_path: Path) -> None:
 def test_sanity_check_refuses_waits_while_young_and_passes(caplog: pytest.LogCaptureFixture) -> None:
     with pytest.raises(ConfigError) as refused:
         check(lambda path: "0", netns="ns1", young_node_s=600, node_uptime=lambda: 3600)
-    assert str(refused.value) == ACCOUNTING_OFF.format(value="0", where=" in network namespace ns1")
+    assert str(refused.value) == off_message("0", netns="ns1")
+    assert "`ip netns exec ns1 sysctl -w net.netfilter.nf_conntrack_acct=1`" in str(refused.value)
     values = iter(["0", "0", "1", "1", "1"])  # acct thrice, events, timestamps
     slept: list[float] = []
     with caplog.at_level(logging.WARNING):

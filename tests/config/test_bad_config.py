@@ -131,7 +131,7 @@ CASES: dict[str, Case] = {
         "--nats-tls-ca",
     ),
     # sql, top, label
-    "sql no target": (["sql", "SELECT 1"], {}, "--clickhouse-dsn or --data-dir"),
+    "sql no target": (["sql", "SELECT 1"], {}, "no kubenetmon data there (run `kubenetmon up` first)"),
     "sql unknown scheme": (["sql", "--clickhouse-dsn", "mysql://x", "SELECT 1"], {}, "--clickhouse-dsn"),
     "sql unknown format": (["sql", "--data-dir", "/tmp", "--format", "xml", "SELECT 1"], {}, "--format"),
     "sql missing password file": (
@@ -152,7 +152,7 @@ CASES: dict[str, Case] = {
     "nats init missing creds": (["nats", "init", "--nats-creds", MISSING], {}, "--nats-creds"),
     "nats init bad wait": (["nats", "init", "--connect-wait", "soon"], {}, "--connect-wait"),
     "nats init replicas": (["nats", "init", "--nats-replicas", "9"], {}, "--nats-replicas"),
-    "clickhouse migrate no DSN": (["clickhouse", "migrate"], {}, "--clickhouse-dsn"),
+    "clickhouse migrate no data": (["clickhouse", "migrate"], {}, "no kubenetmon data there"),
     "clickhouse migrate bad TTL": (
         ["clickhouse", "migrate", "--clickhouse-dsn", "chdb:///tmp/x", "--ttl-days", "-1"],
         {},

@@ -23,6 +23,7 @@ import yaml  # type: ignore[import-untyped]
 
 from kubenetmon.writer.cost_tables import cost_view
 from kubenetmon.writer.flow_tables import REPORTS_TABLE, exact_view, node_table
+from kubenetmon.writer.query.completeness import SETTLE_S
 from kubenetmon.writer.settings import ClickHouseSettings
 from kubenetmon.writer.sink import DEFAULT_DATABASE
 from tests.support.commands import kubenetmon
@@ -341,3 +342,10 @@ def test_prometheus_panels_and_alerts_name_defined_metrics() -> None:
         names = referenced_metrics(expr)
         assert names, f"{title}: references no kubenetmon metric"
         assert names <= defined, f"{title}: unknown {sorted(names - defined)}"
+
+
+def test_the_completeness_panel_shows_settled_intervals_only() -> None:
+    """The dashboard's notion of settled is ``check``'s and ``top``'s (``completeness.SETTLE_S``)."""
+    text = DASHBOARD.read_text()
+    settled = f"intervalStartTime + intervalSeconds <= now() - INTERVAL {SETTLE_S} SECOND"
+    assert text.count(REPORTS_TABLE) == text.count(settled) == 2

@@ -127,3 +127,15 @@ def test_ignore_udp_and_required_inventory(inventory_file: Path, tmp_path: Path)
         [*KUBENETMON, "label", "--node", "n1"], input="", capture_output=True, text=True, timeout=60
     )
     assert missing.returncode == 2 and "--inventory" in missing.stderr
+
+
+def test_loopback_records_are_dropped_as_loopback(inventory_file: Path) -> None:
+    lo = {
+        "proto": 6, "family": 2, "orig_src": "127.0.0.1", "orig_dst": "127.0.0.1", "orig_sport": 40000,
+        "orig_dport": 8080, "reply_src": "127.0.0.1", "reply_dst": "127.0.0.1", "reply_sport": 8080,
+        "reply_dport": 40000, "orig_packets": 3, "orig_bytes": 180, "reply_packets": 2, "reply_bytes": 120,
+    }  # fmt: skip
+    v6 = {**lo, "family": 10, "orig_src": "::1", "orig_dst": "::1", "reply_src": "::1", "reply_dst": "::1"}
+    done = label(inventory_file, [json.dumps(lo), json.dumps(v6)], *FLAGS)
+    dropped = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    assert dropped == [{"line": 1, "dropped": "loopback"}, {"line": 2, "dropped": "loopback"}]

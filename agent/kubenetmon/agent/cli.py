@@ -17,7 +17,7 @@ from kubenetmon.agent.dnswatch import DnsWatch
 from kubenetmon.agent.links import Links
 from kubenetmon.agent.owners import Sockets
 from kubenetmon.agent.publisher import Publisher
-from kubenetmon.agent.sanity import check
+from kubenetmon.agent.sanity import check, warn_if_skipped_and_off
 from kubenetmon.agent.service import Agent
 from kubenetmon.agent.settings import add_agent_arguments, agent_settings
 from kubenetmon.shared import logs, runtime
@@ -48,16 +48,27 @@ def main(args: argparse.Namespace) -> int:
     drain = runtime_settings(args).drain_timeout_s
     preflight(nats)
     logs.setup(log_settings(args), process=f"agent-{settings.node_name}")
-    if not settings.skip_sanity_check:
-        try:
+
+    def read(path: str) -> str:
+        return read_sysctl(path, netns=settings.netns or None)
+
+    try:
+        if settings.skip_sanity_check:
+            warn_if_skipped_and_off(read, netns=settings.netns)
+        else:
             check(
-                lambda path: read_sysctl(path, netns=settings.netns or None),
+                read,
                 netns=settings.netns,
                 young_node_s=settings.young_node_s,
                 write=lambda path, value: write_sysctl(path, value, netns=settings.netns or None),
             )
-        except FileNotFoundError:  # entering a namespace that is not there
-            raise ConfigError(f"--netns: network namespace {settings.netns!r} does not exist") from None
+    except FileNotFoundError:  # entering a namespace that is not there
+        raise ConfigError(f"--netns: network namespace {settings.netns!r} does not exist") from None
+    except PermissionError as exc:  # entering a namespace needs CAP_SYS_ADMIN
+        raise ConfigError(
+            f"--netns {settings.netns}: cannot enter the network namespace ({exc.strerror or exc}):"
+            " run as root, or with CAP_SYS_ADMIN and NET_ADMIN"
+        ) from None
     conntrack = open_conntrack(settings.netns, event_buffer=settings.event_buffer_bytes)
     log.info(
         "agent starting",

@@ -32,10 +32,38 @@ TIMESTAMP: Final = "net/netfilter/nf_conntrack_timestamp"
 
 ACCOUNTING_OFF: Final = (
     "conntrack accounting is off (net.netfilter.nf_conntrack_acct = {value}{where}): conntrack entries "
-    "carry no byte or packet counters, so there is nothing to meter. Enable it on the node with "
-    "`sysctl -w net.netfilter.nf_conntrack_acct=1` (and persist it in /etc/sysctl.d/), then restart "
-    "the agent; or pass --skip-sanity-check to start anyway."
+    "carry no byte or packet counters, so there is nothing to meter. Enable it {on} with "
+    "`{fix}` (and persist it), then restart the agent; or pass --skip-sanity-check to start anyway."
 )
+SKIPPED_ACCOUNTING_OFF: Final = (
+    "--skip-sanity-check: conntrack accounting is off (net.netfilter.nf_conntrack_acct = %s%s): entries "
+    "carry no byte or packet counters, so this agent reports flows with zero bytes; enable it with `%s`"
+)
+
+
+def enable_accounting(netns: str) -> tuple[str, str]:
+    """Where and how to turn accounting on: the node's sysctl, or the one of namespace ``netns``."""
+    command = "sysctl -w net.netfilter.nf_conntrack_acct=1"
+    if netns:
+        return f"in the namespace {netns}", f"ip netns exec {netns} {command}"
+    return "on the node", command
+
+
+def off_message(value: str, *, netns: str) -> str:
+    """The refusal for accounting off, with the fix that applies where the agent meters."""
+    on, fix = enable_accounting(netns)
+    where = f" in network namespace {netns}" if netns else ""
+    return ACCOUNTING_OFF.format(value=value, where=where, on=on, fix=fix)
+
+
+def warn_if_skipped_and_off(read: Callable[[str], str], *, netns: str = "") -> None:
+    """``--skip-sanity-check``: start anyway, but say so when there are no counters to meter."""
+    value = read(ACCT)
+    if value not in ("1", ""):
+        where = f" in network namespace {netns}" if netns else ""
+        log.warning(SKIPPED_ACCOUNTING_OFF, value, where, enable_accounting(netns)[1])
+
+
 NO_CONNTRACK: Final = (
     "conntrack is not available{where} (no net.netfilter.nf_conntrack_acct): is the nf_conntrack module "
     "loaded and is the agent in the node's network namespace (host network)?"
@@ -68,7 +96,7 @@ def check(
     while value != "1":
         age = node_uptime()
         if age >= young_node_s:
-            raise ConfigError(ACCOUNTING_OFF.format(value=value, where=where))
+            raise ConfigError(off_message(value, netns=netns))
         log.warning(
             "net.netfilter.nf_conntrack_acct is %s%s; the node booted %.0fs ago, waiting up to %.0fs for it",
             value,

@@ -45,8 +45,21 @@ _PROTO_NAMES: Final = tuple(schema.PROTO_NAMES.get(number, "") for number in ran
 DropHook = Callable[[int, RawRow, str], None]
 
 # What happens to a record: kept with its source (OUT) or destination (IN) as the local side, or dropped.
-OUT, IN, NODE, DIRECTION, PROTO, IGNORED_UDP, NODE_ROW = range(7)
-REASONS: Final = {NODE: "node", DIRECTION: "direction", PROTO: "proto", IGNORED_UDP: "udp"}
+OUT, IN, NODE, DIRECTION, PROTO, IGNORED_UDP, NODE_ROW, LOOPBACK = range(8)
+REASONS: Final = {
+    NODE: "node",
+    DIRECTION: "direction",
+    PROTO: "proto",
+    IGNORED_UDP: "udp",
+    LOOPBACK: "loopback",
+}
+_IPV6_LOOPBACK: Final = bytes(15) + b"\x01"
+
+
+def _loopback(address: bytes) -> bool:
+    return (len(address) == 4 and address[0] == 127) or address == _IPV6_LOOPBACK
+
+
 # An endpoint's role for the observer: a node's address, no pod, a pod with no node, a pod on the
 # observer, a pod on another node.
 _NODE, _NO_POD, _NO_NODE, _HERE, _ELSEWHERE = range(5)
@@ -135,6 +148,10 @@ class Labeler:
         cases = self._cases(msg.node, proto, src, dst)
         nodes = self._node_rows(msg, cases, osrc, rsrc, enriched_at=enriched_at, stats=stats)
         outs, ins = cases.count(OUT), cases.count(IN)
+        if DIRECTION in cases:  # no local pod on either side: name loopback traffic as such
+            for j, case in enumerate(cases):
+                if case == DIRECTION and (_loopback(osrc[j]) or _loopback(rsrc[j])):
+                    cases[j] = LOOPBACK
         if outs + ins < stats.records:
             _count_drops(msg, cases, stats, on_drop)
         if self.index.ambiguous != ambiguous:

@@ -26,7 +26,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TextIO
 
 from kubenetmon.enricher import plausible, sources
 from kubenetmon.enricher.fill import IndexFill
@@ -42,7 +42,7 @@ from kubenetmon.enricher.settings import (
     label_options,
 )
 from kubenetmon.enricher.worker import Enricher
-from kubenetmon.shared import backoff, exits, runtime, schema, topology
+from kubenetmon.shared import backoff, exits, localrun, runtime, schema, topology
 from kubenetmon.shared.broker import Broker, Delivery, PublishResult
 from kubenetmon.shared.errors import ConfigError, DecodeError, PoisonError, TransientError
 from kubenetmon.shared.options import add_arguments, from_args, option
@@ -103,6 +103,14 @@ class RawReplayFlags:
         "rebuilt from the META stream the enrichers record (pods by IP over time, their labels and "
         "owners as they were; nodes and Services as last recorded)",
     )
+    data_dir: str | None = option(
+        None,
+        flag="--data-dir",
+        native=True,
+        metavar="DIR",
+        help="a `kubenetmon up` data directory: its NATS and the labelling flags its enricher ran with "
+        "are the defaults (flags given here win, with a warning when they label differently)",
+    )
     run_id: str | None = option(
         None,
         flag="--run-id",
@@ -124,7 +132,38 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_log_arguments(parser)
 
 
+def from_local_run(args: argparse.Namespace, *, err: TextIO) -> None:
+    """Fill what ``args`` leaves unset from the run recorded in ``--data-dir``; warn where they differ."""
+    run = localrun.read(args.data_dir)
+    if run is None:
+        raise ConfigError(f"--data-dir {args.data_dir}: no record of a `kubenetmon up` run there")
+    if args.nats_url is None:
+        args.nats_url = run.nats_url
+    recorded_parser = argparse.ArgumentParser(add_help=False)
+    add_label_arguments(recorded_parser)
+    add_enricher_arguments(recorded_parser)
+    recorded, _ = recorded_parser.parse_known_args(list(run.labelling))
+    for action in recorded_parser._actions:
+        value = getattr(recorded, action.dest, None)
+        if not action.option_strings or value in (None, False, [], ()):
+            continue
+        given = getattr(args, action.dest, None)
+        if given in (None, False, [], ()):
+            setattr(args, action.dest, value)
+        elif given != value:
+            err.write(
+                f"kubenetmon replay raw: {action.option_strings[0]} {_shown(given)} differs from the run "
+                f"recorded in {args.data_dir} ({_shown(value)}): its rows will be relabelled accordingly\n"
+            )
+
+
+def _shown(value: object) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.data_dir:
+        from_local_run(args, err=sys.stderr)
     flags = from_args(RawReplayFlags, args)
     config = RawReplay(
         window=window_from(args, now=time.time()),

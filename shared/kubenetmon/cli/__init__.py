@@ -2,7 +2,7 @@
 
     main         the entry point and the registry of subcommands
     flags        KUBENETMON_* defaults, secrets kept out of --help, relative times
-    reference    the README's configuration reference, generated from the real parsers
+    reference    the configuration reference (docs/reference.md), generated from the real parsers
     nats         ``kubenetmon nats init|status``
     natsserver   a local nats-server process (``up``, tests, benchmarks)
     replay       the registry of ``kubenetmon replay`` verbs; ``replay_dlq`` is the ``dlq`` verb

@@ -13,6 +13,7 @@ flag wins. Secrets (passwords, tokens) never show their value in ``--help`` (``k
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -160,6 +161,13 @@ COMMANDS: Final[dict[str, Command]] = {
 }
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("kubenetmon")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction[argparse.ArgumentParser]]:
     parser = argparse.ArgumentParser(
         prog="kubenetmon",
@@ -167,6 +175,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction[
         epilog="Every --flag can also be set as a KUBENETMON_FLAG environment variable.",
         formatter_class=HelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"kubenetmon {_version()}")
     subs = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, cmd in COMMANDS.items():
         subs.add_parser(name, help=cmd.help, description=cmd.help, formatter_class=HelpFormatter)

@@ -75,7 +75,7 @@ def main(args: argparse.Namespace) -> int:
         return exits.USAGE
     settings = from_args(NatsSettings, args)
     # The printed lines are the report; logs are for problems unless asked otherwise.
-    defaults = {"format": "text", "level": "warning"}
+    defaults = {"level": "warning"}
     log_settings = from_args(
         LogSettings, args, **{k: v for k, v in defaults.items() if not getattr(args, f"log_{k}")}
     )

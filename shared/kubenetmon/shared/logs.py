@@ -1,5 +1,9 @@
 """Logging setup: JSON lines (one object per line, for the cluster's log pipeline) or plain text.
 
+``--log-format auto`` (the default) writes text when stderr is a terminal (a person reads it) and JSON
+lines otherwise (a pipe, a file, a container runtime). urllib3, which logs a warning for each retry of
+its connection pool, is quiet below errors: the ClickHouse sink says what failed in its own line.
+
 Code logs with ``logging.getLogger(__name__)`` and passes structured fields through ``extra=``; they
 become keys of the JSON object. Stages log one line per batch or interval, never one per record.
 Logs go to stderr: stdout belongs to commands that print results (``nats init``, ``top``).
@@ -17,7 +21,7 @@ from typing import Any, Final, TextIO
 from kubenetmon.shared.settings import LogSettings
 
 _STANDARD: Final = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
-_QUIET: Final = {"asyncio": logging.WARNING, "urllib3": logging.WARNING, "kubernetes": logging.WARNING}
+_QUIET: Final = {"asyncio": logging.WARNING, "urllib3": logging.ERROR, "kubernetes": logging.WARNING}
 
 
 class JsonFormatter(logging.Formatter):
@@ -56,12 +60,22 @@ class TextFormatter(logging.Formatter):
         return super().format(record)
 
 
+def resolved(settings: LogSettings, stream: TextIO) -> str:
+    """``json`` or ``text``: ``auto`` is text on a terminal."""
+    if settings.format != "auto":
+        return settings.format
+    try:
+        return "text" if stream.isatty() else "json"
+    except (AttributeError, ValueError):  # a closed or unusual stream
+        return "json"
+
+
 def setup(settings: LogSettings, *, process: str = "", stream: TextIO | None = None) -> None:
     """Configure the root logger once per process; ``process`` names it (e.g. ``enricher-2``)."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(
-        JsonFormatter(process=process) if settings.format == "json" else TextFormatter(process=process)
-    )
+    out = stream or sys.stderr
+    handler = logging.StreamHandler(out)
+    json_lines = resolved(settings, out) == "json"
+    handler.setFormatter(JsonFormatter(process=process) if json_lines else TextFormatter(process=process))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

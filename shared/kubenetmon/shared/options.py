@@ -218,7 +218,7 @@ def _settings_kwargs(f: dataclasses.Field[Any]) -> dict[str, Any]:
     text = meta["help"]  # the choices show in the metavar, as argparse shows a native flag's
     shown = "" if meta["secret"] else format_value(meta["kind"], f.default)
     if shown:
-        text += f" [default: {shown}]"
+        text += f" (default: {shown})"
     return {"dest": meta["dest"], "default": None, "metavar": _metavar(meta), "help": text}
 
 

@@ -241,7 +241,10 @@ class LogSettings:
         "info", flag="--log-level", choices=("debug", "info", "warning", "error"), help="lowest level logged"
     )
     format: str = option(
-        "json", flag="--log-format", choices=("json", "text"), help="JSON lines or plain text"
+        "auto",
+        flag="--log-format",
+        choices=("auto", "json", "text"),
+        help="JSON lines or plain text; auto: text when stderr is a terminal, else JSON",
     )
 
 

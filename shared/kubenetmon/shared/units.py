@@ -1,4 +1,5 @@
-"""Byte counts for people: the one ``human_bytes``, in powers of 1000 (as the README and price books count).
+"""Byte counts and money for people: the one ``human_bytes``, in powers of 1000 (as the README and price
+books count), the one ``usd``, and ``csv_cell`` (booleans as ``true``/``false``, as JSON writes them).
 
 Two renderings, both kept exactly where they are shown: ``top`` and ``cost`` tables fit three significant
 digits in a column (``1.23 KB``, up to ``EB``); the replay summaries print one decimal with thousands
@@ -7,6 +8,7 @@ separators (``1,234.5 GB``, up to ``TB``). Pure functions: no I/O, no locale.
 
 from __future__ import annotations
 
+import math
 from typing import Final
 
 _UNITS: Final = ("B", "KB", "MB", "GB", "TB", "PB", "EB")
@@ -33,3 +35,19 @@ def _grouped(n: float) -> str:
             return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
         n /= 1000
     return f"{n} B"  # unreachable
+
+
+def usd(value: float) -> str:
+    """``$1,234.56``; an amount under a cent keeps two significant digits (``$0.0042``, ``$0.0000073``) so
+    that a small cost never reads as zero; ``$0.00`` only for nothing."""
+    if value == 0 or abs(value) >= 0.005 or not math.isfinite(value):
+        return f"${value:,.2f}"
+    digits = min(1 - math.floor(math.log10(abs(value))), 15)  # below 10^-14 USD: shown as zero
+    return f"${value:.{digits}f}"
+
+
+def csv_cell(value: object) -> object:
+    """A value as a CSV cell: booleans ``true``/``false`` (Python's ``True`` reads as a string elsewhere)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value

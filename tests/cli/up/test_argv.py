@@ -44,9 +44,11 @@ def test_every_role_gets_its_settings_as_flags(tmp_path: Path) -> None:
     assert agent[agent.index("--state-dir") + 1] == str(tmp_path / "agent" / "n1")
     enricher = argv.enricher(s, nats_url=url, inventory="/i.json", kubeconfig="", extra=("--cloud", "gcp"))
     assert enricher[enricher.index("--inventory") + 1] == "/i.json"
-    assert enricher.index("aws") < enricher.index(
-        "gcp"
-    )  # the metadata's own labeling flags come last: they win
+    assert "gcp" in enricher and "aws" not in enricher  # the metadata's own labelling flags win
+    assert argv.labelling(s, inventory="/i.json", kubeconfig="", extra=("--cloud", "gcp")) == [
+        "--inventory", "/i.json", "--cloud", "gcp"
+    ]  # fmt: skip
+    assert "aws" in argv.enricher(s, nats_url=url, inventory="/i.json", kubeconfig="")
     view = argv.view(s, interactive=False)
     assert "--owner-only" in view and view[view.index("--watch") + 1] == "4s"
     assert view[view.index("--by") + 1] == "pod"

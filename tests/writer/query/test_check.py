@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from kubenetmon.shared import exits
 from kubenetmon.shared.errors import ConfigError
 from kubenetmon.writer.query import check
 from kubenetmon.writer.query import completeness as c
@@ -31,10 +32,10 @@ def test_table_counts_states_per_node_and_explains_the_bad_ones() -> None:
     assert lines[0] == "window 2027-01-15T08:00:00Z to 2027-01-15T08:03:00Z, 60s intervals"
     assert lines[1].split() == [
         "NODE", "COMPLETE", "COVERED", "LATER", "AT-RISK", "LOSSY", "PARTIAL", "SILENT", "REJECTED", "NOT",
-        "YET", "METERED",
+        "YET", "METERED", "NOT", "SETTLED", "YET",
     ]  # fmt: skip
-    assert lines[2].split() == ["n1", "1", "1", "0", "1", "0", "0", "0", "0"]
-    assert lines[3].split() == ["node-22", "0", "0", "0", "0", "1", "2", "0", "0"]
+    assert lines[2].split() == ["n1", "1", "1", "0", "1", "0", "0", "0", "0", "0"]
+    assert lines[3].split() == ["node-22", "0", "0", "0", "0", "1", "2", "0", "0", "0"]
     assert lines[4] == "n1 2027-01-15T08:01:00Z lossy: 0 chunks missing, 2 event overruns, 1 table drops"
     assert (
         lines[5] == "node-22 2027-01-15T08:00:00Z partial: 3 chunks missing, 0 event overruns, 0 table drops"
@@ -100,9 +101,9 @@ def _args(**kw: object) -> argparse.Namespace:
     return argparse.Namespace(**{**base, **kw})
 
 
-def test_the_window_stops_where_reports_may_still_be_in_flight() -> None:
+def test_the_window_is_kept_and_settled_marks_where_reports_may_still_be_in_flight() -> None:
     spec = check.spec_from(_args(), now=T0 + 3600, flows_view="v")
-    assert (spec.start, spec.end, spec.reach_s) == (T0, T0 + 3600 - 120, 6 * 3600)
+    assert (spec.start, spec.end, spec.reach_s, spec.settled) == (T0, T0 + 3600, 6 * 3600, T0 + 3600 - 120)
     with pytest.raises(ConfigError, match="is not after"):
         check.spec_from(_args(start="now", end="-1h"), now=T0, flows_view="v")
     with pytest.raises(ConfigError, match="not a time"):
@@ -117,6 +118,29 @@ def test_queries_name_the_exact_views_and_filter_nodes() -> None:
     assert "FROM `kubenetmon`.`network_flows_0_exact`" in check.nodes_query(spec)
 
 
+def test_exit_codes_tell_complete_incomplete_and_nothing_apart() -> None:
+    ok, later = c.Verdict("n", T0, 60, c.COMPLETE), c.Verdict("n", T0 + 60, 60, c.COVERED_LATER)
+    unjudged = [c.Verdict("n", T0, 60, c.NOT_YET), c.Verdict("n", T0 + 60, 60, c.NOT_SETTLED)]
+    assert check.exit_code([ok, later, *unjudged]) == exits.DONE == 0
+    assert check.exit_code([ok, c.Verdict("n", T0 + 60, 60, c.SILENT)]) == exits.INCOMPLETE == 1
+    # a state this module does not know (added later) is incomplete, never complete
+    assert check.exit_code([ok, c.Verdict("n", T0 + 60, 60, "some future state")]) == 1
+    assert check.exit_code([]) == check.exit_code(unjudged) == exits.NOTHING_TO_JUDGE == 3
+    assert exits.UNREADABLE == 4
+    for code in ("0 complete", "1 incomplete", "2 bad flags", "3 nothing to judge", "4 the store cannot"):
+        assert code in check.EXIT_CODES
+
+
+def test_a_window_cut_by_settling_says_so() -> None:
+    spec = check.CheckSpec(T0, T0 + 180, (), 3600, "v", settled=T0 + 60)
+    found = [c.Verdict("n", T0, 60, c.COMPLETE), c.Verdict("n", T0 + 60, 60, c.NOT_SETTLED)]
+    out = io.StringIO()
+    check.render(spec, 60, found, fmt="table", out=out)
+    lines = out.getvalue().splitlines()
+    assert lines[0].endswith("; intervals ending after 2027-01-15T08:01:00Z not settled yet")
+    assert lines[-1] == "1 of 1 node-intervals complete (1 not settled yet, not judged)"
+
+
 def test_a_rejected_interval_is_counted_named_with_its_reasons_and_never_whole() -> None:
     found = [
         c.Verdict("n1", T0, 60, c.COMPLETE),
@@ -125,7 +149,7 @@ def test_a_rejected_interval_is_counted_named_with_its_reasons_and_never_whole()
     out = io.StringIO()
     check.render(SPEC, 60, found, fmt="table", out=out)
     lines = out.getvalue().splitlines()
-    assert lines[2].split() == ["n1", "1", "0", "0", "0", "0", "0", "1", "0"]
+    assert lines[2].split() == ["n1", "1", "0", "0", "0", "0", "0", "1", "0", "0"]
     assert lines[3] == "n1 2027-01-15T08:01:00Z rejected: counter"
     assert lines[4] == "1 of 2 node-intervals complete; n1 rejected 08:01\N{EN DASH}08:02 (rejected: counter)"
     assert not c.whole(found)

@@ -13,6 +13,7 @@ from kubenetmon.writer.query.completeness import (
     COMPLETE,
     COVERED_LATER,
     LOSSY,
+    NOT_SETTLED,
     NOT_YET,
     PARTIAL,
     REJECTED,
@@ -20,6 +21,7 @@ from kubenetmon.writer.query.completeness import (
     ChunkRow,
     classify,
     intervals,
+    judged,
     runs,
     step_of,
     summary,
@@ -208,6 +210,32 @@ def test_summary_of_a_whole_window_counts_catch_ups() -> None:
     verdicts = classify(rows, nodes=(), start=T0, end=T0 + 3 * STEP, step=STEP)
     assert summary(verdicts) == "3 of 3 node-intervals complete (1 covered later by a catch-up report)"
     assert whole(verdicts)
+
+
+def test_an_unsettled_interval_is_judged_only_when_complete() -> None:
+    """Right after a clean stop: the cut interval's report is stored whole, so it is complete at once;
+    the next interval, with no report yet, is not settled rather than silent."""
+    stop_ms = (T0 + 2 * STEP + 25) * 1000
+    rows = report(T0) + report(T0 + STEP) + report(T0 + 2 * STEP, span=((T0 + 2 * STEP) * 1000, stop_ms))
+    rows += report(T0 + 3 * STEP, chunks=2, present=(0,))  # its second chunk may still be on its way
+    settled = T0 + 2 * STEP  # now is two minutes after the end of the second interval
+    verdicts = classify(rows, nodes=(), start=T0, end=T0 + 5 * STEP, step=STEP, settled=settled)
+    assert [v.state for v in verdicts] == [COMPLETE, COMPLETE, COMPLETE, NOT_SETTLED, NOT_SETTLED]
+    assert judged(verdicts) == 3 and whole(verdicts)
+    assert summary(verdicts) == "3 of 3 node-intervals complete (2 not settled yet, not judged)"
+    # once settled, the same evidence is judged as before
+    assert states(rows) == [COMPLETE, COMPLETE, COMPLETE, PARTIAL, SILENT]
+
+
+def test_a_settled_interval_without_a_report_is_still_silent() -> None:
+    rows = report(T0)
+    verdicts = classify(rows, nodes=(), start=T0, end=T0 + 3 * STEP, step=STEP, settled=T0 + 2 * STEP)
+    assert [v.state for v in verdicts] == [COMPLETE, SILENT, NOT_SETTLED]
+    assert not whole(verdicts)
+
+
+def test_nothing_judged_says_so_instead_of_zero_of_zero() -> None:
+    assert judged([]) == 0 and summary([]) == "no node-interval to judge"
 
 
 def test_a_rejected_report_makes_its_interval_rejected_whatever_else_is_there() -> None:

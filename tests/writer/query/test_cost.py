@@ -328,7 +328,7 @@ def test_top_cost_adds_what_each_row_costs(clickhouse: Sink, capsys: pytest.Capt
     assert [(r["local"], r["cost_usd"]) for r in rows] == [("api", pytest.approx(5.4)), ("web", 0.1)]
     assert cli.main([*argv, "--direction", "in"]) == 0
     table = capsys.readouterr().out.splitlines()
-    assert table[1].split()[-1] == "COST" and table[2].split()[-1] == "$0.0500"
+    assert table[1].split()[-1] == "COST" and table[2].split()[-1] == "$0.05"
     assert cli.main([*argv, "--format", "csv"]) == 0
     assert capsys.readouterr().out.splitlines()[0].endswith(",packets,cost_usd")
 

@@ -26,15 +26,25 @@ def _args(*argv: str) -> argparse.Namespace:
     return parser.parse_args([*argv, "SELECT 1"])
 
 
-def test_targets(tmp_path: Path) -> None:
-    (tmp_path / "data" / "clickhouse").mkdir(parents=True)
+def test_targets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "data" / "clickhouse" / "metadata" / "kubenetmon").mkdir(parents=True)
     settings = target_settings(_args("--data-dir", str(tmp_path / "data")))
     assert settings.dsn == f"chdb://{tmp_path}/data/clickhouse"
     assert target_settings(_args("--clickhouse-dsn", "http://ch:8123", "--database", "f")).database == "f"
     with pytest.raises(ConfigError, match="not both"):
         target_settings(_args("--data-dir", "x", "--clickhouse-dsn", "http://ch"))
-    with pytest.raises(ConfigError, match="required"):
+    # neither flag: the data directory `kubenetmon up` uses by default
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    with pytest.raises(ConfigError, match=f"--data-dir {tmp_path}/xdg/kubenetmon: no kubenetmon data there"):
         target_settings(_args())
+    (tmp_path / "xdg" / "kubenetmon" / "clickhouse" / "metadata" / "kubenetmon").mkdir(parents=True)
+    assert target_settings(_args()).dsn == f"chdb://{tmp_path}/xdg/kubenetmon/clickhouse"
+    # a chDB directory without the database, or the data directory itself as a DSN: one line, nothing made
+    with pytest.raises(ConfigError, match=r"a kubenetmon data directory, not its database: use --data-dir"):
+        target_settings(_args("--clickhouse-dsn", f"chdb://{tmp_path}/xdg/kubenetmon"))
+    with pytest.raises(ConfigError, match=r"no database kubenetmon there$"):
+        target_settings(_args("--clickhouse-dsn", f"chdb://{tmp_path}/empty"))
+    assert not (tmp_path / "empty").exists()
 
 
 def test_formats() -> None:

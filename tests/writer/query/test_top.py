@@ -21,6 +21,7 @@ from kubenetmon.writer.query.top_report import (
     human_rate,
     parse_report,
     render,
+    rich_table,
     summary_line,
     title,
     zones_text,
@@ -295,8 +296,49 @@ def test_header_shows_the_windows_completeness(
     assert cli.main(argv) == 0
     head = capsys.readouterr().out.splitlines()[0]
     assert head.startswith("top talkers by app, out, last 10m [0 of ")
-    assert " node-intervals complete; " in head and " silent " in head
+    assert " node-intervals complete; " in head and " silent " in head and "not judged" not in head
     fixed = _fixed_report()
     assert title(dataclasses.replace(fixed, completeness="9 of 9 node-intervals complete")).startswith(
         "top talkers by app, out, last 10m [9 of 9 node-intervals complete]: 1.50 MB"
     )
+
+
+def _demo_like_report() -> Report:
+    """Rows as long as the demo's: pods, cloud services, zone pairs, the cost column."""
+    rows = [
+        Talker(
+            f"shop/frontend-7d9c5b6f4-x{i}z",
+            "aws:s3" if i % 2 else f"shop/api-5f6d8c7b9-k{i}q",
+            "INTRA_VPC" if i % 2 == 0 else "INTRA_REGION",
+            "us-east-1a",
+            "us-east-1b" if i % 2 == 0 else "",
+            i % 2 == 0,
+            780_000 - i * 1000,
+            73 + i,
+            cost_usd=0.0000073,
+        )
+        for i in range(9)
+    ]
+    spec = TopSpec(by="pod", cost=True)
+    total = sum(t.bytes for t in rows)
+    return Report(
+        spec=spec, now=NOW, rows=rows, window_start=NOW - 40, window_end=NOW, total_bytes=total, groups=9
+    )
+
+
+def test_the_live_view_keeps_each_row_on_one_line_at_80_columns() -> None:
+    from rich.console import Console
+
+    report = _demo_like_report()
+    out = io.StringIO()
+    console = Console(file=out, width=80, force_terminal=False, color_system=None)
+    console.print(rich_table(report, width=80))
+    lines = out.getvalue().splitlines()
+    table = [line for line in lines if line.startswith(("LOCAL", "shop/"))]
+    assert len(table) == 1 + len(report.rows), out.getvalue()  # a header and one line per row
+    assert all(len(line) <= 80 for line in lines)
+    assert table[0].split() == ["LOCAL", "PEER", "CLASS", "BYTES", "SHARE", "COST"]
+    assert table[1].rstrip().endswith("$0.0000073")  # the cost column is never cut, never reads as zero
+    wide = io.StringIO()
+    Console(file=wide, width=200, color_system=None).print(rich_table(report, width=200))
+    assert "PACKETS" in wide.getvalue() and "ZONES" in wide.getvalue()

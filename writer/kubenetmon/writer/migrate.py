@@ -7,10 +7,12 @@ and recording it, or several writers migrating at once, is harmless. The TTL is 
 version: it is reconciled after the migrations, on the flows table and on the ledger of reports alike,
 and only changed where it differs.
 
-A migration that adds or changes columns must be followed by one that re-creates the exact view and the
-cost view, whose column lists are fixed when they are created. After the migrations, the price book is
-loaded (``prices``): the one given, or the shipped books when none was ever loaded. This module must not
-hold any knowledge of batching or NATS.
+Every object a migration created is checked afterwards (``objects``): one that is missing (a dropped view
+or ledger table) is created again from its migration's statements, and said so (``Outcome.recreated``);
+a missing flows table re-applies every migration. A migration that adds or changes columns must be
+followed by one that re-creates the exact view and the cost view, whose column lists are fixed when they
+are created. After the migrations, the price book is loaded (``prices``): the one given, or the shipped
+books when none was ever loaded. This module must not hold any knowledge of batching or NATS.
 
 On a self-managed cluster (``cluster``: ``--clickhouse-cluster``) every statement goes through
 ``cluster.place`` (ON CLUSTER, replicated local tables behind Distributed ones), so a migration is
@@ -34,8 +36,8 @@ from kubenetmon.shared.options import add_arguments, option
 from kubenetmon.writer import cost_tables, flow_tables, pricebook
 from kubenetmon.writer.cluster import data_table, place
 from kubenetmon.writer.flow_tables import MIGRATIONS_TABLE
+from kubenetmon.writer.location import add_target_arguments, target_settings
 from kubenetmon.writer.prices import load_prices
-from kubenetmon.writer.settings import add_clickhouse_arguments, clickhouse_settings
 from kubenetmon.writer.sink import Sink
 
 log = logging.getLogger(__name__)
@@ -111,6 +113,17 @@ NODE_VERSION: Final = 10
 LATEST: Final = MIGRATIONS[-1].version
 
 
+def objects(table: str) -> list[tuple[int, str]]:
+    """``(version, name)`` of every object besides the flows table that the migration ``version`` creates."""
+    return [
+        (4, flow_tables.exact_view(table)),
+        (PRICES_VERSION, cost_tables.PRICES_TABLE),
+        (PRICES_VERSION, cost_tables.cost_view(table)),
+        (REPORTS_VERSION, flow_tables.REPORTS_TABLE),
+        (REPORTS_VERSION, flow_tables.exact_view(flow_tables.REPORTS_TABLE)),
+    ]
+
+
 @dataclass(frozen=True)
 class Outcome:
     before: int
@@ -118,6 +131,8 @@ class Outcome:
     applied: tuple[int, ...]
     ttl_changed: bool
     prices_changed: bool = False
+    recreated: tuple[str, ...] = ()
+    """Objects of applied migrations that were missing and were created again."""
 
 
 def _record_table(database: str) -> str:
@@ -188,6 +203,9 @@ def migrate(
             "schema migration applied",
             extra={"table": table, "version": step.version, "migration": step.name},
         )
+    recreated = _recreate_missing(
+        sink, database=database, table=table, versions={*done, *applied}, cluster=cluster
+    )
     ttl_changed = False
     for holder, date in _ttl_tables(table, to_version):
         changed = _reconcile_ttl(
@@ -209,7 +227,30 @@ def migrate(
         applied=tuple(applied),
         ttl_changed=ttl_changed,
         prices_changed=prices_changed,
+        recreated=recreated,
     )
+
+
+def _recreate_missing(
+    sink: Sink, *, database: str, table: str, versions: set[int], cluster: str
+) -> tuple[str, ...]:
+    """Create again what the applied migrations made and is gone (all their statements are idempotent)."""
+    missing = [
+        name
+        for version, name in objects(table)
+        if version in versions and not _exists(sink, database=database, table=name, cluster=cluster)
+    ]
+    if not missing:
+        return ()
+    # A view reads the objects before it: re-run every step from the first one that lost an object.
+    first = min(v for v, name in objects(table) if name in missing)
+    for step in MIGRATIONS:
+        if step.version >= first and step.version in versions:
+            for statement in step.statements(database, table):
+                for placed in place(statement, cluster=cluster):
+                    sink.command(placed)
+    log.warning("schema objects were missing and were created again", extra={"objects": missing})
+    return tuple(missing)
 
 
 def _exists(sink: Sink, *, database: str, table: str, cluster: str) -> bool:
@@ -282,7 +323,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "price book (shipped list prices plus --price-book files). Safe to repeat.",
         formatter_class=parser.formatter_class,
     )
-    add_clickhouse_arguments(sub)
+    add_target_arguments(sub, writes=True)
     add_arguments(sub, MigrateFlags, title=None)
 
 
@@ -290,7 +331,7 @@ def main(args: argparse.Namespace) -> int:
     if getattr(args, "clickhouse_command", None) != "migrate":
         print("kubenetmon clickhouse: choose an action: migrate", file=sys.stderr)
         return exits.USAGE
-    settings = clickhouse_settings(args)
+    settings = target_settings(args, creates=True)
     book = pricebook.load(args.price_book)  # a bad file fails here, before touching ClickHouse
     sink = Sink(settings)
     try:
@@ -308,7 +349,9 @@ def main(args: argparse.Namespace) -> int:
         return exits.FAILED
     finally:
         sink.close()
-    steps = ", ".join(map(str, out.applied)) or "none (already up to date)"
+    steps = ", ".join(map(str, out.applied)) or ("none" if out.recreated else "none (already up to date)")
+    if out.recreated:
+        steps += f"; recreated missing: {', '.join(out.recreated)}"
     where = f" (cluster {settings.cluster})" if settings.cluster else ""
     print(
         f"{sink.target.display}{where} {sink.database}.{settings.table}: "

@@ -23,12 +23,13 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
 
-from kubenetmon.shared import exits, runtime, topology
+from kubenetmon.shared import exits, localrun, runtime, topology
 from kubenetmon.shared.broker import Delivery
 from kubenetmon.shared.errors import DecodeError, TransientError
 from kubenetmon.shared.replay.progress import Progress, closing_title, summary
@@ -46,14 +47,14 @@ from kubenetmon.shared.settings import (
 )
 from kubenetmon.shared.units import human_bytes
 from kubenetmon.writer.batcher import Batch, Part
+from kubenetmon.writer.dsn import parse_dsn
 from kubenetmon.writer.insert import insert_all, insert_batch
+from kubenetmon.writer.location import add_target_arguments, target_settings
 from kubenetmon.writer.migrate import migrate
 from kubenetmon.writer.settings import (
     ClickHouseSettings,
     WriterSettings,
-    add_clickhouse_arguments,
     add_writer_arguments,
-    clickhouse_settings,
     writer_settings,
 )
 from kubenetmon.writer.sink import InvalidBatch, Sink, SinkUnavailable
@@ -75,7 +76,7 @@ class EnrichedReplay:
 def configure(parser: argparse.ArgumentParser) -> None:
     add_window_arguments(parser)
     add_run_arguments(parser)
-    add_clickhouse_arguments(parser)
+    add_target_arguments(parser, writes=True)
     add_writer_arguments(parser)
     add_nats_arguments(parser, topology=False)
     add_runtime_arguments(parser)
@@ -83,10 +84,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    clickhouse = target_settings(args, creates=True)
+    target = parse_dsn(clickhouse.dsn)
+    run = localrun.read(os.path.dirname(target.path)) if target.kind == "chdb" else None
+    if run is not None and args.nats_url is None:  # the NATS of the `up` run that owns the directory
+        args.nats_url = run.nats_url
     config = EnrichedReplay(
         window=window_from(args, now=time.time()),
         nats=nats_settings(args),
-        clickhouse=clickhouse_settings(args),
+        clickhouse=clickhouse,
         writer=writer_settings(args),
         dry_run=bool(args.dry_run),
     )

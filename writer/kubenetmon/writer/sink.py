@@ -18,6 +18,7 @@ It must not import clickhouse_connect anywhere else, and it knows nothing of NAT
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final, NamedTuple
 
@@ -117,6 +118,28 @@ class QueryResult(NamedTuple):
     rows: list[tuple[Any, ...]]
 
 
+def chdb_holder(path: str) -> int | None:
+    """The pid of another process that holds the chDB directory ``path`` (its ``status`` file's lock).
+
+    ClickHouse locks ``<path>/status`` with ``flock``; ``/proc/locks`` names the holder by inode. A lock
+    held by this process is not "another" (chDB allows many clients in one process, on one path).
+    """
+    try:
+        st = os.stat(os.path.join(path, "status"))
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in lines:
+        fields = line.split()  # "1: FLOCK  ADVISORY  WRITE <pid> <major>:<minor>:<inode> 0 EOF"
+        if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == key and fields[4].isdigit():
+            pid = int(fields[4])
+            if pid != os.getpid():
+                return pid
+    return None
+
+
 class Sink:
     """A lazily connected client for one target; reconnects after a transient failure.
 
@@ -185,6 +208,11 @@ class Sink:
 
     def _get(self) -> Any:
         if self._client is None:
+            holder = chdb_holder(self.target.path) if self.embedded else None
+            if holder is not None:  # said before chDB prints its own "Cannot lock file" on stderr
+                raise SinkUnavailable(
+                    f"{self.target.display}: the chDB directory is held by another process (pid {holder})"
+                )
             try:
                 self._client = clickhouse_connect.get_client(**self._client_args())
             except Exception as exc:

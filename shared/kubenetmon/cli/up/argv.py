@@ -34,20 +34,25 @@ def enricher(
     settings: UpSettings, *, nats_url: str, inventory: str, kubeconfig: str, extra: tuple[str, ...] = ()
 ) -> list[str]:
     """``extra`` (labeling flags that come with the metadata) follows, and so wins over, ``up``'s own."""
-    metadata = ["--inventory", inventory] if inventory else ["--kubeconfig", kubeconfig] if kubeconfig else []
-    labels = ["--cloud", settings.cloud] + (["--region", settings.region] if settings.region else [])
-    ranges = ["--ranges", ",".join(settings.ranges), "--ranges-cache-dir", str(settings.root / "ranges")]
     return kubenetmon_command(
         "enricher",
         "--nats-url", nats_url,
-        *metadata,
-        *labels,
-        *(ranges if settings.ranges else []),
-        *extra,
+        *labelling(settings, inventory=inventory, kubeconfig=kubeconfig, extra=extra),
         "--interval", f"{settings.interval}s",  # the agents': their reports' starts are multiples of it
         "--http-port", "-1",
         "--drain-timeout", SERVICE_DRAIN,
     )  # fmt: skip
+
+
+def labelling(
+    settings: UpSettings, *, inventory: str, kubeconfig: str, extra: tuple[str, ...] = ()
+) -> list[str]:
+    """The enricher's labelling flags (metadata, cloud, region, ranges), recorded for ``replay raw``."""
+    metadata = ["--inventory", inventory] if inventory else ["--kubeconfig", kubeconfig] if kubeconfig else []
+    labels = [] if "--cloud" in extra else ["--cloud", settings.cloud]  # the metadata's own wins
+    labels += ["--region", settings.region] if settings.region and "--region" not in extra else []
+    ranges = ["--ranges", ",".join(settings.ranges), "--ranges-cache-dir", str(settings.root / "ranges")]
+    return [*metadata, *labels, *(ranges if settings.ranges else []), *extra]
 
 
 def agent(settings: UpSettings, *, nats_url: str, node: str, netns: str) -> list[str]:

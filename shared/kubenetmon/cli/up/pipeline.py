@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Final, TextIO
@@ -26,7 +27,7 @@ from kubenetmon.cli.natsserver import NatsServer
 from kubenetmon.cli.up import argv
 from kubenetmon.cli.up.children import Child, die_with_parent
 from kubenetmon.cli.up.settings import UpSettings
-from kubenetmon.shared import exits
+from kubenetmon.shared import exits, localrun
 from kubenetmon.shared.broker import Broker, connect_ready
 from kubenetmon.shared.errors import ConfigError, KubenetmonError, TransientError
 from kubenetmon.shared.settings import NatsSettings
@@ -71,6 +72,7 @@ class Pipeline:
         self.settings = plan.settings
         self._say = say
         self._nats: NatsServer | None = None
+        self._labelling: list[str] = []
         self._broker: Broker | None = None
         self._roles: dict[str, Child] = {}
         self.failed: list[str] = []
@@ -94,7 +96,16 @@ class Pipeline:
 
     async def _start(self, stop: asyncio.Event) -> Plan:
         s = self.settings
-        self._nats = NatsServer(s.nats_dir, port=s.nats_port, preexec_fn=die_with_parent())
+        last = localrun.read(s.data_dir)
+        if last is not None and last.kept_nats_alive():
+            raise ConfigError(
+                f"the NATS server the last run kept (pid {last.nats_pid}, {last.nats_url}) still holds "
+                f"{s.nats_dir}: stop it first (`kill {last.nats_pid}`)"
+            )
+        # --keep-nats: a session of its own, so neither Ctrl-C nor this process's exit stops it
+        self._nats = NatsServer(
+            s.nats_dir, port=s.nats_port, preexec_fn=os.setsid if s.keep_nats else die_with_parent()
+        )
         try:
             self._nats.start()  # in this thread on purpose: the kernel ties PR_SET_PDEATHSIG to it
         except RuntimeError as exc:
@@ -107,6 +118,11 @@ class Pipeline:
         url = self._nats.url
         self._spawn("writer", argv.writer(s, nats_url=url))
         plan = await self._start_lab() if self.plan.lab_command else self.plan
+        self._labelling = argv.labelling(
+            s, inventory=plan.inventory, kubeconfig=plan.kubeconfig, extra=plan.enricher_args
+        )
+        pid = (self._nats.pid or 0) if s.keep_nats else 0
+        localrun.write(s.data_dir, localrun.LocalRun(url, tuple(self._labelling), nats_pid=pid))
         self._spawn(
             "enricher",
             argv.enricher(
@@ -177,6 +193,7 @@ class Pipeline:
         assert self._nats is not None
         self.tell(f"ready: metering {plan.description}; reports every {s.interval}s")
         self.tell(f"data in {s.data_dir} (NATS on {self._nats.url}, logs in {s.logs_dir})")
+        self.tell(f"labelling: {' '.join(self._labelling)} (kept in {localrun.record_path(s.data_dir)})")
         self.tell(
             f"in another terminal: kubenetmon top --data-dir {s.data_dir}  |  "
             f'kubenetmon sql --data-dir {s.data_dir} "SELECT ..."   (Ctrl-C here stops everything)'
@@ -223,7 +240,18 @@ class Pipeline:
         await self._check_written()
         if self._broker is not None:
             await self._broker.drain()
-        if self._nats is not None:
+        if (
+            self._nats is not None
+            and self.settings.keep_nats
+            and self._nats.pid
+            and "start" not in self.failed
+        ):
+            self.tell(
+                f"NATS keeps running on {self._nats.url} (pid {self._nats.pid}) with RAW and ENRICHED: "
+                f"`kubenetmon replay raw --data-dir {self.settings.data_dir} --from -1h`; "
+                f"stop it with `kill {self._nats.pid}`"
+            )
+        elif self._nats is not None:
             await asyncio.to_thread(self._nats.stop)
         if "writer" in roles:
             await self._final_report()

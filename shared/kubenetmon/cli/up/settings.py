@@ -8,6 +8,7 @@ The data directory holds everything one local run keeps, so that ``kubenetmon to
     DIR/agent/<node>/   each agent's checkpoint and pending reports
     DIR/logs/           one log per process (JSON lines)
     DIR/inventory.json  the metadata the enricher used, when ``up`` generated it
+    DIR/up.json         the run's NATS URL and labelling flags, for replays (``shared.localrun``)
     DIR/up.lock         held while a run owns the directory
 
 Default: ``$XDG_DATA_HOME/kubenetmon``, else ``~/.local/share/kubenetmon`` (one place per user, whatever
@@ -83,6 +84,12 @@ class UpSettings:
         metavar="FILE|URL",
         kind="list",
         help="cloud range files or URLs for the enricher, comma-separated",
+    )
+    keep_nats: bool = option(
+        False,
+        flag="--keep-nats",
+        kind="switch",
+        help="leave NATS running on stop, with RAW and ENRICHED, for `kubenetmon replay ... --data-dir DIR`",
     )
     demo: bool = option(
         False,

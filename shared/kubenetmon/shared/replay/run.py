@@ -53,10 +53,8 @@ def run_id(text: str | None) -> str:
 
 def setup_logging(args: argparse.Namespace, *, process: str) -> bool:
     """Configure logging (plain text on a terminal unless told otherwise); True if stderr is a TTY."""
-    tty = sys.stderr.isatty()
-    overrides = {} if getattr(args, "log_format", None) else {"format": "text" if tty else "json"}
-    logs.setup(from_args(LogSettings, args, **overrides), process=process)
-    return tty
+    logs.setup(from_args(LogSettings, args), process=process)
+    return sys.stderr.isatty()
 
 
 async def connect(settings: NatsSettings, *, name: str, streams: Sequence[str]) -> Broker:

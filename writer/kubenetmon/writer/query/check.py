@@ -2,18 +2,19 @@
 
 It reads the agents' ledger (``agent_reports_exact``) around the window and the nodes that metered
 flows in it, hands them to ``completeness`` (the pure verdicts) and prints a table or JSON plus one
-summary line. Exit 0 only when no node-interval is partial, silent, lossy or at-risk; 1 otherwise (or when the
-database cannot be read). Intervals that end less than ``--settle`` before now are not judged yet: their
-reports may still be on their way. ``--coverage`` also judges source coverage (``coverage``): a
-node-interval whose conntrack metered under a threshold of the bytes its external interfaces counted is
-blind, and fails the check. This module is a thin shell; it never writes.
+summary line. Exit codes (``exit_code``, listed in ``--help``): 0 only when at least one node-interval was
+judged and all judged ones are complete; 1 incomplete (partial, silent, lossy, at-risk, any other state);
+3 nothing to judge; 4 the store cannot be read. Intervals that end less than ``--settle`` before now are
+judged only when complete (``completeness``: settled). ``--coverage`` also judges source coverage
+(``coverage``): a node-interval whose conntrack metered under a threshold of the bytes its external
+interfaces counted is blind, and is incomplete for the exit code. This module is a thin shell; it never
+writes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -22,9 +23,9 @@ from typing import Any, Final, TextIO
 from kubenetmon.shared import exits
 from kubenetmon.shared.errors import ConfigError, KubenetmonError
 from kubenetmon.shared.options import add_arguments, option
-from kubenetmon.shared.settings import default_data_dir
 from kubenetmon.shared.timespec import format_time, parse_duration, parse_time
 from kubenetmon.writer.flow_tables import REPORTS_TABLE, exact_view, fqn, q
+from kubenetmon.writer.location import explain
 from kubenetmon.writer.query import completeness as c
 from kubenetmon.writer.query import coverage as cov
 from kubenetmon.writer.query.sql import Reader, add_target_arguments, target_settings
@@ -39,7 +40,7 @@ class CheckSpec:
     start: int
     """Window start, Unix seconds (intervals starting at or after it are judged)."""
     end: int
-    """Window end, Unix seconds (exclusive), already cut to what is settled."""
+    """Window end, Unix seconds (exclusive), as asked."""
     nodes: tuple[str, ...]
     """Only these nodes (empty: every node known in the window)."""
     reach_s: int
@@ -47,6 +48,8 @@ class CheckSpec:
     flows_view: str
     database: str = ""
     """Qualifies the tables when set (a reader that does not default to the database)."""
+    settled: int | None = None
+    """Intervals ending after this (Unix seconds) are judged only when complete (``completeness``)."""
     accept_no_timestamps: bool = False
     """Judge intervals metered without conntrack creation timestamps complete instead of at-risk."""
 
@@ -74,11 +77,12 @@ class CheckFlags:
         (), flag="--node", kind="append", metavar="NAME", help="judge only this node (repeatable)"
     )
     settle: str = option(
-        "2m",
+        f"{c.SETTLE_S // 60}m",
         flag="--settle",
         native=True,
         metavar="DURATION",
-        help="intervals ending less than this before now are not judged yet (their reports may be in flight)",
+        help="an interval that ended less than this before now is judged only if complete"
+        " (its reports may be in flight)",
     )
     reach: str = option(
         "6h",
@@ -87,7 +91,9 @@ class CheckFlags:
         metavar="DURATION",
         help="read reports this far around the window (catch-ups that cover it, nodes silent all along)",
     )
-    format: str = option("table", flag="--format", native=True, choices=FORMATS, help="output format")
+    format: str = option(
+        "table", flag="--format", native=True, choices=FORMATS, help="a table per node, or JSON per interval"
+    )
     coverage: bool = option(
         False,
         flag="--coverage",
@@ -117,6 +123,22 @@ class CheckFlags:
     )
 
 
+EXIT_CODES: Final = (
+    f"exit codes: {exits.DONE} complete (at least one node-interval judged, all complete or covered later); "
+    f"{exits.INCOMPLETE} incomplete (any other verdict); {exits.USAGE} bad flags; "
+    f"{exits.NOTHING_TO_JUDGE} nothing to judge (no node-interval in the window was judged); "
+    f"{exits.UNREADABLE} the store cannot be read"
+)
+
+
+def exit_code(found: list[c.Verdict], *, blind: bool = False) -> int:
+    """The gate: complete only when something was judged, everything judged is complete and, with
+    ``--coverage``, no node-interval is blind."""
+    if not c.judged(found):
+        return exits.NOTHING_TO_JUDGE
+    return exits.DONE if c.whole(found) and not blind else exits.INCOMPLETE
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Judge every node and interval of a window from the agents' ledger (agent_reports): complete; "
@@ -125,10 +147,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "off in its span: net.netfilter.nf_conntrack_timestamp); silent (no report covers it); rejected "
         "(the enricher refused a report for it as implausible, with the reason)."
     )
-    parser.epilog = (
-        "Exit 0 only when no node-interval is partial, lossy, at-risk, silent or rejected; 1 otherwise; "
-        "2 on bad flags."
-    )
+    parser.epilog = EXIT_CODES
     add_target_arguments(parser)
     add_arguments(parser, CheckFlags, title="window")
 
@@ -137,13 +156,13 @@ def spec_from(args: argparse.Namespace, *, now: float, flows_view: str) -> Check
     start, end = parse_time(args.start, now=now), parse_time(args.end, now=now)
     if end <= start:
         raise ConfigError(f"--to {args.end} is not after --from {args.start}")
-    settled = now - parse_duration(args.settle)
     return CheckSpec(
         start=int(start),
-        end=int(min(end, settled)),
+        end=int(end),
         nodes=tuple(args.node),
         reach_s=int(parse_duration(args.reach)),
         flows_view=flows_view,
+        settled=int(now - parse_duration(args.settle)),
         accept_no_timestamps=bool(args.accept_no_timestamps),
     )
 
@@ -197,14 +216,16 @@ def verdicts(
     """The step and the verdicts for the window (``known``: nodes seen elsewhere)."""
     step = step or c.step_of(rows, default=DEFAULT_STEP_S)
     nodes = [n for n in known if not spec.nodes or n in spec.nodes] + list(spec.nodes)
-    return step, c.classify(
+    found = c.classify(
         rows,
         nodes=nodes,
         start=spec.start,
         end=spec.end,
         step=step,
+        settled=spec.settled,
         accept_no_timestamps=spec.accept_no_timestamps,
     )
+    return step, found
 
 
 def judge(reader: Any, spec: CheckSpec) -> tuple[int, list[c.Verdict]]:
@@ -216,15 +237,14 @@ def judge(reader: Any, spec: CheckSpec) -> tuple[int, list[c.Verdict]]:
 
 def header_text(reader: Any, *, database: str, flows_view: str, since_s: float, now: float) -> str:
     """The completeness of the last ``since_s`` seconds in a few words, for a report's header."""
-    settle = max(60, int(since_s) // 10)
-    spec = CheckSpec(int(now - since_s), int(now) - settle, (), 3600, flows_view, database)
-    if spec.end <= spec.start:
-        return ""
+    spec = CheckSpec(
+        int(now - since_s), int(now), (), 3600, flows_view, database, settled=int(now) - c.SETTLE_S
+    )
     try:
         _step, found = judge(reader, spec)
     except KubenetmonError:
         return "completeness unknown"
-    return c.summary(found, shown=2) if found else "no agent reports"
+    return c.summary(found, shown=2, unjudged=False) if found else "no agent reports"
 
 
 @dataclass(frozen=True)
@@ -257,7 +277,9 @@ def render(
             "from": format_time(spec.start),
             "to": format_time(spec.end),
             "step_s": step,
-            "whole": c.whole(found),
+            "settled": format_time(spec.settled) if spec.settled is not None else None,
+            "judged": c.judged(found),
+            "whole": c.whole(found) and c.judged(found) > 0,
             "summary": line,
             "coverage": coverage_line,
             "blind": len(blind),
@@ -274,7 +296,10 @@ def render(
         mine = [v for v in found if v.node == node]
         table.append((node, *(str(sum(1 for v in mine if v.state == s)) for s in c.STATES)))
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    out.write(f"window {format_time(spec.start)} to {format_time(spec.end)}, {step}s intervals\n")
+    out.write(f"window {format_time(spec.start)} to {format_time(spec.end)}, {step}s intervals")
+    if any(v.state == c.NOT_SETTLED for v in found) and spec.settled is not None:
+        out.write(f"; intervals ending after {format_time(spec.settled)} not settled yet")
+    out.write("\n")
     for row in table:
         out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() + "\n")
     for v in found:
@@ -310,20 +335,16 @@ def _coverage_table(found: list[c.Verdict], blind: list[c.Verdict], *, out: Text
 
 
 def main(args: argparse.Namespace) -> int:
-    if not args.data_dir and not args.clickhouse_dsn:  # what `kubenetmon up` wrote by default
-        args.data_dir = default_data_dir(os.environ)
     settings = target_settings(args)
     spec = spec_from(args, now=time.time(), flows_view=exact_view(settings.table))
-    if spec.end <= spec.start:
-        raise ConfigError("the window has no settled interval yet (see --settle)")
     reader = Reader(settings)
     try:
         step, found = judge(reader, spec)
     except KubenetmonError as exc:
-        print(f"kubenetmon check: {exc}", file=sys.stderr)
-        return exits.FAILED
+        print(f"kubenetmon check: cannot read the store: {explain(exc)}", file=sys.stderr)
+        return exits.UNREADABLE
     finally:
         reader.close()
     coverage = CoverageSpec(args.coverage, args.coverage_threshold, args.coverage_min_bytes)
     render(spec, step, found, fmt=args.format, out=sys.stdout, coverage=coverage)
-    return exits.DONE if c.whole(found) and not coverage.blind(found) else exits.FAILED
+    return exit_code(found, blind=bool(coverage.blind(found)))

@@ -24,9 +24,15 @@ node, a first install). They are listed but not judged, so a window in which nod
 An agent down longer than that reach and restarted without its state looks the same: widen the reach to
 look further back. A node known only from elsewhere, with no report at all, is silent throughout.
 
-Those are checked in that order; the counts of a lossy interval are the sums over its reports. The window
-is *whole* when no node-interval is partial, silent, lossy or at-risk. Pure: rows in, verdicts out; no
-I/O, no clock.
+Those are checked in that order; the counts of a lossy interval are the sums over its reports.
+
+**Settled** (one notion for ``check``, ``top``, the live view and the dashboard): an interval is settled
+once it ended ``SETTLE_S`` ago; before that its reports may still be on their way. An interval that is not
+settled is judged only if it is already complete (its report arrived whole: an interval cut short by a
+clean stop is complete as soon as its report is stored); otherwise it is **not settled yet**, listed and
+not judged. The window is *whole* when at least one node-interval was judged and every judged one is
+complete or covered later; any other state (partial, silent, lossy, at-risk, or one added later) makes it
+incomplete. Pure: rows in, verdicts out; no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -45,10 +51,18 @@ PARTIAL: Final = "partial"
 SILENT: Final = "silent"
 NOT_YET: Final = "not yet metered"
 REJECTED: Final = "rejected"
-STATES: Final = (COMPLETE, COVERED_LATER, AT_RISK, LOSSY, PARTIAL, SILENT, REJECTED, NOT_YET)
+NOT_SETTLED: Final = "not settled yet"
+STATES: Final = (COMPLETE, COVERED_LATER, AT_RISK, LOSSY, PARTIAL, SILENT, REJECTED, NOT_YET, NOT_SETTLED)
 BAD: Final = frozenset({AT_RISK, LOSSY, PARTIAL, SILENT, REJECTED})
+GOOD: Final = frozenset({COMPLETE, COVERED_LATER})
+"""The judged states that count as complete; every other judged state is incomplete."""
+UNJUDGED: Final = frozenset({NOT_YET, NOT_SETTLED})
+"""Listed, neither complete nor incomplete."""
 NO_TIMESTAMPS: Final = 0
 """``ChunkRow.timestamps`` of a report whose span had creation timestamps off (1: on; -1: not said)."""
+
+SETTLE_S: Final = 120
+"""Seconds after an interval's end before a missing or partial report counts against it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,20 +227,26 @@ def classify(
     start: int,
     end: int,
     step: int,
+    settled: int | None = None,
     accept_no_timestamps: bool = False,
 ) -> list[Verdict]:
-    """A verdict for every node (``nodes`` plus every node with a report) and interval of the window."""
+    """A verdict for every node (``nodes`` plus every node with a report) and interval of the window.
+
+    ``settled``: Unix seconds; an interval ending after it is judged only when complete (see the module).
+    """
     by_node = reports_of(rows)
     out = []
     for node in sorted({*nodes, *by_node}):
         reports = by_node.get(node, [])
         first_ms = min((r.span_from_ms for r in reports), default=None)
-        out += [
-            Verdict(node, t, step, NOT_YET)
-            if first_ms is not None and (t + step) * 1000 <= first_ms
-            else judge(reports, node=node, start=t, step=step, accept_no_timestamps=accept_no_timestamps)
-            for t in intervals(start, end, step=step)
-        ]
+        for t in intervals(start, end, step=step):
+            if first_ms is not None and (t + step) * 1000 <= first_ms:
+                out.append(Verdict(node, t, step, NOT_YET))
+                continue
+            verdict = judge(reports, node=node, start=t, step=step, accept_no_timestamps=accept_no_timestamps)
+            if settled is not None and t + step > settled and verdict.state != COMPLETE:
+                verdict = Verdict(node, t, step, NOT_SETTLED)
+            out.append(verdict)
     return out
 
 
@@ -238,15 +258,21 @@ def step_of(rows: Iterable[ChunkRow], *, default: int) -> int:
 # -- summary --------------------------------------------------------------------------------------
 
 
+def judged(verdicts: Iterable[Verdict]) -> int:
+    """How many node-intervals were judged (neither before a node's first report nor unsettled)."""
+    return sum(1 for v in verdicts if v.state not in UNJUDGED)
+
+
 def whole(verdicts: Iterable[Verdict]) -> bool:
-    return not any(v.state in BAD for v in verdicts)
+    """Every judged node-interval complete (vacuously true for none: see ``judged``)."""
+    return all(v.state in GOOD for v in verdicts if v.state not in UNJUDGED)
 
 
 def runs(verdicts: Sequence[Verdict]) -> list[tuple[str, str, int, int]]:
     """Consecutive intervals of one node in the same bad state: ``(node, state, first start, last end)``."""
     out: list[tuple[str, str, int, int]] = []
     for v in verdicts:
-        if v.state not in BAD:
+        if v.state in GOOD or v.state in UNJUDGED:
             continue
         if out and out[-1][:2] == (v.node, v.state) and out[-1][3] == v.start:
             out[-1] = (v.node, v.state, out[-1][2], v.start + v.seconds)
@@ -259,17 +285,21 @@ def _hhmm(ts: int) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%H:%M")
 
 
-def summary(verdicts: Sequence[Verdict], *, shown: int = 5) -> str:
-    """One line: "1,438 of 1,440 node-intervals complete; node-7 silent 04:10-04:12" (an en dash)."""
+def summary(verdicts: Sequence[Verdict], *, shown: int = 5, unjudged: bool = True) -> str:
+    """One line: "1,438 of 1,440 node-intervals complete; node-7 silent 04:10-04:12" (an en dash).
+
+    ``unjudged=False`` leaves out the counts of what was not judged (``top``'s header keeps it short)."""
     counts = {state: sum(1 for v in verdicts if v.state == state) for state in STATES}
-    total = len(verdicts) - counts[NOT_YET]
+    total = len(verdicts) - counts[NOT_YET] - counts[NOT_SETTLED]
     good = counts[COMPLETE] + counts[COVERED_LATER]
-    line = f"{good:,} of {total:,} node-intervals complete"
+    line = f"{good:,} of {total:,} node-intervals complete" if total else "no node-interval to judge"
     notes = []
     if counts[COVERED_LATER]:
         notes.append(f"{counts[COVERED_LATER]:,} covered later by a catch-up report")
-    if counts[NOT_YET]:
+    if counts[NOT_YET] and unjudged:
         notes.append(f"{counts[NOT_YET]:,} before a node's first report, not judged")
+    if counts[NOT_SETTLED] and unjudged:
+        notes.append(f"{counts[NOT_SETTLED]:,} not settled yet, not judged")
     if notes:
         line += f" ({'; '.join(notes)})"
     problems = runs(verdicts)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -23,12 +22,12 @@ from typing import Any, Final, TextIO
 from kubenetmon.shared import exits
 from kubenetmon.shared.errors import ConfigError, KubenetmonError
 from kubenetmon.shared.options import add_arguments, option
-from kubenetmon.shared.settings import default_data_dir
 from kubenetmon.shared.timespec import parse_duration
-from kubenetmon.shared.units import human_bytes
+from kubenetmon.shared.units import csv_cell, human_bytes, usd
 from kubenetmon.writer.cost_tables import cost_view
 from kubenetmon.writer.dsn import parse_dsn
 from kubenetmon.writer.flow_tables import fqn, node_table
+from kubenetmon.writer.location import explain
 from kubenetmon.writer.query.sql import add_target_arguments, run_query, target_settings
 from kubenetmon.writer.sink import DEFAULT_DATABASE, QueryResult
 
@@ -146,11 +145,6 @@ def parse_report(result: QueryResult, *, spec: CostSpec) -> CostReport:
     )
 
 
-def usd(value: float) -> str:
-    """``$1,234.56``; amounts under a cent keep four decimals (``$0.0042``) so they do not read as zero."""
-    return f"${value:,.2f}" if value >= 0.01 or value == 0 else f"${value:.4f}"
-
-
 def title(report: CostReport) -> str:
     days = report.spec.since_s / 86400
     window = f"{days:g}d" if days >= 1 else f"{report.spec.since_s:g}s"
@@ -178,7 +172,7 @@ def render(report: CostReport, *, fmt: str, out: TextIO) -> None:
     if fmt == "csv":
         writer = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(report.rows)
+        writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in report.rows)
         return
     out.write(title(report) + "\n")
     if not report.rows:
@@ -234,15 +228,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    if not args.data_dir and not args.clickhouse_dsn:  # what `kubenetmon up` wrote by default
-        args.data_dir = default_data_dir(os.environ)
     if args.limit < 1:
         raise ConfigError(f"--limit: expected a positive number of rows, got {args.limit}")
+    since_s = parse_duration(args.since)  # flags first, then where the data is
     settings = target_settings(args)
     target = parse_dsn(settings.dsn)
     spec = CostSpec(
         by=args.by,
-        since_s=parse_duration(args.since),
+        since_s=since_s,
         limit=args.limit,
         database=settings.database or target.database or DEFAULT_DATABASE,
         view=cost_view(settings.table),
@@ -253,7 +246,7 @@ def main(args: argparse.Namespace) -> int:
     except KubenetmonError as exc:
         if isinstance(exc, ConfigError):
             raise
-        print(f"kubenetmon cost: {exc}", file=sys.stderr)
+        print(f"kubenetmon cost: {explain(exc)}", file=sys.stderr)
         return exits.FAILED
     render(parse_report(result, spec=spec), fmt=args.format, out=sys.stdout)
     return exits.DONE

@@ -28,11 +28,11 @@ from typing import TextIO
 from kubenetmon.shared import exits, runtime
 from kubenetmon.shared.errors import ConfigError, KubenetmonError
 from kubenetmon.shared.options import add_arguments, option
-from kubenetmon.shared.settings import default_data_dir
 from kubenetmon.shared.timespec import parse_duration
 from kubenetmon.writer.cost_tables import cost_view
 from kubenetmon.writer.dsn import parse_dsn
 from kubenetmon.writer.flow_tables import exact_view, node_table
+from kubenetmon.writer.location import explain
 from kubenetmon.writer.query.check import header_text
 from kubenetmon.writer.query.endpoint import ask, live_endpoint
 from kubenetmon.writer.query.sql import Reader, add_target_arguments, target_settings
@@ -162,9 +162,7 @@ class Source:
 
 
 def main(args: argparse.Namespace) -> int:
-    if not args.data_dir and not args.clickhouse_dsn:  # what `kubenetmon up` wrote by default
-        args.data_dir = default_data_dir(os.environ)
-    settings = target_settings(args)
+    settings = target_settings(args, waits=args.owner_only)
     spec = spec_from(args, settings)
     source = Source(settings, owner_only=args.owner_only)
     try:
@@ -186,7 +184,7 @@ def once(source: Source, spec: TopSpec, *, fmt: str, out: TextIO) -> int:
     except ConfigError:
         raise
     except KubenetmonError as exc:
-        print(f"kubenetmon top: {exc}", file=sys.stderr)
+        print(f"kubenetmon top: {explain(exc)}", file=sys.stderr)
         return exits.FAILED
     report = with_completeness(parse_report(result, spec=spec, now=now), source)
     render(report, fmt=fmt, out=out, color=fmt == "table" and out.isatty())
@@ -223,7 +221,7 @@ async def watch(source: Source, spec: TopSpec, *, every_s: float, fmt: str, stop
                 except ConfigError:
                     raise
                 except KubenetmonError as exc:
-                    problem = str(exc)
+                    problem = explain(exc)
                     if live is not None:
                         live.update(f"[dim]{problem}[/dim]", refresh=True)
                     elif problem != last_problem:
@@ -234,7 +232,7 @@ async def watch(source: Source, spec: TopSpec, *, every_s: float, fmt: str, stop
                     report = parse_report(result, spec=spec, now=now)
                     report = await loop.run_in_executor(pool, with_completeness, report, source)
                     if live is not None:
-                        live.update(rich_table(report), refresh=True)
+                        live.update(rich_table(report, width=live.console.width), refresh=True)
                     elif fmt == "table":
                         print(summary_line(report), flush=True)
                     else:

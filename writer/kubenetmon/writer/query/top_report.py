@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from kubenetmon.shared.timespec import format_time
-from kubenetmon.shared.units import human_bytes
+from kubenetmon.shared.units import csv_cell, human_bytes, usd
 from kubenetmon.writer.flow_tables import fqn
 from kubenetmon.writer.sink import QueryResult
 
@@ -302,7 +302,7 @@ def _cells(report: Report) -> tuple[list[str], list[list[str]]]:
             "BYTES/S": human_rate(report.rate(t.bytes)),
             "PACKETS": f"{t.packets:,}",
             "SHARE": f"{report.share(t.bytes):.1f}%",
-            "COST": f"${t.cost_usd or 0:,.4f}",
+            "COST": usd(t.cost_usd or 0),
         }
         rows.append([text[h] for h in headers])
     keep = [i for i, name in enumerate(headers) if name in _NUMERIC or any(r[i] for r in rows)]
@@ -323,18 +323,50 @@ def plain_table(report: Report, out: TextIO) -> None:
         out.write("  ".join(parts).rstrip() + "\n")
 
 
-def rich_table(report: Report) -> RenderableType:
-    """The same report for a terminal: a bold title, colours for classes and cross-zone pairs."""
+_DROPPED_FIRST: Final = ("PACKETS", "ZONES", "BYTES/S")
+"""Columns a narrow terminal does without, in this order, before names are shortened."""
+
+
+def fit(header: list[str], rows: list[list[str]], *, width: int) -> tuple[list[str], list[list[str]]]:
+    """The columns that fit ``width`` (two spaces between columns), dropping ``_DROPPED_FIRST`` in order."""
+
+    def needed(names: list[str]) -> int:
+        cols = [header.index(n) for n in names]
+        return sum(max(len(header[i]), *(len(r[i]) for r in rows)) for i in cols) + 2 * (len(cols) - 1)
+
+    keep = list(header)
+    for name in _DROPPED_FIRST:
+        if needed(keep) <= width:
+            break
+        if name in keep:
+            keep.remove(name)
+    cols = [header.index(n) for n in keep]
+    return keep, [[r[i] for i in cols] for r in rows]
+
+
+def rich_table(report: Report, *, width: int | None = None) -> RenderableType:
+    """The same report for a terminal: a bold title, colours for classes and cross-zone pairs.
+
+    Every row stays on one line: on a narrow terminal (``width``) the packets, zones and rate columns go
+    first, then long names are cut with an ellipsis; numbers and classes are never cut.
+    """
     head = Text(_head(report), style="bold")
     if not report.rows:
         return head
     table = Table(header_style="bold", box=None, pad_edge=False)
     header, rows = _cells(report)
-    for name in header:
-        if name in _NUMERIC or name == "CLASS":  # never cut a number or a class
-            table.add_column(name, justify="right" if name in _NUMERIC else "left", no_wrap=True)
-        else:  # names and zones wrap when the terminal is narrow
-            table.add_column(name, min_width=6, overflow="fold")
+    if width:
+        header, rows = fit(header, rows, width=width)
+    natural = [max(len(name), *(len(r[i]) for r in rows)) for i, name in enumerate(header)]
+    kept = [name in _NUMERIC or name == "CLASS" for name in header]  # never cut a number or a class
+    names = kept.count(False) or 1
+    fixed = sum(w for w, k in zip(natural, kept, strict=True) if k) + 2 * (len(header) - 1)
+    room = (width or 1 << 16) - fixed
+    for name, whole, keep in zip(header, natural, kept, strict=True):
+        if keep:
+            table.add_column(name, justify="right" if name in _NUMERIC else "left", no_wrap=True, width=whole)
+        else:  # names and zones are cut (with an ellipsis) to share what the numbers leave
+            table.add_column(name, no_wrap=True, overflow="ellipsis", max_width=max(6, room // names))
     for line in rows:
         styled = [
             Text(
@@ -403,10 +435,11 @@ def render(report: Report, *, fmt: str, out: TextIO, color: bool = False) -> Non
         fields = (*FIELDS, "cost_usd") if report.spec.cost else FIELDS
         writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(as_dicts(report))
+        writer.writerows({k: csv_cell(v) for k, v in row.items()} for row in as_dicts(report))
     elif color:
         from rich.console import Console
 
-        Console(file=out).print(rich_table(report))
+        console = Console(file=out)
+        console.print(rich_table(report, width=console.width))
     else:
         plain_table(report, out)
