@@ -105,6 +105,7 @@ class CheckFlags:
         cov.THRESHOLD,
         flag="--coverage-threshold",
         kind="float",
+        native=True,
         metavar="RATIO",
         help="metered boundary bytes / interface bytes under which a node-interval is blind",
     )
@@ -112,6 +113,7 @@ class CheckFlags:
         cov.MIN_BYTES,
         flag="--coverage-min-bytes",
         kind="int",
+        native=True,
         metavar="BYTES",
         help="interface bytes below which an interval is too quiet to be judged blind",
     )
