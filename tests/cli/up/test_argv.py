@@ -46,8 +46,9 @@ def test_every_role_gets_its_settings_as_flags(tmp_path: Path) -> None:
     assert enricher[enricher.index("--inventory") + 1] == "/i.json"
     assert "gcp" in enricher and "aws" not in enricher  # the metadata's own labelling flags win
     assert argv.labelling(s, inventory="/i.json", kubeconfig="", extra=("--cloud", "gcp")) == [
-        "--inventory", "/i.json", "--cloud", "gcp"
+        "--inventory", "/i.json", "--interval", "4s", "--cloud", "gcp"
     ]  # fmt: skip
+    assert enricher[enricher.index("--interval") + 1] == "4s"  # replay raw's plausibility check needs it
     assert "aws" in argv.enricher(s, nats_url=url, inventory="/i.json", kubeconfig="")
     view = argv.view(s, interactive=False)
     assert "--owner-only" in view and view[view.index("--watch") + 1] == "4s"

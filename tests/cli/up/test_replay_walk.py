@@ -10,8 +10,6 @@ import signal
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.support.up import Up, kubenetmon, sql
 from tests.support.waiting import wait_until
 
@@ -29,12 +27,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="since the plausibility checks of replay raw (merged from main), it skips the demo's RAW "
-    "messages as implausible ('6 implausible', 0 relabelled): the demo-to-replay walk is broken until "
-    "replay raw accepts what up's agents publish",
-)
 def test_the_demo_then_a_replay_of_its_data(tmp_path: Path) -> None:
     data = tmp_path / "data"
     up = Up("--demo", "--data-dir", str(data), "--interval", "2", "--keep-nats")

@@ -38,7 +38,6 @@ def enricher(
         "enricher",
         "--nats-url", nats_url,
         *labelling(settings, inventory=inventory, kubeconfig=kubeconfig, extra=extra),
-        "--interval", f"{settings.interval}s",  # the agents': their reports' starts are multiples of it
         "--http-port", "-1",
         "--drain-timeout", SERVICE_DRAIN,
     )  # fmt: skip
@@ -47,12 +46,14 @@ def enricher(
 def labelling(
     settings: UpSettings, *, inventory: str, kubeconfig: str, extra: tuple[str, ...] = ()
 ) -> list[str]:
-    """The enricher's labelling flags (metadata, cloud, region, ranges), recorded for ``replay raw``."""
+    """The enricher's labelling flags (metadata, cloud, region, ranges) and the agents' interval (its
+    plausibility check: reports start at multiples of it), recorded for ``replay raw``."""
     metadata = ["--inventory", inventory] if inventory else ["--kubeconfig", kubeconfig] if kubeconfig else []
     labels = [] if "--cloud" in extra else ["--cloud", settings.cloud]  # the metadata's own wins
     labels += ["--region", settings.region] if settings.region and "--region" not in extra else []
     ranges = ["--ranges", ",".join(settings.ranges), "--ranges-cache-dir", str(settings.root / "ranges")]
-    return [*metadata, *labels, *(ranges if settings.ranges else []), *extra]
+    interval = ["--interval", f"{settings.interval}s"]
+    return [*metadata, *labels, *(ranges if settings.ranges else []), *interval, *extra]
 
 
 def agent(settings: UpSettings, *, nats_url: str, node: str, netns: str) -> list[str]:
