@@ -171,18 +171,8 @@ class Labeler:
             "packets": (o(opk) + i(rpk), o(rpk) + i(opk)),
             "flowId": (out_ids, spans.flipped(out_ids, schema.IN_FLIP)),
         }
-        s = self.settings
         constants = {
-            "localCloud": s.cloud,
-            "localRegion": s.region,
-            "localCluster": s.cluster,
-            "localCell": s.cell,
-            "intervalStartTime": msg.start,
-            "intervalSeconds": msg.seconds,
-            "environment": s.environment,
-            "observerNode": msg.node,
-            "enrichedAt": enriched_at,
-            "sourceId": msg.msg_id,
+            **nodeflows.message_constants(self.settings, msg, enriched_at=enriched_at),
             "remoteDNSName": "",
         }
         data = _assemble(twice, pairs, constants, stats.rows)

@@ -110,23 +110,26 @@ def label_nodes(
         outs.append({**common, "direction": "out", "packets": sent[0], "bytes": sent[1], "flowId": out_id})
         in_id = out_id ^ schema.IN_FLIP
         ins.append({**common, "direction": "in", "packets": got[0], "bytes": got[1], "flowId": in_id})
-    s = settings
-    constants = {
-        "localCloud": s.cloud,
-        "localRegion": s.region,
-        "localCluster": s.cluster,
-        "localCell": s.cell,
-        "intervalStartTime": msg.start,
-        "intervalSeconds": msg.seconds,
-        "environment": s.environment,
-        "observerNode": msg.node,
-        "enrichedAt": enriched_at,
-        "sourceId": msg.msg_id,
-        "localKind": NODE_KIND,
-    }
+    constants = {**message_constants(settings, msg, enriched_at=enriched_at), "localKind": NODE_KIND}
     rows = outs + ins
     data = [[row[n] for row in rows] if n not in constants else [constants[n]] * len(rows) for n in names]
     return names, data
+
+
+def message_constants(settings: Any, msg: RawMessage, *, enriched_at: int) -> dict[str, Any]:
+    """The columns every row of one message shares: the observer's cluster and the report's interval."""
+    return {
+        "localCloud": settings.cloud,
+        "localRegion": settings.region,
+        "localCluster": settings.cluster,
+        "localCell": settings.cell,
+        "intervalStartTime": msg.start,
+        "intervalSeconds": msg.seconds,
+        "environment": settings.environment,
+        "observerNode": msg.node,
+        "enrichedAt": enriched_at,
+        "sourceId": msg.msg_id,
+    }
 
 
 def _remote(endpoints: ep.Endpoints, index: Index, ip: bytes, *, start: int, end: int) -> dict[str, Any]:
