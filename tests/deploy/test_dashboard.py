@@ -115,6 +115,7 @@ def chdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     run(
         "sql",
+        "--write",
         "--clickhouse-dsn",
         dsn,
         f"INSERT INTO {TABLE} (intervalStartTime, intervalSeconds, environment, proto, connectionClass, "
@@ -131,6 +132,7 @@ def chdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     ]
     run(
         "sql",
+        "--write",
         "--clickhouse-dsn",
         dsn,
         f"INSERT INTO {DEFAULT_DATABASE}.{REPORTS_TABLE} (sourceId, node, boot, intervalStartTime, "
@@ -144,6 +146,7 @@ def chdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     run(
         "sql",
+        "--write",
         "--clickhouse-dsn",
         dsn,
         f"INSERT INTO {NODE_VIEW.removesuffix('_exact')} (intervalStartTime, intervalSeconds, direction, "
@@ -348,4 +351,4 @@ def test_the_completeness_panel_shows_settled_intervals_only() -> None:
     """The dashboard's notion of settled is ``check``'s and ``top``'s (``completeness.SETTLE_S``)."""
     text = DASHBOARD.read_text()
     settled = f"intervalStartTime + intervalSeconds <= now() - INTERVAL {SETTLE_S} SECOND"
-    assert text.count(REPORTS_TABLE) == text.count(settled) == 2
+    assert text.count(REPORTS_TABLE) == text.count(settled) >= 2  # every panel reading the ledger
