@@ -234,7 +234,7 @@ def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_the_chdb_override_runs_no_clickhouse_server(compose: dict[str, Any]) -> None:
-    override = yaml.safe_load((ROOT / "compose.chdb.yaml").read_text())
+    override = yaml.safe_load((ROOT / "docs" / "compose" / "chdb.yaml").read_text())
     schema = json.loads(SCHEMA.read_text())
     errors = list(jsonschema.Draft202012Validator(schema).iter_errors(override))
     assert not errors, [e.message for e in errors]
