@@ -9,7 +9,7 @@
 # packages is fetched at build time. PYTHON_IMAGE is any Debian-like image with `python` 3.11 and `venv`.
 #
 # The image talks to ClickHouse servers over HTTP(S). The embedded engine (chdb:// DSNs, used by
-# `kubenetmon up`, compose.chdb.yaml and the tests) adds about 0.5 GB and is left out unless
+# `kubenetmon up`, docs/compose/chdb.yaml and the tests) adds about 0.5 GB and is left out unless
 # --build-arg WITH_CHDB=true.
 
 ARG PYTHON_IMAGE=python:3.11-slim-trixie
@@ -29,8 +29,8 @@ RUN python -m venv /opt/kubenetmon
 # Wheels are preferred, and every compiled dependency ships them for amd64 and arm64; the few
 # sdist-only packages are pure Python. This stage has no compiler: a dependency that would need one
 # fails the build here instead of being compiled.
-COPY pyproject.toml README.md docker/requirements.py ./
-RUN python requirements.py > /tmp/requirements.txt
+COPY pyproject.toml README.md .ci/image_requirements.py ./
+RUN python image_requirements.py > /tmp/requirements.txt
 RUN /opt/kubenetmon/bin/pip install --prefer-binary -r /tmp/requirements.txt
 
 # The project itself: a pure-Python wheel built here (hatchling is fetched into an isolated build

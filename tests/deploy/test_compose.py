@@ -234,7 +234,7 @@ def merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_the_chdb_override_runs_no_clickhouse_server(compose: dict[str, Any]) -> None:
-    override = yaml.safe_load((ROOT / "compose.chdb.yaml").read_text())
+    override = yaml.safe_load((ROOT / "docs" / "compose" / "chdb.yaml").read_text())
     schema = json.loads(SCHEMA.read_text())
     errors = list(jsonschema.Draft202012Validator(schema).iter_errors(override))
     assert not errors, [e.message for e in errors]
@@ -248,3 +248,16 @@ def test_the_chdb_override_runs_no_clickhouse_server(compose: dict[str, Any]) ->
     assert "--workers=1" in writer["command"] and "--migrate=true" in writer["command"]
     users = [name for name, s in stack.items() if "chdb-data:/var/lib/kubenetmon" in s.get("volumes", [])]
     assert users == ["writer"], "chDB allows one process per data directory"
+
+
+def test_the_enricher_expects_the_agents_report_interval(compose: dict[str, Any]) -> None:
+    """The enricher dead-letters a report whose start or length is not a multiple of its --interval."""
+
+    def interval(command: list[str]) -> str:
+        (value,) = [c.split("=", 1)[1] for c in command if c.startswith("--interval=")] or [
+            command[command.index("--interval") + 1]
+        ]
+        return value
+
+    services = compose["services"]
+    assert interval(services["enricher"]["command"]) == interval(services["agent"]["command"]) == "10s"

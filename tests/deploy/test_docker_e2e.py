@@ -8,10 +8,10 @@ Both are cached between runs. Then, with the commands of the README's compose se
 
 - the image builds with BuildKit (with the embedded engine, for the stack) and with the classic builder,
   and runs read-only with every capability dropped;
-- ``compose.yaml`` plus ``compose.chdb.yaml`` come up under Compose v1: nats, init-nats, node-sysctls, the
-  agent in the host's network with NET_ADMIN, the enricher, init-clickhouse, the writer (chDB in a volume)
-  and the traffic pair. The bytes stored equal the traffic generator's known count exactly, and the agent
-  ran with conntrack creation timestamps on;
+- ``compose.yaml`` plus ``docs/compose/chdb.yaml`` come up under Compose v1: nats, init-nats,
+  node-sysctls, the agent in the host's network with NET_ADMIN, the enricher, init-clickhouse, the writer
+  (chDB in a volume) and the traffic pair. The bytes stored equal the traffic generator's known count
+  exactly, and the agent ran with conntrack creation timestamps on;
 - each of nats, agent, enricher and writer is stopped with SIGTERM while a flow is open: each exits 0
   (an orderly drain) and, restarted, loses nothing;
 - the agent container is killed (SIGKILL) right after a flow's first batch, a second batch goes while it
@@ -49,7 +49,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.timeout(3600)]
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "kubenetmon-e2e"  # not the README's "kubenetmon": its `down -v` never touches a stack of yours
-COMPOSE_FILES = ("compose.yaml", "compose.chdb.yaml")
+COMPOSE_FILES = ("compose.yaml", "docs/compose/chdb.yaml")
 IMAGE = "kubenetmon:dev"
 SYSCTLS = ("nf_conntrack_acct", "nf_conntrack_events", "nf_conntrack_timestamp")
 FLOWS_VIEW = "network_flows_0_exact"
@@ -114,7 +114,7 @@ def build(engine: Engine, base: str, *, tag: str, with_chdb: bool, buildkit: boo
 
 
 class Stack:
-    """``docker-compose -p PROJECT -f compose.yaml -f compose.chdb.yaml ...`` on the engine."""
+    """``docker-compose -p PROJECT -f compose.yaml -f docs/compose/chdb.yaml ...`` on the engine."""
 
     def __init__(self, engine: Engine, images: Images) -> None:
         self.engine = engine

@@ -155,7 +155,7 @@ def test_build_copies_only_what_the_wheel_needs(dockerfile: tuple[dict[str, str]
     copied = {c.split()[0] for c in stages[0].all("COPY")}
     assert copied == {"pyproject.toml", "shared", "agent", "enricher", "writer"}
     sources = {p for c in stages[0].all("COPY") for p in c.split()[:-1]}
-    assert "docker/requirements.py" in sources
+    assert ".ci/image_requirements.py" in sources
     ignore = (ROOT / ".dockerignore").read_text().split()
     assert ignore[ignore.index("*") :][:1] == ["*"], "the context is an allow-list"
     allowed = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
@@ -166,7 +166,7 @@ def test_build_copies_only_what_the_wheel_needs(dockerfile: tuple[dict[str, str]
         "agent",
         "enricher",
         "writer",
-        "docker/requirements.py",
+        ".ci/image_requirements.py",
     }
 
 
@@ -175,11 +175,11 @@ def test_requirements_script_follows_pyproject(
     dockerfile: tuple[dict[str, str], list[Stage]], with_chdb: str, tmp_path: Path
 ) -> None:
     _, stages = dockerfile
-    (script,) = [r for r in stages[0].all("RUN") if r.startswith("python requirements.py")]
-    assert script == "python requirements.py > /tmp/requirements.txt"
+    (script,) = [r for r in stages[0].all("RUN") if r.startswith("python image_requirements.py")]
+    assert script == "python image_requirements.py > /tmp/requirements.txt"
     (tmp_path / "pyproject.toml").write_bytes((ROOT / "pyproject.toml").read_bytes())
     out = subprocess.run(
-        [sys.executable, str(ROOT / "docker" / "requirements.py")],
+        [sys.executable, str(ROOT / ".ci" / "image_requirements.py")],
         cwd=tmp_path,
         env={**os.environ, "WITH_CHDB": with_chdb},
         capture_output=True,
