@@ -79,8 +79,10 @@ class Recorder:
         return len(columns[0])
 
     def query(self, sql: str, **_: Any) -> QueryResult:
-        if sql.startswith("EXISTS"):
-            return QueryResult(["x"], [(0,)])
+        if sql.startswith("EXISTS"):  # what this recorder was asked to create exists from then on
+            name = sql.removeprefix("EXISTS TABLE ").replace("`", "")
+            made = any(s.startswith("CREATE") and name in s.replace("`", "") for s in self.statements)
+            return QueryResult(["x"], [(int(made),)])
         if f"FROM `{DB}`.`{PRICES_TABLE}`" in sql:  # the book in force: aggregates over no rows
             return QueryResult(["at", "book", "n"], [(0.0, "", 0)])
         return QueryResult(["x"], [])

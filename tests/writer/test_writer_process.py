@@ -65,7 +65,7 @@ async def test_one_writer_owns_chdb_serves_sql_and_drains_on_sigterm(
     assert read.returncode == 0, read.stderr
     assert json.loads(read.stdout) == [{"count()": 240, "sum(bytes)": total_bytes(msgs)}]
     refused = _sql(chdb_settings, "DROP TABLE network_flows_0")
-    assert refused.returncode == 1 and "readonly" in refused.stderr.lower()
+    assert refused.returncode == 1 and "read-only" in refused.stderr.lower()
 
     writer.signal(signal.SIGTERM)
     assert await writer.wait() == 0

@@ -238,7 +238,7 @@ def _recreate_missing(
     missing = [
         name
         for version, name in objects(table)
-        if version in versions and not _exists(sink, database=database, table=name, cluster=cluster)
+        if version in versions and not _object_exists(sink, database=database, name=name)
     ]
     if not missing:
         return ()
@@ -251,6 +251,12 @@ def _recreate_missing(
                     sink.command(placed)
     log.warning("schema objects were missing and were created again", extra={"objects": missing})
     return tuple(missing)
+
+
+def _object_exists(sink: Sink, *, database: str, name: str) -> bool:
+    """Whether a table or view a migration made exists (on a cluster: its cluster-wide name; a view has no
+    local table)."""
+    return bool(sink.query(f"EXISTS TABLE {flow_tables.fqn(database, name)}").rows[0][0])
 
 
 def _exists(sink: Sink, *, database: str, table: str, cluster: str) -> bool:
