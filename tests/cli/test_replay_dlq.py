@@ -27,9 +27,7 @@ from kubenetmon.shared.consumer import (
 )
 from kubenetmon.shared.errors import PoisonError
 from kubenetmon.shared.settings import NatsSettings
-from kubenetmon.writer.settings import WriterSettings
 from kubenetmon.writer.sink import Sink
-from kubenetmon.writer.worker import Writer
 from tests.support import Process, eventually, flags
 from tests.support.replay import (
     NODES,
@@ -42,6 +40,7 @@ from tests.support.replay import (
     run_cli,
     settled,
     write_inventory,
+    write_until_settled,
 )
 
 SETTINGS = LabelSettings(cloud="aws", region="us-west-2")
@@ -128,19 +127,7 @@ async def test_a_dead_lettered_message_redriven_after_the_fix_lands_once(
         stop.set()
         await live
 
-    writer_stop = asyncio.Event()
-    writer = Writer(
-        source=await broker.pull("writer"),
-        broker=broker,
-        sink=clickhouse,
-        settings=WriterSettings(batch_age_s=0.2),
-        keepalive_s=0.5,
-        drain_s=5,
-    )
-    task = asyncio.create_task(writer.run(writer_stop))
-    await eventually(lambda: settled(broker, "writer"))
-    writer_stop.set()
-    await task
+    await write_until_settled(broker, clickhouse)
     assert clickhouse.query("SELECT count() FROM kubenetmon.network_flows_0").rows == [
         (4,)
     ]  # once, physically

@@ -23,9 +23,7 @@ from kubenetmon.shared.ledger import Ledger
 from kubenetmon.shared.schema import RawMessage, RawRow, encode_raw
 from kubenetmon.writer.query import check
 from kubenetmon.writer.query import completeness as c
-from kubenetmon.writer.settings import WriterSettings
 from kubenetmon.writer.sink import Sink
-from kubenetmon.writer.worker import Writer
 from tests.support import eventually
 from tests.support.replay import (
     INTERVAL,
@@ -37,6 +35,7 @@ from tests.support.replay import (
     settled,
     traffic_rows,
     write_inventory,
+    write_until_settled,
 )
 
 SETTINGS = LabelSettings(cloud="aws", region="us-west-2")
@@ -75,21 +74,7 @@ async def run_stages(broker: Broker, clickhouse: Sink, enricher: Enricher) -> No
     finally:
         stop.set()
         await live
-    writer_stop = asyncio.Event()
-    writer = Writer(
-        source=await broker.pull("writer"),
-        broker=broker,
-        sink=clickhouse,
-        settings=WriterSettings(batch_age_s=0.2),
-        keepalive_s=0.5,
-        drain_s=5,
-    )
-    task = asyncio.create_task(writer.run(writer_stop))
-    try:
-        await eventually(lambda: settled(broker, "writer"))
-    finally:
-        writer_stop.set()
-        await task
+    await write_until_settled(broker, clickhouse)
 
 
 def make_enricher(broker: Broker, inv: Path) -> Enricher:

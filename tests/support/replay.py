@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -11,9 +12,13 @@ import yaml  # type: ignore[import-untyped]
 
 from kubenetmon.shared.broker import Broker, Delivery
 from kubenetmon.shared.schema import EnrichedMessage, RawMessage, RawRow, decode_enriched, encode_raw
+from kubenetmon.writer.settings import WriterSettings
+from kubenetmon.writer.sink import Sink
+from kubenetmon.writer.worker import Writer
 from tests.support.builders import message, node, pod, raw_row, service
 from tests.support.commands import KUBENETMON
 from tests.support.processes import Process
+from tests.support.waiting import eventually
 
 DEADLINE_S = 45.0
 INTERVAL = 60
@@ -125,3 +130,22 @@ async def run_cli(spawner: Callable[..., Process], *argv: str, name: str) -> tup
     proc = spawner(*KUBENETMON, *argv, name=name)
     code = await proc.wait()
     return code, proc.out, proc.log
+
+
+async def write_until_settled(broker: Broker, sink: Sink) -> None:
+    """A writer on ``broker``'s ``writer`` consumer into ``sink`` until ENRICHED is settled, then stopped."""
+    stop = asyncio.Event()
+    writer = Writer(
+        source=await broker.pull("writer"),
+        broker=broker,
+        sink=sink,
+        settings=WriterSettings(batch_age_s=0.2),
+        keepalive_s=0.5,
+        drain_s=5,
+    )
+    task = asyncio.create_task(writer.run(stop))
+    try:
+        await eventually(lambda: settled(broker, "writer"))
+    finally:
+        stop.set()
+        await task
