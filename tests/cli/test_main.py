@@ -31,7 +31,7 @@ def test_check_takes_from_minus_an_hour(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> None:
-    """`kubenetmon sql ... | head`: when the reader closes the pipe, no traceback, exit 141 as a shell says."""
+    """`kubenetmon sql ... | head`: if the reader closes the pipe, no traceback, exit 141."""
     dsn = f"chdb://{tmp_path / 'ch'}"
     migrated = subprocess.run(
         [*KUBENETMON, "clickhouse", "migrate", "--clickhouse-dsn", dsn], capture_output=True, timeout=120
