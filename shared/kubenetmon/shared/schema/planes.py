@@ -15,7 +15,10 @@ on disk. v2 writes, in ``RawRow`` field order, one entry per field:
 
 This module knows no field: the caller says which are addresses and gives each row's address length.
 It checks the structure only (types, widths, lengths against the row count, before allocating
-anything); the values are the caller's to check. Pure: no I/O.
+anything); the values are the caller's to check. An address belongs to its row only through the
+lengths the rows' families give: a forged message whose families cut the same bytes differently is
+another well-formed message, as a forged v1 row would be; a cut that does not add up is refused.
+Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ def pack_ints(values: Sequence[int]) -> list[Any]:
     w = max(1, (top.bit_length() + 7) // 8)
     if w == 1:
         return [1, bytes(values)]
+    if w > MAX_WIDTH:
+        raise ValueError(f"{top} does not fit in {MAX_WIDTH} bytes")
     size = _ITEM[w]
     words = array(_CODES[size], values)
     if _BIG:
@@ -86,11 +91,15 @@ def unpack_addresses(blob: Any, lengths: int | Sequence[int], n: int) -> list[by
     if type(blob) is not bytes:
         raise PlanesError("an address column must be a binary")
     if isinstance(lengths, int):
-        total, fmt = n * lengths, f"{lengths}s" * n
+        total = n * lengths
+    elif len(lengths) != n:
+        raise PlanesError(f"{len(lengths)} address lengths for {n} rows")
     else:
-        if len(lengths) != n:
-            raise PlanesError(f"{len(lengths)} address lengths for {n} rows")
-        total, fmt = sum(lengths), "".join([f"{length}s" for length in lengths])
-    if len(blob) != total:  # before building anything
+        total = sum(lengths)
+    if len(blob) != total:  # before building anything for n rows
         raise PlanesError(f"{len(blob)} bytes of addresses, the rows' families want {total}")
+    if isinstance(lengths, int):
+        fmt = f"{lengths}s" * n
+    else:
+        fmt = "".join([f"{length}s" for length in lengths])
     return list(struct.unpack(fmt, blob))  # in C: a slice a row is 10x slower
