@@ -44,11 +44,14 @@ class PlanesError(ValueError):
 
 
 def pack_ints(values: Sequence[int]) -> list[Any]:
-    """``[w, planes]`` of integers in [0, 2**64) (``ValueError`` or ``OverflowError`` otherwise)."""
-    top = max(values, default=0)
-    w = max(1, (top.bit_length() + 7) // 8)
-    if w == 1:
-        return [1, bytes(values)]
+    """``[w, planes]`` of integers in [0, 2**64) (``ValueError`` or ``OverflowError`` otherwise), ``w``
+    the fewest bytes that hold the largest."""
+    try:
+        return [1, bytes(values)]  # most columns (protocol, family, zone, packets) fit a byte: in C
+    except ValueError:
+        pass
+    top = max(values)
+    w = (top.bit_length() + 7) // 8
     if w > MAX_WIDTH:
         raise ValueError(f"{top} does not fit in {MAX_WIDTH} bytes")
     size = _ITEM[w]
