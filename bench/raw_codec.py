@@ -9,17 +9,24 @@ The records are ``enricher_common``'s node-0 traffic, ``--messages`` messages of
 (``time.process_time``), v1 and v2 alternating inside each run; per run the best of ``--repeat``
 passes; ``--runs`` runs, medians with every run listed.
 
-    python bench/raw_codec.py --ranges-dir DIR [--messages 200 --rows 200 --runs 5]
+``--store``: also the bytes per record each layout takes in a real nats-server's S2 stream, as stored on
+disk (``stream_bytes.py``'s method: three runs; give it enough records to seal several blocks, e.g.
+``--messages 520 --rows 2000 --sorted``, the agent's messages at 2,000 flows per node).
+
+    python bench/raw_codec.py --ranges-dir DIR [--messages 200 --rows 200 --runs 5] [--sorted] [--store]
 """
 
 from __future__ import annotations
 
 import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import stream_bytes
 from enricher_common import arguments, load_ranges, traffic
 
 from kubenetmon.shared import schema
@@ -41,6 +48,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200, help="records per RAW message")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--sorted", action="store_true", help="rows sorted by flow tuple, as the agent sends")
+    parser.add_argument("--store", action="store_true", help="also bytes on disk in an S2 stream")
     parser.set_defaults(runs=5)
     args = parser.parse_args()
     table, _ = load_ranges(args.ranges_dir)
@@ -86,6 +94,21 @@ def main() -> None:
         ratios = [b / a for a, b in zip(results[f"{what} v1"], results[f"{what} v2"], strict=True)]
         print(f"{what} v2/v1 paired: median {statistics.median(ratios):.2f} "
               f"({', '.join(f'{r:.2f}' for r in ratios)}); load {os.getloadavg()[0]:.1f}")  # fmt: skip
+    if args.store:
+        store(payloads, records)
+
+
+def store(payloads: dict[int, list[bytes]], records: int) -> None:
+    kinds = {
+        f"RAW_V{v}_S2": ("s2", [(f"m{i}", p) for i, p in enumerate(data)]) for v, data in payloads.items()
+    }
+    with tempfile.TemporaryDirectory(prefix="kubenetmon-bench-") as tmp:
+        runs = [stream_bytes.one_run(r, kinds, Path(tmp)) for r in range(3)]
+    for name in kinds:
+        stored = [r[name]["stored"] / records for r in runs]
+        print(f"{name}: accounted {runs[0][name]['accounted'] / records:.1f} B/record, on disk "
+              f"{statistics.median(stored):.1f} ({', '.join(f'{x:.1f}' for x in stored)}), "
+              f"{runs[0][name]['blocks']} blocks")  # fmt: skip
 
 
 if __name__ == "__main__":

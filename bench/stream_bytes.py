@@ -48,6 +48,8 @@ from kubenetmon.writer.sink import Sink
 
 
 class _Subjects:
+    max_payload = 1024 * 1024  # nats-server's default
+
     def enriched_subject(self, node: str) -> str:
         return f"kubenetmon.enriched.{node}"
 
