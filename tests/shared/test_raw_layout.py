@@ -54,7 +54,10 @@ def message(rows: list[RawRow], **kw: Any) -> RawMessage:
 @given(st.lists(rows(), max_size=40))
 def test_v2_decodes_to_exactly_what_v1_decodes_to(data: list[RawRow]) -> None:
     msg = message(
-        data, ledger=Ledger(1, 2, len(data), 3, 4, 5, 0, 0, -1, 0, 1), owners={0: "uid"} if data else None
+        data,
+        ledger=Ledger(1, 2, len(data), 3, 4, 5, 0, 0, -1, 0, 1),
+        owners={0: "uid"} if data else None,
+        names={data[0].orig_dst: "db.example.com"} if data else None,
     )
     v1, v2 = (decode_raw(encode_raw(msg, version=v)) for v in (1, 2))
     assert v2 == v1 == msg
