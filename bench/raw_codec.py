@@ -5,7 +5,8 @@
   before labelling).
 
 The records are ``enricher_common``'s node-0 traffic, ``--messages`` messages of ``--rows`` records
-(``--sorted``: rows in the agent's order, sorted by flow tuple). CPU seconds of this process
+(``--sorted``: rows in the agent's order, sorted by flow tuple; ``--random-ports``: source ports drawn
+from the ephemeral range instead of the traffic's consecutive ones). CPU seconds of this process
 (``time.process_time``), v1 and v2 alternating inside each run; per run the best of ``--repeat``
 passes; ``--runs`` runs, medians with every run listed.
 
@@ -19,6 +20,7 @@ disk (``stream_bytes.py``'s method: three runs; give it enough records to seal s
 from __future__ import annotations
 
 import os
+import random
 import statistics
 import tempfile
 import time
@@ -49,11 +51,22 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--sorted", action="store_true", help="rows sorted by flow tuple, as the agent sends")
     parser.add_argument("--store", action="store_true", help="also bytes on disk in an S2 stream")
+    parser.add_argument(
+        "--random-ports",
+        action="store_true",
+        help="ephemeral source ports, not consecutive ones",
+    )
     parser.set_defaults(runs=5)
     args = parser.parse_args()
     table, _ = load_ranges(args.ranges_dir)
     msgs = traffic(table, pods=args.pods, nodes=args.nodes, services=args.services,
                    messages=args.messages, rows=args.rows)  # fmt: skip
+    if args.random_ports:
+        rnd = random.Random(7)
+        msgs = [RawMessage(m.node, m.boot, m.start, m.seconds, m.seq, m.chunk, m.chunks,
+                           [r._replace(orig_sport=p, reply_dport=p) for r in m.rows
+                            for p in (rnd.randint(32768, 60999),)])
+                for m in msgs]  # fmt: skip
     if args.sorted:
         msgs = [RawMessage(m.node, m.boot, m.start, m.seconds, m.seq, m.chunk, m.chunks, sorted(m.rows))
                 for m in msgs]  # fmt: skip
