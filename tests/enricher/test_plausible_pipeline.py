@@ -115,6 +115,7 @@ async def test_each_implausible_report_is_dead_lettered_absent_and_rejected_in_c
         ("node_mismatch", with_ledger(rows, start=base + 300, seq=5, node="n2")),
         ("future", with_ledger(rows, start=(now + 10 * 86400) // 60 * 60, seq=6)),
         ("expired", with_ledger(rows, start=0, seq=7)),
+        ("future", with_ledger(rows, start=4102444800, seq=8)),  # 2100-01-01
     ]
     await broker.publish(broker.raw_subject("n1"), encode_raw(good), msg_id=good.msg_id)
     for i, (_, msg) in enumerate(forged):
