@@ -164,8 +164,8 @@ class Labeler:
         twice.update(self._flows(columns, o, i, outs=outs, ins=ins))
         if msg.names:
             twice["remoteDNSName"] = _remote_names(msg.names, o(rsrc) + i(osrc), chain(o(dst), i(src)))
-        ids = schema.flow_ids(msg.msg_id, msg.identities())
-        out_ids = o(ids) + i(ids)
+        packed = msg.identities()  # hashed for the kept records only
+        out_ids = schema.flow_ids(msg.msg_id, o(packed) + i(packed))
         pairs: dict[str, tuple[Sequence[Any], Sequence[Any]]] = {
             "bytes": (o(oby) + i(rby), o(rby) + i(oby)),
             "packets": (o(opk) + i(rpk), o(rpk) + i(opk)),
