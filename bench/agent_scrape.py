@@ -32,6 +32,7 @@ Entries are inserted with ``conntrack -R``: their counters are zero, which is fi
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import resource
 import secrets
@@ -76,6 +77,11 @@ def populate(netns: str, n: int) -> None:
             lines.append(f"-I -s fd00::{a:x}:{b:x} -d fd00::1 -p tcp --sport {port} --dport 443 "
                          f"--state ESTABLISHED -u SEEN_REPLY -t 3600")  # fmt: skip
     sh("ip", "netns", "exec", netns, "conntrack", "-R", "-", stdin="\n".join(lines) + "\n")
+    count = subprocess.run(
+        ["ip", "netns", "exec", netns, "conntrack", "-C"], capture_output=True, text=True, check=True
+    )
+    if int(count.stdout) != n:  # the table's limit is shared by every namespace of the host
+        raise SystemExit(f"the conntrack table took {count.stdout.strip()} of {n} entries")
 
 
 def children_cpu() -> float:
@@ -255,6 +261,125 @@ def _answer(i: int) -> bytes:
     return i.to_bytes(2, "big") + b"\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00" + question + record
 
 
+def thread_ns(pid: int) -> int:
+    """CPU time of the process's live threads, in ns (``/proc/<pid>/task/*/schedstat``, what ``perf stat
+    -e task-clock`` counts), exact where ``/proc/<pid>/stat`` counts clock ticks."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):  # a thread that just ended
+            pass
+    return total
+
+
+def poll_cpu(
+    netns: str, workdir: Path, *, arms: dict[str, list[str]], dns_rate: float, polls: int
+) -> dict[str, list[float]]:
+    """Real agent processes, one per arm (its flags), side by side on the same table at the same time:
+    the CPU (user + system, all threads) of each of ``polls`` polls in a row, per arm.
+
+    Side by side, both see the same table, the same DNS answers and the same load on the machine, which
+    alternating runs do not. The agent polls at multiples of 5 s of the clock: the processes are sampled
+    4 s after each of those instants (between a poll's end and the next poll's start), so each sample's
+    growth is one poll's work, plus whatever else the process did in those 5 s (publishing, the cut and
+    checkpoint of that tick)."""
+    from kubenetmon.cli.natsserver import NatsServer
+
+    with NatsServer(workdir / "nats") as server:
+        procs = {
+            arm: subprocess.Popen(
+                [
+                    KUBENETMON,
+                    "agent",
+                    "--node-name",
+                    f"bench-{arm}",
+                    "--netns",
+                    netns,
+                    "--skip-sanity-check",
+                    "--state-dir",
+                    str(workdir / f"state-{arm}"),
+                    "--metrics-port",
+                    "-1",
+                    "--nats-url",
+                    server.url,
+                    "--poll-interval",
+                    "5",
+                    "--interval",
+                    "60",
+                    "--log-level",
+                    "warning",
+                    *flags,
+                ],
+                stderr=subprocess.DEVNULL,
+            )
+            for arm, flags in arms.items()
+        }
+        stop = threading.Event()
+        sender = threading.Thread(target=dns_answers, args=(netns, dns_rate, stop), daemon=True)
+        if dns_rate > 0:
+            sender.start()
+        try:
+            due = (time.time() // 5 + 3) * 5 + 4.0  # the cold first poll and one warm one are not measured
+            samples: dict[str, list[int]] = {arm: [] for arm in arms}
+            for _ in range(polls + 1):
+                time.sleep(max(0.0, due - time.time()))
+                for arm, proc in procs.items():
+                    samples[arm].append(thread_ns(proc.pid))
+                due += 5
+            return {arm: [(b - a) / 1e9 for a, b in itertools.pairwise(cpu)] for arm, cpu in samples.items()}
+        finally:
+            stop.set()
+            for proc in procs.values():
+                proc.send_signal(signal.SIGTERM)
+            for proc in procs.values():
+                try:
+                    proc.wait(300)  # the last tick and drain of a 250k table take long on a busy machine
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def agent_compare(
+    netns: str, pairs: int, *, on: list[str], off: list[str], dns_rate: float, polls: int
+) -> None:
+    """``pairs`` times an agent without and one with ``on``, side by side (the starting order alternates),
+    the same DNS traffic for both: per pair each one's median CPU per poll, the ratio of their CPU over
+    all polls, and the load average; then the medians of those."""
+    medians: dict[str, list[float]] = {"off": [], "on": []}
+    ratios = []
+    for i in range(pairs):
+        order = ("off", "on") if i % 2 == 0 else ("on", "off")
+        load = os.getloadavg()
+        with tempfile.TemporaryDirectory(prefix="kubenetmon-bench-") as tmp:
+            cpu = poll_cpu(
+                netns,
+                Path(tmp),
+                arms={arm: on if arm == "on" else off for arm in order},
+                dns_rate=dns_rate,
+                polls=polls,
+            )
+        for arm in order:
+            medians[arm].append(statistics.median(cpu[arm]))
+        ratios.append(sum(cpu["on"]) / sum(cpu["off"]))
+        print(
+            f"  pair {i + 1}: CPU per poll median off {medians['off'][-1]:.3f} s "
+            f"[{min(cpu['off']):.3f}-{max(cpu['off']):.3f}], on {medians['on'][-1]:.3f} s "
+            f"[{min(cpu['on']):.3f}-{max(cpu['on']):.3f}] ({polls} polls); all polls on/off "
+            f"{ratios[-1]:.3f}x; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
+            flush=True,
+        )
+    off_m, on_m = statistics.median(medians["off"]), statistics.median(medians["on"])
+    print(
+        f"agent CPU per poll at 250k flows, {dns_rate:g} DNS answers/s, {pairs} pairs side by side, "
+        f"{polls} polls each: off ({' '.join(off) or 'no flags'}) median {off_m:.3f} s "
+        f"[{min(medians['off']):.3f}-{max(medians['off']):.3f}], on ({' '.join(on)}) median {on_m:.3f} s "
+        f"[{min(medians['on']):.3f}-{max(medians['on']):.3f}]: {on_m / off_m:.3f}x; per-pair on/off over "
+        f"all polls: median {statistics.median(ratios):.3f}x [{min(ratios):.3f}-{max(ratios):.3f}]",
+        flush=True,
+    )
+
+
 def run_agent(netns: str, seconds: float, workdir: Path, *, extra: list[str], dns_rate: float) -> float:
     """The real agent process on the populated table: RSS and CPU share with 5 s polls; CPU s per poll."""
     from kubenetmon.cli.natsserver import NatsServer
@@ -313,6 +438,15 @@ def main() -> int:
     )
     parser.add_argument("--agent-runs", type=int, default=1, help="agent runs (median CPU per poll)")
     parser.add_argument("--dns-watch-rate", type=float, default=0.0, help="in-process DNS watch cost at N/s")
+    parser.add_argument(
+        "--compare-pairs",
+        type=int,
+        default=0,
+        help="pairs of agent runs without/with --compare-on, alternating",
+    )
+    parser.add_argument("--compare-on", default="--dns-names", help="the flags under test")
+    parser.add_argument("--compare-off", default="--skip-link-stats", help="the baseline's flags")
+    parser.add_argument("--compare-polls", type=int, default=12, help="polls measured per agent run")
     args = parser.parse_args()
     netns = f"kb{os.getpid()}-{secrets.token_hex(3)}"
     sh("ip", "netns", "add", netns)
@@ -330,9 +464,18 @@ def main() -> int:
         sizes = [int(s) for s in args.sizes.split(",") if int(s) > 0]
         for n in sizes:
             compare(netns, n, args.rounds)
-        if args.agent_seconds > 0 or args.dns_watch_rate > 0:
+        if args.agent_seconds > 0 or args.dns_watch_rate > 0 or args.compare_pairs > 0:
             if not sizes or sizes[-1] != 250_000:
                 populate(netns, 250_000)
+        if args.compare_pairs > 0:
+            agent_compare(
+                netns,
+                args.compare_pairs,
+                on=shlex.split(args.compare_on),
+                off=shlex.split(args.compare_off),
+                dns_rate=args.dns_rate,
+                polls=args.compare_polls,
+            )
         if args.dns_watch_rate > 0:
             dns_compare(netns, args.rounds, args.dns_watch_rate)
         if args.agent_seconds > 0:
