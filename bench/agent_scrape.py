@@ -14,6 +14,14 @@ poll's scrape of the 250k table and of the DNS watch's work for one poll's worth
 parse the 5 s of answers queued on its socket), plus a report cut's name lookup for 250k rows' addresses
 spread over the 12 polls of an interval; prints medians and the watch's share of a poll.
 
+``--compare-pairs K`` (the way to judge a flag's CPU cost on a busy machine) runs K times two real agent
+processes side by side on the 250k table, one with ``--compare-off`` (default ``--skip-link-stats``) and
+one with ``--compare-on`` (default ``--dns-names``, link statistics on), the same ``--dns-rate`` answers
+reaching both, and measures each one's CPU (the run time of its threads, what ``perf stat -e task-clock``
+counts) per poll (its own poll counter) over ``--compare-seconds``; it prints each pair's ratio, the load
+average, and the median and spread of the ratios. Side by side, both see the same table and the same
+load; alternating runs on a shared machine do not (the same code varied by a third from run to run).
+
 Then the dump tool: on a table of ``--dump-entries`` entries it alternates, several times, whole processes
 ``conntrack -L -o extended`` and ``kubenetmon conntrack dump`` (text, ``--format json``, ``--summary``),
 each run with ``ip netns exec`` and its output to /dev/null, and prints the median wall times and the
@@ -27,12 +35,12 @@ Entries are inserted with ``conntrack -R``: their counters are zero, which is fi
 
     .venv/bin/python bench/agent_scrape.py [--rounds 7] [--sizes 10000,100000,250000] [--agent-seconds 30]
         [--dump-entries 200000] [--agent-args "--dns-names"] [--dns-rate 200] [--agent-runs 1]
+        [--compare-pairs 6 --compare-seconds 60 --compare-on "--dns-names" --compare-off "--skip-link-stats"]
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import resource
 import secrets
@@ -272,19 +280,43 @@ def thread_ns(pid: int) -> int:
     return total
 
 
+def polls_done(port: int) -> int:
+    """The agent's completed polls (``kubenetmon_agent_poll_duration_seconds_count`` on its /metrics)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith("kubenetmon_agent_poll_duration_seconds_count"):
+                return int(float(line.split()[-1]))
+    return 0
+
+
+def idle_sample(pid: int, port: int) -> tuple[int, int]:
+    """(thread CPU ns, polls done), taken while the agent sleeps between polls: its state is S at two
+    reads 0.2 s apart with no CPU used between them (a poll under way, even one waiting for a CPU on a
+    busy machine, is R or uses CPU)."""
+    while True:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        before = thread_ns(pid)
+        time.sleep(0.2)
+        again = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state == again == "S" and thread_ns(pid) == before:
+            return before, polls_done(port)
+
+
 def poll_cpu(
-    netns: str, workdir: Path, *, arms: dict[str, list[str]], dns_rate: float, polls: int
-) -> dict[str, list[float]]:
+    netns: str, workdir: Path, *, arms: dict[str, list[str]], dns_rate: float, seconds: float
+) -> dict[str, tuple[float, int]]:
     """Real agent processes, one per arm (its flags), side by side on the same table at the same time:
-    the CPU (user + system, all threads) of each of ``polls`` polls in a row, per arm.
+    per arm, the CPU (user + system, all threads) per poll over about ``seconds``, and the polls counted.
 
     Side by side, both see the same table, the same DNS answers and the same load on the machine, which
-    alternating runs do not. The agent polls at multiples of 5 s of the clock: the processes are sampled
-    4 s after each of those instants (between a poll's end and the next poll's start), so each sample's
-    growth is one poll's work, plus whatever else the process did in those 5 s (publishing, the cut and
-    checkpoint of that tick)."""
-    from kubenetmon.cli.natsserver import NatsServer
+    alternating runs do not. Polls are counted (the agent's own poll counter), not assumed one per 5 s:
+    on a busy machine a starved agent polls less often, and CPU per 5 s would then measure the share the
+    scheduler gave it, not the work of a poll. Each window starts and ends while the agent sleeps."""
+    from kubenetmon.cli.natsserver import NatsServer, free_port
 
+    ports = {arm: free_port() for arm in arms}
     with NatsServer(workdir / "nats") as server:
         procs = {
             arm: subprocess.Popen(
@@ -298,8 +330,10 @@ def poll_cpu(
                     "--skip-sanity-check",
                     "--state-dir",
                     str(workdir / f"state-{arm}"),
+                    "--metrics-host",
+                    "127.0.0.1",
                     "--metrics-port",
-                    "-1",
+                    str(ports[arm]),
                     "--nats-url",
                     server.url,
                     "--poll-interval",
@@ -319,14 +353,25 @@ def poll_cpu(
         if dns_rate > 0:
             sender.start()
         try:
-            due = (time.time() // 5 + 3) * 5 + 4.0  # the cold first poll and one warm one are not measured
-            samples: dict[str, list[int]] = {arm: [] for arm in arms}
-            for _ in range(polls + 1):
-                time.sleep(max(0.0, due - time.time()))
-                for arm, proc in procs.items():
-                    samples[arm].append(thread_ns(proc.pid))
-                due += 5
-            return {arm: [(b - a) / 1e9 for a, b in itertools.pairwise(cpu)] for arm, cpu in samples.items()}
+            deadline = time.monotonic() + 300
+            for arm in arms:  # the cold first poll and one warm one are not measured
+                while True:
+                    try:
+                        if polls_done(ports[arm]) >= 2:
+                            break
+                    except OSError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"the {arm} agent did not poll twice within 300 s")
+                    time.sleep(0.5)
+            first = {arm: idle_sample(proc.pid, ports[arm]) for arm, proc in procs.items()}
+            time.sleep(seconds)
+            last = {arm: idle_sample(proc.pid, ports[arm]) for arm, proc in procs.items()}
+            out = {}
+            for arm in arms:
+                polls = last[arm][1] - first[arm][1]
+                out[arm] = ((last[arm][0] - first[arm][0]) / 1e9 / max(polls, 1), polls)
+            return out
         finally:
             stop.set()
             for proc in procs.values():
@@ -340,12 +385,12 @@ def poll_cpu(
 
 
 def agent_compare(
-    netns: str, pairs: int, *, on: list[str], off: list[str], dns_rate: float, polls: int
+    netns: str, pairs: int, *, on: list[str], off: list[str], dns_rate: float, seconds: float
 ) -> None:
     """``pairs`` times an agent without and one with ``on``, side by side (the starting order alternates),
-    the same DNS traffic for both: per pair each one's median CPU per poll, the ratio of their CPU over
-    all polls, and the load average; then the medians of those."""
-    medians: dict[str, list[float]] = {"off": [], "on": []}
+    the same DNS traffic for both: per pair each one's CPU per poll, their ratio and the load average;
+    then the medians and spreads of those."""
+    per_poll: dict[str, list[float]] = {"off": [], "on": []}
     ratios = []
     for i in range(pairs):
         order = ("off", "on") if i % 2 == 0 else ("on", "off")
@@ -356,25 +401,24 @@ def agent_compare(
                 Path(tmp),
                 arms={arm: on if arm == "on" else off for arm in order},
                 dns_rate=dns_rate,
-                polls=polls,
+                seconds=seconds,
             )
         for arm in order:
-            medians[arm].append(statistics.median(cpu[arm]))
-        ratios.append(sum(cpu["on"]) / sum(cpu["off"]))
+            per_poll[arm].append(cpu[arm][0])
+        ratios.append(cpu["on"][0] / cpu["off"][0])
         print(
-            f"  pair {i + 1}: CPU per poll median off {medians['off'][-1]:.3f} s "
-            f"[{min(cpu['off']):.3f}-{max(cpu['off']):.3f}], on {medians['on'][-1]:.3f} s "
-            f"[{min(cpu['on']):.3f}-{max(cpu['on']):.3f}] ({polls} polls); all polls on/off "
-            f"{ratios[-1]:.3f}x; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
+            f"  pair {i + 1}: CPU per poll off {cpu['off'][0]:.3f} s ({cpu['off'][1]} polls), "
+            f"on {cpu['on'][0]:.3f} s ({cpu['on'][1]} polls): on/off {ratios[-1]:.3f}x; "
+            f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
             flush=True,
         )
-    off_m, on_m = statistics.median(medians["off"]), statistics.median(medians["on"])
+    off_m, on_m = statistics.median(per_poll["off"]), statistics.median(per_poll["on"])
     print(
         f"agent CPU per poll at 250k flows, {dns_rate:g} DNS answers/s, {pairs} pairs side by side, "
-        f"{polls} polls each: off ({' '.join(off) or 'no flags'}) median {off_m:.3f} s "
-        f"[{min(medians['off']):.3f}-{max(medians['off']):.3f}], on ({' '.join(on)}) median {on_m:.3f} s "
-        f"[{min(medians['on']):.3f}-{max(medians['on']):.3f}]: {on_m / off_m:.3f}x; per-pair on/off over "
-        f"all polls: median {statistics.median(ratios):.3f}x [{min(ratios):.3f}-{max(ratios):.3f}]",
+        f"~{seconds:g} s each: off ({' '.join(off) or 'no flags'}) median {off_m:.3f} s "
+        f"[{min(per_poll['off']):.3f}-{max(per_poll['off']):.3f}], on ({' '.join(on)}) median {on_m:.3f} s "
+        f"[{min(per_poll['on']):.3f}-{max(per_poll['on']):.3f}]; per-pair on/off: median "
+        f"{statistics.median(ratios):.3f}x [{min(ratios):.3f}-{max(ratios):.3f}]",
         flush=True,
     )
 
@@ -445,7 +489,7 @@ def main() -> int:
     )
     parser.add_argument("--compare-on", default="--dns-names", help="the flags under test")
     parser.add_argument("--compare-off", default="--skip-link-stats", help="the baseline's flags")
-    parser.add_argument("--compare-polls", type=int, default=12, help="polls measured per agent run")
+    parser.add_argument("--compare-seconds", type=float, default=60.0, help="measured time per pair")
     args = parser.parse_args()
     netns = f"kb{os.getpid()}-{secrets.token_hex(3)}"
     sh("ip", "netns", "add", netns)
@@ -473,7 +517,7 @@ def main() -> int:
                 on=shlex.split(args.compare_on),
                 off=shlex.split(args.compare_off),
                 dns_rate=args.dns_rate,
-                polls=args.compare_polls,
+                seconds=args.compare_seconds,
             )
         if args.dns_watch_rate > 0:
             dns_compare(netns, args.rounds, args.dns_watch_rate)
