@@ -28,6 +28,9 @@ from kubenetmon.writer.settings import ClickHouseSettings
 from kubenetmon.writer.sink import DEFAULT_DATABASE
 from tests.support.commands import kubenetmon
 
+# one worker runs the whole module: its module-scoped chDB store is migrated and filled once
+pytestmark = pytest.mark.xdist_group("dashboard-chdb")
+
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "k8s/base/grafana/kubenetmon-dashboard.json"
 ALERTS = ROOT / "k8s/components/monitoring/alerts.yaml"

@@ -43,6 +43,9 @@ from tests.support.natsconf import ISSUER_SEED, PASSWORDS, SERVER_ENV, Configure
 from tests.support.processes import Process
 from tests.support.waiting import eventually
 
+# one worker runs the whole module: its module-scoped servers start once
+pytestmark = pytest.mark.xdist_group("nats-cluster-conf")
+
 ROOT = Path(__file__).resolve().parents[2]
 TARGET = "overlays/production-nats-cluster"
 MEMBERS = 3

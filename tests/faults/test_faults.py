@@ -13,7 +13,7 @@ Each also runs on a three-node JetStream cluster (streams R3; ``@cluster`` in th
 stopped" then means every member), with three faults of its own: the RAW stream's leader SIGKILLed, the
 RAW leader SIGSTOPped longer than the ack wait then resumed, and a rolling restart of the three servers
 under traffic. The default run (CI) takes every single-server scenario and the cluster's leader kill;
-the other cluster runs are marked ``slow`` (``pytest -m slow tests/faults``).
+the other cluster runs are marked ``slow`` (``pytest -m slow -n 0 tests/faults``).
 
 One scenario per test, each on a fresh pipeline (a failure cannot leak into the next one). The random
 seed is printed, and ``KUBENETMON_FAULT_SEED=<seed>`` replays the same moments and amounts;
