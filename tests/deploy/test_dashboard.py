@@ -28,7 +28,7 @@ from kubenetmon.writer.settings import ClickHouseSettings
 from kubenetmon.writer.sink import DEFAULT_DATABASE
 from tests.support.commands import kubenetmon
 
-# one worker runs the whole module: its module-scoped chDB store is migrated and filled once
+# meant to keep the module on one worker so its chDB store is filled once (docs/testing.md: open)
 pytestmark = pytest.mark.xdist_group("dashboard-chdb")
 
 ROOT = Path(__file__).resolve().parents[2]

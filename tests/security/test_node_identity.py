@@ -39,7 +39,7 @@ from tests.support.natsconf import ISSUER_SEED, PASSWORDS, SERVER_ENV, Configure
 from tests.support.processes import Process, http_port
 from tests.support.waiting import eventually
 
-# one worker runs the whole module: its module-scoped servers start once
+# meant to keep the module on one worker so its module-scoped servers start once (docs/testing.md: open)
 pytestmark = pytest.mark.xdist_group("node-identity")
 
 DENIED_WAIT_S = 1.0
