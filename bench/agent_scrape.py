@@ -14,10 +14,18 @@ poll's scrape of the 250k table and of the DNS watch's work for one poll's worth
 parse the 5 s of answers queued on its socket), plus a report cut's name lookup for 250k rows' addresses
 spread over the 12 polls of an interval; prints medians and the watch's share of a poll.
 
-Then the dump tool: on a table of ``--dump-entries`` entries it alternates, several times, whole processes
-``conntrack -L -o extended`` and ``kubenetmon conntrack dump`` (text, ``--format json``, ``--summary``),
-each run with ``ip netns exec`` and its output to /dev/null, and prints the median wall times and the
-speed ratio of each (conntrack's time / ours; >= 1 means at least as fast), measured in the same run.
+The agent runs are each followed by ``--rounds`` runs of ``conntrack -L -o extended`` on the same table; it
+prints the median CPU of one against the agent's CPU per poll (conntrack's / ours; > 1: the agent uses less).
+
+Then the dump tool: on a table of ``--dump-entries`` entries (plain IPv4 TCP/UDP, no zones: where
+conntrack-tools is fastest; ``--dump-table mixed``: the scrape's table) it alternates, several times, whole
+processes ``conntrack -L -o extended`` and ``kubenetmon conntrack dump`` (text, ``--format json``,
+``--summary``), each run with ``ip netns exec`` and its output to /dev/null, and prints the median wall and
+CPU times and the speed ratio of each (conntrack's time / ours; >= 1 means at least as fast), measured in
+the same run.
+
+Creation timestamps are on (``nf_conntrack_timestamp=1`` before the tables are filled, as the agent's
+start-up sets it; ``--no-timestamps``: off), so every entry carries its CTA_TIMESTAMP.
 
 Each scrape also reads the byte counters of two interfaces over rtnetlink, as the agent's poll does for
 the node's external interfaces (``--no-link-stats``: the dump alone).
@@ -60,17 +68,18 @@ def sh(*cmd: str, stdin: str | None = None) -> None:
     subprocess.run(cmd, input=stdin, text=True, check=True, capture_output=True)
 
 
-def populate(netns: str, n: int) -> None:
-    """``n`` entries: 70% TCP/IPv4, 20% UDP/IPv4, 10% TCP/IPv6, a tenth of them in zone 7."""
+def populate(netns: str, n: int, *, plain: bool = False) -> None:
+    """``n`` entries: 70% TCP/IPv4, 20% UDP/IPv4, 10% TCP/IPv6, a tenth of them in zone 7 (``plain``: 70%
+    TCP/IPv4, 30% UDP/IPv4, no zones)."""
     sh("ip", "netns", "exec", netns, "conntrack", "-F")
     lines = []
     for i in range(n):
         a, b, port = i >> 16 & 255, i >> 8 & 255, 1024 + (i & 255)
-        zone = " -w 7" if i % 10 == 3 else ""
+        zone = " -w 7" if i % 10 == 3 and not plain else ""
         if i % 10 < 7:
             lines.append(f"-I -s 10.{a}.{b}.1 -d 10.200.0.1 -p tcp --sport {port} --dport 443 "
                          f"--state ESTABLISHED -u SEEN_REPLY,ASSURED -t 3600{zone}")  # fmt: skip
-        elif i % 10 < 9:
+        elif i % 10 < 9 or plain:
             lines.append(f"-I -s 10.{a}.{b}.2 -d 10.200.0.53 -p udp --sport {port} --dport 53 -t 3600{zone}")
         else:
             lines.append(f"-I -s fd00::{a:x}:{b:x} -d fd00::1 -p tcp --sport {port} --dport 443 "
@@ -142,12 +151,13 @@ def compare(netns: str, n: int, rounds: int) -> None:
     )
 
 
-def wall(netns: str, *cmd: str) -> float:
-    start = time.perf_counter()
+def timed(netns: str, *cmd: str) -> tuple[float, float]:
+    """Wall and CPU (user + system) seconds of a whole process, its output to /dev/null."""
+    cpu, start = children_cpu(), time.perf_counter()
     subprocess.run(
         ["ip", "netns", "exec", netns, *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True
     )
-    return time.perf_counter() - start
+    return time.perf_counter() - start, children_cpu() - cpu
 
 
 DUMP_TOOL = {
@@ -157,21 +167,26 @@ DUMP_TOOL = {
 }
 
 
-def dump_tool(netns: str, n: int, rounds: int) -> None:
+def dump_tool(netns: str, n: int, rounds: int, *, plain: bool) -> None:
     """Whole processes to /dev/null: ``conntrack -L -o extended``, then each ``kubenetmon conntrack dump``."""
-    populate(netns, n)
-    times: dict[str, list[float]] = {"conntrack": [], **{name: [] for name in DUMP_TOOL}}
+    populate(netns, n, plain=plain)
+    times: dict[str, list[tuple[float, float]]] = {"conntrack": [], **{name: [] for name in DUMP_TOOL}}
     for _ in range(rounds):
-        times["conntrack"].append(wall(netns, "conntrack", "-L", "-o", "extended"))
+        times["conntrack"].append(timed(netns, "conntrack", "-L", "-o", "extended"))
         for name, cmd in DUMP_TOOL.items():
-            times[name].append(wall(netns, *cmd))
-    base = statistics.median(times["conntrack"])
-    parts = [f"conntrack -L -o extended {base:.2f}s"]
+            times[name].append(timed(netns, *cmd))
+    base_wall, base_cpu = (statistics.median(x) for x in zip(*times["conntrack"], strict=True))
+    parts = [f"conntrack -L -o extended {base_wall:.2f}s (cpu {base_cpu:.2f}s)"]
     for name in DUMP_TOOL:
-        ours = statistics.median(times[name])
-        parts.append(f"dump {name} {ours:.2f}s ({base / ours:.2f}x)")
+        wall, cpu = (statistics.median(x) for x in zip(*times[name], strict=True))
+        spread = ", ".join(f"{c:.2f}" for _, c in times[name])
+        parts.append(
+            f"dump {name} {wall:.2f}s ({base_wall / wall:.2f}x) "
+            f"cpu {cpu:.2f}s ({base_cpu / cpu:.2f}x; {spread})"
+        )
     print(
-        f"dump tool, {n} entries, median of {rounds} (ratio: conntrack's time / ours): " + " | ".join(parts),
+        f"dump tool, {n} {'plain IPv4 TCP/UDP' if plain else 'mixed'} entries, median of {rounds} "
+        "(ratio: conntrack's time / ours): " + " | ".join(parts),
         flush=True,
     )
 
@@ -311,13 +326,27 @@ def main() -> int:
     parser.add_argument(
         "--dns-rate", type=float, default=0.0, help="DNS answers a second during the agent run"
     )
+    parser.add_argument(
+        "--timestamps",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="conntrack creation timestamps on (as the agent sets them) before the tables are filled",
+    )
+    parser.add_argument(
+        "--dump-table", choices=("plain", "mixed"), default="plain", help="the dump tool's table"
+    )
     parser.add_argument("--agent-runs", type=int, default=1, help="agent runs (median CPU per poll)")
     parser.add_argument("--dns-watch-rate", type=float, default=0.0, help="in-process DNS watch cost at N/s")
     args = parser.parse_args()
     netns = f"kb{os.getpid()}-{secrets.token_hex(3)}"
     sh("ip", "netns", "add", netns)
     try:
-        for path, value in (("nf_conntrack_acct", "1"), ("nf_conntrack_events", "1")):
+        stamps = "1" if args.timestamps else "0"
+        for path, value in (
+            ("nf_conntrack_acct", "1"),
+            ("nf_conntrack_events", "1"),
+            ("nf_conntrack_timestamp", stamps),
+        ):
             sh("ip", "netns", "exec", netns, "sysctl", "-qw", f"net.netfilter.{path}={value}")
         sh("ip", "netns", "exec", netns, "nft", "-f", "-", stdin=RULES)
         sh("ip", "-n", netns, "link", "set", "lo", "up")
@@ -336,7 +365,7 @@ def main() -> int:
         if args.dns_watch_rate > 0:
             dns_compare(netns, args.rounds, args.dns_watch_rate)
         if args.agent_seconds > 0:
-            per_poll = []
+            per_poll, ratios = [], []
             for _ in range(args.agent_runs):
                 with tempfile.TemporaryDirectory(prefix="kubenetmon-bench-") as tmp:
                     per_poll.append(
@@ -348,10 +377,22 @@ def main() -> int:
                             dns_rate=args.dns_rate,
                         )
                     )
+                theirs = statistics.median(baseline(netns)[0] for _ in range(args.rounds))
+                ratios.append(theirs / per_poll[-1])
+                print(
+                    f"conntrack -L -o extended on the same table: cpu {theirs:.3f}s "
+                    f"(median of {args.rounds}); "
+                    f"its CPU / the agent's per poll: {ratios[-1]:.2f}x",
+                    flush=True,
+                )
             if args.agent_runs > 1:
-                print(f"agent CPU per poll, median of {args.agent_runs}: {statistics.median(per_poll):.3f} s")
+                print(
+                    f"agent CPU per poll, median of {args.agent_runs}: {statistics.median(per_poll):.3f} s "
+                    f"({', '.join(f'{p:.3f}' for p in per_poll)}); conntrack -L's CPU / the agent's: "
+                    f"{statistics.median(ratios):.2f}x ({', '.join(f'{r:.2f}' for r in ratios)})"
+                )
         if args.dump_entries > 0:
-            dump_tool(netns, args.dump_entries, args.rounds)
+            dump_tool(netns, args.dump_entries, args.rounds, plain=args.dump_table == "plain")
     finally:
         for links, _ in LINKS:
             links.close()
