@@ -11,6 +11,8 @@ so the DNS watch has work; ``--agent-runs K`` runs the agent K times and prints 
 CPU per poll is the agent's CPU between the first and the last checkpoint seen (each poll ends with one)
 over the polls between them: a loaded machine may stretch polls beyond 5 s.
 With ``--sizes 0`` the scrape comparison is skipped (the table is still filled for the agent).
+``--baseline EXE`` (another build's ``kubenetmon``, e.g. main's in a venv of its own) runs that build's
+agent after each of this one's, and its dump tool after each of this one's, on the same tables.
 ``--dns-watch-rate N`` (this branch's code only) measures in this process, alternating, the CPU of a steady
 poll's scrape of the 250k table and of the DNS watch's work for one poll's worth of N answers/s (read and
 parse the 5 s of answers queued on its socket), plus a report cut's name lookup for 250k rows' addresses
@@ -163,23 +165,26 @@ def timed(netns: str, *cmd: str) -> tuple[float, float]:
 
 
 DUMP_TOOL = {
-    "text": (KUBENETMON, "conntrack", "dump"),
-    "json": (KUBENETMON, "conntrack", "dump", "--format", "json"),
-    "summary": (KUBENETMON, "conntrack", "dump", "--summary"),
+    "text": ("conntrack", "dump"),
+    "json": ("conntrack", "dump", "--format", "json"),
+    "summary": ("conntrack", "dump", "--summary"),
 }
+BUILDS = {"": KUBENETMON}
+"""The ``kubenetmon`` executables measured, by label (``--baseline`` adds another build's)."""
 
 
 def dump_tool(netns: str, n: int, rounds: int, *, plain: bool) -> None:
     """Whole processes to /dev/null: ``conntrack -L -o extended``, then each ``kubenetmon conntrack dump``."""
     populate(netns, n, plain=plain)
-    times: dict[str, list[tuple[float, float]]] = {"conntrack": [], **{name: [] for name in DUMP_TOOL}}
+    runs = {f"{name}{label}": (exe, *cmd) for label, exe in BUILDS.items() for name, cmd in DUMP_TOOL.items()}
+    times: dict[str, list[tuple[float, float]]] = {"conntrack": [], **{name: [] for name in runs}}
     for _ in range(rounds):
         times["conntrack"].append(timed(netns, "conntrack", "-L", "-o", "extended"))
-        for name, cmd in DUMP_TOOL.items():
+        for name, cmd in runs.items():
             times[name].append(timed(netns, *cmd))
     base_wall, base_cpu = (statistics.median(x) for x in zip(*times["conntrack"], strict=True))
     parts = [f"conntrack -L -o extended {base_wall:.2f}s (cpu {base_cpu:.2f}s)"]
-    for name in DUMP_TOOL:
+    for name in runs:
         wall, cpu = (statistics.median(x) for x in zip(*times[name], strict=True))
         spread = ", ".join(f"{c:.2f}" for _, c in times[name])
         parts.append(
@@ -272,13 +277,15 @@ def _answer(i: int) -> bytes:
     return i.to_bytes(2, "big") + b"\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00" + question + record
 
 
-def run_agent(netns: str, seconds: float, workdir: Path, *, extra: list[str], dns_rate: float) -> float:
+def run_agent(
+    netns: str, seconds: float, workdir: Path, *, extra: list[str], dns_rate: float, label: str = ""
+) -> float:
     """The real agent process on the populated table: RSS and CPU share with 5 s polls; CPU s per poll."""
     from kubenetmon.cli.natsserver import NatsServer
 
     with NatsServer(workdir / "nats") as server:
         proc = subprocess.Popen(
-            [KUBENETMON, "agent", "--node-name", "bench", "--netns", netns, "--skip-sanity-check",
+            [BUILDS[label], "agent", "--node-name", "bench", "--netns", netns, "--skip-sanity-check",
              "--state-dir", str(workdir / "state"), "--metrics-port", "-1", "--nats-url", server.url,
              "--poll-interval", "5", "--interval", "60", "--log-level", "warning", *extra],
             stderr=subprocess.DEVNULL,
@@ -306,7 +313,7 @@ def run_agent(netns: str, seconds: float, workdir: Path, *, extra: list[str], dn
             per_poll = (last_cpu - first_cpu) / (polls - 1) if polls > 1 else share * 5
             status = proc_status(proc.pid)
             print(
-                f"agent process, 250k tracked flows, 5 s polls{' ' + ' '.join(extra) if extra else ''}"
+                f"agent{label} process, 250k tracked flows, 5 s polls{' ' + ' '.join(extra) if extra else ''}"
                 f"{f', {dns_rate:g} DNS answers/s' if dns_rate else ''}: RSS now {status['VmRSS'].strip()}, "
                 f"peak sampled {peak / 1024:.0f} MB, high-water {status['VmHWM'].strip()}, "
                 f"CPU {share:.3f} of a core, {polls} polls in {elapsed:.0f} s: {per_poll:.3f} s per poll",
@@ -357,7 +364,14 @@ def main() -> int:
     )
     parser.add_argument("--agent-runs", type=int, default=1, help="agent runs (median CPU per poll)")
     parser.add_argument("--dns-watch-rate", type=float, default=0.0, help="in-process DNS watch cost at N/s")
+    parser.add_argument(
+        "--baseline",
+        metavar="EXE",
+        help="another build's kubenetmon executable: agent and dump tool runs alternate with it",
+    )
     args = parser.parse_args()
+    if args.baseline:
+        BUILDS[" (baseline)"] = args.baseline
     netns = f"kb{os.getpid()}-{secrets.token_hex(3)}"
     sh("ip", "netns", "add", netns)
     try:
@@ -385,31 +399,35 @@ def main() -> int:
         if args.dns_watch_rate > 0:
             dns_compare(netns, args.rounds, args.dns_watch_rate)
         if args.agent_seconds > 0:
-            per_poll, ratios = [], []
+            per_poll: dict[str, list[float]] = {label: [] for label in BUILDS}
+            ratios: dict[str, list[float]] = {label: [] for label in BUILDS}
             for _ in range(args.agent_runs):
-                with tempfile.TemporaryDirectory(prefix="kubenetmon-bench-") as tmp:
-                    per_poll.append(
-                        run_agent(
+                for label in BUILDS:
+                    with tempfile.TemporaryDirectory(prefix="kubenetmon-bench-") as tmp:
+                        cost = run_agent(
                             netns,
                             args.agent_seconds,
                             Path(tmp),
                             extra=shlex.split(args.agent_args),
                             dns_rate=args.dns_rate,
+                            label=label,
                         )
+                    theirs = statistics.median(baseline(netns)[0] for _ in range(args.rounds))
+                    per_poll[label].append(cost)
+                    ratios[label].append(theirs / cost)
+                    print(
+                        f"conntrack -L -o extended on the same table: cpu {theirs:.3f}s "
+                        f"(median of {args.rounds}); its CPU / the agent{label}'s per poll: "
+                        f"{ratios[label][-1]:.2f}x",
+                        flush=True,
                     )
-                theirs = statistics.median(baseline(netns)[0] for _ in range(args.rounds))
-                ratios.append(theirs / per_poll[-1])
+            for label in BUILDS if args.agent_runs > 1 else ():
+                polls, r = per_poll[label], ratios[label]
                 print(
-                    f"conntrack -L -o extended on the same table: cpu {theirs:.3f}s "
-                    f"(median of {args.rounds}); "
-                    f"its CPU / the agent's per poll: {ratios[-1]:.2f}x",
-                    flush=True,
-                )
-            if args.agent_runs > 1:
-                print(
-                    f"agent CPU per poll, median of {args.agent_runs}: {statistics.median(per_poll):.3f} s "
-                    f"({', '.join(f'{p:.3f}' for p in per_poll)}); conntrack -L's CPU / the agent's: "
-                    f"{statistics.median(ratios):.2f}x ({', '.join(f'{r:.2f}' for r in ratios)})"
+                    f"agent{label} CPU per poll, median of {args.agent_runs}: "
+                    f"{statistics.median(polls):.3f} s "
+                    f"({', '.join(f'{p:.3f}' for p in polls)}); conntrack -L's CPU / the agent's: "
+                    f"{statistics.median(r):.2f}x ({', '.join(f'{x:.2f}' for x in r)})"
                 )
         if args.dump_entries > 0:
             dump_tool(netns, args.dump_entries, args.rounds, plain=args.dump_table == "plain")
