@@ -139,7 +139,9 @@ class FlowTable:
 
     def end_dump(self, *, consistent: bool = True) -> None:
         """Finish a dump: flows it did not contain become missing (unless the dump was inconsistent)."""
-        absent, self._previous = self._previous or {}, None
+        # a copy: the previous dump's map keeps the table sized for every flow it held (a dict never
+        # shrinks), and up to ``keep_missing`` of them would be kept as missing generations
+        absent, self._previous = dict(self._previous or {}), None
         if self._legacy_dumps:
             self._legacy_dumps -= 1
         if not consistent:
