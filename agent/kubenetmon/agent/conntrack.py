@@ -182,17 +182,15 @@ class Conntrack:
             raise
         return ctstats.stats_of(totals)
 
-    def dump_entries(self, consume: Callable[[list[tuple[bytes, bytes, int, int]]], None]) -> DumpResult:
-        """Every entry's ``(key, counters, mark, state)``, dying ones too, one list per kernel batch
-        (for the dump tool: the fast decoder, plus mark and state)."""
+    def dump_raw(self, consume: Callable[[bytes], tuple[int, int]]) -> DumpResult:
+        """Pass every kernel batch of a dump, as received, to ``consume``, which decodes it and returns
+        how many entries it held and the decoder's flags (DONE ends the dump). For the dump tool."""
         start = time.monotonic()
         self._dump_sock.send(dump_request(next(_seq)))
         flags = count = 0
         while not flags & DONE:
-            batch: list[tuple[bytes, bytes, int, int]] = []
-            flags |= self._dump_decoder.entries(self._dump_sock.recv(RECV_SIZE), batch)
-            count += len(batch)
-            consume(batch)
+            entries, seen = consume(self._dump_sock.recv(RECV_SIZE))
+            count, flags = count + entries, flags | seen
         return DumpResult(count, not flags & INTERRUPTED, time.monotonic() - start)
 
     def dump_totals(self) -> list[int]:

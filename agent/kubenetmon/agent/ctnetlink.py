@@ -60,7 +60,8 @@ _NLMSG: Final = struct.Struct("=IHH")
 Sink = Callable[[tuple[bytes, bytes]], None]
 MAX_BRANCHES: Final = 64
 """Shapes matched by a decoder's regular expression (``Decoder.columns``); later ones take ``scan``'s path."""
-_NEVER: Final = re.compile(b"(?!)")
+NEVER: Final = re.compile(b"(?!)")
+"""An expression that matches nothing (no shape learned yet)."""
 
 
 def counters_blob(opk: int, oby: int, rpk: int, rby: int) -> bytes:
@@ -391,7 +392,7 @@ class Decoder:
 
     def _compile(self) -> Callable[[bytes, int], Any]:
         branches = list(self._branches.values())[:MAX_BRANCHES]
-        regex = re.compile(b"|".join(b"(?:%s)" % b for b in branches), re.DOTALL) if branches else _NEVER
+        regex = re.compile(b"|".join(b"(?:%s)" % b for b in branches), re.DOTALL) if branches else NEVER
         self._scanner = regex.scanner  # type: ignore[attr-defined]  # match() at pos, then at each match's end: runs of messages
         return self._scanner
 
@@ -502,6 +503,88 @@ class Decoder:
                 self._branches[shape] = branch
                 self._scanner = None
         return msg
+
+
+class Slots(NamedTuple):
+    """Where one shape's fields are, for a tool that prints every entry (``dump``): offsets from the
+    message start. A message that ``fixed`` matches (see ``pattern``) has them there, exactly as
+    ``decode_key`` and ``Decoder.entries`` would find them."""
+
+    size: int
+    """The message's length, padded to 4 bytes."""
+    family: int
+    """2 or 10, by the addresses' size (as ``FlowKey.family``)."""
+    proto: int
+    fixed: dict[int, bytes]
+    """One-byte expressions pinning the shape: the length, CT_NEW, no NLM_F_DUMP_INTR, the family, every
+    attribute header the layout checks and every one inside both tuples, and the protocol number."""
+    at: dict[str, int]
+    """``orig_src``, ``orig_dst``, ``orig_sport``, ``orig_dport``, the same for ``reply``, ``id``,
+    ``orig_packets``, ``orig_bytes``, ``reply_packets``, ``reply_bytes``; ``zone``, ``mark`` and
+    ``state`` are -1 when the shape has none (0, 0 and no state are printed then)."""
+
+
+def slots(buf: bytes, off: int, length: int) -> Slots | None:
+    """The slots of the message at ``off``'s shape, or None when a tool must decode it another way
+    (no layout, no ports, a zone inside a tuple, mixed address sizes...)."""
+    layout = walk(buf, off, length).layout
+    if layout is None or buf[off + 4 : off + 6] != CT_NEW.to_bytes(2, "little"):
+        return None
+    headers = set(layout.headers)
+    at: dict[str, int] = {}
+    sizes: dict[str, int] = {}
+    top = {kind: (voff, vlen) for kind, _, voff, vlen in attrs(buf, off + 20, off + length)}
+    for side, kind in (("orig", CTA_TUPLE_ORIG), ("reply", CTA_TUPLE_REPLY)):
+        voff, vlen = top[kind]
+        for inner, ihoff, io, isz in attrs(buf, voff, voff + vlen):
+            headers.add(ihoff - off)
+            if inner == 3:  # CTA_TUPLE_ZONE: decode_key may take the zone from here
+                return None
+            for leaf, lhoff, lo, lsz in attrs(buf, io, io + isz) if inner in (1, 2) else ():
+                headers.add(lhoff - off)
+                name = _TUPLE_LEAVES.get((inner, leaf)) if lsz == 2 or inner == 1 or leaf == 1 else None
+                if name:  # the last one wins, as in decode_key
+                    at[f"{side}_{name}"], sizes[f"{side}_{name}"] = lo - off, lsz
+    if not all(name in at for name in (*_SLICED, "orig_proto")) or sizes["orig_proto"] != 1:
+        return None
+    size = {sizes[n] for n in ("orig_src", "orig_dst", "reply_src", "reply_dst")}
+    zone = top.get(CTA_ZONE)
+    if len(size) != 1 or not size <= {4, 16} or (zone and zone[1] != 2):
+        return None
+    at.update(
+        id=layout.id_start,
+        zone=zone[0] - off if zone else -1,
+        mark=layout.mark_at,
+        state=layout.state_at,
+        orig_packets=layout.cnt_start + 8,
+        orig_bytes=layout.cnt_start + 20,
+        reply_packets=layout.cnt_start + 36,
+        reply_bytes=layout.cnt_start + 48,
+    )
+    fixed = _literal(buf[off : off + 4], 0, 4)
+    fixed.update({4: re.escape(bytes([CT_NEW & 0xFF])), 5: re.escape(bytes([CT_NEW >> 8]))})
+    fixed[6] = _NOT_INTERRUPTED
+    fixed[16] = re.escape(buf[off + 16 : off + 17])
+    for where in headers:
+        fixed.update((where + i, re.escape(buf[off + where + i : off + where + i + 1])) for i in range(4))
+    proto_at = at.pop("orig_proto")
+    at.pop("reply_proto", None)
+    fixed[proto_at] = re.escape(buf[off + proto_at : off + proto_at + 1])
+    (addr,) = size
+    return Slots((length + 3) & ~3, 2 if addr == 4 else 10, buf[off + proto_at], fixed, at)
+
+
+_TUPLE_LEAVES: Final = {
+    (1, 1): "src", (1, 3): "src", (1, 2): "dst", (1, 4): "dst",
+    (2, 1): "proto", (2, 2): "sport", (2, 3): "dport",
+}  # fmt: skip
+"""(tuple nest, attribute) -> field, as ``_tuple`` reads them (addresses and the protocol of any size, ports
+of 2 bytes)."""
+
+
+def message_length(buf: bytes, off: int, end: int) -> int:
+    """The length of the netlink message at ``off`` (ValueError: truncated or malformed)."""
+    return Decoder._header(buf, off, end)[0]
 
 
 def _raise_error(buf: bytes, off: int) -> None:
