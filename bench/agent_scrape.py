@@ -323,7 +323,7 @@ def run_agent(
         finally:
             stop.set()
             proc.send_signal(signal.SIGTERM)
-            proc.wait(60)
+            proc.wait(300)  # a loaded machine may take long to finish the last poll and drain
 
 
 def _stamp(workdir: Path) -> tuple[int, int]:
