@@ -13,6 +13,7 @@ publisher stops, the pipeline drains, the stored rows are counted through the ex
 
 - throughput: records/s published and enriched, rows/s written, over the whole run;
 - lag over time, one line per sample;
+- each process's CPU seconds from the first sample to the last, and the enricher's CPU per record;
 - the RSS slope of every process (least-squares line, MB/min) after ``--warmup`` (flat is the goal),
   with the first and last RSS.
 
@@ -62,6 +63,8 @@ class Sample:
     lag: dict[str, tuple[int, int]]
     counters: dict[str, float]
     rss_mb: dict[str, float]
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    """Each process's CPU seconds so far (user + system)."""
 
 
 @dataclass
@@ -116,6 +119,15 @@ def rss_mb(pid: int) -> float | None:
     except OSError:
         return None
     return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of ``pid`` so far (/proc/<pid>/stat), None if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def process_name(pid: int, role: str, root: int) -> str:
@@ -192,12 +204,16 @@ async def sample_forever(
             ):
                 counters[f"{role}:{name}"] = metric_value(text, name)
         memory: dict[str, float] = {}
+        cpu: dict[str, float] = {}
         for role, root in roots.items():
             for pid in descendants(root):
-                mb = rss_mb(pid)
+                mb, seconds = rss_mb(pid), cpu_seconds(pid)
                 if mb is not None:
                     memory[process_name(pid, role, root)] = mb
-        run.samples.append(Sample(time.monotonic() - t0, run.published_records, lag, counters, memory))
+                if seconds is not None:
+                    cpu[process_name(pid, role, root)] = seconds
+        sample = Sample(time.monotonic() - t0, run.published_records, lag, counters, memory, cpu)
+        run.samples.append(sample)
         await asyncio.sleep(every)
 
 
@@ -234,7 +250,14 @@ def report(run: Run, args: argparse.Namespace, *, drained_s: float | None, store
             "samples": len(steady),
             "series": [(round(t, 1), round(v, 1)) for t, v in points],
         }
+    # CPU from the first sample (the roles loaded, nothing published yet) to the last (drained)
+    first = run.samples[0]
+    records = records_in - first.counters.get("enricher:kubenetmon_enricher_records_total", 0.0)
+    cpu = {name: last.cpu_s[name] - first.cpu_s.get(name, 0.0) for name in sorted(last.cpu_s)}
+    enricher_cpu = sum(v for name, v in cpu.items() if name.startswith("enricher"))
     return {
+        "cpu_s": cpu,
+        "enricher_cpu_us_per_record": enricher_cpu / records * 1e6 if records else None,
         "nominal_records_per_s": args.rate,
         "target_records_per_s": args.rate * args.factor,
         "duration_s": elapsed,
@@ -284,6 +307,12 @@ def print_report(out: dict[str, Any]) -> None:
             f"{row['enricher_pending']:>8,} / {row['enricher_ack_pending']:<5,} "
             f"{row['writer_pending']:>8,} / {row['writer_ack_pending']:<5,}"
         )
+    lines.append("\n  CPU seconds from the first sample to the last:")
+    for name, seconds in out["cpu_s"].items():
+        lines.append(f"  {name:<36} {seconds:>8.1f}")
+    per_record = out["enricher_cpu_us_per_record"]
+    if per_record is not None:
+        lines.append(f"  enricher (all its processes) per record enriched: {per_record:.1f} us")
     lines.append("\n  RSS (MB) over time, one column per minute:")
     for name, r in out["rss"].items():
         minutes: dict[int, float] = {}
