@@ -8,7 +8,11 @@ real ``kubenetmon agent`` process on the 250k table for a while and reports its 
 ``--agent-args`` adds flags to that agent (e.g. ``--dns-names``); ``--dns-rate N`` sends N DNS answers a
 second (UDP from port 53 on the namespace's loopback, each naming one of 10k addresses) while it runs,
 so the DNS watch has work; ``--agent-runs K`` runs the agent K times and prints the median CPU per poll.
+CPU per poll is the agent's CPU between the first and the last checkpoint seen (each poll ends with one)
+over the polls between them: a loaded machine may stretch polls beyond 5 s.
 With ``--sizes 0`` the scrape comparison is skipped (the table is still filled for the agent).
+``--baseline EXE`` (another build's ``kubenetmon``, e.g. main's in a venv of its own) runs that build's
+agent after each of this one's, and its dump tool after each of this one's, on the same tables.
 ``--dns-watch-rate N`` (this branch's code only) measures in this process, alternating, the CPU of a steady
 poll's scrape of the 250k table and of the DNS watch's work for one poll's worth of N answers/s (read and
 parse the 5 s of answers queued on its socket), plus a report cut's name lookup for 250k rows' addresses
@@ -22,10 +26,18 @@ counts) per poll (its own poll counter) over ``--compare-seconds``; it prints ea
 average, and the median and spread of the ratios. Side by side, both see the same table and the same
 load; alternating runs on a shared machine do not (the same code varied by a third from run to run).
 
-Then the dump tool: on a table of ``--dump-entries`` entries it alternates, several times, whole processes
-``conntrack -L -o extended`` and ``kubenetmon conntrack dump`` (text, ``--format json``, ``--summary``),
-each run with ``ip netns exec`` and its output to /dev/null, and prints the median wall times and the
-speed ratio of each (conntrack's time / ours; >= 1 means at least as fast), measured in the same run.
+The agent runs are each followed by ``--rounds`` runs of ``conntrack -L -o extended`` on the same table; it
+prints the median CPU of one against the agent's CPU per poll (conntrack's / ours; > 1: the agent uses less).
+
+Then the dump tool: on a table of ``--dump-entries`` entries (plain IPv4 TCP/UDP, no zones: where
+conntrack-tools is fastest; ``--dump-table mixed``: the scrape's table) it alternates, several times, whole
+processes ``conntrack -L -o extended`` and ``kubenetmon conntrack dump`` (text, ``--format json``,
+``--summary``), each run with ``ip netns exec`` and its output to /dev/null, and prints the median wall and
+CPU times and the speed ratio of each (conntrack's time / ours; >= 1 means at least as fast), measured in
+the same run.
+
+Creation timestamps are on (``nf_conntrack_timestamp=1`` before the tables are filled, as the agent's
+start-up sets it; ``--no-timestamps``: off), so every entry carries its CTA_TIMESTAMP.
 
 Each scrape also reads the byte counters of two interfaces over rtnetlink, as the agent's poll does for
 the node's external interfaces (``--no-link-stats``: the dump alone).
@@ -70,17 +82,18 @@ def sh(*cmd: str, stdin: str | None = None) -> None:
     subprocess.run(cmd, input=stdin, text=True, check=True, capture_output=True)
 
 
-def populate(netns: str, n: int) -> None:
-    """``n`` entries: 70% TCP/IPv4, 20% UDP/IPv4, 10% TCP/IPv6, a tenth of them in zone 7."""
+def populate(netns: str, n: int, *, plain: bool = False) -> None:
+    """``n`` entries: 70% TCP/IPv4, 20% UDP/IPv4, 10% TCP/IPv6, a tenth of them in zone 7 (``plain``: 70%
+    TCP/IPv4, 30% UDP/IPv4, no zones)."""
     sh("ip", "netns", "exec", netns, "conntrack", "-F")
     lines = []
     for i in range(n):
         a, b, port = i >> 16 & 255, i >> 8 & 255, 1024 + (i & 255)
-        zone = " -w 7" if i % 10 == 3 else ""
+        zone = " -w 7" if i % 10 == 3 and not plain else ""
         if i % 10 < 7:
             lines.append(f"-I -s 10.{a}.{b}.1 -d 10.200.0.1 -p tcp --sport {port} --dport 443 "
                          f"--state ESTABLISHED -u SEEN_REPLY,ASSURED -t 3600{zone}")  # fmt: skip
-        elif i % 10 < 9:
+        elif i % 10 < 9 or plain:
             lines.append(f"-I -s 10.{a}.{b}.2 -d 10.200.0.53 -p udp --sport {port} --dport 53 -t 3600{zone}")
         else:
             lines.append(f"-I -s fd00::{a:x}:{b:x} -d fd00::1 -p tcp --sport {port} --dport 443 "
@@ -157,36 +170,45 @@ def compare(netns: str, n: int, rounds: int) -> None:
     )
 
 
-def wall(netns: str, *cmd: str) -> float:
-    start = time.perf_counter()
+def timed(netns: str, *cmd: str) -> tuple[float, float]:
+    """Wall and CPU (user + system) seconds of a whole process, its output to /dev/null."""
+    cpu, start = children_cpu(), time.perf_counter()
     subprocess.run(
         ["ip", "netns", "exec", netns, *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True
     )
-    return time.perf_counter() - start
+    return time.perf_counter() - start, children_cpu() - cpu
 
 
 DUMP_TOOL = {
-    "text": (KUBENETMON, "conntrack", "dump"),
-    "json": (KUBENETMON, "conntrack", "dump", "--format", "json"),
-    "summary": (KUBENETMON, "conntrack", "dump", "--summary"),
+    "text": ("conntrack", "dump"),
+    "json": ("conntrack", "dump", "--format", "json"),
+    "summary": ("conntrack", "dump", "--summary"),
 }
+BUILDS = {"": KUBENETMON}
+"""The ``kubenetmon`` executables measured, by label (``--baseline`` adds another build's)."""
 
 
-def dump_tool(netns: str, n: int, rounds: int) -> None:
+def dump_tool(netns: str, n: int, rounds: int, *, plain: bool) -> None:
     """Whole processes to /dev/null: ``conntrack -L -o extended``, then each ``kubenetmon conntrack dump``."""
-    populate(netns, n)
-    times: dict[str, list[float]] = {"conntrack": [], **{name: [] for name in DUMP_TOOL}}
+    populate(netns, n, plain=plain)
+    runs = {f"{name}{label}": (exe, *cmd) for label, exe in BUILDS.items() for name, cmd in DUMP_TOOL.items()}
+    times: dict[str, list[tuple[float, float]]] = {"conntrack": [], **{name: [] for name in runs}}
     for _ in range(rounds):
-        times["conntrack"].append(wall(netns, "conntrack", "-L", "-o", "extended"))
-        for name, cmd in DUMP_TOOL.items():
-            times[name].append(wall(netns, *cmd))
-    base = statistics.median(times["conntrack"])
-    parts = [f"conntrack -L -o extended {base:.2f}s"]
-    for name in DUMP_TOOL:
-        ours = statistics.median(times[name])
-        parts.append(f"dump {name} {ours:.2f}s ({base / ours:.2f}x)")
+        times["conntrack"].append(timed(netns, "conntrack", "-L", "-o", "extended"))
+        for name, cmd in runs.items():
+            times[name].append(timed(netns, *cmd))
+    base_wall, base_cpu = (statistics.median(x) for x in zip(*times["conntrack"], strict=True))
+    parts = [f"conntrack -L -o extended {base_wall:.2f}s (cpu {base_cpu:.2f}s)"]
+    for name in runs:
+        wall, cpu = (statistics.median(x) for x in zip(*times[name], strict=True))
+        spread = ", ".join(f"{c:.2f}" for _, c in times[name])
+        parts.append(
+            f"dump {name} {wall:.2f}s ({base_wall / wall:.2f}x) "
+            f"cpu {cpu:.2f}s ({base_cpu / cpu:.2f}x; {spread})"
+        )
     print(
-        f"dump tool, {n} entries, median of {rounds} (ratio: conntrack's time / ours): " + " | ".join(parts),
+        f"dump tool, {n} {'plain IPv4 TCP/UDP' if plain else 'mixed'} entries, median of {rounds} "
+        "(ratio: conntrack's time / ours): " + " | ".join(parts),
         flush=True,
     )
 
@@ -423,13 +445,15 @@ def agent_compare(
     )
 
 
-def run_agent(netns: str, seconds: float, workdir: Path, *, extra: list[str], dns_rate: float) -> float:
+def run_agent(
+    netns: str, seconds: float, workdir: Path, *, extra: list[str], dns_rate: float, label: str = ""
+) -> float:
     """The real agent process on the populated table: RSS and CPU share with 5 s polls; CPU s per poll."""
     from kubenetmon.cli.natsserver import NatsServer
 
     with NatsServer(workdir / "nats") as server:
         proc = subprocess.Popen(
-            [KUBENETMON, "agent", "--node-name", "bench", "--netns", netns, "--skip-sanity-check",
+            [BUILDS[label], "agent", "--node-name", "bench", "--netns", netns, "--skip-sanity-check",
              "--state-dir", str(workdir / "state"), "--metrics-port", "-1", "--nats-url", server.url,
              "--poll-interval", "5", "--interval", "60", "--log-level", "warning", *extra],
             stderr=subprocess.DEVNULL,
@@ -441,24 +465,42 @@ def run_agent(netns: str, seconds: float, workdir: Path, *, extra: list[str], dn
         try:
             time.sleep(7)  # start-up and the first (cold) poll are not part of the steady state
             start_cpu, start = cpu_seconds(proc.pid), time.monotonic()
-            peak = 0
+            peak = polls = 0
+            # a poll ends with a checkpoint (the state file replaced): the CPU between the first and the
+            # last checkpoint seen, over the polls between them, is the CPU per poll even when a loaded
+            # machine stretches polls beyond 5 s
+            state, seen, first_cpu, last_cpu = workdir / "state" / "state.msgpack", _stamp(workdir), 0.0, 0.0
             while time.monotonic() - start < seconds:
-                time.sleep(1)
+                time.sleep(0.1)
                 peak = max(peak, int(proc_status(proc.pid)["VmRSS"].split()[0]))
-            share = (cpu_seconds(proc.pid) - start_cpu) / (time.monotonic() - start)
+                if (now := _stamp(workdir)) != seen and state.exists():
+                    seen, cpu = now, cpu_seconds(proc.pid)
+                    polls, first_cpu, last_cpu = polls + 1, first_cpu or cpu, cpu
+            elapsed = time.monotonic() - start
+            share = (cpu_seconds(proc.pid) - start_cpu) / elapsed
+            per_poll = (last_cpu - first_cpu) / (polls - 1) if polls > 1 else share * 5
             status = proc_status(proc.pid)
             print(
-                f"agent process, 250k tracked flows, 5 s polls{' ' + ' '.join(extra) if extra else ''}"
+                f"agent{label} process, 250k tracked flows, 5 s polls{' ' + ' '.join(extra) if extra else ''}"
                 f"{f', {dns_rate:g} DNS answers/s' if dns_rate else ''}: RSS now {status['VmRSS'].strip()}, "
                 f"peak sampled {peak / 1024:.0f} MB, high-water {status['VmHWM'].strip()}, "
-                f"CPU {share:.3f} of a core ({share * 5:.3f} s per poll)",
+                f"CPU {share:.3f} of a core, {polls} polls in {elapsed:.0f} s: {per_poll:.3f} s per poll",
                 flush=True,
             )
-            return share * 5
+            return per_poll
         finally:
             stop.set()
             proc.send_signal(signal.SIGTERM)
-            proc.wait(60)
+            proc.wait(300)  # a loaded machine may take long to finish the last poll and drain
+
+
+def _stamp(workdir: Path) -> tuple[int, int]:
+    """Which state file is there (each checkpoint replaces it)."""
+    try:
+        st = (workdir / "state" / "state.msgpack").stat()
+    except FileNotFoundError:
+        return (0, 0)
+    return (st.st_ino, st.st_mtime_ns)
 
 
 def main() -> int:
@@ -479,8 +521,22 @@ def main() -> int:
     parser.add_argument(
         "--dns-rate", type=float, default=0.0, help="DNS answers a second during the agent run"
     )
+    parser.add_argument(
+        "--timestamps",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="conntrack creation timestamps on (as the agent sets them) before the tables are filled",
+    )
+    parser.add_argument(
+        "--dump-table", choices=("plain", "mixed"), default="plain", help="the dump tool's table"
+    )
     parser.add_argument("--agent-runs", type=int, default=1, help="agent runs (median CPU per poll)")
     parser.add_argument("--dns-watch-rate", type=float, default=0.0, help="in-process DNS watch cost at N/s")
+    parser.add_argument(
+        "--baseline",
+        metavar="EXE",
+        help="another build's kubenetmon executable: agent and dump tool runs alternate with it",
+    )
     parser.add_argument(
         "--compare-pairs",
         type=int,
@@ -491,10 +547,17 @@ def main() -> int:
     parser.add_argument("--compare-off", default="--skip-link-stats", help="the baseline's flags")
     parser.add_argument("--compare-seconds", type=float, default=60.0, help="measured time per pair")
     args = parser.parse_args()
+    if args.baseline:
+        BUILDS[" (baseline)"] = args.baseline
     netns = f"kb{os.getpid()}-{secrets.token_hex(3)}"
     sh("ip", "netns", "add", netns)
     try:
-        for path, value in (("nf_conntrack_acct", "1"), ("nf_conntrack_events", "1")):
+        stamps = "1" if args.timestamps else "0"
+        for path, value in (
+            ("nf_conntrack_acct", "1"),
+            ("nf_conntrack_events", "1"),
+            ("nf_conntrack_timestamp", stamps),
+        ):
             sh("ip", "netns", "exec", netns, "sysctl", "-qw", f"net.netfilter.{path}={value}")
         sh("ip", "netns", "exec", netns, "nft", "-f", "-", stdin=RULES)
         sh("ip", "-n", netns, "link", "set", "lo", "up")
@@ -522,22 +585,38 @@ def main() -> int:
         if args.dns_watch_rate > 0:
             dns_compare(netns, args.rounds, args.dns_watch_rate)
         if args.agent_seconds > 0:
-            per_poll = []
+            per_poll: dict[str, list[float]] = {label: [] for label in BUILDS}
+            ratios: dict[str, list[float]] = {label: [] for label in BUILDS}
             for _ in range(args.agent_runs):
-                with tempfile.TemporaryDirectory(prefix="kubenetmon-bench-") as tmp:
-                    per_poll.append(
-                        run_agent(
+                for label in BUILDS:
+                    with tempfile.TemporaryDirectory(prefix="kubenetmon-bench-") as tmp:
+                        cost = run_agent(
                             netns,
                             args.agent_seconds,
                             Path(tmp),
                             extra=shlex.split(args.agent_args),
                             dns_rate=args.dns_rate,
+                            label=label,
                         )
+                    theirs = statistics.median(baseline(netns)[0] for _ in range(args.rounds))
+                    per_poll[label].append(cost)
+                    ratios[label].append(theirs / cost)
+                    print(
+                        f"conntrack -L -o extended on the same table: cpu {theirs:.3f}s "
+                        f"(median of {args.rounds}); its CPU / the agent{label}'s per poll: "
+                        f"{ratios[label][-1]:.2f}x",
+                        flush=True,
                     )
-            if args.agent_runs > 1:
-                print(f"agent CPU per poll, median of {args.agent_runs}: {statistics.median(per_poll):.3f} s")
+            for label in BUILDS if args.agent_runs > 1 else ():
+                polls, r = per_poll[label], ratios[label]
+                print(
+                    f"agent{label} CPU per poll, median of {args.agent_runs}: "
+                    f"{statistics.median(polls):.3f} s "
+                    f"({', '.join(f'{p:.3f}' for p in polls)}); conntrack -L's CPU / the agent's: "
+                    f"{statistics.median(r):.2f}x ({', '.join(f'{x:.2f}' for x in r)})"
+                )
         if args.dump_entries > 0:
-            dump_tool(netns, args.dump_entries, args.rounds)
+            dump_tool(netns, args.dump_entries, args.rounds, plain=args.dump_table == "plain")
     finally:
         for links, _ in LINKS:
             links.close()

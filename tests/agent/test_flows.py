@@ -23,7 +23,7 @@ def blob(*values: int) -> bytes:
 
 def dump(table: FlowTable, entries: list[tuple[bytes, bytes]], *, consistent: bool = True) -> None:
     table.begin_dump()
-    table.observe(entries)
+    table.observe([k for k, _ in entries], [c for _, c in entries])
     table.end_dump(consistent=consistent)
 
 

@@ -53,6 +53,10 @@ class Entry:
     state: int = 3
     start: int = 0
     """Creation time (CTA_TIMESTAMP_START, ns); 0: no timestamp (``nf_conntrack_timestamp`` off)."""
+    labels: bytes = b""
+    """CTA_LABELS (connlabels), after the mark; empty: none."""
+    sctp_state: int = -1
+    """SCTP only: a CTA_PROTOINFO_SCTP state (-1: no protoinfo)."""
 
     def message(self, *, event: bool = False, kind: int = ct.CT_NEW, seq: int = 0) -> bytes:
         family = 10 if ipaddress.ip_address(self.src).version == 6 else 2
@@ -65,12 +69,17 @@ class Entry:
         body += attr(ct.CTA_STATUS, self.status.to_bytes(4, "big"))
         if self.mark or not event:
             body += attr(ct.CTA_MARK, self.mark.to_bytes(4, "big"))
+        if self.labels:
+            body += attr(22, self.labels)  # CTA_LABELS
         body += attr(ct.CTA_ID, self.ident.to_bytes(4, "big"))
         if not event:
             body += attr(11, (1).to_bytes(4, "big")) + attr(7, (300).to_bytes(4, "big"))
         if self.proto == 6:
             tcp = attr(1, bytes([self.state])) + attr(2, b"\x0a") + attr(3, b"\x0a")
             body += attr(ct.CTA_PROTOINFO, attr(1, tcp, nested=True), nested=True)
+        elif self.proto == 132 and self.sctp_state >= 0:
+            sctp = attr(1, bytes([self.sctp_state])) + attr(2, (7).to_bytes(4, "big"))
+            body += attr(ct.CTA_PROTOINFO, attr(3, sctp, nested=True), nested=True)
         body += ct.counters_blob(*self.counters)
         if self.start:  # after the counters, as the kernel lays it out; a DESTROY also has the stop time
             stamp = attr(ct.CTA_TIMESTAMP_START, self.start.to_bytes(8, "big"))

@@ -34,7 +34,8 @@ from kubenetmon.agent.ctnetlink import DONE, INTERRUPTED, Decoder, Message, Sink
 from kubenetmon.shared.errors import ConfigError
 
 T = TypeVar("T")
-Batch = Callable[[list[tuple[bytes, bytes]]], None]
+Batch = Callable[[list[bytes], list[bytes]], None]
+"""Receives a kernel batch of dump entries: their keys, and their counters in the same order."""
 SO_RCVBUFFORCE: Final = 33
 NETLINK_NETFILTER: Final = 12
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
@@ -134,16 +135,18 @@ class Conntrack:
             self.event_buffer = _grow_buffer(self._events, event_buffer)
 
     def dump(self, consume: Batch) -> DumpResult:
-        """Pass every entry's ``(key, counters)`` to ``consume``, one list per kernel batch."""
+        """Pass every entry's key and counters to ``consume``, two lists per kernel batch."""
         start = time.monotonic()
-        sock, recv, scan, flags, count = self._dump_sock, self._dump_sock.recv, self._dump_decoder.scan, 0, 0
+        sock, recv, columns = self._dump_sock, self._dump_sock.recv, self._dump_decoder.columns
+        flags = count = 0
         try:
             sock.send(dump_request(next(_seq)))
             while not flags & DONE:
-                batch: list[tuple[bytes, bytes]] = []
-                flags |= scan(recv(RECV_SIZE), batch.append)
-                count += len(batch)
-                consume(batch)
+                keys: list[bytes] = []
+                cnts: list[bytes] = []
+                flags |= columns(recv(RECV_SIZE), keys, cnts)
+                count += len(keys)
+                consume(keys, cnts)
         except (OSError, ValueError):
             self._reopen()  # the rest of a broken dump must not be read as the start of the next one
             raise
@@ -179,17 +182,15 @@ class Conntrack:
             raise
         return ctstats.stats_of(totals)
 
-    def dump_entries(self, consume: Callable[[list[tuple[bytes, bytes, int, int]]], None]) -> DumpResult:
-        """Every entry's ``(key, counters, mark, state)``, dying ones too, one list per kernel batch
-        (for the dump tool: the fast decoder, plus mark and state)."""
+    def dump_raw(self, consume: Callable[[bytes], tuple[int, int]]) -> DumpResult:
+        """Pass every kernel batch of a dump, as received, to ``consume``, which decodes it and returns
+        how many entries it held and the decoder's flags (DONE ends the dump). For the dump tool."""
         start = time.monotonic()
         self._dump_sock.send(dump_request(next(_seq)))
         flags = count = 0
         while not flags & DONE:
-            batch: list[tuple[bytes, bytes, int, int]] = []
-            flags |= self._dump_decoder.entries(self._dump_sock.recv(RECV_SIZE), batch)
-            count += len(batch)
-            consume(batch)
+            entries, seen = consume(self._dump_sock.recv(RECV_SIZE))
+            count, flags = count + entries, flags | seen
         return DumpResult(count, not flags & INTERRUPTED, time.monotonic() - start)
 
     def dump_totals(self) -> list[int]:

@@ -23,10 +23,12 @@ The agent's hot path needs two byte strings per entry, both copied verbatim from
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 import struct
 from collections.abc import Callable, Iterator
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from kubenetmon.shared.schema.flow import FlowTuple
 
@@ -56,6 +58,10 @@ _HDR: Final = struct.Struct("=HH")
 _NLMSG: Final = struct.Struct("=IHH")
 
 Sink = Callable[[tuple[bytes, bytes]], None]
+MAX_BRANCHES: Final = 64
+"""Shapes matched by a decoder's regular expression (``Decoder.columns``); later ones take ``scan``'s path."""
+NEVER: Final = re.compile(b"(?!)")
+"""An expression that matches nothing (no shape learned yet)."""
 
 
 def counters_blob(opk: int, oby: int, rpk: int, rby: int) -> bytes:
@@ -99,6 +105,7 @@ class Layout(NamedTuple):
     cnt_start: int
     cnt_end: int
     dying_at: int
+    """The status byte holding IPS_DYING (as its bit 1: status is big-endian, the bit is 9)."""
     ts_start: int
     ts_end: int
     ts_pad: bytes
@@ -107,7 +114,8 @@ class Layout(NamedTuple):
     """The CTA_MARK value (be32), or -1: the shape has none (for the dump tool)."""
     state_at: int
     """The protocol state byte (TCP or SCTP), or -1: the shape has none (for the dump tool)."""
-    """The status byte holding IPS_DYING (as its bit 1: status is big-endian, the bit is 9)."""
+    headers: tuple[int, ...]
+    """Where every attribute header ``check`` reads is, relative to the message start."""
 
 
 class Message(NamedTuple):
@@ -227,7 +235,71 @@ def _layout(buf: bytes, off: int, headers: list[int]) -> Layout:
         fmt += f"{at - pos}xI" if at > pos else "I"
         pos = at + 4
     check = struct.Struct(fmt).unpack_from
-    return Layout(check, check(buf, off), 0, 0, 0, 0, 0, 0, 0, 0, 0, b"", -1, -1)
+    where = tuple(sorted(h - off for h in headers))
+    return Layout(check, check(buf, off), 0, 0, 0, 0, 0, 0, 0, 0, 0, b"", -1, -1, where)
+
+
+def _byte_class(keep: Callable[[int], bool]) -> bytes:
+    return b"[" + b"".join(re.escape(bytes([v])) for v in range(256) if keep(v)) + b"]"
+
+
+_NOT_INTERRUPTED: Final = _byte_class(lambda v: not v & NLM_F_DUMP_INTR)
+"""The low byte of nlmsg_flags without NLM_F_DUMP_INTR."""
+_NOT_DYING: Final = _byte_class(lambda v: not v & 2)
+"""The status byte holding IPS_DYING (``Layout.dying_at``), without it."""
+
+
+def pattern(size: int, fixed: dict[int, bytes], groups: list[tuple[int, int]]) -> bytes:
+    """A regular expression (for ``re.DOTALL``) of exactly ``size`` bytes: at each position of ``fixed``
+    the one-byte expression it names (a literal or a class), any byte elsewhere; ``groups`` are the
+    ``(start, end)`` spans to capture, in order and disjoint (``start == end``: an empty group)."""
+    marks: dict[int, list[bytes]] = {}
+    for start, end in groups:
+        if start == end:
+            marks.setdefault(start, []).append(b"()")
+        else:
+            marks.setdefault(start, []).append(b"(")
+            marks.setdefault(end, []).insert(0, b")")
+    out: list[bytes] = []
+    run = 0
+    for at in range(size + 1):
+        one = fixed.get(at) if at < size else None
+        if (at in marks or one is not None or at == size) and run:
+            out.append(b".{%d}" % run if run > 1 else b".")
+            run = 0
+        out.extend(marks.get(at, ()))
+        if one is not None:
+            out.append(one)
+        elif at < size:
+            run += 1
+    return b"".join(out)
+
+
+def _literal(buf: bytes, start: int, end: int) -> dict[int, bytes]:
+    return {at - start: re.escape(buf[at : at + 1]) for at in range(start, end)}
+
+
+def _branch(buf: bytes, off: int, length: int, layout: Layout) -> bytes | None:
+    """The expression matching a CT_NEW message of this shape, not dying, without NLM_F_DUMP_INTR, that
+    the layout's check accepts; it captures the key's tuples, the id, the counters and the creation time
+    (an empty group when the shape has none), in this order. None: the shape's parts are in another
+    order."""
+    size = (length + 3) & ~3
+    ts = (layout.ts_start, layout.ts_end) if layout.ts_end else (size, size)
+    spans = [(layout.key_start, layout.key_end), (layout.id_start, layout.id_end)]
+    spans += [(layout.cnt_start, layout.cnt_end), ts]
+    if any(a[1] > b[0] for a, b in itertools.pairwise(spans)) or ts[1] > size:
+        return None
+    fixed = _literal(buf[off : off + 4], 0, 4)  # nlmsg_len
+    fixed.update({4: re.escape(bytes([CT_NEW & 0xFF])), 5: re.escape(bytes([CT_NEW >> 8]))})
+    fixed[6] = _NOT_INTERRUPTED
+    fixed[16] = re.escape(buf[off + 16 : off + 17])  # the family
+    for at in layout.headers:
+        fixed.update((at + i, re.escape(buf[off + at + i : off + at + i + 1])) for i in range(4))
+    if layout.dying_at in fixed:
+        return None
+    fixed[layout.dying_at] = _NOT_DYING
+    return pattern(size, fixed, spans)
 
 
 class Decoder:
@@ -235,6 +307,9 @@ class Decoder:
 
     def __init__(self) -> None:
         self._layouts: dict[int, Layout] = {}
+        self._branches: dict[int, bytes] = {}
+        """Per learned shape, the expression ``columns`` matches it with (``_branch``)."""
+        self._scanner: Callable[[bytes, int], Any] | None = None
         self.walked = 0
         """Messages that needed the slow path (a new shape, or one that cannot be sliced)."""
         self.dying = 0
@@ -258,7 +333,7 @@ class Decoder:
             if kind & 0xFFFD == CT_NEW:  # CT_NEW or CT_DELETE
                 layout = get(length << 8 | buf[off + 16])
                 if layout is not None:
-                    check, expect, ks, ke, i0, i1, c0, c1, dy, t0, t1, pad, _, _ = layout
+                    check, expect, ks, ke, i0, i1, c0, c1, dy, t0, t1, pad, _, _, _ = layout
                     if check(buf, off) == expect:
                         if buf[off + dy] & 2 and kind == CT_NEW:  # DYING_BIT
                             self.dying += 1
@@ -282,6 +357,45 @@ class Decoder:
             off += (length + 3) & ~3
         return INTERRUPTED if flags & NLM_F_DUMP_INTR else 0
 
+    def columns(self, buf: bytes, keys: list[bytes], cnts: list[bytes]) -> int:
+        """``scan`` into two lists (the dump's fast path): each entry's key onto ``keys``, its counters
+        onto ``cnts``; the same entries, flags and errors.
+
+        A run of messages of learned shapes is matched by one regular expression, an alternative per
+        shape (``_branch``: the same checks as the layout's, plus type, family, not dying, not
+        interrupted) that captures the key's parts and the counters; the message where a run stops is
+        decoded by ``scan``, which learns its shape if it is new.
+        """
+        ka, ca, pos, end, flags = keys.append, cnts.append, 0, len(buf), 0
+        no_start = NO_START
+        while pos < end:
+            m = None
+            for m in iter((self._scanner or self._compile())(buf, pos).match, None):
+                x = m.lastindex
+                a, i, c, t = m.group(x - 3, x - 2, x - 1, x)
+                ka(a + (t or no_start) + i)
+                ca(c)
+            if m is not None:
+                pos = m.end()
+                if pos >= end:
+                    break
+            length = self._header(buf, pos, end)[0]
+            one: list[tuple[bytes, bytes]] = []
+            flags |= self.scan(buf[pos : pos + length], one.append)
+            for key, cnt in one:
+                ka(key)
+                ca(cnt)
+            if flags & DONE:
+                return flags
+            pos += (length + 3) & ~3
+        return flags
+
+    def _compile(self) -> Callable[[bytes, int], Any]:
+        branches = list(self._branches.values())[:MAX_BRANCHES]
+        regex = re.compile(b"|".join(b"(?:%s)" % b for b in branches), re.DOTALL) if branches else NEVER
+        self._scanner = regex.scanner  # type: ignore[attr-defined]  # match() at pos, then at each match's end: runs of messages
+        return self._scanner
+
     def _slow(self, buf: bytes, off: int, length: int, kind: int, sink: Sink) -> None:
         msg = self._walk(buf, off, length)
         if msg.status & IPS_DYING and kind == CT_NEW:
@@ -299,7 +413,7 @@ class Decoder:
             if kind & 0xFFFD == CT_NEW:
                 layout = get(length << 8 | buf[off + 16])
                 if layout is not None and layout.check(buf, off) == layout.expect:
-                    _, _, ks, ke, i0, i1, c0, c1, _, t0, t1, pad, mk, st = layout
+                    _, _, ks, ke, i0, i1, c0, c1, _, t0, t1, pad, mk, st, _ = layout
                     append(
                         (
                             buf[off + ks : off + ke]
@@ -382,8 +496,95 @@ class Decoder:
         self.walked += 1
         msg = walk(buf, off, length)
         if msg.layout is not None:
-            self._layouts[length << 8 | buf[off + 16]] = msg.layout
+            shape = length << 8 | buf[off + 16]
+            self._layouts[shape] = msg.layout
+            branch = _branch(buf, off, length, msg.layout)
+            if branch is not None and self._branches.get(shape) != branch:
+                self._branches[shape] = branch
+                self._scanner = None
         return msg
+
+
+class Slots(NamedTuple):
+    """Where one shape's fields are, for a tool that prints every entry (``dump``): offsets from the
+    message start. A message that ``fixed`` matches (see ``pattern``) has them there, exactly as
+    ``decode_key`` and ``Decoder.entries`` would find them."""
+
+    size: int
+    """The message's length, padded to 4 bytes."""
+    family: int
+    """2 or 10, by the addresses' size (as ``FlowKey.family``)."""
+    proto: int
+    fixed: dict[int, bytes]
+    """One-byte expressions pinning the shape: the length, CT_NEW, no NLM_F_DUMP_INTR, the family, every
+    attribute header the layout checks and every one inside both tuples, and the protocol number."""
+    at: dict[str, int]
+    """``orig_src``, ``orig_dst``, ``orig_sport``, ``orig_dport``, the same for ``reply``, ``id``,
+    ``orig_packets``, ``orig_bytes``, ``reply_packets``, ``reply_bytes``; ``zone``, ``mark`` and
+    ``state`` are -1 when the shape has none (0, 0 and no state are printed then)."""
+
+
+def slots(buf: bytes, off: int, length: int) -> Slots | None:
+    """The slots of the message at ``off``'s shape, or None when a tool must decode it another way
+    (no layout, no ports, a zone inside a tuple, mixed address sizes...)."""
+    layout = walk(buf, off, length).layout
+    if layout is None or buf[off + 4 : off + 6] != CT_NEW.to_bytes(2, "little"):
+        return None
+    headers = set(layout.headers)
+    at: dict[str, int] = {}
+    sizes: dict[str, int] = {}
+    top = {kind: (voff, vlen) for kind, _, voff, vlen in attrs(buf, off + 20, off + length)}
+    for side, kind in (("orig", CTA_TUPLE_ORIG), ("reply", CTA_TUPLE_REPLY)):
+        voff, vlen = top[kind]
+        for inner, ihoff, io, isz in attrs(buf, voff, voff + vlen):
+            headers.add(ihoff - off)
+            if inner == 3:  # CTA_TUPLE_ZONE: decode_key may take the zone from here
+                return None
+            for leaf, lhoff, lo, lsz in attrs(buf, io, io + isz) if inner in (1, 2) else ():
+                headers.add(lhoff - off)
+                name = _TUPLE_LEAVES.get((inner, leaf)) if lsz == 2 or inner == 1 or leaf == 1 else None
+                if name:  # the last one wins, as in decode_key
+                    at[f"{side}_{name}"], sizes[f"{side}_{name}"] = lo - off, lsz
+    if not all(name in at for name in (*_SLICED, "orig_proto")) or sizes["orig_proto"] != 1:
+        return None
+    size = {sizes[n] for n in ("orig_src", "orig_dst", "reply_src", "reply_dst")}
+    zone = top.get(CTA_ZONE)
+    if len(size) != 1 or not size <= {4, 16} or (zone and zone[1] != 2):
+        return None
+    at.update(
+        id=layout.id_start,
+        zone=zone[0] - off if zone else -1,
+        mark=layout.mark_at,
+        state=layout.state_at,
+        orig_packets=layout.cnt_start + 8,
+        orig_bytes=layout.cnt_start + 20,
+        reply_packets=layout.cnt_start + 36,
+        reply_bytes=layout.cnt_start + 48,
+    )
+    fixed = _literal(buf[off : off + 4], 0, 4)
+    fixed.update({4: re.escape(bytes([CT_NEW & 0xFF])), 5: re.escape(bytes([CT_NEW >> 8]))})
+    fixed[6] = _NOT_INTERRUPTED
+    fixed[16] = re.escape(buf[off + 16 : off + 17])
+    for where in headers:
+        fixed.update((where + i, re.escape(buf[off + where + i : off + where + i + 1])) for i in range(4))
+    proto_at = at.pop("orig_proto")
+    at.pop("reply_proto", None)
+    fixed[proto_at] = re.escape(buf[off + proto_at : off + proto_at + 1])
+    (addr,) = size
+    return Slots((length + 3) & ~3, 2 if addr == 4 else 10, buf[off + proto_at], fixed, at)
+
+
+_TUPLE_LEAVES: Final = {
+    (1, 1): "src", (1, 3): "src", (1, 2): "dst", (1, 4): "dst",
+    (2, 1): "proto", (2, 2): "sport", (2, 3): "dport",
+}  # fmt: skip
+"""(tuple nest, attribute) -> field, as ``_tuple`` reads them (addresses and the protocol of any size, ports
+of 2 bytes)."""
+
+
+def message_length(buf: bytes, off: int, end: int) -> int:
+    """The length of the netlink message at ``off`` (ValueError: truncated or malformed)."""
+    return Decoder._header(buf, off, end)[0]
 
 
 def _raise_error(buf: bytes, off: int) -> None:

@@ -24,6 +24,8 @@ Deltas are kept per flow as one packed integer (four 64-bit fields) and folded i
 from __future__ import annotations
 
 from collections import Counter, deque
+from itertools import compress, repeat
+from operator import ne
 from typing import Final
 
 from kubenetmon.agent.ctnetlink import COUNTERS, INSTANCE, NO_START, ZERO_COUNTERS, decode_key
@@ -74,8 +76,37 @@ class FlowTable:
     def begin_dump(self) -> None:
         self._previous, self.last = self.last, {}
 
-    def observe(self, items: list[tuple[bytes, bytes]]) -> None:
-        """Dump entries ``(key, counters)``; the hot path, keep it short."""
+    def observe(self, keys: list[bytes], cnts: list[bytes]) -> None:
+        """Dump entries: ``keys[i]`` with counters ``cnts[i]``; the hot path.
+
+        The same as ``observe_each`` on the pairs, with the per-entry work done by C loops: every
+        baseline is taken out of the previous dump's map at once, the flows seen before go into this
+        dump's map at once, and only entries whose counters changed (new flows among them) are handled
+        one by one, in order. The order of the other entries cannot matter: moving a flow seen before
+        from the previous map to this one leaves both the sum of their sizes (the ``max_flows`` check)
+        and what a first sighting looks up unchanged, and its key is never the key of a first sighting
+        before it (the first occurrence of a key takes its baseline). While keys without creation times
+        may be matched (``adopt_legacy_keys``), a first sighting looks into both maps for another key:
+        then it is ``observe_each``.
+        """
+        if self._legacy_dumps:
+            self.observe_each(list(zip(keys, cnts, strict=True)))
+            return
+        prevs = list(map(self._previous.pop, keys, repeat(None)))  # type: ignore[union-attr]
+        if all(prevs):  # counters blobs are never empty: no first sighting
+            self.last.update(zip(keys, cnts, strict=True))
+        else:
+            self.last.update(zip(compress(keys, prevs), compress(cnts, prevs), strict=True))
+        add = self._add
+        for i in compress(range(len(keys)), map(ne, prevs, cnts)):
+            prev = prevs[i]
+            if prev is None:
+                self._first_sighting(keys[i], cnts[i])
+            else:
+                add(keys[i], prev, cnts[i])
+
+    def observe_each(self, items: list[tuple[bytes, bytes]]) -> None:
+        """Dump entries ``(key, counters)``, one by one (the reference for ``observe``)."""
         pop, last, add = self._previous.pop, self.last, self._add  # type: ignore[union-attr]
         for key, cnt in items:
             prev = pop(key, None)
@@ -108,7 +139,9 @@ class FlowTable:
 
     def end_dump(self, *, consistent: bool = True) -> None:
         """Finish a dump: flows it did not contain become missing (unless the dump was inconsistent)."""
-        absent, self._previous = self._previous or {}, None
+        # a copy: the previous dump's map keeps the table sized for every flow it held (a dict never
+        # shrinks), and up to ``keep_missing`` of them would be kept as missing generations
+        absent, self._previous = dict(self._previous or {}), None
         if self._legacy_dumps:
             self._legacy_dumps -= 1
         if not consistent:

@@ -13,7 +13,6 @@ flag wins. Secrets (passwords, tokens) never show their value in ``--help`` (``k
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -162,10 +161,27 @@ COMMANDS: Final[dict[str, Command]] = {
 
 
 def _version() -> str:
+    import importlib.metadata  # here: ~30 ms to import, and only --version needs it
+
     try:
         return importlib.metadata.version("kubenetmon")
     except importlib.metadata.PackageNotFoundError:  # run from a source tree that is not installed
         return "unknown"
+
+
+class _VersionAction(argparse.Action):
+    """argparse's ``version`` action, with the version looked up only when asked for."""
+
+    def __init__(
+        self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: object
+    ) -> None:
+        super().__init__(
+            option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=str(kwargs.get("help"))
+        )
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        parser._print_message(f"kubenetmon {_version()}\n", sys.stdout)
+        parser.exit()
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction[argparse.ArgumentParser]]:
@@ -175,7 +191,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction[
         epilog="Every --flag can also be set as a KUBENETMON_FLAG environment variable.",
         formatter_class=HelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"kubenetmon {_version()}")
+    parser.add_argument("--version", action=_VersionAction, help="show program's version number and exit")
     subs = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, cmd in COMMANDS.items():
         subs.add_parser(name, help=cmd.help, description=cmd.help, formatter_class=HelpFormatter)
