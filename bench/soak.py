@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import statistics
@@ -62,6 +63,8 @@ class Sample:
     lag: dict[str, tuple[int, int]]
     counters: dict[str, float]
     rss_mb: dict[str, float]
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    """CPU seconds (user + system) each process has used since it started."""
 
 
 @dataclass
@@ -70,6 +73,7 @@ class Run:
     published_records: int = 0
     published_messages: int = 0
     late_max_s: float = 0.0
+    load_start: list[float] = field(default_factory=lambda: list(os.getloadavg()))
 
 
 # ------------------------------------------------------------------------------------------ processes
@@ -116,6 +120,18 @@ def rss_mb(pid: int) -> float | None:
     except OSError:
         return None
     return None
+
+
+_TICK: float = float(os.sysconf("SC_CLK_TCK"))
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of ``pid`` (all its threads), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICK
 
 
 def process_name(pid: int, role: str, root: int) -> str:
@@ -192,12 +208,15 @@ async def sample_forever(
             ):
                 counters[f"{role}:{name}"] = metric_value(text, name)
         memory: dict[str, float] = {}
+        cpu: dict[str, float] = {"publisher (this process)": time.process_time()}
         for role, root in roots.items():
             for pid in descendants(root):
-                mb = rss_mb(pid)
+                mb, used = rss_mb(pid), cpu_seconds(pid)
                 if mb is not None:
                     memory[process_name(pid, role, root)] = mb
-        run.samples.append(Sample(time.monotonic() - t0, run.published_records, lag, counters, memory))
+                if used is not None:
+                    cpu[process_name(pid, role, root)] = used
+        run.samples.append(Sample(time.monotonic() - t0, run.published_records, lag, counters, memory, cpu))
         await asyncio.sleep(every)
 
 
@@ -234,7 +253,24 @@ def report(run: Run, args: argparse.Namespace, *, drained_s: float | None, store
             "samples": len(steady),
             "series": [(round(t, 1), round(v, 1)) for t, v in points],
         }
+    cpu: dict[str, dict[str, float]] = {}
+    first = run.samples[0]
+    span = last.t - first.t
+    for name in sorted({n for s in run.samples for n in s.cpu_s}):
+        points = [(s.t, s.cpu_s[name]) for s in run.samples if name in s.cpu_s]
+        used = points[-1][1] - points[0][1]
+        busiest = max(
+            ((b[1] - a[1]) / (b[0] - a[0]) for a, b in itertools.pairwise(points) if b[0] > a[0]), default=0.0
+        )
+        cpu[name] = {
+            "seconds": round(used, 2),
+            "cores": round(used / span, 3) if span > 0 else 0.0,
+            "busiest_sample_cores": round(busiest, 3),
+            "us_per_record": round(used / max(1.0, records_in) * 1e6, 2),
+        }
     return {
+        "load_average": {"start": run.load_start, "end": list(os.getloadavg())},
+        "cpu": cpu,
         "nominal_records_per_s": args.rate,
         "target_records_per_s": args.rate * args.factor,
         "duration_s": elapsed,
@@ -296,6 +332,20 @@ def print_report(out: dict[str, Any]) -> None:
             f"  {name:<36} {r['first_mb']:>8.1f} {r['last_mb']:>8.1f} {r['slope_mb_per_min']:>+8.3f} "
             f"{r['second_half_slope_mb_per_min']:>+8.3f}"
         )
+    lines.append(
+        "\n  CPU from the first to the last sample: seconds, cores (mean, busiest sample),"
+        " µs per enriched record"
+    )
+    for name, c in out["cpu"].items():
+        lines.append(
+            f"  {name:<36} {c['seconds']:>8.1f} {c['cores']:>6.2f} {c['busiest_sample_cores']:>6.2f}"
+            f" {c['us_per_record']:>8.1f}"
+        )
+    start, end = out["load_average"]["start"], out["load_average"]["end"]
+    lines.append(
+        f"\n  load average (1, 5, 15 min) at start {start[0]:.1f} {start[1]:.1f} {start[2]:.1f}, "
+        f"at end {end[0]:.1f} {end[1]:.1f} {end[2]:.1f}"
+    )
     print("\n".join(lines))
 
 
