@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from kubenetmon.cli import main as cli
+from kubenetmon.shared import exits
+from tests.support import KUBENETMON
 
 
 def test_a_relative_time_is_attached_to_its_flag() -> None:
@@ -24,3 +28,17 @@ def test_check_takes_from_minus_an_hour(tmp_path: Path, capsys: pytest.CaptureFi
     assert cli.main(["check", "--from", "-1h", "--data-dir", str(missing)]) == 2
     err = capsys.readouterr().err
     assert "expected one argument" not in err and str(missing) in err
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
+    """`kubenetmon top | head`: when the reader closes the pipe, no traceback, exit 141 as a shell says."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody reads: the first write fails with EPIPE, whatever the timing
+    try:
+        done = subprocess.run(
+            [*KUBENETMON, "--help"], stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60
+        )
+    finally:
+        os.close(write_end)
+    assert done.stderr == ""
+    assert done.returncode == exits.OUTPUT_CLOSED == 141

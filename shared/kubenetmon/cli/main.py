@@ -188,6 +188,15 @@ def load(name: str) -> ModuleType:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except BrokenPipeError:  # the reader went away (`| head`): no traceback, and none at exit either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return exits.OUTPUT_CLOSED
+
+
+def run(argv: Sequence[str] | None) -> int:
+    """Parse ``argv`` and run the chosen command."""
     argv = attach_relative_times(sys.argv[1:] if argv is None else argv)
     parser, subs = build_parser()
     chosen = next((a for a in argv if not a.startswith("-")), None)

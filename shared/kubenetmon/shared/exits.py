@@ -6,6 +6,7 @@
 3    ``check``: nothing to judge (no node-interval in the window was judged)
 4    ``check``: the store could not be read (unreachable, or not a kubenetmon database)
 130  interrupted (SIGINT, or a stop before the work was finished: rerun to finish)
+141  the reader of the output went away (``kubenetmon top | head``): 128 + SIGPIPE, as a shell reports it
 """
 
 from __future__ import annotations
@@ -19,3 +20,4 @@ USAGE: Final = 2
 NOTHING_TO_JUDGE: Final = 3
 UNREADABLE: Final = 4
 INTERRUPTED: Final = 130
+OUTPUT_CLOSED: Final = 141
