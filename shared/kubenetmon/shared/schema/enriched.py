@@ -272,18 +272,8 @@ def _unpack_v2(
         )
     except layout.LayoutError as exc:
         raise DecodeError("schema", str(exc), **kw) from None
-    entries = obj.get("dict")
-    admitted: dict[int, bool] = {}  # id of a domain -> it admits every dictionary entry
     for name, column in zip(cols, columns, strict=True):
         domain = DOMAINS[name]
-        if _CODED[name]:  # values of a coded column are dictionary entries: check each entry once
-            ok = admitted.get(id(domain))
-            if ok is None:
-                ok = admitted[id(domain)] = (
-                    type(entries) is list and bool(entries) and domain.admits_all(entries)
-                )
-            if ok:
-                continue
         for values, _ in column:
             if values and not domain.admits_all(values):
                 value = next(v for v in values if not domain.admits(v))

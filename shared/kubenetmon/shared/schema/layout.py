@@ -125,13 +125,13 @@ def unpack(entries: Any, seqs: Any, data: Any, coded: Sequence[bool], *, max_cel
     """
     if type(entries) is not list or type(seqs) is not list or type(data) is not list:
         raise LayoutError("dict, seqs and data must be arrays")
-    if not set(map(type, seqs)) <= {list, dict}:  # type checks in C: bool is not int, a subclass no list
+    if not all(type(s) is list or type(s) is dict for s in seqs):
         raise LayoutError("a sequence is neither an array nor a derived sequence")
     resolved: dict[int, list[Any]] = {}
     columns: list[list[Run]] = []
     rows: int | None = None
     for i, (runs, code) in enumerate(zip(data, coded, strict=True)):
-        if type(runs) is not list or len(runs) % 2 or not set(map(type, runs)) <= {int}:
+        if type(runs) is not list or len(runs) % 2 or not all(type(x) is int for x in runs):
             raise LayoutError(f"column {i}: runs must be an array of integer pairs")
         if runs and (min(runs) < 0 or max(runs[::2]) >= len(seqs)):
             raise LayoutError(f"column {i}: a sequence index or a count out of range")
@@ -156,7 +156,7 @@ def unpack(entries: Any, seqs: Any, data: Any, coded: Sequence[bool], *, max_cel
 
 
 def _resolve(codes: list[Any], entries: list[Any], k: int) -> list[Any]:
-    if codes and not (set(map(type, codes)) == {int} and min(codes) >= 0 and max(codes) < len(entries)):
+    if codes and not (all(type(c) is int for c in codes) and min(codes) >= 0 and max(codes) < len(entries)):
         raise LayoutError(f"sequence {k}: dictionary index out of range")
     return list(map(entries.__getitem__, codes))
 
@@ -170,7 +170,7 @@ def _derive(entry: dict[Any, Any], seqs: list[Any], k: int) -> list[Any]:
     if not (0 <= base < len(seqs) and type(seqs[base]) is list and 0 <= mask < 1 << 64):
         raise LayoutError(f"sequence {k}: derived from no plain sequence, or a mask out of range")
     values = seqs[base]
-    if not set(map(type, values)) <= {int}:
+    if not all(type(v) is int for v in values):
         raise LayoutError(f"sequence {k}: derived from a sequence that is not of integers")
     return list(map(xor, values, repeat(mask)))
 
