@@ -14,6 +14,14 @@ poll's scrape of the 250k table and of the DNS watch's work for one poll's worth
 parse the 5 s of answers queued on its socket), plus a report cut's name lookup for 250k rows' addresses
 spread over the 12 polls of an interval; prints medians and the watch's share of a poll.
 
+``--compare-pairs K`` (the way to judge a flag's CPU cost on a busy machine) runs K times two real agent
+processes side by side on the 250k table, one with ``--compare-off`` (default ``--skip-link-stats``) and
+one with ``--compare-on`` (default ``--dns-names``, link statistics on), the same ``--dns-rate`` answers
+reaching both, and measures each one's CPU (the run time of its threads, what ``perf stat -e task-clock``
+counts) per poll (its own poll counter) over ``--compare-seconds``; it prints each pair's ratio, the load
+average, and the median and spread of the ratios. Side by side, both see the same table and the same
+load; alternating runs on a shared machine do not (the same code varied by a third from run to run).
+
 Then the dump tool: on a table of ``--dump-entries`` entries it alternates, several times, whole processes
 ``conntrack -L -o extended`` and ``kubenetmon conntrack dump`` (text, ``--format json``, ``--summary``),
 each run with ``ip netns exec`` and its output to /dev/null, and prints the median wall times and the
@@ -27,6 +35,7 @@ Entries are inserted with ``conntrack -R``: their counters are zero, which is fi
 
     .venv/bin/python bench/agent_scrape.py [--rounds 7] [--sizes 10000,100000,250000] [--agent-seconds 30]
         [--dump-entries 200000] [--agent-args "--dns-names"] [--dns-rate 200] [--agent-runs 1]
+        [--compare-pairs 6 --compare-seconds 60 --compare-on "--dns-names" --compare-off "--skip-link-stats"]
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ import sys
 import tempfile
 import threading
 import time
+from operator import itemgetter
 from pathlib import Path
 
 from kubenetmon.agent.conntrack import Conntrack
@@ -76,6 +86,11 @@ def populate(netns: str, n: int) -> None:
             lines.append(f"-I -s fd00::{a:x}:{b:x} -d fd00::1 -p tcp --sport {port} --dport 443 "
                          f"--state ESTABLISHED -u SEEN_REPLY -t 3600")  # fmt: skip
     sh("ip", "netns", "exec", netns, "conntrack", "-R", "-", stdin="\n".join(lines) + "\n")
+    count = subprocess.run(
+        ["ip", "netns", "exec", netns, "conntrack", "-C"], capture_output=True, text=True, check=True
+    )
+    if int(count.stdout) != n:  # the table's limit is shared by every namespace of the host
+        raise SystemExit(f"the conntrack table took {count.stdout.strip()} of {n} entries")
 
 
 def children_cpu() -> float:
@@ -228,9 +243,7 @@ def dns_compare(netns: str, rounds: int, rate: float) -> None:
         read = watch.read(now=time.time())
         dns.append(time.process_time() - cpu)
         cpu = time.process_time()
-        addresses = {a for a, _ in rows}
-        addresses.update(b for _, b in rows)
-        watch.cache.names(addresses, since=0)
+        watch.cache.names_of(map(itemgetter(0), rows), map(itemgetter(1), rows), since=0)  # as the cut
         lookups.append((time.process_time() - cpu) / 12)
         assert read == per_poll and watch.lost == 0, (read, watch.lost)
     watch.close()
@@ -253,6 +266,161 @@ def _answer(i: int) -> bytes:
     address = bytes([10, 9, i >> 8 & 255, i & 255])
     record = b"\xc0\x0c\x00\x01\x00\x01" + (300).to_bytes(4, "big") + b"\x00\x04" + address
     return i.to_bytes(2, "big") + b"\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00" + question + record
+
+
+def thread_ns(pid: int) -> int:
+    """CPU time of the process's live threads, in ns (``/proc/<pid>/task/*/schedstat``, what ``perf stat
+    -e task-clock`` counts), exact where ``/proc/<pid>/stat`` counts clock ticks."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):  # a thread that just ended
+            pass
+    return total
+
+
+def polls_done(port: int) -> int:
+    """The agent's completed polls (``kubenetmon_agent_poll_duration_seconds_count`` on its /metrics)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith("kubenetmon_agent_poll_duration_seconds_count"):
+                return int(float(line.split()[-1]))
+    return 0
+
+
+def idle_sample(pid: int, port: int) -> tuple[int, int]:
+    """(thread CPU ns, polls done), taken while the agent sleeps between polls: its state is S at two
+    reads 0.2 s apart with no CPU used between them (a poll under way, even one waiting for a CPU on a
+    busy machine, is R or uses CPU)."""
+    while True:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        before = thread_ns(pid)
+        time.sleep(0.2)
+        again = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state == again == "S" and thread_ns(pid) == before:
+            return before, polls_done(port)
+
+
+def poll_cpu(
+    netns: str, workdir: Path, *, arms: dict[str, list[str]], dns_rate: float, seconds: float
+) -> dict[str, tuple[float, int]]:
+    """Real agent processes, one per arm (its flags), side by side on the same table at the same time:
+    per arm, the CPU (user + system, all threads) per poll over about ``seconds``, and the polls counted.
+
+    Side by side, both see the same table, the same DNS answers and the same load on the machine, which
+    alternating runs do not. Polls are counted (the agent's own poll counter), not assumed one per 5 s:
+    on a busy machine a starved agent polls less often, and CPU per 5 s would then measure the share the
+    scheduler gave it, not the work of a poll. Each window starts and ends while the agent sleeps."""
+    from kubenetmon.cli.natsserver import NatsServer, free_port
+
+    ports = {arm: free_port() for arm in arms}
+    with NatsServer(workdir / "nats") as server:
+        procs = {
+            arm: subprocess.Popen(
+                [
+                    KUBENETMON,
+                    "agent",
+                    "--node-name",
+                    f"bench-{arm}",
+                    "--netns",
+                    netns,
+                    "--skip-sanity-check",
+                    "--state-dir",
+                    str(workdir / f"state-{arm}"),
+                    "--metrics-host",
+                    "127.0.0.1",
+                    "--metrics-port",
+                    str(ports[arm]),
+                    "--nats-url",
+                    server.url,
+                    "--poll-interval",
+                    "5",
+                    "--interval",
+                    "60",
+                    "--log-level",
+                    "warning",
+                    *flags,
+                ],
+                stderr=subprocess.DEVNULL,
+            )
+            for arm, flags in arms.items()
+        }
+        stop = threading.Event()
+        sender = threading.Thread(target=dns_answers, args=(netns, dns_rate, stop), daemon=True)
+        if dns_rate > 0:
+            sender.start()
+        try:
+            deadline = time.monotonic() + 300
+            for arm in arms:  # the cold first poll and one warm one are not measured
+                while True:
+                    try:
+                        if polls_done(ports[arm]) >= 2:
+                            break
+                    except OSError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"the {arm} agent did not poll twice within 300 s")
+                    time.sleep(0.5)
+            first = {arm: idle_sample(proc.pid, ports[arm]) for arm, proc in procs.items()}
+            time.sleep(seconds)
+            last = {arm: idle_sample(proc.pid, ports[arm]) for arm, proc in procs.items()}
+            out = {}
+            for arm in arms:
+                polls = last[arm][1] - first[arm][1]
+                out[arm] = ((last[arm][0] - first[arm][0]) / 1e9 / max(polls, 1), polls)
+            return out
+        finally:
+            stop.set()
+            for proc in procs.values():
+                proc.send_signal(signal.SIGTERM)
+            for proc in procs.values():
+                try:
+                    proc.wait(300)  # the last tick and drain of a 250k table take long on a busy machine
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def agent_compare(
+    netns: str, pairs: int, *, on: list[str], off: list[str], dns_rate: float, seconds: float
+) -> None:
+    """``pairs`` times an agent without and one with ``on``, side by side (the starting order alternates),
+    the same DNS traffic for both: per pair each one's CPU per poll, their ratio and the load average;
+    then the medians and spreads of those."""
+    per_poll: dict[str, list[float]] = {"off": [], "on": []}
+    ratios = []
+    for i in range(pairs):
+        order = ("off", "on") if i % 2 == 0 else ("on", "off")
+        load = os.getloadavg()
+        with tempfile.TemporaryDirectory(prefix="kubenetmon-bench-") as tmp:
+            cpu = poll_cpu(
+                netns,
+                Path(tmp),
+                arms={arm: on if arm == "on" else off for arm in order},
+                dns_rate=dns_rate,
+                seconds=seconds,
+            )
+        for arm in order:
+            per_poll[arm].append(cpu[arm][0])
+        ratios.append(cpu["on"][0] / cpu["off"][0])
+        print(
+            f"  pair {i + 1}: CPU per poll off {cpu['off'][0]:.3f} s ({cpu['off'][1]} polls), "
+            f"on {cpu['on'][0]:.3f} s ({cpu['on'][1]} polls): on/off {ratios[-1]:.3f}x; "
+            f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
+            flush=True,
+        )
+    off_m, on_m = statistics.median(per_poll["off"]), statistics.median(per_poll["on"])
+    print(
+        f"agent CPU per poll at 250k flows, {dns_rate:g} DNS answers/s, {pairs} pairs side by side, "
+        f"~{seconds:g} s each: off ({' '.join(off) or 'no flags'}) median {off_m:.3f} s "
+        f"[{min(per_poll['off']):.3f}-{max(per_poll['off']):.3f}], on ({' '.join(on)}) median {on_m:.3f} s "
+        f"[{min(per_poll['on']):.3f}-{max(per_poll['on']):.3f}]; per-pair on/off: median "
+        f"{statistics.median(ratios):.3f}x [{min(ratios):.3f}-{max(ratios):.3f}]",
+        flush=True,
+    )
 
 
 def run_agent(netns: str, seconds: float, workdir: Path, *, extra: list[str], dns_rate: float) -> float:
@@ -313,6 +481,15 @@ def main() -> int:
     )
     parser.add_argument("--agent-runs", type=int, default=1, help="agent runs (median CPU per poll)")
     parser.add_argument("--dns-watch-rate", type=float, default=0.0, help="in-process DNS watch cost at N/s")
+    parser.add_argument(
+        "--compare-pairs",
+        type=int,
+        default=0,
+        help="pairs of agent runs without/with --compare-on, alternating",
+    )
+    parser.add_argument("--compare-on", default="--dns-names", help="the flags under test")
+    parser.add_argument("--compare-off", default="--skip-link-stats", help="the baseline's flags")
+    parser.add_argument("--compare-seconds", type=float, default=60.0, help="measured time per pair")
     args = parser.parse_args()
     netns = f"kb{os.getpid()}-{secrets.token_hex(3)}"
     sh("ip", "netns", "add", netns)
@@ -330,9 +507,18 @@ def main() -> int:
         sizes = [int(s) for s in args.sizes.split(",") if int(s) > 0]
         for n in sizes:
             compare(netns, n, args.rounds)
-        if args.agent_seconds > 0 or args.dns_watch_rate > 0:
+        if args.agent_seconds > 0 or args.dns_watch_rate > 0 or args.compare_pairs > 0:
             if not sizes or sizes[-1] != 250_000:
                 populate(netns, 250_000)
+        if args.compare_pairs > 0:
+            agent_compare(
+                netns,
+                args.compare_pairs,
+                on=shlex.split(args.compare_on),
+                off=shlex.split(args.compare_off),
+                dns_rate=args.dns_rate,
+                seconds=args.compare_seconds,
+            )
         if args.dns_watch_rate > 0:
             dns_compare(netns, args.rounds, args.dns_watch_rate)
         if args.agent_seconds > 0:

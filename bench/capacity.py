@@ -320,8 +320,6 @@ def sizing(
     enrichers, writers = max(1, math.ceil(enricher_cores)), max(1, math.ceil(writer_cores))
     pods = nodes * args.pods_per_node
     enricher_mb = unit["enricher_worker_rss_mb"] + pods * unit["index_bytes_per_pod"] / 2**20
-    raw_day = records_s * DAY * unit["raw_bytes_per_record"]
-    enriched_day = rows_s * DAY * unit["enriched_bytes_per_row"]
     return {
         "nodes": nodes,
         "records_per_s": records_s,
@@ -335,12 +333,38 @@ def sizing(
         "agent_cores_per_node": agent_at(unit, "cpu_cores", flows_per_node),
         "agent_rss_mb_per_node": agent_at(unit, "rss_mb", flows_per_node),
         "nats_cores": records_s * unit["nats_cpu_s_per_record"] / args.utilisation,
-        "nats_gb_per_day": (raw_day + enriched_day) / 1e9,
-        "nats_gb_retained": (raw_day * args.raw_days + enriched_day * args.enriched_days) / 1e9,
+        **nats_storage(unit, records_s=records_s, args=args),
         "clickhouse_gb_per_day": rows_s * DAY * unit["ch_bytes_per_row"] / 1e9,
         "watches_per_enricher_process": enrichers * 3,
         "watches_with_metadata_role": 3,
     }
+
+
+def nats_storage(unit: dict[str, float], *, records_s: float, args: argparse.Namespace) -> dict[str, float]:
+    """What JetStream writes a day and keeps at the retention, GB, one replica (bytes as stored on disk)."""
+    raw_day = records_s * DAY * unit["raw_bytes_per_record"]
+    enriched_day = records_s * unit["enriched_rows_per_record"] * DAY * unit["enriched_bytes_per_row"]
+    return {
+        "nats_gb_per_day": (raw_day + enriched_day) / 1e9,
+        "nats_raw_gb_retained": raw_day * args.raw_days / 1e9,
+        "nats_enriched_gb_retained": enriched_day * args.enriched_days / 1e9,
+        "nats_gb_retained": (raw_day * args.raw_days + enriched_day * args.enriched_days) / 1e9,
+    }
+
+
+def storage_only(args: argparse.Namespace) -> None:
+    """The NATS columns of the sizing from given stored bytes (``bench/stream_bytes.py``'s), no measuring."""
+    raw, enriched, rows_per_record = (float(x) for x in args.storage.split(","))
+    unit = {"raw_bytes_per_record": raw, "enriched_bytes_per_row": enriched,
+            "enriched_rows_per_record": rows_per_record}  # fmt: skip
+    print(f"RAW {raw} B/record, ENRICHED {enriched} B/row, {rows_per_record} rows/record; "
+          f"retention RAW {args.raw_days:g} d, ENRICHED {args.enriched_days:g} d, one replica")  # fmt: skip
+    for flows in (int(f) for f in args.flows_per_node.split(",")):
+        for n in args.nodes.split(","):
+            records_s = int(n) * flows / args.interval
+            row = nats_storage(unit, records_s=records_s, args=args)
+            print(f"  {n} nodes x {flows} flows ({records_s:,.0f} records/s): "
+                  + ", ".join(f"{k}={v:,.1f}" for k, v in row.items()))  # fmt: skip
 
 
 def agent_at(unit: dict[str, float], what: str, flows: int) -> float:
@@ -383,7 +407,16 @@ def main() -> None:
     parser.add_argument("--enriched-days", type=float, default=2.0, help="ENRICHED retention (the default)")
     parser.add_argument("--nodes", default="100,1000,5000")
     parser.add_argument("--json", default="", help="also write every run and the medians here")
+    parser.add_argument(
+        "--storage",
+        default="",
+        metavar="RAW_B,ENRICHED_B,ROWS_PER_RECORD",
+        help="measure nothing: print NATS per day and retained from these stored bytes (stream_bytes.py)",
+    )
     args = parser.parse_args()
+    if args.storage:
+        storage_only(args)
+        return
     low, high = (int(n) for n in args.agent_flows.split(","))
 
     runs: list[dict[str, float]] = []

@@ -13,6 +13,7 @@ publisher stops, the pipeline drains, the stored rows are counted through the ex
 
 - throughput: records/s published and enriched, rows/s written, over the whole run;
 - lag over time, one line per sample;
+- each process's CPU seconds from the first sample to the last, and the enricher's CPU per record;
 - the RSS slope of every process (least-squares line, MB/min) after ``--warmup`` (flat is the goal),
   with the first and last RSS.
 
@@ -64,7 +65,7 @@ class Sample:
     counters: dict[str, float]
     rss_mb: dict[str, float]
     cpu_s: dict[str, float] = field(default_factory=dict)
-    """CPU seconds (user + system) each process has used since it started."""
+    """Each process's CPU seconds so far (user + system)."""
 
 
 @dataclass
@@ -122,16 +123,13 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
-_TICK: float = float(os.sysconf("SC_CLK_TCK"))
-
-
 def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of ``pid`` (all its threads), from /proc."""
+    """User + system CPU seconds of ``pid`` so far (/proc/<pid>/stat), None if it is gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / _TICK
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def process_name(pid: int, role: str, root: int) -> str:
@@ -211,12 +209,13 @@ async def sample_forever(
         cpu: dict[str, float] = {"publisher (this process)": time.process_time()}
         for role, root in roots.items():
             for pid in descendants(root):
-                mb, used = rss_mb(pid), cpu_seconds(pid)
+                mb, seconds = rss_mb(pid), cpu_seconds(pid)
                 if mb is not None:
                     memory[process_name(pid, role, root)] = mb
-                if used is not None:
-                    cpu[process_name(pid, role, root)] = used
-        run.samples.append(Sample(time.monotonic() - t0, run.published_records, lag, counters, memory, cpu))
+                if seconds is not None:
+                    cpu[process_name(pid, role, root)] = seconds
+        sample = Sample(time.monotonic() - t0, run.published_records, lag, counters, memory, cpu)
+        run.samples.append(sample)
         await asyncio.sleep(every)
 
 
@@ -253,8 +252,12 @@ def report(run: Run, args: argparse.Namespace, *, drained_s: float | None, store
             "samples": len(steady),
             "series": [(round(t, 1), round(v, 1)) for t, v in points],
         }
-    cpu: dict[str, dict[str, float]] = {}
+    # CPU from the first sample (the roles loaded, nothing published yet) to the last (drained)
     first = run.samples[0]
+    records = records_in - first.counters.get("enricher:kubenetmon_enricher_records_total", 0.0)
+    cpu = {name: last.cpu_s[name] - first.cpu_s.get(name, 0.0) for name in sorted(last.cpu_s)}
+    enricher_cpu = sum(v for name, v in cpu.items() if name.startswith("enricher"))
+    table: dict[str, dict[str, float]] = {}
     span = last.t - first.t
     for name in sorted({n for s in run.samples for n in s.cpu_s}):
         points = [(s.t, s.cpu_s[name]) for s in run.samples if name in s.cpu_s]
@@ -262,7 +265,7 @@ def report(run: Run, args: argparse.Namespace, *, drained_s: float | None, store
         busiest = max(
             ((b[1] - a[1]) / (b[0] - a[0]) for a, b in itertools.pairwise(points) if b[0] > a[0]), default=0.0
         )
-        cpu[name] = {
+        table[name] = {
             "seconds": round(used, 2),
             "cores": round(used / span, 3) if span > 0 else 0.0,
             "busiest_sample_cores": round(busiest, 3),
@@ -270,7 +273,9 @@ def report(run: Run, args: argparse.Namespace, *, drained_s: float | None, store
         }
     return {
         "load_average": {"start": run.load_start, "end": list(os.getloadavg())},
-        "cpu": cpu,
+        "cpu": table,
+        "cpu_s": cpu,
+        "enricher_cpu_us_per_record": enricher_cpu / records * 1e6 if records else None,
         "nominal_records_per_s": args.rate,
         "target_records_per_s": args.rate * args.factor,
         "duration_s": elapsed,
@@ -320,6 +325,12 @@ def print_report(out: dict[str, Any]) -> None:
             f"{row['enricher_pending']:>8,} / {row['enricher_ack_pending']:<5,} "
             f"{row['writer_pending']:>8,} / {row['writer_ack_pending']:<5,}"
         )
+    lines.append("\n  CPU seconds from the first sample to the last:")
+    for name, seconds in out["cpu_s"].items():
+        lines.append(f"  {name:<36} {seconds:>8.1f}")
+    per_record = out["enricher_cpu_us_per_record"]
+    if per_record is not None:
+        lines.append(f"  enricher (all its processes) per record enriched: {per_record:.1f} us")
     lines.append("\n  RSS (MB) over time, one column per minute:")
     for name, r in out["rss"].items():
         minutes: dict[int, float] = {}

@@ -1,7 +1,8 @@
 """What JetStream stores per flow, against what ClickHouse stores for the same flows, in one run.
 
 The real enricher (``enricher_common``'s 10k-pod cluster and node-0's traffic) labels ``--messages``
-RAW messages of ``--rows`` records. Their RAW payloads and their ENRICHED payloads, in layout v1 (plain
+RAW messages of ``--rows`` records. Their RAW payloads, in layout v1 (a msgpack array per row) and v2
+(a binary per field, integers as byte planes), and their ENRICHED payloads, in layout v1 (plain
 arrays) and v2 (dictionary-coded runs), are published into one real nats-server, one stream per
 (payload, compression) pair, with ``Nats-Msg-Id`` headers as the services publish them. The same rows
 go into chDB's flows table through the writer's batch and sink, merged with ``OPTIMIZE ... FINAL``.
@@ -47,6 +48,8 @@ from kubenetmon.writer.sink import Sink
 
 
 class _Subjects:
+    max_payload = 1024 * 1024  # nats-server's default
+
     def enriched_subject(self, node: str) -> str:
         return f"kubenetmon.enriched.{node}"
 
@@ -58,10 +61,12 @@ class _NoSettle:
     async def term(self) -> None: ...
 
 
-def payloads(
-    args: Any,
-) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes]], list[tuple[str, bytes]], int, int]:
-    """(RAW, ENRICHED v1, ENRICHED v2) as (msg id, payload), records and rows of the ENRICHED ones."""
+Payloads = list[tuple[str, bytes]]
+
+
+def payloads(args: Any) -> tuple[Payloads, Payloads, Payloads, Payloads, int, int]:
+    """(RAW v1, RAW v2, ENRICHED v1, ENRICHED v2) as (msg id, payload), records and rows of the
+    ENRICHED ones."""
     table, _ = load_ranges(args.ranges_dir)
     index = build_index(args.pods, args.nodes, args.services)
     msgs = traffic(
@@ -73,10 +78,11 @@ def payloads(
         rows=args.rows,
     )
     enricher = Enricher(Labeler(SETTINGS, index=index, ranges=table), broker=_Subjects(), max_rows=10**9)  # type: ignore[arg-type]
-    raw, v1, v2 = [], [], []
+    raw, raw1, v1, v2 = [], [], [], []
     for i, m in enumerate(msgs):
         data = schema.encode_raw(m)
         raw.append((m.msg_id, data))
+        raw1.append((m.msg_id, schema.encode_raw(m, version=1)))
         d = Delivery(_NoSettle(), data=data, subject=f"kubenetmon.raw.{OBSERVER}", headers={},
                      msg_id=m.msg_id, num_delivered=1, stream="RAW", consumer="enricher", stream_seq=i + 1,
                      timestamp=0.0, pending=0)  # fmt: skip
@@ -88,7 +94,8 @@ def payloads(
     more = traffic(table, pods=args.pods, nodes=args.nodes, services=args.services,
                    messages=args.raw_messages, rows=args.rows, seed=2)  # fmt: skip
     raw += [(f"{m.msg_id}/more", schema.encode_raw(m)) for m in more]
-    return raw, v1, v2, sum(len(m.rows) for m in msgs), rows
+    raw1 += [(f"{m.msg_id}/more", schema.encode_raw(m, version=1)) for m in more]
+    return raw1, raw, v1, v2, sum(len(m.rows) for m in msgs), rows
 
 
 def clickhouse_bytes_per_row(v2: list[tuple[str, bytes]], directory: str) -> float:
@@ -180,13 +187,15 @@ def main() -> None:
     parser.set_defaults(runs=3)
     args = parser.parse_args()
     started = time.perf_counter()
-    raw, v1, v2, records, rows = payloads(args)
+    raw1, raw, v1, v2, records, rows = payloads(args)
     raw_records = len(raw) * args.rows
     print(f"{len(raw)} RAW messages, {records} records -> {len(v2)} ENRICHED messages, {rows} rows "
           f"({time.perf_counter() - started:.1f}s to label)")  # fmt: skip
     kinds = {
-        "RAW_NONE": ("none", raw),
-        "RAW_S2": ("s2", raw),
+        "RAW_V1_NONE": ("none", raw1),
+        "RAW_V1_S2": ("s2", raw1),
+        "RAW_V2_NONE": ("none", raw),
+        "RAW_V2_S2": ("s2", raw),
         "ENRICHED_V1_NONE": ("none", v1),
         "ENRICHED_V1_S2": ("s2", v1),
         "ENRICHED_V2_NONE": ("none", v2),
@@ -209,8 +218,9 @@ def main() -> None:
         print(f"{name:<18}{unit:>8}{first['accounted'] / count:>13.1f}{stored:>10.1f}{first['blocks']:>8}"
               f"{statistics.median(cpu):>12.2f} ({', '.join(f'{c:.2f}' for c in cpu)})")  # fmt: skip
     rows_per_record = rows / records
-    pairs = (("RAW_NONE", "ENRICHED_V1_NONE"), ("RAW_S2", "ENRICHED_V2_S2"),
-             ("RAW_NONE", "ENRICHED_V2_NONE"), ("RAW_S2", "ENRICHED_V1_S2"))  # fmt: skip
+    pairs = (("RAW_V1_NONE", "ENRICHED_V1_NONE"), ("RAW_V1_S2", "ENRICHED_V2_S2"),
+             ("RAW_V2_S2", "ENRICHED_V2_S2"), ("RAW_V1_NONE", "ENRICHED_V2_NONE"),
+             ("RAW_V1_S2", "ENRICHED_V1_S2"))  # fmt: skip
     for raw_name, enriched_name in pairs:
         per_row = per_unit[raw_name] / rows_per_record + per_unit[enriched_name]
         print(

@@ -77,3 +77,19 @@ def test_settings_are_checked() -> None:
         DnsCache(grace_s=0, max_entries=0)
     with pytest.raises(ValueError):
         DnsCache(grace_s=-1, max_entries=1)
+
+
+def test_names_of_columns_equal_names_of_their_set() -> None:
+    """A report's two address columns, probed in the cache, give what the set of their addresses gives:
+    repeats, an ambiguous address on both sides, an expired one and unknown ones included."""
+    cache = DnsCache(grace_s=0, max_entries=10)
+    cache.answer("api.example.com", A, 30, now=100)
+    cache.answer("one.example.org", C, 30, now=100)
+    cache.answer("two.example.org", C, 30, now=101)  # ambiguous
+    cache.answer("old.example.com", B, 1, now=100)  # expired before the span
+    unknown = [bytes([10, 0, 0, i]) for i in range(50)]
+    sources, replies = [A, C, *unknown, A, B], [*unknown, C, A, B, C]
+    expected = cache.names(set(sources) | set(replies), since=110)
+    assert expected == ({A: "api.example.com"}, 1)
+    assert cache.names_of(iter(sources), iter(replies), since=110) == expected
+    assert cache.names_of(since=110) == ({}, 0)

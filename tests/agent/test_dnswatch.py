@@ -54,6 +54,28 @@ def test_records_about_other_names_are_not_taken() -> None:
     assert answers(wire) == ("api.example.com", [(_ip("203.0.113.7"), 30), (_ip("2001:db8::7"), 30)])
 
 
+def test_owners_written_out_or_pointing_at_the_question_or_elsewhere() -> None:
+    """Most answers write each record's owner as a pointer to the question (read without decoding it
+    again); an owner written out in full, in any case, is the same name; a pointer into the question's
+    name (its suffix) is another name."""
+    name = b"\x03api\x07example\x03com\x00"
+    header = b"\x12\x34\x81\x80\x00\x01\x00\x04\x00\x00\x00\x00"
+
+    def a_record(owner: bytes, address: str, ttl: int) -> bytes:
+        return owner + b"\x00\x01\x00\x01" + ttl.to_bytes(4, "big") + b"\x00\x04" + _ip(address)
+
+    wire = header + name + b"\x00\x01\x00\x01"
+    wire += a_record(b"\xc0\x0c", "203.0.113.1", 10)  # a pointer to the question
+    wire += a_record(b"\x03API\x07Example\x03COM\x00", "203.0.113.2", 20)  # written out, upper case
+    wire += a_record(b"\x03api\xc0\x10", "203.0.113.3", 30)  # "api" + a pointer to "example.com"
+    wire += a_record(b"\xc0\x10", "203.0.113.4", 40)  # a pointer to "example.com": another name
+    assert answers(wire) == (
+        "api.example.com",
+        [(_ip("203.0.113.1"), 10), (_ip("203.0.113.2"), 20), (_ip("203.0.113.3"), 30)],
+    )
+    assert answers(wire[:-3]) is None  # the last record cut short: no answer at all
+
+
 @pytest.mark.parametrize(
     "wire",
     [

@@ -35,6 +35,25 @@ def test_chunks_fit_and_round_trip(v6: bool) -> None:
     assert again == rep
 
 
+@pytest.mark.parametrize("v6", [False, True])
+@pytest.mark.parametrize("max_bytes", [4096, 65536, 512 * 1024])
+def test_the_widest_rows_fit_the_bound(v6: bool, max_bytes: int) -> None:
+    """Every field at its widest (64-bit counters, 16-bit ports and zone), the longest node name and
+    boot id: each chunk still fits (RAW v2's column headers are within ``_HEADER_BOUND``). No ledger:
+    its totals of such counters would not fit 64 bits (its own bound is tested below)."""
+    top = 2**64 - 1
+    wide = {"proto": 255, "zone": 65535, "orig_sport": 65535, "reply_sport": 65535, "reply_dport": 65535,
+            "orig_packets": top, "reply_packets": top, "reply_bytes": top}  # fmt: skip
+    data = [
+        r._replace(orig_dport=65535 - i % 7, orig_bytes=top - i, **wide)
+        for i, r in enumerate(rows(30_000, v6=v6))
+    ]
+    rep = reports.build(data, node="n" * 253, boot="b" * 64, start=2**32 - 60, seconds=60, seq=2**63,
+                        max_bytes=max_bytes)  # fmt: skip
+    assert all(len(c) <= max_bytes for c in rep.chunks)
+    assert reports.rows_of(rep) == data
+
+
 def test_merge_sums_per_identity_and_spans_intervals() -> None:
     a = reports.build(rows(100), node="n", boot="b", start=60, seconds=60, seq=1, max_bytes=4096)
     b = reports.build(

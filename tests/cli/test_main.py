@@ -30,13 +30,23 @@ def test_check_takes_from_minus_an_hour(tmp_path: Path, capsys: pytest.CaptureFi
     assert "expected one argument" not in err and str(missing) in err
 
 
-def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
-    """`kubenetmon top | head`: when the reader closes the pipe, no traceback, exit 141 as a shell says."""
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> None:
+    """`kubenetmon sql ... | head`: if the reader closes the pipe, no traceback, exit 141."""
+    dsn = f"chdb://{tmp_path / 'ch'}"
+    migrated = subprocess.run(
+        [*KUBENETMON, "clickhouse", "migrate", "--clickhouse-dsn", dsn], capture_output=True, timeout=120
+    )
+    assert migrated.returncode == 0, migrated.stderr
     read_end, write_end = os.pipe()
     os.close(read_end)  # nobody reads: the first write fails with EPIPE, whatever the timing
     try:
+        query = "SELECT number FROM system.numbers LIMIT 200000"  # far more than a pipe's buffer
         done = subprocess.run(
-            [*KUBENETMON, "--help"], stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60
+            [*KUBENETMON, "sql", "--clickhouse-dsn", dsn, query],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
         )
     finally:
         os.close(write_end)

@@ -173,16 +173,28 @@ async def test_forged_entries_are_refused_and_leave_raw_untouched(
         ("enricher", "enricher", f"{prefix}.raw.>"),
         ("enricher", "enricher", "$SYS.REQ.SERVER.PING"),
         ("enricher", "metadata", f"{prefix}.raw.n1"),
+        ("enricher", "enricher", "other.raw.n1"),  # another deployment's prefix
+        ("enricher", "enricher", f"{prefix}.rawx.n1"),  # only a prefix of RAW's subject
+        ("enricher", "enricher", f"{prefix}.enriched.n1"),  # the other stage's stream
+        ("enricher", "enricher", f"{prefix}.dlq.enricher"),  # back into the DLQ
+        ("enricher", "enricher", f"{prefix}.raw."),  # no node
+        ("enricher", "enricher", f"{prefix}.raw.*"),
+        ("enricher", "enricher", ""),  # none at all: left in place as without origin
+        ("writer", "writer", f"$JS.API.STREAM.DELETE.{broker.stream_name('enriched')}"),
+        ("writer", "writer", f"$JS.API.CONSUMER.DELETE.{broker.stream_name('enriched')}.writer"),
     ]
     for i, (dlq, stage, subject) in enumerate(forgeries):
         headers = {H_REASON: "malformed", H_STAGE: stage, H_ORIGINAL_SUBJECT: subject}
         await broker.publish(broker.dlq_subject(dlq), b"\x80", msg_id=f"forged/{i}", headers=headers)
     code, out, err = await run_cli(spawn, "replay", "dlq", *flags(nats_settings), name="forged")
     assert code == 1, out + err
-    assert "re-driven        0 (+0 already re-driven)" in out and "7 refused" in out, out
-    assert err.count("refused:") == 7 and "Traceback" not in err, err
-    assert (await broker.stream_info("dlq")).messages == 7
+    n = len(forgeries) - 1
+    assert "re-driven        0 (+0 already re-driven)" in out and f"{n} refused" in out, out
+    assert "1 without origin" in out, out
+    assert err.count("refused:") == n and "Traceback" not in err, err
+    assert (await broker.stream_info("dlq")).messages == n + 1
     assert [d.msg_id for d in await read_stream(broker, "raw")] == [msg.msg_id]
+    assert (await broker.stream_info("enriched")).messages == 0
 
 
 async def test_a_publish_to_a_subject_of_no_stream_is_poison_not_a_crash(broker: Broker) -> None:

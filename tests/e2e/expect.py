@@ -18,6 +18,12 @@ words, on purpose without calling the enricher, so the test checks the pipeline 
 5. crossZone: both zones known and different (a pod's zone is its node's, a range's zone is its own).
 6. The Service whose ClusterIP is the original destination is the remote's (or the local's) service.
 
+Node rows (``expected_nodes``), in the node table: a TCP or UDP entry whose original source is one of the
+observer's *own* node addresses has that node as its local side (out = original counters); else, whose
+reply source is one, the node is the responder (out = reply counters). The remote side is labelled as a
+pod's would be, or as the Node it is an address of (its name and zone). A flow between a pod and
+*another* node's address is in no table of this observer (that node meters it).
+
 Rows are compared per flow: (observer, proto, family, local pod/ip/port, remote pod/ip/port, direction,
 class, crossZone, services), summing bytes and packets over intervals. ``stored`` reads the same key
 through ``kubenetmon sql`` from the exact view.
@@ -27,8 +33,8 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
-from collections.abc import Iterable
-from typing import Any, NamedTuple
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple, TypeVar
 
 from tests.e2e.cluster import NAMESPACE, S3_RANGES, S3_ZONE, SERVICE, Cluster
 from tests.fixtures.lab_kernel import CtEntry
@@ -59,6 +65,7 @@ class Key(NamedTuple):
 
 Totals = dict[Key, tuple[int, int]]
 """Key -> (bytes, packets)."""
+K = TypeVar("K", bound=tuple[Any, ...])
 
 
 def _in(ip: str, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
@@ -135,6 +142,124 @@ def expected(cluster: Cluster, entries: dict[str, list[CtEntry]]) -> Totals:
     return {k: (b, p) for k, (b, p) in totals.items() if b or p}
 
 
+class NodeKey(NamedTuple):
+    observer: str
+    proto: str
+    family: int
+    local_node: str
+    local_ip: str
+    local_port: int
+    remote_node: str
+    remote_pod: str
+    remote_ip: str
+    remote_port: int
+    direction: str
+    cls: str
+    cross_zone: bool
+
+
+NodeTotals = dict[NodeKey, tuple[int, int]]
+
+
+def label_node(entry: CtEntry, *, observer: str, cluster: Cluster) -> list[tuple[NodeKey, int, int]]:
+    """The node rows one conntrack entry seen on ``observer`` must give: [(key, bytes, packets)]."""
+    if entry.proto not in ("tcp", "udp"):
+        return []
+    node = cluster.nodes[observer]
+    own = {node.ipv4, node.ipv6}
+    src, dst = (entry.orig[0], entry.orig[2]), (entry.reply[0], entry.reply[2])
+    orig, reply = (entry.orig_packets, entry.orig_bytes), (entry.reply_packets, entry.reply_bytes)
+    if src[0] in own:
+        local, remote, out, inn = src, dst, orig, reply
+    elif dst[0] in own:
+        local, remote, out, inn = dst, src, reply, orig
+    else:
+        return []
+    nodes = {ip: name for name, n in cluster.nodes.items() for ip in (n.ipv4, n.ipv6)}
+    remote_pod = cluster.pod_by_ip().get(remote[0])
+    remote_node = remote_pod.node if remote_pod else nodes.get(remote[0], "")
+    cls, range_zone = connection_class(remote[0])
+    remote_zone = cluster.zone(remote_node) if remote_node else range_zone
+    return [
+        (
+            NodeKey(
+                observer=observer,
+                proto=entry.proto,
+                family=entry.family,
+                local_node=observer,
+                local_ip=local[0],
+                local_port=local[1],
+                remote_node=remote_node,
+                remote_pod=remote_pod.name if remote_pod else "",
+                remote_ip=remote[0],
+                remote_port=remote[1],
+                direction=direction,
+                cls=cls,
+                cross_zone=bool(node.zone and remote_zone and node.zone != remote_zone),
+            ),
+            nbytes,
+            packets,
+        )
+        for direction, (packets, nbytes) in (("out", out), ("in", inn))
+    ]
+
+
+def expected_nodes(cluster: Cluster, entries: dict[str, list[CtEntry]]) -> NodeTotals:
+    """Node-table totals the pipeline must store for the given entries of each observer node."""
+    totals: dict[NodeKey, list[int]] = defaultdict(lambda: [0, 0])
+    for observer, node_entries in entries.items():
+        for entry in node_entries:
+            for key, nbytes, packets in label_node(entry, observer=observer, cluster=cluster):
+                totals[key][0] += nbytes
+                totals[key][1] += packets
+    return {k: (b, p) for k, (b, p) in totals.items() if b or p}
+
+
+NODE_QUERY = """
+SELECT observerNode, lower(toString(proto)) AS proto, ipFamily, localKind, localPod,
+       localNode, localAvailabilityZone, IPv6NumToString(localIP) AS lip, localPort,
+       remoteNode, remotePod, IPv6NumToString(remoteIP) AS rip, remotePort,
+       toString(direction) AS direction, toString(connectionClass) AS cls, crossZone,
+       sum(bytes) AS bytes, sum(packets) AS packets
+FROM network_flows_0_node_exact
+GROUP BY ALL
+"""
+"""Stored node-table totals per key."""
+
+
+def stored_nodes(rows: list[dict[str, Any]], cluster: Cluster) -> NodeTotals:
+    """``NODE_QUERY``'s JSON rows as totals; a row that is not the node's own (another kind, an owner pod,
+    a zone not its node's) is kept under a key that cannot match."""
+    totals: dict[NodeKey, list[int]] = defaultdict(lambda: [0, 0])
+    for r in rows:
+        node = r["localNode"]
+        own = (
+            r["localKind"] == "node"
+            and not r["localPod"]
+            and r["localAvailabilityZone"] == cluster.zone(node)
+        )
+        key = NodeKey(
+            observer=r["observerNode"],
+            proto=r["proto"],
+            family=int(r["ipFamily"]),
+            local_node=node
+            if own
+            else f"{r['localKind']}/{r['localPod']}/{r['localAvailabilityZone']}/{node}",
+            local_ip=_ip(r["lip"]),
+            local_port=int(r["localPort"]),
+            remote_node=r["remoteNode"],
+            remote_pod=r["remotePod"],
+            remote_ip=_ip(r["rip"]),
+            remote_port=int(r["remotePort"]),
+            direction=r["direction"],
+            cls=r["cls"],
+            cross_zone=bool(r["crossZone"]),
+        )
+        totals[key][0] += int(r["bytes"])
+        totals[key][1] += int(r["packets"])
+    return {k: (b, p) for k, (b, p) in totals.items()}
+
+
 STORED_QUERY = """
 SELECT observerNode, lower(toString(proto)) AS proto, ipFamily,
        localPod, IPv6NumToString(localIP) AS lip, localPort,
@@ -184,7 +309,7 @@ def stored(rows: list[dict[str, Any]]) -> Totals:
     return {k: (b, p) for k, (b, p) in totals.items()}
 
 
-def differences(want: Totals, got: Totals) -> list[str]:
+def differences(want: Mapping[K, tuple[int, int]], got: Mapping[K, tuple[int, int]]) -> list[str]:
     """One line per key whose totals differ (missing, extra or wrong), empty if equal."""
     lines = []
     for key in sorted(set(want) | set(got)):

@@ -8,7 +8,8 @@ leader-kill, pause and rolling-restart faults).
 need: ``stop_agents()`` (SIGTERM: each publishes its partial interval), ``kill``/``restart`` of a role or
 of one pool worker, ``stop_nats``/``start_nats`` (store kept; every member of a cluster),
 ``block_clickhouse`` (see ``chaos``), ``duplicate_deliveries`` (see ``chaos``), ``settled()`` and
-``wait_until_stored()`` (the pipeline idle, then the stored totals read through ``kubenetmon sql``), and
+``wait_until_stored()`` (the pipeline idle, then the stored totals read through ``kubenetmon sql``; the
+node table's with ``expected_nodes()``/``stored_nodes()``), and
 ``teardown()``, which leaves no process.
 
 Reads go through ``kubenetmon sql`` only: this process never opens the chDB directory (chDB allows one
@@ -34,7 +35,16 @@ from kubenetmon.shared.errors import TransientError
 from kubenetmon.shared.settings import NatsSettings
 from tests.e2e import chaos
 from tests.e2e.cluster import CLOUD, Cluster
-from tests.e2e.expect import STORED_QUERY, Totals, expected, stored
+from tests.e2e.expect import (
+    NODE_QUERY,
+    STORED_QUERY,
+    NodeTotals,
+    Totals,
+    expected,
+    expected_nodes,
+    stored,
+    stored_nodes,
+)
 from tests.fixtures.lab_kernel import CtEntry, DestroyWatch
 from tests.support import http
 from tests.support.commands import KUBENETMON, flags
@@ -244,6 +254,10 @@ class Pipeline:
     def expected(self) -> Totals:
         return expected(self.cluster, self.kernel())
 
+    def expected_nodes(self) -> NodeTotals:
+        """What the node table must hold: the nodes' own flows (``expect.expected_nodes``)."""
+        return expected_nodes(self.cluster, self.kernel())
+
     def wait_quiet(self, *, timeout: float = 30) -> None:
         """Wait until the kernel's counters stop moving (late ACKs of finished exchanges are in)."""
         last: list[object] = [None]
@@ -272,6 +286,9 @@ class Pipeline:
 
     def stored(self) -> Totals:
         return stored(self.sql(STORED_QUERY))
+
+    def stored_nodes(self) -> NodeTotals:
+        return stored_nodes(self.sql(NODE_QUERY), self.cluster)
 
     def metrics(self, role: str) -> dict[str, float]:
         """A role's /metrics samples, summed over their labels, by name ({} if it does not answer)."""

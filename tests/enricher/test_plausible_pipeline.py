@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,7 @@ from tests.support.replay import (
     write_inventory,
     write_until_settled,
 )
+from tests.support.writer import metric
 
 SETTINGS = LabelSettings(cloud="aws", region="us-west-2")
 U64 = (1 << 64) - 1
@@ -77,6 +79,15 @@ async def run_stages(broker: Broker, clickhouse: Sink, enricher: Enricher) -> No
     await write_until_settled(broker, clickhouse)
 
 
+def counted() -> Counter[str]:
+    """The enricher's refusals so far: rejected reports by reason, its dead letters as ``dlq:<reason>``."""
+    out: Counter[str] = Counter()
+    for reason in plausible.REASONS:
+        out[reason] = int(metric("kubenetmon_enricher_rejected_reports_total", reason=reason))
+        out[f"dlq:{reason}"] = int(metric("kubenetmon_dlq_messages_total", stage="enricher", reason=reason))
+    return out
+
+
 def make_enricher(broker: Broker, inv: Path) -> Enricher:
     index = Index()
     inventory.load(index, inv)
@@ -104,15 +115,20 @@ async def test_each_implausible_report_is_dead_lettered_absent_and_rejected_in_c
         ("node_mismatch", with_ledger(rows, start=base + 300, seq=5, node="n2")),
         ("future", with_ledger(rows, start=(now + 10 * 86400) // 60 * 60, seq=6)),
         ("expired", with_ledger(rows, start=0, seq=7)),
+        ("future", with_ledger(rows, start=4102444800, seq=8)),  # 2100-01-01
     ]
     await broker.publish(broker.raw_subject("n1"), encode_raw(good), msg_id=good.msg_id)
     for i, (_, msg) in enumerate(forged):
         await broker.publish(broker.raw_subject("n1"), encode_raw(msg), msg_id=f"forged/{i}")
 
+    before = counted()
     await run_stages(broker, clickhouse, make_enricher(broker, inv))
 
     reasons = sorted(d.headers[H_REASON] for d in await read_stream(broker, "dlq"))
     assert reasons == sorted(reason for reason, _ in forged), reasons
+    # each refusal counted by its reason, as a rejected report and as a dead letter
+    want = Counter(reason for reason, _ in forged)
+    assert counted() - before == Counter({**want, **{f"dlq:{r}": n for r, n in want.items()}})
     flows = clickhouse.query(
         "SELECT toUnixTimestamp(intervalStartTime), count(), sum(bytes), max(bytes) "
         "FROM kubenetmon.network_flows_0_exact GROUP BY 1"
@@ -146,8 +162,10 @@ async def test_a_1_mib_label_costs_at_most_its_own_record(
     await broker.publish(broker.raw_subject("n1"), encode_raw(msg), msg_id=msg.msg_id)
     assert len(encode_raw(msg)) < 1000  # the RAW report is small: its ENRICHED output is not
 
+    cut_before = metric("kubenetmon_enricher_cut_values_total", column="localApp")
     with caplog.at_level(logging.WARNING, logger="kubenetmon.enricher.fit"):
         await run_stages(broker, clickhouse, make_enricher(broker, inv))
+    assert metric("kubenetmon_enricher_cut_values_total", column="localApp") > cut_before  # counted
 
     assert (await broker.stream_info("dlq")).messages == 0
     rows = clickhouse.query(

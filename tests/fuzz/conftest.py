@@ -32,7 +32,12 @@ def big_nats(make_nats_server: Callable[..., NatsServer], tmp_path: Path) -> Nat
 
 @pytest.fixture
 def fuzz_nats(big_nats: NatsServer) -> NatsSettings:
-    return nats_settings_for(big_nats, ack_wait_s=15.0, max_deliver=5, backoff_s=(0.1, 0.5, 1.0))
+    # The corpus dead-letters about 40 MB (two 8 MiB messages, two of megabytes, some 11k small ones): a DLQ
+    # without room holds the last poison messages (nak'ed until there is room, never dropped), so it could
+    # never drain. This server is the test's own: it can reserve the shipped default.
+    return nats_settings_for(
+        big_nats, ack_wait_s=15.0, max_deliver=5, backoff_s=(0.1, 0.5, 1.0), dlq_max_bytes=256 * 1024**2
+    )
 
 
 @pytest.fixture

@@ -55,6 +55,10 @@ RECENT: Final = 512
 MAX_CHAIN: Final = 8
 """CNAMEs followed from the question at most (resolvers stop at about as many)."""
 _DNS_HEADER: Final = struct.Struct("!HHHHHH")
+_RECORD: Final = struct.Struct("!HHIH")
+"""A resource record after its owner name: type, class, TTL, data length."""
+_TO_QUESTION: Final = b"\xc0\x0c"
+"""A compression pointer to offset 12, where the question's name starts: most records' owner is written so."""
 
 
 def _insn(code: int, jt: int, jf: int, k: int) -> bytes:
@@ -163,7 +167,10 @@ def answers(payload: bytes) -> tuple[str, list[tuple[bytes, int]]] | None:
         if name in chain:
             break
         chain[name] = ttl
-    found = [(address, min(life, chain[owner])) for owner, address, life in addresses if owner in chain]
+    if len(chain) == 1:  # no alias: the records of the question's own name (the same object, mostly)
+        found = [(address, life) for owner, address, life in addresses if owner is asked or owner == asked]
+    else:
+        found = [(address, min(life, chain[owner])) for owner, address, life in addresses if owner in chain]
     return (text, found) if found else None
 
 
@@ -185,8 +192,13 @@ def _records(payload: bytes, count: int) -> tuple[dns.name.Name, _Aliases, _Addr
     aliases: _Aliases = {}
     addresses: _Addresses = []
     for _ in range(count):
-        owner = dns.name.from_wire_parser(parser)
-        rdtype, rdclass, ttl, length = parser.get_struct("!HHIH")
+        at = parser.current
+        if payload[at : at + 2] == _TO_QUESTION:  # the question's name, already read: not decoded again
+            parser.seek(at + 2)
+            owner = asked
+        else:
+            owner = dns.name.from_wire_parser(parser)
+        rdtype, rdclass, ttl, length = _RECORD.unpack(parser.get_bytes(_RECORD.size))
         if rdclass == _IN and _LENGTHS.get(rdtype) == length:
             addresses.append((owner, parser.get_bytes(length), ttl))
         elif rdclass == _IN and rdtype == _CNAME:

@@ -43,7 +43,9 @@ from kubenetmon.shared.schema import (
 from kubenetmon.shared.schema.names import encoded_size
 
 _HEADER_BOUND: Final = 512
-"""Upper bound of a RAW message's encoding without its rows (node name and boot id included)."""
+"""Upper bound of a RAW message's encoding without its rows (node name and boot id included). RAW v2's
+fifteen column headers (at most 7 bytes each) and ``n`` add about 110 bytes to v1's 120: still within.
+The row bounds below are v1's, wider than v2's (at most 44 bytes of integers and the addresses)."""
 _ROW_BOUND: Final = {AF_INET: 1 + 3 * 2 + 4 * (2 + 4) + 4 * 3 + 4 * 9}
 _LEDGER_BOUND: Final = 10 + 10 * (8 + 9) + 4
 """Upper bound of the ``ledger`` map's encoding: ten short keys, ten 64-bit integers, and ``ts``."""

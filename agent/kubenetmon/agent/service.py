@@ -357,9 +357,9 @@ class Agent:
         self.read_dns()
         names: dict[bytes, str] = {}
         if rows and len(dns.cache):
-            addresses = set(map(_ORIG_SRC, rows))
-            addresses.update(map(_REPLY_SRC, rows))
-            names, ambiguous = dns.cache.names(addresses, since=since_ms / 1000)
+            names, ambiguous = dns.cache.names_of(
+                map(_ORIG_SRC, rows), map(_REPLY_SRC, rows), since=since_ms / 1000
+            )
             metrics.DNS_NAMED.inc(len(names))
             metrics.DNS_AMBIGUOUS.inc(ambiguous)
         dns.cache.expire(before=until_ms / 1000)

@@ -118,7 +118,7 @@ class AgentSettings:
         kind="switch",
         group=TOP_LEVEL,
         help="name the hostNetwork pod owning each node socket (socket -> process -> cgroup -> pod UID; "
-        "needs hostPID or the host's /proc at --proc-root)",
+        "needs the host's /proc, by hostPID or at --proc-root, and CAP_DAC_READ_SEARCH and CAP_SYS_PTRACE)",
     )
     proc_root: str = option(
         "/proc", flag="--proc-root", metavar="DIR", help="the node's /proc (for --socket-owners)"

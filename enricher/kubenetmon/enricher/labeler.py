@@ -146,7 +146,7 @@ class Labeler:
         ambiguous = self.index.ambiguous
         src, dst = self.endpoints.resolve(osrc, rsrc, start=msg.start, end=msg.start + msg.seconds)
         cases = self._cases(msg.node, proto, src, dst)
-        nodes = self._node_rows(msg, cases, osrc, rsrc, enriched_at=enriched_at, stats=stats)
+        nodes = self._node_rows(msg, cases, src, dst, enriched_at=enriched_at, stats=stats)
         outs, ins = cases.count(OUT), cases.count(IN)
         if DIRECTION in cases:  # no local pod on either side: name loopback traffic as such
             for j, case in enumerate(cases):
@@ -164,8 +164,8 @@ class Labeler:
         twice.update(self._flows(columns, o, i, outs=outs, ins=ins))
         if msg.names:
             twice["remoteDNSName"] = _remote_names(msg.names, o(rsrc) + i(osrc), chain(o(dst), i(src)))
-        ids = schema.flow_ids(msg.msg_id, msg.identities())
-        out_ids = o(ids) + i(ids)
+        packed = msg.identities()  # hashed for the kept records only
+        out_ids = schema.flow_ids(msg.msg_id, o(packed) + i(packed))
         pairs: dict[str, tuple[Sequence[Any], Sequence[Any]]] = {
             "bytes": (o(oby) + i(rby), o(rby) + i(oby)),
             "packets": (o(opk) + i(rpk), o(rpk) + i(opk)),
@@ -182,8 +182,8 @@ class Labeler:
         self,
         msg: RawMessage,
         cases: list[int],
-        osrc: Sequence[bytes],
-        rsrc: Sequence[bytes],
+        src: list[ep.Endpoint],
+        dst: list[ep.Endpoint],
         *,
         enriched_at: int,
         stats: Stats,
@@ -195,12 +195,16 @@ class Labeler:
         own = nodeflows.observer_ips(self.index, msg.node)
         if not own:
             return None
+        columns = msg.columns()
+        osrc, rsrc = columns[3], columns[7]
         picked = []
+        far = []  # the far side's endpoint, as resolved for the whole message
         for j, case in enumerate(cases):
             if case == NODE:
                 side = nodeflows.own_side(own, osrc[j], rsrc[j])
                 if side >= 0:
                     picked.append((j, side))
+                    far.append(dst[j] if side == 0 else src[j])
                     cases[j] = NODE_ROW
         if not picked:
             return None
@@ -213,6 +217,7 @@ class Labeler:
             settings=self.settings,
             enriched_at=enriched_at,
             owners=msg.owners,
+            far=far,
         )
 
     def _cases(

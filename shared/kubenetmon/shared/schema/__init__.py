@@ -61,6 +61,7 @@ if TYPE_CHECKING:
         MAX_NODE_LENGTH,
         PROTO_NAMES,
         RAW_VERSION,
+        RAW_VERSIONS,
     )
     from kubenetmon.shared.schema.raw import (
         RAW_ROW_FIELDS,
@@ -90,6 +91,7 @@ __all__ = [
     "PROTO_NAMES",
     "RAW_ROW_FIELDS",
     "RAW_VERSION",
+    "RAW_VERSIONS",
     "_COLUMN_CHECK",
     "Column",
     "EnrichedMessage",

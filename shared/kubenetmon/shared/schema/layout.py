@@ -58,16 +58,28 @@ class _Dictionary:
         try:
             new = dict.fromkeys(values)
         except TypeError:  # maps (flags) are not hashable: each distinct object keyed by its items
-            objects = dict(zip(map(id, values), values, strict=True))
-            keys = {i: _key(o) for i, o in objects.items()}
-            values = list(map(keys.__getitem__, map(id, values)))
-            new = dict.fromkeys(values)
-            self.maps += [len(index) + j for j, _ in enumerate(k for k in new if k not in index)]
+            return self._map_codes(values)
         if not new.keys() <= index.keys():
             n = len(index)
             fresh = [v for v in new if v not in index]
             index.update(zip(fresh, range(n, n + len(fresh)), strict=True))
         return list(map(index.__getitem__, values))
+
+    def _map_codes(self, values: Sequence[Any]) -> list[int]:
+        """``codes`` of values some of which are maps: each distinct object keyed once (by its items),
+        then each value's index through its object's id (no key built or hashed per value)."""
+        index = self.index
+        ids = list(map(id, values))
+        code_of: dict[int, int] = {}
+        for i, value in dict(zip(ids, values, strict=True)).items():  # distinct objects, in order
+            key = _key(value)
+            code = index.get(key)
+            if code is None:
+                code = index[key] = len(index)
+                if type(value) is dict:
+                    self.maps.append(code)
+            code_of[i] = code
+        return list(map(code_of.__getitem__, ids))
 
     def entries(self) -> list[Any]:
         out = list(self.index)

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from typing import Final
 
-RAW_VERSION: Final = 1
+RAW_VERSION: Final = 2
+"""What agents write: v2 is the column layout of byte planes (``planes``)."""
+RAW_VERSIONS: Final = (1, 2)
+"""What the enricher reads: v1 (a msgpack array per row) still decodes, so a stream written before v2
+replays, and agents of both releases may publish side by side during an upgrade."""
 ENRICHED_VERSION: Final = 2
 """What the enricher writes: v2 is the dictionary-coded layout (``layout``)."""
 ENRICHED_VERSIONS: Final = (1, 2)

@@ -1,11 +1,16 @@
 """The RAW contract (agent -> enricher): ``RawRow``, ``RawMessage``, and their strict codec.
 
-RAW row layout (a msgpack array, in this order; see ``RawRow``)::
+RAW row fields (in this order; see ``RawRow``)::
 
     proto, family, zone,
     orig_src, orig_dst, orig_sport, orig_dport,      # addresses: 4 or 16 raw bytes per family
     reply_src, reply_dst, reply_sport, reply_dport,
     orig_packets, orig_bytes, reply_packets, reply_bytes   # deltas for this interval
+
+Two layouts (``v``): v1 sends ``rows``, one msgpack array of these fields per row; v2 (what agents
+write) sends ``n`` rows as ``cols``, one binary per field (``planes``: integers as byte planes,
+addresses one after another), 40 % fewer bytes on disk under the stream's S2 compression. Both decode
+to the same columns, checked by the same rules; v1 still decodes (``RAW_VERSIONS``).
 
 Next to the rows, an optional ``names`` map (address bytes -> DNS name, ``kubenetmon.shared.schema.names``):
 the name the observer's node saw answered for an address of the rows. Agents before it send none.
@@ -34,7 +39,7 @@ import msgpack
 
 from kubenetmon.shared.errors import DecodeError
 from kubenetmon.shared.ledger import Ledger, decode_ledger, ledger_map
-from kubenetmon.shared.schema import envelope
+from kubenetmon.shared.schema import envelope, planes
 from kubenetmon.shared.schema.domains import ADDRESS, UINT64, Address, Ints
 from kubenetmon.shared.schema.flow import FLOW_FIELDS, FlowTuple
 from kubenetmon.shared.schema.identity import identities, raw_msg_id
@@ -45,6 +50,7 @@ from kubenetmon.shared.schema.limits import (
     MAX_MESSAGE_BYTES,
     MAX_NODE_LENGTH,
     RAW_VERSION,
+    RAW_VERSIONS,
     U32,
 )
 from kubenetmon.shared.schema.names import decode_names
@@ -177,10 +183,13 @@ class RawMessage:
 _HEADER: Final = ("node", "boot", "start", "seconds", "seq", "chunk", "chunks")
 
 
-def encode_raw(msg: RawMessage) -> bytes:
-    """Encode a RAW message (no validation: the agent builds rows from kernel data)."""
+def encode_raw(msg: RawMessage, *, version: int = RAW_VERSION) -> bytes:
+    """Encode a RAW message in layout ``version`` (no validation: the agent builds rows from kernel
+    data; a counter out of 64 bits raises ``ValueError`` or ``OverflowError`` in v2)."""
+    if version not in RAW_VERSIONS:
+        raise ValueError(f"unknown RAW version {version}")
     body: dict[str, Any] = {
-        "v": RAW_VERSION,
+        "v": version,
         "t": "raw",
         "node": msg.node,
         "boot": msg.boot,
@@ -196,7 +205,15 @@ def encode_raw(msg: RawMessage) -> bytes:
         body["owners"] = [[i, uid] for i, uid in sorted(msg.owners.items())]
     if msg.names:
         body["names"] = msg.names
-    body["rows"] = msg.rows
+    if version == 1:
+        body["rows"] = msg.rows
+    else:
+        columns = msg.columns()
+        body["n"] = len(columns[0])
+        body["cols"] = [
+            planes.pack_addresses(column) if at in _ADDRESS_FIELDS else planes.pack_ints(column)
+            for at, column in enumerate(columns)
+        ]
     packed: bytes = msgpack.packb(body, use_bin_type=True)
     return packed
 
@@ -245,7 +262,7 @@ def _check_row(row: Any, i: int, *, subject: str, data: bytes) -> RawRow:
 
 def decode_raw(data: bytes, *, subject: str = "", max_bytes: int = MAX_MESSAGE_BYTES) -> RawMessage:
     """Decode and validate a RAW message; any problem raises ``DecodeError``."""
-    obj = envelope.unpack(data, subject=subject, kind="raw", version=RAW_VERSION, max_bytes=max_bytes)
+    obj = envelope.unpack(data, subject=subject, kind="raw", version=RAW_VERSIONS, max_bytes=max_bytes)
     kw: dict[str, Any] = {"subject": subject, "data": bytes(data)}
     node = envelope.field(obj, "node", str, **kw)
     boot = envelope.field(obj, "boot", str, **kw)
@@ -264,8 +281,15 @@ def decode_raw(data: bytes, *, subject: str = "", max_bytes: int = MAX_MESSAGE_B
         or not 0 <= ints["chunk"] < ints["chunks"]
     ):
         raise DecodeError("schema", f"inconsistent header {ints}", **kw)
-    rows = envelope.field(obj, "rows", list, **kw)
-    valid = _columns_of(rows)
+    if obj["v"] == 1:
+        rows = envelope.field(obj, "rows", list, **kw)
+        valid = _columns_of(rows)
+    else:
+        if "rows" in obj:
+            raise DecodeError("schema", "a v2 message sends cols, not rows", **kw)
+        decoded = _unpack_v2(obj, kw=kw)
+        valid = _checked(decoded, len(decoded[0]), typed=True)
+        rows = [] if valid is not None else list(map(list, zip(*decoded, strict=True)))
     if valid is None:  # invalid: the row-by-row checker names the culprit
         checked = [_check_row(row, i, **kw) for i, row in enumerate(rows)]
         valid = ([*zip(*checked, strict=True)] if checked else [()] * RAW_ROW_FIELDS), None
@@ -310,15 +334,12 @@ def _owners(value: Any, rows: int, *, kw: dict[str, Any]) -> dict[int, str] | No
 
 
 def _columns_of(rows: list[Any]) -> tuple[list[Sequence[Any]], list[bytes] | None] | None:
-    """The columns and ``identities`` of ``rows`` if every row is well formed (the rules of
+    """The columns and ``identities`` of v1 ``rows`` if every row is well formed (the rules of
     ``_check_row``), else None.
 
     ``rows`` are as msgpack builds them: integers fit in [-2**63, 2**64), binaries are ``bytes``.
     Whole columns at a time, in C: the rows are flattened (one iterator at a time: no burst of
-    objects for the garbage collector) and sliced into columns; integers must be exactly ``int``
-    (not ``bool``); packing the identities checks the flow tuple's integer ranges and that addresses
-    are binaries; the other integers (counters) are checked against their domains; address lengths
-    must be the family's.
+    objects for the garbage collector) and sliced into columns, then ``_checked``.
     """
     n = len(rows)
     if n == 0:
@@ -326,9 +347,21 @@ def _columns_of(rows: list[Any]) -> tuple[list[Sequence[Any]], list[bytes] | Non
     if list(map(type, rows)).count(list) != n or list(map(len, rows)).count(RAW_ROW_FIELDS) != n:
         return None
     flat = list(chain.from_iterable(rows))
-    columns: list[Sequence[Any]] = [flat[i::RAW_ROW_FIELDS] for i in range(RAW_ROW_FIELDS)]
+    return _checked([flat[i::RAW_ROW_FIELDS] for i in range(RAW_ROW_FIELDS)], n, typed=False)
+
+
+def _checked(
+    columns: list[Sequence[Any]], n: int, *, typed: bool
+) -> tuple[list[Sequence[Any]], list[bytes] | None] | None:
+    """``columns`` and their ``identities`` if every row is well formed (the rules of ``_check_row``),
+    else None. Integers must be exactly ``int`` (not ``bool``; ``typed``: the caller built them so);
+    packing the identities checks the flow tuple's integer ranges and that addresses are binaries; the
+    other integers (counters) are checked against their domains; address lengths must be the family's.
+    """
+    if n == 0:
+        return [()] * RAW_ROW_FIELDS, []
     ints = chain.from_iterable(columns[i] for i in _INT_FIELDS)
-    if list(map(type, ints)).count(int) != len(_INT_FIELDS) * n:
+    if not typed and list(map(type, ints)).count(int) != len(_INT_FIELDS) * n:
         return None
     try:
         packed = identities(columns)  # the flow tuple's ranges: each field packed at its domain's width
@@ -346,6 +379,41 @@ def _columns_of(rows: list[Any]) -> tuple[list[Sequence[Any]], list[bytes] | Non
     else:
         valid = lengths == list(map(ADDRESS_LENGTH.__getitem__, columns[_FAMILY])) * len(_ADDRESS_FIELDS)
     return (columns, packed) if valid else None
+
+
+def _unpack_v2(obj: dict[str, Any], *, kw: dict[str, Any]) -> list[Sequence[Any]]:
+    """The plain columns of a v2 message (``planes``); values are not checked yet (``_checked``).
+
+    The structure is: ``n`` rows, at most ``MAX_MESSAGE_BYTES`` cells in all (checked before anything
+    is expanded), ``cols`` one entry per field; every integer column holds ``n`` values; every row's
+    family is known before the addresses are cut by its length (else the row is named, as in v1).
+    """
+    n = envelope.field(obj, "n", int, **kw)
+    cols = envelope.field(obj, "cols", list, **kw)
+    if not 0 <= n <= MAX_MESSAGE_BYTES // RAW_ROW_FIELDS:
+        raise DecodeError("schema", f"{n} rows out of range", **kw)
+    if len(cols) != RAW_ROW_FIELDS:
+        raise DecodeError("schema", f"{len(cols)} columns, expected {RAW_ROW_FIELDS}", **kw)
+    columns: list[Sequence[Any]] = [()] * RAW_ROW_FIELDS
+    for at in _INT_FIELDS:
+        try:
+            columns[at] = planes.unpack_ints(cols[at], n)
+        except planes.PlanesError as exc:
+            raise DecodeError("schema", f"column {RawRow._fields[at]}: {exc}", **kw) from None
+    families = columns[_FAMILY]
+    known = set(families)
+    if not known <= ADDRESS_LENGTH.keys():
+        i, family = next((i, f) for i, f in enumerate(families) if f not in ADDRESS_LENGTH)
+        raise DecodeError("address", f"row {i}: unknown address family {family}", **kw)
+    lengths: int | list[int] = (
+        ADDRESS_LENGTH[known.pop()] if len(known) == 1 else list(map(ADDRESS_LENGTH.__getitem__, families))
+    )
+    for at in _ADDRESS_FIELDS:
+        try:
+            columns[at] = planes.unpack_addresses(cols[at], lengths, n)
+        except planes.PlanesError as exc:  # an address of the wrong length shifts the others
+            raise DecodeError("address", f"column {RawRow._fields[at]}: {exc}", **kw) from None
+    return columns
 
 
 def _rows_valid(rows: list[Any]) -> bool:
