@@ -4,7 +4,6 @@ and an unreadable store apart, and a window cut by settling says so."""
 from __future__ import annotations
 
 import json
-import socket
 import time
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from kubenetmon.writer.migrate import migrate
 from kubenetmon.writer.sink import Sink
 from tests.fixtures.clickhouse import chdb_settings_for
 from tests.support.commands import kubenetmon
+from tests.support.http import closed_port
 
 STEP = 60
 
@@ -69,10 +69,8 @@ def test_exit_codes_complete_incomplete_nothing_unreadable(tmp_path: Path) -> No
     assert none.returncode == exits.NOTHING_TO_JUDGE == 3, none.stderr
     assert none.stdout.splitlines()[-1] == "no node-interval to judge"
 
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    down = kubenetmon("check", "--clickhouse-dsn", f"http://127.0.0.1:{port}", *window)
+    with closed_port() as port:
+        down = kubenetmon("check", "--clickhouse-dsn", f"http://127.0.0.1:{port}", *window)
     assert down.returncode == exits.UNREADABLE == 4
     assert down.stderr.startswith("kubenetmon check: cannot read the store: ")
     assert "Traceback" not in down.stderr and len(down.stderr.splitlines()) == 1

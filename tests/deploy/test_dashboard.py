@@ -28,6 +28,9 @@ from kubenetmon.writer.settings import ClickHouseSettings
 from kubenetmon.writer.sink import DEFAULT_DATABASE
 from tests.support.commands import kubenetmon
 
+# meant to keep the module on one worker so its chDB store is filled once (docs/testing.md: open)
+pytestmark = pytest.mark.xdist_group("dashboard-chdb")
+
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "k8s/base/grafana/kubenetmon-dashboard.json"
 ALERTS = ROOT / "k8s/components/monitoring/alerts.yaml"

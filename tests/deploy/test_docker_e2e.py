@@ -45,7 +45,8 @@ from tests.support.engine import Engine, base_image, conntrack_off, conntrack_on
 from tests.support.waiting import wait_until
 
 # Each test's limit covers, for the first, making the base images and building the image from nothing.
-pytestmark = [pytest.mark.docker, pytest.mark.timeout(3600)]
+# one engine and one compose project: one worker runs them all, in order (run with -n 0)
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(3600), pytest.mark.xdist_group("docker")]
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "kubenetmon-e2e"  # not the README's "kubenetmon": its `down -v` never touches a stack of yours

@@ -43,6 +43,9 @@ from tests.support.natsconf import ISSUER_SEED, PASSWORDS, SERVER_ENV, Configure
 from tests.support.processes import Process
 from tests.support.waiting import eventually
 
+# meant to keep the module on one worker so its module-scoped servers start once (docs/testing.md: open)
+pytestmark = pytest.mark.xdist_group("nats-cluster-conf")
+
 ROOT = Path(__file__).resolve().parents[2]
 TARGET = "overlays/production-nats-cluster"
 MEMBERS = 3

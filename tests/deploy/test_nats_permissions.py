@@ -23,6 +23,9 @@ from kubenetmon.shared.settings import NatsSettings
 from tests.support.commands import kubenetmon
 from tests.support.natsconf import PASSWORDS, SERVER_ENV, ConfiguredNats, write_conf
 
+# meant to keep the module on one worker so its module-scoped servers start once (docs/testing.md: open)
+pytestmark = pytest.mark.xdist_group("nats-permissions")
+
 DENIED_WAIT_S = 1.0
 
 

@@ -13,7 +13,7 @@ Each also runs on a three-node JetStream cluster (streams R3; ``@cluster`` in th
 stopped" then means every member), with three faults of its own: the RAW stream's leader SIGKILLed, the
 RAW leader SIGSTOPped longer than the ack wait then resumed, and a rolling restart of the three servers
 under traffic. The default run (CI) takes every single-server scenario and the cluster's leader kill;
-the other cluster runs are marked ``slow`` (``pytest -m slow tests/faults``).
+the other cluster runs are marked ``slow`` (``pytest -m slow -n 0 tests/faults``).
 
 One scenario per test, each on a fresh pipeline (a failure cannot leak into the next one). The random
 seed is printed, and ``KUBENETMON_FAULT_SEED=<seed>`` replays the same moments and amounts;
@@ -43,9 +43,20 @@ from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.netns
 
-SEED = int(os.environ.get("KUBENETMON_FAULT_SEED") or random.SystemRandom().randrange(1 << 32))
+
+def _run_seed() -> int:
+    """One seed for the whole run: parallel test workers derive it from the run's id (hex)."""
+    try:
+        return int(os.environ.get("PYTEST_XDIST_TESTRUNUID", "")[:8], 16)
+    except ValueError:
+        return random.SystemRandom().randrange(1 << 32)
+
+
+SEED = int(os.environ.get("KUBENETMON_FAULT_SEED") or _run_seed())
 OUTAGE_S = float(os.environ.get("KUBENETMON_FAULT_CLICKHOUSE_OUTAGE") or 12)
-RESULTS: list[tuple[str, str, dict[str, int], dict[str, int]]] = []
+RESULT_PROPERTY = "fault_result"
+"""Each scenario records (seed, name, what, kernel bytes, stored bytes) as a property of its report, which
+reaches the pytest process that prints the summary (tests/conftest.py), parallel workers or not."""
 
 
 def _down_for(rng: random.Random, pipeline: Pipeline) -> None:
@@ -203,19 +214,20 @@ def _params() -> list[Any]:
     return single + cluster
 
 
-def summary_lines() -> list[str]:
-    """The table of every scenario run so far (the conftest prints it at the end of the session)."""
-    if not RESULTS:
+def summary_lines(results: list[tuple[int, str, str, dict[str, int], dict[str, int]]]) -> list[str]:
+    """The table of the scenarios run (``RESULT_PROPERTY`` of their reports), printed at the end."""
+    if not results:
         return []
+    seeds = sorted({seed for seed, *_ in results})
     lines = [
-        f"fault suite, seed {SEED} (KUBENETMON_FAULT_SEED={SEED} replays it)",
+        f"fault suite, seed {', '.join(map(str, seeds))} (KUBENETMON_FAULT_SEED=<seed> replays it)",
         f"{'scenario':<32}{'direction':>10}{'kernel bytes':>16}{'stored bytes':>16}{'difference':>12}",
     ]
-    for name, _, kernel, stored in RESULTS:
+    for _, name, _, kernel, stored in results:
         for direction in ("out", "in"):
             k, s = kernel[direction], stored[direction]
             lines.append(f"{name:<32}{direction:>10}{k:>16,}{s:>16,}{s - k:>+12,}")
-    lines += ["faults:", *(f"  {name}: {what}" for name, what, _, _ in RESULTS)]
+    lines += ["faults:", *(f"  {name}: {what}" for _, name, what, _, _ in results)]
     return lines
 
 
@@ -231,7 +243,11 @@ OPTIONS = {
 
 @pytest.mark.parametrize(("scenario", "broker"), _params())
 def test_no_byte_lost_or_doubled(
-    scenario: str, broker: str, cluster: Cluster, make_pipeline: MakePipeline
+    scenario: str,
+    broker: str,
+    cluster: Cluster,
+    make_pipeline: MakePipeline,
+    record_property: Callable[[str, object], None],
 ) -> None:
     rng = random.Random(f"{SEED}/{scenario}")
     print(f"seed {SEED} (KUBENETMON_FAULT_SEED={SEED} replays it), scenario {scenario} on {broker}")
@@ -255,7 +271,7 @@ def test_no_byte_lost_or_doubled(
     want = pipeline.expected()
     got = pipeline.wait_until_stored(want)
     name = scenario if broker == "single" else f"{scenario}@{broker}"
-    RESULTS.append((name, what, by_direction(want), by_direction(got)))
+    record_property(RESULT_PROPERTY, (SEED, name, what, by_direction(want), by_direction(got)))
     diff = differences(want, got)
     assert not diff, f"{scenario}: stored rows differ from the kernel's counters:\n" + "\n".join(diff)
     # 7 long-lived flows (3 seen by both nodes, 4 by one) and the short ones (all seen by both nodes), with

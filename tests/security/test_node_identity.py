@@ -39,6 +39,9 @@ from tests.support.natsconf import ISSUER_SEED, PASSWORDS, SERVER_ENV, Configure
 from tests.support.processes import Process, http_port
 from tests.support.waiting import eventually
 
+# meant to keep the module on one worker so its module-scoped servers start once (docs/testing.md: open)
+pytestmark = pytest.mark.xdist_group("node-identity")
+
 DENIED_WAIT_S = 1.0
 BOOT = "6f0c3a5e-1d2b-4c7a-9e8f-0a1b2c3d4e5f"
 AGENT_SA = "kubenetmon:kubenetmon-agent"

@@ -1,9 +1,23 @@
-"""A role's HTTP endpoints as the tests read them: ``/metrics``, ``/healthz``, ``/readyz`` on loopback."""
+"""A role's HTTP endpoints as the tests read them: ``/metrics``, ``/healthz``, ``/readyz`` on loopback; and a
+port nobody listens on (``closed_port``)."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def closed_port() -> Iterator[int]:
+    """A loopback port where connections are refused while the block runs: bound here but never listening,
+    so no other process (a parallel test worker's server) can take it meanwhile, as it could a port that was
+    bound and released."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield int(sock.getsockname()[1])
 
 
 def get(port: int, path: str, *, timeout: float = 10) -> tuple[int, str]:

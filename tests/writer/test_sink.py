@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +17,8 @@ from kubenetmon.writer.settings import ClickHouseSettings
 from kubenetmon.writer.sink import InvalidBatch, QueryFailed, Sink, SinkUnavailable
 from tests.fixtures.clickhouse import chdb_settings_for
 from tests.support.holder import Holder
+from tests.support.http import closed_port
 from tests.support.messages import message, messages, row, total_bytes
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _insert(sink: Sink, msgs: list) -> None:  # type: ignore[type-arg]
@@ -150,14 +144,13 @@ def test_unreadable_password_file_is_a_config_error(tmp_path: Path) -> None:
 
 
 def test_refused_http_is_unavailable_and_never_shows_the_password() -> None:
-    sink = Sink(
-        ClickHouseSettings(dsn=f"http://bob:hunter2pw@127.0.0.1:{_closed_port()}/db", connect_timeout_s=2)
-    )
-    with pytest.raises(SinkUnavailable) as err:
-        sink.insert("t", [[1]], names=["a"], types=["UInt8"])
-    assert "hunter2pw" not in str(err.value) and "bob:***@127.0.0.1" in str(err.value)
-    with pytest.raises(SinkUnavailable):
-        sink.query("SELECT 1")
+    with closed_port() as port:
+        sink = Sink(ClickHouseSettings(dsn=f"http://bob:hunter2pw@127.0.0.1:{port}/db", connect_timeout_s=2))
+        with pytest.raises(SinkUnavailable) as err:
+            sink.insert("t", [[1]], names=["a"], types=["UInt8"])
+        assert "hunter2pw" not in str(err.value) and "bob:***@127.0.0.1" in str(err.value)
+        with pytest.raises(SinkUnavailable):
+            sink.query("SELECT 1")
 
 
 def test_locked_chdb_directory_is_unavailable_until_released(tmp_path: Path) -> None:

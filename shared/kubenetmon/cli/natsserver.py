@@ -11,17 +11,20 @@ This module must not import the NATS client: it manages a process, it does not s
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import random
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
@@ -49,28 +52,107 @@ _HANDED_OUT: set[int] = set()
 ``bind(0)``, which two servers started from separate calls would then both try to listen on."""
 _HANDING_OUT: Final = threading.Lock()
 
+_REGISTRY: Final = Path(tempfile.gettempdir()) / "kubenetmon-ports"
+"""Ports handed out by live processes of this machine, one ``port pid start-time`` line each, read and
+rewritten under ``flock``: two processes (parallel test workers, two ``kubenetmon up``) never hand out the
+same port, even while its server is stopped for a restart. Lines of dead processes are dropped."""
+_FIRST_PORT: Final = 20000
+"""Ports are chosen in [_FIRST_PORT, first ephemeral port): the kernel never gives those to a ``bind(0)``
+or to an outgoing connection, so nothing else takes one while its server is down between restarts."""
+
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free right now on ``host`` and never handed out before by this process (the server
-    binds it right after; another process taking it in between is unlikely)."""
+    """A TCP port free right now on ``host`` and never handed out before by this process nor by another
+    live one (the server binds it right after; see ``free_ports``)."""
     return free_ports(1, host)[0]
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """``count`` distinct TCP ports free right now on ``host``, none handed out before by this process.
+    """``count`` distinct TCP ports free right now on ``host``, none handed out before by this process or
+    by another live process of this machine that uses this function.
 
-    Every candidate stays bound until all are chosen, so one call cannot offer a port twice, and ports an
-    earlier call returned are passed over, so two calls cannot either."""
-    with _HANDING_OUT, contextlib.ExitStack() as held:
+    Every candidate stays bound until all are chosen, so one call cannot offer a port twice; ports an
+    earlier call returned are passed over, so two calls cannot either; the machine-wide record
+    (``_REGISTRY``) extends that to other processes. Ports come from below the kernel's ephemeral range
+    when it leaves room, so no ``bind(0)`` elsewhere takes one while its server restarts."""
+    with _HANDING_OUT:
+        return _reserved(lambda taken: _pick(count, host, taken | _HANDED_OUT))
+
+
+def _pick(count: int, host: str, taken: set[int]) -> list[int]:
+    with contextlib.ExitStack() as held:
         chosen: list[int] = []
-        while len(chosen) < count:
+        for candidate in _candidates():
+            if len(chosen) == count:
+                break
+            if candidate in taken or candidate in chosen:
+                continue
             sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind((host, 0))
-            port = int(sock.getsockname()[1])
-            if port not in _HANDED_OUT:
-                _HANDED_OUT.add(port)
+            try:
+                sock.bind((host, candidate))
+            except OSError:
+                continue
+            port = int(sock.getsockname()[1])  # a kernel pick (candidate 0) stays bound even if refused
+            if port not in taken and port not in chosen:
                 chosen.append(port)
+        _HANDED_OUT.update(chosen)
         return chosen
+
+
+def _candidates() -> Iterator[int]:
+    """Ports to try: every port of [_FIRST_PORT, ephemeral start) from a random offset, then kernel picks."""
+    try:
+        first_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        first_ephemeral = 0
+    span = first_ephemeral - _FIRST_PORT
+    if span >= 1000:
+        offset = random.randrange(span)
+        for i in range(span):
+            yield _FIRST_PORT + (offset + i) % span
+    while True:
+        yield 0
+
+
+def _reserved(pick: Callable[[set[int]], list[int]]) -> list[int]:
+    """``pick(ports other live processes hold)``, recorded in ``_REGISTRY`` under an exclusive lock."""
+    try:
+        fd = os.open(_REGISTRY, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:  # unwritable temporary directory: this process's own record still holds
+        return pick(set())
+    with os.fdopen(fd, "r+") as registry:
+        fcntl.flock(registry, fcntl.LOCK_EX)
+        kept, starts = [], {os.getpid(): _start_time(os.getpid())}
+        lines = registry.read().splitlines()
+        held: set[int] = set()
+        for line in lines:
+            try:
+                port, pid, start = line.split()
+                if (owner := int(pid)) not in starts:
+                    starts[owner] = _start_time(owner)
+                if starts[owner] == start:
+                    held.add(int(port))
+                    kept.append(line)
+            except ValueError:  # a torn or foreign line: dropped
+                continue
+        chosen = pick(held)
+        added = [f"{port} {os.getpid()} {starts[os.getpid()]}" for port in chosen]
+        if len(kept) < len(lines):  # rewritten only when lines went stale (truncating is slow on some fs)
+            registry.seek(0)
+            registry.truncate()
+            added = kept + added
+        registry.write("".join(f"{line}\n" for line in added))
+    return chosen
+
+
+def _start_time(pid: int) -> str:
+    """The start time of a live process (``/proc/<pid>/stat``), "" once it is gone: a reused pid differs."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    fields = text[text.rindex(")") + 2 :].split()
+    return "" if fields[0] == "Z" else fields[19]
 
 
 class NatsServer:
