@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import statistics
@@ -73,6 +74,7 @@ class Run:
     published_records: int = 0
     published_messages: int = 0
     late_max_s: float = 0.0
+    load_start: list[float] = field(default_factory=lambda: list(os.getloadavg()))
 
 
 # ------------------------------------------------------------------------------------------ processes
@@ -204,7 +206,7 @@ async def sample_forever(
             ):
                 counters[f"{role}:{name}"] = metric_value(text, name)
         memory: dict[str, float] = {}
-        cpu: dict[str, float] = {}
+        cpu: dict[str, float] = {"publisher (this process)": time.process_time()}
         for role, root in roots.items():
             for pid in descendants(root):
                 mb, seconds = rss_mb(pid), cpu_seconds(pid)
@@ -255,7 +257,23 @@ def report(run: Run, args: argparse.Namespace, *, drained_s: float | None, store
     records = records_in - first.counters.get("enricher:kubenetmon_enricher_records_total", 0.0)
     cpu = {name: last.cpu_s[name] - first.cpu_s.get(name, 0.0) for name in sorted(last.cpu_s)}
     enricher_cpu = sum(v for name, v in cpu.items() if name.startswith("enricher"))
+    table: dict[str, dict[str, float]] = {}
+    span = last.t - first.t
+    for name in sorted({n for s in run.samples for n in s.cpu_s}):
+        points = [(s.t, s.cpu_s[name]) for s in run.samples if name in s.cpu_s]
+        used = points[-1][1] - points[0][1]
+        busiest = max(
+            ((b[1] - a[1]) / (b[0] - a[0]) for a, b in itertools.pairwise(points) if b[0] > a[0]), default=0.0
+        )
+        table[name] = {
+            "seconds": round(used, 2),
+            "cores": round(used / span, 3) if span > 0 else 0.0,
+            "busiest_sample_cores": round(busiest, 3),
+            "us_per_record": round(used / max(1.0, records_in) * 1e6, 2),
+        }
     return {
+        "load_average": {"start": run.load_start, "end": list(os.getloadavg())},
+        "cpu": table,
         "cpu_s": cpu,
         "enricher_cpu_us_per_record": enricher_cpu / records * 1e6 if records else None,
         "nominal_records_per_s": args.rate,
@@ -325,6 +343,20 @@ def print_report(out: dict[str, Any]) -> None:
             f"  {name:<36} {r['first_mb']:>8.1f} {r['last_mb']:>8.1f} {r['slope_mb_per_min']:>+8.3f} "
             f"{r['second_half_slope_mb_per_min']:>+8.3f}"
         )
+    lines.append(
+        "\n  CPU from the first to the last sample: seconds, cores (mean, busiest sample),"
+        " µs per enriched record"
+    )
+    for name, c in out["cpu"].items():
+        lines.append(
+            f"  {name:<36} {c['seconds']:>8.1f} {c['cores']:>6.2f} {c['busiest_sample_cores']:>6.2f}"
+            f" {c['us_per_record']:>8.1f}"
+        )
+    start, end = out["load_average"]["start"], out["load_average"]["end"]
+    lines.append(
+        f"\n  load average (1, 5, 15 min) at start {start[0]:.1f} {start[1]:.1f} {start[2]:.1f}, "
+        f"at end {end[0]:.1f} {end[1]:.1f} {end[2]:.1f}"
+    )
     print("\n".join(lines))
 
 

@@ -90,6 +90,25 @@ def test_a_column_shared_twice_and_across_columns_is_written_once() -> None:
     assert flags[:3] == [{"crossZone": True}, {"crossZone": False}, {"crossZone": True}]
     # the decoded columns are lists of their own, even where the wire shares one sequence
     assert len({id(column) for column in back.data}) == len(COLUMNS)
+    # read-only callers may take the sequences themselves: the same values, fewer copies
+    shared = schema.decode_enriched(encoded, share=True)
+    assert [list(c) for c in shared.data] == [list(c) for c in back.data]
+    columns = [list(c) for c in back.data]
+    columns[COLUMN_INDEX["remotePod"]] = columns[COLUMN_INDEX["localPod"]]  # one list: one sequence
+    plain = schema.decode_enriched(schema.encode_enriched(message(columns)), share=True)
+    assert [list(c) for c in plain.data] == columns
+    assert plain.data[COLUMN_INDEX["remotePod"]] is plain.data[COLUMN_INDEX["localPod"]]
+
+
+def test_a_forged_flag_map_is_refused_when_sharing_too() -> None:
+    samples = {"int": 7, "str": "x", "bool": True, "bytes16": b"\x01" * 16, "map": {"crossZone": False}}
+    data: list[Any] = [[4 if c.name == "ipFamily" else samples[c.wire]] * 3 for c in COLUMNS]
+    obj = msgpack.unpackb(schema.encode_enriched(message(data)))
+    for forged in ({"crossZone": 1}, {1: True}, {"crossZone": None}):
+        obj["dict"] = [forged]
+        for share in (False, True):
+            with pytest.raises(DecodeError):
+                schema.decode_enriched(msgpack.packb(obj), share=share)
 
 
 def test_a_flipped_column_is_sent_as_its_base_and_mask() -> None:

@@ -77,6 +77,51 @@ def test_bisection_isolates_one_message() -> None:
     assert splits <= 4  # about log2(9)
 
 
+def test_pod_and_node_rows_fill_their_own_columns_and_every_split_keeps_them() -> None:
+    """A node message (``localKind``) lands in the node columns, in the node table's order, whatever
+    its column order; pod messages around it in the pod columns; any cut of the parts slices both."""
+    node_names = [*COLUMN_NAMES, "localKind"]
+    msgs = []
+    for k in range(7):
+        src = f"n/b/1/0/{k}"
+        if k % 3 == 1:
+            rows = [row(src, i, localKind="node", localPod="") for i in range(k + 1)]
+            names = list(reversed(node_names)) if k == 4 else node_names
+            msgs.append((message(src, rows, columns=names), rows))
+        else:
+            rows = [row(src, i) for i in range(k)]
+            msgs.append((message(src, rows), rows))
+    batch: Batch[int] = Batch(opened_at=0.0)
+    for k, (msg, _) in enumerate(msgs):
+        batch.add(msg, k)
+    pods = [r for k, (_, rows) in enumerate(msgs) if k % 3 != 1 for r in rows]
+    nodes = [r for k, (_, rows) in enumerate(msgs) if k % 3 == 1 for r in rows]
+    assert [len(c) for c in batch.columns] == [len(pods)] * len(COLUMN_NAMES)
+    assert batch.nodes == [[r[n] for r in nodes] for n in node_names]
+    assert batch.rows == len(pods) + len(nodes) == len(batch.kinds)
+
+    def rows_of(b: Batch[int]) -> tuple[list[list[object]], list[list[object]]]:
+        return b.columns, b.nodes
+
+    work = [batch]
+    seen_pods: list[list[object]] = [[] for _ in COLUMN_NAMES]
+    seen_nodes: list[list[object]] = [[] for _ in node_names]
+    while work:  # split down to single messages, left first: the rows come back in order
+        part = work.pop()
+        if part.messages > 1:
+            work += reversed(part.split())
+            continue
+        p = part.parts[0]
+        assert (p.start, p.rows) == (0, part.rows) and p.owner is not None
+        cols, node_cols = rows_of(part)
+        for acc, got in zip(seen_pods, cols, strict=True):
+            acc += got
+        for acc, got in zip(seen_nodes, node_cols, strict=True):
+            acc += got
+        assert sum(len(c[0]) for c in (cols, node_cols)) == part.rows
+    assert seen_pods == batch.columns and seen_nodes == batch.nodes
+
+
 def test_a_single_message_cannot_be_split() -> None:
     batch: Batch[str] = Batch(opened_at=0.0)
     batch.add(messages(1, 4)[0], "only")

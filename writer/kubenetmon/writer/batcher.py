@@ -1,7 +1,8 @@
 """Batching of ENRICHED messages into one column-oriented insert, and splitting it again.
 
-A ``Batch`` concatenates the columns of many messages in the table's column order (a column a message
-lacks is filled with its zero value; the wire has no nulls) and remembers which message owns which rows.
+A ``Batch`` concatenates the columns of many messages in their table's column order (pod rows for the
+flows table, node rows for the node table; a column a message lacks is filled with its zero value, the
+wire has no nulls) and remembers which message owns which rows.
 That ownership is what makes a rejected insert recoverable: ``split`` halves a batch on a message
 boundary, so bisection isolates the one message ClickHouse refuses while its neighbours are written.
 ``Batcher`` decides when the open batch is due: enough rows, or its oldest message is old enough.
@@ -19,18 +20,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, TypeVar
 
-from kubenetmon.shared.schema import COLUMN_INDEX, COLUMN_NAMES, COLUMNS, EnrichedMessage
+from kubenetmon.shared.schema import COLUMN_NAMES, COLUMNS, NODE_COLUMNS, EnrichedMessage
 
 T = TypeVar("T")
 
 ZERO: Final[dict[str, Any]] = {"int": 0, "str": "", "bool": False, "bytes16": bytes(16), "map": {}}
-_DEFAULTS: Final[tuple[Any, ...]] = tuple(ZERO[c.wire] for c in COLUMNS)
-_BYTES: Final = COLUMN_INDEX["bytes"]
+POD_NAMES: Final[list[str]] = list(COLUMN_NAMES)
+"""The flows table's columns, in its order: a pod row's."""
+NODE_NAMES: Final[list[str]] = [*COLUMN_NAMES, *(c.name for c in NODE_COLUMNS)]
+"""The node table's columns: a node row's (the flows table's, then ``localKind``)."""
+_KIND: Final = NODE_COLUMNS[0].name
+_DEFAULTS: Final[tuple[Any, ...]] = tuple(ZERO[c.wire] for c in (*COLUMNS, *NODE_COLUMNS))
+_INDEX: Final[dict[str, int]] = {name: i for i, name in enumerate(NODE_NAMES)}
+_BYTES: Final = _INDEX["bytes"]
 
 
 @dataclass(frozen=True, slots=True)
 class Part(Generic[T]):
-    """Rows ``start:stop`` of a batch belong to the message behind ``owner``."""
+    """Rows ``start:stop`` of a batch's pod rows (or of its node rows, ``node``) belong to the message
+    behind ``owner``."""
 
     owner: T
     start: int
@@ -39,42 +47,50 @@ class Part(Generic[T]):
     """Payload size of the message, bytes (for metrics)."""
     report: tuple[Any, ...] | None = None
     """The message's ``agent_reports`` row (``flow_tables.REPORT_COLUMNS`` order), if it carries one."""
+    node: bool = False
+    """The message holds node rows (``localKind``): its rows are in ``Batch.nodes``."""
 
     @property
     def rows(self) -> int:
         return self.stop - self.start
 
 
+def _empty(names: list[str]) -> list[list[Any]]:
+    return [[] for _ in names]
+
+
 @dataclass
 class Batch(Generic[T]):
-    """Columns in ``COLUMN_NAMES`` order plus the parts that own their rows."""
+    """The pod rows' columns (``POD_NAMES``), the node rows' (``NODE_NAMES``), and the parts that own them.
+
+    A message is all pod rows or all node rows: ``localKind`` admits only 'node' (``schema.DOMAINS``), so
+    a message that has the column holds node rows only, and one without it pod rows only. Each kind is
+    concatenated in its own columns, in its table's order, ready for one column-oriented insert each:
+    no row is looked at, moved or filtered after the decoder's columns are appended.
+    """
 
     opened_at: float
-    columns: list[list[Any]] = field(default_factory=lambda: [[] for _ in COLUMN_NAMES])
-    kinds: list[str] = field(default_factory=list)
-    """Each row's ``localKind``: '' for a pod row (flows table), 'node' for a node row (node table)."""
+    columns: list[list[Any]] = field(default_factory=lambda: _empty(POD_NAMES))
+    """Pod rows, in ``POD_NAMES`` order (the flows table)."""
+    nodes: list[list[Any]] = field(default_factory=lambda: _empty(NODE_NAMES))
+    """Node rows, in ``NODE_NAMES`` order (the node table)."""
     parts: list[Part[T]] = field(default_factory=list)
     rows: int = 0
     size: int = 0
 
     def add(self, message: EnrichedMessage, owner: T, *, size: int = 0) -> None:
-        """Append ``message``'s rows, reordered to the table's columns, owned by ``owner``."""
+        """Append ``message``'s rows, reordered to its table's columns, owned by ``owner``."""
         n = message.row_count
-        present = [False] * len(COLUMN_NAMES)
-        kinds: Sequence[str] = [""] * n
-        for name, values in zip(message.columns, message.data, strict=True):
-            i = COLUMN_INDEX.get(name, -1)  # the decoder refused unknown columns
-            if i < 0:  # the node rows' own column
-                kinds = values
-                continue
-            self.columns[i].extend(values)
-            present[i] = True
-        if n and not all(present):
-            for i, seen in enumerate(present):
-                if not seen:
-                    self.columns[i].extend([_DEFAULTS[i]] * n)
-        self.kinds.extend(kinds)
-        self.parts.append(Part(owner, self.rows, self.rows + n, size, report_values(message)))
+        names = message.columns
+        node = _KIND in names
+        target = self.nodes if node else self.columns
+        start = len(target[0])
+        if names == (NODE_NAMES if node else POD_NAMES):  # the enricher's order: no reordering
+            for column, values in zip(target, message.data, strict=True):
+                column.extend(values)
+        else:
+            _add_reordered(target, names, message.data, n)
+        self.parts.append(Part(owner, start, start + n, size, report_values(message), node))
         self.rows += n
         self.size += size
 
@@ -86,6 +102,11 @@ class Batch(Generic[T]):
     def messages(self) -> int:
         return len(self.parts)
 
+    @property
+    def kinds(self) -> list[str]:
+        """Each row's ``localKind`` in the order of the messages: '' for a pod row, 'node' for a node row."""
+        return [kind for p in self.parts for kind in ["node" if p.node else ""] * p.rows]
+
     def report_columns(self) -> list[list[Any]]:
         """The ledger rows of the batch's messages, column-oriented (empty lists: none)."""
         rows = [p.report for p in self.parts if p.report is not None]
@@ -93,7 +114,8 @@ class Batch(Generic[T]):
 
     def flow_bytes(self) -> int:
         """Sum of the ``bytes`` column: the traffic this batch accounts for."""
-        return sum(self.columns[_BYTES])
+        total: int = sum(self.columns[_BYTES]) + sum(self.nodes[_BYTES])
+        return total
 
     def split(self) -> tuple[Batch[T], Batch[T]]:
         """Two batches, each with about half of the messages (needs at least two)."""
@@ -103,15 +125,36 @@ class Batch(Generic[T]):
         return self._slice(self.parts[:mid]), self._slice(self.parts[mid:])
 
     def _slice(self, parts: Sequence[Part[T]]) -> Batch[T]:
-        lo, hi = parts[0].start, parts[-1].stop
+        # the parts of one kind own consecutive rows of that kind's columns, in the order of the parts
+        lo = {kind: min((p.start for p in parts if p.node is kind), default=0) for kind in (False, True)}
+        hi = {kind: max((p.stop for p in parts if p.node is kind), default=0) for kind in (False, True)}
         out: Batch[T] = Batch(
-            opened_at=self.opened_at, columns=[col[lo:hi] for col in self.columns], kinds=self.kinds[lo:hi]
+            opened_at=self.opened_at,
+            columns=[col[lo[False] : hi[False]] for col in self.columns],
+            nodes=[col[lo[True] : hi[True]] for col in self.nodes],
         )
         for p in parts:
-            out.parts.append(Part(p.owner, p.start - lo, p.stop - lo, p.size, p.report))
-        out.rows = hi - lo
+            base = lo[p.node]
+            out.parts.append(Part(p.owner, p.start - base, p.stop - base, p.size, p.report, p.node))
+        out.rows = sum(p.rows for p in parts)
         out.size = sum(p.size for p in parts)
         return out
+
+
+def _add_reordered(
+    target: list[list[Any]], names: Sequence[str], data: Sequence[Sequence[Any]], n: int
+) -> None:
+    """Append columns named ``names`` to ``target`` in its order; a column missing gets its zero value
+    (the wire has no nulls; the decoder refused unknown columns)."""
+    present = [False] * len(target)
+    for name, values in zip(names, data, strict=True):
+        i = _INDEX[name]
+        target[i].extend(values)
+        present[i] = True
+    if n and not all(present):
+        for i, seen in enumerate(present):
+            if not seen:
+                target[i].extend([_DEFAULTS[i]] * n)
 
 
 def report_values(message: EnrichedMessage) -> tuple[Any, ...] | None:

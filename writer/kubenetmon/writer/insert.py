@@ -21,7 +21,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from itertools import compress
 from typing import Any, Final, Protocol, TypeVar
 
 from kubenetmon.shared import backoff, runtime
@@ -66,26 +65,15 @@ class Outcomes(Protocol[T]):
 
 
 def insert_batch(sink: Sink, batch: Batch[Any], ledger: list[list[Any]]) -> None:
-    """The pod rows into the flows table, the node rows (``localKind`` set) into the node table, then the
-    ledger rows of the same messages (all idempotent: a retry of all of them is safe)."""
-    if batch.rows:
-        columns, kinds = batch.columns, batch.kinds
-        nodes = batch.rows - kinds.count("")
-        if nodes < batch.rows:
-            pods = columns if not nodes else _where(columns, kinds, node=False)
-            sink.insert(sink.table, pods, names=COLUMN_NAMES, types=INSERT_TYPES)
-        if nodes:
-            rows = columns if nodes == batch.rows else _where(columns, kinds, node=True)
-            rows = [*rows, [kind for kind in kinds if kind]]
-            sink.insert(node_table(sink.table), rows, names=NODE_COLUMN_NAMES, types=NODE_INSERT_TYPES)
+    """The pod rows into the flows table, the node rows into the node table, then the ledger rows of the
+    same messages: one column-oriented insert per table that has rows (all idempotent: a retry of all of
+    them is safe)."""
+    if batch.columns[0]:
+        sink.insert(sink.table, batch.columns, names=COLUMN_NAMES, types=INSERT_TYPES)
+    if batch.nodes[0]:
+        sink.insert(node_table(sink.table), batch.nodes, names=NODE_COLUMN_NAMES, types=NODE_INSERT_TYPES)
     if ledger:
         sink.insert(REPORTS_TABLE, ledger, names=REPORT_COLUMNS, types=REPORT_INSERT_TYPES)
-
-
-def _where(columns: list[list[Any]], kinds: list[Any], *, node: bool) -> list[list[Any]]:
-    """The rows of ``columns`` that are node rows (``node``) or pod rows."""
-    keep = [bool(kind) is node for kind in kinds]
-    return [list(compress(column, keep)) for column in columns]
 
 
 def retry_delay(settings: WriterSettings, *, failures: int) -> float:

@@ -169,7 +169,7 @@ class _Loader:
         tally = self.tally
         tally["read"] += 1
         try:
-            message = decode_enriched(delivery.data, subject=delivery.subject)
+            message = decode_enriched(delivery.data, subject=delivery.subject, share=True)  # read only
         except DecodeError:
             tally["undecodable"] += 1
             return

@@ -111,7 +111,7 @@ class Writer:
     async def admit(self, delivery: Delivery) -> None:
         """Decode one delivery into the open batch, or send it to the DLQ if it does not decode."""
         try:
-            message = decode_enriched(delivery.data, subject=delivery.subject)
+            message = decode_enriched(delivery.data, subject=delivery.subject, share=True)  # read only
         except DecodeError as exc:
             await self._poison(delivery, exc.reason, exc.detail)
             return

@@ -193,8 +193,13 @@ def encode_enriched(msg: EnrichedMessage, *, version: int = ENRICHED_VERSION) ->
     return b"".join(pieces)  # the one copy of the whole payload
 
 
-def decode_enriched(data: bytes, *, subject: str = "", max_bytes: int = MAX_MESSAGE_BYTES) -> EnrichedMessage:
+def decode_enriched(
+    data: bytes, *, subject: str = "", max_bytes: int = MAX_MESSAGE_BYTES, share: bool = False
+) -> EnrichedMessage:
     """Decode and validate an ENRICHED message, column types included; problems raise ``DecodeError``.
+
+    ``share``: for callers that only read the columns (the writer's batch), a v2 column that is one
+    sequence of the message once is that sequence's list, not a copy; two columns may then be one list.
 
     Unknown columns are refused (``schema``): a newer enricher must bump the version or the writer
     must learn the column first. Missing columns are allowed only if the table has a default for them;
@@ -216,7 +221,7 @@ def decode_enriched(data: bytes, *, subject: str = "", max_bytes: int = MAX_MESS
     if len(set(map(str, cols))) != len(cols):
         raise DecodeError("schema", "duplicate column names", **kw)
     if obj["v"] == 2:
-        cdata = _unpack_v2(obj, cols, cdata, kw=kw)
+        cdata = _unpack_v2(obj, cols, cdata, share=share, kw=kw)
     else:
         _check_columns(cols, cdata, kw=kw)
     report = obj.get("report")
@@ -251,7 +256,7 @@ def _check_columns(cols: list[Any], cdata: list[Any], *, kw: dict[str, Any]) -> 
 
 
 def _unpack_v2(
-    obj: dict[str, Any], cols: list[Any], runs: list[Any], *, kw: dict[str, Any]
+    obj: dict[str, Any], cols: list[Any], runs: list[Any], *, share: bool, kw: dict[str, Any]
 ) -> list[list[Any]]:
     """The plain columns of a v2 message, each distinct sequence checked once against its column's domain."""
     for name in cols:
@@ -275,4 +280,4 @@ def _unpack_v2(
                 wire = _COLUMN_WIRE[name]
                 reason = "address" if wire == "bytes16" or name.endswith("IPv4") else "schema"
                 raise DecodeError(reason, f"column {name!r}: bad value {value!r:.60}", **kw)
-    return [layout.expand(column) for column in columns]
+    return [layout.expand(column, share=share) for column in columns]

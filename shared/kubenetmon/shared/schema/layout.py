@@ -187,10 +187,13 @@ def _derive(entry: dict[Any, Any], seqs: list[Any], k: int) -> list[Any]:
     return list(map(xor, values, repeat(mask)))
 
 
-def expand(column: list[Run]) -> list[Any]:
-    """The plain values of a column's runs."""
+def expand(column: list[Run], *, share: bool = False) -> list[Any]:
+    """The plain values of a column's runs; ``share``: a column of one sequence once is that sequence's
+    list itself (read-only callers: no copy, but columns may share a list)."""
     if len(column) == 1:
         values, times = column[0]
+        if share and times == 1:
+            return values
         return values * times  # a new list even for one run: columns never share a list
     out: list[Any] = []
     for values, times in column:
