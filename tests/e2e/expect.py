@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple, TypeVar
 
 from tests.e2e.cluster import NAMESPACE, S3_RANGES, S3_ZONE, SERVICE, Cluster
@@ -133,10 +133,17 @@ def label(entry: CtEntry, *, observer: str, cluster: Cluster) -> list[tuple[Key,
 
 def expected(cluster: Cluster, entries: dict[str, list[CtEntry]]) -> Totals:
     """Totals the pipeline must store for the given entries of each observer node."""
-    totals: dict[Key, list[int]] = defaultdict(lambda: [0, 0])
+    return _summed(label, cluster, entries)
+
+
+def _summed(
+    rules: Callable[..., list[tuple[K, int, int]]], cluster: Cluster, entries: dict[str, list[CtEntry]]
+) -> dict[K, tuple[int, int]]:
+    """(bytes, packets) per key of the rows ``rules`` makes of each observer's entries; zero keys left out."""
+    totals: dict[K, list[int]] = defaultdict(lambda: [0, 0])
     for observer, node_entries in entries.items():
         for entry in node_entries:
-            for key, nbytes, packets in label(entry, observer=observer, cluster=cluster):
+            for key, nbytes, packets in rules(entry, observer=observer, cluster=cluster):
                 totals[key][0] += nbytes
                 totals[key][1] += packets
     return {k: (b, p) for k, (b, p) in totals.items() if b or p}
@@ -206,13 +213,7 @@ def label_node(entry: CtEntry, *, observer: str, cluster: Cluster) -> list[tuple
 
 def expected_nodes(cluster: Cluster, entries: dict[str, list[CtEntry]]) -> NodeTotals:
     """Node-table totals the pipeline must store for the given entries of each observer node."""
-    totals: dict[NodeKey, list[int]] = defaultdict(lambda: [0, 0])
-    for observer, node_entries in entries.items():
-        for entry in node_entries:
-            for key, nbytes, packets in label_node(entry, observer=observer, cluster=cluster):
-                totals[key][0] += nbytes
-                totals[key][1] += packets
-    return {k: (b, p) for k, (b, p) in totals.items() if b or p}
+    return _summed(label_node, cluster, entries)
 
 
 NODE_QUERY = """
