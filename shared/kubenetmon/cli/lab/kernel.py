@@ -74,6 +74,15 @@ def parse_line(line: str) -> CtEntry | None:
         else:
             extra[key] = value
     orig, reply = tuples
+    try:
+        return _entry(family, proto, state, orig, reply, extra)
+    except (KeyError, ValueError):  # not a whole entry: a line cut short when the watch is stopped
+        return None
+
+
+def _entry(
+    family: int, proto: str, state: str, orig: dict[str, str], reply: dict[str, str], extra: dict[str, str]
+) -> CtEntry:
     return CtEntry(
         family=family,
         proto=proto,
@@ -167,6 +176,8 @@ class DestroyWatch:
     def _read(self) -> None:
         assert self._proc.stdout is not None
         for line in self._proc.stdout:
+            if not line.endswith("\n"):
+                break  # the watch was stopped mid-line: the rest of an entry never comes
             entry = parse_line(line)
             if entry is not None:
                 with self._lock:
