@@ -5,7 +5,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from kubenetmon.cli.nats import _Init
 from kubenetmon.cli.natsserver import NatsServer, free_port
+from kubenetmon.shared.topology import Change
 from tests.fixtures.nats import nats_settings_for
 from tests.fixtures.nats_cluster import NatsCluster, cluster_settings
 from tests.support import commands
@@ -108,3 +110,15 @@ def test_init_started_with_its_cluster_waits_for_a_jetstream_leader(tmp_path: Pa
         assert "topology: 7 created" in out, out + stderr.read_text()
     finally:
         cluster.stop()
+
+
+def test_init_asked_again_reports_what_an_earlier_attempt_did() -> None:
+    """An attempt that created streams and then met a JetStream not yet settled (a peer offline) is
+    asked again; the attempt that finishes finds them unchanged, and init still says they were created."""
+    init = _Init()
+    first = init._merged((Change("stream", "RAW", "created"), Change("stream", "DLQ", "unchanged")))
+    assert [c.action for c in first] == ["created", "unchanged"]
+    again = init._merged(
+        (Change("stream", "RAW", "unchanged"), Change("stream", "DLQ", "updated", ("max_bytes",)))
+    )
+    assert [(c.name, c.action) for c in again] == [("RAW", "created"), ("DLQ", "updated")]

@@ -61,15 +61,20 @@ def kubectl() -> str:
     return found
 
 
-@functools.cache
 def render(path: str) -> tuple[dict[str, Any], ...]:
-    """The objects ``kubectl kustomize k8s/<path>`` renders, in order."""
+    """The objects ``kubectl kustomize k8s/<path>`` renders, in order: new objects at every call, so a
+    test that changes what it got cannot change what the next test gets (the text is rendered once)."""
+    return tuple(doc for doc in yaml.safe_load_all(_rendered(path)) if doc)
+
+
+@functools.cache
+def _rendered(path: str) -> str:
     out = subprocess.run(
         [kubectl(), "kustomize", str(K8S / path)], capture_output=True, text=True, timeout=120, check=False
     )
     if out.returncode != 0:
         raise AssertionError(f"kubectl kustomize {path} failed:\n{out.stderr}")
-    return tuple(doc for doc in yaml.safe_load_all(out.stdout) if doc)
+    return out.stdout
 
 
 def by_kind(objects: tuple[dict[str, Any], ...], kind: str) -> list[dict[str, Any]]:

@@ -82,7 +82,7 @@ def main(args: argparse.Namespace) -> int:
     logs.setup(log_settings)
     wait_s = _duration(args.connect_wait, "--connect-wait")
     settle_s = _duration(args.settle_wait, "--settle-wait")
-    work = _init if args.verb == "init" else _status
+    work = _Init() if args.verb == "init" else _status
     command = f"kubenetmon nats {args.verb}"
 
     async def run(stop: asyncio.Event) -> int:
@@ -129,18 +129,34 @@ async def _settling(
                 raise
 
 
-async def _init(broker: Broker) -> int:
-    streams = await broker.ensure_topology()
-    # the metadata role's lease: it creates a missing bucket itself, but only init reconciles one
-    buckets = [await broker.ensure_bucket(bucket) for bucket in topology.BUCKETS]
-    report = topology.TopologyReport((*streams.changes, *buckets))
-    for line in report.lines():
-        print(line)
-    counts: dict[str, int] = {}
-    for change in report.changes:
-        counts[change.action] = counts.get(change.action, 0) + 1
-    print("topology: " + ", ".join(f"{n} {action}" for action, n in counts.items()))
-    return EXIT_CONFLICT if report.conflicts else exits.DONE
+class _Init:
+    """``nats init``, asked again while JetStream settles: what an earlier attempt created or updated
+    is reported as such, not as "unchanged" by the attempt that finished the work."""
+
+    def __init__(self) -> None:
+        self.earlier: dict[tuple[str, str], topology.Change] = {}
+
+    def _merged(self, changes: tuple[topology.Change, ...]) -> tuple[topology.Change, ...]:
+        merged = []
+        for change in changes:
+            before = self.earlier.get((change.kind, change.name))
+            done = before if before is not None and change.action == "unchanged" else change
+            self.earlier[(change.kind, change.name)] = done
+            merged.append(done)
+        return tuple(merged)
+
+    async def __call__(self, broker: Broker) -> int:
+        streams = self._merged((await broker.ensure_topology()).changes)
+        # the metadata role's lease: it creates a missing bucket itself, but only init reconciles one
+        buckets = self._merged(tuple([await broker.ensure_bucket(bucket) for bucket in topology.BUCKETS]))
+        report = topology.TopologyReport((*streams, *buckets))
+        for line in report.lines():
+            print(line)
+        counts: dict[str, int] = {}
+        for change in report.changes:
+            counts[change.action] = counts.get(change.action, 0) + 1
+        print("topology: " + ", ".join(f"{n} {action}" for action, n in counts.items()))
+        return EXIT_CONFLICT if report.conflicts else exits.DONE
 
 
 async def _status(broker: Broker) -> int:
