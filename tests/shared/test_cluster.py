@@ -30,7 +30,7 @@ from kubenetmon.shared.errors import TransientError
 from kubenetmon.shared.settings import NatsSettings
 from tests.fixtures.nats import NatsServer, nats_settings_for
 from tests.fixtures.nats_cluster import NatsCluster, cluster_settings, leader_name, stored_ids
-from tests.support.commands import KUBENETMON, flags
+from tests.support.commands import KUBENETMON, flags, made_the_whole_topology
 from tests.support.waiting import wait_until
 
 BEFORE_KILL = 40
@@ -65,7 +65,7 @@ def test_nats_init_creates_three_replicas_of_every_stream_and_consumer(
     settings = cluster_settings(cluster)
     init = _init(settings)
     assert init.returncode == 0, init.stderr
-    assert "topology: 7 created" in init.stdout
+    assert made_the_whole_topology(init), init.stdout + init.stderr
 
     async def streams() -> list[tuple[int, str]]:
         async with await Broker.connect(settings, name="test", wait_s=10.0) as broker:
@@ -96,7 +96,7 @@ def test_a_single_replica_topology_moves_to_three_in_place_lease_bucket_included
     settings = cluster_settings(cluster)
     single = dataclasses.replace(settings, replicas=1)
     first = _init(single)
-    assert first.returncode == 0 and "topology: 7 created" in first.stdout, first.stdout + first.stderr
+    assert first.returncode == 0 and made_the_whole_topology(first), first.stdout + first.stderr
     bucket = f"{settings.stream_prefix}_metadata"
 
     async def put_a_lease() -> None:

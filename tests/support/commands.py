@@ -46,3 +46,18 @@ def flags(settings: object) -> list[str]:
         if "flag" in f.metadata and value != f.default:
             out += [f.metadata["flag"], format_value(f.metadata["kind"], value)]
     return out
+
+
+def made_the_whole_topology(init: subprocess.CompletedProcess[str]) -> bool:
+    """``nats init`` on a fresh broker left all 7 objects in place: "7 created", or, when it had to ask
+    again (a cluster still settling), created or found each of them. A create that timed out on the
+    client may have been done on the server, and the attempt after it then finds the object unchanged."""
+    if "topology: 7 created" in init.stdout:
+        return True
+    summary = init.stdout.strip().splitlines()[-1] if init.stdout.strip() else ""
+    counts: dict[str, int] = {}
+    for part in summary.removeprefix("topology: ").split(", "):
+        n, _, action = part.partition(" ")
+        counts[action] = int(n) if n.isdigit() else -1
+    whole = set(counts) <= {"created", "unchanged"} and sum(counts.values()) == 7
+    return "asking again" in init.stderr and whole
