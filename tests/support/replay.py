@@ -132,14 +132,18 @@ async def run_cli(spawner: Callable[..., Process], *argv: str, name: str) -> tup
     return code, proc.out, proc.log
 
 
-async def write_until_settled(broker: Broker, sink: Sink) -> None:
+QUICK_WRITER = WriterSettings(batch_age_s=0.2)
+"""A batch no older than 0.2 s: a test's few messages are written at once."""
+
+
+async def write_until_settled(broker: Broker, sink: Sink, settings: WriterSettings = QUICK_WRITER) -> None:
     """A writer on ``broker``'s ``writer`` consumer into ``sink`` until ENRICHED is settled, then stopped."""
     stop = asyncio.Event()
     writer = Writer(
         source=await broker.pull("writer"),
         broker=broker,
         sink=sink,
-        settings=WriterSettings(batch_age_s=0.2),
+        settings=settings,
         keepalive_s=0.5,
         drain_s=5,
     )

@@ -21,8 +21,7 @@ from kubenetmon.shared.settings import NatsSettings
 from kubenetmon.writer.replay import EnrichedReplay, replay_enriched
 from kubenetmon.writer.settings import ClickHouseSettings, WriterSettings
 from kubenetmon.writer.sink import Sink
-from kubenetmon.writer.worker import Writer
-from tests.support import Process, eventually, flags
+from tests.support import Process, flags
 from tests.support.replay import (
     INTERVAL,
     NODES,
@@ -31,8 +30,8 @@ from tests.support.replay import (
     cluster_pods,
     interval_messages,
     run_cli,
-    settled,
     write_inventory,
+    write_until_settled,
 )
 
 SETTINGS = LabelSettings(cloud="aws", region="us-west-2")
@@ -66,23 +65,6 @@ def sink(clickhouse: Sink) -> Sink:
     return clickhouse
 
 
-async def _write_live(broker: Broker, sink: Sink) -> None:
-    """What the live writer does, until the ENRICHED stream is consumed."""
-    stop = asyncio.Event()
-    writer = Writer(
-        source=await broker.pull("writer"),
-        broker=broker,
-        sink=sink,
-        settings=BATCHING,
-        keepalive_s=0.5,
-        drain_s=5,
-    )
-    task = asyncio.create_task(writer.run(stop))
-    await eventually(lambda: settled(broker, "writer"))
-    stop.set()
-    await task
-
-
 def _rows(sink: Sink, sql: str) -> list[tuple[Any, ...]]:
     return sink.query(sql).rows
 
@@ -105,7 +87,7 @@ async def test_a_dropped_table_is_reloaded_exactly_and_idempotently(
     msgs = interval_messages(base, 6)
     await _enrich(_enricher(broker, before), msgs)
     await _enrich(_enricher(broker, after, replay="fix"), msgs[1:4])  # a replay raw of intervals 1..3
-    await _write_live(broker, sink)
+    await write_until_settled(broker, sink, BATCHING)
     sums, apps = _rows(sink, SUMS), _rows(sink, APPS)
     assert {app for _, pod, app in apps if pod == "web-0"} == {"web", "frontend"}
 
